@@ -1,0 +1,168 @@
+/**
+ * The seams between the parts (see docs/architecture.md). Every module that crosses a directory
+ * boundary speaks these types; nothing here imports anything of ours.
+ */
+import type { Observable } from 'rxjs';
+
+export type MaybePromise<T> = T | Promise<T>;
+
+/** A box of named dimensions. Actions are always normalized to [-1, 1] at this seam. */
+export interface BoxSpace {
+  readonly dim: number;
+  readonly low: readonly number[];
+  readonly high: readonly number[];
+  readonly names: readonly string[];
+}
+
+export interface StepInfo {
+  /** True on the step the task's success predicate first holds. */
+  success: boolean;
+  [key: string]: unknown;
+}
+
+export interface ResetResult {
+  obs: Float32Array;
+  info: StepInfo;
+}
+
+export interface StepResult {
+  obs: Float32Array;
+  reward: number;
+  /** The episode ended inside the task (success, failure state): do not bootstrap. */
+  terminated: boolean;
+  /** The episode was cut from outside (time limit): bootstrap through it. */
+  truncated: boolean;
+  info: StepInfo;
+}
+
+/**
+ * Gymnasium-style environment. Simulated tasks answer synchronously; hardware answers with promises,
+ * so generic code awaits both.
+ */
+export interface Env {
+  readonly id: string;
+  readonly observationSpace: BoxSpace;
+  /** Normalized: low = -1, high = 1 in every dimension. */
+  readonly actionSpace: BoxSpace;
+  /** Seconds between two steps. */
+  readonly controlDt: number;
+  /** Steps after which an episode is truncated. */
+  readonly maxEpisodeSteps: number;
+  reset(options?: { seed?: number }): MaybePromise<ResetResult>;
+  step(action: ArrayLike<number>): MaybePromise<StepResult>;
+  close(): MaybePromise<void>;
+}
+
+/** One record shared by actors, replay, the write-ahead log and the learner. */
+export interface Transition {
+  obs: Float32Array;
+  /** What the frozen base policy proposed. */
+  baseAction: Float32Array;
+  /** What the residual added (before scaling/clipping by the composition). */
+  residual: Float32Array;
+  /** What was actually executed after composition, safety and interventions. */
+  action: Float32Array;
+  reward: number;
+  nextObs: Float32Array;
+  terminated: boolean;
+  truncated: boolean;
+  /** A human (teleoperation) chose `action`. */
+  intervention: boolean;
+  /** Number of safety events raised on this step (masks that bit, guards, watchdog). */
+  safetyEvents: number;
+  /** Version of the residual that produced `residual`; 0 for the base alone. */
+  policyVersion: number;
+  robotId?: string;
+  episode?: number;
+  step?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardware (ros2_control-like): a narrow state/command interface. Transports live behind it.
+
+export interface RobotCapabilities {
+  name: string;
+  /** Number of commanded dimensions; commands are normalized to [-1, 1]. */
+  actionDim: number;
+  actionNames: string[];
+  /** Joint positions/velocities/efforts reported per state. */
+  jointCount: number;
+  /** Extra sensor values reported per state (object poses, forces, ...). */
+  sensorCount: number;
+  /** The command rate the device is built for. */
+  rateHz: number;
+  /** What the device does when it does not trust its commands. */
+  safeAction: number[];
+  /** The device's own command clamp, in normalized units. */
+  actionLow: number[];
+  actionHigh: number[];
+  firmwareVersion?: string;
+  protocolVersion?: number;
+}
+
+export interface RobotState {
+  /** Device clock, microseconds. */
+  deviceTimeUs: number;
+  /** Host clock when the state arrived (performance.now(), ms). */
+  receivedAtMs: number;
+  positions: Float32Array;
+  velocities: Float32Array;
+  efforts: Float32Array;
+  sensors: Float32Array;
+  /** The device latched an e-stop or a watchdog fault and is holding its safe state. */
+  faulted: boolean;
+}
+
+export interface RobotCommand {
+  /** Normalized action, length = capabilities.actionDim. */
+  action: Float32Array;
+  /** The device must not apply the command after this many ms from its sending. */
+  validForMs: number;
+}
+
+export type LinkStatus = 'connecting' | 'connected' | 'lost' | 'closed';
+
+export interface Robot {
+  readonly capabilities: RobotCapabilities;
+  /** Latest-value stream of states. */
+  readonly state$: Observable<RobotState>;
+  readonly status$: Observable<LinkStatus>;
+  /** Returns false when the command could not be handed to the link (link down, bad shape). */
+  send(command: RobotCommand): boolean;
+  /** Latching emergency stop on the device. */
+  estop(reason: string): void;
+  /** Clears a latched e-stop/fault on the device; resolves when the device confirms. */
+  resetFault(): Promise<void>;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Safety: the control loop calls one hook per tick; src/safety implements it.
+
+export interface SafetyEvent {
+  kind: string;
+  /** Monotonic host time, ms. */
+  atMs: number;
+  detail?: string;
+}
+
+export interface SafetyContext {
+  obs: Float32Array | null;
+  baseAction: Float32Array | null;
+  nowMs: number;
+  /** Age of the observation the proposal was computed from, ms. */
+  obsAgeMs: number;
+}
+
+export interface SafetyDecision {
+  action: Float32Array;
+  events: SafetyEvent[];
+  /** True when the safe action replaced the proposal entirely. */
+  overridden: boolean;
+}
+
+export interface SafetyHook {
+  filter(proposed: Float32Array | null, ctx: SafetyContext): SafetyDecision;
+  /** The action to send when nothing can be trusted. */
+  safeAction(): Float32Array;
+}
