@@ -166,3 +166,53 @@ export interface SafetyHook {
   /** The action to send when nothing can be trusted. */
   safeAction(): Float32Array;
 }
+
+/**
+ * The device side of a robot link: what a transport server (serial firmware emulation, MQTT device)
+ * drives. The virtual robot puts a MuJoCo task behind it; tests use small plants.
+ */
+export interface Plant {
+  readonly capabilities: RobotCapabilities;
+  /** Apply a validated, clamped normalized command. */
+  command(action: Float32Array): void;
+  /** Drive the outputs to the safe state (watchdog, e-stop, link loss). */
+  hold(): void;
+  /** The current state, in the device's clock. */
+  sample(): Omit<RobotState, 'receivedAtMs' | 'faulted'>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies as data: BC, the residual learner and the ONNX exporter agree on this description.
+
+export type Activation = 'relu' | 'tanh' | 'linear';
+
+export interface DenseLayerSpec {
+  inDim: number;
+  outDim: number;
+  /** Row-major [inDim, outDim]: y = x · W + b. */
+  weight: Float32Array;
+  bias: Float32Array;
+  /** Applied after the affine map and before the activation. */
+  layerNorm?: { gamma: Float32Array; beta: Float32Array; epsilon: number };
+  activation: Activation;
+}
+
+export interface MlpPolicySpec {
+  /** Graph inputs, concatenated in this order, each shaped [batch, dim]. */
+  inputs: { name: string; dim: number }[];
+  /** Applied to the concatenated input: (x - mean) / std. */
+  inputNormalization?: { mean: Float32Array; std: Float32Array };
+  layers: DenseLayerSpec[];
+  output: {
+    name: string;
+    actionDim: number;
+    /** 1: output [batch, actionDim]; H > 1: output [batch, H, actionDim] (action chunk). */
+    chunkLength: number;
+    /** y = tanh(y) * tanhScale when set (residual actors). */
+    tanhScale?: number;
+    /** y = y * std + mean when set, before tanh/clip; per action dimension. */
+    denormalize?: { mean: Float32Array; std: Float32Array };
+  };
+  /** Written to ONNX metadata_props. */
+  metadata: Record<string, string>;
+}
