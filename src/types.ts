@@ -216,3 +216,11 @@ export interface MlpPolicySpec {
   /** Written to ONNX metadata_props. */
   metadata: Record<string, string>;
 }
+
+/** Anything that maps an observation to a normalized action: experts, ONNX policies, composed policies. */
+export interface Policy {
+  readonly actionDim: number;
+  /** Called at the start of every episode (chunk buffers, expert phases, noise). */
+  reset?(seed?: number): void;
+  act(obs: Float32Array): MaybePromise<Float32Array>;
+}
