@@ -1,0 +1,181 @@
+/**
+ * Brokers on loopback: the embedded aedes (MQTT 3.1.1, always available) for single-machine
+ * setups and tests, and a spawned mosquitto (MQTT 5) for tests and benchmarks.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { Aedes } from 'aedes';
+import { ResrtError } from '../../util/errors.js';
+
+export interface RunningBroker {
+  /** mqtt://host:port (append /robot-id for a robot URL). */
+  url: string;
+  port: number;
+  /** Stops the broker and drops every client connection at once, as a crash would. */
+  close(): Promise<void>;
+}
+
+export interface EmbeddedBrokerOptions {
+  /** 0 picks a free port. */
+  port?: number;
+  host?: string;
+}
+
+export async function startEmbeddedBroker(options: EmbeddedBrokerOptions = {}): Promise<RunningBroker> {
+  const host = options.host ?? '127.0.0.1';
+  const broker = await Aedes.createBroker({ drainTimeout: 5_000 });
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    broker.handle(socket);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        new ResrtError(
+          `embedded MQTT broker cannot listen on ${host}:${options.port ?? 0}: ${err.message}`,
+          err.code === 'EADDRINUSE' ? 'pick another port or stop what is listening there' : undefined,
+        ),
+      ),
+    );
+    server.listen(options.port ?? 0, host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  let closed = false;
+  return {
+    url: `mqtt://${host}:${port}`,
+    port,
+    async close() {
+      if (closed) return;
+      closed = true;
+      const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+      await serverClosed;
+    },
+  };
+}
+
+/** Path of the mosquitto binary, or null when it is not installed (it lives in sbin on Debian). */
+export function findMosquitto(): string | null {
+  const dirs = [
+    ...(process.env.PATH ?? '').split(delimiter),
+    '/usr/sbin',
+    '/usr/local/sbin',
+    '/opt/homebrew/sbin',
+  ];
+  for (const dir of dirs) {
+    if (!dir) continue;
+    const candidate = join(dir, 'mosquitto');
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+async function freePort(host: string): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+function canConnect(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection({ host, port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export interface MosquittoOptions {
+  /** 0 picks a free port. */
+  port?: number;
+  /** How long mosquitto may take to accept connections. */
+  startTimeoutMs?: number;
+}
+
+export async function startMosquitto(options: MosquittoOptions = {}): Promise<RunningBroker> {
+  const bin = findMosquitto();
+  if (!bin) {
+    throw new ResrtError(
+      'mosquitto is not installed',
+      'install it (Debian/Ubuntu: sudo apt-get install mosquitto; macOS: brew install mosquitto) or use the embedded broker',
+    );
+  }
+  const host = '127.0.0.1';
+  const port = options.port || (await freePort(host));
+  const dir = mkdtempSync(join(tmpdir(), 'resrt-mosquitto-'));
+  const conf = join(dir, 'mosquitto.conf');
+  writeFileSync(
+    conf,
+    [
+      `listener ${port} ${host}`,
+      'allow_anonymous true',
+      'persistence false',
+      'log_dest stderr',
+      'log_type error',
+      '',
+    ].join('\n'),
+  );
+  const child: ChildProcess = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4_000);
+  });
+  let exited = false;
+  const exit = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      exited = true;
+      resolve();
+    }),
+  );
+  child.once('error', () => {
+    exited = true;
+  });
+  const cleanup = async (): Promise<void> => {
+    if (!exited) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 2_000);
+      await exit;
+      clearTimeout(t);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const deadline = performance.now() + (options.startTimeoutMs ?? 5_000);
+  while (!(await canConnect(host, port))) {
+    if (exited || performance.now() > deadline) {
+      await cleanup();
+      throw new ResrtError(
+        `mosquitto did not start on ${host}:${port}: ${stderr.trim() || 'no output'}`,
+        'check nothing else listens on that port and that mosquitto runs by hand (mosquitto -v)',
+      );
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  let closed = false;
+  return {
+    url: `mqtt://${host}:${port}`,
+    port,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await cleanup();
+    },
+  };
+}

@@ -1,0 +1,367 @@
+/**
+ * The controller side of the MQTT bridge: a Robot whose commands go to a device over a broker.
+ * A command is sent at most once and only while the link is up; it carries its own deadline and,
+ * on MQTT 5, a message expiry, so nothing stale reaches the actuators after an outage.
+ */
+import { randomBytes } from 'node:crypto';
+import { BehaviorSubject, ReplaySubject, distinctUntilChanged, type Observable } from 'rxjs';
+import type { LinkStatus, Robot, RobotCapabilities, RobotCommand, RobotState } from '../../types.js';
+import { ResrtError } from '../../util/errors.js';
+import { LatencyHistogram, type Percentiles } from '../../util/stats.js';
+import { MqttLink, type MqttAuthOptions, type ProtocolPreference } from './connection.js';
+import {
+  decodeCapabilities,
+  deviceEventSchema,
+  deviceStatusSchema,
+  parseJson,
+  type DeviceStatus,
+} from './messages.js';
+import { PayloadError, StateFlags, decodeState, encodeCommand, encodeEstop, encodeReset } from './payload.js';
+import { TOPIC_QOS, parseMqttRobotUrl, robotTopics, type RobotTopics } from './topics.js';
+
+export interface MqttRobotOptions extends MqttAuthOptions {
+  /** Reconnect delay, doubling per failed attempt: a number, or { initialMs, maxMs }. */
+  reconnectBackoffMs?: number | { initialMs?: number; maxMs?: number };
+  /** The link counts as lost when no state arrived for this long; default 5 device periods, at least 250 ms. */
+  stateTimeoutMs?: number;
+  /** How long connect() waits for the broker and for the retained capabilities; default 10 s. */
+  connectTimeoutMs?: number;
+  /** How long resetFault() waits for the device's confirmation; default 3 s. */
+  resetTimeoutMs?: number;
+  protocol?: ProtocolPreference;
+  clientId?: string;
+}
+
+export interface MqttRobotCounters {
+  protocolVersion: 4 | 5;
+  sent: number;
+  /** send() returned false because the link was down. */
+  notSentOffline: number;
+  /** send() returned false because the command was malformed (dimension, NaN, validity). */
+  notSentInvalid: number;
+  statesReceived: number;
+  statesRejected: number;
+  reconnects: number;
+  /** From send() to the first state reporting that command applied (needs the device to echo it). */
+  commandToStateMs: Percentiles;
+}
+
+// Remembered send times for the command→state latency; older ones are simply forgotten.
+const SENT_RING = 1024;
+
+export class MqttRobot implements Robot {
+  private readonly stateSubject = new ReplaySubject<RobotState>(1);
+  private readonly statusSubject = new BehaviorSubject<LinkStatus>('connecting');
+  readonly state$: Observable<RobotState> = this.stateSubject.asObservable();
+  readonly status$: Observable<LinkStatus>;
+  private readonly session = randomBytes(4).readUInt32LE(0) || 1;
+  private seq = 0;
+  private readonly sentSeq = new Uint32Array(SENT_RING);
+  private readonly sentAt = new Float64Array(SENT_RING);
+  private lastEchoedSeq = 0;
+  private readonly latency = new LatencyHistogram();
+  /** null until the device's retained status arrives. */
+  private deviceOnline: boolean | null = null;
+  private readonly startedAt = performance.now();
+  private deviceFaulted = false;
+  private lastStateAt = -Infinity;
+  private stateTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private readonly resetWaiters = new Map<number, () => void>();
+  private readonly counts = {
+    sent: 0,
+    notSentOffline: 0,
+    notSentInvalid: 0,
+    statesReceived: 0,
+    statesRejected: 0,
+  };
+
+  private constructor(
+    private readonly link: MqttLink,
+    private readonly topics: RobotTopics,
+    readonly capabilities: RobotCapabilities,
+    private readonly options: MqttRobotOptions,
+    readonly robotId: string,
+  ) {
+    this.status$ = this.statusSubject.pipe(distinctUntilChanged());
+  }
+
+  /** Connects to `mqtt://host:port/robot-id`, reads the retained capabilities and follows state and status. */
+  static async connect(url: string, options: MqttRobotOptions = {}): Promise<MqttRobot> {
+    const { brokerUrl, robotId } = parseMqttRobotUrl(url);
+    const topics = robotTopics(robotId);
+    const connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    const started = performance.now();
+    const link = await MqttLink.open({
+      ...options,
+      brokerUrl,
+      connectTimeoutMs,
+      clientId: options.clientId ?? `resrt-ctl-${robotId}-${randomBytes(4).toString('hex')}`,
+    });
+    let capabilities: RobotCapabilities;
+    try {
+      capabilities = await readRetainedCapabilities(
+        link,
+        topics,
+        connectTimeoutMs - (performance.now() - started),
+      );
+    } catch (err) {
+      await link.close();
+      throw err;
+    }
+    const robot = new MqttRobot(link, topics, capabilities, options, robotId);
+    robot.start();
+    return robot;
+  }
+
+  get protocolVersion(): 4 | 5 {
+    return this.link.protocolVersion;
+  }
+
+  private get stateTimeoutMs(): number {
+    return this.options.stateTimeoutMs ?? Math.max(250, 5000 / this.capabilities.rateHz);
+  }
+
+  private start(): void {
+    const client = this.link.client;
+    client.on('message', (topic, payload) => {
+      if (this.closed) return;
+      const bytes = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
+      if (topic === this.topics.state) this.onState(bytes);
+      else if (topic === this.topics.status) this.onStatus(parseJson(deviceStatusSchema, bytes));
+      else if (topic === this.topics.events) {
+        const ev = parseJson(deviceEventSchema, bytes);
+        if (ev?.type === 'reset') this.resetWaiters.get(ev.nonce)?.();
+      }
+    });
+    this.subscribe();
+    this.link.onUp(() => this.subscribe());
+    this.link.onDown(() => this.updateStatus());
+    const check = Math.max(10, Math.min(100, this.stateTimeoutMs / 4));
+    this.stateTimer = setInterval(() => this.updateStatus(), check);
+    this.stateTimer.unref();
+  }
+
+  private subscribe(): void {
+    this.link.client.subscribe({
+      [this.topics.state]: { qos: TOPIC_QOS.state },
+      [this.topics.status]: { qos: TOPIC_QOS.status },
+      [this.topics.events]: { qos: TOPIC_QOS.events },
+    });
+  }
+
+  private onStatus(status: DeviceStatus | null): void {
+    if (!status) return;
+    this.deviceOnline = status.online;
+    this.deviceFaulted = status.faulted ?? false;
+    this.updateStatus();
+  }
+
+  private onState(bytes: Uint8Array): void {
+    let decoded;
+    try {
+      decoded = decodeState(bytes, this.capabilities);
+    } catch (err) {
+      if (err instanceof PayloadError) {
+        this.counts.statesRejected++;
+        return;
+      }
+      throw err;
+    }
+    const now = performance.now();
+    this.counts.statesReceived++;
+    this.lastStateAt = now;
+    if (decoded.lastCommandSession === this.session && decoded.lastCommandSeq > this.lastEchoedSeq) {
+      this.lastEchoedSeq = decoded.lastCommandSeq;
+      const slot = decoded.lastCommandSeq % SENT_RING;
+      if (this.sentSeq[slot] === decoded.lastCommandSeq) this.latency.record(now - this.sentAt[slot]);
+    }
+    this.stateSubject.next({
+      deviceTimeUs: decoded.deviceTimeUs,
+      receivedAtMs: now,
+      positions: decoded.positions,
+      velocities: decoded.velocities,
+      efforts: decoded.efforts,
+      sensors: decoded.sensors,
+      faulted: (decoded.flags & StateFlags.estopLatched) !== 0,
+    });
+    this.updateStatus();
+  }
+
+  private updateStatus(): void {
+    if (this.closed) return;
+    const now = performance.now();
+    const fresh = now - this.lastStateAt <= this.stateTimeoutMs;
+    const up = this.link.connected && this.deviceOnline !== false;
+    if (up && fresh) this.statusSubject.next('connected');
+    else if (this.statusSubject.value === 'connecting' && up && now - this.startedAt <= this.stateTimeoutMs)
+      return;
+    else this.statusSubject.next('lost');
+  }
+
+  /** The current link status (what status$ last said). */
+  get status(): LinkStatus {
+    return this.statusSubject.value;
+  }
+
+  /** The device reported a latched e-stop in its retained status. */
+  get faulted(): boolean {
+    return this.deviceFaulted;
+  }
+
+  send(command: RobotCommand): boolean {
+    if (this.closed || !this.link.connected) {
+      this.counts.notSentOffline++;
+      return false;
+    }
+    const { action } = command;
+    if (action.length !== this.capabilities.actionDim) {
+      this.counts.notSentInvalid++;
+      return false;
+    }
+    const validForMs = Math.ceil(command.validForMs);
+    if (!(validForMs >= 1 && validForMs <= 0xffffffff)) {
+      this.counts.notSentInvalid++;
+      return false;
+    }
+    for (let i = 0; i < action.length; i++) {
+      if (!Number.isFinite(action[i])) {
+        this.counts.notSentInvalid++;
+        return false;
+      }
+    }
+    this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1;
+    const payload = encodeCommand({
+      session: this.session,
+      seq: this.seq,
+      sentAtMs: Date.now(),
+      validForMs,
+      action,
+    });
+    const slot = this.seq % SENT_RING;
+    this.sentSeq[slot] = this.seq;
+    this.sentAt[slot] = performance.now();
+    this.link.client.publish(
+      this.topics.cmd,
+      Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength),
+      {
+        qos: TOPIC_QOS.cmd,
+        retain: false,
+        // Second line behind the payload deadline: an MQTT 5 broker drops what it holds past expiry (whole seconds).
+        ...(this.link.protocolVersion === 5
+          ? { properties: { messageExpiryInterval: Math.max(1, Math.ceil(validForMs / 1000)) } }
+          : {}),
+      },
+    );
+    this.counts.sent++;
+    return true;
+  }
+
+  estop(reason: string): void {
+    if (this.closed) return;
+    const payload = encodeEstop({ reason });
+    // QoS 1, and queued by the client while the link is down: a late e-stop still errs towards stopped.
+    this.link.client.publish(this.topics.estop, Buffer.from(payload), { qos: TOPIC_QOS.estop });
+  }
+
+  resetFault(): Promise<void> {
+    if (this.closed) return Promise.reject(new ResrtError('robot link is closed', 'connect again'));
+    if (!this.link.connected) {
+      return Promise.reject(
+        new ResrtError(
+          `cannot reset ${this.robotId}: the MQTT link is down`,
+          'wait for the link to come back and retry',
+        ),
+      );
+    }
+    const nonce = randomBytes(4).readUInt32LE(0);
+    const timeoutMs = this.options.resetTimeoutMs ?? 3_000;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.resetWaiters.delete(nonce);
+        reject(
+          new ResrtError(
+            `${this.robotId} did not confirm the reset within ${timeoutMs} ms`,
+            'check the device is online (status topic) and retry',
+          ),
+        );
+      }, timeoutMs);
+      this.resetWaiters.set(nonce, () => {
+        clearTimeout(timer);
+        this.resetWaiters.delete(nonce);
+        this.deviceFaulted = false;
+        resolve();
+      });
+      this.link.client.publish(this.topics.reset, Buffer.from(encodeReset({ nonce })), {
+        qos: TOPIC_QOS.reset,
+      });
+    });
+  }
+
+  counters(): MqttRobotCounters {
+    return {
+      protocolVersion: this.link.protocolVersion,
+      ...this.counts,
+      reconnects: this.link.reconnects,
+      commandToStateMs: this.latency.summary(),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.stateTimer) clearInterval(this.stateTimer);
+    this.statusSubject.next('closed');
+    await this.link.close();
+    this.statusSubject.complete();
+    this.stateSubject.complete();
+  }
+}
+
+async function readRetainedCapabilities(
+  link: MqttLink,
+  topics: RobotTopics,
+  timeoutMs: number,
+): Promise<RobotCapabilities> {
+  const client = link.client;
+  return new Promise<RobotCapabilities>((resolve, reject) => {
+    const onMessage = (topic: string, payload: Buffer): void => {
+      if (topic !== topics.capabilities) return;
+      cleanup();
+      try {
+        resolve(decodeCapabilities(payload.toString('utf8'), topic));
+      } catch (err) {
+        reject(err);
+      }
+    };
+    const timer = setTimeout(
+      () => {
+        cleanup();
+        reject(
+          new ResrtError(
+            `no retained capabilities on ${topics.capabilities} within ${Math.round(timeoutMs)} ms`,
+            'start the device first (it publishes its capabilities retained), and check the robot id in the URL',
+          ),
+        );
+      },
+      Math.max(1, timeoutMs),
+    );
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      client.removeListener('message', onMessage);
+      client.unsubscribe(topics.capabilities);
+    };
+    client.on('message', onMessage);
+    client.subscribe(topics.capabilities, { qos: TOPIC_QOS.capabilities }, (err) => {
+      if (err) {
+        cleanup();
+        reject(
+          new ResrtError(
+            `cannot subscribe to ${topics.capabilities}: ${err.message}`,
+            'check the broker ACLs',
+          ),
+        );
+      }
+    });
+  });
+}
