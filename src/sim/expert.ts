@@ -1,0 +1,94 @@
+/**
+ * Scripted experts made to look like human demonstrations: per-step jitter, a small per-episode
+ * bias, and occasional pauses. With all noise at zero the expert is the clean controller.
+ */
+import type { Policy } from '../types.js';
+import { Rng } from '../util/rng.js';
+import type { ExpertController } from './task.js';
+
+export interface ExpertNoise {
+  /** Std of Gaussian noise added to every action (normalized units). */
+  jitterStd: number;
+  /** Std of a constant offset drawn once per episode (normalized units). */
+  biasStd: number;
+  /** Probability per step of starting a pause (the previous action is held). */
+  pauseProbability: number;
+  /** Longest pause, in steps. */
+  maxPauseSteps: number;
+}
+
+export const cleanExpert: ExpertNoise = { jitterStd: 0, biasStd: 0, pauseProbability: 0, maxPauseSteps: 0 };
+
+/** The noise `resrt collect` uses by default: demonstrations as a careful person would give them. */
+export const humanLikeExpert: ExpertNoise = {
+  jitterStd: 0.03,
+  biasStd: 0.01,
+  pauseProbability: 0.02,
+  maxPauseSteps: 5,
+};
+
+export class ImperfectExpert implements Policy {
+  readonly actionDim: number;
+  private rng: Rng;
+  private bias: Float32Array;
+  private held: Float32Array | null = null;
+  private pauseLeft = 0;
+
+  constructor(
+    private readonly controller: ExpertController,
+    actionDim: number,
+    private readonly noise: ExpertNoise,
+    seed = 0,
+  ) {
+    this.actionDim = actionDim;
+    this.rng = new Rng(seed);
+    this.bias = new Float32Array(actionDim);
+  }
+
+  reset(seed?: number): void {
+    if (seed !== undefined) this.rng = new Rng(seed ^ 0x5eed);
+    this.controller.reset();
+    for (let i = 0; i < this.actionDim; i++) this.bias[i] = this.rng.normal(0, this.noise.biasStd);
+    this.held = null;
+    this.pauseLeft = 0;
+  }
+
+  act(obs: Float32Array): Float32Array {
+    const clean = this.controller.act(obs);
+    if (this.pauseLeft > 0 && this.held) {
+      this.pauseLeft--;
+      return Float32Array.from(this.held);
+    }
+    if (this.noise.pauseProbability > 0 && this.held && this.rng.uniform() < this.noise.pauseProbability) {
+      this.pauseLeft = 1 + this.rng.int(Math.max(1, this.noise.maxPauseSteps));
+      return Float32Array.from(this.held);
+    }
+    const out = new Float32Array(this.actionDim);
+    for (let i = 0; i < this.actionDim; i++) {
+      const v =
+        clean[i] + this.bias[i] + (this.noise.jitterStd > 0 ? this.rng.normal(0, this.noise.jitterStd) : 0);
+      out[i] = Math.max(-1, Math.min(1, v));
+    }
+    this.held = out;
+    return out;
+  }
+}
+
+/** Uniform random actions: the floor every task's success rate is compared against. */
+export class RandomPolicy implements Policy {
+  private rng: Rng;
+  constructor(
+    readonly actionDim: number,
+    seed = 0,
+  ) {
+    this.rng = new Rng(seed);
+  }
+  reset(seed?: number): void {
+    if (seed !== undefined) this.rng = new Rng(seed ^ 0xabcd);
+  }
+  act(): Float32Array {
+    const out = new Float32Array(this.actionDim);
+    for (let i = 0; i < this.actionDim; i++) out[i] = this.rng.range(-1, 1);
+    return out;
+  }
+}
