@@ -74,20 +74,27 @@ function attemptConnect(
   return new Promise<MqttClient>((resolve, reject) => {
     const client = mqtt.connect(url, options);
     const timer = setTimeout(() => fail(new Error(`no CONNACK within ${timeoutMs} ms`)), timeoutMs);
-    const fail = (err: Error): void => {
+    const onClose = (): void => fail(new Error('connection closed before CONNACK'));
+    // Only our own listeners come off: mqtt.js keeps internal ones on the client itself.
+    const detach = (): void => {
       clearTimeout(timer);
-      client.removeAllListeners();
+      client.off('connect', onConnect);
+      client.off('error', fail);
+      client.off('close', onClose);
+    };
+    function fail(err: Error): void {
+      detach();
       client.on('error', () => {});
       client.end(true);
       reject(err);
-    };
-    client.once('connect', () => {
-      clearTimeout(timer);
-      client.removeAllListeners();
+    }
+    function onConnect(): void {
+      detach();
       resolve(client);
-    });
+    }
+    client.once('connect', onConnect);
     client.once('error', fail);
-    client.once('close', () => fail(new Error('connection closed before CONNACK')));
+    client.once('close', onClose);
   });
 }
 
