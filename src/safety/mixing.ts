@@ -1,0 +1,300 @@
+/**
+ * Conservative mixing between the baseline (base policy alone) and the exploring policy (base +
+ * residual), after "Near-optimal Conservative Exploration in RL under Episode-wise Constraints"
+ * (StepMix, EpsMix). Each episode must keep its expected success ≥ (1 − α)·V_base with probability
+ * ≥ 1 − δ. All three mixers compute one number per episode, the largest exploring share s* that the
+ * pessimistic value model allows, and differ only in how an episode realizes that share:
+ *
+ *   pessimistic value of share s:   V(s) = s·V_low + (1 − s)·V_base
+ *   constraint V(s) ≥ (1 − α)·V_base  ⇔  s ≤ s* = α·V_base / (V_base − V_low)   (s* = 1 if V_low ≥ V_base)
+ *
+ *   EpsMix: the whole episode explores with probability ε = s*, else runs the baseline.
+ *   StepMix: explore for the first h steps, mix one step with weight ρ, baseline after, h + ρ = s*·H.
+ *   Scale:   the residual is scaled by λ = s* for the whole episode.
+ *
+ * EpsMix's value is exactly linear in ε. For StepMix and the scale the linear model is an
+ * assumption (the success of a mixed episode lies on the line between its two ends); docs/safety.md
+ * says when it is reasonable.
+ */
+import { ResrtError } from '../util/errors.js';
+import { Rng } from '../util/rng.js';
+import { lowerConfidenceBound, upperConfidenceBound, type BoundKind } from './bounds.js';
+
+export type MixMode = 'epsmix' | 'stepmix' | 'scale';
+
+export type BaselineSpec =
+  /** V_base known (e.g. from a large evaluation). */
+  | { value: number }
+  /** V_base estimated from baseline evaluation episodes; an upper confidence bound is used. */
+  | { successes: number; trials: number; learn?: boolean };
+
+export interface MixingOptions {
+  /** Allowed relative loss: every episode keeps ≥ (1 − α)·V_base. */
+  alpha: number;
+  /** Failure probability of the bounds (split in two when V_base is estimated). */
+  delta: number;
+  bound?: BoundKind;
+  /** Exploring episodes kept for the bound; older evidence is forgotten (the residual changes). */
+  window?: number;
+  baseline: BaselineSpec;
+  /** Steps per episode, for StepMix's (h, ρ). */
+  horizon?: number;
+  /** Seed of EpsMix's per-episode coin. */
+  seed?: number;
+}
+
+/** What one episode runs. weightAt(step) is the exploring policy's share of the action at that step. */
+export class EpisodePlan {
+  constructor(
+    readonly episode: number,
+    readonly mode: MixMode,
+    readonly alpha: number,
+    /** Planned exploring share of the episode (ε, (h + ρ)/H or λ). */
+    readonly share: number,
+    /** V_base as used in the constraint (an upper bound when estimated). */
+    readonly vBase: number,
+    /** Lower confidence bound on the exploring policy's success rate. */
+    readonly vLow: number,
+    readonly params: { epsilon?: number; explore?: boolean; h?: number; rho?: number; horizon?: number; lambda?: number },
+  ) {}
+
+  weightAt(step: number): number {
+    const p = this.params;
+    switch (this.mode) {
+      case 'epsmix':
+        return p.explore ? 1 : 0;
+      case 'scale':
+        return p.lambda as number;
+      case 'stepmix': {
+        const h = p.h as number;
+        if (step < h) return 1;
+        return step === h ? (p.rho as number) : 0;
+      }
+    }
+  }
+
+  /** The share of the exploring policy this episode actually ran, as evidence for its value. */
+  get realizedShare(): number {
+    return this.mode === 'epsmix' ? (this.params.explore ? 1 : 0) : this.share;
+  }
+}
+
+export interface EpisodeRecord {
+  episode: number;
+  mode: MixMode;
+  alpha: number;
+  share: number;
+  vBase: number;
+  vLow: number;
+  params: EpisodePlan['params'];
+  success: boolean;
+}
+
+function checkUnit(name: string, v: number, open: boolean): void {
+  const ok = open ? v > 0 && v < 1 : v >= 0 && v <= 1;
+  if (typeof v !== 'number' || !ok) {
+    throw new ResrtError(`mixing: ${name} = ${v} is outside ${open ? '(0, 1)' : '[0, 1]'}`, `pick ${name} such as 0.1`);
+  }
+}
+
+export abstract class ConservativeMixer {
+  abstract readonly mode: MixMode;
+  readonly alpha: number;
+  readonly delta: number;
+  readonly bound: BoundKind;
+  readonly window: number;
+  private readonly known: number | null;
+  private baseSuccesses: number;
+  private baseTrials: number;
+  private readonly learnBaseline: boolean;
+  // Ring of recent episodes with an exploring share > 0, with running sums.
+  private readonly ringShare: Float64Array;
+  private readonly ringSuccess: Uint8Array;
+  private ringStart = 0;
+  private ringCount = 0;
+  private sumShare = 0;
+  private sumSuccess = 0;
+  private readonly history: EpisodeRecord[] = [];
+  private open: EpisodePlan | null = null;
+  private nextEpisode = 0;
+
+  constructor(opts: MixingOptions) {
+    checkUnit('alpha', opts.alpha, true);
+    checkUnit('delta', opts.delta, true);
+    this.alpha = opts.alpha;
+    this.delta = opts.delta;
+    this.bound = opts.bound ?? 'hoeffding';
+    this.window = opts.window ?? 500;
+    if (!Number.isInteger(this.window) || this.window < 1) {
+      throw new ResrtError(`mixing: window = ${this.window} is not a positive integer`, 'use e.g. 500 episodes');
+    }
+    const b = opts.baseline;
+    if ('value' in b) {
+      checkUnit('baseline.value', b.value, false);
+      this.known = b.value;
+      this.baseSuccesses = 0;
+      this.baseTrials = 0;
+      this.learnBaseline = false;
+    } else {
+      if (!(Number.isInteger(b.trials) && Number.isInteger(b.successes) && b.trials >= 0 && b.successes >= 0 && b.successes <= b.trials)) {
+        throw new ResrtError(`mixing: baseline ${b.successes}/${b.trials} is not a valid count`, 'give successes <= trials from the baseline evaluation');
+      }
+      this.known = null;
+      this.baseSuccesses = b.successes;
+      this.baseTrials = b.trials;
+      this.learnBaseline = b.learn ?? true;
+    }
+    this.ringShare = new Float64Array(this.window);
+    this.ringSuccess = new Uint8Array(this.window);
+  }
+
+  /** δ for each bound: split between the two when V_base is estimated (union bound). */
+  private get deltaEach(): number {
+    return this.known === null ? this.delta / 2 : this.delta;
+  }
+
+  /** V_base as the constraint uses it: the value, or its upper confidence bound (conservative, docs). */
+  baselineValue(): number {
+    if (this.known !== null) return this.known;
+    return upperConfidenceBound(this.bound, this.baseSuccesses, this.baseTrials, this.deltaEach);
+  }
+
+  /**
+   * Lower confidence bound on the exploring policy's success rate from the window. Episodes with
+   * share s contribute outcomes of mean s·V_explore + (1 − s)·V_base; the bound on their mean
+   * is solved for V_explore with V_base at its upper bound.
+   */
+  exploringLowerBound(): number {
+    const n = this.ringCount;
+    if (n === 0) return 0;
+    const meanShare = this.sumShare / n;
+    const lcb = lowerConfidenceBound(this.bound, this.sumSuccess, n, this.deltaEach);
+    const v = (lcb - (1 - meanShare) * this.baselineValue()) / meanShare;
+    return Math.min(1, Math.max(0, v));
+  }
+
+  /** The largest exploring share s* whose pessimistic value meets the constraint. */
+  allowedShare(): { share: number; vBase: number; vLow: number } {
+    const vBase = this.baselineValue();
+    const vLow = this.exploringLowerBound();
+    const share = vLow >= vBase ? 1 : Math.min(1, (this.alpha * vBase) / (vBase - vLow));
+    return { share, vBase, vLow };
+  }
+
+  beginEpisode(): EpisodePlan {
+    if (this.open !== null) {
+      throw new ResrtError(`mixing: episode ${this.open.episode} is still open`, 'call endEpisode(success, plan) before beginEpisode()');
+    }
+    const { share, vBase, vLow } = this.allowedShare();
+    this.open = this.plan(this.nextEpisode++, share, vBase, vLow);
+    return this.open;
+  }
+
+  endEpisode(success: boolean, plan: EpisodePlan): EpisodeRecord {
+    if (this.open === null || plan !== this.open) {
+      throw new ResrtError('mixing: endEpisode got a plan that is not the open episode', 'pass the plan beginEpisode() returned, once');
+    }
+    this.open = null;
+    const s = plan.realizedShare;
+    if (s > 0) this.push(s, success);
+    else if (this.learnBaseline) {
+      this.baseTrials++;
+      if (success) this.baseSuccesses++;
+    }
+    const record: EpisodeRecord = {
+      episode: plan.episode,
+      mode: plan.mode,
+      alpha: plan.alpha,
+      share: plan.share,
+      vBase: plan.vBase,
+      vLow: plan.vLow,
+      params: plan.params,
+      success,
+    };
+    this.history.push(record);
+    return record;
+  }
+
+  /** Forget the exploring policy's evidence (after a large change of the residual). */
+  resetEvidence(): void {
+    this.ringStart = 0;
+    this.ringCount = 0;
+    this.sumShare = 0;
+    this.sumSuccess = 0;
+  }
+
+  /** Every finished episode, in order. */
+  get records(): readonly EpisodeRecord[] {
+    return this.history;
+  }
+
+  protected abstract plan(episode: number, share: number, vBase: number, vLow: number): EpisodePlan;
+
+  private push(share: number, success: boolean): void {
+    const w = this.window;
+    if (this.ringCount === w) {
+      this.sumShare -= this.ringShare[this.ringStart];
+      this.sumSuccess -= this.ringSuccess[this.ringStart];
+      this.ringStart = (this.ringStart + 1) % w;
+      this.ringCount--;
+    }
+    const at = (this.ringStart + this.ringCount) % w;
+    this.ringShare[at] = share;
+    this.ringSuccess[at] = success ? 1 : 0;
+    this.ringCount++;
+    this.sumShare += share;
+    this.sumSuccess += success ? 1 : 0;
+  }
+}
+
+/** Whole episodes explore with probability ε = s*; the rest run the baseline. */
+export class EpsMix extends ConservativeMixer {
+  readonly mode = 'epsmix' as const;
+  private readonly rng: Rng;
+
+  constructor(opts: MixingOptions) {
+    super(opts);
+    this.rng = new Rng(opts.seed ?? 0);
+  }
+
+  protected plan(episode: number, share: number, vBase: number, vLow: number): EpisodePlan {
+    const explore = this.rng.uniform() < share;
+    return new EpisodePlan(episode, this.mode, this.alpha, share, vBase, vLow, { epsilon: share, explore });
+  }
+}
+
+/** Explore for the first h steps, one step at weight ρ, then the baseline: (h + ρ)/H = s*. */
+export class StepMix extends ConservativeMixer {
+  readonly mode = 'stepmix' as const;
+  readonly horizon: number;
+
+  constructor(opts: MixingOptions) {
+    super(opts);
+    const H = opts.horizon;
+    if (H === undefined || !Number.isInteger(H) || H < 1) {
+      throw new ResrtError(`StepMix: horizon = ${String(H)} is not a positive integer`, 'pass the episode length in steps (env.maxEpisodeSteps)');
+    }
+    this.horizon = H;
+  }
+
+  protected plan(episode: number, share: number, vBase: number, vLow: number): EpisodePlan {
+    const H = this.horizon;
+    const steps = share * H;
+    let h = Math.floor(steps);
+    let rho = steps - h;
+    if (h >= H) {
+      h = H;
+      rho = 0;
+    }
+    return new EpisodePlan(episode, this.mode, this.alpha, (h + rho) / H, vBase, vLow, { h, rho, horizon: H });
+  }
+}
+
+/** The residual is scaled by λ = s* for the whole episode: action = base + λ·residual. */
+export class ResidualScaleMix extends ConservativeMixer {
+  readonly mode = 'scale' as const;
+
+  protected plan(episode: number, share: number, vBase: number, vLow: number): EpisodePlan {
+    return new EpisodePlan(episode, this.mode, this.alpha, share, vBase, vLow, { lambda: share });
+  }
+}
