@@ -142,15 +142,22 @@ function completeMetadata(spec: MlpPolicySpec): Record<string, string> {
     [MetaKey.format]: RESRT_METADATA_FORMAT,
     [MetaKey.actionDim]: String(spec.output.actionDim),
     [MetaKey.chunkLength]: String(spec.output.chunkLength),
-    [MetaKey.normalizationBaked]: spec.inputNormalization
-      ? 'baked'
-      : meta[MetaKey.obsMean]
-        ? 'metadata'
-        : 'none',
   };
+  // Where the observation statistics live: the graph, metadata, a sidecar JSON the caller writes
+  // next to the file ('sidecar', so the loader insists on finding it), or nowhere.
+  const declaredNorm = meta[MetaKey.normalizationBaked];
+  if (spec.inputNormalization) derived[MetaKey.normalizationBaked] = 'baked';
+  else if (declaredNorm === undefined)
+    derived[MetaKey.normalizationBaked] = meta[MetaKey.obsMean] ? 'metadata' : 'none';
+  else if (!['metadata', 'sidecar', 'none'].includes(declaredNorm)) {
+    throw specError(
+      `metadata ${MetaKey.normalizationBaked}=${declaredNorm}`,
+      "use 'metadata', 'sidecar' or 'none' (the exporter writes 'baked')",
+    );
+  }
   if (spec.output.tanhScale !== undefined) derived[MetaKey.tanhScale] = String(spec.output.tanhScale);
   for (const [key, value] of Object.entries(derived)) {
-    if (key in meta && key !== MetaKey.normalizationBaked && meta[key] !== value) {
+    if (key in meta && meta[key] !== value) {
       throw specError(
         `metadata ${key}=${meta[key]} contradicts the spec (${value})`,
         `drop ${key} from spec.metadata; the exporter writes it`,

@@ -1,0 +1,75 @@
+/**
+ * Success rate of a policy on an environment, with a 95% Wilson interval. Works for simulated and
+ * hardware environments (both are awaited).
+ */
+import type { Env, Policy } from '../types.js';
+import { type Interval, wilsonInterval } from '../util/stats.js';
+
+export interface EpisodeRecord {
+  seed: number;
+  success: boolean;
+  steps: number;
+  return: number;
+  truncated: boolean;
+}
+
+export interface EvalResult {
+  episodes: number;
+  successes: number;
+  successRate: number;
+  ci95: Interval;
+  meanSteps: number;
+  records: EpisodeRecord[];
+}
+
+export interface EvalOptions {
+  episodes: number;
+  /** Episode i is reset with seed + i, so two policies can be compared on the same episodes. */
+  seed?: number;
+  /** Called after every episode (progress bars). */
+  onEpisode?: (record: EpisodeRecord, index: number) => void;
+  /** Called after every reset and every step (trajectory recording for plots). */
+  onStep?: (episode: number, obs: Float32Array) => void;
+}
+
+export async function evaluatePolicy(env: Env, policy: Policy, options: EvalOptions): Promise<EvalResult> {
+  const records: EpisodeRecord[] = [];
+  const base = options.seed ?? 0;
+  for (let i = 0; i < options.episodes; i++) {
+    const seed = base + i;
+    let { obs } = await env.reset({ seed });
+    policy.reset?.(seed);
+    options.onStep?.(i, obs);
+    let steps = 0;
+    let ret = 0;
+    for (;;) {
+      const action = await policy.act(obs);
+      const r = await env.step(action);
+      steps++;
+      ret += r.reward;
+      obs = r.obs;
+      options.onStep?.(i, obs);
+      if (r.terminated || r.truncated) {
+        const rec: EpisodeRecord = {
+          seed,
+          success: r.info.success,
+          steps,
+          return: ret,
+          truncated: r.truncated,
+        };
+        records.push(rec);
+        options.onEpisode?.(rec, i);
+        break;
+      }
+    }
+  }
+  const successes = records.filter((r) => r.success).length;
+  return {
+    episodes: records.length,
+    successes,
+    successRate: records.length ? successes / records.length : 0,
+    ci95: wilsonInterval(successes, records.length),
+    meanSteps: records.reduce((s, r) => s + r.steps, 0) / Math.max(1, records.length),
+    records,
+  };
+}
