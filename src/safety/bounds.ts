@@ -3,7 +3,6 @@
  * probability ≥ 1 − δ (Wilson: approximately, from the normal approximation).
  */
 import { ResrtError } from '../util/errors.js';
-import { wilsonInterval } from '../util/stats.js';
 
 export type BoundKind = 'hoeffding' | 'wilson' | 'bernstein';
 export const BOUND_KINDS: readonly BoundKind[] = ['hoeffding', 'wilson', 'bernstein'];
