@@ -1,0 +1,108 @@
+/** The `resrt` command line. Each command lives beside its peers in src/cli/. */
+import { Command, CommanderError } from 'commander';
+import { registerSimCommands, evaluateOnTask, builtInPolicy, evalJson } from './cli/sim-commands.js';
+import { formatTable, parseIntArg, pct, printJson } from './cli/common.js';
+import { loadTask } from './sim/registry.js';
+import { MujocoEnv } from './sim/env.js';
+import { ResrtError } from './util/errors.js';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('resrt')
+    .description(
+      'Residual-RL runtime for real robots: a frozen ONNX base policy, a learned residual, a safety layer, hardware bridges',
+    )
+    .showHelpAfterError()
+    .exitOverride();
+
+  registerSimCommands(program);
+
+  program
+    .command('eval')
+    .description('success rate of a policy on a simulated task, with a 95% confidence interval')
+    .requiredOption('--task <name|path>', 'built-in task name or path to a task module')
+    .option('--policy <kind>', 'expert | random', 'expert')
+    .option('--episodes <n>', 'number of episodes', parseIntArg('--episodes'), 100)
+    .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 1_000_000)
+    .option('--plot <file.svg>', 'draw the first episodes top-down')
+    .option('--json', 'print one JSON object')
+    .action(
+      async (opts: {
+        task: string;
+        policy: string;
+        episodes: number;
+        seed: number;
+        plot?: string;
+        json?: boolean;
+      }) => {
+        const task = await loadTask(opts.task);
+        const probe = await MujocoEnv.create(task);
+        const actionDim = probe.actionSpace.dim;
+        probe.close();
+        const policy = await builtInPolicy(opts.policy, task, actionDim, opts.seed);
+        const r = await evaluateOnTask(task, policy, { ...opts, label: opts.policy, quiet: opts.json });
+        if (opts.json) return printJson(evalJson(task.name, opts.policy, r, opts.seed));
+        console.log(
+          formatTable(
+            ['task', 'policy', 'episodes', 'success', '95% CI', 'mean steps'],
+            [
+              [
+                task.name,
+                opts.policy,
+                r.episodes,
+                pct(r.successRate),
+                `${pct(r.ci95.low)}–${pct(r.ci95.high)}`,
+                r.meanSteps.toFixed(1),
+              ],
+            ],
+          ),
+        );
+        if (opts.plot) console.log(`trajectories drawn to ${opts.plot}`);
+      },
+    );
+
+  program
+    .command('demo')
+    .description('the main job on the built-in simulator: scripted expert vs random policy')
+    .option('--task <name>', 'task', 'push')
+    .option('--episodes <n>', 'episodes per policy', parseIntArg('--episodes'), 50)
+    .action(async (opts: { task: string; episodes: number }) => {
+      const task = await loadTask(opts.task);
+      const probe = await MujocoEnv.create(task);
+      const actionDim = probe.actionSpace.dim;
+      probe.close();
+      const rows: (string | number)[][] = [];
+      for (const kind of ['expert', 'random']) {
+        const r = await evaluateOnTask(task, await builtInPolicy(kind, task, actionDim, 0), {
+          episodes: opts.episodes,
+          seed: 1_000_000,
+          label: kind,
+        });
+        rows.push([kind, r.episodes, pct(r.successRate), `${pct(r.ci95.low)}–${pct(r.ci95.high)}`]);
+      }
+      console.log(`\nresrt demo on ${task.name}:`);
+      console.log(formatTable(['policy', 'episodes', 'success', '95% CI'], rows));
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander already printed its message; help and version exit cleanly.
+      process.exitCode = err.exitCode;
+      return;
+    }
+    if (err instanceof ResrtError) {
+      process.stderr.write(`resrt: ${err.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,218 @@
+/** `resrt tasks`, `resrt collect` and the simulator side of `resrt eval`. */
+import { writeFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
+import type { Policy } from '../types.js';
+import { ResrtError } from '../util/errors.js';
+import { collectDemos } from '../sim/collect.js';
+import { MujocoEnv } from '../sim/env.js';
+import { cleanExpert, humanLikeExpert, ImperfectExpert, RandomPolicy } from '../sim/expert.js';
+import { renderTrajectoriesSvg, type EpisodeTrace } from '../sim/plot.js';
+import { builtInTasks, loadTask, type AnyTask } from '../sim/registry.js';
+import { formatTable, parseFloatArg, parseIntArg, pct, printJson, progressBar } from './common.js';
+
+export function registerSimCommands(program: Command): void {
+  program
+    .command('tasks')
+    .description('list the built-in simulated tasks')
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { json?: boolean }) => {
+      const rows = await Promise.all(
+        Object.values(builtInTasks).map(async (task) => {
+          const env = await MujocoEnv.create(task);
+          const info = {
+            name: task.name,
+            description: task.description,
+            obs_dim: env.observationSpace.dim,
+            action_dim: env.actionSpace.dim,
+            action_names: env.actionSpace.names,
+            control_hz: Math.round(1 / env.controlDt),
+            max_episode_steps: env.maxEpisodeSteps,
+            has_expert: Boolean(task.expert),
+          };
+          env.close();
+          return info;
+        }),
+      );
+      if (opts.json) return printJson({ tasks: rows });
+      console.log(
+        formatTable(
+          ['task', 'obs', 'actions', 'rate', 'steps', 'description'],
+          rows.map((r) => [
+            r.name,
+            r.obs_dim,
+            r.action_dim,
+            `${r.control_hz} Hz`,
+            r.max_episode_steps,
+            r.description,
+          ]),
+        ),
+      );
+      console.log(
+        '\nUser tasks: pass a path instead of a name, e.g. --task ./my-task.ts (see docs/tasks.md).',
+      );
+    });
+
+  program
+    .command('collect')
+    .description('record scripted-expert demonstrations to a JSON Lines file')
+    .requiredOption('--task <name|path>', 'built-in task name or path to a task module')
+    .requiredOption('--out <file>', 'output file (.jsonl)')
+    .option('--episodes <n>', 'number of episodes', parseIntArg('--episodes'), 100)
+    .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 0)
+    .option(
+      '--jitter <std>',
+      'per-step action noise (normalized units)',
+      parseFloatArg('--jitter', 0, 1),
+      humanLikeExpert.jitterStd,
+    )
+    .option(
+      '--bias <std>',
+      'per-episode action bias (normalized units)',
+      parseFloatArg('--bias', 0, 1),
+      humanLikeExpert.biasStd,
+    )
+    .option(
+      '--pause <p>',
+      'probability per step of a pause',
+      parseFloatArg('--pause', 0, 1),
+      humanLikeExpert.pauseProbability,
+    )
+    .option('--clean', 'no noise at all (overrides --jitter/--bias/--pause)')
+    .option('--overwrite', 'replace an existing output file')
+    .action(async (opts: CollectCliOptions) => {
+      const task = await loadTask(opts.task);
+      const noise = opts.clean
+        ? cleanExpert
+        : {
+            jitterStd: opts.jitter,
+            biasStd: opts.bias,
+            pauseProbability: opts.pause,
+            maxPauseSteps: humanLikeExpert.maxPauseSteps,
+          };
+      const bar = progressBar(`collect ${task.name}`, opts.episodes, 'success {success}');
+      const summary = await collectDemos({
+        task,
+        episodes: opts.episodes,
+        out: opts.out,
+        seed: opts.seed,
+        noise,
+        overwrite: opts.overwrite,
+        onEpisode: (done, ok) => bar.update(done, { success: pct(ok / done) }),
+      });
+      bar.stop();
+      console.log(
+        `wrote ${summary.episodes} episodes (${summary.steps} steps, ${summary.successes} successful) of ${task.name} to ${opts.out}`,
+      );
+    });
+}
+
+interface CollectCliOptions {
+  task: string;
+  out: string;
+  episodes: number;
+  seed: number;
+  jitter: number;
+  bias: number;
+  pause: number;
+  clean?: boolean;
+  overwrite?: boolean;
+}
+
+export interface SimEvalOptions {
+  episodes: number;
+  seed: number;
+  plot?: string;
+  plotEpisodes?: number;
+  label?: string;
+  quiet?: boolean;
+}
+
+/** Evaluates a policy on a simulated task, optionally drawing the first episodes' trajectories. */
+export async function evaluateOnTask(
+  task: AnyTask,
+  policy: Policy,
+  opts: SimEvalOptions,
+): Promise<EvalResult> {
+  const env = await MujocoEnv.create(task);
+  if (policy.actionDim !== env.actionSpace.dim) {
+    env.close();
+    throw new ResrtError(
+      `the policy emits ${policy.actionDim} actions but task ${task.name} takes ${env.actionSpace.dim}`,
+      'use a policy trained for this task (check it with `resrt inspect FILE.onnx --task T`)',
+    );
+  }
+  const plotCount = opts.plot ? (opts.plotEpisodes ?? 6) : 0;
+  const traces: EpisodeTrace[] = [];
+  const bar = opts.quiet
+    ? null
+    : progressBar(`eval ${opts.label ?? ''} on ${task.name}`, opts.episodes, 'success {success}');
+  let ok = 0;
+  try {
+    const result = await evaluatePolicy(env, policy, {
+      episodes: opts.episodes,
+      seed: opts.seed,
+      onStep: (episode) => {
+        if (episode >= plotCount || !task.trace) return;
+        if (!traces[episode])
+          traces[episode] = { traces: {}, markers: [], success: false, label: `episode ${episode}` };
+        for (const [name, point] of Object.entries(task.trace(env.sim, env.taskState))) {
+          (traces[episode].traces[name] ??= []).push(point);
+        }
+        traces[episode].markers = task.markers?.(env.sim, env.taskState) ?? [];
+      },
+      onEpisode: (rec, i) => {
+        if (rec.success) ok++;
+        if (traces[i]) traces[i].success = rec.success;
+        bar?.update(i + 1, { success: pct(ok / (i + 1)) });
+      },
+    });
+    if (opts.plot) {
+      writeFileSync(
+        opts.plot,
+        renderTrajectoriesSvg(
+          `${task.name}: ${opts.label ?? 'policy'}, first ${traces.length} episodes`,
+          traces.filter(Boolean),
+        ),
+      );
+    }
+    return result;
+  } finally {
+    bar?.stop();
+    env.close();
+  }
+}
+
+export async function builtInPolicy(
+  kind: string,
+  task: AnyTask,
+  actionDim: number,
+  seed: number,
+): Promise<Policy> {
+  if (kind === 'random') return new RandomPolicy(actionDim, seed);
+  if (kind === 'expert') {
+    if (!task.expert)
+      throw new ResrtError(
+        `task ${task.name} has no scripted expert`,
+        'use --policy random or --base FILE.onnx',
+      );
+    return new ImperfectExpert(task.expert(), actionDim, cleanExpert, seed);
+  }
+  throw new ResrtError(
+    `unknown --policy "${kind}"`,
+    'use --policy expert, --policy random, or --base FILE.onnx',
+  );
+}
+
+export function evalJson(task: string, policy: string, r: EvalResult, seed: number): Record<string, unknown> {
+  return {
+    task,
+    policy,
+    episodes: r.episodes,
+    successes: r.successes,
+    success_rate: r.successRate,
+    ci95: [r.ci95.low, r.ci95.high],
+    mean_steps: r.meanSteps,
+    seed,
+  };
+}
