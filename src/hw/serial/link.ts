@@ -1,0 +1,303 @@
+/**
+ * The host end of a serial link: a serialport SerialPort that frames messages, sends heartbeats,
+ * notices when the peer is gone, and reopens with exponential backoff.
+ *
+ * A pseudo-terminal whose peer died may only show it on the next write (EIO, then 'close'), and a
+ * USB adapter pulled out may show nothing at all; so loss is declared on a write error, on
+ * 'close'/'error', or when no frame arrived for linkTimeoutMs, whichever comes first.
+ */
+import { SerialPort } from 'serialport';
+import { ResrtError } from '../../util/errors.js';
+import { encodeFrame, type Frame } from './frame.js';
+import { FrameDecoder } from './frame-decoder.js';
+import { decodePayload, encodePayload, messageTypeCode, type Message } from './messages.js';
+import { MessageType, PROTOCOL_VERSION } from './protocol.js';
+
+export interface SerialLinkOptions {
+  /** Default 1_000_000. Pseudo-terminals ignore it, USB CDC devices mostly too; UARTs do not. */
+  baudRate?: number;
+  /** Heartbeat period, ms (default 50). */
+  heartbeatMs?: number;
+  /** No frame for this long means the link is lost, ms (default 250). */
+  linkTimeoutMs?: number;
+  /** Reopen after a loss (default true). */
+  reconnect?: boolean;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+}
+
+export interface LinkCounters {
+  framesIn: number;
+  framesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  crcErrors: number;
+  cobsErrors: number;
+  lengthErrors: number;
+  oversize: number;
+  writeErrors: number;
+  linkLosses: number;
+  reconnects: number;
+  /** Round trip of the last echoed heartbeat, ms (NaN before the first). */
+  lastHeartbeatRttMs: number;
+}
+
+type Listener<T> = (value: T) => void;
+
+const defaults = {
+  baudRate: 1_000_000,
+  heartbeatMs: 50,
+  linkTimeoutMs: 250,
+  reconnect: true,
+  backoffInitialMs: 50,
+  backoffMaxMs: 2000,
+};
+
+function checkPositive(name: string, v: number): void {
+  if (!Number.isFinite(v) || v <= 0) {
+    throw new ResrtError(
+      `serial link option ${name} must be a positive number, got ${v}`,
+      `pass ${name} > 0`,
+    );
+  }
+}
+
+function openPort(path: string, baudRate: number): Promise<SerialPort> {
+  return new Promise((resolve, reject) => {
+    const port = new SerialPort({ path, baudRate, autoOpen: false });
+    port.open((err) => (err ? reject(err) : resolve(port)));
+  });
+}
+
+export class SerialLink {
+  private readonly opts: Required<SerialLinkOptions>;
+  private port: SerialPort | null = null;
+  private state: 'up' | 'down' | 'closed' = 'down';
+  private readonly decoder = new FrameDecoder();
+  private txSeq = 0;
+  private lastRxMs = 0;
+  private peerHeartbeatUs = 0;
+  private readonly t0 = performance.now();
+  private timer: NodeJS.Timeout | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private backoffMs: number;
+  private readonly frameListeners = new Set<Listener<Frame>>();
+  private readonly upListeners = new Set<Listener<void>>();
+  private readonly downListeners = new Set<Listener<string>>();
+  private readonly stats = {
+    framesOut: 0,
+    bytesOut: 0,
+    writeErrors: 0,
+    linkLosses: 0,
+    reconnects: 0,
+    lastHeartbeatRttMs: NaN,
+  };
+  /** Header version of outgoing frames; the robot sets it after negotiation. */
+  version = PROTOCOL_VERSION;
+
+  private constructor(
+    readonly path: string,
+    options: SerialLinkOptions,
+  ) {
+    this.opts = { ...defaults, ...options };
+    checkPositive('baudRate', this.opts.baudRate);
+    checkPositive('heartbeatMs', this.opts.heartbeatMs);
+    checkPositive('linkTimeoutMs', this.opts.linkTimeoutMs);
+    checkPositive('backoffInitialMs', this.opts.backoffInitialMs);
+    checkPositive('backoffMaxMs', this.opts.backoffMaxMs);
+    this.backoffMs = this.opts.backoffInitialMs;
+  }
+
+  /** Opens the port once; the first open must succeed (later losses reopen by themselves). */
+  static async open(path: string, options: SerialLinkOptions = {}): Promise<SerialLink> {
+    const link = new SerialLink(path, options);
+    let port: SerialPort;
+    try {
+      port = await openPort(path, link.opts.baudRate);
+    } catch (err) {
+      throw new ResrtError(
+        `cannot open serial port ${path}: ${err instanceof Error ? err.message : String(err)}`,
+        'check the device path (ls /dev/tty*), that no other program holds it, and that you may open it (dialout group)',
+      );
+    }
+    link.attach(port);
+    return link;
+  }
+
+  get isUp(): boolean {
+    return this.state === 'up';
+  }
+
+  onFrame(listener: Listener<Frame>): () => void {
+    this.frameListeners.add(listener);
+    return () => this.frameListeners.delete(listener);
+  }
+
+  onUp(listener: Listener<void>): () => void {
+    this.upListeners.add(listener);
+    return () => this.upListeners.delete(listener);
+  }
+
+  onDown(listener: Listener<string>): () => void {
+    this.downListeners.add(listener);
+    return () => this.downListeners.delete(listener);
+  }
+
+  /** Frames and writes a message; returns its sequence number, or null when the link is down. */
+  send(message: Message, flags = 0): number | null {
+    if (this.state !== 'up') return null;
+    const seq = this.txSeq;
+    this.txSeq = (this.txSeq + 1) & 0xffff;
+    const wire = encodeFrame({
+      version: this.version,
+      type: messageTypeCode(message),
+      seq,
+      flags,
+      payload: encodePayload(message),
+    });
+    return this.writeBytes(wire) ? seq : null;
+  }
+
+  /** Writes bytes as they are (fault-injection tests force malformed frames through here). */
+  writeBytes(bytes: Uint8Array): boolean {
+    const port = this.port;
+    if (this.state !== 'up' || port === null) return false;
+    try {
+      port.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), (err) => {
+        if (err) {
+          this.stats.writeErrors++;
+          this.markDown(`write failed: ${err.message}`);
+        }
+      });
+    } catch (err) {
+      this.stats.writeErrors++;
+      this.markDown(`write failed: ${err instanceof Error ? err.message : String(err)}`);
+      return false;
+    }
+    this.stats.framesOut++;
+    this.stats.bytesOut += bytes.length;
+    return true;
+  }
+
+  /** Sends a heartbeat now (a RESET is only accepted right after one). */
+  sendHeartbeat(): boolean {
+    const timeUs = Math.floor((performance.now() - this.t0) * 1000) >>> 0;
+    return this.send({ type: 'heartbeat', timeUs, echoUs: this.peerHeartbeatUs }) !== null;
+  }
+
+  /** Declares the link lost (the robot calls it when a reconnected peer fails its handshake). */
+  fail(reason: string): void {
+    this.markDown(reason);
+  }
+
+  counters(): LinkCounters {
+    const d = this.decoder.counters;
+    return {
+      framesIn: d.frames,
+      bytesIn: d.bytes,
+      crcErrors: d.crcErrors,
+      cobsErrors: d.cobsErrors,
+      lengthErrors: d.lengthErrors,
+      oversize: d.oversize,
+      ...this.stats,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.stopTimers();
+    const port = this.port;
+    this.port = null;
+    if (port?.isOpen) await new Promise<void>((resolve) => port.close(() => resolve()));
+  }
+
+  private attach(port: SerialPort): void {
+    this.port = port;
+    this.decoder.reset();
+    this.state = 'up';
+    this.lastRxMs = performance.now();
+    port.on('data', (chunk: Buffer) => {
+      if (this.port !== port) return;
+      this.lastRxMs = performance.now();
+      this.decoder.push(chunk, (frame) => this.onFrameIn(frame));
+    });
+    port.on('close', () => {
+      if (this.port === port) this.markDown('port closed');
+    });
+    port.on('error', (err: Error) => {
+      if (this.port === port) this.markDown(`port error: ${err.message}`);
+    });
+    const period = Math.min(this.opts.heartbeatMs, this.opts.linkTimeoutMs / 4);
+    let lastBeat = 0;
+    this.timer = setInterval(() => {
+      const now = performance.now();
+      if (now - this.lastRxMs > this.opts.linkTimeoutMs) {
+        this.markDown(`no frame for ${Math.round(now - this.lastRxMs)} ms`);
+        return;
+      }
+      if (now - lastBeat >= this.opts.heartbeatMs - 1) {
+        lastBeat = now;
+        this.sendHeartbeat();
+      }
+    }, period);
+    this.sendHeartbeat();
+  }
+
+  private onFrameIn(frame: Frame): void {
+    // Backoff restarts only once the peer talks: a port that opens but stays silent keeps backing off.
+    this.backoffMs = this.opts.backoffInitialMs;
+    if (frame.type === MessageType.Heartbeat) {
+      const decoded = decodePayload(frame.type, frame.payload);
+      if (decoded.ok && decoded.message.type === 'heartbeat') {
+        this.peerHeartbeatUs = decoded.message.timeUs;
+        if (decoded.message.echoUs !== 0) {
+          const nowUs = Math.floor((performance.now() - this.t0) * 1000) >>> 0;
+          this.stats.lastHeartbeatRttMs = ((nowUs - decoded.message.echoUs) >>> 0) / 1000;
+        }
+      }
+    }
+    for (const l of this.frameListeners) l(frame);
+  }
+
+  private stopTimers(): void {
+    if (this.timer) clearInterval(this.timer);
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.timer = null;
+    this.reconnectTimer = null;
+  }
+
+  private markDown(reason: string): void {
+    if (this.state !== 'up') return;
+    this.state = 'down';
+    this.stats.linkLosses++;
+    this.stopTimers();
+    const port = this.port;
+    this.port = null;
+    if (port?.isOpen) port.close(() => undefined);
+    for (const l of this.downListeners) l(reason);
+    if (this.opts.reconnect) this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.state !== 'down') return;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      openPort(this.path, this.opts.baudRate).then(
+        (port) => {
+          if (this.state !== 'down') {
+            port.close(() => undefined);
+            return;
+          }
+          this.stats.reconnects++;
+          this.attach(port);
+          for (const l of this.upListeners) l();
+        },
+        () => {
+          this.backoffMs = Math.min(this.backoffMs * 2, this.opts.backoffMaxMs);
+          this.scheduleReconnect();
+        },
+      );
+    }, this.backoffMs);
+  }
+}
