@@ -60,8 +60,8 @@ for (const bc of cases) {
       });
       const robot = await MqttRobot.connect(url, { reconnectBackoffMs: backoff });
       // A naive controller: mqtt.js defaults (queueQoSZero true) queue QoS 0 publishes while offline
-      // and replay them on reconnect. Slow reconnect so the device is back first and sees the replay.
-      const naive = await mqtt.connectAsync(broker.url, { protocolVersion: 4, reconnectPeriod: 600 });
+      // and replay them on reconnect. It reconnects when the test says so, once the device is back.
+      const naive = await mqtt.connectAsync(broker.url, { protocolVersion: 4, reconnectPeriod: 60_000 });
       naive.on('error', () => {});
       try {
         await waitFor(() => robot.status === 'connected', 'the first connection');
@@ -81,6 +81,8 @@ for (const bc of cases) {
           phase = 'down';
           await broker.close();
           await waitFor(() => robot.status === 'lost', "robot status 'lost'");
+          // Publish only once the naive client knows it is offline, so mqtt.js queues rather than writes.
+          await waitFor(() => !naive.connected, 'the naive client to see the outage');
           const naiveMarkers = [901, 902, 903];
           for (const m of naiveMarkers) {
             const payload = encodeCommand({
@@ -97,6 +99,9 @@ for (const bc of cases) {
           broker = await bc.start(port);
           await waitFor(() => robot.status === 'connected', "robot status 'connected' again");
           phase = 'after';
+          await waitFor(() => device.counters().reconnects >= 1, 'the device to reconnect');
+          await sleep(100); // its subscriptions settle
+          naive.reconnect();
           await waitFor(() => naive.connected, 'the naive client to reconnect');
           await sleep(250);
         } finally {
