@@ -22,3 +22,27 @@ export {
   type ComposedStep,
   type ComposedPolicyOptions,
 } from './compose.js';
+export {
+  ControlLoop,
+  runControlLoop,
+  passThroughSafety,
+  formatLatencyTable,
+  type ControlLoopOptions,
+  type LoopEvent,
+  type LoopEventKind,
+  type LoopStats,
+  type LatencyStage,
+} from './loop.js';
+export {
+  envSource,
+  robotSource,
+  defaultRobotObs,
+  type ObservationSource,
+  type ObservationSample,
+  type ActuationRecord,
+  type ActuationResult,
+  type EnvSource,
+  type EnvSourceOptions,
+  type RobotSourceOptions,
+} from './sources.js';
+export { fixedRate, waitUntil, nowMs, type Tick, type SchedulerOptions } from './scheduler.js';

@@ -1,0 +1,96 @@
+/**
+ * A fixed-rate tick source that does not drift: deadline n is start + n * period, computed from
+ * the start time (never from the previous tick), reached with a coarse timer sleep and a short
+ * spin at the end. setInterval alone drifts and jitters by a millisecond or more.
+ */
+import { performance } from 'node:perf_hooks';
+import { setImmediate as immediate, setTimeout as sleep } from 'node:timers/promises';
+import { Observable } from 'rxjs';
+
+/** Monotonic host clock (uv_hrtime underneath), ms; the same clock as RobotState.receivedAtMs. */
+export const nowMs = (): number => performance.now();
+
+export interface Tick {
+  /** Index of the deadline this tick serves: deadlineMs = startMs + index * periodMs. */
+  index: number;
+  deadlineMs: number;
+  /** When the tick actually fired. */
+  firedMs: number;
+  /** firedMs - the deadline the scheduler was waiting for (includes skipped periods). */
+  lateMs: number;
+  /** Deadlines passed over because the process woke up more than a period late. */
+  skipped: number;
+}
+
+export interface SchedulerOptions {
+  /** Last stretch before a deadline spent polling instead of sleeping. Default 1 ms. */
+  spinMs?: number;
+  /** Final stretch spent in a hard busy-wait (no event-loop turns). Default 0.05 ms. */
+  hardSpinMs?: number;
+}
+
+/**
+ * Waits until `deadline`. Sleeps on a timer while far away (timers fire up to ~1 ms late), then
+ * polls with setImmediate so I/O callbacks (robot states, onnxruntime completions) still run,
+ * and busy-waits only the last few tens of microseconds.
+ */
+export async function waitUntil(
+  deadline: number,
+  options: SchedulerOptions = {},
+  cancelled: () => boolean = () => false,
+): Promise<void> {
+  const spinMs = options.spinMs ?? 1;
+  const hardSpinMs = options.hardSpinMs ?? 0.05;
+  for (;;) {
+    if (cancelled()) return;
+    const remaining = deadline - nowMs();
+    if (remaining <= 0) return;
+    if (remaining - spinMs >= 1) await sleep(Math.floor(remaining - spinMs));
+    else if (remaining > hardSpinMs) await immediate();
+    else {
+      while (nowMs() < deadline) {
+        // Busy-wait: the remaining time is below what any timer can resolve.
+      }
+      return;
+    }
+  }
+}
+
+/**
+ * Emits a Tick at each deadline of a `hz` grid anchored at subscription time. Subscribers run
+ * synchronously inside the tick; work they start asynchronously overlaps the wait for the next
+ * deadline. Unsubscribing stops the ticks.
+ */
+export function fixedRate(hz: number, options: SchedulerOptions = {}): Observable<Tick> {
+  if (!(hz > 0 && Number.isFinite(hz))) throw new RangeError(`tick rate ${hz} Hz`);
+  const period = 1000 / hz;
+  return new Observable<Tick>((subscriber) => {
+    let stopped = false;
+    const start = nowMs();
+    const run = async (): Promise<void> => {
+      let index = 0;
+      while (!stopped) {
+        const awaited = start + index * period;
+        await waitUntil(awaited, options, () => stopped);
+        if (stopped) break;
+        const fired = nowMs();
+        // A stall longer than a period (GC, a blocked event loop) skips the deadlines it covered
+        // instead of firing them back to back: stale ticks would only send stale commands.
+        const skipped = Math.max(0, Math.floor((fired - awaited) / period));
+        index += skipped;
+        subscriber.next({
+          index,
+          deadlineMs: start + index * period,
+          firedMs: fired,
+          lateMs: fired - awaited,
+          skipped,
+        });
+        index++;
+      }
+    };
+    run().catch((err: unknown) => subscriber.error(err));
+    return () => {
+      stopped = true;
+    };
+  });
+}

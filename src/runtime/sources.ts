@@ -1,0 +1,186 @@
+/**
+ * Where the control loop gets observations and where its actions go: a simulator stepped once
+ * per tick, or a robot link (latest state in, command out).
+ */
+import { Subject, type Observable, type Subscription } from 'rxjs';
+import type { Env, MaybePromise, Robot, RobotState, Transition } from '../types.js';
+import { ResrtError } from '../util/errors.js';
+import { nowMs } from './scheduler.js';
+
+export interface ObservationSample {
+  obs: Float32Array;
+  /** Host time (nowMs) at which the observation was taken or received. */
+  atMs: number;
+}
+
+/** What the loop knows about the action it hands to the actuator, for transition records. */
+export interface ActuationRecord {
+  /** The observation the action was computed from (null when none was usable). */
+  obs: Float32Array | null;
+  baseAction: Float32Array | null;
+  residual: Float32Array | null;
+  safetyEvents: number;
+  policyVersion: number;
+}
+
+export interface ActuationResult {
+  ok: boolean;
+  detail?: string;
+  /** The episode ended on this step and the source has started a new one. */
+  episodeEnded?: boolean;
+}
+
+export interface ObservationSource {
+  readonly kind: string;
+  readonly obsDim: number;
+  readonly actionDim: number;
+  /** Only sources with rewards (simulators) emit transitions. */
+  readonly transitions$?: Observable<Transition>;
+  open(): Promise<void>;
+  latest(): ObservationSample | null;
+  /** A reason not to trust the latest observation (device fault), or null. */
+  fault(): string | null;
+  actuate(action: Float32Array, record: ActuationRecord): MaybePromise<ActuationResult>;
+  /** After the last tick: send `safeAction` where there is hardware, release subscriptions. */
+  close(safeAction: Float32Array): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface EnvSourceOptions {
+  /** Seed of the first episode; episode e uses seed + e. */
+  seed?: number;
+}
+
+export interface EnvSource extends ObservationSource {
+  readonly transitions$: Observable<Transition>;
+  readonly episode: number;
+}
+
+/**
+ * A simulator as a source: each actuation steps the env once; terminated/truncated (or
+ * maxEpisodeSteps, like gymnasium's TimeLimit) resets it. The env stays owned by the caller.
+ */
+export function envSource(env: Env, options: EnvSourceOptions = {}): EnvSource {
+  const transitions = new Subject<Transition>();
+  let current: ObservationSample | null = null;
+  let episode = 0;
+  let step = 0;
+  const seedFor = (e: number): number | undefined =>
+    options.seed === undefined ? undefined : options.seed + e;
+  const reset = async (): Promise<void> => {
+    const r = await env.reset({ seed: seedFor(episode) });
+    // Simulators may reuse their observation buffer on the next step; keep our own copy.
+    current = { obs: Float32Array.from(r.obs), atMs: nowMs() };
+    step = 0;
+  };
+  return {
+    kind: `env:${env.id}`,
+    obsDim: env.observationSpace.dim,
+    actionDim: env.actionSpace.dim,
+    transitions$: transitions.asObservable(),
+    get episode() {
+      return episode;
+    },
+    open: reset,
+    latest: () => current,
+    fault: () => null,
+    async actuate(action, record) {
+      const before = current;
+      const result = await env.step(action);
+      const nextObs = Float32Array.from(result.obs);
+      step++;
+      const truncated = result.truncated || (!result.terminated && step >= env.maxEpisodeSteps);
+      current = { obs: nextObs, atMs: nowMs() };
+      const executed = Float32Array.from(action);
+      transitions.next({
+        obs: record.obs ?? before?.obs ?? nextObs,
+        baseAction: record.baseAction ?? executed,
+        residual: record.residual ?? new Float32Array(action.length),
+        action: executed,
+        reward: result.reward,
+        nextObs,
+        terminated: result.terminated,
+        truncated,
+        intervention: false,
+        safetyEvents: record.safetyEvents,
+        policyVersion: record.policyVersion,
+        episode,
+        step: step - 1,
+      });
+      if (result.terminated || truncated) {
+        episode++;
+        await reset();
+        return { ok: true, episodeEnded: true, detail: result.terminated ? 'terminated' : 'truncated' };
+      }
+      return { ok: true };
+    },
+    async close() {
+      // A simulator holds nothing physical: nothing to make safe, and stepping it once more
+      // would add a transition nobody asked for.
+      transitions.complete();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface RobotSourceOptions {
+  /** State -> observation; default [positions, velocities, sensors]. */
+  toObs?: (state: RobotState) => Float32Array;
+  /** Width of toObs's result; required with a custom toObs. */
+  obsDim?: number;
+  /** Command validity sent with every command (RobotCommand.validForMs). Default 3 periods. */
+  validForMs?: number;
+}
+
+export function defaultRobotObs(state: RobotState): Float32Array {
+  const out = new Float32Array(state.positions.length + state.velocities.length + state.sensors.length);
+  out.set(state.positions, 0);
+  out.set(state.velocities, state.positions.length);
+  out.set(state.sensors, state.positions.length + state.velocities.length);
+  return out;
+}
+
+/** A robot link as a source: the latest state$ value in, robot.send out. */
+export function robotSource(robot: Robot, options: RobotSourceOptions = {}): ObservationSource {
+  const caps = robot.capabilities;
+  if (options.toObs && options.obsDim === undefined) {
+    throw new ResrtError(
+      'robotSource: a custom toObs needs obsDim',
+      'pass { toObs, obsDim } with the width toObs returns',
+    );
+  }
+  const toObs = options.toObs ?? defaultRobotObs;
+  const obsDim = options.obsDim ?? 2 * caps.jointCount + caps.sensorCount;
+  const validForMs = options.validForMs ?? 3000 / caps.rateHz;
+  let state: RobotState | null = null;
+  let sample: ObservationSample | null = null;
+  let subscription: Subscription | null = null;
+  return {
+    kind: `robot:${caps.name}`,
+    obsDim,
+    actionDim: caps.actionDim,
+    async open() {
+      subscription = robot.state$.subscribe((s) => {
+        state = s;
+        sample = null; // converted lazily: at 1 kHz most states are never read
+      });
+    },
+    latest() {
+      if (!state) return null;
+      if (!sample) sample = { obs: toObs(state), atMs: state.receivedAtMs };
+      return sample;
+    },
+    fault: () => (state?.faulted ? 'the device reports a latched fault or e-stop' : null),
+    actuate(action) {
+      const ok = robot.send({ action, validForMs });
+      return ok ? { ok } : { ok, detail: 'robot.send refused the command (link down or bad shape)' };
+    },
+    async close(safeAction) {
+      robot.send({ action: safeAction, validForMs });
+      subscription?.unsubscribe();
+      subscription = null;
+    },
+  };
+}
