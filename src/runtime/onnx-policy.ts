@@ -99,7 +99,7 @@ export async function createSession(
   } catch (err) {
     throw new ResrtError(
       `onnxruntime cannot load ${path}: ${(err as Error).message.split('\n')[0]}`,
-      'export with opset 13-21 and only standard ONNX operators (torch.onnx.export(..., opset_version=17)); custom ops are not supported',
+      'export with only standard ONNX operators (torch.onnx.export(..., opset_version=17)); custom ops are not supported',
     );
   }
 }
