@@ -297,6 +297,30 @@ describe('ControlLoop with a robot source', () => {
     expect(events[events.length - 1].kind).toBe('stopped');
   });
 
+  it('stop() does not wait forever for a hung policy: it sends the safe action after stopTimeoutMs', async () => {
+    const robot = new FakeRobot();
+    const hung: Policy = { actionDim: 2, act: () => new Promise<Float32Array>(() => {}) };
+    const loop = new ControlLoop({
+      source: robotSource(robot),
+      policy: hung,
+      rateHz: 100,
+      safeAction: [0.3, 0.3],
+      stopTimeoutMs: 50,
+    });
+    robot.publish();
+    await loop.start();
+    robot.publish();
+    await new Promise((r) => setTimeout(r, 60));
+    const t0 = nowMs();
+    const stats = await loop.stop();
+    expect(nowMs() - t0).toBeLessThan(1000);
+    // Every tick after the first found the hung one in flight and sent the safe action.
+    expect(stats.overruns).toBeGreaterThan(0);
+    expect(robot.sent.length).toBe(stats.safeActions + 1);
+    expect(robot.sent.every((c) => c.action[0] === Math.fround(0.3))).toBe(true);
+    expect(stats.events.late_result_dropped).toBe(1);
+  });
+
   it('rejects a policy whose action width differs from the robot', () => {
     const robot = new FakeRobot();
     expect(() => new ControlLoop({ source: robotSource(robot), policy: pd, rateHz: 100 })).toThrow(

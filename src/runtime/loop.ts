@@ -72,6 +72,8 @@ export interface ControlLoopOptions {
   /** Called at start and after each episode reset (e.g. to set the residual scale for the episode). */
   onEpisodeStart?: (episode: number) => void;
   scheduler?: SchedulerOptions;
+  /** How long stop() waits for a tick still computing before it sends the safe action anyway. Default 1000 ms. */
+  stopTimeoutMs?: number;
 }
 
 export type LatencyStage = 'obsAge' | 'policy' | 'safety' | 'actuate' | 'endToEnd' | 'jitter';
@@ -206,7 +208,26 @@ export class ControlLoop {
     this.state = 'stopping';
     this.subscription?.unsubscribe();
     this.subscription = null;
-    await this.inFlight?.done;
+    // A hung policy must not keep the device from its safe action: wait a bounded time, then
+    // supersede the tick so its result, should it ever come, is dropped.
+    const flight = this.inFlight;
+    if (flight) {
+      const timeout = this.options.stopTimeoutMs ?? 1000;
+      let timer: NodeJS.Timeout | undefined;
+      const finished = await Promise.race([
+        flight.done.then(() => true),
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeout))),
+      ]);
+      clearTimeout(timer);
+      if (!finished) {
+        flight.superseded = true;
+        this.emit(
+          'late_result_dropped',
+          flight.tick,
+          `tick still in its ${flight.stage} stage ${timeout} ms after stop()`,
+        );
+      }
+    }
     await this.sideActuation;
     this.stoppedAt = nowMs();
     try {
