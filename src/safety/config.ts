@@ -224,11 +224,15 @@ export function resolveSafetyConfig(cfg: SafetyConfig): ResolvedSafetyConfig {
   const boxHigh = expand(cfg.box.high, n, 'box.high');
   for (let i = 0; i < n; i++) {
     // Float32 outputs must land inside the configured box, so round the box inwards once here.
-    boxLow[i] = f32Up(boxLow[i]);
-    boxHigh[i] = f32Down(boxHigh[i]);
     if (!(boxLow[i] <= boxHigh[i])) {
       fail(`box.low[${i}]`, `${boxLow[i]} is above box.high[${i}] = ${boxHigh[i]}`, 'make low <= high in every dimension');
     }
+    const lo = f32Up(boxLow[i]);
+    const hi = f32Down(boxHigh[i]);
+    // A box narrower than one float32 step (a locked dimension at a non-float32 value) snaps to
+    // the nearest float32 instead.
+    boxLow[i] = lo <= hi ? lo : Math.fround(boxLow[i]);
+    boxHigh[i] = lo <= hi ? hi : Math.fround(boxLow[i]);
   }
 
   let workspace: ResolvedSafetyConfig['workspace'] = null;

@@ -1,7 +1,7 @@
 /**
  * Action masks. Every mask is a per-dimension interval computed from state alone (never from the
  * action), and the layer's projection clamps the action into those intervals one after the other,
- * lowest priority first:
+ * lowest priority first (equivalently: into the top-down composition, see projectAction):
  *
  *   base-relative → relevant set → acceleration → velocity & braking → workspace → hard box
  *
@@ -11,7 +11,7 @@
  * inside [L, H]. Functions here write into caller-provided arrays so the hot path allocates nothing.
  */
 import type { ResolvedSafetyConfig } from './config.js';
-import { f32Within } from './f32.js';
+import { nextFloat32 } from './f32.js';
 
 /** Which masks changed the action on a tick (bit flags). */
 export const MaskBit = {
@@ -86,21 +86,41 @@ function clamp(v: number, lo: number, hi: number): number {
   return v < lo ? lo : v > hi ? hi : v;
 }
 
-/** Scratch for one projection: the composed interval per dim, to check and round against. */
+/** Scratch for one projection: the composed interval of every priority level, per call. */
 export interface ProjectionScratch {
+  /** The final composed interval [L, H] per dim, after the last projection. */
   lo: Float64Array;
   hi: Float64Array;
+  levelLo: Float64Array;
+  levelHi: Float64Array;
 }
 
 export function makeProjectionScratch(dim: number): ProjectionScratch {
-  return { lo: new Float64Array(dim), hi: new Float64Array(dim) };
+  return { lo: new Float64Array(dim), hi: new Float64Array(dim), levelLo: new Float64Array(LEVELS), levelHi: new Float64Array(LEVELS) };
+}
+
+/** Priority levels, highest first: box, workspace, velocity & braking, acceleration, relevant, base. */
+const LEVELS = 6;
+
+/** A float32 inside [lo, hi] next to c (c itself inside), or NaN when none exists. */
+function roundInto(c: number, lo: number, hi: number): number {
+  const r = Math.fround(c);
+  if (r >= lo && r <= hi) return r;
+  const d = nextFloat32(r, r > hi ? -1 : 1);
+  return d >= lo && d <= hi ? d : NaN;
 }
 
 /**
  * Projects `action` into the masks' intervals, writing a float32 result to `out`. Returns the
- * MaskBit flags of masks that changed the action. NaN entries are replaced by the previous safe
- * action before projecting (the guards normally catch them first). Pure: reads cfg and inputs,
- * writes only out and scratch.
+ * MaskBit flags of masks whose interval excluded the proposal, plus rateConflict when the output
+ * breaks a rate limit because the workspace or box overrode it. NaN entries are replaced by the
+ * previous safe action (the guards normally catch them first). Pure: reads cfg and inputs, writes
+ * only out and scratch.
+ *
+ * The levels are composed top-down: T0 = box, T_{k+1} = I_{k+1} clamped into T_k. Then
+ * clamp(x, T5) equals clamping x through the masks from lowest to highest priority, and T5 ⊂ … ⊂ T0.
+ * Rounding to float32 picks the deepest level that holds a float32 next to the result, so a
+ * collapse of the lower levels to a point between two floats never costs a higher level.
  */
 export function projectAction(
   action: ArrayLike<number>,
@@ -113,95 +133,101 @@ export function projectAction(
   const { prev, vel, base, relLow, relHigh, wsLow, wsHigh } = inputs;
   const rate = cfg.rate;
   const maxAccel = rate ? rate.maxAccel : null;
-  const baseBound = cfg.baseMask ? cfg.baseMask.bound : null;
+  const brake = rate !== null && rate.brake && maxAccel !== null;
+  const baseBound = base !== null && cfg.baseMask ? cfg.baseMask.bound : null;
+  const TLo = scratch.levelLo;
+  const THi = scratch.levelHi;
   let bits = 0;
   for (let i = 0; i < n; i++) {
-    let c = action[i];
-    if (c !== c) c = prev[i];
-    let L = -Infinity;
-    let H = Infinity;
-    let l: number;
-    let h: number;
-    let nc: number;
-
-    if (base !== null && baseBound !== null) {
-      l = base[i] - baseBound[i];
-      h = base[i] + baseBound[i];
-      nc = clamp(c, l, h);
-      if (nc !== c) bits |= MaskBit.base;
-      c = nc;
-      L = clamp(L, l, h);
-      H = clamp(H, l, h);
-    }
-
-    if (relLow !== null && relHigh !== null) {
-      l = relLow[i];
-      h = relHigh[i];
-      nc = clamp(c, l, h);
-      if (nc !== c) bits |= MaskBit.relevant;
-      c = nc;
-      L = clamp(L, l, h);
-      H = clamp(H, l, h);
-    }
-
+    let x = action[i];
+    if (x !== x) x = prev[i];
     const p = prev[i];
-    let accLo = -Infinity;
-    let accHi = Infinity;
+
+    // T0: the hard box (float32 ends, config.ts).
+    let lo = cfg.boxLow[i];
+    let hi = cfg.boxHigh[i];
+    if (x < lo || x > hi) bits |= MaskBit.box;
+    TLo[0] = lo;
+    THi[0] = hi;
+
+    // T1: workspace within the box. It is also the envelope the rate limiter brakes before.
+    if (wsLow !== null && wsHigh !== null) {
+      const l = wsLow[i];
+      const h = wsHigh[i];
+      if (x < l || x > h) bits |= MaskBit.workspace;
+      const nlo = clamp(l, lo, hi);
+      hi = clamp(h, lo, hi);
+      lo = nlo;
+    }
+    TLo[1] = lo;
+    THi[1] = hi;
+
+    // T2: velocity, and braking before the envelope.
     let velLo = -Infinity;
     let velHi = Infinity;
     if (rate !== null) {
-      if (maxAccel !== null) {
-        accLo = p + vel[i] - maxAccel[i];
-        accHi = p + vel[i] + maxAccel[i];
-        nc = clamp(c, accLo, accHi);
-        if (nc !== c) bits |= MaskBit.accel;
-        c = nc;
-        L = clamp(L, accLo, accHi);
-        H = clamp(H, accLo, accHi);
-      }
       velLo = p - rate.maxDelta[i];
       velHi = p + rate.maxDelta[i];
-      if (rate.brake && maxAccel !== null) {
-        // Brake before the envelope the higher-priority masks enforce: workspace within the box.
-        const bl = cfg.boxLow[i];
-        const bh = cfg.boxHigh[i];
-        const envLo = wsLow !== null ? clamp(wsLow[i], bl, bh) : bl;
-        const envHi = wsHigh !== null ? clamp(wsHigh[i], bl, bh) : bh;
-        const up = p + brakingVelocity(envHi - p, maxAccel[i]);
-        const down = p - brakingVelocity(p - envLo, maxAccel[i]);
+      if (brake) {
+        const a = (maxAccel as Float64Array)[i];
+        const up = p + brakingVelocity(THi[1] - p, a);
+        const down = p - brakingVelocity(p - TLo[1], a);
         if (up < velHi) velHi = up;
         if (down > velLo) velLo = down;
       }
-      nc = clamp(c, velLo, velHi);
-      if (nc !== c) bits |= MaskBit.velocity;
-      c = nc;
-      L = clamp(L, velLo, velHi);
-      H = clamp(H, velLo, velHi);
+      if (x < velLo || x > velHi) bits |= MaskBit.velocity;
+      const nlo = clamp(velLo, lo, hi);
+      hi = clamp(velHi, lo, hi);
+      lo = nlo;
     }
+    TLo[2] = lo;
+    THi[2] = hi;
 
-    if (wsLow !== null && wsHigh !== null) {
-      l = wsLow[i];
-      h = wsHigh[i];
-      nc = clamp(c, l, h);
-      if (nc !== c) bits |= MaskBit.workspace;
-      c = nc;
-      L = clamp(L, l, h);
-      H = clamp(H, l, h);
+    // T3: acceleration.
+    let accLo = -Infinity;
+    let accHi = Infinity;
+    if (maxAccel !== null) {
+      accLo = p + vel[i] - maxAccel[i];
+      accHi = p + vel[i] + maxAccel[i];
+      if (x < accLo || x > accHi) bits |= MaskBit.accel;
+      const nlo = clamp(accLo, lo, hi);
+      hi = clamp(accHi, lo, hi);
+      lo = nlo;
     }
+    TLo[3] = lo;
+    THi[3] = hi;
 
-    l = cfg.boxLow[i];
-    h = cfg.boxHigh[i];
-    nc = clamp(c, l, h);
-    if (nc !== c) bits |= MaskBit.box;
-    c = nc;
-    L = clamp(L, l, h);
-    H = clamp(H, l, h);
+    // T4: the state-dependent relevant set.
+    if (relLow !== null && relHigh !== null) {
+      const l = relLow[i];
+      const h = relHigh[i];
+      if (x < l || x > h) bits |= MaskBit.relevant;
+      const nlo = clamp(l, lo, hi);
+      hi = clamp(h, lo, hi);
+      lo = nlo;
+    }
+    TLo[4] = lo;
+    THi[4] = hi;
 
-    const r = f32Within(c, L, H);
-    if (r < velLo || r > velHi || r < accLo || r > accHi) bits |= MaskBit.rateConflict;
+    // T5: the base-relative mask.
+    if (baseBound !== null) {
+      const l = (base as ArrayLike<number>)[i] - baseBound[i];
+      const h = (base as ArrayLike<number>)[i] + baseBound[i];
+      if (x < l || x > h) bits |= MaskBit.base;
+      const nlo = clamp(l, lo, hi);
+      hi = clamp(h, lo, hi);
+      lo = nlo;
+    }
+    TLo[5] = lo;
+    THi[5] = hi;
+
+    const c = clamp(x, lo, hi);
+    let r = NaN;
+    for (let k = LEVELS - 1; k >= 0 && r !== r; k--) r = roundInto(c, TLo[k], THi[k]);
     out[i] = r;
-    scratch.lo[i] = L;
-    scratch.hi[i] = H;
+    if (r < velLo || r > velHi || r < accLo || r > accHi) bits |= MaskBit.rateConflict;
+    scratch.lo[i] = lo;
+    scratch.hi[i] = hi;
   }
   return bits;
 }
