@@ -219,7 +219,10 @@ export class DeviceCore {
     const v = this.negotiated ? this.version : PROTOCOL_VERSION;
     if (f.version !== v) return this.nack(f.type, f.seq, ErrorCode.BadVersion, v);
     const d = decodePayload(f.type, f.payload);
-    if (!d.ok) return this.nack(f.type, f.seq, d.error, this.dim);
+    if (!d.ok) {
+      const withDim = f.type === MessageType.Command || f.type === MessageType.Config;
+      return this.nack(f.type, f.seq, d.error, withDim ? this.dim : 0);
+    }
     const m = d.message;
     switch (m.type) {
       case 'command':
