@@ -148,6 +148,33 @@ describe('OnnxPolicy.load', () => {
     await policy.close();
   });
 
+  it('loads a model whose weights live in an external-data file next to it', async () => {
+    const rng = new Rng(17);
+    const spec = randomMlpSpec({ inputs: [{ name: 'obs', dim: 6 }], hidden: [16], actionDim: 2, rng });
+    const model = decodeModel(exportMlpToOnnx(spec));
+    const chunks: Uint8Array[] = [];
+    let offset = 0;
+    for (const t of model.graph.initializer) {
+      if (!t.rawData || t.dataType !== 1) continue;
+      t.externalData = [
+        { key: 'location', value: 'external.onnx.data' },
+        { key: 'offset', value: String(offset) },
+        { key: 'length', value: String(t.rawData.length) },
+      ];
+      t.dataLocation = 1;
+      chunks.push(t.rawData);
+      offset += t.rawData.length;
+      delete t.rawData;
+    }
+    save('external.onnx.data', Buffer.concat(chunks));
+    // The edit changes the graph bytes; drop the stale checksum as a hand edit would.
+    model.metadataProps = model.metadataProps?.filter((m) => m.key !== MetaKey.checksum);
+    const policy = await OnnxPolicy.load(save('external.onnx', encodeModel(model)));
+    const obs = randomVec(rng, 6);
+    expect(maxAbsDiff(await policy.runChunk(obs), mlpForward(spec, obs))).toBeLessThanOrEqual(1e-5);
+    await policy.close();
+  });
+
   it('reads chunk length from a [batch, H, A] output and from metadata for a flat [batch, H*A] one', async () => {
     const rng = new Rng(12);
     const spec = randomMlpSpec({

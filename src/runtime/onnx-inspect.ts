@@ -48,7 +48,7 @@ export async function inspectOnnx(
     : graphChecksum(bytes) === expected
       ? 'ok'
       : 'mismatch';
-  const session = await createSession(bytes, path, 1);
+  const session = await createSession(path, 1);
   try {
     const io = describeIo(header, session);
     const kind: InspectReport['kind'] =

@@ -82,13 +82,11 @@ export function describeIo(header: OnnxModelHeader, session: ort.InferenceSessio
   };
 }
 
-export async function createSession(
-  bytes: Uint8Array,
-  path: string,
-  threads: number,
-): Promise<ort.InferenceSession> {
+export async function createSession(path: string, threads: number): Promise<ort.InferenceSession> {
   try {
-    return await ort.InferenceSession.create(bytes, {
+    // From the path, not the bytes: onnxruntime then resolves external-data weight files
+    // (torch.onnx.export of large models) relative to the model.
+    return await ort.InferenceSession.create(path, {
       executionProviders: ['cpu'],
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
@@ -144,7 +142,7 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
         're-export the policy, or copy the file again and compare sizes',
       );
     }
-    const session = await createSession(bytes, path, options.intraOpThreads ?? 1);
+    const session = await createSession(path, options.intraOpThreads ?? 1);
     try {
       const io = describeIo(header, session);
       const layoutOptions = {

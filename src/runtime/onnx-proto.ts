@@ -34,6 +34,7 @@ const schema = {
             rawData: { type: 'bytes', id: 9 },
             doubleData: { rule: 'repeated', type: 'double', id: 10 },
             docString: { type: 'string', id: 12 },
+            externalData: { rule: 'repeated', type: 'StringStringEntryProto', id: 13 },
             dataLocation: { type: 'int32', id: 14 },
           },
         },
@@ -156,6 +157,9 @@ export interface OnnxTensor {
   rawData?: Uint8Array;
   floatData?: number[];
   int64Data?: number[];
+  /** With dataLocation 1 (EXTERNAL): location, offset, length of the bytes in a side file. */
+  externalData?: { key: string; value: string }[];
+  dataLocation?: number;
 }
 
 export interface OnnxAttribute {
