@@ -1,0 +1,189 @@
+/**
+ * Every knob of the residual learner in one object (CleanRL style), with two named profiles: `gpu`
+ * (the ResFiT recipe as published) and `cpu` (sized so a 2-core machine learns in minutes).
+ */
+import { ResrtError } from '../util/errors.js';
+
+export interface ResidualConfig {
+  /** Hidden widths of the residual actor (2×256 default; up to 2×1024). */
+  actorHidden: number[];
+  /** Hidden widths of every critic head. */
+  criticHidden: number[];
+  /** LayerNorm after every hidden affine map, in actor and critics. */
+  layerNorm: boolean;
+  /** Residual output = tanh(y) × actionScale, in normalized action units. */
+  actionScale: number;
+  /** Critic ensemble size (REDQ N). */
+  numCritics: number;
+  /** Heads drawn at random for the min in the TD target (REDQ M). */
+  targetSubset: number;
+  /** Discount. */
+  gamma: number;
+  /** Polyak averaging rate for the target networks. */
+  tau: number;
+  /** n-step returns. */
+  nStep: number;
+  /** Gradient updates per environment step (update-to-data ratio). */
+  utd: number;
+  /** Transitions per update (half online, half demos when demos exist). */
+  batchSize: number;
+  /** Critic Adam learning rate. */
+  criticLr: number;
+  /** Actor Adam learning rate (1e-6 to 3e-4 are sensible). */
+  actorLr: number;
+  /** Global-norm gradient clipping, per network. */
+  gradClip: number;
+  /** Std of the Gaussian exploration noise added to the residual while acting. */
+  explorationStd: number;
+  /** Std of the target-policy smoothing noise added to the target residual. */
+  targetNoiseStd: number;
+  /** Clip of the target-policy smoothing noise. */
+  targetNoiseClip: number;
+  /** Actor (and target) update every this many critic updates (TD3 delay). */
+  policyDelay: number;
+  /** Online replay capacity in transitions. */
+  bufferSize: number;
+  /** Fraction of each batch drawn from demonstrations when there are any (RLPD: 0.5). */
+  demoFraction: number;
+  /** Environment steps acted with base + uniform noise before any update. */
+  learningStarts: number;
+  /** Amplitude of the uniform residual noise during learningStarts (× actionScale). */
+  warmupNoise: number;
+  /** Critic-only updates after learningStarts before the actor moves. */
+  criticWarmupSteps: number;
+  /** Normalize observations with statistics frozen at learningStarts (baked into the export). */
+  normalizeObs: boolean;
+  /** Feed the base action to the actor and critics; false for RLPD from scratch (zero base). */
+  useBase: boolean;
+}
+
+export type ProfileName = 'gpu' | 'cpu';
+
+const gpuProfile: ResidualConfig = {
+  actorHidden: [256, 256],
+  criticHidden: [256, 256],
+  layerNorm: true,
+  actionScale: 0.1,
+  numCritics: 10,
+  targetSubset: 2,
+  gamma: 0.99,
+  tau: 0.005,
+  nStep: 3,
+  utd: 4,
+  batchSize: 256,
+  criticLr: 1e-4,
+  actorLr: 1e-4,
+  gradClip: 1.0,
+  explorationStd: 0.05,
+  targetNoiseStd: 0.05,
+  targetNoiseClip: 0.1,
+  policyDelay: 2,
+  bufferSize: 1_000_000,
+  demoFraction: 0.5,
+  learningStarts: 5000,
+  warmupNoise: 1.0,
+  criticWarmupSteps: 5000,
+  normalizeObs: true,
+  useBase: true,
+};
+
+/**
+ * Two cores, wasm: 4 heads instead of 10 and UTD 2 keep ~15 updates/s per env step budget while
+ * REDQ still has a subset to draw from; a larger critic lr makes up for fewer updates.
+ */
+const cpuProfile: ResidualConfig = {
+  ...gpuProfile,
+  actorHidden: [256, 256],
+  criticHidden: [256, 256],
+  numCritics: 4,
+  utd: 2,
+  batchSize: 256,
+  criticLr: 3e-4,
+  actorLr: 1e-4,
+  bufferSize: 300_000,
+  learningStarts: 1000,
+  criticWarmupSteps: 500,
+};
+
+export const profiles: Record<ProfileName, ResidualConfig> = { gpu: gpuProfile, cpu: cpuProfile };
+
+/** The profile a backend gets: GPU-backed TensorFlow gets `gpu`, everything on a CPU gets `cpu`. */
+export function profileFor(backend: { backend: string; gpu?: boolean }): { name: ProfileName; why: string } {
+  if (backend.gpu) return { name: 'gpu', why: `backend ${backend.backend} runs on a GPU` };
+  return {
+    name: 'cpu',
+    why: `backend ${backend.backend} runs on the CPU; the gpu profile (10 heads, UTD 4) would be ~5× slower per env step`,
+  };
+}
+
+/** Profile values overridden value by value, then validated. */
+export function makeConfig(profile: ProfileName, overrides: Partial<ResidualConfig> = {}): ResidualConfig {
+  const base = profiles[profile];
+  if (!base) throw new ResrtError(`unknown profile '${String(profile)}'`, "use 'gpu' or 'cpu'");
+  for (const key of Object.keys(overrides)) {
+    if (!(key in base)) {
+      throw new ResrtError(
+        `unknown residual config key '${key}'`,
+        `known keys: ${Object.keys(base).join(', ')}`,
+      );
+    }
+  }
+  const cfg: ResidualConfig = { ...base, ...stripUndefined(overrides) };
+  validateConfig(cfg);
+  return cfg;
+}
+
+function stripUndefined<T extends object>(o: Partial<T>): Partial<T> {
+  const out: Partial<T> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  return out;
+}
+
+export function validateConfig(cfg: ResidualConfig): void {
+  const bad = (what: string, fix: string): never => {
+    throw new ResrtError(`residual config: ${what}`, fix);
+  };
+  const posInt = (k: keyof ResidualConfig): void => {
+    const v = cfg[k] as number;
+    if (!Number.isInteger(v) || v <= 0) bad(`${k} = ${v}`, `${k} must be a positive integer`);
+  };
+  const inRange = (k: keyof ResidualConfig, lo: number, hi: number): void => {
+    const v = cfg[k] as number;
+    if (!(Number.isFinite(v) && v >= lo && v <= hi)) bad(`${k} = ${v}`, `${k} must lie in [${lo}, ${hi}]`);
+  };
+  for (const k of ['actorHidden', 'criticHidden'] as const) {
+    const h = cfg[k];
+    if (!Array.isArray(h) || h.length === 0 || h.some((w) => !Number.isInteger(w) || w <= 0 || w > 4096))
+      bad(
+        `${k} = ${JSON.stringify(h)}`,
+        `${k} must be a non-empty list of widths in 1..4096, e.g. [256, 256]`,
+      );
+  }
+  for (const k of [
+    'numCritics',
+    'targetSubset',
+    'nStep',
+    'utd',
+    'batchSize',
+    'policyDelay',
+    'bufferSize',
+  ] as const)
+    posInt(k);
+  for (const k of ['learningStarts', 'criticWarmupSteps'] as const) {
+    const v = cfg[k];
+    if (!Number.isInteger(v) || v < 0) bad(`${k} = ${v}`, `${k} must be a non-negative integer`);
+  }
+  if (cfg.targetSubset > cfg.numCritics)
+    bad(`targetSubset ${cfg.targetSubset} > numCritics ${cfg.numCritics}`, 'draw at most numCritics heads');
+  inRange('actionScale', 1e-6, 2);
+  inRange('gamma', 0, 1);
+  inRange('tau', 0, 1);
+  inRange('criticLr', 0, 1);
+  inRange('actorLr', 0, 1);
+  inRange('gradClip', 0, Infinity);
+  inRange('explorationStd', 0, 10);
+  inRange('targetNoiseStd', 0, 10);
+  inRange('targetNoiseClip', 0, 10);
+  inRange('demoFraction', 0, 1);
+  inRange('warmupNoise', 0, 10);
+}

@@ -1,0 +1,313 @@
+/**
+ * The learner side of the actor/learner split. `LearnerHost` owns the networks and both replays and
+ * runs updates up to the number the actor allows (UTD × env steps); it publishes the actor's
+ * weights as an MlpPolicySpec so the acting thread needs no TensorFlow. The same host runs either
+ * in-process (deterministic, one core) or in a worker_threads Worker (second core) — this file is
+ * also that worker's entry point.
+ */
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import type { MlpPolicySpec } from '../types.js';
+import { initTf, type BackendPreference } from '../util/tf-backend.js';
+import { ResrtError } from '../util/errors.js';
+import type { ResidualConfig } from './config.js';
+import { ReplayBuffer, type StepBatch } from './replay.js';
+import { DivergenceError, ResidualLearner, type LearnerDims, type UpdateStats } from './td3.js';
+import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { residualPolicySpec } from './export.js';
+
+export interface HostInit {
+  cfg: ResidualConfig;
+  dims: LearnerDims;
+  seed: number;
+  /** Relabelled demonstrations, or null. */
+  demos: StepBatch | null;
+  outDir: string;
+  /** Continue from outDir's checkpoint. */
+  resume: boolean;
+  backend: BackendPreference;
+  /** Publish the actor every this many updates. */
+  publishEvery: number;
+  /** Written into the checkpoint manifest and checked on resume. */
+  meta: Record<string, unknown>;
+}
+
+export interface HostReady {
+  backend: string;
+  description: string;
+  /** The trainer state of the checkpoint resumed from, if any. */
+  resumedTrainer: unknown;
+  updates: number;
+}
+
+export interface PublishedPolicy {
+  spec: MlpPolicySpec;
+  version: number;
+}
+
+export interface HostProgress {
+  updates: number;
+  actorUpdates: number;
+  last: UpdateStats | null;
+  /** Updates per second over the last reporting window. */
+  updatesPerSec: number;
+}
+
+export type ToHost =
+  | { type: 'init'; init: HostInit }
+  | { type: 'push'; batch: StepBatch }
+  | { type: 'allow'; updates: number }
+  | { type: 'checkpoint'; trainer: unknown; id: number }
+  | { type: 'stop' };
+
+export type FromHost =
+  | { type: 'ready'; ready: HostReady }
+  | { type: 'policy'; policy: PublishedPolicy }
+  | { type: 'progress'; progress: HostProgress }
+  | { type: 'checkpointed'; id: number; generation: number; bytes: number }
+  | { type: 'error'; message: string; hint?: string; diverged: boolean; update?: number }
+  | { type: 'stopped' };
+
+export class LearnerHost {
+  private learner!: ResidualLearner;
+  private init!: HostInit;
+  private allowed = 0;
+  private last: UpdateStats | null = null;
+  private lastPublishedAt = -1;
+  private windowStart = { t: performance.now(), updates: 0 };
+  private rate = 0;
+
+  constructor(private readonly emit: (msg: FromHost, transfer?: ArrayBuffer[]) => void) {}
+
+  async start(init: HostInit): Promise<HostReady> {
+    this.init = init;
+    const { tf, backend, description } = await initTf(init.backend);
+    let demos: ReplayBuffer | null = null;
+    if (init.demos && init.demos.count > 0) {
+      demos = new ReplayBuffer(init.demos.count, init.dims.obsDim, init.dims.actionDim);
+      demos.addBatch(init.demos);
+      // Demo episodes are complete; the last step of each carries its own flag.
+    }
+    this.learner = new ResidualLearner(tf, init.cfg, init.dims, init.seed, demos);
+    let resumedTrainer: unknown = null;
+    if (init.resume) {
+      const ck = readCheckpoint(init.outDir);
+      if (ck) {
+        checkMeta(ck.meta, init.meta, init.outDir);
+        this.learner.setState(ck.learner, init.outDir);
+        const online = this.learner.replay.online;
+        if (ck.online.obsDim !== online.obsDim || ck.online.actionDim !== online.actionDim) {
+          throw new ResrtError(
+            `checkpoint replay in ${init.outDir} has obs/action dims ${ck.online.obsDim}/${ck.online.actionDim}, the task ${online.obsDim}/${online.actionDim}`,
+            'resume with the task the checkpoint was written for, or use a new outDir',
+          );
+        }
+        replaceReplay(online, ck.online);
+        online.markEpisodeBoundary();
+        if (ck.demos && this.learner.replay.demos) replaceReplay(this.learner.replay.demos, ck.demos);
+        resumedTrainer = ck.trainer;
+        this.lastPublishedAt = this.learner.updates;
+      }
+    }
+    this.allowed = this.learner.updates;
+    this.publish();
+    return { backend, description, resumedTrainer, updates: this.learner.updates };
+  }
+
+  get updates(): number {
+    return this.learner.updates;
+  }
+
+  push(batch: StepBatch): void {
+    this.learner.replay.online.addBatch(batch);
+  }
+
+  allow(updates: number): void {
+    this.allowed = Math.max(this.allowed, updates);
+  }
+
+  /** True while allowed updates remain. */
+  get pending(): boolean {
+    return this.learner.updates < this.allowed;
+  }
+
+  /** Runs up to `max` of the allowed updates; returns how many ran. */
+  runSome(max: number): number {
+    let n = 0;
+    while (n < max && this.learner.updates < this.allowed) {
+      if (this.learner.updates === 0 && this.init.cfg.normalizeObs && !this.learner.obsMean) {
+        const { mean, std } = this.learner.computeObsNormalization();
+        this.learner.setObsNormalization(mean, std);
+      }
+      this.last = this.learner.update();
+      n++;
+      if (this.learner.updates - this.lastPublishedAt >= this.init.publishEvery) this.publish();
+    }
+    if (n > 0) this.report();
+    return n;
+  }
+
+  private report(): void {
+    const now = performance.now();
+    const dt = now - this.windowStart.t;
+    if (dt >= 500) {
+      this.rate = ((this.learner.updates - this.windowStart.updates) * 1000) / dt;
+      this.windowStart = { t: now, updates: this.learner.updates };
+    }
+    this.emit({
+      type: 'progress',
+      progress: {
+        updates: this.learner.updates,
+        actorUpdates: this.learner.actorUpdates,
+        last: this.last,
+        updatesPerSec: this.rate,
+      },
+    });
+  }
+
+  policySpec(): MlpPolicySpec {
+    const l = this.learner;
+    return residualPolicySpec({
+      layers: l.actor.toDenseSpecs(),
+      obsDim: l.dims.obsDim,
+      actionDim: l.dims.actionDim,
+      actionScale: l.cfg.actionScale,
+      useBase: l.cfg.useBase,
+      obsMean: l.obsMean,
+      obsStd: l.obsStd,
+      version: l.actorUpdates,
+    });
+  }
+
+  publish(): void {
+    this.lastPublishedAt = this.learner.updates;
+    this.emit({ type: 'policy', policy: { spec: this.policySpec(), version: this.learner.actorUpdates } });
+  }
+
+  checkpoint(trainer: unknown): { generation: number; bytes: number } {
+    const l = this.learner;
+    return writeCheckpoint(this.init.outDir, {
+      learner: l.getState(),
+      online: l.replay.online,
+      demos: l.replay.demos,
+      trainer,
+      meta: this.init.meta,
+    });
+  }
+
+  dispose(): void {
+    this.learner?.dispose();
+  }
+}
+
+function replaceReplay(into: ReplayBuffer, from: ReplayBuffer): void {
+  if (from.size > into.capacity) {
+    throw new ResrtError(
+      `checkpoint replay holds ${from.size} steps, more than bufferSize ${into.capacity}`,
+      'resume with bufferSize at least as large as the original run',
+    );
+  }
+  into.added = from.added - from.size;
+  const O = from.obsDim;
+  const A = from.actionDim;
+  const n = from.size;
+  const start = from.added - n;
+  for (let i = 0; i < n; i++) {
+    const s = (start + i) % from.capacity;
+    into.addBatch({
+      count: 1,
+      obs: from.obs.subarray(s * O, (s + 1) * O),
+      baseAction: from.baseAction.subarray(s * A, (s + 1) * A),
+      action: from.action.subarray(s * A, (s + 1) * A),
+      reward: from.reward.subarray(s, s + 1),
+      nextObs: from.nextObs.subarray(s * O, (s + 1) * O),
+      nextBaseAction: from.nextBaseAction.subarray(s * A, (s + 1) * A),
+      flags: from.flags.subarray(s, s + 1),
+    });
+  }
+}
+
+function checkMeta(saved: Record<string, unknown>, now: Record<string, unknown>, outDir: string): void {
+  for (const key of Object.keys(now)) {
+    if (JSON.stringify(saved[key]) !== JSON.stringify(now[key])) {
+      throw new ResrtError(
+        `the checkpoint in ${outDir} was written with ${key} = ${JSON.stringify(saved[key])}, this run has ${JSON.stringify(now[key])}`,
+        'resume with the same task, base policy and config, or use a new outDir',
+      );
+    }
+  }
+}
+
+export function errorMessage(err: unknown): FromHost {
+  if (err instanceof DivergenceError)
+    return { type: 'error', message: err.message, diverged: true, update: err.update };
+  if (err instanceof ResrtError)
+    return { type: 'error', message: err.message, hint: err.hint, diverged: false };
+  const e = err as Error;
+  return { type: 'error', message: e?.stack ?? String(err), diverged: false };
+}
+
+// -- worker entry -------------------------------------------------------------------------------
+
+interface WorkerMarker {
+  resrtLearner?: boolean;
+}
+
+if (!isMainThread && parentPort && (workerData as WorkerMarker | undefined)?.resrtLearner) {
+  const port = parentPort;
+  const host = new LearnerHost((msg, transfer) => port.postMessage(msg, transfer ?? []));
+  let stopping = false;
+  let scheduled = false;
+  const fail = (err: unknown): void => {
+    stopping = true;
+    port.postMessage(errorMessage(err));
+  };
+  // Updates run in small slices so pushes and allowances are received between them.
+  const pump = (): void => {
+    scheduled = false;
+    if (stopping) return;
+    try {
+      host.runSome(4);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    if (host.pending) schedule();
+  };
+  const schedule = (): void => {
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(pump);
+    }
+  };
+  port.on('message', (msg: ToHost) => {
+    if (stopping && msg.type !== 'stop') return;
+    try {
+      switch (msg.type) {
+        case 'init':
+          host
+            .start(msg.init)
+            .then((ready) => port.postMessage({ type: 'ready', ready } satisfies FromHost), fail);
+          break;
+        case 'push':
+          host.push(msg.batch);
+          break;
+        case 'allow':
+          host.allow(msg.updates);
+          schedule();
+          break;
+        case 'checkpoint': {
+          const r = host.checkpoint(msg.trainer);
+          port.postMessage({ type: 'checkpointed', id: msg.id, ...r } satisfies FromHost);
+          break;
+        }
+        case 'stop':
+          stopping = true;
+          host.dispose();
+          port.postMessage({ type: 'stopped' } satisfies FromHost);
+          break;
+      }
+    } catch (err) {
+      fail(err);
+    }
+  });
+}

@@ -1,0 +1,249 @@
+/**
+ * The learner's networks as plain tf.Variables: the residual actor (zero-initialised last layer, so
+ * the composed policy starts as the base), a critic ensemble held as one set of [heads, in, out]
+ * weights (one batched product per layer instead of one per head), Polyak targets, and Adam with
+ * global-norm clipping whose state can be saved and restored exactly.
+ */
+import type * as tfjs from '@tensorflow/tfjs';
+import type { DenseLayerSpec } from '../types.js';
+import type { Tf } from '../util/tf-backend.js';
+import { Rng } from '../util/rng.js';
+
+export const LAYER_NORM_EPS = 1e-5;
+
+/** Named parameter tensors, in a fixed order, for checkpoints and Polyak updates. */
+export interface ParamSet {
+  names: string[];
+  vars: tfjs.Variable[];
+}
+
+interface Layer {
+  w: tfjs.Variable;
+  b: tfjs.Variable;
+  gamma?: tfjs.Variable;
+  beta?: tfjs.Variable;
+}
+
+function uniform(rng: Rng, n: number, limit: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (rng.uniform() * 2 - 1) * limit;
+  return out;
+}
+
+function layerNorm(tf: Tf, x: tfjs.Tensor, gamma: tfjs.Tensor, beta: tfjs.Tensor): tfjs.Tensor {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, LAYER_NORM_EPS))), gamma), beta);
+}
+
+/** Deterministic MLP: [B, in] → tanh(·) × scale on [B, out]. */
+export class ActorNet {
+  readonly layers: Layer[];
+
+  constructor(
+    private readonly tf: Tf,
+    readonly inDim: number,
+    readonly hidden: number[],
+    readonly outDim: number,
+    readonly scale: number,
+    readonly useLayerNorm: boolean,
+    seed: number,
+    readonly prefix = 'actor',
+  ) {
+    const rng = new Rng(seed);
+    const widths = [inDim, ...hidden, outDim];
+    this.layers = [];
+    for (let l = 0; l + 1 < widths.length; l++) {
+      const [i, o] = [widths[l], widths[l + 1]];
+      const last = l + 2 === widths.length;
+      const lim = 1 / Math.sqrt(i);
+      // The last layer starts at exactly zero: tanh(0) × scale = 0, so π_base+res = π_base.
+      const w = last ? new Float32Array(i * o) : uniform(rng, i * o, lim);
+      const b = last ? new Float32Array(o) : uniform(rng, o, lim);
+      const layer: Layer = {
+        w: tf.variable(tf.tensor2d(w, [i, o]), true, `${prefix}/l${l}/w`),
+        b: tf.variable(tf.tensor1d(b), true, `${prefix}/l${l}/b`),
+      };
+      if (!last && useLayerNorm) {
+        layer.gamma = tf.variable(tf.ones([o]), true, `${prefix}/l${l}/gamma`);
+        layer.beta = tf.variable(tf.zeros([o]), true, `${prefix}/l${l}/beta`);
+      }
+      this.layers.push(layer);
+    }
+  }
+
+  apply(x: tfjs.Tensor): tfjs.Tensor2D {
+    const tf = this.tf;
+    let h = x;
+    this.layers.forEach((layer, l) => {
+      h = tf.add(tf.matMul(h, layer.w), layer.b);
+      if (l + 1 < this.layers.length) {
+        if (layer.gamma && layer.beta) h = layerNorm(tf, h, layer.gamma, layer.beta);
+        h = tf.relu(h);
+      }
+    });
+    return tf.mul(tf.tanh(h), this.scale) as tfjs.Tensor2D;
+  }
+
+  params(): ParamSet {
+    return paramsOf(this.prefix, this.layers);
+  }
+
+  /** Dense layer specs (weights copied out) for MlpPolicySpec; the tanh × scale is the output's. */
+  toDenseSpecs(): DenseLayerSpec[] {
+    return this.layers.map((layer, l) => {
+      const last = l + 1 === this.layers.length;
+      const [inDim, outDim] = layer.w.shape;
+      const spec: DenseLayerSpec = {
+        inDim,
+        outDim,
+        weight: layer.w.dataSync() as Float32Array,
+        bias: layer.b.dataSync() as Float32Array,
+        activation: last ? 'linear' : 'relu',
+      };
+      if (layer.gamma && layer.beta) {
+        spec.layerNorm = {
+          gamma: layer.gamma.dataSync() as Float32Array,
+          beta: layer.beta.dataSync() as Float32Array,
+          epsilon: LAYER_NORM_EPS,
+        };
+      }
+      return spec;
+    });
+  }
+}
+
+/**
+ * N critic heads with weights stacked as [N, in, out]. apply(x [B, in]) → Q [N, B]. The first
+ * layer multiplies the shared input [B, in] by [N, in, h] (broadcast), the rest are batched
+ * products [N, B, h]·[N, h, h'].
+ */
+export class CriticEnsemble {
+  readonly layers: Layer[];
+
+  constructor(
+    private readonly tf: Tf,
+    readonly inDim: number,
+    readonly hidden: number[],
+    readonly heads: number,
+    readonly useLayerNorm: boolean,
+    seed: number,
+    readonly prefix = 'critic',
+  ) {
+    const rng = new Rng(seed);
+    const widths = [inDim, ...hidden, 1];
+    this.layers = [];
+    for (let l = 0; l + 1 < widths.length; l++) {
+      const [i, o] = [widths[l], widths[l + 1]];
+      const last = l + 2 === widths.length;
+      const lim = 1 / Math.sqrt(i);
+      const layer: Layer = {
+        w: tf.variable(
+          tf.tensor3d(uniform(rng, heads * i * o, lim), [heads, i, o]),
+          true,
+          `${prefix}/l${l}/w`,
+        ),
+        b: tf.variable(tf.tensor3d(uniform(rng, heads * o, lim), [heads, 1, o]), true, `${prefix}/l${l}/b`),
+      };
+      if (!last && useLayerNorm) {
+        layer.gamma = tf.variable(tf.ones([heads, 1, o]), true, `${prefix}/l${l}/gamma`);
+        layer.beta = tf.variable(tf.zeros([heads, 1, o]), true, `${prefix}/l${l}/beta`);
+      }
+      this.layers.push(layer);
+    }
+  }
+
+  apply(x: tfjs.Tensor): tfjs.Tensor2D {
+    const tf = this.tf;
+    let h = x;
+    this.layers.forEach((layer, l) => {
+      h = tf.add(tf.matMul(h, layer.w), layer.b);
+      if (l + 1 < this.layers.length) {
+        if (layer.gamma && layer.beta) h = layerNorm(tf, h, layer.gamma, layer.beta);
+        h = tf.relu(h);
+      }
+    });
+    const [n, b] = h.shape;
+    return tf.reshape(h, [n, b]) as tfjs.Tensor2D;
+  }
+
+  params(): ParamSet {
+    return paramsOf(this.prefix, this.layers);
+  }
+}
+
+function paramsOf(prefix: string, layers: Layer[]): ParamSet {
+  const names: string[] = [];
+  const vars: tfjs.Variable[] = [];
+  layers.forEach((layer, l) => {
+    for (const key of ['w', 'b', 'gamma', 'beta'] as const) {
+      const v = layer[key];
+      if (v) {
+        names.push(`${prefix}/l${l}/${key}`);
+        vars.push(v);
+      }
+    }
+  });
+  return { names, vars };
+}
+
+/** target ← target + τ (online − target), or an exact copy with τ = 1. */
+export function polyak(tf: Tf, online: ParamSet, target: ParamSet, tau: number): void {
+  tf.tidy(() => {
+    online.vars.forEach((v, i) => {
+      const t = target.vars[i];
+      t.assign(tau === 1 ? v : tf.add(t, tf.mul(tf.sub(v, t), tau)));
+    });
+  });
+}
+
+/**
+ * Adam (Kingma & Ba) with global-norm gradient clipping. Its own implementation rather than
+ * tf.train.adam so that the moments and step count are plain tensors that checkpoints can hold.
+ */
+export class Adam {
+  readonly m: tfjs.Variable[];
+  readonly v: tfjs.Variable[];
+  step = 0;
+
+  constructor(
+    private readonly tf: Tf,
+    readonly params: ParamSet,
+    public lr: number,
+    readonly clipNorm: number,
+    readonly beta1 = 0.9,
+    readonly beta2 = 0.999,
+    readonly eps = 1e-8,
+  ) {
+    this.m = params.vars.map((p) => tf.variable(tf.zerosLike(p), false));
+    this.v = params.vars.map((p) => tf.variable(tf.zerosLike(p), false));
+  }
+
+  /** Applies one update from gradients ordered like params.vars; returns the pre-clip norm tensor. */
+  apply(grads: tfjs.Tensor[]): tfjs.Scalar {
+    const tf = this.tf;
+    this.step++;
+    const t = this.step;
+    return tf.tidy(() => {
+      const sq = grads.map((g) => tf.sum(tf.square(g)));
+      const norm = tf.sqrt(tf.addN(sq));
+      const factor = tf.minimum(tf.scalar(1), tf.div(tf.scalar(this.clipNorm), tf.add(norm, 1e-6)));
+      const c1 = 1 - this.beta1 ** t;
+      const c2 = 1 - this.beta2 ** t;
+      const stepSize = (this.lr * Math.sqrt(c2)) / c1;
+      grads.forEach((g0, i) => {
+        const g = tf.mul(g0, factor);
+        const m = tf.add(tf.mul(this.m[i], this.beta1), tf.mul(g, 1 - this.beta1));
+        const v = tf.add(tf.mul(this.v[i], this.beta2), tf.mul(tf.square(g), 1 - this.beta2));
+        this.m[i].assign(m);
+        this.v[i].assign(v);
+        const p = this.params.vars[i];
+        p.assign(tf.sub(p, tf.mul(tf.div(m, tf.add(tf.sqrt(v), this.eps * Math.sqrt(c2))), stepSize)));
+      });
+      return norm as tfjs.Scalar;
+    });
+  }
+
+  dispose(): void {
+    this.tf.dispose([...this.m, ...this.v]);
+  }
+}

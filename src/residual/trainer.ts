@@ -1,0 +1,678 @@
+/**
+ * `trainResidual`: the actor side of a residual run. This thread steps the environment, runs the
+ * frozen base and the latest published residual (plain TypeScript MLP, no TensorFlow), and feeds
+ * transitions to the learner — in a worker thread by default, or in-process (deterministic). It
+ * throttles itself so the learner keeps the configured update-to-data ratio, evaluates without
+ * noise, writes curves, checkpoints and the ONNX residual.
+ */
+import { Worker } from 'node:worker_threads';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Env, MlpPolicySpec, Policy } from '../types.js';
+import type { DemoSet } from '../sim/demos.js';
+import { mlpForward } from '../runtime/onnx-export.js';
+import { evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
+import { Rng } from '../util/rng.js';
+import { ResrtError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/files.js';
+import { initTf, type BackendPreference } from '../util/tf-backend.js';
+import { makeConfig, profileFor, type ProfileName, type ResidualConfig } from './config.js';
+import { packSteps, type StepBatch, type StepRecord } from './replay.js';
+import {
+  LearnerHost,
+  errorMessage,
+  type FromHost,
+  type HostInit,
+  type HostProgress,
+  type HostReady,
+  type PublishedPolicy,
+  type ToHost,
+} from './learner-worker.js';
+import { getRngState, setRngState, type RngState } from './rng-state.js';
+import { writeCurves, type CurvePoint } from './curves.js';
+import { exportResidualOnnx } from './export.js';
+
+export interface TrainProgress {
+  envSteps: number;
+  totalSteps: number;
+  episodes: number;
+  updates: number;
+  updatesPerSec: number;
+  /** Latest evaluation success rate (no noise). */
+  evalSuccessRate: number | null;
+  /** Success over the last 100 training episodes. */
+  trainSuccessRate: number | null;
+  qMean: number | null;
+  criticLoss: number | null;
+  actorLoss: number | null;
+  phase: 'warmup' | 'critic-warmup' | 'training' | 'evaluating' | 'done';
+}
+
+export interface TrainOptions {
+  /** A fresh environment per call (training and evaluation use separate instances). */
+  makeEnv: () => Env | Promise<Env>;
+  /** The frozen base policy. Ignored (zero base) when config.useBase is false. */
+  base: Policy;
+  demos?: DemoSet;
+  /** Environment steps to train for (total, including any resumed ones). */
+  steps: number;
+  outDir: string;
+  resume?: boolean;
+  seed?: number;
+  /** 'auto' picks from the backend; see docs/learner.md. */
+  profile?: ProfileName | 'auto';
+  config?: Partial<ResidualConfig>;
+  /** Evaluate every this many env steps (at the next episode end); 0 = only at start and end. */
+  evalEvery?: number;
+  evalEpisodes?: number;
+  /** Checkpoint every this many env steps (at the next episode end); 0 = only at the end. */
+  checkpointEvery?: number;
+  /** Run the learner in a worker thread (second core). Default true; false is deterministic. */
+  worker?: boolean;
+  backend?: BackendPreference;
+  /** Called at most every ~100 ms and at every evaluation. */
+  onProgress?: (p: TrainProgress) => void;
+  /** Log lines (backend, profile, checkpoints). Default: none. */
+  log?: (line: string) => void;
+  /** Task name for file titles and the checkpoint check. */
+  taskName?: string;
+}
+
+export interface TrainResult {
+  profile: ProfileName;
+  profileReason: string;
+  backend: string;
+  config: ResidualConfig;
+  envSteps: number;
+  updates: number;
+  episodes: number;
+  curve: CurvePoint[];
+  /** The first evaluation (the base alone, since the residual starts at zero). */
+  baseEval: EvalResult | null;
+  finalEval: EvalResult | null;
+  onnxPath: string;
+  wallSeconds: number;
+  resumedFrom: number | null;
+}
+
+interface TrainerState {
+  envSteps: number;
+  episodes: number;
+  rng: RngState;
+  curve: CurvePoint[];
+  recentSuccess: boolean[];
+  wallSeconds: number;
+  lastEvalAt: number;
+  lastCheckpointAt: number;
+}
+
+// -- the link to the learner ---------------------------------------------------------------------
+
+interface LearnerLink {
+  start(init: HostInit): Promise<HostReady>;
+  push(batch: StepBatch): void;
+  /** Lets the learner run up to `target` updates and waits until it has done at least `atLeast`. */
+  advance(target: number, atLeast: number): Promise<void>;
+  checkpoint(trainer: TrainerState): Promise<{ generation: number; bytes: number }>;
+  policy(): PublishedPolicy | null;
+  progress(): HostProgress | null;
+  close(): Promise<void>;
+}
+
+class InProcessLink implements LearnerLink {
+  private host: LearnerHost;
+  private latest: PublishedPolicy | null = null;
+  private prog: HostProgress | null = null;
+
+  constructor() {
+    this.host = new LearnerHost((msg) => {
+      if (msg.type === 'policy') this.latest = msg.policy;
+      else if (msg.type === 'progress') this.prog = msg.progress;
+    });
+  }
+  start(init: HostInit): Promise<HostReady> {
+    return this.host.start(init);
+  }
+  push(batch: StepBatch): void {
+    this.host.push(batch);
+  }
+  async advance(target: number): Promise<void> {
+    this.host.allow(target);
+    this.host.runSome(Number.MAX_SAFE_INTEGER);
+  }
+  async checkpoint(trainer: TrainerState): Promise<{ generation: number; bytes: number }> {
+    return this.host.checkpoint(trainer);
+  }
+  policy(): PublishedPolicy | null {
+    return this.latest;
+  }
+  progress(): HostProgress | null {
+    return this.prog;
+  }
+  async close(): Promise<void> {
+    this.host.dispose();
+  }
+}
+
+/** Where the worker's code lives: the .ts source under tsx/vitest, dist/*.js when compiled. */
+function workerEntry(): { url: URL; execArgv: string[] } {
+  const fromTs = import.meta.url.endsWith('.ts');
+  const url = new URL(fromTs ? './learner-worker.ts' : './learner-worker.js', import.meta.url);
+  return { url, execArgv: fromTs ? ['--import', 'tsx'] : [] };
+}
+
+class WorkerLink implements LearnerLink {
+  private worker: Worker;
+  private latest: PublishedPolicy | null = null;
+  private prog: HostProgress | null = null;
+  private failure: Error | null = null;
+  private waiters: (() => void)[] = [];
+  private readyResolve: ((r: HostReady) => void) | null = null;
+  private checkpointResolve = new Map<number, (r: { generation: number; bytes: number }) => void>();
+  private nextId = 1;
+  private exited = false;
+
+  constructor() {
+    const { url, execArgv } = workerEntry();
+    this.worker = new Worker(url, { workerData: { resrtLearner: true }, execArgv });
+    this.worker.on('message', (msg: FromHost) => this.onMessage(msg));
+    this.worker.on('error', (err) => this.fail(err));
+    this.worker.on('exit', (code) => {
+      this.exited = true;
+      if (code !== 0 && !this.failure) this.fail(new Error(`the learner worker exited with code ${code}`));
+    });
+  }
+
+  private onMessage(msg: FromHost): void {
+    switch (msg.type) {
+      case 'ready':
+        this.readyResolve?.(msg.ready);
+        break;
+      case 'policy':
+        this.latest = msg.policy;
+        break;
+      case 'progress':
+        this.prog = msg.progress;
+        break;
+      case 'checkpointed':
+        this.checkpointResolve.get(msg.id)?.({ generation: msg.generation, bytes: msg.bytes });
+        this.checkpointResolve.delete(msg.id);
+        break;
+      case 'error':
+        this.fail(
+          msg.diverged
+            ? new DivergedError(msg.message, msg.update ?? -1)
+            : new ResrtError(msg.message, msg.hint),
+        );
+        break;
+      case 'stopped':
+        break;
+    }
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  private fail(err: Error): void {
+    if (!this.failure) this.failure = err;
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  private post(msg: ToHost, transfer: ArrayBuffer[] = []): void {
+    this.worker.postMessage(msg, transfer);
+  }
+
+  private async wait(until: () => boolean): Promise<void> {
+    while (!until()) {
+      if (this.failure) throw this.failure;
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  async start(init: HostInit): Promise<HostReady> {
+    const ready = new Promise<HostReady>((resolve) => (this.readyResolve = resolve));
+    this.post({ type: 'init', init });
+    let result: HostReady | null = null;
+    void ready.then((r) => (result = r));
+    await this.wait(() => result !== null);
+    return result as unknown as HostReady;
+  }
+
+  push(batch: StepBatch): void {
+    if (this.failure) throw this.failure;
+    this.post({ type: 'push', batch });
+  }
+
+  async advance(target: number, atLeast: number): Promise<void> {
+    this.post({ type: 'allow', updates: target });
+    await this.wait(() => (this.prog?.updates ?? 0) >= atLeast || atLeast <= 0);
+  }
+
+  async checkpoint(trainer: TrainerState): Promise<{ generation: number; bytes: number }> {
+    const id = this.nextId++;
+    let result: { generation: number; bytes: number } | null = null;
+    this.checkpointResolve.set(id, (r) => (result = r));
+    this.post({ type: 'checkpoint', trainer, id });
+    await this.wait(() => result !== null);
+    return result as unknown as { generation: number; bytes: number };
+  }
+
+  policy(): PublishedPolicy | null {
+    return this.latest;
+  }
+  progress(): HostProgress | null {
+    return this.prog;
+  }
+
+  async close(): Promise<void> {
+    if (this.exited) return;
+    const stopped = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    if (!this.failure) this.post({ type: 'stop' });
+    // The worker has nothing left to do after 'stop'; terminate ends its event loop.
+    setTimeout(() => void this.worker.terminate(), 200).unref();
+    await stopped;
+  }
+}
+
+/** The learner diverged (NaN/∞ loss). */
+export class DivergedError extends ResrtError {
+  constructor(
+    message: string,
+    readonly update: number,
+  ) {
+    super(message);
+  }
+}
+
+// -- helpers --------------------------------------------------------------------------------------
+
+/** Base + published residual, no exploration noise: what evaluation and the export run. */
+export class ResidualActor implements Policy {
+  readonly actionDim: number;
+  lastBase: Float32Array | null = null;
+  lastResidual: Float32Array | null = null;
+  constructor(
+    private readonly base: Policy | null,
+    private readonly spec: () => MlpPolicySpec | null,
+    actionDim: number,
+  ) {
+    this.actionDim = actionDim;
+  }
+  reset(seed?: number): void {
+    this.base?.reset?.(seed);
+  }
+  residual(obs: Float32Array, baseAction: Float32Array): Float32Array {
+    const spec = this.spec();
+    if (!spec) return new Float32Array(this.actionDim);
+    const inputs = spec.inputs.length === 2 ? [obs, baseAction] : [obs];
+    return mlpForward(spec, inputs);
+  }
+  async act(obs: Float32Array): Promise<Float32Array> {
+    const baseAction = this.base ? await this.base.act(obs) : new Float32Array(this.actionDim);
+    const res = this.residual(obs, baseAction);
+    this.lastBase = baseAction;
+    this.lastResidual = res;
+    return compose(baseAction, res);
+  }
+}
+
+function compose(base: ArrayLike<number>, res: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(base.length);
+  for (let i = 0; i < base.length; i++) out[i] = Math.max(-1, Math.min(1, base[i] + res[i]));
+  return out;
+}
+
+/** Checks that the env, base and demos agree, with the fix in every message. */
+export function checkDims(env: Env, base: Policy | null, demos: DemoSet | undefined): void {
+  const O = env.observationSpace.dim;
+  const A = env.actionSpace.dim;
+  if (base && base.actionDim !== A) {
+    throw new ResrtError(
+      `the base policy outputs ${base.actionDim} action dims but the environment ${env.id} takes ${A}`,
+      `use a base policy trained for ${env.id} (resrt inspect BASE.onnx shows its dims)`,
+    );
+  }
+  if (demos) {
+    const h = demos.header;
+    if (h.obsDim !== O || h.actionDim !== A) {
+      throw new ResrtError(
+        `the demonstrations have obs/action dims ${h.obsDim}/${h.actionDim} (task ${h.task}) but the environment ${env.id} has ${O}/${A}`,
+        `collect demonstrations on ${env.id} with \`resrt collect\`, or pass the matching --demos file`,
+      );
+    }
+  }
+}
+
+/**
+ * Demonstrations as learner steps, relabelled with the base: each step's base action is the base's
+ * own action on that demo observation (its residual target is demo − base, clipped to the residual
+ * range); the executed action stays the demo's, since the demo's next observation followed from it.
+ */
+export async function relabelDemos(
+  demos: DemoSet,
+  base: Policy | null,
+  actionDim: number,
+): Promise<StepRecord[]> {
+  const steps: StepRecord[] = [];
+  const zero = new Float32Array(actionDim);
+  for (const ep of demos.episodes) {
+    base?.reset?.(ep.seed);
+    const T = ep.actions.length;
+    let baseHere = base ? Float32Array.from(await base.act(ep.obs[0])) : zero;
+    for (let t = 0; t < T; t++) {
+      const last = t === T - 1;
+      const terminated = last && ep.terminated;
+      const nextBase = base && !terminated ? Float32Array.from(await base.act(ep.obs[t + 1])) : zero;
+      steps.push({
+        obs: ep.obs[t],
+        baseAction: baseHere,
+        action: ep.actions[t],
+        reward: ep.rewards[t],
+        nextObs: ep.obs[t + 1],
+        nextBaseAction: nextBase,
+        terminated,
+        // An episode that ended neither way (a cut recording) is still a boundary for n-step sums.
+        truncated: last && !terminated,
+      });
+      baseHere = nextBase;
+    }
+  }
+  return steps;
+}
+
+const recentWindow = 100;
+
+// -- the run --------------------------------------------------------------------------------------
+
+export async function trainResidual(options: TrainOptions): Promise<TrainResult> {
+  const t0 = performance.now();
+  const log = options.log ?? ((): void => {});
+  const seed = options.seed ?? 0;
+  const evalEpisodes = options.evalEpisodes ?? 100;
+  const evalEvery = options.evalEvery ?? 0;
+  const checkpointEvery = options.checkpointEvery ?? 0;
+  if (!Number.isInteger(options.steps) || options.steps <= 0) {
+    throw new ResrtError(
+      `steps = ${options.steps}`,
+      'train for a positive whole number of environment steps',
+    );
+  }
+  const backendPref = options.backend ?? 'auto';
+  // The acting thread needs no tfjs, but the profile follows the learner's backend.
+  const handle = await initTf(backendPref);
+  const chosen =
+    options.profile && options.profile !== 'auto'
+      ? { name: options.profile, why: 'chosen explicitly' }
+      : profileFor(handle);
+  const cfg = makeConfig(chosen.name, options.config);
+  log(`backend: ${handle.description}`);
+  log(`profile: ${chosen.name} (${chosen.why})`);
+
+  mkdirSync(options.outDir, { recursive: true });
+  const manifestExists = existsSync(join(options.outDir, 'checkpoint.json'));
+  if (manifestExists && !options.resume) {
+    throw new ResrtError(
+      `${options.outDir} already holds a residual run (checkpoint.json)`,
+      'pass --resume to continue it, or choose another --out folder',
+    );
+  }
+
+  const env = await options.makeEnv();
+  const evalEnv = await options.makeEnv();
+  const base = cfg.useBase ? options.base : null;
+  checkDims(env, options.base, options.demos);
+  const O = env.observationSpace.dim;
+  const A = env.actionSpace.dim;
+  const taskName = options.taskName ?? env.id;
+
+  const demoSteps = options.demos ? await relabelDemos(options.demos, base, A) : [];
+  const useWorker = options.worker ?? true;
+  const link: LearnerLink = useWorker ? new WorkerLink() : new InProcessLink();
+  const meta = { task: taskName, obsDim: O, actionDim: A, config: cfg, seed };
+  const rng = new Rng((seed ^ 0x5eed1e55) >>> 0);
+  let state: TrainerState = {
+    envSteps: 0,
+    episodes: 0,
+    rng: getRngState(rng),
+    curve: [],
+    recentSuccess: [],
+    wallSeconds: 0,
+    lastEvalAt: -1,
+    lastCheckpointAt: 0,
+  };
+  let baseEval: EvalResult | null = null;
+  let finalEval: EvalResult | null = null;
+  let resumedFrom: number | null = null;
+  const onnxPath = join(options.outDir, 'residual.onnx');
+
+  try {
+    const ready = await link.start({
+      cfg,
+      dims: { obsDim: O, actionDim: A },
+      seed,
+      demos: demoSteps.length ? packSteps(demoSteps, O, A) : null,
+      outDir: options.outDir,
+      resume: !!options.resume,
+      backend: backendPref,
+      publishEvery: useWorker ? 20 : 10,
+      meta,
+    });
+    if (ready.resumedTrainer) {
+      state = ready.resumedTrainer as TrainerState;
+      setRngState(rng, state.rng);
+      resumedFrom = state.envSteps;
+      log(`resumed from ${options.outDir} at ${state.envSteps} env steps, ${ready.updates} updates`);
+    }
+    const wallBefore = state.wallSeconds;
+    const wall = (): number => wallBefore + (performance.now() - t0) / 1000;
+
+    const actor = new ResidualActor(base, () => link.policy()?.spec ?? null, A);
+    let lastProgressAt = 0;
+    let phase: TrainProgress['phase'] = state.envSteps < cfg.learningStarts ? 'warmup' : 'training';
+    const emitProgress = (force = false): void => {
+      if (!options.onProgress) return;
+      const now = performance.now();
+      if (!force && now - lastProgressAt < 100) return;
+      lastProgressAt = now;
+      const p = link.progress();
+      const last = state.curve[state.curve.length - 1];
+      options.onProgress({
+        envSteps: state.envSteps,
+        totalSteps: options.steps,
+        episodes: state.episodes,
+        updates: p?.updates ?? 0,
+        updatesPerSec: p?.updatesPerSec ?? 0,
+        evalSuccessRate: last?.successRate ?? null,
+        trainSuccessRate: recentRate(state.recentSuccess),
+        qMean: p?.last?.qMean ?? null,
+        criticLoss: p?.last?.criticLoss ?? null,
+        actorLoss: p?.last?.actorLoss ?? null,
+        phase,
+      });
+    };
+
+    const runEval = async (): Promise<EvalResult> => {
+      const before = phase;
+      phase = 'evaluating';
+      emitProgress(true);
+      const r = await evaluatePolicy(evalEnv, actor, {
+        episodes: evalEpisodes,
+        seed: 1_000_000 + seed * 10_000,
+      });
+      const p = link.progress();
+      state.curve.push({
+        envSteps: state.envSteps,
+        updates: p?.updates ?? 0,
+        wallSeconds: wall(),
+        episodes: state.episodes,
+        successRate: r.successRate,
+        ciLow: r.ci95.low,
+        ciHigh: r.ci95.high,
+        evalEpisodes: r.episodes,
+        trainSuccessRate: recentRate(state.recentSuccess),
+        qMean: p?.last?.qMean ?? null,
+        criticLoss: p?.last?.criticLoss ?? null,
+        actorLoss: p?.last?.actorLoss ?? null,
+        updatesPerSec: p?.updatesPerSec ?? null,
+      });
+      state.lastEvalAt = state.envSteps;
+      writeCurves(
+        options.outDir,
+        state.curve,
+        `${taskName}: residual success rate (${cfg.useBase ? 'ResFiT' : 'from scratch'})`,
+      );
+      phase = before;
+      emitProgress(true);
+      return r;
+    };
+
+    const checkpoint = async (): Promise<void> => {
+      state.rng = getRngState(rng);
+      state.wallSeconds = wall();
+      state.lastCheckpointAt = state.envSteps;
+      const { generation, bytes } = await link.checkpoint(state);
+      log(`checkpoint ${generation} at ${state.envSteps} env steps (${(bytes / 1e6).toFixed(1)} MB)`);
+    };
+
+    if (state.lastEvalAt < 0) baseEval = await runEval();
+
+    // Updates owed for `steps` env steps: the critic warm-up once learningStarts is reached, then UTD per step.
+    const targetUpdates = (steps: number): number =>
+      steps < cfg.learningStarts ? 0 : cfg.criticWarmupSteps + (steps - cfg.learningStarts) * cfg.utd;
+    // How far the learner may trail the actor before the actor waits (worker mode).
+    const slack = cfg.utd * 16;
+
+    const zero = new Float32Array(A);
+    while (state.envSteps < options.steps) {
+      const epSeed = seed * 1_000_003 + state.episodes;
+      let obs = (await env.reset({ seed: epSeed })).obs;
+      base?.reset?.(epSeed);
+      let baseAction = base ? Float32Array.from(await base.act(obs)) : zero;
+      let success = false;
+      const pending: StepRecord[] = [];
+      for (;;) {
+        const res = new Float32Array(A);
+        if (state.envSteps < cfg.learningStarts) {
+          for (let i = 0; i < A; i++) res[i] = (rng.uniform() * 2 - 1) * cfg.warmupNoise * cfg.actionScale;
+        } else {
+          const r = actor.residual(obs, baseAction);
+          for (let i = 0; i < A; i++) {
+            const v = r[i] + rng.normal(0, cfg.explorationStd);
+            res[i] = Math.max(-cfg.actionScale, Math.min(cfg.actionScale, v));
+          }
+        }
+        const action = compose(baseAction, res);
+        const step = await env.step(action);
+        if (step.info.success) success = true;
+        const done = step.terminated || step.truncated;
+        const nextBase = base && !step.terminated ? Float32Array.from(await base.act(step.obs)) : zero;
+        pending.push({
+          obs,
+          baseAction,
+          action,
+          reward: step.reward,
+          nextObs: step.obs,
+          nextBaseAction: nextBase,
+          terminated: step.terminated,
+          truncated: step.truncated,
+        });
+        state.envSteps++;
+        // Steps travel in small packs; the learner only needs them before it samples them.
+        if (pending.length >= 8 || done || state.envSteps === cfg.learningStarts) {
+          link.push(packSteps(pending.splice(0), O, A));
+        }
+        const target = targetUpdates(state.envSteps);
+        if (target > 0) {
+          if (state.envSteps === cfg.learningStarts && cfg.criticWarmupSteps > 0) phase = 'critic-warmup';
+          await link.advance(target, target - slack);
+          phase = 'training';
+        }
+        emitProgress();
+        obs = step.obs;
+        baseAction = nextBase;
+        if (done || state.envSteps >= options.steps) {
+          if (pending.length) link.push(packSteps(pending.splice(0), O, A));
+          break;
+        }
+      }
+      state.episodes++;
+      state.recentSuccess.push(success);
+      if (state.recentSuccess.length > recentWindow) state.recentSuccess.shift();
+      if (evalEvery > 0 && state.envSteps - state.lastEvalAt >= evalEvery && state.envSteps < options.steps) {
+        await link.advance(targetUpdates(state.envSteps), targetUpdates(state.envSteps));
+        await runEval();
+      }
+      if (checkpointEvery > 0 && state.envSteps - state.lastCheckpointAt >= checkpointEvery)
+        await checkpoint();
+    }
+
+    // Let the learner finish what it owes, then evaluate, export and checkpoint the final state.
+    await link.advance(targetUpdates(state.envSteps), targetUpdates(state.envSteps));
+    finalEval = state.lastEvalAt === state.envSteps && state.curve.length ? null : await runEval();
+    const spec = link.policy()?.spec;
+    if (spec) exportResidualOnnx(spec, onnxPath);
+    await checkpoint();
+    phase = 'done';
+    emitProgress(true);
+    const p = link.progress();
+    writeFileAtomic(
+      join(options.outDir, 'summary.json'),
+      JSON.stringify(
+        {
+          task: taskName,
+          profile: chosen.name,
+          profileReason: chosen.why,
+          backend: handle.description,
+          envSteps: state.envSteps,
+          updates: p?.updates ?? 0,
+          baseSuccess: baseEval?.successRate ?? state.curve[0]?.successRate ?? null,
+          finalSuccess: state.curve[state.curve.length - 1]?.successRate ?? null,
+          wallSeconds: wall(),
+          config: cfg,
+        },
+        null,
+        2,
+      ),
+    );
+    return {
+      profile: chosen.name,
+      profileReason: chosen.why,
+      backend: handle.description,
+      config: cfg,
+      envSteps: state.envSteps,
+      updates: p?.updates ?? 0,
+      episodes: state.episodes,
+      curve: state.curve,
+      baseEval,
+      finalEval,
+      onnxPath,
+      wallSeconds: wall(),
+      resumedFrom,
+    };
+  } catch (err) {
+    throw asDivergence(err, options.outDir);
+  } finally {
+    await link.close();
+    await env.close();
+    await evalEnv.close();
+  }
+}
+
+function recentRate(xs: readonly boolean[]): number | null {
+  if (xs.length === 0) return null;
+  return xs.filter(Boolean).length / xs.length;
+}
+
+/** A diverged learner becomes one message that says the last good checkpoint is kept. */
+function asDivergence(err: unknown, outDir: string): unknown {
+  const m = errorMessage(err);
+  if (m.type === 'error' && (m.diverged || err instanceof DivergedError)) {
+    const kept = existsSync(join(outDir, 'checkpoint.json'));
+    return new ResrtError(
+      `${m.message.split('\n')[0]}; training stopped. ${kept ? `The last good checkpoint in ${outDir} is kept.` : 'No checkpoint had been written yet.'}`,
+      kept
+        ? 'lower criticLr/actorLr or gradClip, then rerun with --resume to continue from the last good checkpoint'
+        : 'lower criticLr/actorLr or gradClip and check rewards/observations for NaN, then start again',
+    );
+  }
+  return err;
+}
