@@ -1,0 +1,272 @@
+/**
+ * The robot config file: what a real robot is (transport, action layout and limits, rate, safe
+ * action), what the learner sees of it (observation layout) and how its episodes start and end
+ * (reset procedure, success source). Errors name the field and say how to fix it.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ResrtError } from '../util/errors.js';
+import { parseMqttRobotUrl } from './mqtt/topics.js';
+
+export type RobotUrl =
+  { kind: 'serial'; path: string; baudRate?: number } | { kind: 'mqtt'; brokerUrl: string; robotId: string };
+
+/** `serial:/dev/ttyUSB0` (optionally `?baud=921600`) or `mqtt://host:port/robot-id` (mqtts:// for TLS). */
+export function parseRobotUrl(url: string): RobotUrl {
+  if (typeof url !== 'string' || url.length === 0) {
+    throw new ResrtError(
+      'robot transport is empty',
+      'write serial:/dev/ttyUSB0 or mqtt://host:port/robot-id',
+    );
+  }
+  if (url.startsWith('serial:')) {
+    const rest = url.slice('serial:'.length).replace(/^\/\/(?=\/)/, '');
+    const [path, query] = rest.split('?', 2) as [string, string | undefined];
+    if (!path.startsWith('/') && !/^COM\d+$/i.test(path)) {
+      throw new ResrtError(
+        `serial transport ${JSON.stringify(url)} does not name a device path`,
+        'write serial:/dev/ttyUSB0 (or serial:COM3 on Windows)',
+      );
+    }
+    if (query === undefined) return { kind: 'serial', path };
+    const m = /^baud=(\d+)$/.exec(query);
+    const baudRate = m ? Number(m[1]) : NaN;
+    if (!(baudRate > 0)) {
+      throw new ResrtError(
+        `serial transport ${JSON.stringify(url)} has an unknown option ${JSON.stringify(query)}`,
+        'the only option is ?baud=<positive integer>',
+      );
+    }
+    return { kind: 'serial', path, baudRate };
+  }
+  if (url.startsWith('mqtt:') || url.startsWith('mqtts:')) {
+    const { brokerUrl, robotId } = parseMqttRobotUrl(url);
+    return { kind: 'mqtt', brokerUrl, robotId };
+  }
+  throw new ResrtError(
+    `robot transport ${JSON.stringify(url)} has an unknown scheme`,
+    'write serial:/dev/ttyUSB0 or mqtt://host:port/robot-id',
+  );
+}
+
+const finite = () => z.number({ error: 'must be a number' }).refine(Number.isFinite, 'must be finite');
+const normalized = () =>
+  finite().refine((v) => v >= -1 && v <= 1, 'must be inside [-1, 1] (actions are normalized)');
+
+const observationFields = ['positions', 'velocities', 'efforts', 'sensors'] as const;
+export type ObservationField = (typeof observationFields)[number];
+
+const observationEntry = z.strictObject({
+  field: z.enum(observationFields, {
+    error: `must be one of ${observationFields.join(', ')}`,
+  }),
+  /** Which entries of the field, in order; all of them when omitted. */
+  indices: z
+    .array(z.number().int('must be an integer').min(0, 'must be >= 0'))
+    .min(1, 'list at least one index, or leave indices out to take the whole field')
+    .refine((a) => new Set(a).size === a.length, 'has a repeated index')
+    .optional(),
+});
+
+const waypoint = z.strictObject({
+  action: z.array(normalized()),
+  holdMs: finite().refine((v) => v > 0 && v <= 600_000, 'must be in (0, 600000] ms'),
+});
+
+// "manual" is shorthand for {"mode":"manual"}; the discriminated union then names the bad field.
+const manualShorthand = (v: unknown): unknown => (v === 'manual' ? { mode: 'manual' } : v);
+
+const resetSchema = z.preprocess(
+  manualShorthand,
+  z.discriminatedUnion(
+    'mode',
+    [
+      z.strictObject({ mode: z.literal('manual'), prompt: z.string().optional() }),
+      z.strictObject({
+        mode: z.literal('home'),
+        waypoints: z.array(waypoint).min(1, 'a home reset needs at least one waypoint'),
+      }),
+    ],
+    {
+      error: 'must be "manual" or {"mode":"home","waypoints":[{"action":[...],"holdMs":500}]}',
+    },
+  ),
+);
+
+const successSchema = z.preprocess(
+  manualShorthand,
+  z.discriminatedUnion(
+    'mode',
+    [
+      z.strictObject({ mode: z.literal('manual') }),
+      z.strictObject({
+        mode: z.literal('sensor'),
+        index: z
+          .number({ error: 'must be the index of a state sensor' })
+          .int('must be an integer')
+          .min(0, 'must be >= 0'),
+        threshold: finite(),
+      }),
+    ],
+    { error: 'must be "manual" or {"mode":"sensor","index":0,"threshold":0.5}' },
+  ),
+);
+
+const configSchema = z
+  .strictObject({
+    name: z
+      .string({ error: 'must be a string' })
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'use 1-64 characters from A-Z a-z 0-9 _ . -'),
+    transport: z.string({ error: 'must be a string like serial:/dev/ttyUSB0 or mqtt://host:port/robot-id' }),
+    rateHz: finite().refine((v) => v > 0 && v <= 1000, 'must be in (0, 1000] Hz'),
+    commandValidMs: z
+      .number({ error: 'must be a number of ms' })
+      .int('must be an integer number of ms')
+      .min(1, 'must be >= 1 ms')
+      .max(60_000, 'must be <= 60000 ms'),
+    action: z.strictObject({
+      dim: z.number().int('must be an integer').min(1, 'must be >= 1').max(0xffff, 'must be <= 65535'),
+      names: z.array(z.string().min(1, 'names must not be empty')),
+      low: z.array(normalized()),
+      high: z.array(normalized()),
+      safe: z.array(normalized()),
+    }),
+    observation: z
+      .array(observationEntry)
+      .min(1, 'list at least one state field, e.g. [{"field":"positions"}]'),
+    episode: z.strictObject({
+      maxSteps: z.number().int('must be an integer').min(1, 'must be >= 1'),
+      reset: resetSchema,
+      success: successSchema,
+    }),
+  })
+  .superRefine((c, ctx) => {
+    try {
+      parseRobotUrl(c.transport);
+    } catch (err) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['transport'],
+        message: (err as Error).message.replace('\n  fix:', ';'),
+      });
+    }
+    const dim = c.action.dim;
+    for (const key of ['names', 'low', 'high', 'safe'] as const) {
+      if (c.action[key].length !== dim) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['action', key],
+          message: `has ${c.action[key].length} entries but action.dim is ${dim}; give one per action dimension`,
+        });
+      }
+    }
+    if (new Set(c.action.names).size !== c.action.names.length) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['action', 'names'],
+        message: 'has a repeated name; names must be unique',
+      });
+    }
+    const within = (values: number[], path: (string | number)[], what: string): void => {
+      values.forEach((v, i) => {
+        const lo = c.action.low[i];
+        const hi = c.action.high[i];
+        if (lo !== undefined && hi !== undefined && (v < lo || v > hi)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [...path, i],
+            message: `${what} ${v} is outside the limits [${lo}, ${hi}] of ${c.action.names[i] ?? `dimension ${i}`}; move it inside or widen action.low/high`,
+          });
+        }
+      });
+    };
+    c.action.low.forEach((lo, i) => {
+      const hi = c.action.high[i];
+      if (hi !== undefined && !(lo < hi)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['action', 'low', i],
+          message: `low ${lo} is not below high ${hi}; each dimension needs low < high`,
+        });
+      }
+    });
+    within(c.action.safe, ['action', 'safe'], 'safe action');
+    const reset = c.episode.reset;
+    if (reset.mode === 'home') {
+      reset.waypoints.forEach((w, k) => {
+        if (w.action.length !== dim) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['episode', 'reset', 'waypoints', k, 'action'],
+            message: `has ${w.action.length} entries but action.dim is ${dim}`,
+          });
+        } else {
+          within(w.action, ['episode', 'reset', 'waypoints', k, 'action'], 'waypoint value');
+        }
+      });
+    }
+  });
+
+export type RobotConfig = z.output<typeof configSchema>;
+export type ResetProcedure = RobotConfig['episode']['reset'];
+export type SuccessSpec = RobotConfig['episode']['success'];
+export type ObservationEntry = RobotConfig['observation'][number];
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out || '(top level)';
+}
+
+function issueLine(issue: z.core.$ZodIssue): string {
+  const where = formatPath(issue.path);
+  if (issue.code === 'unrecognized_keys') {
+    return `${where}: unknown field(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}; remove them or check the spelling`;
+  }
+  if (issue.code === 'invalid_type' && issue.input === undefined) {
+    return `${where}: is missing; add it (expected ${issue.expected})`;
+  }
+  return `${where}: ${issue.message}`;
+}
+
+/** Validates an already-parsed config object; `source` names it in errors. */
+export function parseRobotConfig(raw: unknown, source = 'robot config'): RobotConfig {
+  const parsed = configSchema.safeParse(raw, { reportInput: true });
+  if (parsed.success) return parsed.data;
+  const lines = parsed.error.issues.map((i) => `  - ${issueLine(i)}`);
+  throw new ResrtError(
+    `${source} is invalid:\n${lines.join('\n')}`,
+    'edit the fields listed above (docs/mqtt-topics.md and src/hw/robot-config.ts describe the format)',
+  );
+}
+
+export function loadRobotConfig(path: string): RobotConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ResrtError(`cannot read robot config ${path}: ${(err as Error).message}`, 'check the path');
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ResrtError(
+      `robot config ${path} is not valid JSON: ${(err as Error).message}`,
+      'fix the JSON syntax',
+    );
+  }
+  return parseRobotConfig(raw, `robot config ${path}`);
+}
+
+/** Length of the observation vector this config builds from states with these counts. */
+export function observationLength(
+  config: Pick<RobotConfig, 'observation'>,
+  counts: { jointCount: number; sensorCount: number },
+): number {
+  let n = 0;
+  for (const e of config.observation) {
+    n += e.indices ? e.indices.length : e.field === 'sensors' ? counts.sensorCount : counts.jointCount;
+  }
+  return n;
+}
