@@ -7,7 +7,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import type { Env, MlpPolicySpec, Policy } from '../types.js';
 import type { DemoSet } from '../sim/demos.js';
 import { mlpForward } from '../runtime/onnx-export.js';
@@ -154,11 +156,21 @@ class InProcessLink implements LearnerLink {
   }
 }
 
-/** Where the worker's code lives: the .ts source under tsx/vitest, dist/*.js when compiled. */
-function workerEntry(): { url: URL; execArgv: string[] } {
-  const fromTs = import.meta.url.endsWith('.ts');
-  const url = new URL(fromTs ? './learner-worker.ts' : './learner-worker.js', import.meta.url);
-  return { url, execArgv: fromTs ? ['--import', 'tsx'] : [] };
+/**
+ * Starts the learner worker. Compiled (dist/*.js) it is a plain module worker; from .ts sources
+ * (tsx, vitest) the worker first registers tsx's ESM hooks through its API and then imports the
+ * .ts entry — hooks registered by the parent's --import do not reach worker threads on Node 20.
+ */
+function startWorker(): Worker {
+  const workerData = { resrtLearner: true };
+  if (!import.meta.url.endsWith('.ts')) {
+    return new Worker(new URL('./learner-worker.js', import.meta.url), { workerData });
+  }
+  const entry = new URL('./learner-worker.ts', import.meta.url).href;
+  const tsxDir = dirname(createRequire(import.meta.url).resolve('tsx/package.json'));
+  const api = pathToFileURL(join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
+  const bootstrap = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
+  return new Worker(bootstrap, { eval: true, workerData });
 }
 
 class WorkerLink implements LearnerLink {
@@ -173,8 +185,7 @@ class WorkerLink implements LearnerLink {
   private exited = false;
 
   constructor() {
-    const { url, execArgv } = workerEntry();
-    this.worker = new Worker(url, { workerData: { resrtLearner: true }, execArgv });
+    this.worker = startWorker();
     this.worker.on('message', (msg: FromHost) => this.onMessage(msg));
     this.worker.on('error', (err) => this.fail(err));
     this.worker.on('exit', (code) => {
