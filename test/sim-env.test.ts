@@ -56,22 +56,39 @@ describe('MuJoCo environments', () => {
   );
 
   it('maps normalized actions onto the actuator control ranges and clips out-of-range values', async () => {
-    const env = await MujocoEnv.create(builtInTasks['peg-insert']);
+    const env = await MujocoEnv.create(builtInTasks.push);
     env.reset({ seed: 1 });
     const ctrlrange = env.sim.model.actuator_ctrlrange as Float64Array;
-    env.step([-1, 0, 1, 0.5]);
+    env.step([-1, 0, 0.5]);
     const ctrl = env.sim.views.ctrl;
     expect(ctrl[0]).toBeCloseTo(ctrlrange[0]);
     expect(ctrl[1]).toBeCloseTo((ctrlrange[2] + ctrlrange[3]) / 2);
-    expect(ctrl[2]).toBeCloseTo(ctrlrange[5]);
-    expect(ctrl[3]).toBeCloseTo(ctrlrange[6] + 0.75 * (ctrlrange[7] - ctrlrange[6]));
-    env.step([5, -5, 1, 1]);
+    expect(ctrl[2]).toBeCloseTo(ctrlrange[4] + 0.75 * (ctrlrange[5] - ctrlrange[4]));
+    env.step([5, -5, 1]);
     expect(ctrl[0]).toBeCloseTo(ctrlrange[1]);
     expect(ctrl[1]).toBeCloseTo(ctrlrange[2]);
-    expect(env.actionSpace.low).toEqual([-1, -1, -1, -1]);
-    expect(env.actionSpace.names).toEqual(['shoulder', 'elbow', 'lift', 'wrist']);
+    expect(env.actionSpace.low).toEqual([-1, -1, -1]);
+    expect(env.actionSpace.names).toEqual(['shoulder', 'elbow', 'wrist']);
     // The control period is a whole number of physics steps.
-    expect(env.controlDt).toBeCloseTo(40 * 0.001);
+    expect(env.controlDt).toBeCloseTo(20 * 0.002);
+    env.close();
+  });
+
+  it('lets a task map actions itself: peg-insert moves its Cartesian target by the commanded deltas', async () => {
+    const env = await MujocoEnv.create(builtInTasks['peg-insert']);
+    env.reset({ seed: 1 });
+    expect(env.actionSpace.names).toEqual(['dx', 'dy', 'dz', 'dyaw']);
+    const target = (env.taskState as { target: { x: number; y: number; z: number } }).target;
+    const before = { ...target };
+    env.step([1, -0.5, 0.5, 0]);
+    expect(target.x - before.x).toBeCloseTo(0.01);
+    expect(target.y - before.y).toBeCloseTo(-0.005);
+    expect(target.z - before.z).toBeCloseTo(0.005);
+    // Holding zero deltas for a while brings the peg onto its target.
+    let obs = env.step([0, 0, 0, 0]).obs;
+    for (let i = 0; i < 20; i++) obs = env.step([0, 0, 0, 0]).obs;
+    expect(Math.abs(obs[8] - target.x)).toBeLessThan(0.001);
+    expect(Math.abs(obs[9] - target.y)).toBeLessThan(0.001);
     env.close();
   });
 

@@ -6,7 +6,13 @@ import type { Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { collectDemos } from '../sim/collect.js';
 import { MujocoEnv } from '../sim/env.js';
-import { cleanExpert, humanLikeExpert, ImperfectExpert, RandomPolicy } from '../sim/expert.js';
+import {
+  cleanExpert,
+  type ExpertNoise,
+  humanLikeExpert,
+  ImperfectExpert,
+  RandomPolicy,
+} from '../sim/expert.js';
 import { renderTrajectoriesSvg, type EpisodeTrace } from '../sim/plot.js';
 import { builtInTasks, loadTask, type AnyTask } from '../sim/registry.js';
 import { formatTable, parseFloatArg, parseIntArg, pct, printJson, progressBar } from './common.js';
@@ -82,14 +88,7 @@ export function registerSimCommands(program: Command): void {
     .option('--overwrite', 'replace an existing output file')
     .action(async (opts: CollectCliOptions) => {
       const task = await loadTask(opts.task);
-      const noise = opts.clean
-        ? cleanExpert
-        : {
-            jitterStd: opts.jitter,
-            biasStd: opts.bias,
-            pauseProbability: opts.pause,
-            maxPauseSteps: humanLikeExpert.maxPauseSteps,
-          };
+      const noise = opts.clean ? cleanExpert : demoNoiseFor(task, opts);
       const bar = progressBar(`collect ${task.name}`, opts.episodes, 'success {success}');
       const summary = await collectDemos({
         task,
@@ -107,14 +106,28 @@ export function registerSimCommands(program: Command): void {
     });
 }
 
+/** The task's own human-like noise, with any flag given on the command line taking precedence. */
+export function demoNoiseFor(
+  task: AnyTask,
+  flags: { jitter?: number; bias?: number; pause?: number },
+): ExpertNoise {
+  const base = task.demoNoise ?? humanLikeExpert;
+  return {
+    jitterStd: flags.jitter ?? base.jitterStd,
+    biasStd: flags.bias ?? base.biasStd,
+    pauseProbability: flags.pause ?? base.pauseProbability,
+    maxPauseSteps: base.maxPauseSteps,
+  };
+}
+
 interface CollectCliOptions {
   task: string;
   out: string;
   episodes: number;
   seed: number;
-  jitter: number;
-  bias: number;
-  pause: number;
+  jitter?: number;
+  bias?: number;
+  pause?: number;
   clean?: boolean;
   overwrite?: boolean;
 }

@@ -186,9 +186,13 @@ export class MujocoEnv<S = unknown> implements Env {
           ? this.delayQueue.shift()!
           : new Float32Array(applied.length);
     }
-    const ctrl = sim.views.ctrl;
-    for (let i = 0; i < ctrl.length; i++) {
-      ctrl[i] = this.ctrlLow[i] + ((executed[i] + 1) / 2) * (this.ctrlHigh[i] - this.ctrlLow[i]);
+    if (this.task.applyAction) {
+      this.task.applyAction(sim, this.state as S, executed);
+    } else {
+      const ctrl = sim.views.ctrl;
+      for (let i = 0; i < ctrl.length; i++) {
+        ctrl[i] = this.ctrlLow[i] + ((executed[i] + 1) / 2) * (this.ctrlHigh[i] - this.ctrlLow[i]);
+      }
     }
     for (let k = 0; k < this.task.controlSubsteps; k++) sim.mj.mj_step(model, data);
     this.stepsTaken++;

@@ -5,6 +5,7 @@
  */
 import type { Policy } from '../types.js';
 import type { Rng } from '../util/rng.js';
+import type { ExpertNoise } from './expert.js';
 import type { Sim } from './sim.js';
 
 export interface TaskDefinition<S = unknown> {
@@ -18,8 +19,13 @@ export interface TaskDefinition<S = unknown> {
   /** Steps after which an episode is truncated. */
   maxEpisodeSteps: number;
   observationNames: string[];
-  /** Defaults to the actuator names of the model. */
+  /** Defaults to the actuator names of the model. Required with applyAction. */
   actionNames?: string[];
+  /**
+   * Optional: how a normalized action drives the actuators (e.g. Cartesian deltas through inverse
+   * kinematics). Without it, action i maps linearly onto actuator i's control range.
+   */
+  applyAction?(sim: Sim, state: S, action: Float32Array): void;
   /**
    * Samples an episode after the model was reset to its defaults: set joint positions, object and
    * goal poses; return the task's per-episode state (goals etc.). `poseSpread` scales the sampled
@@ -34,6 +40,11 @@ export interface TaskDefinition<S = unknown> {
   failure?(sim: Sim, state: S): boolean;
   /** Optional scripted expert working from observations alone. */
   expert?(): ExpertController;
+  /**
+   * Optional: the noise that makes this task's expert look like a person's demonstrations (actions
+   * are normalized, so what is human-like depends on the task's ranges and precision).
+   */
+  demoNoise?: ExpertNoise;
   /** Optional: named top-down points (x, y) recorded every step for `resrt eval --plot`. */
   trace?(sim: Sim, state: S): Record<string, [number, number]>;
   /** Optional: static markers for the plot (goals, holes). */
