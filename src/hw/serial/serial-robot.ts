@@ -450,7 +450,9 @@ export class SerialRobot implements Robot {
       this.stats.commandsRefused++;
       return false;
     }
-    const validityMs = Math.min(65535, Math.ceil(command.validForMs));
+    // On the wire 0 means "no expiry of its own"; a host deadline of 0 ms means the opposite, so the
+    // shortest validity sent is 1 ms.
+    const validityMs = Math.max(1, Math.min(65535, Math.ceil(command.validForMs)));
     const seq = this.link.send({ type: 'command', validityMs, action });
     if (seq === null) {
       this.stats.commandsRefused++;
