@@ -16,3 +16,5 @@ export { DeviceCore } from './device-core.js';
 export type { DeviceCoreOptions, DeviceCounters } from './device-core.js';
 export type { SerialLinkOptions, LinkCounters } from './link.js';
 export { ErrorCode, MessageType, Status, PROTOCOL_VERSION, SUPPORTED_VERSIONS } from './protocol.js';
+export { buildHostFirmware, spawnHostFirmware, firmwareDir } from './host-firmware.js';
+export type { HostFirmware, HostFirmwareArgs } from './host-firmware.js';
