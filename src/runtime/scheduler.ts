@@ -41,6 +41,10 @@ export async function waitUntil(
 ): Promise<void> {
   const spinMs = options.spinMs ?? 1;
   const hardSpinMs = options.hardSpinMs ?? 0.05;
+  // Always give the event loop one turn, even when already late: the previous tick's pipeline
+  // finishes its promise chain and pending I/O (fresh robot states) lands before the next tick,
+  // instead of the next tick firing in between and counting a spurious overrun.
+  await immediate();
   for (;;) {
     if (cancelled()) return;
     const remaining = deadline - nowMs();
