@@ -95,15 +95,9 @@ export class LearnerHost {
         checkMeta(ck.meta, init.meta, init.outDir);
         this.learner.setState(ck.learner, init.outDir);
         const online = this.learner.replay.online;
-        if (ck.online.obsDim !== online.obsDim || ck.online.actionDim !== online.actionDim) {
-          throw new ResrtError(
-            `checkpoint replay in ${init.outDir} has obs/action dims ${ck.online.obsDim}/${ck.online.actionDim}, the task ${online.obsDim}/${online.actionDim}`,
-            'resume with the task the checkpoint was written for, or use a new outDir',
-          );
-        }
-        replaceReplay(online, ck.online);
+        online.restoreFrom(ck.online);
         online.markEpisodeBoundary();
-        if (ck.demos && this.learner.replay.demos) replaceReplay(this.learner.replay.demos, ck.demos);
+        if (ck.demos && this.learner.replay.demos) this.learner.replay.demos.restoreFrom(ck.demos);
         resumedTrainer = ck.trainer;
         this.lastPublishedAt = this.learner.updates;
       }
@@ -196,33 +190,6 @@ export class LearnerHost {
 
   dispose(): void {
     this.learner?.dispose();
-  }
-}
-
-function replaceReplay(into: ReplayBuffer, from: ReplayBuffer): void {
-  if (from.size > into.capacity) {
-    throw new ResrtError(
-      `checkpoint replay holds ${from.size} steps, more than bufferSize ${into.capacity}`,
-      'resume with bufferSize at least as large as the original run',
-    );
-  }
-  into.added = from.added - from.size;
-  const O = from.obsDim;
-  const A = from.actionDim;
-  const n = from.size;
-  const start = from.added - n;
-  for (let i = 0; i < n; i++) {
-    const s = (start + i) % from.capacity;
-    into.addBatch({
-      count: 1,
-      obs: from.obs.subarray(s * O, (s + 1) * O),
-      baseAction: from.baseAction.subarray(s * A, (s + 1) * A),
-      action: from.action.subarray(s * A, (s + 1) * A),
-      reward: from.reward.subarray(s, s + 1),
-      nextObs: from.nextObs.subarray(s * O, (s + 1) * O),
-      nextBaseAction: from.nextBaseAction.subarray(s * A, (s + 1) * A),
-      flags: from.flags.subarray(s, s + 1),
-    });
   }
 }
 

@@ -199,6 +199,38 @@ export class ReplayBuffer {
 
   // -- persistence --------------------------------------------------------------------------
 
+  /** Replaces this buffer's content with `from`'s steps (same logical indices), e.g. on resume. */
+  restoreFrom(from: ReplayBuffer): void {
+    if (from.obsDim !== this.obsDim || from.actionDim !== this.actionDim) {
+      throw new ResrtError(
+        `saved replay has obs/action dims ${from.obsDim}/${from.actionDim}, this run ${this.obsDim}/${this.actionDim}`,
+        'resume with the task the checkpoint was written for, or use a new outDir',
+      );
+    }
+    if (from.size > this.capacity) {
+      throw new ResrtError(
+        `saved replay holds ${from.size} steps, more than bufferSize ${this.capacity}`,
+        'resume with bufferSize at least as large as the original run',
+      );
+    }
+    const { obsDim: O, actionDim: A } = from;
+    const start = from.added - from.size;
+    this.added = start;
+    for (let i = 0; i < from.size; i++) {
+      const s = (start + i) % from.capacity;
+      this.addBatch({
+        count: 1,
+        obs: from.obs.subarray(s * O, (s + 1) * O),
+        baseAction: from.baseAction.subarray(s * A, (s + 1) * A),
+        action: from.action.subarray(s * A, (s + 1) * A),
+        reward: from.reward.subarray(s, s + 1),
+        nextObs: from.nextObs.subarray(s * O, (s + 1) * O),
+        nextBaseAction: from.nextBaseAction.subarray(s * A, (s + 1) * A),
+        flags: from.flags.subarray(s, s + 1),
+      });
+    }
+  }
+
   /** Only the filled part, in logical order, so a resumed buffer is identical. */
   serialize(): Uint8Array {
     const n = this.size;

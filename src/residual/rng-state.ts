@@ -28,7 +28,7 @@ export function setRngState(rng: Rng, state: RngState): void {
   if (
     !Array.isArray(state?.s) ||
     state.s.length !== 4 ||
-    !state.s.every((w) => Number.isInteger(w) && w >= 0)
+    !state.s.every((w) => Number.isInteger(w) && Math.abs(w) < 2 ** 32)
   ) {
     throw new ResrtError(
       'checkpoint holds an invalid random-number state',

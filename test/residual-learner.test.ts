@@ -1,0 +1,282 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { initTf, type Tf } from '../src/util/tf-backend.js';
+import { makeConfig, type ResidualConfig } from '../src/residual/config.js';
+import { DivergenceError, ResidualLearner } from '../src/residual/td3.js';
+import { emptySample } from '../src/residual/replay.js';
+import { readCheckpoint, writeCheckpoint } from '../src/residual/checkpoint.js';
+import { residualPolicySpec, exportResidualOnnx } from '../src/residual/export.js';
+import { ResidualActor } from '../src/residual/trainer.js';
+import { mlpForward } from '../src/runtime/onnx-export.js';
+import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
+import type { DenseLayerSpec, MlpPolicySpec } from '../src/types.js';
+import { Rng } from '../src/util/rng.js';
+import { ResrtError } from '../src/util/errors.js';
+
+const O = 5;
+const A = 3;
+let tf: Tf;
+let dir: string;
+
+const small = (over: Partial<ResidualConfig> = {}): ResidualConfig =>
+  makeConfig('cpu', {
+    actorHidden: [32, 32],
+    criticHidden: [32, 32],
+    numCritics: 5,
+    targetSubset: 2,
+    batchSize: 32,
+    criticWarmupSteps: 0,
+    policyDelay: 2,
+    bufferSize: 1000,
+    ...over,
+  });
+
+function fill(learner: ResidualLearner, n: number, seed: number): void {
+  const rng = new Rng(seed);
+  const r = (k: number, s = 1): number[] =>
+    Array.from({ length: k }, () => Math.max(-1, Math.min(1, rng.normal(0, s))));
+  for (let i = 0; i < n; i++) {
+    learner.replay.online.add({
+      obs: r(O),
+      baseAction: r(A, 0.5),
+      action: r(A, 0.5),
+      reward: rng.uniform() < 0.2 ? 1 : 0,
+      nextObs: r(O),
+      nextBaseAction: r(A, 0.5),
+      terminated: i % 17 === 16,
+      truncated: i % 23 === 22,
+    });
+  }
+}
+
+function policySpec(l: ResidualLearner): MlpPolicySpec {
+  return residualPolicySpec({
+    layers: l.actor.toDenseSpecs(),
+    obsDim: O,
+    actionDim: A,
+    actionScale: l.cfg.actionScale,
+    useBase: true,
+    obsMean: l.obsMean,
+    obsStd: l.obsStd,
+    version: l.actorUpdates,
+  });
+}
+
+beforeAll(async () => {
+  ({ tf } = await initTf());
+  dir = mkdtempSync(join(tmpdir(), 'resrt-learner-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('residual actor initialisation', () => {
+  it('outputs exactly zero, so the composed policy is the base, in tfjs, the spec and the ONNX file', async () => {
+    const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 7);
+    const rng = new Rng(2);
+    const obs = Float32Array.from({ length: 4 * O }, () => rng.normal());
+    const base = Float32Array.from({ length: 4 * A }, () => rng.range(-1, 1));
+    expect(Array.from(l.act(obs, base, 4))).toEqual(Array(4 * A).fill(0));
+    const spec = policySpec(l);
+    expect(Array.from(mlpForward(spec, [obs, base]))).toEqual(Array(4 * A).fill(0));
+
+    const basePolicy = { actionDim: A, act: (o: Float32Array) => Float32Array.from([o[0] / 4, -0.5, 1]) };
+    const composed = new ResidualActor(basePolicy, () => spec, A);
+    const o1 = obs.subarray(0, O);
+    expect(Array.from(await composed.act(o1))).toEqual(Array.from(basePolicy.act(o1)));
+
+    const path = join(dir, 'zero.onnx');
+    exportResidualOnnx(spec, path);
+    const onnx = await OnnxPolicy.load(path, { residual: true });
+    expect(Array.from(await onnx.residual(o1, base.subarray(0, A)))).toEqual([0, 0, 0]);
+    l.dispose();
+  });
+});
+
+/** The critic head h of an ensemble as an MlpPolicySpec, for the reference forward pass. */
+function headSpec(l: ResidualLearner, target: boolean, h: number): MlpPolicySpec {
+  const net = target ? l.criticTarget : l.critic;
+  const layers: DenseLayerSpec[] = net.layers.map((layer, k) => {
+    const [, i, o] = layer.w.shape;
+    const w = layer.w.dataSync() as Float32Array;
+    const b = layer.b.dataSync() as Float32Array;
+    const spec: DenseLayerSpec = {
+      inDim: i,
+      outDim: o,
+      weight: w.slice(h * i * o, (h + 1) * i * o),
+      bias: b.slice(h * o, (h + 1) * o),
+      activation: k + 1 < net.layers.length ? 'relu' : 'linear',
+    };
+    if (layer.gamma && layer.beta) {
+      spec.layerNorm = {
+        gamma: (layer.gamma.dataSync() as Float32Array).slice(h * o, (h + 1) * o),
+        beta: (layer.beta.dataSync() as Float32Array).slice(h * o, (h + 1) * o),
+        epsilon: 1e-5,
+      };
+    }
+    return spec;
+  });
+  return {
+    inputs: [{ name: 'x', dim: O + A }],
+    layers,
+    output: { name: 'q', actionDim: 1, chunkLength: 1 },
+    metadata: {},
+  };
+}
+
+describe('REDQ target', () => {
+  it('equals r + γ^n · min over the two drawn target heads, computed by hand', () => {
+    const l = new ResidualLearner(tf, small({ normalizeObs: false }), { obsDim: O, actionDim: A }, 11);
+    fill(l, 200, 1);
+    for (let i = 0; i < 10; i++) l.update(); // move the actor and targets away from their init
+    const rng = new Rng(5);
+    const B = 6;
+    const s = emptySample(B, O, A);
+    for (let i = 0; i < B; i++) {
+      for (let j = 0; j < O; j++) s.nextObs[i * O + j] = rng.normal();
+      for (let j = 0; j < A; j++) s.nextBaseAction[i * A + j] = rng.range(-1, 1);
+      s.reward[i] = i % 2;
+      s.discount[i] = i === 3 ? 0 : 0.99 ** 3;
+    }
+    const noise = Float32Array.from({ length: B * A }, () => rng.range(-0.05, 0.05));
+    const heads = [3, 1];
+    const got = l.tdTargetValues(s, heads, noise);
+
+    const actorSpec = residualPolicySpec({
+      layers: l.actorTarget.toDenseSpecs(),
+      obsDim: O,
+      actionDim: A,
+      actionScale: l.cfg.actionScale,
+      useBase: true,
+      obsMean: null,
+      obsStd: null,
+      version: 0,
+    });
+    const res = mlpForward(actorSpec, [s.nextObs, s.nextBaseAction]);
+    const x = new Float32Array(B * (O + A));
+    for (let i = 0; i < B; i++) {
+      x.set(s.nextObs.subarray(i * O, (i + 1) * O), i * (O + A));
+      for (let j = 0; j < A; j++) {
+        const r = Math.max(-0.1, Math.min(0.1, res[i * A + j] + noise[i * A + j]));
+        x[i * (O + A) + O + j] = Math.max(-1, Math.min(1, s.nextBaseAction[i * A + j] + r));
+      }
+    }
+    const q = heads.map((h) => mlpForward(headSpec(l, true, h), x));
+    const allHeads = [0, 1, 2, 3, 4].map((h) => mlpForward(headSpec(l, true, h), x));
+    for (let i = 0; i < B; i++) {
+      const want = s.reward[i] + s.discount[i] * Math.min(q[0][i], q[1][i]);
+      expect(got[i]).toBeCloseTo(want, 4);
+    }
+    // The min over the drawn pair differs from the min over all heads somewhere (else the test is moot).
+    const minAll = Array.from({ length: B }, (_, i) => Math.min(...allHeads.map((a) => a[i])));
+    expect(minAll.some((m, i) => Math.abs(m - Math.min(q[0][i], q[1][i])) > 1e-4)).toBe(true);
+    l.dispose();
+  });
+
+  it('draws distinct heads, and every head over time', () => {
+    const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 3);
+    const seen = new Set<number>();
+    for (let i = 0; i < 100; i++) {
+      const h = l.drawHeads();
+      expect(h).toHaveLength(2);
+      expect(h[0]).not.toBe(h[1]);
+      h.forEach((x) => seen.add(x));
+    }
+    expect(seen.size).toBe(5);
+    l.dispose();
+  });
+});
+
+describe('learner state', () => {
+  it('checkpoint → resume gives the same next updates and weights, bit for bit', () => {
+    const cfg = small();
+    const a = new ResidualLearner(tf, cfg, { obsDim: O, actionDim: A }, 21);
+    fill(a, 300, 2);
+    a.setObsNormalization(...(Object.values(a.computeObsNormalization()) as [Float32Array, Float32Array]));
+    for (let i = 0; i < 15; i++) a.update();
+    const out = join(dir, 'resume');
+    writeCheckpoint(out, {
+      learner: a.getState(),
+      online: a.replay.online,
+      demos: null,
+      trainer: { k: 1 },
+      meta: {},
+    });
+    const next = Array.from({ length: 6 }, () => a.update());
+    const weightsA = a.getState().tensors;
+
+    // A learner built with another seed and no data takes everything from the checkpoint.
+    const ck = readCheckpoint(out);
+    expect(ck).not.toBeNull();
+    const b = new ResidualLearner(tf, cfg, { obsDim: O, actionDim: A }, 999);
+    b.setState(ck!.learner, out);
+    b.replay.online.restoreFrom(ck!.online);
+    expect(ck!.trainer).toEqual({ k: 1 });
+    const again = Array.from({ length: 6 }, () => b.update());
+    expect(again).toEqual(next);
+    const weightsB = b.getState().tensors;
+    weightsA.forEach((t, i) =>
+      expect(Buffer.from(weightsB[i].data.buffer).equals(Buffer.from(t.data.buffer))).toBe(true),
+    );
+    a.dispose();
+    b.dispose();
+  });
+
+  it('a corrupt checkpoint is a ResrtError that says so', () => {
+    const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 1);
+    fill(l, 50, 3);
+    const out = join(dir, 'corrupt');
+    writeCheckpoint(out, {
+      learner: l.getState(),
+      online: l.replay.online,
+      demos: null,
+      trainer: {},
+      meta: {},
+    });
+    const manifest = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8')) as {
+      files: Record<string, { path: string }>;
+    };
+    const file = join(out, manifest.files.learner.path);
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 5] ^= 0xff;
+    writeFileSync(file, bytes);
+    expect(() => readCheckpoint(out)).toThrow(/corrupt/);
+    expect(() => readCheckpoint(out)).toThrow(ResrtError);
+    writeFileSync(join(out, 'checkpoint.json'), '{"format":');
+    expect(() => readCheckpoint(out)).toThrow(ResrtError);
+    l.dispose();
+  });
+
+  it('does not leak tensors over many updates', () => {
+    const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 5);
+    fill(l, 200, 4);
+    l.update();
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 150; i++) l.update();
+    expect(tf.memory().numTensors).toBe(before);
+    l.act(new Float32Array(O), new Float32Array(A), 1);
+    expect(tf.memory().numTensors).toBe(before);
+    l.dispose();
+  });
+
+  it('stops with a DivergenceError when the loss turns NaN', () => {
+    const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 5);
+    fill(l, 100, 4);
+    l.replay.online.reward.fill(NaN);
+    expect(() => l.update()).toThrow(DivergenceError);
+    l.dispose();
+  });
+});
+
+describe('config', () => {
+  it('overrides profile values one by one and rejects unknown keys and bad values with a fix', () => {
+    const c = makeConfig('gpu', { actorLr: 3e-5 });
+    expect(c.actorLr).toBe(3e-5);
+    expect(c.numCritics).toBe(10);
+    expect(makeConfig('cpu').numCritics).toBeLessThan(10);
+    expect(() => makeConfig('cpu', { nope: 1 } as never)).toThrow(/unknown residual config key 'nope'/);
+    expect(() => makeConfig('cpu', { targetSubset: 5, numCritics: 2 })).toThrow(ResrtError);
+    expect(() => makeConfig('cpu', { actorHidden: [] })).toThrow(/actorHidden/);
+    expect(() => makeConfig('cpu', { gamma: 1.5 })).toThrow(/gamma/);
+  });
+});
