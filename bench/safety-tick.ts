@@ -41,9 +41,21 @@ const full: SafetyConfigInput = {
   actionDim: DIM,
   box: { low: -0.9, high: 0.9 },
   guards: { obsDim: OBS },
-  workspace: { dims: [0, 1, 2], mode: 'delta', scale: 0.05, obsIndices: [0, 1, 2], low: [-0.5, -0.5, 0.02], high: [0.5, 0.5, 0.6] },
+  workspace: {
+    dims: [0, 1, 2],
+    mode: 'delta',
+    scale: 0.05,
+    obsIndices: [0, 1, 2],
+    low: [-0.5, -0.5, 0.02],
+    high: [0.5, 0.5, 0.6],
+  },
   rate: { maxDelta: 0.05, maxAccel: 0.005 },
-  baseMask: { bound: 0.3, schedule: { kind: 'linear', floor: 0.2, horizon: 1000, unit: 'step' }, resample: 'step', seed: 1 },
+  baseMask: {
+    bound: 0.3,
+    schedule: { kind: 'linear', floor: 0.2, horizon: 1000, unit: 'step' },
+    resample: 'step',
+    seed: 1,
+  },
   watchdog: { obsDeadlineMs: 1e9, maxConsecutiveMisses: 1e9 },
 };
 
@@ -78,10 +90,16 @@ function run(s: Scenario): Row {
   });
   // A pool of inputs prepared up front so the timed loop measures filter() alone.
   const pool = 256;
-  const proposals = Array.from({ length: pool }, () => Float32Array.from({ length: DIM }, () => rng.range(-1.2, 1.2)));
+  const proposals = Array.from({ length: pool }, () =>
+    Float32Array.from({ length: DIM }, () => rng.range(-1.2, 1.2)),
+  );
   if (s.nan) for (const p of proposals) p[rng.int(DIM)] = NaN;
-  const obs = Array.from({ length: pool }, () => Float32Array.from({ length: OBS }, () => rng.range(-0.4, 0.4)));
-  const base = Array.from({ length: pool }, () => Float32Array.from({ length: DIM }, () => rng.range(-0.5, 0.5)));
+  const obs = Array.from({ length: pool }, () =>
+    Float32Array.from({ length: OBS }, () => rng.range(-0.4, 0.4)),
+  );
+  const base = Array.from({ length: pool }, () =>
+    Float32Array.from({ length: DIM }, () => rng.range(-0.5, 0.5)),
+  );
   const ctx: SafetyContext = { obs: null, baseAction: null, nowMs: 0, obsAgeMs: 1 };
   let events = 0;
   const tick = (k: number): void => {
@@ -101,7 +119,16 @@ function run(s: Scenario): Row {
   }
   const p = percentiles(samples);
   const us = (ms: number) => Math.round(ms * 1e3 * 1000) / 1000;
-  return { name: s.name, ticks, meanUs: us(p.mean), p50Us: us(p.p50), p90Us: us(p.p90), p99Us: us(p.p99), maxUs: us(p.max), eventsPerTick: events / ticks };
+  return {
+    name: s.name,
+    ticks,
+    meanUs: us(p.mean),
+    p50Us: us(p.p50),
+    p90Us: us(p.p90),
+    p99Us: us(p.p99),
+    maxUs: us(p.max),
+    eventsPerTick: events / ticks,
+  };
 }
 
 const rows = scenarios.map(run);
@@ -118,10 +145,20 @@ if (json) {
   );
 } else {
   console.log(`SafetyLayer.filter() cost, ${DIM}-dim action, ${ticks} ticks per scenario (µs per call)`);
-  console.log(['scenario', 'mean', 'p50', 'p90', 'p99', 'max', 'events/tick'].map((h) => h.padStart(13)).join(''));
+  console.log(
+    ['scenario', 'mean', 'p50', 'p90', 'p99', 'max', 'events/tick'].map((h) => h.padStart(13)).join(''),
+  );
   for (const r of rows) {
     console.log(
-      [r.name, r.meanUs.toFixed(3), r.p50Us.toFixed(3), r.p90Us.toFixed(3), r.p99Us.toFixed(3), r.maxUs.toFixed(1), r.eventsPerTick.toFixed(2)]
+      [
+        r.name,
+        r.meanUs.toFixed(3),
+        r.p50Us.toFixed(3),
+        r.p90Us.toFixed(3),
+        r.p99Us.toFixed(3),
+        r.maxUs.toFixed(1),
+        r.eventsPerTick.toFixed(2),
+      ]
         .map((c) => c.padStart(13))
         .join(''),
     );

@@ -13,7 +13,13 @@ import {
   type SafetyConfigInput,
 } from '../src/safety/index.js';
 
-const ctx = (over: Partial<SafetyContext> = {}): SafetyContext => ({ obs: null, baseAction: null, nowMs: 0, obsAgeMs: 0, ...over });
+const ctx = (over: Partial<SafetyContext> = {}): SafetyContext => ({
+  obs: null,
+  baseAction: null,
+  nowMs: 0,
+  obsAgeMs: 0,
+  ...over,
+});
 const f32 = (...v: number[]) => Float32Array.from(v);
 
 describe('safety config', () => {
@@ -27,14 +33,42 @@ describe('safety config', () => {
   });
 
   const bad: [string, SafetyConfigInput | Record<string, unknown>, RegExp][] = [
-    ['wrong length', { actionDim: 2, box: { low: [0, 0, 0], high: 1 } }, /box\.low: has 3 entries, expected 2[\s\S]*fix: give 2 values/],
+    [
+      'wrong length',
+      { actionDim: 2, box: { low: [0, 0, 0], high: 1 } },
+      /box\.low: has 3 entries, expected 2[\s\S]*fix: give 2 values/,
+    ],
     ['negative rate', { actionDim: 2, rate: { maxDelta: -1 } }, /rate\.maxDelta[\s\S]*fix:/],
-    ['unknown key', { actionDim: 2, rate: { maxDelta: 0.1, maxJerk: 1 } }, /rate: [\s\S]*fix: remove or rename "maxJerk"/],
-    ['low above high', { actionDim: 1, box: { low: 0.5, high: 0.2 } }, /box\.low\[0\]: 0\.5 is above[\s\S]*fix: make low <= high/],
-    ['unknown pose', { actionDim: 1, safeAction: { kind: 'pose', name: 'home' } }, /safeAction\.name[\s\S]*fix: add it under "poses"/],
-    ['delta without obs', { actionDim: 3, workspace: { dims: [0, 1, 2], mode: 'delta', scale: 0.05, low: -1, high: 1 } }, /workspace\.obsIndices: is required in delta mode/],
-    ['workspace dim out of range', { actionDim: 2, workspace: { dims: [0, 5], mode: 'absolute', scale: 1, low: -1, high: 1 } }, /workspace\.dims\[1\]: action index 5 is out of range/],
-    ['exponential to zero', { actionDim: 1, baseMask: { bound: 0.2, schedule: { kind: 'exponential', floor: 0 } } }, /baseMask\.schedule\.floor[\s\S]*fix: use a small positive floor/],
+    [
+      'unknown key',
+      { actionDim: 2, rate: { maxDelta: 0.1, maxJerk: 1 } },
+      /rate: [\s\S]*fix: remove or rename "maxJerk"/,
+    ],
+    [
+      'low above high',
+      { actionDim: 1, box: { low: 0.5, high: 0.2 } },
+      /box\.low\[0\]: 0\.5 is above[\s\S]*fix: make low <= high/,
+    ],
+    [
+      'unknown pose',
+      { actionDim: 1, safeAction: { kind: 'pose', name: 'home' } },
+      /safeAction\.name[\s\S]*fix: add it under "poses"/,
+    ],
+    [
+      'delta without obs',
+      { actionDim: 3, workspace: { dims: [0, 1, 2], mode: 'delta', scale: 0.05, low: -1, high: 1 } },
+      /workspace\.obsIndices: is required in delta mode/,
+    ],
+    [
+      'workspace dim out of range',
+      { actionDim: 2, workspace: { dims: [0, 5], mode: 'absolute', scale: 1, low: -1, high: 1 } },
+      /workspace\.dims\[1\]: action index 5 is out of range/,
+    ],
+    [
+      'exponential to zero',
+      { actionDim: 1, baseMask: { bound: 0.2, schedule: { kind: 'exponential', floor: 0 } } },
+      /baseMask\.schedule\.floor[\s\S]*fix: use a small positive floor/,
+    ],
     ['bad enum', { actionDim: 1, teleop: { norm: 'l1' } }, /teleop\.norm[\s\S]*fix: use one of "linf", "l2"/],
     ['not a number', { actionDim: 'seven' }, /actionDim[\s\S]*fix: give a number/],
   ];
@@ -58,7 +92,13 @@ describe('safety config', () => {
 
 describe('masks', () => {
   it('ramps at the acceleration limit, cruises at the velocity limit and brakes to stop at the box edge', () => {
-    const layer = new SafetyLayer(parseSafetyConfig({ actionDim: 1, box: { low: -1, high: 0.75 }, rate: { maxDelta: 0.1, maxAccel: 0.01 } }));
+    const layer = new SafetyLayer(
+      parseSafetyConfig({
+        actionDim: 1,
+        box: { low: -1, high: 0.75 },
+        rate: { maxDelta: 0.1, maxAccel: 0.01 },
+      }),
+    );
     layer.prime([-1]);
     const xs: number[] = [-1];
     for (let t = 0; t < 200; t++) xs.push(layer.filter(f32(1), ctx()).action[0]);
@@ -80,7 +120,14 @@ describe('masks', () => {
       parseSafetyConfig({
         actionDim: 4,
         guards: { obsDim: 6 },
-        workspace: { dims: [0, 1, 2], mode: 'delta', scale: 0.05, obsIndices: [0, 1, 2], low: [-0.5, -0.5, 0.02], high: [0.5, 0.5, 0.6] },
+        workspace: {
+          dims: [0, 1, 2],
+          mode: 'delta',
+          scale: 0.05,
+          obsIndices: [0, 1, 2],
+          low: [-0.5, -0.5, 0.02],
+          high: [0.5, 0.5, 0.6],
+        },
       }),
     );
     const obs = f32(0.49, 0, 0.03, 0, 0, 0);
@@ -94,7 +141,9 @@ describe('masks', () => {
   });
 
   it('base-relative mask keeps the action within ±b of the base action; hard box wins where they conflict', () => {
-    const layer = new SafetyLayer(parseSafetyConfig({ actionDim: 2, box: { low: -0.5, high: 0.5 }, baseMask: { bound: 0.1 } }));
+    const layer = new SafetyLayer(
+      parseSafetyConfig({ actionDim: 2, box: { low: -0.5, high: 0.5 }, baseMask: { bound: 0.1 } }),
+    );
     const d = layer.filter(f32(-1, 0.3), ctx({ baseAction: f32(0.2, 0.9) }));
     expect(d.baseMasked).toBe(true);
     expect(d.action[0]).toBeCloseTo(0.1, 6);
@@ -109,13 +158,28 @@ describe('masks', () => {
 
   it('ε-masking: probability decays linearly or geometrically to the floor; draws are seeded', () => {
     expect(maskProbability({ kind: 'linear', floor: 0.2, horizon: 10, unit: 'episode' }, 0)).toBe(1);
-    expect(maskProbability({ kind: 'linear', floor: 0.2, horizon: 10, unit: 'episode' }, 5)).toBeCloseTo(0.6, 12);
-    expect(maskProbability({ kind: 'linear', floor: 0.2, horizon: 10, unit: 'episode' }, 50)).toBeCloseTo(0.2, 12);
-    expect(maskProbability({ kind: 'exponential', floor: 0.01, horizon: 10, unit: 'step' }, 5)).toBeCloseTo(0.1, 12);
-    expect(maskProbability({ kind: 'exponential', floor: 0.01, horizon: 10, unit: 'step' }, 20)).toBeCloseTo(0.01, 12);
+    expect(maskProbability({ kind: 'linear', floor: 0.2, horizon: 10, unit: 'episode' }, 5)).toBeCloseTo(
+      0.6,
+      12,
+    );
+    expect(maskProbability({ kind: 'linear', floor: 0.2, horizon: 10, unit: 'episode' }, 50)).toBeCloseTo(
+      0.2,
+      12,
+    );
+    expect(maskProbability({ kind: 'exponential', floor: 0.01, horizon: 10, unit: 'step' }, 5)).toBeCloseTo(
+      0.1,
+      12,
+    );
+    expect(maskProbability({ kind: 'exponential', floor: 0.01, horizon: 10, unit: 'step' }, 20)).toBeCloseTo(
+      0.01,
+      12,
+    );
     expect(maskProbability({ kind: 'constant', floor: 0.3, horizon: 1, unit: 'step' }, 7)).toBe(0.3);
 
-    const cfg = parseSafetyConfig({ actionDim: 1, baseMask: { bound: 0.1, schedule: { kind: 'linear', floor: 0, horizon: 200 }, seed: 9 } });
+    const cfg = parseSafetyConfig({
+      actionDim: 1,
+      baseMask: { bound: 0.1, schedule: { kind: 'linear', floor: 0, horizon: 200 }, seed: 9 },
+    });
     const run = () => {
       const layer = new SafetyLayer(cfg);
       const masked: boolean[] = [];
@@ -159,16 +223,29 @@ describe('guards, latches and interventions', () => {
     const d = hold.filter(f32(NaN, 0), ctx());
     expect(d.overridden).toBe(true);
     expect(Array.from(d.action)).toEqual([Math.fround(0.3), Math.fround(-0.2)]);
-    const zero = new SafetyLayer(parseSafetyConfig({ actionDim: 1, box: { low: 0.2, high: 1 }, safeAction: { kind: 'zero' } }));
+    const zero = new SafetyLayer(
+      parseSafetyConfig({ actionDim: 1, box: { low: 0.2, high: 1 }, safeAction: { kind: 'zero' } }),
+    );
     expect(zero.safeAction()[0]).toBeCloseTo(0.2, 6);
-    const pose = new SafetyLayer(parseSafetyConfig({ actionDim: 2, poses: { home: [0.5, 3] }, safeAction: { kind: 'pose', name: 'home' } }));
+    const pose = new SafetyLayer(
+      parseSafetyConfig({
+        actionDim: 2,
+        poses: { home: [0.5, 3] },
+        safeAction: { kind: 'pose', name: 'home' },
+      }),
+    );
     expect(Array.from(pose.safeAction())).toEqual([0.5, 1]);
   });
 
   it('watchdog: a stale observation or no output sends the safe action; K in a row latch a fault', () => {
     let now = 0;
-    const layer = new SafetyLayer(parseSafetyConfig({ actionDim: 1, watchdog: { obsDeadlineMs: 10, maxConsecutiveMisses: 3 } }), { clock: () => now });
-    expect(layer.filter(f32(0.5), ctx({ obsAgeMs: 11 })).events.map((e) => e.kind)).toEqual(['watchdog-stale-obs']);
+    const layer = new SafetyLayer(
+      parseSafetyConfig({ actionDim: 1, watchdog: { obsDeadlineMs: 10, maxConsecutiveMisses: 3 } }),
+      { clock: () => now },
+    );
+    expect(layer.filter(f32(0.5), ctx({ obsAgeMs: 11 })).events.map((e) => e.kind)).toEqual([
+      'watchdog-stale-obs',
+    ]);
     expect(layer.filter(null, ctx()).events.map((e) => e.kind)).toEqual(['watchdog-no-output']);
     expect(layer.filter(f32(0.5), ctx()).overridden).toBe(false);
     expect(layer.state.consecutiveMisses).toBe(0);
@@ -186,7 +263,10 @@ describe('guards, latches and interventions', () => {
 
   it('e-stop from any source latches on the next tick, bypasses rate limits, and reports its sources', () => {
     let now = 1000;
-    const layer = new SafetyLayer(parseSafetyConfig({ actionDim: 1, rate: { maxDelta: 0.01 }, safeAction: { kind: 'zero' } }), { clock: () => now });
+    const layer = new SafetyLayer(
+      parseSafetyConfig({ actionDim: 1, rate: { maxDelta: 0.01 }, safeAction: { kind: 'zero' } }),
+      { clock: () => now },
+    );
     layer.prime([0.8]);
     const seen: SafetyEvent[] = [];
     const sub = layer.events$.subscribe((e) => seen.push(e));
@@ -205,14 +285,25 @@ describe('guards, latches and interventions', () => {
     expect(layer.reset(1400).ok).toBe(true);
     // After a reset the rate limiter restarts from the safe action at rest.
     expect(layer.filter(f32(0.8), ctx({ nowMs: now })).action[0]).toBeCloseTo(0.01, 6);
-    expect(layer.counters()).toMatchObject({ estop: 2, 'estop-active': 1, reset: 1, 'reset-refused': 1, 'clip-velocity': 1 });
+    expect(layer.counters()).toMatchObject({
+      estop: 2,
+      'estop-active': 1,
+      reset: 1,
+      'reset-refused': 1,
+      'clip-velocity': 1,
+    });
     sub.unsubscribe();
   });
 
   it('teleop above the threshold replaces the policy, goes through the masks but not the base mask, and marks the tick', () => {
     let now = 0;
     const layer = new SafetyLayer(
-      parseSafetyConfig({ actionDim: 2, box: { low: -0.6, high: 0.6 }, baseMask: { bound: 0.05 }, teleop: { threshold: 0.1, timeoutMs: 50 } }),
+      parseSafetyConfig({
+        actionDim: 2,
+        box: { low: -0.6, high: 0.6 },
+        baseMask: { bound: 0.05 },
+        teleop: { threshold: 0.1, timeoutMs: 50 },
+      }),
       { clock: () => now },
     );
     const base = f32(0, 0);
@@ -244,8 +335,14 @@ describe('guards, latches and interventions', () => {
     const layer = new SafetyLayer(parseSafetyConfig({ actionDim: 2, guards: { obsDim: 3 } }));
     const d = layer.filter(f32(0.1, 0.2), ctx({ obs: f32(0, 0, 0) }));
     expect(d.events).toHaveLength(0);
-    expect(layer.filter(f32(0.1, 0.2), ctx({ obs: f32(0, NaN, 0) })).events.map((e) => e.kind)).toEqual(['guard-obs']);
-    expect(layer.filter(f32(0.1, 0.2), ctx({ obs: f32(0, 0) })).events.map((e) => e.kind)).toEqual(['guard-obs']);
-    expect(layer.filter(f32(0.1, 0.2, 0.3), ctx({ obs: f32(0, 0, 0) })).events[0].detail).toMatch(/3 entries, expected 2/);
+    expect(layer.filter(f32(0.1, 0.2), ctx({ obs: f32(0, NaN, 0) })).events.map((e) => e.kind)).toEqual([
+      'guard-obs',
+    ]);
+    expect(layer.filter(f32(0.1, 0.2), ctx({ obs: f32(0, 0) })).events.map((e) => e.kind)).toEqual([
+      'guard-obs',
+    ]);
+    expect(layer.filter(f32(0.1, 0.2, 0.3), ctx({ obs: f32(0, 0, 0) })).events[0].detail).toMatch(
+      /3 entries, expected 2/,
+    );
   });
 });

@@ -228,7 +228,9 @@ describe('mixing plans', () => {
     expect(() => new EpsMix({ alpha: 0, delta: 0.05, baseline: { value: 0.5 } })).toThrow(/alpha/);
     expect(() => new EpsMix({ alpha: 0.1, delta: 1, baseline: { value: 0.5 } })).toThrow(/delta/);
     expect(() => new StepMix({ alpha: 0.1, delta: 0.05, baseline: { value: 0.5 } })).toThrow(/horizon/);
-    expect(() => new EpsMix({ alpha: 0.1, delta: 0.05, baseline: { successes: 5, trials: 3 } })).toThrow(/baseline/);
+    expect(() => new EpsMix({ alpha: 0.1, delta: 0.05, baseline: { successes: 5, trials: 3 } })).toThrow(
+      /baseline/,
+    );
     const m = new EpsMix({ alpha: 0.1, delta: 0.05, baseline: { value: 0.5 } });
     const plan = m.beginEpisode();
     expect(() => m.beginEpisode()).toThrow(/still open/);
@@ -254,8 +256,14 @@ describe('confidence bounds', () => {
   });
 
   it('Hoeffding has its closed form; upper is the mirrored lower; no data means [0, 1]', () => {
-    expect(lowerConfidenceBound('hoeffding', 70, 100, 0.05)).toBeCloseTo(0.7 - Math.sqrt(Math.log(20) / 200), 12);
-    expect(upperConfidenceBound('wilson', 30, 100, 0.05)).toBeCloseTo(1 - lowerConfidenceBound('wilson', 70, 100, 0.05), 12);
+    expect(lowerConfidenceBound('hoeffding', 70, 100, 0.05)).toBeCloseTo(
+      0.7 - Math.sqrt(Math.log(20) / 200),
+      12,
+    );
+    expect(upperConfidenceBound('wilson', 30, 100, 0.05)).toBeCloseTo(
+      1 - lowerConfidenceBound('wilson', 70, 100, 0.05),
+      12,
+    );
     for (const k of BOUND_KINDS) {
       expect(lowerConfidenceBound(k, 0, 0, 0.05)).toBe(0);
       expect(upperConfidenceBound(k, 0, 0, 0.05)).toBe(1);
@@ -275,7 +283,9 @@ describe('confidence bounds', () => {
             for (let i = 0; i < n; i++) if (rng.uniform() < p) s++;
             if (lowerConfidenceBound(kind, s, n, 0.1) > p) misses++;
           }
-          expect(misses / trials, `${kind} p=${p} n=${n}`).toBeLessThanOrEqual(0.1 + 3 * Math.sqrt((0.1 * 0.9) / trials));
+          expect(misses / trials, `${kind} p=${p} n=${n}`).toBeLessThanOrEqual(
+            0.1 + 3 * Math.sqrt((0.1 * 0.9) / trials),
+          );
         }
       }
     }

@@ -33,7 +33,8 @@ function le(a: number, b: number, what: string): void {
 function same(a: ArrayLike<number>, b: ArrayLike<number>, what: string): void {
   let eq = a.length === b.length;
   for (let i = 0; eq && i < a.length; i++) eq = Object.is(a[i], b[i]);
-  if (!eq) throw new Error(`${what}: [${Array.from(a).join(', ')}] differs from [${Array.from(b).join(', ')}]`);
+  if (!eq)
+    throw new Error(`${what}: [${Array.from(a).join(', ')}] differs from [${Array.from(b).join(', ')}]`);
 }
 const TOL = 1e-12;
 
@@ -44,7 +45,10 @@ const unit = (min: number, max: number) => fc.double({ min, max, noNaN: true, no
 /** Anything a broken policy can emit: ordinary values, edges, NaN, ±Inf, 1e300, denormals. */
 const wild = fc.oneof(
   { weight: 4, arbitrary: unit(-1.5, 1.5) },
-  { weight: 2, arbitrary: fc.constantFrom(NaN, Infinity, -Infinity, 1e300, -1e300, 3.4e38, -0, 5e-324, 1, -1) },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom(NaN, Infinity, -Infinity, 1e300, -1e300, 3.4e38, -0, 5e-324, 1, -1),
+  },
   { weight: 2, arbitrary: fc.double() },
 );
 
@@ -55,7 +59,7 @@ interface Scenario {
 
 function configArb(opts: { staticWorkspace: boolean }): fc.Arbitrary<Scenario> {
   return fc.integer({ min: 1, max: 5 }).chain((dim) => {
-    const perDim = <T,>(a: fc.Arbitrary<T>) => fc.array(a, { minLength: dim, maxLength: dim });
+    const perDim = <T>(a: fc.Arbitrary<T>) => fc.array(a, { minLength: dim, maxLength: dim });
     const m = Math.min(dim, 3);
     return fc
       .record({
@@ -70,7 +74,9 @@ function configArb(opts: { staticWorkspace: boolean }): fc.Arbitrary<Scenario> {
         ),
         workspace: fc.option(
           fc.record({
-            mode: opts.staticWorkspace ? fc.constant('absolute' as const) : fc.constantFrom('absolute' as const, 'delta' as const),
+            mode: opts.staticWorkspace
+              ? fc.constant('absolute' as const)
+              : fc.constantFrom('absolute' as const, 'delta' as const),
             scale: fc.array(unit(0.05, 2), { minLength: m, maxLength: m }),
             center: fc.array(unit(-0.5, 0.5), { minLength: m, maxLength: m }),
             bounds: fc.array(fc.tuple(unit(-1.5, 1.5), unit(-1.5, 1.5)), { minLength: m, maxLength: m }),
@@ -133,14 +139,20 @@ const relevantBroken: RelevantSetFn = (obs, low, high) => {
 };
 
 function makeLayer(s: Scenario, cfg: SafetyConfig): SafetyLayer {
-  const relevantSet = s.relevant === 'band' ? relevantBand : s.relevant === 'broken' ? relevantBroken : undefined;
+  const relevantSet =
+    s.relevant === 'band' ? relevantBand : s.relevant === 'broken' ? relevantBroken : undefined;
   return new SafetyLayer(cfg, { relevantSet, clock: () => 0 });
 }
 
 /** Proposals: usually the right length, sometimes not, sometimes null; float32 or float64 storage. */
 function proposalArb(dim: number): fc.Arbitrary<Float32Array | null> {
   return fc.oneof(
-    { weight: 6, arbitrary: fc.tuple(fc.array(wild, { minLength: dim, maxLength: dim }), fc.boolean()).map(([v, f64]) => (f64 ? (Float64Array.from(v) as unknown as Float32Array) : Float32Array.from(v))) },
+    {
+      weight: 6,
+      arbitrary: fc
+        .tuple(fc.array(wild, { minLength: dim, maxLength: dim }), fc.boolean())
+        .map(([v, f64]) => (f64 ? (Float64Array.from(v) as unknown as Float32Array) : Float32Array.from(v))),
+    },
     { weight: 1, arbitrary: fc.array(wild, { minLength: 0, maxLength: 8 }).map((v) => Float32Array.from(v)) },
     { weight: 1, arbitrary: fc.constant(null) },
   );
@@ -148,8 +160,16 @@ function proposalArb(dim: number): fc.Arbitrary<Float32Array | null> {
 
 function obsArb(): fc.Arbitrary<Float32Array | null> {
   return fc.oneof(
-    { weight: 8, arbitrary: fc.array(unit(-1, 1), { minLength: OBS_DIM, maxLength: OBS_DIM }).map((v) => Float32Array.from(v)) },
-    { weight: 1, arbitrary: fc.array(wild, { minLength: 0, maxLength: OBS_DIM + 2 }).map((v) => Float32Array.from(v)) },
+    {
+      weight: 8,
+      arbitrary: fc
+        .array(unit(-1, 1), { minLength: OBS_DIM, maxLength: OBS_DIM })
+        .map((v) => Float32Array.from(v)),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.array(wild, { minLength: 0, maxLength: OBS_DIM + 2 }).map((v) => Float32Array.from(v)),
+    },
     { weight: 1, arbitrary: fc.constant(null) },
   );
 }
@@ -159,18 +179,34 @@ function ctxArb(dim: number): fc.Arbitrary<SafetyContext> {
     .record({
       obs: obsArb(),
       base: fc.oneof(
-        { weight: 6, arbitrary: fc.array(unit(-1, 1), { minLength: dim, maxLength: dim }).map((v) => Float32Array.from(v)) },
-        { weight: 1, arbitrary: fc.array(wild, { minLength: 0, maxLength: 6 }).map((v) => Float32Array.from(v)) },
+        {
+          weight: 6,
+          arbitrary: fc
+            .array(unit(-1, 1), { minLength: dim, maxLength: dim })
+            .map((v) => Float32Array.from(v)),
+        },
+        {
+          weight: 1,
+          arbitrary: fc.array(wild, { minLength: 0, maxLength: 6 }).map((v) => Float32Array.from(v)),
+        },
         { weight: 1, arbitrary: fc.constant(null) },
       ),
-      age: fc.oneof({ weight: 8, arbitrary: unit(0, 49) }, { weight: 1, arbitrary: fc.constantFrom(NaN, Infinity, 51, 1e9) }),
+      age: fc.oneof(
+        { weight: 8, arbitrary: unit(0, 49) },
+        { weight: 1, arbitrary: fc.constantFrom(NaN, Infinity, 51, 1e9) },
+      ),
     })
     .map((r) => ({ obs: r.obs, baseAction: r.base, nowMs: 0, obsAgeMs: r.age }));
 }
 
 /** Two vectors as (elementwise min, elementwise max): a valid interval per dim. */
-function sortedPair(a: fc.Arbitrary<Float64Array>, b: fc.Arbitrary<Float64Array>): fc.Arbitrary<[Float64Array, Float64Array]> {
-  return fc.tuple(a, b).map(([x, y]) => [x.map((v, i) => Math.min(v, y[i])), x.map((v, i) => Math.max(v, y[i]))]);
+function sortedPair(
+  a: fc.Arbitrary<Float64Array>,
+  b: fc.Arbitrary<Float64Array>,
+): fc.Arbitrary<[Float64Array, Float64Array]> {
+  return fc
+    .tuple(a, b)
+    .map(([x, y]) => [x.map((v, i) => Math.min(v, y[i])), x.map((v, i) => Math.max(v, y[i]))]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,7 +268,13 @@ function checkBox(cfg: SafetyConfig, out: Float32Array): void {
 }
 
 /** Velocity, acceleration and braking of `out` from (prev, vel) on every dim. */
-function checkRate(cfg: SafetyConfig, env: ([number, number] | null)[], prev: ArrayLike<number>, vel: ArrayLike<number>, out: Float32Array): void {
+function checkRate(
+  cfg: SafetyConfig,
+  env: ([number, number] | null)[],
+  prev: ArrayLike<number>,
+  vel: ArrayLike<number>,
+  out: Float32Array,
+): void {
   const rate = cfg.rate;
   if (!rate) return;
   for (let i = 0; i < out.length; i++) {
@@ -284,7 +326,11 @@ describe('safety layer properties', () => {
           if (e !== null) expectWithin(d.action[i], e[0], e[1]);
           // The velocity limit holds whenever the previous action is inside the envelope.
           if (cfg.rate && e !== null && prevIn[i] >= e[0] && prevIn[i] <= e[1]) {
-            le(Math.abs(d.action[i] - prevIn[i]), asNum(cfg.rate.maxDelta, i) + TOL, 'velocity from inside the envelope');
+            le(
+              Math.abs(d.action[i] - prevIn[i]),
+              asNum(cfg.rate.maxDelta, i) + TOL,
+              'velocity from inside the envelope',
+            );
           }
         }
         const conflict = d.events.some((e) => e.kind === 'rate-conflict');
@@ -308,8 +354,16 @@ describe('safety layer properties', () => {
       const dim = s.input.actionDim;
       return fc.record({
         s: fc.constant(s),
-        obs: fc.array(unit(-1, 1), { minLength: OBS_DIM, maxLength: OBS_DIM }).map((v) => Float32Array.from(v)),
-        steps: fc.array(fc.record({ p: proposalArb(dim), age: fc.oneof({ weight: 9, arbitrary: unit(0, 49) }, { weight: 1, arbitrary: fc.constant(99) }) }), { minLength: 1, maxLength: 60 }),
+        obs: fc
+          .array(unit(-1, 1), { minLength: OBS_DIM, maxLength: OBS_DIM })
+          .map((v) => Float32Array.from(v)),
+        steps: fc.array(
+          fc.record({
+            p: proposalArb(dim),
+            age: fc.oneof({ weight: 9, arbitrary: unit(0, 49) }, { weight: 1, arbitrary: fc.constant(99) }),
+          }),
+          { minLength: 1, maxLength: 60 },
+        ),
       });
     });
     fc.assert(
@@ -320,9 +374,13 @@ describe('safety layer properties', () => {
         const strict = !cfg.rate || cfg.rate.maxAccel === undefined || cfg.rate.brakeBeforeLimits;
         const env = Array.from({ length: dim }, (_, i) => envelope(cfg, obs, i));
         // Start at rest inside the envelope (as prime() after connecting to a robot at rest would).
-        let prev = Float64Array.from(env, (e) => Math.fround(((e as [number, number])[0] + (e as [number, number])[1]) / 2));
+        let prev = Float64Array.from(env, (e) =>
+          Math.fround(((e as [number, number])[0] + (e as [number, number])[1]) / 2),
+        );
         // A degenerate envelope with no float32 inside cannot hold a float32 action exactly.
-        fc.pre(prev.every((v, i) => v >= (env[i] as [number, number])[0] && v <= (env[i] as [number, number])[1]));
+        fc.pre(
+          prev.every((v, i) => v >= (env[i] as [number, number])[0] && v <= (env[i] as [number, number])[1]),
+        );
         layer.prime(prev);
         let vel = new Float64Array(dim);
         for (const step of steps) {
@@ -334,13 +392,19 @@ describe('safety layer properties', () => {
             vel = new Float64Array(dim);
           } else {
             // Without braking an actuator can reach a limit at speed, and then only the limit holds.
-            if (strict) ok(!d.events.some((e) => e.kind === 'rate-conflict'), 'no rate conflict from a consistent state');
+            if (strict)
+              ok(
+                !d.events.some((e) => e.kind === 'rate-conflict'),
+                'no rate conflict from a consistent state',
+              );
             for (let i = 0; i < dim; i++) {
               const e = env[i] as [number, number];
               expectWithin(d.action[i], e[0], e[1]);
             }
             if (strict) checkRate(cfg, env, prev, vel, d.action);
-            else if (cfg.rate) for (let i = 0; i < dim; i++) le(Math.abs(d.action[i] - prev[i]), asNum(cfg.rate.maxDelta, i) + TOL, 'velocity');
+            else if (cfg.rate)
+              for (let i = 0; i < dim; i++)
+                le(Math.abs(d.action[i] - prev[i]), asNum(cfg.rate.maxDelta, i) + TOL, 'velocity');
             vel = Float64Array.from(d.action, (v, i) => v - prev[i]);
           }
           prev = Float64Array.from(d.action);
@@ -353,7 +417,8 @@ describe('safety layer properties', () => {
   it('the projection alone is idempotent and inside the box for arbitrary (even inconsistent) state', () => {
     const arb = configArb({ staticWorkspace: false }).chain((s) => {
       const dim = s.input.actionDim;
-      const vec = (a: fc.Arbitrary<number>) => fc.array(a, { minLength: dim, maxLength: dim }).map((v) => Float64Array.from(v));
+      const vec = (a: fc.Arbitrary<number>) =>
+        fc.array(a, { minLength: dim, maxLength: dim }).map((v) => Float64Array.from(v));
       return fc.record({
         s: fc.constant(s),
         x: vec(wild),
@@ -414,7 +479,8 @@ describe('safety layer properties', () => {
       fc.property(arb, ({ s, before, after, source, badHeartbeat, goodAge, teleop }) => {
         const cfg = parseSafetyConfig(s.input);
         let now = 10_000;
-        const relevantSet = s.relevant === 'band' ? relevantBand : s.relevant === 'broken' ? relevantBroken : undefined;
+        const relevantSet =
+          s.relevant === 'band' ? relevantBand : s.relevant === 'broken' ? relevantBroken : undefined;
         const layer = new SafetyLayer(cfg, { relevantSet, clock: () => now });
         for (const [p, ctx] of before) layer.filter(p, { ...ctx, nowMs: now++ });
         const expected = Array.from(layer.safeAction());
@@ -435,7 +501,10 @@ describe('safety layer properties', () => {
         const refused = layer.reset(hb);
         ok(!refused.ok, 'bad heartbeat refused');
         ok(layer.state.estopped, 'still e-stopped');
-        ok(layer.filter(null, { obs: null, baseAction: null, nowMs: now, obsAgeMs: 0 }).latched, 'latched after refusal');
+        ok(
+          layer.filter(null, { obs: null, baseAction: null, nowMs: now, obsAgeMs: 0 }).latched,
+          'latched after refusal',
+        );
         // A fresh heartbeat after the latch clears it.
         const hbGood = Math.max(latchTime, now - goodAge);
         ok(layer.reset(hbGood).ok, 'fresh heartbeat accepted');
@@ -467,7 +536,13 @@ describe('safety layer properties', () => {
         const K = cfg.watchdog.maxConsecutiveMisses;
         const dim = cfg.actionDim;
         const miss = (): Float32Array | null =>
-          missKind === 'null' ? null : missKind === 'nan' ? new Float32Array(dim).fill(NaN) : missKind === 'shape' ? new Float32Array(dim + 1) : good;
+          missKind === 'null'
+            ? null
+            : missKind === 'nan'
+              ? new Float32Array(dim).fill(NaN)
+              : missKind === 'shape'
+                ? new Float32Array(dim + 1)
+                : good;
         const age = missKind === 'stale' ? 1e6 : 1;
         for (let k = 1; k <= K; k++) {
           const d = layer.filter(miss(), { obs, baseAction: null, nowMs: now++, obsAgeMs: age });

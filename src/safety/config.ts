@@ -160,7 +160,9 @@ function issueHint(issue: z.core.$ZodIssue): string {
 }
 
 function pathOf(path: readonly PropertyKey[]): string {
-  return path.length === 0 ? '(root)' : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.');
+  return path.length === 0
+    ? '(root)'
+    : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.');
 }
 
 function fail(field: string, problem: string, fix: string): never {
@@ -201,7 +203,10 @@ export function loadSafetyConfig(path: string): SafetyConfig {
   try {
     obj = JSON.parse(text);
   } catch (err) {
-    throw new ResrtError(`safety config: ${path} is not valid JSON: ${(err as Error).message}`, 'fix the JSON syntax');
+    throw new ResrtError(
+      `safety config: ${path} is not valid JSON: ${(err as Error).message}`,
+      'fix the JSON syntax',
+    );
   }
   return parseSafetyConfig(obj);
 }
@@ -212,7 +217,10 @@ export function loadSafetyConfig(path: string): SafetyConfig {
  */
 export function defaultSafetyConfig(actionDim: number): SafetyConfig {
   if (!Number.isInteger(actionDim) || actionDim < 1) {
-    throw new ResrtError(`defaultSafetyConfig: actionDim ${actionDim} is not a positive integer`, 'pass the action dimension of the robot or task');
+    throw new ResrtError(
+      `defaultSafetyConfig: actionDim ${actionDim} is not a positive integer`,
+      'pass the action dimension of the robot or task',
+    );
   }
   return parseSafetyConfig({ actionDim });
 }
@@ -225,7 +233,11 @@ export function resolveSafetyConfig(cfg: SafetyConfig): ResolvedSafetyConfig {
   for (let i = 0; i < n; i++) {
     // Float32 outputs must land inside the configured box, so round the box inwards once here.
     if (!(boxLow[i] <= boxHigh[i])) {
-      fail(`box.low[${i}]`, `${boxLow[i]} is above box.high[${i}] = ${boxHigh[i]}`, 'make low <= high in every dimension');
+      fail(
+        `box.low[${i}]`,
+        `${boxLow[i]} is above box.high[${i}] = ${boxHigh[i]}`,
+        'make low <= high in every dimension',
+      );
     }
     const lo = f32Up(boxLow[i]);
     const hi = f32Down(boxHigh[i]);
@@ -242,24 +254,42 @@ export function resolveSafetyConfig(cfg: SafetyConfig): ResolvedSafetyConfig {
     const m = w.dims.length;
     const slot = new Int32Array(n).fill(-1);
     w.dims.forEach((d, k) => {
-      if (d >= n) fail(`workspace.dims[${k}]`, `action index ${d} is out of range for actionDim ${n}`, `use indices in [0, ${n - 1}]`);
-      if (slot[d] !== -1) fail(`workspace.dims[${k}]`, `action index ${d} appears twice`, 'list each Cartesian dimension once');
+      if (d >= n)
+        fail(
+          `workspace.dims[${k}]`,
+          `action index ${d} is out of range for actionDim ${n}`,
+          `use indices in [0, ${n - 1}]`,
+        );
+      if (slot[d] !== -1)
+        fail(`workspace.dims[${k}]`, `action index ${d} appears twice`, 'list each Cartesian dimension once');
       slot[d] = k;
     });
     const low = expand(w.low, m, 'workspace.low');
     const high = expand(w.high, m, 'workspace.high');
     for (let k = 0; k < m; k++) {
       if (!(low[k] <= high[k])) {
-        fail(`workspace.low[${k}]`, `${low[k]} is above workspace.high[${k}] = ${high[k]}`, 'make low <= high on every axis');
+        fail(
+          `workspace.low[${k}]`,
+          `${low[k]} is above workspace.high[${k}] = ${high[k]}`,
+          'make low <= high on every axis',
+        );
       }
     }
     let obsIndices = new Int32Array(0);
     if (w.mode === 'delta') {
       if (!w.obsIndices) {
-        fail('workspace.obsIndices', 'is required in delta mode', 'give the observation indices that hold the current Cartesian position, one per workspace dim');
+        fail(
+          'workspace.obsIndices',
+          'is required in delta mode',
+          'give the observation indices that hold the current Cartesian position, one per workspace dim',
+        );
       }
       if (w.obsIndices.length !== m) {
-        fail('workspace.obsIndices', `has ${w.obsIndices.length} entries, expected ${m}`, 'give one observation index per workspace dim');
+        fail(
+          'workspace.obsIndices',
+          `has ${w.obsIndices.length} entries, expected ${m}`,
+          'give one observation index per workspace dim',
+        );
       }
       obsIndices = Int32Array.from(w.obsIndices);
       maxObsIndex = Math.max(...w.obsIndices);
@@ -281,7 +311,11 @@ export function resolveSafetyConfig(cfg: SafetyConfig): ResolvedSafetyConfig {
     }
   }
   if (cfg.guards.obsDim !== undefined && maxObsIndex >= cfg.guards.obsDim) {
-    fail('workspace.obsIndices', `index ${maxObsIndex} is outside guards.obsDim = ${cfg.guards.obsDim}`, 'use indices below obsDim');
+    fail(
+      'workspace.obsIndices',
+      `index ${maxObsIndex} is outside guards.obsDim = ${cfg.guards.obsDim}`,
+      'use indices below obsDim',
+    );
   }
 
   let rate: ResolvedSafetyConfig['rate'] = null;
@@ -297,7 +331,11 @@ export function resolveSafetyConfig(cfg: SafetyConfig): ResolvedSafetyConfig {
   if (cfg.baseMask) {
     const s = cfg.baseMask.schedule;
     if (s.kind === 'exponential' && s.floor <= 0) {
-      fail('baseMask.schedule.floor', 'must be > 0 for an exponential decay (it never reaches 0)', 'use a small positive floor such as 0.05, or kind "linear"');
+      fail(
+        'baseMask.schedule.floor',
+        'must be > 0 for an exponential decay (it never reaches 0)',
+        'use a small positive floor such as 0.05, or kind "linear"',
+      );
     }
     baseMask = {
       bound: expand(cfg.baseMask.bound, n, 'baseMask.bound'),
@@ -309,13 +347,18 @@ export function resolveSafetyConfig(cfg: SafetyConfig): ResolvedSafetyConfig {
 
   let safePose: Float64Array | null = null;
   for (const [name, pose] of Object.entries(cfg.poses)) {
-    if (pose.length !== n) fail(`poses.${name}`, `has ${pose.length} entries, expected ${n}`, `give ${n} normalized values`);
+    if (pose.length !== n)
+      fail(`poses.${name}`, `has ${pose.length} entries, expected ${n}`, `give ${n} normalized values`);
   }
   if (cfg.safeAction.kind === 'pose') {
     const pose = cfg.poses[cfg.safeAction.name];
     if (!pose) {
       const known = Object.keys(cfg.poses);
-      fail('safeAction.name', `names pose "${cfg.safeAction.name}", which is not in poses`, known.length ? `use one of ${known.join(', ')}` : 'add it under "poses"');
+      fail(
+        'safeAction.name',
+        `names pose "${cfg.safeAction.name}", which is not in poses`,
+        known.length ? `use one of ${known.join(', ')}` : 'add it under "poses"',
+      );
     }
     safePose = Float64Array.from(pose, (v, i) => Math.min(boxHigh[i], Math.max(boxLow[i], v)));
   }

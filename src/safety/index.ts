@@ -17,9 +17,22 @@ export {
   type SafetyState,
   type ResetResult,
 } from './events.js';
-export { projectAction, workspaceBounds, brakingVelocity, makeProjectionScratch, MaskBit, type MaskInputs } from './masks.js';
+export {
+  projectAction,
+  workspaceBounds,
+  brakingVelocity,
+  makeProjectionScratch,
+  MaskBit,
+  type MaskInputs,
+} from './masks.js';
 export { maskProbability } from './epsilon.js';
-export { lowerConfidenceBound, upperConfidenceBound, normalQuantile, BOUND_KINDS, type BoundKind } from './bounds.js';
+export {
+  lowerConfidenceBound,
+  upperConfidenceBound,
+  normalQuantile,
+  BOUND_KINDS,
+  type BoundKind,
+} from './bounds.js';
 export {
   ConservativeMixer,
   EpsMix,

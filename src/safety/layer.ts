@@ -10,11 +10,23 @@ import { Subject, type Observable } from 'rxjs';
 import type { SafetyContext, SafetyEvent, SafetyHook } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
-import { parseSafetyConfig, resolveSafetyConfig, type ResolvedSafetyConfig, type SafetyConfig } from './config.js';
+import {
+  parseSafetyConfig,
+  resolveSafetyConfig,
+  type ResolvedSafetyConfig,
+  type SafetyConfig,
+} from './config.js';
 import { maskProbability } from './epsilon.js';
 import type { ResetResult, SafetyEventKind, SafetyFilterResult, SafetyState } from './events.js';
 import { f32Within } from './f32.js';
-import { MaskBit, makeProjectionScratch, projectAction, workspaceBounds, type MaskInputs, type ProjectionScratch } from './masks.js';
+import {
+  MaskBit,
+  makeProjectionScratch,
+  projectAction,
+  workspaceBounds,
+  type MaskInputs,
+  type ProjectionScratch,
+} from './masks.js';
 
 /**
  * State-dependent relevant set: writes the allowed interval per action dim for this observation.
@@ -108,10 +120,21 @@ export class SafetyLayer implements SafetyHook {
     this.wsLow = new Float64Array(n);
     this.wsHigh = new Float64Array(n);
     this.teleop = new Float64Array(n);
-    this.inputs = { prev: this.prev, vel: this.vel, base: null, relLow: null, relHigh: null, wsLow: null, wsHigh: null };
+    this.inputs = {
+      prev: this.prev,
+      vel: this.vel,
+      base: null,
+      relLow: null,
+      relHigh: null,
+      wsLow: null,
+      wsHigh: null,
+    };
     const ws = this.cfg.workspace;
     if (ws && ws.mode === 'absolute') this.wsValid = workspaceBounds(ws, null, this.wsLow, this.wsHigh);
-    this.needObs = this.config.guards.obsDim !== undefined || this.relevantSet !== null || (ws !== null && ws.mode === 'delta');
+    this.needObs =
+      this.config.guards.obsDim !== undefined ||
+      this.relevantSet !== null ||
+      (ws !== null && ws.mode === 'delta');
     this.rng = new Rng(this.cfg.baseMask ? this.cfg.baseMask.seed : 0);
     this.drawEpisodeMask();
 
@@ -131,7 +154,11 @@ export class SafetyLayer implements SafetyHook {
     this.checkVector('prime(lastAction)', lastAction);
     if (velocity !== undefined) this.checkVector('prime(velocity)', velocity);
     for (let i = 0; i < this.n; i++) {
-      this.prev[i] = f32Within(Math.min(this.cfg.boxHigh[i], Math.max(this.cfg.boxLow[i], lastAction[i])), this.cfg.boxLow[i], this.cfg.boxHigh[i]);
+      this.prev[i] = f32Within(
+        Math.min(this.cfg.boxHigh[i], Math.max(this.cfg.boxLow[i], lastAction[i])),
+        this.cfg.boxLow[i],
+        this.cfg.boxHigh[i],
+      );
       this.vel[i] = velocity === undefined ? 0 : velocity[i];
     }
   }
@@ -146,14 +173,18 @@ export class SafetyLayer implements SafetyHook {
   safeAction(): Float32Array {
     this.safeTarget(this.target);
     const out = new Float32Array(this.n);
-    for (let i = 0; i < this.n; i++) out[i] = f32Within(this.target[i], this.cfg.boxLow[i], this.cfg.boxHigh[i]);
+    for (let i = 0; i < this.n; i++)
+      out[i] = f32Within(this.target[i], this.cfg.boxLow[i], this.cfg.boxHigh[i]);
     return out;
   }
 
   /** Latching e-stop. Takes effect on the next filter() and holds until reset() with a fresh heartbeat. */
   estop(source: string, detail?: string): void {
     if (typeof source !== 'string' || source.length === 0) {
-      throw new ResrtError('estop(source): source must be a non-empty string', 'name who asked: "cli-key", "mqtt", "dashboard", "hardware"');
+      throw new ResrtError(
+        'estop(source): source must be a non-empty string',
+        'name who asked: "cli-key", "mqtt", "dashboard", "hardware"',
+      );
     }
     this.estopped = true;
     this.estopSources.push(source);
@@ -171,10 +202,14 @@ export class SafetyLayer implements SafetyHook {
     const now = this.clock();
     const { resetWindowMs, maxClockSkewMs } = this.config.estop;
     let reason: string | null = null;
-    if (typeof heartbeatMs !== 'number' || !Number.isFinite(heartbeatMs)) reason = 'heartbeat is not a finite timestamp';
-    else if (heartbeatMs > now + maxClockSkewMs) reason = `heartbeat is ${(heartbeatMs - now).toFixed(1)} ms in the future`;
-    else if (now - heartbeatMs > resetWindowMs) reason = `heartbeat is stale: ${(now - heartbeatMs).toFixed(1)} ms old, window ${resetWindowMs} ms`;
-    else if (this.latchedAtMs !== null && heartbeatMs < this.latchedAtMs) reason = 'heartbeat predates the latch it would clear';
+    if (typeof heartbeatMs !== 'number' || !Number.isFinite(heartbeatMs))
+      reason = 'heartbeat is not a finite timestamp';
+    else if (heartbeatMs > now + maxClockSkewMs)
+      reason = `heartbeat is ${(heartbeatMs - now).toFixed(1)} ms in the future`;
+    else if (now - heartbeatMs > resetWindowMs)
+      reason = `heartbeat is stale: ${(now - heartbeatMs).toFixed(1)} ms old, window ${resetWindowMs} ms`;
+    else if (this.latchedAtMs !== null && heartbeatMs < this.latchedAtMs)
+      reason = 'heartbeat predates the latch it would clear';
     if (reason !== null) {
       this.emit('reset-refused', now, reason);
       return { ok: false, reason };
@@ -201,7 +236,10 @@ export class SafetyLayer implements SafetyHook {
       return;
     }
     if (action.length !== this.n) {
-      throw new ResrtError(`setTeleop: action has ${action.length} entries, expected ${this.n}`, 'map the device axes onto the action dimensions first');
+      throw new ResrtError(
+        `setTeleop: action has ${action.length} entries, expected ${this.n}`,
+        'map the device axes onto the action dimensions first',
+      );
     }
     for (let i = 0; i < this.n; i++) this.teleop[i] = action[i];
     this.teleopSet = true;
@@ -250,12 +288,19 @@ export class SafetyLayer implements SafetyHook {
     }
   }
 
-  private tick(proposed: Float32Array | null, ctx: SafetyContext, out: Float32Array, now: number): SafetyFilterResult {
+  private tick(
+    proposed: Float32Array | null,
+    ctx: SafetyContext,
+    out: Float32Array,
+    now: number,
+  ): SafetyFilterResult {
     const n = this.n;
     this.ticks++;
     const bm = this.cfg.baseMask;
     if (bm !== null && bm.resample === 'step') {
-      this.baseMaskOn = this.rng.uniform() < maskProbability(bm.schedule, bm.schedule.unit === 'step' ? this.ticks - 1 : this.episode);
+      this.baseMaskOn =
+        this.rng.uniform() <
+        maskProbability(bm.schedule, bm.schedule.unit === 'step' ? this.ticks - 1 : this.episode);
     }
 
     if (this.estopped || this.faulted) return this.latchedTick(out, now);
@@ -384,9 +429,17 @@ export class SafetyLayer implements SafetyHook {
     // Under a latch the safe action goes out at once, bypassing the rate limits (docs/safety.md).
     this.emit(this.estopped ? 'estop-active' : 'fault-active', now);
     this.safeTarget(this.target);
-    for (let i = 0; i < this.n; i++) out[i] = f32Within(this.target[i], this.cfg.boxLow[i], this.cfg.boxHigh[i]);
+    for (let i = 0; i < this.n; i++)
+      out[i] = f32Within(this.target[i], this.cfg.boxLow[i], this.cfg.boxHigh[i]);
     this.commit(out, true);
-    return { action: out, events: this.tickEvents ?? NO_EVENTS, overridden: true, intervention: false, baseMasked: false, latched: true };
+    return {
+      action: out,
+      events: this.tickEvents ?? NO_EVENTS,
+      overridden: true,
+      intervention: false,
+      baseMasked: false,
+      latched: true,
+    };
   }
 
   private commit(out: Float32Array, atRest: boolean): void {
@@ -453,7 +506,10 @@ export class SafetyLayer implements SafetyHook {
 
   private checkVector(what: string, v: ArrayLike<number>): void {
     if (v == null || v.length !== this.n || !allFinite(v)) {
-      throw new ResrtError(`${what}: expected ${this.n} finite numbers`, 'pass one normalized value per action dimension');
+      throw new ResrtError(
+        `${what}: expected ${this.n} finite numbers`,
+        'pass one normalized value per action dimension',
+      );
     }
   }
 

@@ -96,7 +96,12 @@ export interface ProjectionScratch {
 }
 
 export function makeProjectionScratch(dim: number): ProjectionScratch {
-  return { lo: new Float64Array(dim), hi: new Float64Array(dim), levelLo: new Float64Array(LEVELS), levelHi: new Float64Array(LEVELS) };
+  return {
+    lo: new Float64Array(dim),
+    hi: new Float64Array(dim),
+    levelLo: new Float64Array(LEVELS),
+    levelHi: new Float64Array(LEVELS),
+  };
 }
 
 /** Priority levels, highest first: box, workspace, velocity & braking, acceleration, relevant, base. */

@@ -55,7 +55,14 @@ export class EpisodePlan {
     readonly vBase: number,
     /** Lower confidence bound on the exploring policy's success rate. */
     readonly vLow: number,
-    readonly params: { epsilon?: number; explore?: boolean; h?: number; rho?: number; horizon?: number; lambda?: number },
+    readonly params: {
+      epsilon?: number;
+      explore?: boolean;
+      h?: number;
+      rho?: number;
+      horizon?: number;
+      lambda?: number;
+    },
   ) {}
 
   weightAt(step: number): number {
@@ -93,7 +100,10 @@ export interface EpisodeRecord {
 function checkUnit(name: string, v: number, open: boolean): void {
   const ok = open ? v > 0 && v < 1 : v >= 0 && v <= 1;
   if (typeof v !== 'number' || !ok) {
-    throw new ResrtError(`mixing: ${name} = ${v} is outside ${open ? '(0, 1)' : '[0, 1]'}`, `pick ${name} such as 0.1`);
+    throw new ResrtError(
+      `mixing: ${name} = ${v} is outside ${open ? '(0, 1)' : '[0, 1]'}`,
+      `pick ${name} such as 0.1`,
+    );
   }
 }
 
@@ -126,7 +136,10 @@ export abstract class ConservativeMixer {
     this.bound = opts.bound ?? 'hoeffding';
     this.window = opts.window ?? 500;
     if (!Number.isInteger(this.window) || this.window < 1) {
-      throw new ResrtError(`mixing: window = ${this.window} is not a positive integer`, 'use e.g. 500 episodes');
+      throw new ResrtError(
+        `mixing: window = ${this.window} is not a positive integer`,
+        'use e.g. 500 episodes',
+      );
     }
     const b = opts.baseline;
     if ('value' in b) {
@@ -136,8 +149,17 @@ export abstract class ConservativeMixer {
       this.baseTrials = 0;
       this.learnBaseline = false;
     } else {
-      if (!(Number.isInteger(b.trials) && Number.isInteger(b.successes) && b.trials >= 0 && b.successes >= 0 && b.successes <= b.trials)) {
-        throw new ResrtError(`mixing: baseline ${b.successes}/${b.trials} is not a valid count`, 'give successes <= trials from the baseline evaluation');
+      if (!(
+        Number.isInteger(b.trials) &&
+        Number.isInteger(b.successes) &&
+        b.trials >= 0 &&
+        b.successes >= 0 &&
+        b.successes <= b.trials
+      )) {
+        throw new ResrtError(
+          `mixing: baseline ${b.successes}/${b.trials} is not a valid count`,
+          'give successes <= trials from the baseline evaluation',
+        );
       }
       this.known = null;
       this.baseSuccesses = b.successes;
@@ -183,7 +205,10 @@ export abstract class ConservativeMixer {
 
   beginEpisode(): EpisodePlan {
     if (this.open !== null) {
-      throw new ResrtError(`mixing: episode ${this.open.episode} is still open`, 'call endEpisode(success, plan) before beginEpisode()');
+      throw new ResrtError(
+        `mixing: episode ${this.open.episode} is still open`,
+        'call endEpisode(success, plan) before beginEpisode()',
+      );
     }
     const { share, vBase, vLow } = this.allowedShare();
     this.open = this.plan(this.nextEpisode++, share, vBase, vLow);
@@ -192,7 +217,10 @@ export abstract class ConservativeMixer {
 
   endEpisode(success: boolean, plan: EpisodePlan): EpisodeRecord {
     if (this.open === null || plan !== this.open) {
-      throw new ResrtError('mixing: endEpisode got a plan that is not the open episode', 'pass the plan beginEpisode() returned, once');
+      throw new ResrtError(
+        'mixing: endEpisode got a plan that is not the open episode',
+        'pass the plan beginEpisode() returned, once',
+      );
     }
     this.open = null;
     const s = plan.realizedShare;
@@ -272,7 +300,10 @@ export class StepMix extends ConservativeMixer {
     super(opts);
     const H = opts.horizon;
     if (H === undefined || !Number.isInteger(H) || H < 1) {
-      throw new ResrtError(`StepMix: horizon = ${String(H)} is not a positive integer`, 'pass the episode length in steps (env.maxEpisodeSteps)');
+      throw new ResrtError(
+        `StepMix: horizon = ${String(H)} is not a positive integer`,
+        'pass the episode length in steps (env.maxEpisodeSteps)',
+      );
     }
     this.horizon = H;
   }
@@ -286,7 +317,11 @@ export class StepMix extends ConservativeMixer {
       h = H;
       rho = 0;
     }
-    return new EpisodePlan(episode, this.mode, this.alpha, (h + rho) / H, vBase, vLow, { h, rho, horizon: H });
+    return new EpisodePlan(episode, this.mode, this.alpha, (h + rho) / H, vBase, vLow, {
+      h,
+      rho,
+      horizon: H,
+    });
   }
 }
 
