@@ -1,0 +1,178 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { relabelDemos, trainResidual, type TrainProgress } from '../src/residual/trainer.js';
+import type { ResidualConfig } from '../src/residual/config.js';
+import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
+import type { DemoSet } from '../src/sim/demos.js';
+import { ResrtError } from '../src/util/errors.js';
+import { BiasedBase, PointMassEnv } from './residual-pointmass.js';
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'resrt-train-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Small networks sized for a test on two shared cores. */
+const testConfig: Partial<ResidualConfig> = {
+  actorHidden: [64, 64],
+  criticHidden: [64, 64],
+  numCritics: 4,
+  batchSize: 128,
+  utd: 1,
+  learningStarts: 500,
+  criticWarmupSteps: 200,
+  actorLr: 1e-4,
+  criticLr: 3e-4,
+};
+
+describe('trainResidual', () => {
+  it('learns a residual that beats its biased base by ≥ 20 success points (seeded, in-process)', async () => {
+    const progress: TrainProgress[] = [];
+    const r = await trainResidual({
+      makeEnv: () => new PointMassEnv(),
+      base: new BiasedBase(),
+      steps: 2500,
+      outDir: join(dir, 'learn'),
+      seed: 1,
+      profile: 'cpu',
+      config: testConfig,
+      evalEpisodes: 100,
+      worker: false,
+      onProgress: (p) => progress.push(p),
+    });
+    const base = r.curve[0].successRate;
+    const final = r.curve[r.curve.length - 1].successRate;
+    expect(r.curve[0].envSteps).toBe(0);
+    expect(r.curve[r.curve.length - 1].envSteps).toBe(2500);
+    expect(base).toBeLessThan(0.5);
+    expect(final - base).toBeGreaterThanOrEqual(0.2);
+    expect(r.updates).toBe(200 + (2500 - 500));
+    expect(progress.some((p) => p.phase === 'training' && p.updates > 0)).toBe(true);
+    for (const f of [
+      'curves.csv',
+      'curves.jsonl',
+      'success.svg',
+      'residual.onnx',
+      'checkpoint.json',
+      'summary.json',
+    ])
+      expect(existsSync(join(dir, 'learn', f))).toBe(true);
+    const onnx = await OnnxPolicy.load(join(dir, 'learn', 'residual.onnx'), { residual: true });
+    const res = await onnx.residual(Float32Array.from([0, 0, 0.5, 0.5]), Float32Array.from([1, 1]));
+    expect(res.every((v) => Math.abs(v) <= 0.1 + 1e-6)).toBe(true);
+  }, 150_000);
+
+  it('runs the learner in a worker thread, then resumes the run from its checkpoint', async () => {
+    const out = join(dir, 'worker');
+    const opts = {
+      makeEnv: () => new PointMassEnv(),
+      base: new BiasedBase(),
+      outDir: out,
+      seed: 2,
+      profile: 'cpu' as const,
+      config: { ...testConfig, learningStarts: 200, criticWarmupSteps: 20, utd: 2 },
+      evalEpisodes: 20,
+      worker: true,
+    };
+    const first = await trainResidual({ ...opts, steps: 400 });
+    expect(first.envSteps).toBe(400);
+    expect(first.updates).toBe(20 + 200 * 2);
+    expect(readFileSync(join(out, 'curves.csv'), 'utf8').split('\n')[0]).toContain('envSteps,updates');
+
+    await expect(trainResidual({ ...opts, steps: 600 })).rejects.toThrow(/--resume/);
+
+    const second = await trainResidual({ ...opts, steps: 600, resume: true });
+    expect(second.resumedFrom).toBe(400);
+    expect(second.envSteps).toBe(600);
+    expect(second.updates).toBe(20 + 400 * 2);
+    expect(second.curve.length).toBeGreaterThan(first.curve.length);
+    expect(second.curve[0]).toEqual(first.curve[0]);
+  }, 120_000);
+
+  it('rejects a base or demonstrations that do not fit the environment, saying how to fix it', async () => {
+    const wrongBase = { actionDim: 3, act: () => new Float32Array(3) };
+    await expect(
+      trainResidual({
+        makeEnv: () => new PointMassEnv(),
+        base: wrongBase,
+        steps: 10,
+        outDir: join(dir, 'bad1'),
+        worker: false,
+      }),
+    ).rejects.toThrow(/base policy outputs 3 action dims but the environment point-mass takes 2/);
+    const demos: DemoSet = {
+      header: {
+        format: 'resrt-demos',
+        version: 1,
+        task: 'other',
+        obsDim: 6,
+        actionDim: 2,
+        obsNames: [],
+        actionNames: [],
+        controlDt: 0.1,
+        createdAt: '',
+        source: 'test',
+      },
+      episodes: [],
+      tornTail: false,
+    };
+    const err = await trainResidual({
+      makeEnv: () => new PointMassEnv(),
+      base: new BiasedBase(),
+      demos,
+      steps: 10,
+      outDir: join(dir, 'bad2'),
+      worker: false,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ResrtError);
+    expect((err as ResrtError).hint).toMatch(/resrt collect/);
+  });
+
+  it('relabels demonstrations with the base action and keeps the executed demo action', async () => {
+    const base = new BiasedBase();
+    const obs = [
+      Float32Array.from([0, 0, 0.5, 0]),
+      Float32Array.from([0.1, 0, 0.5, 0]),
+      Float32Array.from([0.2, 0, 0.5, 0]),
+    ];
+    const actions = [Float32Array.from([1, 0]), Float32Array.from([0.9, 0])];
+    const demos: DemoSet = {
+      header: {
+        format: 'resrt-demos',
+        version: 1,
+        task: 'point-mass',
+        obsDim: 4,
+        actionDim: 2,
+        obsNames: [],
+        actionNames: [],
+        controlDt: 0.1,
+        createdAt: '',
+        source: 'test',
+      },
+      episodes: [
+        {
+          episode: 0,
+          seed: 0,
+          success: true,
+          terminated: true,
+          truncated: false,
+          obs,
+          actions,
+          rewards: [0, 1],
+        },
+      ],
+      tornTail: false,
+    };
+    const steps = await relabelDemos(demos, base, 2);
+    expect(steps).toHaveLength(2);
+    expect(Array.from(steps[0].baseAction)).toEqual(Array.from(base.act(obs[0])));
+    expect(Array.from(steps[1].baseAction)).toEqual(Array.from(base.act(obs[1])));
+    expect(Array.from(steps[0].nextBaseAction)).toEqual(Array.from(base.act(obs[1])));
+    expect(Array.from(steps[0].action)).toEqual([1, 0]);
+    expect(steps[1].terminated).toBe(true);
+    expect(Array.from(steps[1].nextBaseAction)).toEqual([0, 0]);
+  });
+});
