@@ -1,6 +1,7 @@
 /** The `resrt` command line. Each command lives beside its peers in src/cli/. */
 import { Command, CommanderError } from 'commander';
 import { registerSimCommands, evaluateOnTask, builtInPolicy, evalJson } from './cli/sim-commands.js';
+import { loadComposedPolicy, registerPolicyCommands } from './cli/policy-commands.js';
 import { formatTable, parseIntArg, pct, printJson } from './cli/common.js';
 import { loadTask } from './sim/registry.js';
 import { MujocoEnv } from './sim/env.js';
@@ -17,50 +18,41 @@ export function buildProgram(): Command {
     .exitOverride();
 
   registerSimCommands(program);
+  registerPolicyCommands(program);
 
   program
     .command('eval')
     .description('success rate of a policy on a simulated task, with a 95% confidence interval')
     .requiredOption('--task <name|path>', 'built-in task name or path to a task module')
-    .option('--policy <kind>', 'expert | random', 'expert')
+    .option('--policy <kind>', 'expert | random (ignored with --base)', 'expert')
+    .option('--base <file.onnx>', 'evaluate this ONNX base policy')
+    .option('--residual <file.onnx>', 'with --base: add this ONNX residual')
     .option('--episodes <n>', 'number of episodes', parseIntArg('--episodes'), 100)
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 1_000_000)
     .option('--plot <file.svg>', 'draw the first episodes top-down')
     .option('--json', 'print one JSON object')
-    .action(
-      async (opts: {
-        task: string;
-        policy: string;
-        episodes: number;
-        seed: number;
-        plot?: string;
-        json?: boolean;
-      }) => {
-        const task = await loadTask(opts.task);
-        const probe = await MujocoEnv.create(task);
-        const actionDim = probe.actionSpace.dim;
-        probe.close();
-        const policy = await builtInPolicy(opts.policy, task, actionDim, opts.seed);
-        const r = await evaluateOnTask(task, policy, { ...opts, label: opts.policy, quiet: opts.json });
-        if (opts.json) return printJson(evalJson(task.name, opts.policy, r, opts.seed));
-        console.log(
-          formatTable(
-            ['task', 'policy', 'episodes', 'success', '95% CI', 'mean steps'],
-            [
-              [
-                task.name,
-                opts.policy,
-                r.episodes,
-                pct(r.successRate),
-                `${pct(r.ci95.low)}–${pct(r.ci95.high)}`,
-                r.meanSteps.toFixed(1),
-              ],
-            ],
-          ),
-        );
-        if (opts.plot) console.log(`trajectories drawn to ${opts.plot}`);
-      },
-    );
+    .action(async (opts: EvalCliOptions) => {
+      if (opts.residual && !opts.base) {
+        throw new ResrtError('--residual needs --base', 'pass the base policy the residual was trained on');
+      }
+      const task = await loadTask(opts.task);
+      const probe = await MujocoEnv.create(task);
+      const policy = opts.base
+        ? await loadComposedPolicy(probe, opts.base, opts.residual)
+        : await builtInPolicy(opts.policy, task, probe.actionSpace.dim, opts.seed);
+      probe.close();
+      const label = opts.base ? (opts.residual ? 'base+residual' : 'base') : opts.policy;
+      const r = await evaluateOnTask(task, policy, { ...opts, label, quiet: opts.json });
+      if (opts.json) return printJson(evalJson(task.name, label, r, opts.seed));
+      const ci = `${pct(r.ci95.low)}–${pct(r.ci95.high)}`;
+      console.log(
+        formatTable(
+          ['task', 'policy', 'episodes', 'success', '95% CI', 'mean steps'],
+          [[task.name, label, r.episodes, pct(r.successRate), ci, r.meanSteps.toFixed(1)]],
+        ),
+      );
+      if (opts.plot) console.log(`trajectories drawn to ${opts.plot}`);
+    });
 
   program
     .command('demo')
@@ -86,6 +78,17 @@ export function buildProgram(): Command {
     });
 
   return program;
+}
+
+interface EvalCliOptions {
+  task: string;
+  policy: string;
+  base?: string;
+  residual?: string;
+  episodes: number;
+  seed: number;
+  plot?: string;
+  json?: boolean;
 }
 
 export async function main(argv: string[]): Promise<void> {
