@@ -295,6 +295,27 @@ describe('guards, latches and interventions', () => {
     sub.unsubscribe();
   });
 
+  it('a reset without a latch leaves the rate limiter alone; a latch ends an intervention', () => {
+    let now = 0;
+    const layer = new SafetyLayer(
+      parseSafetyConfig({ actionDim: 1, rate: { maxDelta: 0.1, maxAccel: 0.01 } }),
+      {
+        clock: () => now,
+      },
+    );
+    layer.prime([-0.5], [0.05]);
+    expect(layer.reset(now)).toEqual({ ok: true });
+    // Still moving at 0.05 per tick: stopping dead would break the acceleration limit.
+    expect(layer.filter(f32(-0.5), ctx()).action[0]).toBeCloseTo(-0.5 + 0.04, 6);
+    layer.setTeleop([0.9], now);
+    expect(layer.filter(null, ctx()).intervention).toBe(true);
+    layer.estop('cli-key');
+    const d = layer.filter(null, ctx());
+    expect(d.intervention).toBe(false);
+    expect(d.events.map((e) => e.kind)).toEqual(['intervention-end', 'estop-active']);
+    expect(layer.state.intervention).toBe(false);
+  });
+
   it('teleop above the threshold replaces the policy, goes through the masks but not the base mask, and marks the tick', () => {
     let now = 0;
     const layer = new SafetyLayer(

@@ -15,6 +15,7 @@ import {
   resolveSafetyConfig,
   type ResolvedSafetyConfig,
   type SafetyConfig,
+  type SafetyConfigInput,
 } from './config.js';
 import { maskProbability } from './epsilon.js';
 import type { ResetResult, SafetyEventKind, SafetyFilterResult, SafetyState } from './events.js';
@@ -105,7 +106,8 @@ export class SafetyLayer implements SafetyHook {
   private tickEvents: SafetyEvent[] | null = null;
   private inTick = false;
 
-  constructor(config: SafetyConfig, options: SafetyLayerOptions = {}) {
+  /** Takes a parsed config or the raw JSON object; either way it is validated again here. */
+  constructor(config: SafetyConfigInput, options: SafetyLayerOptions = {}) {
     this.config = parseSafetyConfig(config);
     this.cfg = resolveSafetyConfig(this.config);
     const n = (this.n = this.cfg.dim);
@@ -220,9 +222,12 @@ export class SafetyLayer implements SafetyHook {
     this.faulted = false;
     this.faultReason = null;
     this.misses = 0;
-    // A latch held the actuators still: restart the rate limiter from rest.
-    this.vel.fill(0);
-    if (was) this.emit('reset', now);
+    if (was) {
+      // A latch held the actuators still: restart the rate limiter from rest. Without a latch the
+      // robot may be moving, and zeroing the velocity would let the next tick exceed maxAccel.
+      this.vel.fill(0);
+      this.emit('reset', now);
+    }
     return { ok: true };
   }
 
@@ -427,6 +432,10 @@ export class SafetyLayer implements SafetyHook {
 
   private latchedTick(out: Float32Array, now: number): SafetyFilterResult {
     // Under a latch the safe action goes out at once, bypassing the rate limits (docs/safety.md).
+    if (this.intervening) {
+      this.intervening = false;
+      this.emit('intervention-end', now);
+    }
     this.emit(this.estopped ? 'estop-active' : 'fault-active', now);
     this.safeTarget(this.target);
     for (let i = 0; i < this.n; i++)
