@@ -296,7 +296,7 @@ describe('guards, latches and interventions', () => {
   });
 
   it('a reset without a latch leaves the rate limiter alone; a latch ends an intervention', () => {
-    let now = 0;
+    const now = 0;
     const layer = new SafetyLayer(
       parseSafetyConfig({ actionDim: 1, rate: { maxDelta: 0.1, maxAccel: 0.01 } }),
       {
