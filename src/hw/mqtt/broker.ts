@@ -30,6 +30,7 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions = {}): 
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     sockets.add(socket);
+    socket.setNoDelay(true); // small, latency-bound packets (see connection.ts)
     socket.on('close', () => sockets.delete(socket));
     broker.handle(socket);
   });
@@ -127,6 +128,7 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Ru
     [
       `listener ${port} ${host}`,
       'allow_anonymous true',
+      'set_tcp_nodelay true',
       'persistence false',
       'log_dest stderr',
       'log_type error',

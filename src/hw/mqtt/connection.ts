@@ -98,6 +98,15 @@ function attemptConnect(
   });
 }
 
+/**
+ * Commands and states are small and latency-bound: without TCP_NODELAY, Nagle's algorithm meets
+ * delayed ACKs and adds ~40 ms to a share of them. mqtt.js does not set it, so we do, per connection.
+ */
+function noDelay(client: MqttClient): void {
+  const stream = client.stream as unknown as { setNoDelay?: (on: boolean) => void };
+  stream.setNoDelay?.(true);
+}
+
 export class MqttLink {
   private upHandlers: (() => void)[] = [];
   private downHandlers: (() => void)[] = [];
@@ -116,7 +125,9 @@ export class MqttLink {
     client.on('error', () => {
       // Errors surface as 'close'; the reconnect loop handles them.
     });
+    noDelay(client);
     client.on('connect', () => {
+      noDelay(client);
       this.attempt = 0;
       if (!this.wasUp) this.reconnectCount++;
       this.wasUp = true;

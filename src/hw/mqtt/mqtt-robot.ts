@@ -54,7 +54,7 @@ export class MqttRobot implements Robot {
   private readonly statusSubject = new BehaviorSubject<LinkStatus>('connecting');
   readonly state$: Observable<RobotState> = this.stateSubject.asObservable();
   readonly status$: Observable<LinkStatus>;
-  private readonly session = randomBytes(4).readUInt32LE(0) || 1;
+  private session = newSession();
   private seq = 0;
   private readonly sentSeq = new Uint32Array(SENT_RING);
   private readonly sentAt = new Float64Array(SENT_RING);
@@ -204,6 +204,14 @@ export class MqttRobot implements Robot {
     return this.statusSubject.value;
   }
 
+  /** Sequence of the last command sent, and of the last one a state reported applied (this session). */
+  get lastSentSeq(): number {
+    return this.seq;
+  }
+  get lastAppliedSeq(): number {
+    return this.lastEchoedSeq;
+  }
+
   /** The device reported a latched e-stop in its retained status. */
   get faulted(): boolean {
     return this.deviceFaulted;
@@ -230,7 +238,13 @@ export class MqttRobot implements Robot {
         return false;
       }
     }
-    this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1;
+    if (this.seq >= 0xffffffff) {
+      // Sequences never wrap inside a session (the device would take 1 for a straggler): start a new one.
+      this.session = newSession();
+      this.seq = 0;
+      this.lastEchoedSeq = 0;
+    }
+    this.seq++;
     const payload = encodeCommand({
       session: this.session,
       seq: this.seq,
@@ -316,6 +330,10 @@ export class MqttRobot implements Robot {
     this.statusSubject.complete();
     this.stateSubject.complete();
   }
+}
+
+function newSession(): number {
+  return randomBytes(4).readUInt32LE(0) || 1;
 }
 
 async function readRetainedCapabilities(
