@@ -30,9 +30,80 @@ function uniform(rng: Rng, n: number, limit: number): Float32Array {
   return out;
 }
 
-function layerNorm(tf: Tf, x: tfjs.Tensor, gamma: tfjs.Tensor, beta: tfjs.Tensor): tfjs.Tensor {
-  const { mean, variance } = tf.moments(x, -1, true);
-  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, LAYER_NORM_EPS))), gamma), beta);
+function swapLast(tf: Tf, x: tfjs.Tensor): tfjs.Tensor {
+  const r = x.rank;
+  const perm = [...Array(r).keys()];
+  perm[r - 2] = r - 1;
+  perm[r - 1] = r - 2;
+  return tf.transpose(x, perm);
+}
+
+/**
+ * One hidden or output layer, a = act(LN(x·W + b)·γ + β), as a single tape entry with a
+ * hand-written gradient. tfjs's generic gradients for this chain cost ~25 small kernels per layer
+ * (moments, broadcasts, casts, identities); this one needs two products and a handful of
+ * reductions. Works for a plain layer (x [B,in], W [in,out], b [out]) and for an ensemble layer
+ * (W [H,in,out], b/γ/β [H,1,out]) fed either the shared input [B,in] or per-head [H,B,in].
+ */
+export function denseLayer(
+  tf: Tf,
+  x: tfjs.Tensor,
+  w: tfjs.Tensor,
+  b: tfjs.Tensor,
+  ln: { gamma: tfjs.Tensor; beta: tfjs.Tensor } | null,
+  relu: boolean,
+  /** Only the input gradient is wanted (the actor's loss through a frozen critic): skip dW. */
+  frozen = false,
+): tfjs.Tensor {
+  const heads = w.rank === 3;
+  // Sum over the batch axis, shaped like the bias.
+  const sumBatch = (t: tfjs.Tensor): tfjs.Tensor => (heads ? tf.sum(t, 1, true) : tf.sum(t, 0));
+  const inputs = ln ? [x, w, b, ln.gamma, ln.beta] : [x, w, b];
+  const op = tf.customGrad((...args: unknown[]) => {
+    const save = args[args.length - 1] as (ts: tfjs.Tensor[]) => void;
+    const [xi, wi, bi, gamma, beta] = args as tfjs.Tensor[];
+    const z = tf.add(tf.matMul(xi, wi), bi);
+    let y = z;
+    let u: tfjs.Tensor | null = null;
+    let rstd: tfjs.Tensor | null = null;
+    if (ln) {
+      const mean = tf.mean(z, -1, true);
+      const zc = tf.sub(z, mean);
+      rstd = tf.rsqrt(tf.add(tf.mean(tf.square(zc), -1, true), LAYER_NORM_EPS));
+      u = tf.mul(zc, rstd);
+      y = tf.add(tf.mul(u, gamma), beta);
+    }
+    const a = relu ? tf.relu(y) : y;
+    save(ln ? [xi, wi, a, u as tfjs.Tensor, rstd as tfjs.Tensor, gamma] : [xi, wi, a]);
+    return {
+      value: a,
+      gradFunc: (dy: tfjs.Tensor | tfjs.Tensor[], saved: tfjs.Tensor[]) => {
+        const [xs, ws, as, us, rs, gs] = saved;
+        let g = dy as tfjs.Tensor;
+        if (relu) g = tf.mul(g, tf.step(as));
+        const grads: tfjs.Tensor[] = [];
+        let dz = g;
+        let dGamma: tfjs.Tensor | null = null;
+        let dBeta: tfjs.Tensor | null = null;
+        if (ln) {
+          dGamma = sumBatch(tf.mul(g, us));
+          dBeta = sumBatch(g);
+          const du = tf.mul(g, gs);
+          dz = tf.mul(
+            rs,
+            tf.sub(tf.sub(du, tf.mean(du, -1, true)), tf.mul(us, tf.mean(tf.mul(du, us), -1, true))),
+          );
+        }
+        let dx = tf.matMul(dz, swapLast(tf, ws));
+        if (heads && xs.rank === 2) dx = tf.sum(dx, 0);
+        const dw = frozen ? tf.zerosLike(ws) : tf.matMul(swapLast(tf, xs), dz);
+        grads.push(dx, dw, sumBatch(dz));
+        if (dGamma && dBeta) grads.push(dGamma, dBeta);
+        return grads;
+      },
+    };
+  });
+  return (op as (...t: tfjs.Tensor[]) => tfjs.Tensor)(...inputs);
 }
 
 /** Deterministic MLP: [B, in] → tanh(·) × scale on [B, out]. */
@@ -75,11 +146,9 @@ export class ActorNet {
     const tf = this.tf;
     let h = x;
     this.layers.forEach((layer, l) => {
-      h = tf.add(tf.matMul(h, layer.w), layer.b);
-      if (l + 1 < this.layers.length) {
-        if (layer.gamma && layer.beta) h = layerNorm(tf, h, layer.gamma, layer.beta);
-        h = tf.relu(h);
-      }
+      const hidden = l + 1 < this.layers.length;
+      const ln = hidden && layer.gamma && layer.beta ? { gamma: layer.gamma, beta: layer.beta } : null;
+      h = denseLayer(tf, h, layer.w, layer.b, ln, hidden);
     });
     return tf.mul(tf.tanh(h), this.scale) as tfjs.Tensor2D;
   }
@@ -152,15 +221,14 @@ export class CriticEnsemble {
     }
   }
 
-  apply(x: tfjs.Tensor): tfjs.Tensor2D {
+  /** `frozen`: the caller differentiates only with respect to x (skips the weight gradients). */
+  apply(x: tfjs.Tensor, frozen = false): tfjs.Tensor2D {
     const tf = this.tf;
     let h = x;
     this.layers.forEach((layer, l) => {
-      h = tf.add(tf.matMul(h, layer.w), layer.b);
-      if (l + 1 < this.layers.length) {
-        if (layer.gamma && layer.beta) h = layerNorm(tf, h, layer.gamma, layer.beta);
-        h = tf.relu(h);
-      }
+      const hidden = l + 1 < this.layers.length;
+      const ln = hidden && layer.gamma && layer.beta ? { gamma: layer.gamma, beta: layer.beta } : null;
+      h = denseLayer(tf, h, layer.w, layer.b, ln, hidden, frozen);
     });
     const [n, b] = h.shape;
     return tf.reshape(h, [n, b]) as tfjs.Tensor2D;

@@ -303,7 +303,7 @@ export class ResidualLearner {
       if (doActor) {
         const actor = tf.variableGrads(() => {
           const act = tf.clipByValue(tf.add(base, this.actor.apply(actorIn)), -1, 1);
-          const q = this.critic.apply(tf.concat([obsT, act], 1));
+          const q = this.critic.apply(tf.concat([obsT, act], 1), true);
           return tf.neg(tf.mean(q)) as tfjs.Scalar;
         }, this.actorVars.vars);
         actorLoss = actor.value.dataSync()[0];
