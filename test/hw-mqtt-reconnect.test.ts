@@ -132,5 +132,33 @@ for (const bc of cases) {
         await broker.close();
       }
     });
+
+    it('delivers an e-stop issued while the link was down once it is back', async () => {
+      if (bc.name === 'mosquitto' && !mosquitto) {
+        throw new Error(
+          'RESRT_REQUIRE_MOSQUITTO=1 but mosquitto is not installed (apt-get install mosquitto)',
+        );
+      }
+      let broker = await bc.start(0);
+      const url = `${broker.url}/estop-${bc.name}`;
+      const plant = new FollowerPlant({ joints: 2, rateHz: 100 });
+      const backoff = { initialMs: 50, maxMs: 200 };
+      const device = await serveMqttDevice(url, plant, { reconnectBackoffMs: backoff });
+      const robot = await MqttRobot.connect(url, { reconnectBackoffMs: backoff });
+      try {
+        await waitFor(() => robot.status === 'connected', 'the first connection');
+        await broker.close();
+        await waitFor(() => robot.status === 'lost' && !robot.brokerConnected, 'the broker link to drop');
+        robot.estop('pressed while the broker was down');
+        await expect(robot.resetFault()).rejects.toThrow(/link is down/);
+        broker = await bc.start(broker.port);
+        await waitFor(() => device.estopLatched, 'the queued e-stop to latch');
+        await waitFor(() => robot.status === 'connected' && robot.faulted, 'a faulted, connected robot');
+      } finally {
+        await robot.close();
+        await device.close();
+        await broker.close();
+      }
+    });
   });
 }

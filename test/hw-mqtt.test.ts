@@ -10,7 +10,7 @@ import {
 import { FollowerPlant } from '../src/hw/mqtt/follower-plant.js';
 import { serveMqttDevice, type MqttDeviceOptions } from '../src/hw/mqtt/mqtt-device.js';
 import { MqttRobot, type MqttRobotOptions } from '../src/hw/mqtt/mqtt-robot.js';
-import { encodeCommand } from '../src/hw/mqtt/payload.js';
+import { encodeCommand, encodeState } from '../src/hw/mqtt/payload.js';
 import { robotTopics } from '../src/hw/mqtt/topics.js';
 import type { LinkStatus, RobotState } from '../src/types.js';
 
@@ -190,6 +190,39 @@ for (const bc of cases) {
       );
       await waitFor(() => device.counters().rejected.malformed === 1, 'the malformed rejection');
       expect(applied).toHaveLength(0);
+    });
+
+    it('drops states that do not match the capabilities or carry non-finite values', async () => {
+      const { robot, robotId, device } = await setup({ rateHz: 5 });
+      const raw = await rawClient();
+      const seen: RobotState[] = [];
+      robot.state$.subscribe((s) => seen.push(s));
+      seen.length = 0; // the replayed latest one
+      const state = (joints: number, value: number) => ({
+        flags: 0,
+        seq: 1,
+        deviceTimeUs: 1,
+        lastCommandSession: 0,
+        lastCommandSeq: 0,
+        positions: new Float32Array(joints).fill(value),
+        velocities: new Float32Array(joints),
+        efforts: new Float32Array(joints),
+        sensors: Float32Array.of(0),
+      });
+      const topic = robotTopics(robotId).state;
+      const before = robot.counters().statesRejected;
+      await raw.publishAsync(topic, Buffer.from(encodeState(state(2, 0.5))));
+      const nan = Buffer.from(encodeState(state(3, 0.5)));
+      nan.writeFloatLE(NaN, 28);
+      await raw.publishAsync(topic, nan);
+      await raw.publishAsync(topic, Buffer.from(encodeState(state(3, 0.123))));
+      await waitFor(
+        () => seen.some((s) => Math.abs(s.positions[0] - 0.123) < 1e-6),
+        'the valid injected state',
+      );
+      expect(robot.counters().statesRejected - before).toBe(2);
+      expect(seen.every((s) => s.positions.length === 3 && s.positions.every(Number.isFinite))).toBe(true);
+      expect(device.counters().statesPublished).toBeGreaterThan(0);
     });
 
     it('latches an e-stop until a reset message', async () => {

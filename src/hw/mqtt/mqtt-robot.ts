@@ -199,6 +199,11 @@ export class MqttRobot implements Robot {
     else this.statusSubject.next('lost');
   }
 
+  /** Whether the connection to the broker is up (status may still be 'lost' for device reasons). */
+  get brokerConnected(): boolean {
+    return this.link.connected;
+  }
+
   /** The current link status (what status$ last said). */
   get status(): LinkStatus {
     return this.statusSubject.value;
