@@ -30,7 +30,12 @@ describe('resrt CLI', () => {
   it('eval --json prints one object with the success rate and its 95% interval', async () => {
     const r = await resrt('eval', '--task', 'reach', '--policy', 'expert', '--episodes', '20', '--json');
     expect(r.code).toBe(0);
-    const out = JSON.parse(r.stdout) as { task: string; episodes: number; success_rate: number; ci95: number[] };
+    const out = JSON.parse(r.stdout) as {
+      task: string;
+      episodes: number;
+      success_rate: number;
+      ci95: number[];
+    };
     expect(out.task).toBe('reach');
     expect(out.episodes).toBe(20);
     expect(out.success_rate).toBe(1);
@@ -57,15 +62,30 @@ describe('resrt CLI', () => {
     const bc = await resrt('bc', '--demos', demos, '--out', base, '--epochs', '15', '--hidden', '64,64');
     expect(bc.code).toBe(0);
     expect(bc.stdout).toMatch(/onnxruntime matches tfjs/);
-    const inspect = JSON.parse((await resrt('inspect', base, '--task', 'reach', '--json')).stdout) as { fits: boolean };
+    const inspect = JSON.parse((await resrt('inspect', base, '--task', 'reach', '--json')).stdout) as {
+      fits: boolean;
+    };
     expect(inspect.fits).toBe(true);
     const mismatch = await resrt('inspect', base, '--task', 'push', '--json');
     expect(JSON.parse(mismatch.stdout).fits).toBe(false);
-    const infer = JSON.parse((await resrt('infer', base, '--obs', JSON.stringify(new Array(10).fill(0.1)), '--json')).stdout) as {
+    const infer = JSON.parse(
+      (await resrt('infer', base, '--obs', JSON.stringify(new Array(10).fill(0.1)), '--json')).stdout,
+    ) as {
       actions: number[][];
     };
     expect(infer.actions[0]).toHaveLength(2);
-    const ev = await resrt('eval', '--task', 'reach', '--base', base, '--episodes', '30', '--plot', plot, '--json');
+    const ev = await resrt(
+      'eval',
+      '--task',
+      'reach',
+      '--base',
+      base,
+      '--episodes',
+      '30',
+      '--plot',
+      plot,
+      '--json',
+    );
     expect(ev.code).toBe(0);
     const out = JSON.parse(ev.stdout) as { policy: string; success_rate: number };
     expect(out.policy).toBe('base');
@@ -77,6 +97,6 @@ describe('resrt CLI', () => {
     // A base for another task is refused with the mismatch named.
     const wrong = await resrt('eval', '--task', 'push', '--base', base, '--episodes', '1');
     expect(wrong.code).toBe(1);
-    expect(wrong.stderr).toMatch(/2 action dims but the robot/task has 3/);
+    expect(wrong.stderr).toMatch(/2 action dims but the robot\/task has 3/);
   }, 240_000);
 });
