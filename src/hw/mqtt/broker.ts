@@ -7,6 +7,7 @@ import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
 import { Aedes } from 'aedes';
 import { ResrtError } from '../../util/errors.js';
 
@@ -22,18 +23,34 @@ export interface EmbeddedBrokerOptions {
   /** 0 picks a free port. */
   port?: number;
   host?: string;
+  /** Serve MQTT over TLS (mqtts://) with this PEM certificate and key. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Require this username and password from every client. */
+  credentials?: { username: string; password: string };
 }
 
 export async function startEmbeddedBroker(options: EmbeddedBrokerOptions = {}): Promise<RunningBroker> {
   const host = options.host ?? '127.0.0.1';
   const broker = await Aedes.createBroker({ drainTimeout: 5_000 });
+  const creds = options.credentials;
+  if (creds) {
+    broker.authenticate = (_client, username, password, done) => {
+      const ok =
+        username === creds.username && password !== undefined && password.toString() === creds.password;
+      if (ok) done(null, true);
+      else done(Object.assign(new Error('bad username or password'), { returnCode: 4 }), false);
+    };
+  }
   const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
+  const onSocket = (socket: Socket): void => {
     sockets.add(socket);
     socket.setNoDelay(true); // small, latency-bound packets (see connection.ts)
     socket.on('close', () => sockets.delete(socket));
     broker.handle(socket);
-  });
+  };
+  const server = options.tls
+    ? createTlsServer({ cert: options.tls.cert, key: options.tls.key }, onSocket)
+    : createServer(onSocket);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
       reject(
@@ -48,7 +65,7 @@ export async function startEmbeddedBroker(options: EmbeddedBrokerOptions = {}): 
   const port = (server.address() as AddressInfo).port;
   let closed = false;
   return {
-    url: `mqtt://${host}:${port}`,
+    url: `${options.tls ? 'mqtts' : 'mqtt'}://${host}:${port}`,
     port,
     async close() {
       if (closed) return;

@@ -60,6 +60,9 @@ function backoffOf(v: MqttLinkOptions['reconnectBackoffMs']): BackoffMs {
 // 3.1.1 return codes 4/5 and MQTT 5 reason codes 0x86/0x87: retrying will not help.
 const AUTH_REFUSALS = new Set<unknown>([4, 5, 134, 135]);
 
+// Node's TLS verification error codes: retrying cannot fix a certificate.
+const TLS_FAILURES = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/;
+
 /** True when a connect error says the broker does not speak the requested protocol level. */
 function isProtocolRefusal(err: Error & { code?: unknown }): boolean {
   // 3.1.1 CONNACK return code 1; MQTT 5 reason code 0x84 (132).
@@ -174,7 +177,14 @@ export class MqttLink {
           continue;
         }
         if (isProtocolRefusal(lastError)) break;
-        if (AUTH_REFUSALS.has((lastError as { code?: unknown }).code)) {
+        const code = (lastError as { code?: unknown }).code;
+        if (typeof code === 'string' && TLS_FAILURES.test(code)) {
+          throw new ResrtError(
+            `cannot connect to MQTT broker ${options.brokerUrl}: TLS verification failed (${code}): ${lastError.message}`,
+            "pass tls.ca with the CA that signed the broker's certificate, and connect by a name the certificate lists",
+          );
+        }
+        if (AUTH_REFUSALS.has(code)) {
           throw new ResrtError(
             `broker ${options.brokerUrl} refused the credentials: ${lastError.message}`,
             'check username/password (or client certificate) for this broker',
