@@ -1,0 +1,55 @@
+/**
+ * `resrt virtual-robot`: a MuJoCo task served over the serial protocol (a socat pseudo-terminal
+ * pair) or MQTT, with the robot config a client needs to drive it like real hardware.
+ */
+import type { AnyTask } from '../sim/registry.js';
+import { serveMqttDevice } from './mqtt/mqtt-device.js';
+import type { RobotConfig } from './robot-config.js';
+import { startVirtualSerialLink } from './serial/virtual-link.js';
+import { VirtualPlant, virtualRobotConfig } from './virtual-plant.js';
+
+export interface VirtualRobotOptions {
+  /** 'serial', or an MQTT broker URL (mqtt://host:port). */
+  transport: 'serial' | { brokerUrl: string; robotId?: string };
+  seed?: number;
+  resetDelayMs?: number;
+}
+
+export interface VirtualRobot {
+  plant: VirtualPlant;
+  /** What a client passes as --robot: serial:/dev/pts/N or mqtt://host:port/robot-id. */
+  robotUrl: string;
+  config: RobotConfig;
+  close(): Promise<void>;
+}
+
+export async function startVirtualRobot(task: AnyTask, options: VirtualRobotOptions): Promise<VirtualRobot> {
+  const plant = await VirtualPlant.create(task, { seed: options.seed, resetDelayMs: options.resetDelayMs });
+  if (options.transport === 'serial') {
+    // The serial device latches a watchdog fault; give the host time to pause between episodes
+    // (the scene resets itself after resetDelayMs) before it trips.
+    const link = await startVirtualSerialLink(plant, { watchdogMs: 1000 });
+    const robotUrl = `serial:${link.hostPath}`;
+    return {
+      plant,
+      robotUrl,
+      config: virtualRobotConfig(plant, robotUrl),
+      async close() {
+        await link.close();
+        plant.close();
+      },
+    };
+  }
+  const robotId = options.transport.robotId ?? `virtual-${task.name}`;
+  const robotUrl = `${options.transport.brokerUrl.replace(/\/$/, '')}/${robotId}`;
+  const device = await serveMqttDevice(robotUrl, plant, { watchdogMs: 250, stateOnCommand: true });
+  return {
+    plant,
+    robotUrl,
+    config: virtualRobotConfig(plant, robotUrl),
+    async close() {
+      await device.close();
+      plant.close();
+    },
+  };
+}
