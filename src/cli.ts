@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerSimCommands, evaluateOnTask, builtInPolicy, evalJson } from './cli/sim-commands.js';
 import { loadComposedPolicy, registerPolicyCommands } from './cli/policy-commands.js';
+import { registerTrainCommands } from './cli/train-commands.js';
 import { formatTable, parseIntArg, pct, printJson } from './cli/common.js';
 import { loadTask } from './sim/registry.js';
 import { MujocoEnv } from './sim/env.js';
@@ -54,28 +55,7 @@ export function buildProgram(): Command {
       if (opts.plot) console.log(`trajectories drawn to ${opts.plot}`);
     });
 
-  program
-    .command('demo')
-    .description('the main job on the built-in simulator: scripted expert vs random policy')
-    .option('--task <name>', 'task', 'push')
-    .option('--episodes <n>', 'episodes per policy', parseIntArg('--episodes'), 50)
-    .action(async (opts: { task: string; episodes: number }) => {
-      const task = await loadTask(opts.task);
-      const probe = await MujocoEnv.create(task);
-      const actionDim = probe.actionSpace.dim;
-      probe.close();
-      const rows: (string | number)[][] = [];
-      for (const kind of ['expert', 'random']) {
-        const r = await evaluateOnTask(task, await builtInPolicy(kind, task, actionDim, 0), {
-          episodes: opts.episodes,
-          seed: 1_000_000,
-          label: kind,
-        });
-        rows.push([kind, r.episodes, pct(r.successRate), `${pct(r.ci95.low)}–${pct(r.ci95.high)}`]);
-      }
-      console.log(`\nresrt demo on ${task.name}:`);
-      console.log(formatTable(['policy', 'episodes', 'success', '95% CI'], rows));
-    });
+  registerTrainCommands(program);
 
   return program;
 }

@@ -1,0 +1,293 @@
+/** `resrt train` and `resrt demo`: the residual learner from the command line. */
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { OnnxPolicy } from '../runtime/onnx-policy.js';
+import type { ProfileName, ResidualConfig } from '../residual/config.js';
+import { trainResidual, type TrainProgress, type TrainResult } from '../residual/trainer.js';
+import { saveBcPolicy, trainBc } from '../sim/bc.js';
+import { collectDemos } from '../sim/collect.js';
+import { readDemos } from '../sim/demos.js';
+import { MujocoEnv } from '../sim/env.js';
+import { loadTask, type AnyTask } from '../sim/registry.js';
+import { ResrtError } from '../util/errors.js';
+import { formatTable, parseIntArg, pct, progressBar, type Progress } from './common.js';
+import { loadComposedPolicy } from './policy-commands.js';
+import { demoNoiseFor, evaluateOnTask } from './sim-commands.js';
+
+export function registerTrainCommands(program: Command): void {
+  program
+    .command('train')
+    .description(
+      'learn a residual on top of a frozen ONNX base policy (TD3 with a critic ensemble, sparse reward)',
+    )
+    .requiredOption('--task <name|path>', 'built-in task name or path to a task module')
+    .requiredOption('--base <file.onnx>', 'the frozen base policy')
+    .option('--demos <file>', 'demonstrations for the offline buffer (sampled 50/50 with online data)')
+    .option('--steps <n>', 'environment steps', parseIntArg('--steps'), 50_000)
+    .option('--out <dir>', 'run folder: checkpoints, curves, residual.onnx', 'runs/residual')
+    .option('--resume', 'continue the run in --out from its last checkpoint')
+    .option('--profile <name>', 'auto | cpu | gpu (auto picks from the backend)', 'auto')
+    .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
+    .option('--eval-every <n>', 'evaluate every n environment steps', parseIntArg('--eval-every', 0), 5000)
+    .option('--eval-episodes <n>', 'episodes per evaluation', parseIntArg('--eval-episodes'), 100)
+    .option(
+      '--checkpoint-every <n>',
+      'checkpoint every n environment steps',
+      parseIntArg('--checkpoint-every', 0),
+      5000,
+    )
+    .option('--no-worker', 'run the learner in this thread (deterministic, one core)')
+    .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2')
+    .action(async (opts: TrainCliOptions) => {
+      const task = await loadTask(opts.task);
+      const result = await runResidualTraining(task, {
+        base: opts.base,
+        demos: opts.demos,
+        steps: opts.steps,
+        outDir: opts.out,
+        resume: opts.resume,
+        profile: opts.profile as ProfileName | 'auto',
+        seed: opts.seed,
+        evalEvery: opts.evalEvery,
+        evalEpisodes: opts.evalEpisodes,
+        checkpointEvery: opts.checkpointEvery,
+        worker: opts.worker,
+        config: parseOverrides(opts.set ?? []),
+      });
+      printTrainSummary(task.name, result);
+    });
+
+  program
+    .command('demo')
+    .description(
+      'the main job on the built-in simulator: collect demos → BC base → residual RL → before/after table',
+    )
+    .option('--task <name>', 'task', 'push')
+    .option('--out <dir>', 'working folder', 'runs/demo')
+    .option('--demo-episodes <n>', 'expert demonstrations to collect', parseIntArg('--demo-episodes'), 400)
+    .option('--bc-epochs <n>', 'BC epochs', parseIntArg('--bc-epochs'), 40)
+    .option('--steps <n>', 'residual RL environment steps', parseIntArg('--steps'), 20_000)
+    .option(
+      '--eval-episodes <n>',
+      'episodes for the before/after evaluation',
+      parseIntArg('--eval-episodes'),
+      200,
+    )
+    .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
+    .action(async (opts: DemoCliOptions) => {
+      await runDemo(opts);
+    });
+}
+
+interface TrainCliOptions {
+  task: string;
+  base: string;
+  demos?: string;
+  steps: number;
+  out: string;
+  resume?: boolean;
+  profile: string;
+  seed: number;
+  evalEvery: number;
+  evalEpisodes: number;
+  checkpointEvery: number;
+  worker: boolean;
+  set?: string[];
+}
+
+interface DemoCliOptions {
+  task: string;
+  out: string;
+  demoEpisodes: number;
+  bcEpochs: number;
+  steps: number;
+  evalEpisodes: number;
+  seed: number;
+}
+
+function parseOverrides(pairs: string[]): Partial<ResidualConfig> {
+  const out: Record<string, unknown> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new ResrtError(`--set ${pair} is not key=value`, 'e.g. --set actorLr=3e-4');
+    const key = pair.slice(0, eq);
+    const raw = pair.slice(eq + 1);
+    let value: unknown;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      throw new ResrtError(
+        `--set ${key}: ${raw} is not a number, boolean or JSON array`,
+        'e.g. --set criticHidden=[128,128]',
+      );
+    }
+    out[key] = value;
+  }
+  return out as Partial<ResidualConfig>;
+}
+
+export interface ResidualTrainingOptions {
+  base: string;
+  demos?: string;
+  steps: number;
+  outDir: string;
+  resume?: boolean;
+  profile?: ProfileName | 'auto';
+  seed?: number;
+  evalEvery?: number;
+  evalEpisodes?: number;
+  checkpointEvery?: number;
+  worker?: boolean;
+  config?: Partial<ResidualConfig>;
+  quiet?: boolean;
+}
+
+export async function runResidualTraining(task: AnyTask, o: ResidualTrainingOptions): Promise<TrainResult> {
+  const probe = await MujocoEnv.create(task);
+  const dims = { expectObsDim: probe.observationSpace.dim, expectActionDim: probe.actionSpace.dim };
+  probe.close();
+  const base = await OnnxPolicy.load(o.base, dims);
+  const demos = o.demos ? readDemos(o.demos) : undefined;
+  let bar: Progress | null = null;
+  const log = o.quiet ? (): void => {} : (line: string): void => console.log(line);
+  try {
+    return await trainResidual({
+      makeEnv: () => MujocoEnv.create(task),
+      base,
+      demos,
+      steps: o.steps,
+      outDir: o.outDir,
+      resume: o.resume,
+      seed: o.seed,
+      profile: o.profile,
+      config: o.config,
+      evalEvery: o.evalEvery,
+      evalEpisodes: o.evalEpisodes,
+      checkpointEvery: o.checkpointEvery,
+      worker: o.worker,
+      taskName: task.name,
+      log,
+      onProgress: (p: TrainProgress) => {
+        bar ??= progressBar(
+          'train',
+          o.steps,
+          '{phase} eval {evalSuccess} train {trainSuccess} Q {q} {ups} upd/s',
+        );
+        bar.update(p.envSteps, {
+          phase: p.phase,
+          evalSuccess: p.evalSuccessRate === null ? '-' : pct(p.evalSuccessRate),
+          trainSuccess: p.trainSuccessRate === null ? '-' : pct(p.trainSuccessRate),
+          q: p.qMean === null ? '-' : p.qMean.toFixed(3),
+          ups: p.updatesPerSec.toFixed(1),
+        });
+      },
+    });
+  } finally {
+    (bar as Progress | null)?.stop();
+    await base.close();
+  }
+}
+
+function printTrainSummary(task: string, r: TrainResult): void {
+  console.log(`\nresidual on ${task}: profile ${r.profile} (${r.profileReason}), backend ${r.backend}`);
+  const rows: (string | number)[][] = [];
+  if (r.baseEval) rows.push(['base alone (step 0)', pct(r.baseEval.successRate), ci(r.baseEval.ci95)]);
+  if (r.finalEval)
+    rows.push([`base + residual (step ${r.envSteps})`, pct(r.finalEval.successRate), ci(r.finalEval.ci95)]);
+  console.log(formatTable(['policy', 'success', '95% CI'], rows));
+  console.log(
+    `${r.envSteps} env steps, ${r.updates} updates, ${r.wallSeconds.toFixed(0)} s; residual written to ${r.onnxPath}`,
+  );
+}
+
+function ci(i: { low: number; high: number }): string {
+  return `${pct(i.low)}–${pct(i.high)}`;
+}
+
+async function runDemo(opts: DemoCliOptions): Promise<void> {
+  const task = await loadTask(opts.task);
+  const started = performance.now();
+  mkdirSync(opts.out, { recursive: true });
+  const demosPath = join(opts.out, `${task.name}-demos.jsonl`);
+  const basePath = join(opts.out, `${task.name}-base.onnx`);
+  const runDir = join(opts.out, `${task.name}-residual`);
+  // The demo always starts from scratch so that its numbers mean what they say.
+  for (const p of [demosPath, basePath]) if (existsSync(p)) rmSync(p);
+  rmSync(runDir, { recursive: true, force: true });
+
+  console.log(`resrt demo on ${task.name}: ${task.description}\n`);
+  console.log(`1/4 collecting ${opts.demoEpisodes} scripted-expert demonstrations with human-like noise`);
+  const bar = progressBar('collect', opts.demoEpisodes);
+  const collected = await collectDemos({
+    task,
+    episodes: opts.demoEpisodes,
+    out: demosPath,
+    seed: opts.seed,
+    noise: demoNoiseFor(task, {}),
+    onEpisode: (n) => bar.update(n),
+  });
+  bar.stop();
+  console.log(
+    `    ${collected.successes}/${collected.episodes} demonstrations succeeded (${collected.steps} steps)`,
+  );
+
+  console.log(
+    `2/4 behavior cloning a 2x256 MLP base policy (${opts.bcEpochs} epochs) and exporting it to ONNX`,
+  );
+  const bcBar = progressBar('bc', opts.bcEpochs, 'loss {loss}');
+  const bc = await trainBc(readDemos(demosPath), { epochs: opts.bcEpochs, seed: opts.seed }, (p) =>
+    bcBar.update(p.epoch, { loss: p.trainLoss.toExponential(2) }),
+  );
+  bcBar.stop();
+  saveBcPolicy(bc, basePath);
+  console.log(
+    `    ${basePath} (backend ${bc.backend}, onnxruntime matches tfjs to ${bc.exportMaxAbsError.toExponential(1)})`,
+  );
+
+  console.log(
+    `3/4 residual RL on top of the frozen base: ${opts.steps} environment steps, sparse binary reward`,
+  );
+  const result = await runResidualTraining(task, {
+    base: basePath,
+    demos: demosPath,
+    steps: opts.steps,
+    outDir: runDir,
+    seed: opts.seed,
+    evalEvery: 0,
+    evalEpisodes: 20,
+    checkpointEvery: 5000,
+  });
+
+  console.log(`4/4 evaluating base and base + residual on the same ${opts.evalEpisodes} held-out episodes`);
+  const evalSeed = 1_000_000;
+  const probe = await MujocoEnv.create(task);
+  const before = await evaluateOnTask(task, await loadComposedPolicy(probe, basePath), {
+    episodes: opts.evalEpisodes,
+    seed: evalSeed,
+    label: 'base',
+  });
+  const after = await evaluateOnTask(task, await loadComposedPolicy(probe, basePath, result.onnxPath), {
+    episodes: opts.evalEpisodes,
+    seed: evalSeed,
+    label: 'base+residual',
+  });
+  probe.close();
+  const minutes = (performance.now() - started) / 60_000;
+  console.log(
+    `\nresrt demo: ${task.name}, ${opts.evalEpisodes} evaluation episodes each (seeds ${evalSeed}…)`,
+  );
+  console.log(
+    formatTable(
+      ['policy', 'success', '95% CI', 'mean steps'],
+      [
+        ['BC base (frozen ONNX)', pct(before.successRate), ci(before.ci95), before.meanSteps.toFixed(1)],
+        ['base + residual', pct(after.successRate), ci(after.ci95), after.meanSteps.toFixed(1)],
+      ],
+    ),
+  );
+  console.log(
+    `\nresidual: ${result.envSteps} env steps, ${result.updates} updates, profile ${result.profile}, backend ${result.backend}; ` +
+      `whole demo ${minutes.toFixed(1)} min. Files in ${opts.out}/`,
+  );
+}
