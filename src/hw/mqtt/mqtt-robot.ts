@@ -46,6 +46,8 @@ export interface MqttRobotCounters {
   commandToStateMs: Percentiles;
 }
 
+const ESTOP_REPEAT_MS = 100;
+
 // Remembered send times for the command→state latency; older ones are simply forgotten.
 const SENT_RING = 1024;
 
@@ -66,6 +68,8 @@ export class MqttRobot implements Robot {
   private deviceFaulted = false;
   private lastStateAt = -Infinity;
   private stateTimer: NodeJS.Timeout | null = null;
+  /** An e-stop the device has not yet reported latched, and when it was last published. */
+  private pendingEstop: { reason: string; lastSentAt: number } | null = null;
   private closed = false;
   private readonly resetWaiters = new Map<number, () => void>();
   private readonly counts = {
@@ -138,7 +142,10 @@ export class MqttRobot implements Robot {
     this.link.onUp(() => this.subscribe());
     this.link.onDown(() => this.updateStatus());
     const check = Math.max(10, Math.min(100, this.stateTimeoutMs / 4));
-    this.stateTimer = setInterval(() => this.updateStatus(), check);
+    this.stateTimer = setInterval(() => {
+      this.updateStatus();
+      this.repeatEstop();
+    }, check);
     this.stateTimer.unref();
   }
 
@@ -154,6 +161,7 @@ export class MqttRobot implements Robot {
     if (!status) return;
     this.deviceOnline = status.online;
     this.deviceFaulted = status.faulted ?? false;
+    if (this.deviceFaulted) this.pendingEstop = null;
     this.updateStatus();
   }
 
@@ -176,6 +184,8 @@ export class MqttRobot implements Robot {
       const slot = decoded.lastCommandSeq % SENT_RING;
       if (this.sentSeq[slot] === decoded.lastCommandSeq) this.latency.record(now - this.sentAt[slot]);
     }
+    const faulted = (decoded.flags & StateFlags.estopLatched) !== 0;
+    if (faulted) this.pendingEstop = null;
     this.stateSubject.next({
       deviceTimeUs: decoded.deviceTimeUs,
       receivedAtMs: now,
@@ -183,7 +193,7 @@ export class MqttRobot implements Robot {
       velocities: decoded.velocities,
       efforts: decoded.efforts,
       sensors: decoded.sensors,
-      faulted: (decoded.flags & StateFlags.estopLatched) !== 0,
+      faulted,
     });
     this.updateStatus();
   }
@@ -276,11 +286,26 @@ export class MqttRobot implements Robot {
     return true;
   }
 
+  /**
+   * Latches the device's e-stop. QoS 1 only reaches the broker: a device that is not subscribed at
+   * that moment (it is reconnecting after a broker restart) never sees it. So the e-stop is
+   * repeated every ~100 ms, across reconnects, until the device reports it latched.
+   */
   estop(reason: string): void {
     if (this.closed) return;
-    const payload = encodeEstop({ reason });
-    // QoS 1, and queued by the client while the link is down: a late e-stop still errs towards stopped.
-    this.link.client.publish(this.topics.estop, Buffer.from(payload), { qos: TOPIC_QOS.estop });
+    this.pendingEstop = { reason, lastSentAt: -Infinity };
+    this.repeatEstop();
+  }
+
+  private repeatEstop(): void {
+    const p = this.pendingEstop;
+    if (!p || this.closed || !this.link.connected) return;
+    const now = performance.now();
+    if (now - p.lastSentAt < ESTOP_REPEAT_MS) return;
+    p.lastSentAt = now;
+    this.link.client.publish(this.topics.estop, Buffer.from(encodeEstop({ reason: p.reason })), {
+      qos: TOPIC_QOS.estop,
+    });
   }
 
   resetFault(): Promise<void> {
@@ -293,6 +318,8 @@ export class MqttRobot implements Robot {
         ),
       );
     }
+    // A person decided to clear the fault: stop asserting an e-stop the device has not latched yet.
+    this.pendingEstop = null;
     const nonce = randomBytes(4).readUInt32LE(0);
     const timeoutMs = this.options.resetTimeoutMs ?? 3_000;
     return new Promise<void>((resolve, reject) => {
