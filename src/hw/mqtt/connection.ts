@@ -246,11 +246,13 @@ export class MqttLink {
   async close(beforeDisconnect?: () => Promise<void>): Promise<void> {
     if (this.closing) return;
     if (beforeDisconnect && this.client.connected) {
-      try {
-        await beforeDisconnect();
-      } catch {
-        // Best effort: the link is going away either way.
-      }
+      // Best effort and bounded: a broker that never acknowledges must not hang the shutdown.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        beforeDisconnect().catch(() => {}),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, 1_000))),
+      ]);
+      clearTimeout(timer);
     }
     this.closing = true;
     if (this.timer) clearTimeout(this.timer);
