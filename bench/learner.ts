@@ -114,6 +114,7 @@ async function main(): Promise<void> {
     .option('--seconds <s>', 'measuring time per row', '8')
     .option('--backend <b>', 'auto | wasm | cpu | tensorflow', 'auto')
     .option('--profiles <list>', 'comma-separated profiles', 'cpu,gpu')
+    .option('--set <json>', 'config overrides applied to every profile, e.g. \'{"numCritics":2}\'', '{}')
     .option('--json', 'one JSON object on stdout')
     .parse();
   const o = program.opts<{
@@ -122,8 +123,10 @@ async function main(): Promise<void> {
     seconds: string;
     backend: string;
     profiles: string;
+    set: string;
     json?: boolean;
   }>();
+  const overrides = JSON.parse(o.set) as Partial<ResidualConfig>;
   const obsDim = Number(o.obs);
   const actionDim = Number(o.act);
   const seconds = Number(o.seconds);
@@ -132,7 +135,7 @@ async function main(): Promise<void> {
   const gflops = matmulGflops(tf, 256, Math.min(3, seconds));
   const rows: Row[] = [];
   for (const profile of o.profiles.split(',') as ProfileName[]) {
-    const cfg = makeConfig(profile);
+    const cfg = makeConfig(profile, overrides);
     const ups = measureUpdates(tf, cfg, obsDim, actionDim, seconds);
     const flops = updateFlops(cfg, obsDim, actionDim);
     const ceiling = (gflops * 1e9) / flops;

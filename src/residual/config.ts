@@ -88,15 +88,17 @@ const gpuProfile: ResidualConfig = {
 };
 
 /**
- * Two cores, wasm: 4 heads instead of 10 and UTD 2 keep ~15 updates/s per env step budget while
- * REDQ still has a subset to draw from; a larger critic lr makes up for fewer updates.
+ * Two cores, wasm. On one wasm thread an update's cost is matmul FLOPs plus a fixed ~400 kernel
+ * launches, so heads and UTD are what cut wall-clock: 2 heads (TD3's clipped double Q; REDQ's
+ * subset is then both) and UTD 1 at 2×256 keep roughly one update per env step at tens of env
+ * steps per second; a larger critic lr makes up for fewer updates.
  */
 const cpuProfile: ResidualConfig = {
   ...gpuProfile,
   actorHidden: [256, 256],
   criticHidden: [256, 256],
-  numCritics: 4,
-  utd: 2,
+  numCritics: 2,
+  utd: 1,
   batchSize: 256,
   criticLr: 3e-4,
   actorLr: 1e-4,
@@ -112,7 +114,7 @@ export function profileFor(backend: { backend: string; gpu?: boolean }): { name:
   if (backend.gpu) return { name: 'gpu', why: `backend ${backend.backend} runs on a GPU` };
   return {
     name: 'cpu',
-    why: `backend ${backend.backend} runs on the CPU; the gpu profile (10 heads, UTD 4) would be ~5× slower per env step`,
+    why: `backend ${backend.backend} runs on the CPU, where the gpu profile (10 heads, UTD 4) costs ~10× more per env step`,
   };
 }
 

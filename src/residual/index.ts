@@ -23,4 +23,10 @@ export { ResidualLearner, DivergenceError, type UpdateStats, type LearnerDims } 
 export { readCheckpoint, writeCheckpoint, hasCheckpoint } from './checkpoint.js';
 export { writeCurves, successSvg, curvesCsv, type CurvePoint, type CurveSeries } from './curves.js';
 export { initTf, installFastMatMulGrad, type TfHandle, type BackendPreference } from '../util/tf-backend.js';
-export { trainResidualPpo, defaultPpoConfig, type PpoConfig, type PpoOptions, type PpoResult } from './ppo.js';
+export {
+  trainResidualPpo,
+  defaultPpoConfig,
+  type PpoConfig,
+  type PpoOptions,
+  type PpoResult,
+} from './ppo.js';
