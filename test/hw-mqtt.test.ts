@@ -145,6 +145,18 @@ for (const bc of cases) {
       expect(robot.counters().statesReceived).toBeGreaterThan(0);
     });
 
+    it('publishes states at the device rate', async () => {
+      const { robot, device } = await setup({ rateHz: 50 });
+      const before = robot.counters().statesReceived;
+      const published = device.counters().statesPublished;
+      await sleep(600);
+      const received = robot.counters().statesReceived - before;
+      // 50 Hz for 0.6 s = 30; wide margins for a loaded CI box (timers fire late, never early).
+      expect(received).toBeGreaterThanOrEqual(20);
+      expect(received).toBeLessThanOrEqual(36);
+      expect(device.counters().statesPublished - published).toBeLessThanOrEqual(36);
+    });
+
     it('never applies a command whose deadline has passed, nor one from the future', async () => {
       const { robotId, device, applied } = await setup();
       const raw = await rawClient();
