@@ -3,6 +3,9 @@ import { Command, CommanderError } from 'commander';
 import { registerSimCommands, evaluateOnTask, builtInPolicy, evalJson } from './cli/sim-commands.js';
 import { loadComposedPolicy, registerPolicyCommands } from './cli/policy-commands.js';
 import { registerTrainCommands } from './cli/train-commands.js';
+import { openRobotEnv, registerRobotCommands } from './cli/robot-commands.js';
+import { evaluatePolicy } from './runtime/evaluate.js';
+import type { AnyTask } from './sim/registry.js';
 import { formatTable, parseIntArg, pct, printJson } from './cli/common.js';
 import { loadTask } from './sim/registry.js';
 import { MujocoEnv } from './sim/env.js';
@@ -28,6 +31,12 @@ export function buildProgram(): Command {
     .option('--policy <kind>', 'expert | random (ignored with --base)', 'expert')
     .option('--base <file.onnx>', 'evaluate this ONNX base policy')
     .option('--residual <file.onnx>', 'with --base: add this ONNX residual')
+    .option(
+      '--robot <url>',
+      'evaluate on a robot (serial:/dev/ttyUSB0, mqtt://host:port/robot-id) instead of the simulator',
+    )
+    .option('--robot-config <file>', 'with --robot: the robot config file')
+    .option('--virtual', 'with --robot: a resrt virtual robot (it resets its own scene)')
     .option('--episodes <n>', 'number of episodes', parseIntArg('--episodes'), 100)
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 1_000_000)
     .option('--plot <file.svg>', 'draw the first episodes top-down')
@@ -37,6 +46,7 @@ export function buildProgram(): Command {
         throw new ResrtError('--residual needs --base', 'pass the base policy the residual was trained on');
       }
       const task = await loadTask(opts.task);
+      if (opts.robot) return evalOnRobot(task, opts);
       const probe = await MujocoEnv.create(task);
       const policy = opts.base
         ? await loadComposedPolicy(probe, opts.base, opts.residual)
@@ -56,11 +66,40 @@ export function buildProgram(): Command {
     });
 
   registerTrainCommands(program);
+  registerRobotCommands(program);
 
   return program;
 }
 
+async function evalOnRobot(task: AnyTask, opts: EvalCliOptions): Promise<void> {
+  if (!opts.robotConfig)
+    throw new ResrtError(
+      '--robot needs --robot-config FILE',
+      'write one (see docs/mqtt-topics.md) or use the file `resrt virtual-robot` wrote',
+    );
+  const env = await openRobotEnv(opts.robot!, opts.robotConfig, Boolean(opts.virtual));
+  try {
+    const policy = opts.base
+      ? await loadComposedPolicy(env, opts.base, opts.residual)
+      : await builtInPolicy(opts.policy, task, env.actionSpace.dim, opts.seed);
+    const label = opts.base ? (opts.residual ? 'base+residual' : 'base') : opts.policy;
+    const r = await evaluatePolicy(env, policy, { episodes: opts.episodes, seed: opts.seed });
+    if (opts.json) return printJson({ ...evalJson(task.name, label, r, opts.seed), robot: opts.robot });
+    console.log(
+      formatTable(
+        ['robot', 'policy', 'episodes', 'success', '95% CI'],
+        [[opts.robot!, label, r.episodes, pct(r.successRate), `${pct(r.ci95.low)}–${pct(r.ci95.high)}`]],
+      ),
+    );
+  } finally {
+    await env.close();
+  }
+}
+
 interface EvalCliOptions {
+  robot?: string;
+  robotConfig?: string;
+  virtual?: boolean;
   task: string;
   policy: string;
   base?: string;

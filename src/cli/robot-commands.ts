@@ -1,0 +1,92 @@
+/** `resrt virtual-robot`, and the hardware side of `eval`: robots as environments. */
+import { writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import type { Command } from 'commander';
+import { connectRobot, robotEnv } from '../hw/connect.js';
+import { startEmbeddedBroker } from '../hw/mqtt/broker.js';
+import { HardwareEnv } from '../hw/hardware-env.js';
+import { loadRobotConfig } from '../hw/robot-config.js';
+import { startVirtualRobot } from '../hw/virtual-robot.js';
+import { loadTask } from '../sim/registry.js';
+import type { Env } from '../types.js';
+import { ResrtError } from '../util/errors.js';
+import { parseIntArg } from './common.js';
+
+export function registerRobotCommands(program: Command): void {
+  program
+    .command('virtual-robot')
+    .description(
+      'serve a simulated task as a robot over the serial protocol or MQTT (the whole stack without hardware)',
+    )
+    .requiredOption('--task <name|path>', 'built-in task name or path to a task module')
+    .option('--serial', 'serve over a pseudo-terminal pair (needs socat)')
+    .option('--mqtt <url>', 'serve over this MQTT broker, e.g. mqtt://127.0.0.1:1883')
+    .option('--embedded-broker [port]', 'start an MQTT broker on 127.0.0.1 and serve over it')
+    .option('--robot-id <id>', 'MQTT robot id (default virtual-<task>)')
+    .option('--config-out <file>', 'write the robot config a client needs', 'virtual-robot.json')
+    .option('--seed <s>', 'first scene seed', parseIntArg('--seed', 0), 0)
+    .action(async (opts: VirtualCliOptions) => {
+      const modes = [opts.serial, opts.mqtt, opts.embeddedBroker].filter(Boolean).length;
+      if (modes !== 1)
+        throw new ResrtError('choose one transport', 'pass --serial, --mqtt URL or --embedded-broker');
+      const task = await loadTask(opts.task);
+      let closeBroker: (() => Promise<void>) | null = null;
+      let brokerUrl = opts.mqtt;
+      if (opts.embeddedBroker) {
+        const port = typeof opts.embeddedBroker === 'string' ? Number(opts.embeddedBroker) : 1883;
+        const broker = await startEmbeddedBroker({ port });
+        brokerUrl = broker.url;
+        closeBroker = () => broker.close();
+      }
+      const robot = await startVirtualRobot(task, {
+        transport: opts.serial ? 'serial' : { brokerUrl: brokerUrl!, robotId: opts.robotId },
+        seed: opts.seed,
+      });
+      writeFileSync(opts.configOut, JSON.stringify(robot.config, null, 2) + '\n');
+      console.log(`virtual robot for ${task.name} at ${robot.robotUrl}`);
+      console.log(`robot config written to ${opts.configOut}; try:`);
+      console.log(
+        `  npx resrt eval --task ${opts.task} --robot ${robot.robotUrl} --robot-config ${opts.configOut} --virtual --policy expert --episodes 10`,
+      );
+      console.log('Ctrl-C stops it.');
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await robot.close();
+      await closeBroker?.();
+    });
+}
+
+interface VirtualCliOptions {
+  task: string;
+  serial?: boolean;
+  mqtt?: string;
+  embeddedBroker?: boolean | string;
+  robotId?: string;
+  configOut: string;
+  seed: number;
+}
+
+/**
+ * A robot as an environment for eval/train. A resrt virtual robot resets its own scene; a real one
+ * asks the person at the terminal to reset the cell and press Enter.
+ */
+export async function openRobotEnv(robotUrl: string, configPath: string, virtual: boolean): Promise<Env> {
+  const config = loadRobotConfig(configPath);
+  const robot = await connectRobot(robotUrl, { actionNames: config.action.names });
+  if (virtual) {
+    const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
+    return robotEnv(robot, config, { virtualScene: { obsDim } });
+  }
+  const env: HardwareEnv = new HardwareEnv(robot, config, {
+    onResetPrompt: (message) => {
+      const rl = createInterface({ input: process.stdin, output: process.stderr });
+      rl.question(`${message} — press Enter when the cell is reset `, () => {
+        rl.close();
+        env.confirmReset();
+      });
+    },
+  });
+  return env;
+}
