@@ -92,6 +92,42 @@ describe('trainResidual', () => {
     expect(second.curve[0]).toEqual(first.curve[0]);
   }, 120_000);
 
+  it('resuming from a checkpoint at an episode end continues exactly like the uninterrupted run', async () => {
+    const common = {
+      makeEnv: () => new PointMassEnv(),
+      base: new BiasedBase(),
+      seed: 3,
+      profile: 'cpu' as const,
+      config: {
+        actorHidden: [32, 32],
+        criticHidden: [32, 32],
+        numCritics: 2,
+        batchSize: 64,
+        learningStarts: 100,
+        criticWarmupSteps: 20,
+        utd: 1,
+      },
+      worker: false,
+      evalEvery: 150,
+      evalEpisodes: 5,
+    };
+    const a = await trainResidual({ ...common, steps: 700, outDir: join(dir, 'exact-a') });
+    // Evaluation points fall on episode ends, where periodic checkpoints are taken.
+    const cut = a.curve.find((p) => p.envSteps >= 300)!.envSteps;
+    await trainResidual({ ...common, steps: cut, outDir: join(dir, 'exact-b') });
+    const b = await trainResidual({ ...common, steps: 700, outDir: join(dir, 'exact-b'), resume: true });
+    expect(b.resumedFrom).toBe(cut);
+    expect(b.updates).toBe(a.updates);
+    expect(b.curve.map((p) => [p.envSteps, p.successRate])).toEqual(
+      a.curve.map((p) => [p.envSteps, p.successRate]),
+    );
+    expect(
+      readFileSync(join(dir, 'exact-b', 'residual.onnx')).equals(
+        readFileSync(join(dir, 'exact-a', 'residual.onnx')),
+      ),
+    ).toBe(true);
+  }, 120_000);
+
   it('rejects a base or demonstrations that do not fit the environment, saying how to fix it', async () => {
     const wrongBase = { actionDim: 3, act: () => new Float32Array(3) };
     await expect(

@@ -73,6 +73,7 @@ export class LearnerHost {
   private allowed = 0;
   private last: UpdateStats | null = null;
   private lastPublishedAt = -1;
+  private lastPublished: PublishedPolicy | null = null;
   private windowStart = { t: performance.now(), updates: 0 };
   private rate = 0;
 
@@ -98,12 +99,18 @@ export class LearnerHost {
         online.restoreFrom(ck.online);
         online.markEpisodeBoundary();
         if (ck.demos && this.learner.replay.demos) this.learner.replay.demos.restoreFrom(ck.demos);
-        resumedTrainer = ck.trainer;
-        this.lastPublishedAt = this.learner.updates;
+        const saved = ck.trainer as SavedHostState;
+        resumedTrainer = saved.trainer;
+        // The actor continues with exactly the policy it was acting with at the checkpoint.
+        this.lastPublishedAt = saved.lastPublishedAt;
+        this.lastPublished = saved.published
+          ? { spec: specFromJson(saved.published.spec), version: saved.published.version }
+          : null;
       }
     }
     this.allowed = this.learner.updates;
-    this.publish();
+    if (this.lastPublished) this.emit({ type: 'policy', policy: this.lastPublished });
+    else this.publish();
     return { backend, description, resumedTrainer, updates: this.learner.updates };
   }
 
@@ -174,16 +181,24 @@ export class LearnerHost {
 
   publish(): void {
     this.lastPublishedAt = this.learner.updates;
-    this.emit({ type: 'policy', policy: { spec: this.policySpec(), version: this.learner.actorUpdates } });
+    this.lastPublished = { spec: this.policySpec(), version: this.learner.actorUpdates };
+    this.emit({ type: 'policy', policy: this.lastPublished });
   }
 
   checkpoint(trainer: unknown): { generation: number; bytes: number } {
     const l = this.learner;
+    const saved: SavedHostState = {
+      trainer,
+      lastPublishedAt: this.lastPublishedAt,
+      published: this.lastPublished
+        ? { spec: specToJson(this.lastPublished.spec), version: this.lastPublished.version }
+        : null,
+    };
     return writeCheckpoint(this.init.outDir, {
       learner: l.getState(),
       online: l.replay.online,
       demos: l.replay.demos,
-      trainer,
+      trainer: saved,
       meta: this.init.meta,
     });
   }
@@ -191,6 +206,28 @@ export class LearnerHost {
   dispose(): void {
     this.learner?.dispose();
   }
+}
+
+/** What the host adds to the trainer's state in a checkpoint. */
+interface SavedHostState {
+  trainer: unknown;
+  lastPublishedAt: number;
+  published: { spec: unknown; version: number } | null;
+}
+
+/** MlpPolicySpec with every Float32Array as a plain array (float32 values survive JSON exactly). */
+function specToJson(spec: MlpPolicySpec): unknown {
+  return JSON.parse(
+    JSON.stringify(spec, (_k, v: unknown) => (v instanceof Float32Array ? { f32: Array.from(v) } : v)),
+  );
+}
+
+function specFromJson(json: unknown): MlpPolicySpec {
+  return JSON.parse(JSON.stringify(json), (_k, v: unknown) =>
+    v && typeof v === 'object' && 'f32' in v && Array.isArray((v as { f32: unknown }).f32)
+      ? Float32Array.from((v as { f32: number[] }).f32)
+      : v,
+  ) as MlpPolicySpec;
 }
 
 function checkMeta(saved: Record<string, unknown>, now: Record<string, unknown>, outDir: string): void {
