@@ -80,4 +80,19 @@ describe('tf-backend', () => {
       expect(gotB).toEqual(wantB.map((row) => row.map((v) => expect.closeTo(v, 3))));
     }
   });
+
+  it('sums the gradient over broadcast batch dimensions ([B,k]·[H,k,n])', async () => {
+    const { tf } = await initTf();
+    const x = tf.randomNormal([4, 3], 0, 1, 'float32', 7);
+    const w = tf.randomNormal([2, 3, 5], 0, 1, 'float32', 8);
+    const [gx, gw] = tf.grads((a: import('@tensorflow/tfjs').Tensor, b: import('@tensorflow/tfjs').Tensor) =>
+      tf.sum(tf.matMul(a, b)),
+    )([x, w]);
+    expect(gx.shape).toEqual([4, 3]);
+    expect(gw.shape).toEqual([2, 3, 5]);
+    // d/dx Σ x·W_h = Σ_h W_h·1 (row sums of each head's W, added over heads).
+    const wv = w.arraySync() as number[][][];
+    const want = [0, 1, 2].map((k) => wv.reduce((s, head) => s + head[k].reduce((a, b) => a + b, 0), 0));
+    for (const row of gx.arraySync() as number[][]) row.forEach((v, k) => expect(v).toBeCloseTo(want[k], 4));
+  });
 });

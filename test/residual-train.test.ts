@@ -128,6 +128,43 @@ describe('trainResidual', () => {
     ).toBe(true);
   }, 120_000);
 
+  it('stops a diverging run, keeps the last good checkpoint and says so', async () => {
+    /** Rewards turn NaN after 400 steps (a broken reward sensor). */
+    class BrokenReward extends PointMassEnv {
+      private steps = 0;
+      override step(action: ArrayLike<number>) {
+        const r = super.step(action);
+        return ++this.steps > 400 ? { ...r, reward: NaN } : r;
+      }
+    }
+    const out = join(dir, 'diverge');
+    const err = await trainResidual({
+      makeEnv: () => new BrokenReward(),
+      base: new BiasedBase(),
+      steps: 2000,
+      outDir: out,
+      seed: 4,
+      profile: 'cpu',
+      config: {
+        actorHidden: [32, 32],
+        criticHidden: [32, 32],
+        numCritics: 2,
+        batchSize: 64,
+        learningStarts: 100,
+        criticWarmupSteps: 10,
+        nStep: 1,
+      },
+      worker: false,
+      checkpointEvery: 150,
+      evalEpisodes: 5,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ResrtError);
+    expect((err as Error).message).toMatch(/diverged at update \d+.*training stopped.*last good checkpoint/s);
+    expect((err as ResrtError).hint).toMatch(/--resume/);
+    const manifest = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8')) as { generation: number };
+    expect(manifest.generation).toBeGreaterThanOrEqual(2);
+  }, 60_000);
+
   it('rejects a base or demonstrations that do not fit the environment, saying how to fix it', async () => {
     const wrongBase = { actionDim: 3, act: () => new Float32Array(3) };
     await expect(
