@@ -1,0 +1,559 @@
+/**
+ * `runLearnerService` (the future `resrt learner`): the learner of a real-world session. It takes
+ * transition batches from a fleet of actors over MQTT (starting an embedded broker on loopback
+ * when given no URL), logs them durably (write-ahead log, fsync before the acknowledgement), trains
+ * the residual TD3 learner on them, and publishes the residual as a retained, versioned,
+ * checksummed ONNX message every `publishEvery` actor updates.
+ *
+ * Exactly once: per robot, transitions enter the log in sequence order with duplicates dropped
+ * (src/residual/service/ingest.ts). On `resume` the checkpoint restores the networks and replays,
+ * and the log re-feeds whatever came after the checkpoint, so a kill -9 at any moment loses nothing
+ * that was acknowledged and duplicates nothing.
+ *
+ * Interventions (HIL-SERL): teleoperated steps also go into the demonstration replay, which the
+ * learner samples symmetrically with online data. rewardMode 'rlif' (RLIF) replaces the task reward
+ * with −1 on the step a person takes over and 0 elsewhere.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import mqtt, { type MqttClient } from 'mqtt';
+import { ResrtError } from '../../util/errors.js';
+import { writeFileAtomic } from '../../util/files.js';
+import { initTf, type BackendPreference } from '../../util/tf-backend.js';
+import { makeConfig, profileFor, type ProfileName, type ResidualConfig } from '../config.js';
+import { ReplayBuffer, packSteps, type StepRecord } from '../replay.js';
+import { ResidualLearner, type UpdateStats } from '../td3.js';
+import { readCheckpoint, writeCheckpoint, hasCheckpoint } from '../checkpoint.js';
+import { exportResidualOnnx, residualPolicySpec } from '../export.js';
+import { OnnxPolicy } from '../../runtime/onnx-policy.js';
+import { startEmbeddedBroker, type RunningBroker } from '../../hw/mqtt/broker.js';
+import { decodeBatch, type SessionTransition, type TransitionBatch } from '../../runtime/session/codec.js';
+import {
+  encodePolicyMessage,
+  lastLevel,
+  parseJson,
+  sessionTopics,
+  type ActorStatus,
+  type ControlCommand,
+  type LearnerStatus,
+} from '../../runtime/session/protocol.js';
+import { z } from 'zod';
+import { startDashboard, type Dashboard } from '../../runtime/dashboard/server.js';
+import { EpisodeAssembler, Sequencer } from './ingest.js';
+import { TransitionWal, type EpisodeRecord } from './wal.js';
+
+export interface LearnerServiceOptions {
+  /** Checkpoints, the write-ahead log and the exported residual go here. */
+  outDir: string;
+  /** Continue the session in outDir (after a crash, kill -9 or a planned stop). */
+  resume?: boolean;
+  /** The session's broker; none: start the embedded broker on loopback (`brokerPort`). */
+  brokerUrl?: string;
+  /** Port of the embedded broker. Default 1883; 0 picks a free one. */
+  brokerPort?: number;
+  username?: string;
+  password?: string;
+  /** Topic namespace shared with the actors. Default 'default'. */
+  session?: string;
+  /** The base ONNX (for its observation/action widths); or give obsDim and actionDim. */
+  base?: string;
+  obsDim?: number;
+  actionDim?: number;
+  profile?: ProfileName | 'auto';
+  config?: Partial<ResidualConfig>;
+  /** Publish the residual every this many actor updates. Default 50. */
+  publishEvery?: number;
+  /** Checkpoint at most this often (and at close). Default 60 s. */
+  checkpointEverySec?: number;
+  /** 'task': the actors' rewards; 'rlif': −1 on the step a person intervenes, else 0. */
+  rewardMode?: 'task' | 'rlif';
+  /** Capacity of the intervention (demonstration) replay. Default 50 000. */
+  demoCapacity?: number;
+  seed?: number;
+  backend?: BackendPreference;
+  dashboardPort?: number;
+  host?: string;
+  token?: string;
+  log?: (line: string) => void;
+}
+
+export interface LearnerSnapshot {
+  online: boolean;
+  version: number;
+  updates: number;
+  updatesPerSec: number;
+  /** Transitions in the write-ahead log. */
+  logged: number;
+  /** Transitions in the replay (whole episodes). */
+  ingested: number;
+  duplicates: number;
+  episodes: number;
+  successRate: number | null;
+  interventionRate: number | null;
+  labels: number;
+  labelledSuccesses: number;
+  warmup: boolean;
+  /** Highest seq logged per robot. */
+  watermarks: Record<string, number>;
+  last: UpdateStats | null;
+}
+
+export interface LearnerService {
+  readonly brokerUrl: string;
+  readonly dashboardUrl: string | null;
+  readonly session: string;
+  snapshot(): LearnerSnapshot;
+  episodes(): readonly EpisodeRecord[];
+  /** Sends a control command to one actor (or every known one with robotId ''). */
+  command(robotId: string, c: ControlCommand): boolean;
+  checkpoint(): void;
+  close(): Promise<void>;
+}
+
+interface ServiceState {
+  /** Last seq per robot whose episode is in the replay (checkpointed with it). */
+  replayed: Record<string, number>;
+  ingested: number;
+  version: number;
+}
+
+const actorStatusSchema = z.object({ robotId: z.string(), online: z.boolean() }).passthrough();
+
+export async function runLearnerService(options: LearnerServiceOptions): Promise<LearnerService> {
+  const log = options.log ?? ((): void => {});
+  const session = options.session ?? 'default';
+  const topics = sessionTopics(session);
+  const outDir = options.outDir;
+  mkdirSync(outDir, { recursive: true });
+  if (!options.resume && (hasCheckpoint(outDir) || existsSync(join(outDir, 'wal')))) {
+    throw new ResrtError(
+      `${outDir} already holds a session (checkpoint or write-ahead log)`,
+      'pass --resume to continue it, or choose another --out folder',
+    );
+  }
+
+  // -- dimensions and the learner -------------------------------------------------------------
+  let obsDim = options.obsDim;
+  let actionDim = options.actionDim;
+  if (options.base) {
+    const base = await OnnxPolicy.load(options.base, { warmupRuns: 0 });
+    if (
+      (obsDim !== undefined && obsDim !== base.obsDim) ||
+      (actionDim !== undefined && actionDim !== base.actionDim)
+    )
+      throw new ResrtError(
+        `the base ${options.base} has obs/action ${base.obsDim}/${base.actionDim}, the options say ${obsDim}/${actionDim}`,
+        'drop obsDim/actionDim or use the matching base',
+      );
+    obsDim = base.obsDim;
+    actionDim = base.actionDim;
+    await base.close();
+  }
+  if (!obsDim || !actionDim)
+    throw new ResrtError('the learner needs the observation and action widths', 'pass --base BASE.onnx');
+  const O = obsDim;
+  const A = actionDim;
+  const handle = await initTf(options.backend ?? 'auto');
+  const chosen =
+    options.profile && options.profile !== 'auto'
+      ? { name: options.profile, why: 'chosen' }
+      : profileFor(handle);
+  const cfg = makeConfig(chosen.name, options.config);
+  log(`learner: ${handle.description}, profile ${chosen.name}`);
+  const seed = options.seed ?? 0;
+  const demos = new ReplayBuffer(options.demoCapacity ?? 50_000, O, A);
+  const learner = new ResidualLearner(handle.tf, cfg, { obsDim: O, actionDim: A }, seed, demos);
+  const meta = { session, obsDim: O, actionDim: A, config: cfg, rewardMode: options.rewardMode ?? 'task' };
+
+  let state: ServiceState = { replayed: {}, ingested: 0, version: 0 };
+  if (options.resume) {
+    const ck = readCheckpoint(outDir);
+    if (ck) {
+      if (JSON.stringify(ck.meta) !== JSON.stringify(meta)) {
+        throw new ResrtError(
+          `the checkpoint in ${outDir} was written for ${JSON.stringify(ck.meta).slice(0, 200)}`,
+          'resume with the same session, base, config and reward mode, or use a new --out',
+        );
+      }
+      learner.setState(ck.learner, outDir);
+      learner.replay.online.restoreFrom(ck.online);
+      if (ck.demos) demos.restoreFrom(ck.demos);
+      state = ck.trainer as ServiceState;
+    }
+  }
+  const versionFile = join(outDir, 'published.json');
+  if (existsSync(versionFile)) {
+    // Versions published after the last checkpoint were seen by actors: never reuse them.
+    const v = (JSON.parse(readFileSync(versionFile, 'utf8')) as { version: number }).version;
+    state.version = Math.max(state.version, v);
+  }
+
+  // -- the log, replayed ---------------------------------------------------------------------------
+  const sequencer = new Sequencer();
+  const assembler = new EpisodeAssembler();
+  const episodes: EpisodeRecord[] = [];
+  const lastEpisodeSeq = new Map<string, number>();
+  let logged = 0;
+  let labels = 0;
+  let labelledSuccesses = 0;
+  let interventionSteps = 0;
+  const recent: boolean[] = [];
+  const curve: { episodes: number; successRate: number; updates: number }[] = [];
+  const prevIntervention = new Map<string, boolean>();
+
+  const rlif = options.rewardMode === 'rlif';
+  const toStep = (t: SessionTransition): StepRecord => {
+    let reward = t.reward;
+    if (rlif) {
+      const started = t.intervention && !(prevIntervention.get(t.robotId) ?? false);
+      reward = started ? -1 : 0;
+    }
+    prevIntervention.set(t.robotId, t.intervention && !(t.terminated || t.truncated));
+    return { ...t, reward };
+  };
+
+  const countEpisode = (e: EpisodeRecord): void => {
+    episodes.push(e);
+    if (episodes.length > 2000) episodes.shift();
+    if (e.labelled) {
+      labels++;
+      if (e.success) labelledSuccesses++;
+    }
+    recent.push(e.success);
+    if (recent.length > 20) recent.shift();
+    const total = (curve[curve.length - 1]?.episodes ?? 0) + 1;
+    curve.push({
+      episodes: total,
+      successRate: recent.filter(Boolean).length / recent.length,
+      updates: learner.updates,
+    });
+    if (curve.length > 1000) curve.splice(0, curve.length - 1000);
+  };
+
+  let wal: TransitionWal | null = null;
+  const finishEpisode = (ep: SessionTransition[], replaying: boolean): void => {
+    const robotId = ep[0].robotId;
+    const last = ep[ep.length - 1];
+    const alreadyReplayed = last.seq <= (state.replayed[robotId] ?? -1);
+    if (!alreadyReplayed) {
+      const steps = ep.map(toStep);
+      learner.replay.online.addBatch(packSteps(steps, O, A));
+      // Teleoperated steps are demonstrations too; each is its own 1-step fragment there.
+      const demoSteps = steps
+        .filter((_, i) => ep[i].intervention)
+        .map((s) => ({ ...s, truncated: !s.terminated }));
+      if (demoSteps.length) demos.addBatch(packSteps(demoSteps, O, A));
+      state.replayed[robotId] = last.seq;
+      state.ingested += ep.length;
+    } else {
+      for (const t of ep) toStep(t);
+    }
+    const record: EpisodeRecord = {
+      robotId,
+      episode: last.episode,
+      lastSeq: last.seq,
+      steps: ep.length,
+      ret: ep.reduce((s, t) => s + t.reward, 0),
+      success: last.success,
+      labelled: last.labelled,
+      interventions: ep.filter((t) => t.intervention).length,
+      safetyEvents: ep.reduce((s, t) => s + t.safetyEvents, 0),
+      policyVersion: last.policyVersion,
+    };
+    if (last.seq > (lastEpisodeSeq.get(robotId) ?? -1)) {
+      lastEpisodeSeq.set(robotId, last.seq);
+      if (!replaying) wal?.appendEpisode(record);
+      countEpisode(record);
+    }
+  };
+
+  const take = (batch: TransitionBatch, replaying: boolean): void => {
+    for (const t of batch.transitions) {
+      if (t.intervention) interventionSteps++;
+      for (const ep of assembler.add(t)) finishEpisode(ep, replaying);
+    }
+  };
+
+  wal = TransitionWal.open(join(outDir, 'wal'), {
+    transitions(b) {
+      sequencer.restore(b.robotId, b.firstSeq + b.transitions.length - 1);
+      logged += b.transitions.length;
+      take(b, true);
+    },
+    episode(e) {
+      lastEpisodeSeq.set(e.robotId, Math.max(lastEpisodeSeq.get(e.robotId) ?? -1, e.lastSeq));
+      countEpisode(e);
+    },
+  });
+  if (wal.report.tornBytes > 0) log(`write-ahead log: dropped a torn tail of ${wal.report.tornBytes} bytes`);
+  if (options.resume)
+    log(
+      `resumed: ${logged} transitions in the log, ${state.ingested} in the replay, ${learner.updates} updates`,
+    );
+
+  // -- the broker and the link ----------------------------------------------------------------------
+  let broker: RunningBroker | null = null;
+  let brokerUrl = options.brokerUrl;
+  if (!brokerUrl) {
+    broker = await startEmbeddedBroker({ port: options.brokerPort ?? 1883, host: '127.0.0.1' });
+    brokerUrl = broker.url;
+    log(`embedded MQTT broker on ${brokerUrl}`);
+  }
+  const incarnation = randomBytes(6).toString('hex');
+  const statusOf = (online: boolean): LearnerStatus => ({
+    online,
+    learner: incarnation,
+    version: state.version,
+    updates: learner.updates,
+    ingested: state.ingested,
+    warmup: state.ingested < cfg.learningStarts,
+    explorationStd: cfg.explorationStd,
+    warmupNoise: cfg.warmupNoise,
+    actionScale: cfg.actionScale,
+  });
+  const client: MqttClient = mqtt.connect(brokerUrl, {
+    clientId: `resrt-learner-${session}-${incarnation}`,
+    clean: true,
+    reconnectPeriod: 500,
+    username: options.username,
+    password: options.password,
+    will: {
+      topic: topics.learnerStatus,
+      payload: Buffer.from(JSON.stringify(statusOf(false))),
+      qos: 1,
+      retain: true,
+    },
+  });
+  client.on('error', () => {});
+  const actors = new Map<string, ActorStatus>();
+  let rejected = 0;
+
+  const ack = (robotId: string): void => {
+    client.publish(
+      topics.ack(robotId),
+      JSON.stringify({ seq: sequencer.watermark(robotId), learner: incarnation }),
+      {
+        qos: 1,
+        retain: true,
+      },
+    );
+  };
+
+  const onBatch = (robotId: string, payload: Buffer): void => {
+    let batch: TransitionBatch;
+    try {
+      batch = decodeBatch(new Uint8Array(payload));
+      if (batch.robotId !== robotId || batch.obsDim !== O || batch.actionDim !== A)
+        throw new Error(`robot ${batch.robotId} obs/action ${batch.obsDim}/${batch.actionDim}`);
+    } catch (err) {
+      rejected++;
+      log(`rejected a batch on ${robotId}: ${(err as Error).message.split('\n')[0]}`);
+      return;
+    }
+    const fresh = sequencer.accept(robotId, batch.transitions);
+    if (fresh.length) {
+      const accepted: TransitionBatch = { ...batch, firstSeq: fresh[0].seq, transitions: fresh };
+      // Durable before acknowledged: the actor deletes what we acknowledge.
+      (wal as TransitionWal).appendTransitions(accepted);
+      logged += fresh.length;
+      take(accepted, false);
+    }
+    ack(robotId);
+  };
+
+  let lastPolicy: Buffer | null = null;
+  client.on('connect', () => {
+    client.subscribe([topics.transitionsWildcard, topics.actorStatusWildcard], { qos: 1 });
+    client.publish(topics.learnerStatus, JSON.stringify(statusOf(true)), { qos: 1, retain: true });
+    for (const id of sequencer.robots()) ack(id);
+    // Retained messages die with an in-memory broker: say the current residual again.
+    if (lastPolicy) client.publish(topics.policy, lastPolicy, { qos: 1, retain: true });
+    else if (state.version > 0) publish();
+  });
+  client.on('message', (topic, payload) => {
+    const robotId = lastLevel(topic);
+    if (topic === topics.transitions(robotId)) onBatch(robotId, payload);
+    else if (topic === topics.actorStatus(robotId)) {
+      const s = parseJson(actorStatusSchema, payload);
+      if (s) actors.set(robotId, s as unknown as ActorStatus);
+    }
+  });
+
+  // -- training, publishing, checkpoints ------------------------------------------------------------
+  let lastPublishedActor = learner.actorUpdates;
+  let last: UpdateStats | null = null;
+  let rate = 0;
+  let window = { t: performance.now(), updates: learner.updates };
+  let lastCheckpointAt = performance.now();
+  let closed = false;
+
+  const publish = (): void => {
+    const spec = residualPolicySpec({
+      layers: learner.actor.toDenseSpecs(),
+      obsDim: O,
+      actionDim: A,
+      actionScale: cfg.actionScale,
+      useBase: cfg.useBase,
+      obsMean: learner.obsMean,
+      obsStd: learner.obsStd,
+      version: state.version + 1,
+    });
+    const onnx = exportResidualOnnx(spec, join(outDir, 'residual.onnx'));
+    state.version++;
+    writeFileAtomic(versionFile, JSON.stringify({ version: state.version }));
+    const msg = encodePolicyMessage(
+      {
+        version: state.version,
+        obsDim: O,
+        actionDim: A,
+        actionScale: cfg.actionScale,
+        updates: learner.updates,
+        createdAt: new Date().toISOString(),
+      },
+      onnx,
+    );
+    lastPolicy = Buffer.from(msg);
+    client.publish(topics.policy, lastPolicy, { qos: 1, retain: true });
+    lastPublishedActor = learner.actorUpdates;
+  };
+
+  const checkpoint = (): void => {
+    wal?.sync();
+    writeCheckpoint(outDir, {
+      learner: learner.getState(),
+      online: learner.replay.online,
+      demos,
+      trainer: state,
+      meta,
+    });
+    lastCheckpointAt = performance.now();
+  };
+
+  const allowed = (): number =>
+    state.ingested < cfg.learningStarts
+      ? 0
+      : cfg.criticWarmupSteps + (state.ingested - cfg.learningStarts) * cfg.utd;
+
+  let timer: NodeJS.Timeout | null = null;
+  const pump = (): void => {
+    timer = null;
+    if (closed) return;
+    const t0 = performance.now();
+    const target = allowed();
+    try {
+      // Slices of ~25 ms keep MQTT, acknowledgements and the dashboard responsive between updates.
+      while (learner.updates < target && performance.now() - t0 < 25) {
+        if (cfg.normalizeObs && !learner.obsMean) {
+          const { mean, std } = learner.computeObsNormalization();
+          learner.setObsNormalization(mean, std);
+        }
+        last = learner.update();
+        if (learner.actorUpdates - lastPublishedActor >= (options.publishEvery ?? 50)) publish();
+      }
+    } catch (err) {
+      log(`learner stopped: ${(err as Error).message}`);
+      closed = true;
+      return;
+    }
+    const now = performance.now();
+    if (now - window.t >= 1000) {
+      rate = ((learner.updates - window.updates) * 1000) / (now - window.t);
+      window = { t: now, updates: learner.updates };
+      if (client.connected)
+        client.publish(topics.learnerStatus, JSON.stringify(statusOf(true)), { qos: 1, retain: true });
+    }
+    if (now - lastCheckpointAt >= (options.checkpointEverySec ?? 60) * 1000) checkpoint();
+    timer = setTimeout(pump, learner.updates < allowed() ? 0 : 20);
+  };
+  timer = setTimeout(pump, 0);
+
+  const snapshot = (): LearnerSnapshot => {
+    const watermarks: Record<string, number> = {};
+    for (const id of sequencer.robots()) watermarks[id] = sequencer.watermark(id);
+    return {
+      online: !closed,
+      version: state.version,
+      updates: learner.updates,
+      updatesPerSec: rate,
+      logged,
+      ingested: state.ingested,
+      duplicates: sequencer.duplicates,
+      episodes: episodes.length,
+      successRate: recent.length ? recent.filter(Boolean).length / recent.length : null,
+      interventionRate: logged ? interventionSteps / logged : null,
+      labels,
+      labelledSuccesses,
+      warmup: state.ingested < cfg.learningStarts,
+      watermarks,
+      last,
+    };
+  };
+
+  const command = (robotId: string, c: ControlCommand): boolean => {
+    const ids = robotId === '' ? [...new Set([...actors.keys(), ...sequencer.robots()])] : [robotId];
+    for (const id of ids) client.publish(topics.control(id), JSON.stringify(c), { qos: 1 });
+    return ids.length > 0;
+  };
+
+  let dashboard: Dashboard | null = null;
+  if (options.dashboardPort !== undefined) {
+    dashboard = await startDashboard({
+      title: `resrt learner (${session})`,
+      port: options.dashboardPort,
+      host: options.host,
+      token: options.token,
+      snapshot: () => ({
+        role: 'learner',
+        actionDim: A,
+        learner: snapshot(),
+        robots: Object.fromEntries(actors),
+        curve,
+        returns: episodes
+          .slice(-200)
+          .map((e) => ({ robotId: e.robotId, episode: e.episode, ret: e.ret, success: e.success })),
+        rejected,
+      }),
+      command,
+      teleop: (robotId, action) => {
+        if (!robotId) return false;
+        client.publish(topics.teleop(robotId), JSON.stringify({ action }), { qos: 0 });
+        return true;
+      },
+    });
+    log(`dashboard: ${dashboard.url}`);
+  }
+
+  return {
+    brokerUrl,
+    dashboardUrl: dashboard?.url ?? null,
+    session,
+    snapshot,
+    episodes: () => episodes,
+    command,
+    checkpoint,
+    async close() {
+      if (closed && !timer && !client.connected && !dashboard) return;
+      closed = true;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      checkpoint();
+      wal?.close();
+      await dashboard?.close();
+      dashboard = null;
+      if (client.connected) {
+        await new Promise<void>((resolve) =>
+          client.publish(
+            topics.learnerStatus,
+            JSON.stringify(statusOf(false)),
+            { qos: 1, retain: true },
+            () => resolve(),
+          ),
+        );
+      }
+      await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+      learner.dispose();
+      await broker?.close();
+    },
+  };
+}

@@ -1,0 +1,555 @@
+/**
+ * `runActor` (the future `resrt actor`): episodes on a robot (any transport) or a simulated Env with
+ * the frozen ONNX base, the newest verified residual plus exploration noise, and the SafetyLayer
+ * between them and the actuators. Every transition is numbered, spooled durably and streamed to the
+ * learner; a newer residual is swapped in between episodes. Without a learner the actor keeps
+ * going on its last good residual (or the base alone) and its spool grows until the learner is back.
+ *
+ * Episode phases: reset (scripted, or a person confirms) → run → label (optional: a person says
+ * success or failure after a time-limit end) → next episode; pause/resume and e-stop at any time.
+ */
+import { mkdirSync } from 'node:fs';
+import type { Env, Policy, Robot } from '../../types.js';
+import { ResrtError } from '../../util/errors.js';
+import { LatencyHistogram } from '../../util/stats.js';
+import { Rng } from '../../util/rng.js';
+import { OnnxPolicy } from '../onnx-policy.js';
+import { ResidualComposer } from '../compose.js';
+import { SafetyLayer } from '../../safety/layer.js';
+import type { SafetyConfigInput } from '../../safety/config.js';
+import { connectRobot, robotEnv } from '../../hw/connect.js';
+import type { RobotConfig } from '../../hw/robot-config.js';
+import { HardwareEnv } from '../../hw/hardware-env.js';
+import { checkRobotId, type SessionTransition } from './codec.js';
+import { Spool } from './spool.js';
+import { ActorLink } from './actor-link.js';
+import { ResidualStore, type LoadedResidual } from './residual-store.js';
+import type { ActorStatus, ControlCommand, LearnerStatus } from './protocol.js';
+import { startDashboard, type Dashboard } from '../dashboard/server.js';
+
+export interface ActorRobotOptions {
+  /** serial:/dev/ttyACM0, mqtt://host:port/robot-id, ... (see connectRobot). */
+  url: string;
+  config: RobotConfig;
+  /** A resrt virtual robot (it resets its own scene): its task observation width. */
+  virtualScene?: { obsDim: number };
+  username?: string;
+  password?: string;
+}
+
+export interface ActorOptions {
+  robotId: string;
+  /** mqtt://host:port of the session's broker (the learner prints it). */
+  brokerUrl: string;
+  /** Session name: the topic namespace shared with the learner. Default 'default'. */
+  session?: string;
+  /** Spool and last good residual live here; keep it across restarts. */
+  stateDir: string;
+  /** The frozen base: an ONNX path or any Policy. */
+  base: string | Policy;
+  /** A simulated environment (exactly one of env and robot). */
+  env?: Env;
+  robot?: ActorRobotOptions;
+  /** Safety layer config; default: the box [-1, 1] with the layer's default watchdog and teleop. */
+  safety?: SafetyConfigInput;
+  /** Transitions per batch. Default 32. */
+  batchSize?: number;
+  /** A partial batch is flushed after this long. Default 200 ms. */
+  flushMs?: number;
+  /** Resend batches unacknowledged for this long. Default 2000 ms. */
+  resendMs?: number;
+  /** Stop after this many episodes (default: run until stop()). */
+  episodes?: number;
+  /**
+   * After an episode that hit the time limit, wait this long for a person's success/failure label
+   * (dashboard, MQTT, terminal). 0 (default): no label phase, the success source decides.
+   */
+  labelTimeoutMs?: number;
+  seed?: number;
+  /** Serve the actor's dashboard on this port (0 picks one). Default: no dashboard. */
+  dashboardPort?: number;
+  /** Dashboard bind address. Default 127.0.0.1; anything else needs a token. */
+  host?: string;
+  token?: string;
+  /** Called with every command handed to the robot/env (logging, tests). */
+  onCommand?: (action: Float32Array) => void;
+  log?: (line: string) => void;
+}
+
+export interface ActorHandle {
+  readonly robotId: string;
+  readonly dashboardUrl: string | null;
+  status(): ActorStatus;
+  estop(source?: string): void;
+  /** Clears an e-stop (the operator's heartbeat is now); false when the layer refused. */
+  resetEstop(): boolean;
+  pause(): void;
+  resume(): void;
+  /** A person's verdict on the running (or just finished) episode. */
+  label(success: boolean): void;
+  /** A person confirms a manual reset. */
+  confirmReset(): void;
+  /** Teleoperation: a normalized action takes over through the safety layer; null releases. */
+  setTeleop(action: number[] | null): void;
+  stop(): Promise<ActorStatus>;
+  /** Resolves when the actor stops (episodes done, stop(), or a fatal error). */
+  readonly done: Promise<ActorStatus>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function runActor(options: ActorOptions): Promise<ActorHandle> {
+  const robotId = checkRobotId(options.robotId);
+  const log = options.log ?? ((): void => {});
+  if (!!options.env === !!options.robot) {
+    throw new ResrtError(
+      'runActor needs exactly one of env (simulated) and robot (hardware)',
+      'pass { robot: { url, config } } for a robot, or { env } for a simulator',
+    );
+  }
+  mkdirSync(options.stateDir, { recursive: true });
+
+  // -- the plant side ----------------------------------------------------------------------------
+  let robot: Robot | null = null;
+  let env: Env;
+  if (options.robot) {
+    robot = await connectRobot(options.robot.url, {
+      actionNames: options.robot.config.action.names,
+      username: options.robot.username,
+      password: options.robot.password,
+    });
+    env = robotEnv(robot, options.robot.config, {
+      virtualScene: options.robot.virtualScene,
+      closeRobot: false,
+      onResetPrompt: (m) => log(`reset: ${m} (confirm on the dashboard or with confirm-reset)`),
+    });
+  } else env = options.env as Env;
+  const O = env.observationSpace.dim;
+  const A = env.actionSpace.dim;
+  const base: Policy =
+    typeof options.base === 'string'
+      ? await OnnxPolicy.load(options.base, { expectObsDim: O, expectActionDim: A })
+      : options.base;
+  if (base.actionDim !== A) {
+    throw new ResrtError(
+      `the base policy outputs ${base.actionDim} action dims, ${env.id} takes ${A}`,
+      'use the base policy exported for this robot/task',
+    );
+  }
+  const safety = new SafetyLayer(options.safety ?? { actionDim: A });
+  if (safety.config.actionDim !== A) {
+    throw new ResrtError(
+      `the safety config has actionDim ${safety.config.actionDim}, ${env.id} takes ${A}`,
+      'write the safety config for this robot',
+    );
+  }
+
+  // -- durable state and the link --------------------------------------------------------------
+  const spool = Spool.open(options.stateDir);
+  if (spool.tornBytes > 0) log(`spool: dropped a torn tail of ${spool.tornBytes} bytes`);
+  const store = new ResidualStore(options.stateDir, O, A);
+  const composer = new ResidualComposer(A, null, 1);
+  let current: LoadedResidual | null = await store.loadLastGood();
+  if (current) composer.setResidual(current.policy);
+  let learner: LearnerStatus | null = null;
+  let pendingLabel: boolean | null = null;
+  let paused = false;
+  let stopping = false;
+
+  const rng = new Rng((options.seed ?? 0) ^ 0xac70);
+  const latency = new LatencyHistogram();
+  const recent: boolean[] = [];
+  const stats = {
+    phase: 'starting' as ActorStatus['phase'],
+    episode: 0,
+    episodes: 0,
+    successes: 0,
+    lastReturn: null as number | null,
+    transitions: 0,
+    interventionSteps: 0,
+    safetyEvents: 0,
+  };
+
+  const control = (c: ControlCommand): void => {
+    switch (c.cmd) {
+      case 'estop':
+        handle.estop(c.source);
+        break;
+      case 'reset-estop':
+        handle.resetEstop();
+        break;
+      case 'pause':
+        handle.pause();
+        break;
+      case 'resume':
+        handle.resume();
+        break;
+      case 'label':
+        handle.label(c.success);
+        break;
+      case 'confirm-reset':
+        handle.confirmReset();
+        break;
+    }
+  };
+
+  const link = new ActorLink({
+    brokerUrl: options.brokerUrl,
+    session: options.session ?? 'default',
+    robotId,
+    spool,
+    resendMs: options.resendMs,
+    onPolicy: (p) => store.offer(p),
+    onLearnerStatus: (s) => (learner = s),
+    onControl: control,
+    onTeleop: (a) => handle.setTeleop(a),
+  });
+
+  let finished: Promise<ActorStatus> = Promise.resolve({} as ActorStatus);
+  const status = (): ActorStatus => {
+    const done = recent.length;
+    return {
+      robotId,
+      online: stats.phase !== 'stopped',
+      phase: stats.phase,
+      episode: stats.episode,
+      episodes: stats.episodes,
+      successes: stats.successes,
+      recentSuccessRate: done ? recent.filter(Boolean).length / done : null,
+      lastReturn: stats.lastReturn,
+      residualVersion: composer.version,
+      transitions: stats.transitions,
+      pendingTransitions: spool.pendingTransitions,
+      ackedSeq: spool.ackedSeq,
+      interventionSteps: stats.interventionSteps,
+      safetyEvents: stats.safetyEvents,
+      latencyMs: { p50: latency.quantile(0.5) || 0, p99: latency.quantile(0.99) || 0 },
+      learnerOnline: learner?.online ?? false,
+      brokerConnected: link.connected,
+    };
+  };
+
+  const handle: ActorHandle = {
+    robotId,
+    dashboardUrl: null,
+    status,
+    estop(source = 'api') {
+      safety.estop(source);
+      // The device latches too: a hung actor process must not be able to move it.
+      robot?.estop(`resrt actor: e-stop from ${source}`);
+      log(`e-stop from ${source}`);
+    },
+    resetEstop() {
+      const r = safety.reset(performance.now());
+      if (r.ok && robot) void robot.resetFault().catch(() => {});
+      return r.ok;
+    },
+    pause() {
+      paused = true;
+    },
+    resume() {
+      paused = false;
+    },
+    label(success) {
+      pendingLabel = success;
+    },
+    confirmReset() {
+      // Only a hardware env with a manual reset waits for a person; a virtual scene resets itself.
+      if (env instanceof HardwareEnv) env.confirmReset();
+    },
+    setTeleop(action) {
+      try {
+        safety.setTeleop(action, performance.now());
+      } catch (err) {
+        log(`teleop ignored: ${(err as Error).message.split('\n')[0]}`);
+      }
+    },
+    stop: async () => {
+      stopping = true;
+      return finished;
+    },
+    get done() {
+      return finished;
+    },
+  };
+
+  // A fresh spool folder must not restart numbering below what the learner already holds.
+  if (spool.nextSeq === 0) {
+    const until = performance.now() + 2000;
+    while (!link.ackKnown && performance.now() < until) await sleep(20);
+    if (link.learnerSeq >= 0) spool.advanceTo(link.learnerSeq + 1);
+  }
+  // Every transition gets the next number; batches are appended to the spool in this order.
+  let seqCursor = spool.nextSeq;
+
+  // -- batching ------------------------------------------------------------------------------------
+  let batch: SessionTransition[] = [];
+  let batchStartedAt = 0;
+  const batchSize = options.batchSize ?? 32;
+  const flushMs = options.flushMs ?? 200;
+  const flush = (): void => {
+    if (batch.length === 0) return;
+    spool.append({ robotId, obsDim: O, actionDim: A, firstSeq: batch[0].seq, transitions: batch });
+    batch = [];
+    link.pump();
+  };
+  const flushTimer = setInterval(
+    () => {
+      if (batch.length && performance.now() - batchStartedAt >= flushMs) flush();
+    },
+    Math.max(10, flushMs / 2),
+  );
+  const statusTimer = setInterval(() => link.publishStatus(status()), 500);
+  const emit = (t: SessionTransition): void => {
+    if (batch.length === 0) batchStartedAt = performance.now();
+    batch.push(t);
+    stats.transitions++;
+    if (t.intervention) stats.interventionSteps++;
+    if (batch.length >= batchSize) flush();
+  };
+
+  let dashboard: Dashboard | null = null;
+  if (options.dashboardPort !== undefined) {
+    dashboard = await startDashboard({
+      title: `resrt actor ${robotId}`,
+      port: options.dashboardPort,
+      host: options.host,
+      token: options.token,
+      snapshot: () => ({ role: 'actor', actionDim: A, robots: { [robotId]: status() } }),
+      command: (robot, c) => {
+        if (robot !== robotId && robot !== '') return false;
+        control(c);
+        return true;
+      },
+      teleop: (robot, a) => {
+        if (robot !== robotId && robot !== '') return false;
+        handle.setTeleop(a);
+        return true;
+      },
+    });
+    (handle as { dashboardUrl: string | null }).dashboardUrl = dashboard.url;
+  }
+
+  // -- the episodes ---------------------------------------------------------------------------------
+  const zeros = new Float32Array(A);
+  const exploration = (res: Float32Array): Float32Array => {
+    const out = Float32Array.from(res);
+    const l = learner as LearnerStatus | null;
+    if (!l) return out;
+    const scale = current?.header.actionScale ?? l.actionScale;
+    for (let i = 0; i < A; i++) {
+      const v = l.warmup
+        ? (rng.uniform() * 2 - 1) * l.warmupNoise * l.actionScale
+        : out[i] + rng.normal(0, l.explorationStd);
+      out[i] = Math.max(-scale, Math.min(scale, v));
+    }
+    return out;
+  };
+  const sendSafe = (): void => {
+    // Nothing more goes to the device: its watchdog holds the safe state; say it once explicitly.
+    if (robot)
+      robot.send({ action: safety.safeAction(), validForMs: options.robot?.config.commandValidMs ?? 100 });
+  };
+
+  /**
+   * A virtual scene ends its episode on its own clock and brakes when commands stop; if this actor
+   * counted its time limit a step or two early (a stalled event loop), the scene would wait forever
+   * mid-episode. Holding the last safe command while the reset is pending lets it run out its
+   * clock and reset itself, which is the scripted reset of a virtual robot.
+   */
+  const keepSceneRunning = async <T>(reset: Promise<T>): Promise<T> => {
+    const virtual = options.robot?.virtualScene;
+    if (!virtual || !robot) return reset;
+    const r = robot;
+    const periodMs = 1000 / (options.robot?.config.rateHz ?? 50);
+    const hold = setInterval(() => {
+      if (!safety.state.estopped) r.send({ action: safety.safeAction(), validForMs: 3 * periodMs });
+    }, periodMs);
+    try {
+      return await reset;
+    } finally {
+      clearInterval(hold);
+    }
+  };
+
+  const runEpisodes = async (): Promise<void> => {
+    const seed0 = options.seed ?? 0;
+    while (!stopping && (options.episodes === undefined || stats.episodes < options.episodes)) {
+      // Waiting states between episodes.
+      while (!stopping && (paused || safety.state.estopped)) {
+        stats.phase = safety.state.estopped ? 'estopped' : 'paused';
+        await sleep(20);
+      }
+      if (stopping) break;
+      const next = store.take();
+      if (next) {
+        const old = current;
+        current = next;
+        composer.setResidual(next.policy);
+        log(`residual v${next.header.version} in use`);
+        if (old) await old.policy.close();
+      }
+      stats.phase = 'reset';
+      pendingLabel = null;
+      const epSeed = seed0 * 1_000_003 + stats.episode;
+      let obs: Float32Array;
+      try {
+        const resetting = Promise.resolve(env.reset({ seed: epSeed }));
+        obs = Float32Array.from((await keepSceneRunning(resetting)).obs);
+      } catch (err) {
+        log(`reset failed: ${(err as Error).message.split('\n')[0]}`);
+        await sleep(200);
+        continue;
+      }
+      base.reset?.(epSeed);
+      safety.beginEpisode();
+      let obsAt = performance.now();
+      let baseAction = Float32Array.from(await base.act(obs));
+      let held: SessionTransition | null = null;
+      let ret = 0;
+      let step = 0;
+      let success = false;
+      stats.phase = 'run';
+      for (;;) {
+        while (paused && !stopping && !safety.state.estopped) {
+          stats.phase = 'paused';
+          await sleep(20);
+        }
+        stats.phase = 'run';
+        const t0 = performance.now();
+        const raw = composer.residualModel ? await composer.residual(obs, baseAction) : zeros;
+        const residual = exploration(raw);
+        const proposed = composer.residualModel || learner ? clipAdd(baseAction, residual) : baseAction;
+        const decision = safety.filter(proposed, {
+          obs,
+          baseAction,
+          nowMs: performance.now(),
+          obsAgeMs: performance.now() - obsAt,
+        });
+        stats.safetyEvents += decision.events.length;
+        const estopped = decision.latched || safety.state.estopped;
+        if (estopped || stopping) {
+          // The e-stop (or shutdown) takes this tick: no policy command goes out any more.
+          sendSafe();
+          if (held) {
+            held.truncated = !held.terminated;
+            emit(held);
+            held = null;
+          }
+          break;
+        }
+        const action = decision.action;
+        latency.record(performance.now() - t0);
+        options.onCommand?.(action);
+        const r = await env.step(action);
+        step++;
+        obsAt = performance.now();
+        const nextObs = Float32Array.from(r.obs);
+        let terminated = r.terminated;
+        let truncated = r.truncated || (!terminated && step >= env.maxEpisodeSteps);
+        let reward = r.reward;
+        let labelled = false;
+        if (pendingLabel !== null) {
+          // A person's verdict ends the episode with that outcome.
+          success = pendingLabel;
+          reward = pendingLabel ? 1 : 0;
+          terminated = true;
+          truncated = false;
+          labelled = true;
+          pendingLabel = null;
+        } else if (r.info.success) success = true;
+        const nextBase = terminated ? zeros : Float32Array.from(await base.act(nextObs));
+        if (held) emit(held);
+        held = {
+          robotId,
+          seq: seqCursor++,
+          episode: stats.episode,
+          step: step - 1,
+          obs,
+          baseAction,
+          residual,
+          action: Float32Array.from(action),
+          reward,
+          nextObs,
+          nextBaseAction: nextBase,
+          terminated,
+          truncated,
+          intervention: decision.intervention,
+          safetyEvents: decision.events.length,
+          policyVersion: composer.version,
+          success: success && (terminated || truncated),
+          labelled,
+        };
+        ret += reward;
+        obs = nextObs;
+        baseAction = nextBase;
+        if (terminated || truncated) break;
+      }
+      if (held && held.truncated && !held.terminated && (options.labelTimeoutMs ?? 0) > 0) {
+        stats.phase = 'label';
+        const until = performance.now() + (options.labelTimeoutMs ?? 0);
+        while (pendingLabel === null && !stopping && performance.now() < until) await sleep(20);
+        if (pendingLabel !== null) {
+          ret += (pendingLabel ? 1 : 0) - held.reward;
+          held.reward = pendingLabel ? 1 : 0;
+          held.terminated = true;
+          held.truncated = false;
+          held.labelled = true;
+          held.success = pendingLabel;
+          success = pendingLabel;
+          pendingLabel = null;
+        }
+      }
+      if (held) emit(held);
+      flush();
+      if (held || step > 0) {
+        stats.episodes++;
+        if (success) stats.successes++;
+        recent.push(success);
+        if (recent.length > 20) recent.shift();
+        stats.lastReturn = ret;
+      }
+      stats.episode++;
+    }
+  };
+
+  finished = (async (): Promise<ActorStatus> => {
+    try {
+      await runEpisodes();
+    } catch (err) {
+      log(`actor stopped on an error: ${(err as Error).stack ?? String(err)}`);
+      sendSafe();
+      throw err;
+    } finally {
+      stats.phase = 'stopped';
+      clearInterval(flushTimer);
+      clearInterval(statusTimer);
+      flush();
+      // Give the learner a moment to acknowledge what is in flight; the spool keeps the rest.
+      const until = performance.now() + 1000;
+      while (spool.pendingTransitions > 0 && link.connected && performance.now() < until) await sleep(20);
+      await link.close(status());
+      spool.close();
+      await store.close();
+      if (current) await current.policy.close();
+      if (typeof options.base === 'string') await (base as OnnxPolicy).close();
+      await dashboard?.close();
+      if (robot) {
+        await env.close();
+        await robot.close();
+      }
+    }
+    return status();
+  })();
+  finished.catch(() => {});
+  return handle;
+}
+
+function clipAdd(base: Float32Array, res: Float32Array): Float32Array {
+  const out = new Float32Array(base.length);
+  for (let i = 0; i < base.length; i++) {
+    const v = base[i] + res[i];
+    out[i] = v > 1 ? 1 : v < -1 ? -1 : v;
+  }
+  return out;
+}

@@ -1,0 +1,115 @@
+/**
+ * The actor's residual: a message from the learner is verified (sha256, dims, a newer version),
+ * written atomically to the state folder and loaded with onnxruntime; only then does it become
+ * the candidate that the actor swaps in at the next episode start. The last good residual is
+ * reloaded after a restart, so an actor without a learner keeps the best it had.
+ */
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { OnnxPolicy } from '../onnx-policy.js';
+import { writeFileAtomic } from '../../util/files.js';
+import { decodePolicyMessage, sha256Hex, type PolicyHeader } from './protocol.js';
+
+export interface LoadedResidual {
+  policy: OnnxPolicy;
+  header: PolicyHeader;
+}
+
+export class ResidualStore {
+  private candidate: LoadedResidual | null = null;
+  private newest = -1;
+  private chain: Promise<void> = Promise.resolve();
+  rejected = 0;
+  lastError: string | null = null;
+
+  constructor(
+    private readonly dir: string,
+    private readonly obsDim: number,
+    private readonly actionDim: number,
+  ) {}
+
+  private get onnxPath(): string {
+    return join(this.dir, 'residual.onnx');
+  }
+  private get headerPath(): string {
+    return join(this.dir, 'residual.json');
+  }
+
+  /** The residual last accepted before a restart, if its file still matches its checksum. */
+  async loadLastGood(): Promise<LoadedResidual | null> {
+    if (!existsSync(this.onnxPath) || !existsSync(this.headerPath)) return null;
+    try {
+      const header = JSON.parse(readFileSync(this.headerPath, 'utf8')) as PolicyHeader;
+      const bytes = readFileSync(this.onnxPath);
+      if (sha256Hex(bytes) !== header.sha256) throw new Error('residual.onnx does not match its sha256');
+      const policy = await this.load(this.onnxPath);
+      this.newest = header.version;
+      return { policy, header };
+    } catch (err) {
+      this.lastError = `last good residual unusable: ${(err as Error).message.split('\n')[0]}`;
+      return null;
+    }
+  }
+
+  private load(path: string): Promise<OnnxPolicy> {
+    return OnnxPolicy.load(path, {
+      residual: true,
+      expectObsDim: this.obsDim,
+      expectActionDim: this.actionDim,
+      warmupRuns: 2,
+    });
+  }
+
+  /** Verifies and loads a residual message in the background; bad ones are counted and dropped. */
+  offer(payload: Uint8Array): void {
+    this.chain = this.chain.then(() => this.accept(payload));
+  }
+
+  /** Resolves when every offered message has been handled. */
+  settled(): Promise<void> {
+    return this.chain;
+  }
+
+  private async accept(payload: Uint8Array): Promise<void> {
+    try {
+      const { header, onnx } = decodePolicyMessage(payload);
+      if (header.version <= this.newest) return; // a retained copy of what we already run
+      if (header.obsDim !== this.obsDim || header.actionDim !== this.actionDim) {
+        throw new Error(
+          `residual v${header.version} is for obs/action ${header.obsDim}/${header.actionDim}, this actor has ${this.obsDim}/${this.actionDim}`,
+        );
+      }
+      const staged = join(this.dir, `.residual-v${header.version}.onnx`);
+      writeFileAtomic(staged, onnx);
+      let policy: OnnxPolicy;
+      try {
+        policy = await this.load(staged);
+      } finally {
+        rmSync(staged, { force: true });
+      }
+      // Persist as the last good one only once onnxruntime accepted it.
+      writeFileAtomic(this.onnxPath, onnx);
+      writeFileAtomic(this.headerPath, JSON.stringify(header));
+      const old = this.candidate;
+      this.candidate = { policy, header };
+      this.newest = header.version;
+      if (old) await old.policy.close();
+    } catch (err) {
+      this.rejected++;
+      this.lastError = (err as Error).message.split('\n')[0];
+    }
+  }
+
+  /** The newest verified residual not yet taken, handed over once. */
+  take(): LoadedResidual | null {
+    const c = this.candidate;
+    this.candidate = null;
+    return c;
+  }
+
+  async close(): Promise<void> {
+    await this.chain;
+    if (this.candidate) await this.candidate.policy.close();
+    this.candidate = null;
+  }
+}

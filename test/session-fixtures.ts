@@ -1,0 +1,53 @@
+// Shared pieces of the session tests: a deliberately weak ONNX base for `reach`, small learner
+// settings for two shared cores, and polling helpers.
+import { writeFileSync } from 'node:fs';
+import { exportMlpToOnnx, MetaKey } from '../src/runtime/onnx-export.js';
+import type { ResidualConfig } from '../src/residual/config.js';
+
+/**
+ * A linear base for reach (obs: shoulder, elbow, velocities, tip, target, dx, dy): it holds the
+ * current joints plus a small constant bias, so it seldom reaches the target on its own.
+ */
+export function writeWeakReachBase(path: string): void {
+  const O = 10;
+  const A = 2;
+  const weight = new Float32Array(O * A);
+  weight[0 * A + 0] = 1 / 3.0; // shoulder target follows the shoulder angle
+  weight[1 * A + 1] = 1 / 2.8; // elbow target follows the elbow angle
+  weight[8 * A + 0] = 1.5; // a weak pull along dx/dy: the "BC policy" that almost gets there
+  weight[9 * A + 1] = 1.5;
+  const bytes = exportMlpToOnnx({
+    inputs: [{ name: 'obs', dim: O }],
+    layers: [{ inDim: O, outDim: A, weight, bias: Float32Array.from([0.04, -0.03]), activation: 'linear' }],
+    output: { name: 'action', actionDim: A, chunkLength: 1 },
+    metadata: { [MetaKey.kind]: 'base', [MetaKey.obsDim]: String(O) },
+  });
+  writeFileSync(path, bytes);
+}
+
+/** Learner settings a 2-core machine trains at a few dozen updates per second. */
+export const smallLearner: Partial<ResidualConfig> = {
+  actorHidden: [32, 32],
+  criticHidden: [32, 32],
+  numCritics: 2,
+  targetSubset: 2,
+  batchSize: 64,
+  utd: 1,
+  learningStarts: 200,
+  criticWarmupSteps: 20,
+  bufferSize: 20_000,
+  policyDelay: 2,
+};
+
+export async function waitFor(
+  what: string,
+  cond: () => boolean,
+  timeoutMs: number,
+  everyMs = 50,
+): Promise<void> {
+  const until = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
