@@ -330,11 +330,12 @@ export class ResidualLearner {
     add('actorTarget', this.actorTarget.params());
     add('critic', this.criticVars);
     add('criticTarget', this.criticTarget.params());
-    const addOpt = (key: string, opt: Adam): void => {
-      out.push({ name: `${key}/m`, v: opt.m }, { name: `${key}/v`, v: opt.v });
+    const addOpt = (key: string, opt: Adam, p: ParamSet): void => {
+      opt.m.forEach((v, i) => out.push({ name: `${key}/m/${p.names[i].split('/').slice(1).join('/')}`, v }));
+      opt.v.forEach((v, i) => out.push({ name: `${key}/v/${p.names[i].split('/').slice(1).join('/')}`, v }));
     };
-    addOpt('actorAdam', this.actorOpt);
-    addOpt('criticAdam', this.criticOpt);
+    addOpt('actorAdam', this.actorOpt, this.actorVars);
+    addOpt('criticAdam', this.criticOpt, this.criticVars);
     return out;
   }
 
