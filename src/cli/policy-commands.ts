@@ -1,10 +1,13 @@
 /** `resrt bc`, `inspect`, `infer` and `run`: making, checking and running ONNX policies. */
 import type { Command } from 'commander';
 import { ComposedPolicy } from '../runtime/compose.js';
-import { ControlLoop, formatLatencyTable, passThroughSafety } from '../runtime/loop.js';
+import { connectRobot } from '../hw/connect.js';
+import { loadRobotConfig, observationLength, observeState } from '../hw/robot-config.js';
+import { ControlLoop, formatLatencyTable } from '../runtime/loop.js';
+import { defaultSafetyConfig, loadSafetyConfig, SafetyLayer } from '../safety/index.js';
 import { formatInspectReport, inferOnce, inspectOnnx } from '../runtime/onnx-inspect.js';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
-import { envSource } from '../runtime/sources.js';
+import { envSource, robotSource, type ObservationSource } from '../runtime/sources.js';
 import { defaultBcConfig, saveBcPolicy, trainBc } from '../sim/bc.js';
 import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
@@ -117,46 +120,131 @@ export function registerPolicyCommands(program: Command): void {
   program
     .command('run')
     .description(
-      'run base (+ residual) against the simulator in real time at a fixed rate; prints the latency table',
+      'run base (+ residual) through the safety layer at a fixed rate, on the simulator or a robot; prints the latency table',
     )
-    .requiredOption('--task <name|path>', 'built-in task name or path to a task module')
     .requiredOption('--base <file.onnx>', 'base policy')
+    .option('--task <name|path>', 'simulated task (or, with --robot, nothing)')
+    .option(
+      '--robot <url>',
+      'a robot instead of the simulator: serial:/dev/ttyUSB0 or mqtt://host:port/robot-id',
+    )
+    .option('--robot-config <file>', 'with --robot: the robot config file')
     .option('--residual <file.onnx>', 'residual actor')
     .option('--scale <s>', 'residual scale', parseFloatArg('--scale', 0, 10), 1)
-    .option('--rate <hz>', 'control rate', parseFloatArg('--rate', 1, 10000), 0)
+    .option(
+      '--safety <file.json>',
+      'safety config (default: the normalized box and hold-last as the safe action)',
+    )
+    .option(
+      '--rate <hz>',
+      'control rate (default: the task or robot rate)',
+      parseFloatArg('--rate', 1, 10000),
+      0,
+    )
     .option('--duration <s>', 'seconds to run', parseFloatArg('--duration', 0.1, 86400), 10)
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 0)
     .option('--json', 'print one JSON object')
     .action(async (opts: RunCliOptions) => {
-      const task = await loadTask(opts.task);
-      const env = await MujocoEnv.create(task);
-      const policy = await loadComposedPolicy(env, opts.base, opts.residual, opts.scale);
-      const rateHz = opts.rate || Math.round(1 / env.controlDt);
-      const source = envSource(env, { seed: opts.seed });
-      let successes = 0;
-      let episodes = 0;
-      source.transitions$.subscribe((t) => {
-        if (t.terminated || t.truncated) {
-          episodes++;
-          if (t.reward > 0) successes++;
-        }
-      });
+      const setup = opts.robot ? await robotLoopSetup(opts) : await simLoopSetup(opts);
+      const policy = await loadComposedPolicy(setup.dims, opts.base, opts.residual, opts.scale);
+      const actionDim = setup.dims.actionSpace.dim;
+      const safety = new SafetyLayer(
+        opts.safety ? loadSafetyConfig(opts.safety) : defaultSafetyConfig(actionDim),
+      );
+      const safetyDim = safety.safeAction().length;
+      if (safetyDim !== actionDim) {
+        throw new ResrtError(
+          `the safety config is for ${safetyDim} actions, the ${setup.label} takes ${actionDim}`,
+          'use the safety config written for this robot or task',
+        );
+      }
       const loop = new ControlLoop({
-        source,
+        source: setup.source,
         policy,
-        safety: passThroughSafety(env.actionSpace.dim),
-        rateHz,
+        safety,
+        rateHz: opts.rate || setup.rateHz,
+        onEpisodeStart: () => safety.beginEpisode(),
       });
       if (!opts.json)
-        console.log(
-          `running ${task.name} at ${rateHz} Hz for ${opts.duration} s (simulated time runs at wall-clock speed)`,
-        );
+        console.log(`running ${setup.label} at ${opts.rate || setup.rateHz} Hz for ${opts.duration} s`);
       const stats = await loop.runFor(opts.duration * 1000);
-      env.close();
-      if (opts.json) return printJson({ task: task.name, episodes, successes, stats });
+      await setup.close();
+      safety.close();
+      if (opts.json)
+        return printJson({
+          target: setup.label,
+          episodes: setup.episodes(),
+          successes: setup.successes(),
+          stats,
+        });
       console.log(formatLatencyTable(stats));
-      console.log(`episodes finished: ${episodes}, successful: ${successes}`);
+      console.log(`episodes finished: ${setup.episodes()}, successful: ${setup.successes()}`);
     });
+}
+
+interface LoopSetup {
+  label: string;
+  dims: { observationSpace: { dim: number }; actionSpace: { dim: number } };
+  source: ObservationSource;
+  rateHz: number;
+  episodes(): number;
+  successes(): number;
+  close(): Promise<void>;
+}
+
+async function simLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
+  if (!opts.task)
+    throw new ResrtError(
+      'run needs --task (simulator) or --robot (hardware)',
+      'e.g. --task push, or --robot mqtt://host/robot-1 --robot-config robot.json',
+    );
+  const task = await loadTask(opts.task);
+  const env = await MujocoEnv.create(task);
+  const source = envSource(env, { seed: opts.seed });
+  let episodes = 0;
+  let successes = 0;
+  source.transitions$.subscribe((t) => {
+    if (t.terminated || t.truncated) {
+      episodes++;
+      if (t.reward > 0) successes++;
+    }
+  });
+  return {
+    label: `${task.name} (simulated in real time)`,
+    dims: env,
+    source,
+    rateHz: Math.round(1 / env.controlDt),
+    episodes: () => episodes,
+    successes: () => successes,
+    close: async () => env.close(),
+  };
+}
+
+async function robotLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
+  if (!opts.robotConfig)
+    throw new ResrtError(
+      '--robot needs --robot-config FILE',
+      'write a robot config (see docs/mqtt-topics.md) or use the one `resrt virtual-robot` wrote',
+    );
+  const config = loadRobotConfig(opts.robotConfig);
+  const robot = await connectRobot(opts.robot!, { actionNames: config.action.names });
+  const caps = robot.capabilities;
+  const obsDim = observationLength(config, caps);
+  const source = robotSource(robot, {
+    toObs: (s) => observeState(config, s, obsDim),
+    obsDim,
+    validForMs: config.commandValidMs,
+  });
+  return {
+    label: `robot ${config.name} at ${opts.robot}`,
+    dims: { observationSpace: { dim: obsDim }, actionSpace: { dim: caps.actionDim } },
+    source,
+    rateHz: config.rateHz,
+    // On hardware, episodes and success are what a person or a session decides (resrt actor).
+    episodes: () => 0,
+    successes: () => 0,
+    close: () => robot.close(),
+  };
 }
 
 interface BcCliOptions {
@@ -174,7 +262,10 @@ interface BcCliOptions {
 }
 
 interface RunCliOptions {
-  task: string;
+  task?: string;
+  robot?: string;
+  robotConfig?: string;
+  safety?: string;
   base: string;
   residual?: string;
   scale: number;

@@ -19,6 +19,7 @@ import type {
 import { ResrtError } from '../util/errors.js';
 import {
   observationLength,
+  observeState,
   type ObservationEntry,
   type RobotConfig,
   type SuccessSpec,
@@ -247,14 +248,7 @@ export class HardwareEnv implements Env {
   }
 
   private observe(s: RobotState): Float32Array {
-    const obs = new Float32Array(this.observationSpace.dim);
-    let k = 0;
-    for (const e of this.config.observation) {
-      const src = s[e.field];
-      if (e.indices) for (const i of e.indices) obs[k++] = src[i];
-      else for (let i = 0; i < src.length; i++) obs[k++] = src[i];
-    }
-    return obs;
+    return observeState(this.config, s, this.observationSpace.dim);
   }
 
   private faultNow(): string | null {

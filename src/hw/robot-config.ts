@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import type { RobotState } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { parseMqttRobotUrl } from './mqtt/topics.js';
 
@@ -257,6 +258,22 @@ export function loadRobotConfig(path: string): RobotConfig {
     );
   }
   return parseRobotConfig(raw, `robot config ${path}`);
+}
+
+/** The observation vector a robot state gives under this config's layout (length from observationLength). */
+export function observeState(
+  config: Pick<RobotConfig, 'observation'>,
+  s: RobotState,
+  length: number,
+): Float32Array {
+  const obs = new Float32Array(length);
+  let k = 0;
+  for (const e of config.observation) {
+    const src = s[e.field];
+    if (e.indices) for (const i of e.indices) obs[k++] = src[i];
+    else for (let i = 0; i < src.length; i++) obs[k++] = src[i];
+  }
+  return obs;
 }
 
 /** Length of the observation vector this config builds from states with these counts. */

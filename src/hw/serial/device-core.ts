@@ -14,7 +14,10 @@ import type { Frame } from './frame.js';
 import {
   ErrorCode,
   FLAG_ACK_REQ,
+  MAX_DIM,
   MAX_FW,
+  MAX_JOINTS,
+  MAX_SENSORS,
   MessageType,
   PROTOCOL_VERSION,
   SUPPORTED_VERSIONS,
@@ -352,7 +355,10 @@ export function validateCapabilities(plant: Plant, watchdogMs: number): string |
   const c = plant.capabilities;
   if (!Number.isInteger(c.actionDim) || c.actionDim < 1) return `actionDim must be >= 1, got ${c.actionDim}`;
   if (!stateFits(c.jointCount, c.sensorCount, c.actionDim)) {
-    return `${c.jointCount} joints, ${c.sensorCount} sensors and ${c.actionDim} actions do not fit in one STATE frame (12*joints + 4*sensors + 4*actions <= 234)`;
+    return (
+      `${c.jointCount} joints, ${c.sensorCount} sensors and ${c.actionDim} actions do not fit in one STATE frame ` +
+      `(at most ${MAX_JOINTS} joints, ${MAX_SENSORS} sensors and ${MAX_DIM} actions, and 12*joints + 4*sensors + 4*actions <= 234)`
+    );
   }
   if (
     c.actionLow.length !== c.actionDim ||
