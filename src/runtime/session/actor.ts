@@ -347,8 +347,10 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   };
   const sendSafe = (): void => {
     // Nothing more goes to the device: its watchdog holds the safe state; say it once explicitly.
-    if (robot)
-      robot.send({ action: safety.safeAction(), validForMs: options.robot?.config.commandValidMs ?? 100 });
+    if (!robot) return;
+    const action = safety.safeAction();
+    options.onCommand?.(action);
+    robot.send({ action, validForMs: options.robot?.config.commandValidMs ?? 100 });
   };
 
   /**
@@ -363,7 +365,10 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
     const r = robot;
     const periodMs = 1000 / (options.robot?.config.rateHz ?? 50);
     const hold = setInterval(() => {
-      if (!safety.state.estopped) r.send({ action: safety.safeAction(), validForMs: 3 * periodMs });
+      if (safety.state.estopped) return;
+      const action = safety.safeAction();
+      options.onCommand?.(action);
+      r.send({ action, validForMs: 3 * periodMs });
     }, periodMs);
     try {
       return await reset;
