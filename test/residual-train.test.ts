@@ -165,6 +165,43 @@ describe('trainResidual', () => {
     expect(manifest.generation).toBeGreaterThanOrEqual(2);
   }, 60_000);
 
+  it('awaits hardware-style environments and bases that answer with promises', async () => {
+    /** Answers like a robot link: every call resolves later. */
+    class AsyncPointMass extends PointMassEnv {
+      override reset(options?: { seed?: number }) {
+        const r = super.reset(options);
+        return new Promise<typeof r>((resolve) => setTimeout(() => resolve(r), 0)) as never;
+      }
+      override step(action: ArrayLike<number>) {
+        const r = super.step(action);
+        return new Promise<typeof r>((resolve) => setImmediate(() => resolve(r))) as never;
+      }
+    }
+    const syncBase = new BiasedBase();
+    const asyncBase = { actionDim: 2, act: async (o: Float32Array) => syncBase.act(o) };
+    const r = await trainResidual({
+      makeEnv: async () => new AsyncPointMass(),
+      base: asyncBase,
+      steps: 300,
+      outDir: join(dir, 'async'),
+      seed: 5,
+      profile: 'cpu',
+      config: {
+        actorHidden: [32, 32],
+        criticHidden: [32, 32],
+        numCritics: 2,
+        batchSize: 64,
+        learningStarts: 100,
+        criticWarmupSteps: 10,
+        utd: 1,
+      },
+      evalEpisodes: 5,
+      worker: true,
+    });
+    expect(r.envSteps).toBe(300);
+    expect(r.updates).toBe(10 + 200);
+  }, 60_000);
+
   it('rejects a base or demonstrations that do not fit the environment, saying how to fix it', async () => {
     const wrongBase = { actionDim: 3, act: () => new Float32Array(3) };
     await expect(

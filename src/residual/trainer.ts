@@ -553,6 +553,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     const slack = cfg.utd * 16;
 
     const zero = new Float32Array(A);
+    let realtime = false;
     while (state.envSteps < options.steps) {
       const epSeed = seed * 1_000_003 + state.episodes;
       let obs = (await env.reset({ seed: epSeed })).obs;
@@ -572,7 +573,11 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
           }
         }
         const action = compose(baseAction, res);
-        const step = await env.step(action);
+        const pendingStep = env.step(action);
+        // Hardware answers with promises: a real robot must not stand still mid-episode waiting for
+        // the learner, so there the actor only catches the learner up at episode ends.
+        if (pendingStep instanceof Promise) realtime = true;
+        const step = await pendingStep;
         if (step.info.success) success = true;
         const done = step.terminated || step.truncated;
         const nextBase = base && !step.terminated ? Float32Array.from(await base.act(step.obs)) : zero;
@@ -594,7 +599,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
         const target = targetUpdates(state.envSteps);
         if (target > 0) {
           if (state.envSteps === cfg.learningStarts && cfg.criticWarmupSteps > 0) phase = 'critic-warmup';
-          await link.advance(target, target - slack);
+          await link.advance(target, realtime && !done ? 0 : target - slack);
           phase = 'training';
         }
         emitProgress();
