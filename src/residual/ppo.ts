@@ -110,7 +110,8 @@ export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> 
       'use positive integers',
     );
   const { tf, description } = await initTf(options.backend ?? 'auto');
-  const log = options.log ?? ((): void => {});
+  // Which backend and profile run is always worth a line; pass log: () => {} to silence it.
+  const log = options.log ?? ((line: string): void => void process.stderr.write(`${line}\n`));
   log(`backend: ${description}`);
   const seed = options.seed ?? 0;
   const evalEpisodes = options.evalEpisodes ?? 100;

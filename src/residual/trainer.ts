@@ -74,7 +74,7 @@ export interface TrainOptions {
   backend?: BackendPreference;
   /** Called at most every ~100 ms and at every evaluation. */
   onProgress?: (p: TrainProgress) => void;
-  /** Log lines (backend, profile, checkpoints). Default: none. */
+  /** Log lines (backend, profile, checkpoints). Default: stderr. */
   log?: (line: string) => void;
   /** Task name for file titles and the checkpoint check. */
   taskName?: string;
@@ -396,7 +396,8 @@ const recentWindow = 100;
 
 export async function trainResidual(options: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
-  const log = options.log ?? ((): void => {});
+  // Which backend and profile run is always worth a line; pass log: () => {} to silence it.
+  const log = options.log ?? ((line: string): void => void process.stderr.write(`${line}\n`));
   const seed = options.seed ?? 0;
   const evalEpisodes = options.evalEpisodes ?? 100;
   const evalEvery = options.evalEvery ?? 0;
