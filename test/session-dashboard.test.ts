@@ -1,0 +1,151 @@
+// The dashboards in headless Chromium (playwright-core) against a live session: a learner with its
+// embedded broker and one actor on a virtual robot. The learner page shows live numbers and its
+// success button reaches the learner through the actor; on the actor page, keyboard teleop
+// intervenes and the e-stop button stops the actor on its next tick.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { runLearnerService, type LearnerService } from '../src/residual/service/learner-service.js';
+import { runActor, type ActorHandle } from '../src/runtime/session/actor.js';
+import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
+import { builtInTasks } from '../src/sim/registry.js';
+import { smallLearner, waitFor, writeWeakReachBase } from './session-fixtures.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+let dir: string;
+let profile: string;
+let browser: BrowserContext;
+let learner: LearnerService;
+let actor: ActorHandle;
+let robot: VirtualRobot;
+const commands: { at: number }[] = [];
+const applied: { at: number }[] = [];
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(
+      `${CHROMIUM} is missing: install Chromium (Debian/Ubuntu: sudo apt-get install chromium) to run the dashboard tests`,
+    );
+  }
+  dir = mkdtempSync(join(tmpdir(), 'resrt-dash-'));
+  const basePath = join(dir, 'base.onnx');
+  writeWeakReachBase(basePath);
+  learner = await runLearnerService({
+    outDir: join(dir, 'learner'),
+    brokerPort: 0,
+    base: basePath,
+    profile: 'cpu',
+    config: smallLearner,
+    dashboardPort: 0,
+  });
+  robot = await startVirtualRobot(builtInTasks.reach, {
+    transport: { brokerUrl: learner.brokerUrl, robotId: 'arm' },
+  });
+  const original = robot.plant.command.bind(robot.plant);
+  robot.plant.command = (a: Float32Array) => {
+    applied.push({ at: performance.now() });
+    original(a);
+  };
+  actor = await runActor({
+    robotId: 'arm',
+    brokerUrl: learner.brokerUrl,
+    stateDir: join(dir, 'arm'),
+    base: basePath,
+    robot: { url: robot.robotUrl, config: robot.config, virtualScene: { obsDim: robot.plant.obsDim } },
+    labelTimeoutMs: 1500,
+    dashboardPort: 0,
+    onCommand: () => commands.push({ at: performance.now() }),
+  });
+  profile = mkdtempSync(join(tmpdir(), 'resrt-chromium-'));
+  // A fresh profile per run (playwright passes it as --user-data-dir).
+  browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}, 90_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await actor?.stop();
+  await robot?.close();
+  await learner?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+const numberIn = async (page: Page, testId: string): Promise<number> =>
+  Number(await page.locator(`[data-testid="${testId}"]`).innerText());
+
+describe('dashboard', () => {
+  it('the learner page shows live numbers, and its success label reaches the learner', async () => {
+    const page = await browser.newPage();
+    await page.goto(learner.dashboardUrl!);
+    await page.locator('[data-testid="learner-transitions"]').waitFor();
+    await expect.poll(() => numberIn(page, 'learner-transitions'), { timeout: 20_000 }).toBeGreaterThan(0);
+    const first = await numberIn(page, 'learner-transitions');
+    await expect
+      .poll(() => numberIn(page, 'learner-transitions'), { timeout: 20_000 })
+      .toBeGreaterThan(first);
+    await page.locator('[data-testid="phase-arm"]').waitFor();
+    // A person's verdict: clicked while the episode runs (or waits for its label).
+    for (let attempt = 0; attempt < 6 && learner.snapshot().labels === 0; attempt++) {
+      await expect
+        .poll(() => page.locator('[data-testid="phase-arm"]').innerText(), { timeout: 15_000 })
+        .toMatch(/run|label/);
+      await page.locator('[data-testid="success-arm"]').click();
+      await waitFor('the label to reach the learner', () => learner.snapshot().labels > 0, 4000).catch(
+        () => {},
+      );
+    }
+    const snap = learner.snapshot();
+    expect(snap.labels).toBeGreaterThanOrEqual(1);
+    expect(snap.labelledSuccesses).toBeGreaterThanOrEqual(1);
+    expect(learner.episodes().some((e) => e.labelled && e.success && e.robotId === 'arm')).toBe(true);
+    await expect
+      .poll(() => page.locator('[data-testid="learner-labels"]').innerText(), { timeout: 5000 })
+      .toMatch(/labelled successes: [1-9]/);
+    await page.close();
+  }, 90_000);
+
+  it('on the actor page, keyboard teleop intervenes and the e-stop button stops the actor on its next tick', async () => {
+    const page = await browser.newPage();
+    await page.goto(actor.dashboardUrl!);
+    await page.locator('[data-testid="phase-arm"]').waitFor();
+    const before = actor.status().interventionSteps;
+    await page.locator('[data-testid="intervene"]').check();
+    await page.keyboard.down('d');
+    await waitFor('intervention steps', () => actor.status().interventionSteps > before + 5, 15_000);
+    await page.keyboard.up('d');
+    await page.locator('[data-testid="intervene"]').uncheck();
+
+    await expect
+      .poll(() => page.locator('[data-testid="phase-arm"]').innerText(), { timeout: 15_000 })
+      .toBe('run');
+    const response = page.waitForResponse((r) => r.url().includes('/api/control'));
+    await page.locator('[data-testid="estop-arm"]').click();
+    expect((await response).status()).toBe(200);
+    const stoppedAt = performance.now();
+    await waitFor('the actor to report the e-stop', () => actor.status().phase === 'estopped', 2000, 5);
+    await new Promise((r) => setTimeout(r, 500));
+    // At most the tick already past its safety check, then the one safe command; nothing after.
+    const later = commands.filter((c) => c.at > stoppedAt);
+    expect(later.length).toBeLessThanOrEqual(2);
+    // The device latched too: it applies nothing once the e-stop reached it.
+    expect(applied.filter((c) => c.at > stoppedAt + 100)).toEqual([]);
+    await expect
+      .poll(() => page.locator('[data-testid="phase-arm"]').innerText(), { timeout: 5000 })
+      .toBe('estopped');
+    await page.close();
+  }, 90_000);
+});
