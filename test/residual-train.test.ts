@@ -202,6 +202,75 @@ describe('trainResidual', () => {
     expect(r.updates).toBe(10 + 200);
   }, 60_000);
 
+  it('trains with relabelled demonstrations in the replay and checkpoints them', async () => {
+    // Demonstrations from the unbiased controller, recorded on the same task.
+    const env = new PointMassEnv();
+    const expert = new BiasedBase(false);
+    const episodes = [];
+    for (let e = 0; e < 5; e++) {
+      let { obs } = env.reset({ seed: 500 + e });
+      const o = [obs];
+      const actions = [];
+      const rewards = [];
+      let end = { terminated: false, truncated: false };
+      for (;;) {
+        const a = expert.act(obs);
+        const r = env.step(a);
+        actions.push(a);
+        rewards.push(r.reward);
+        o.push(r.obs);
+        obs = r.obs;
+        if (r.terminated || r.truncated) {
+          end = { terminated: r.terminated, truncated: r.truncated };
+          break;
+        }
+      }
+      episodes.push({ episode: e, seed: 500 + e, success: end.terminated, ...end, obs: o, actions, rewards });
+    }
+    const demos: DemoSet = {
+      header: {
+        format: 'resrt-demos',
+        version: 1,
+        task: 'point-mass',
+        obsDim: 4,
+        actionDim: 2,
+        obsNames: [],
+        actionNames: [],
+        controlDt: 0.1,
+        createdAt: '',
+        source: 'test',
+      },
+      episodes,
+      tornTail: false,
+    };
+    const out = join(dir, 'demos');
+    const r = await trainResidual({
+      makeEnv: () => new PointMassEnv(),
+      base: new BiasedBase(),
+      demos,
+      steps: 300,
+      outDir: out,
+      seed: 6,
+      profile: 'cpu',
+      config: {
+        actorHidden: [32, 32],
+        criticHidden: [32, 32],
+        numCritics: 2,
+        batchSize: 64,
+        learningStarts: 100,
+        criticWarmupSteps: 10,
+      },
+      evalEpisodes: 5,
+      worker: false,
+      log: () => {},
+    });
+    expect(r.updates).toBe(10 + 200);
+    const manifest = JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8')) as {
+      files: Record<string, unknown>;
+    };
+    expect(Object.keys(manifest.files).sort()).toEqual(['demos', 'learner', 'online', 'trainer']);
+  }, 60_000);
+
   it('rejects a base or demonstrations that do not fit the environment, saying how to fix it', async () => {
     const wrongBase = { actionDim: 3, act: () => new Float32Array(3) };
     await expect(
