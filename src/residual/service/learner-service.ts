@@ -341,6 +341,8 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   };
 
   const onBatch = (robotId: string, payload: Buffer): void => {
+    // After close() began nothing is logged or acknowledged: the actors keep it spooled.
+    if (closed) return;
     let batch: TransitionBatch;
     try {
       batch = decodeBatch(new Uint8Array(payload));
@@ -496,6 +498,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     return ids.length > 0;
   };
 
+  let closing: Promise<void> | null = null;
   let dashboard: Dashboard | null = null;
   if (options.dashboardPort !== undefined) {
     dashboard = await startDashboard({
@@ -532,28 +535,29 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     episodes: () => episodes,
     command,
     checkpoint,
-    async close() {
-      if (closed && !timer && !client.connected && !dashboard) return;
-      closed = true;
-      if (timer) clearTimeout(timer);
-      timer = null;
-      checkpoint();
-      wal?.close();
-      await dashboard?.close();
-      dashboard = null;
-      if (client.connected) {
-        await new Promise<void>((resolve) =>
-          client.publish(
-            topics.learnerStatus,
-            JSON.stringify(statusOf(false)),
-            { qos: 1, retain: true },
-            () => resolve(),
-          ),
-        );
-      }
-      await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
-      learner.dispose();
-      await broker?.close();
+    close() {
+      closing ??= shutdown();
+      return closing;
     },
   };
+
+  async function shutdown(): Promise<void> {
+    closed = true;
+    if (timer) clearTimeout(timer);
+    timer = null;
+    await dashboard?.close();
+    dashboard = null;
+    if (client.connected) {
+      await new Promise<void>((resolve) =>
+        client.publish(topics.learnerStatus, JSON.stringify(statusOf(false)), { qos: 1, retain: true }, () =>
+          resolve(),
+        ),
+      );
+    }
+    await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+    checkpoint();
+    wal?.close();
+    learner.dispose();
+    await broker?.close();
+  }
 }

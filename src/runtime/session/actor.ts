@@ -409,7 +409,10 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       base.reset?.(epSeed);
       safety.beginEpisode();
       let obsAt = performance.now();
+      let baseStarted = performance.now();
       let baseAction = Float32Array.from(await base.act(obs));
+      // Loop latency = base + residual + safety for one observation (the base runs one step ahead).
+      let baseMs = performance.now() - baseStarted;
       let held: SessionTransition | null = null;
       let ret = 0;
       let step = 0;
@@ -444,9 +447,12 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
           break;
         }
         const action = decision.action;
-        latency.record(performance.now() - t0);
+        latency.record(baseMs + performance.now() - t0);
         options.onCommand?.(action);
         const r = await env.step(action);
+        // A simulator answers at once; without a turn of the event loop here, MQTT and timers
+        // would never run between steps.
+        if (!robot) await new Promise<void>((resolve) => setImmediate(resolve));
         step++;
         obsAt = performance.now();
         const nextObs = Float32Array.from(r.obs);
@@ -463,7 +469,9 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
           labelled = true;
           pendingLabel = null;
         } else if (r.info.success) success = true;
+        baseStarted = performance.now();
         const nextBase = terminated ? zeros : Float32Array.from(await base.act(nextObs));
+        baseMs = performance.now() - baseStarted;
         if (held) emit(held);
         held = {
           robotId,
