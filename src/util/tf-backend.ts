@@ -22,6 +22,8 @@ export interface TfHandle {
   backend: string;
   /** One line for logs: which package runs and why. */
   description: string;
+  /** True when the backend computes on a GPU (tfjs-node-gpu). */
+  gpu: boolean;
 }
 
 const handles = new Map<BackendPreference, Promise<TfHandle>>();
@@ -65,7 +67,12 @@ async function select(pref: BackendPreference): Promise<TfHandle> {
         if (await tf.setBackend('tensorflow')) {
           await tf.ready();
           installFastMatMulGrad(tf);
-          return { tf, backend: 'tensorflow', description: `tensorflow (native libtensorflow via ${pkg})` };
+          return {
+            tf,
+            backend: 'tensorflow',
+            description: `tensorflow (native libtensorflow via ${pkg})`,
+            gpu: pkg.endsWith('-gpu'),
+          };
         }
         notes.push(`${pkg} imported but its backend did not start`);
       }
@@ -89,6 +96,7 @@ async function select(pref: BackendPreference): Promise<TfHandle> {
           tf,
           backend: 'wasm',
           description: `wasm (${simd ? 'SIMD' : 'no SIMD'}, single thread${notes.length ? `; ${notes.join(', ')}` : ''})`,
+          gpu: false,
         };
       }
       notes.push('wasm backend did not start');
@@ -111,6 +119,7 @@ async function select(pref: BackendPreference): Promise<TfHandle> {
     tf,
     backend: 'cpu',
     description: `cpu (plain JavaScript, slow${notes.length ? `; ${notes.join(', ')}` : ''})`,
+    gpu: false,
   };
 }
 
@@ -143,6 +152,14 @@ export function installFastMatMulGrad(tf: Tf): void {
       return tf.transpose(x, perm);
     };
     const mm = (x: tfjs.Tensor, y: tfjs.Tensor): tfjs.Tensor => tf.matMul(x, y);
+    // matMul broadcasts batch dimensions ([B,k]·[H,k,n]); the gradient sums over the broadcast ones.
+    const reduceTo = (g: tfjs.Tensor, like: tfjs.Tensor): tfjs.Tensor => {
+      if (g.rank === like.rank && g.shape.every((d, i) => d === like.shape[i])) return g;
+      const lead = g.rank - like.rank;
+      const axes: number[] = [];
+      for (let i = 0; i < g.rank - 2; i++) if (i < lead || like.shape[i - lead] === 1) axes.push(i);
+      return tf.reshape(tf.sum(g, axes), like.shape);
+    };
     // The stock gradient would otherwise warn about the override on every install.
     const warn = console.warn;
     console.warn = () => {};
@@ -166,7 +183,7 @@ export function installFastMatMulGrad(tf: Tf): void {
             if (transposeA && !transposeB) return mm(a, g);
             return mm(swapLast(g), swapLast(a));
           };
-          return { a: da, b: db };
+          return { a: () => reduceTo(da(), a), b: () => reduceTo(db(), b) };
         },
       });
     } finally {
