@@ -93,6 +93,33 @@ describe('residual actor initialisation', () => {
   });
 });
 
+describe('export', () => {
+  it('the exported residual (spec and ONNX) computes what the trained actor computes', async () => {
+    const l = new ResidualLearner(tf, small({ actorLr: 1e-2 }), { obsDim: O, actionDim: A }, 9);
+    fill(l, 200, 7);
+    const { mean, std } = l.computeObsNormalization();
+    l.setObsNormalization(mean, std);
+    for (let i = 0; i < 20; i++) l.update();
+    const rng = new Rng(8);
+    const rows = 5;
+    const obs = Float32Array.from({ length: rows * O }, () => rng.normal(0, 2));
+    const base = Float32Array.from({ length: rows * A }, () => rng.range(-1, 1));
+    const want = l.act(obs, base, rows);
+    expect(want.some((v) => Math.abs(v) > 1e-4)).toBe(true);
+    const spec = policySpec(l);
+    const viaSpec = mlpForward(spec, [obs, base]);
+    viaSpec.forEach((v, i) => expect(v).toBeCloseTo(want[i], 5));
+    const path = join(dir, 'trained.onnx');
+    exportResidualOnnx(spec, path);
+    const onnx = await OnnxPolicy.load(path, { residual: true });
+    for (let r = 0; r < rows; r++) {
+      const got = await onnx.residual(obs.slice(r * O, (r + 1) * O), base.slice(r * A, (r + 1) * A));
+      got.forEach((v, j) => expect(v).toBeCloseTo(want[r * A + j], 5));
+    }
+    l.dispose();
+  });
+});
+
 /** The critic head h of an ensemble as an MlpPolicySpec, for the reference forward pass. */
 function headSpec(l: ResidualLearner, target: boolean, h: number): MlpPolicySpec {
   const net = target ? l.criticTarget : l.critic;
