@@ -51,3 +51,34 @@ export async function waitFor(
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
+
+/**
+ * test/residual-pointmass.ts's BiasedBase as an exact ONNX network: clip(5·(goal − pos) + bias)
+ * per axis, with the clip written as relu(u + 1) − relu(u − 1) − 1.
+ */
+export function writeBiasedPointMassBase(path: string, bias = 0.12): void {
+  const O = 4;
+  const w1 = new Float32Array(O * 4);
+  const b1 = new Float32Array(4);
+  for (let d = 0; d < 2; d++) {
+    for (const [k, shift] of [
+      [2 * d, 1],
+      [2 * d + 1, -1],
+    ]) {
+      w1[(2 + d) * 4 + k] = 5; // goal
+      w1[d * 4 + k] = -5; // position
+      b1[k] = (d === 0 ? bias : 0) + shift;
+    }
+  }
+  const w2 = Float32Array.from([1, 0, -1, 0, 0, 1, 0, -1]);
+  const bytes = exportMlpToOnnx({
+    inputs: [{ name: 'obs', dim: O }],
+    layers: [
+      { inDim: O, outDim: 4, weight: w1, bias: b1, activation: 'relu' },
+      { inDim: 4, outDim: 2, weight: w2, bias: Float32Array.from([-1, -1]), activation: 'linear' },
+    ],
+    output: { name: 'action', actionDim: 2, chunkLength: 1 },
+    metadata: { [MetaKey.kind]: 'base', [MetaKey.obsDim]: String(O) },
+  });
+  writeFileSync(path, bytes);
+}

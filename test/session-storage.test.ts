@@ -17,7 +17,12 @@ import { decodeBatch, encodeBatch, type SessionTransition } from '../src/runtime
 import { RecordLog } from '../src/runtime/session/record-log.js';
 import { Spool } from '../src/runtime/session/spool.js';
 import { decodePolicyMessage, encodePolicyMessage } from '../src/runtime/session/protocol.js';
-import { EpisodeAssembler, Sequencer } from '../src/residual/service/ingest.js';
+import {
+  EpisodeAssembler,
+  Sequencer,
+  episodeRewards,
+  interventionDemos,
+} from '../src/residual/service/ingest.js';
 import { TransitionWal } from '../src/residual/service/wal.js';
 import { startDashboard } from '../src/runtime/dashboard/server.js';
 import { ResrtError } from '../src/util/errors.js';
@@ -190,6 +195,19 @@ describe('sequencer and episodes', () => {
     expect(episodes).toBe(1);
     expect(again.report.tornBytes).toBeGreaterThan(0);
     again.close();
+  });
+});
+
+describe('interventions', () => {
+  it('RLIF: −1 on the step a person takes over, 0 elsewhere; HIL-SERL: intervention steps as 1-step demos', () => {
+    const flags = [false, true, true, false, true, false];
+    const ep = flags.map((f, i) => ({ ...transition('r', i), intervention: f, reward: i === 5 ? 1 : 0.5 }));
+    expect(Array.from(episodeRewards(ep, 'task'))).toEqual([0.5, 0.5, 0.5, 0.5, 0.5, 1]);
+    expect(Array.from(episodeRewards(ep, 'rlif'))).toEqual([0, -1, 0, 0, -1, 0]);
+    const demos = interventionDemos(ep, episodeRewards(ep, 'rlif'));
+    expect(demos.map((d) => d.seq)).toEqual([1, 2, 4]);
+    expect(demos.map((d) => d.reward)).toEqual([-1, 0, -1]);
+    expect(demos.every((d) => d.truncated)).toBe(true);
   });
 });
 

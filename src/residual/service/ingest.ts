@@ -78,3 +78,31 @@ export class EpisodeAssembler {
     return n;
   }
 }
+
+export type RewardMode = 'task' | 'rlif';
+
+/**
+ * The rewards the learner trains on for one whole episode. 'task': the actor's rewards. 'rlif'
+ * (RLIF): −1 on each step where a person takes over (an intervention that was not running on the
+ * step before), 0 everywhere else, whatever the task reward said.
+ */
+export function episodeRewards(ep: readonly SessionTransition[], mode: RewardMode): Float32Array {
+  const out = new Float32Array(ep.length);
+  for (let i = 0; i < ep.length; i++) {
+    if (mode === 'task') out[i] = ep[i].reward;
+    else out[i] = ep[i].intervention && !(i > 0 && ep[i - 1].intervention) ? -1 : 0;
+  }
+  return out;
+}
+
+/**
+ * Intervention steps as demonstrations (HIL-SERL): each one is its own 1-step fragment (ended as
+ * truncated unless it terminated), so n-step sums never run from a person's step into the policy's.
+ */
+export function interventionDemos<T extends SessionTransition>(ep: readonly T[], rewards: Float32Array): T[] {
+  const out: T[] = [];
+  ep.forEach((t, i) => {
+    if (t.intervention) out.push({ ...t, reward: rewards[i], truncated: !t.terminated });
+  });
+  return out;
+}

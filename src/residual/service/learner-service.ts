@@ -22,7 +22,7 @@ import { ResrtError } from '../../util/errors.js';
 import { writeFileAtomic } from '../../util/files.js';
 import { initTf, type BackendPreference } from '../../util/tf-backend.js';
 import { makeConfig, profileFor, type ProfileName, type ResidualConfig } from '../config.js';
-import { ReplayBuffer, packSteps, type StepRecord } from '../replay.js';
+import { ReplayBuffer, packSteps } from '../replay.js';
 import { ResidualLearner, type UpdateStats } from '../td3.js';
 import { readCheckpoint, writeCheckpoint, hasCheckpoint } from '../checkpoint.js';
 import { exportResidualOnnx, residualPolicySpec } from '../export.js';
@@ -40,7 +40,7 @@ import {
 } from '../../runtime/session/protocol.js';
 import { z } from 'zod';
 import { startDashboard, type Dashboard } from '../../runtime/dashboard/server.js';
-import { EpisodeAssembler, Sequencer } from './ingest.js';
+import { EpisodeAssembler, Sequencer, episodeRewards, interventionDemos } from './ingest.js';
 import { TransitionWal, type EpisodeRecord } from './wal.js';
 
 export interface LearnerServiceOptions {
@@ -93,6 +93,8 @@ export interface LearnerSnapshot {
   interventionRate: number | null;
   labels: number;
   labelledSuccesses: number;
+  /** Intervention steps in the demonstration replay. */
+  demoTransitions: number;
   warmup: boolean;
   /** Highest seq logged per robot. */
   watermarks: Record<string, number>;
@@ -200,18 +202,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   let interventionSteps = 0;
   const recent: boolean[] = [];
   const curve: { episodes: number; successRate: number; updates: number }[] = [];
-  const prevIntervention = new Map<string, boolean>();
-
-  const rlif = options.rewardMode === 'rlif';
-  const toStep = (t: SessionTransition): StepRecord => {
-    let reward = t.reward;
-    if (rlif) {
-      const started = t.intervention && !(prevIntervention.get(t.robotId) ?? false);
-      reward = started ? -1 : 0;
-    }
-    prevIntervention.set(t.robotId, t.intervention && !(t.terminated || t.truncated));
-    return { ...t, reward };
-  };
+  const rewardMode = options.rewardMode ?? 'task';
 
   const countEpisode = (e: EpisodeRecord): void => {
     episodes.push(e);
@@ -237,17 +228,18 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     const last = ep[ep.length - 1];
     const alreadyReplayed = last.seq <= (state.replayed[robotId] ?? -1);
     if (!alreadyReplayed) {
-      const steps = ep.map(toStep);
-      learner.replay.online.addBatch(packSteps(steps, O, A));
-      // Teleoperated steps are demonstrations too; each is its own 1-step fragment there.
-      const demoSteps = steps
-        .filter((_, i) => ep[i].intervention)
-        .map((s) => ({ ...s, truncated: !s.terminated }));
+      const rewards = episodeRewards(ep, rewardMode);
+      learner.replay.online.addBatch(
+        packSteps(
+          ep.map((t, i) => ({ ...t, reward: rewards[i] })),
+          O,
+          A,
+        ),
+      );
+      const demoSteps = interventionDemos(ep, rewards);
       if (demoSteps.length) demos.addBatch(packSteps(demoSteps, O, A));
       state.replayed[robotId] = last.seq;
       state.ingested += ep.length;
-    } else {
-      for (const t of ep) toStep(t);
     }
     const record: EpisodeRecord = {
       robotId,
@@ -486,6 +478,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       interventionRate: logged ? interventionSteps / logged : null,
       labels,
       labelledSuccesses,
+      demoTransitions: demos.size,
       warmup: state.ingested < cfg.learningStarts,
       watermarks,
       last,

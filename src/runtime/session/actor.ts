@@ -52,6 +52,8 @@ export interface ActorOptions {
   robot?: ActorRobotOptions;
   /** Safety layer config; default: the box [-1, 1] with the layer's default watchdog and teleop. */
   safety?: SafetyConfigInput;
+  /** A simulated env steps at this rate (real time); default: as fast as it answers. */
+  rateHz?: number;
   /** Transitions per batch. Default 32. */
   batchSize?: number;
   /** A partial batch is flushed after this long. Default 200 ms. */
@@ -107,6 +109,8 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       'pass { robot: { url, config } } for a robot, or { env } for a simulator',
     );
   }
+  if (options.rateHz !== undefined && !(options.rateHz > 0 && Number.isFinite(options.rateHz)))
+    throw new ResrtError(`rateHz ${options.rateHz}`, 'give a positive rate in Hz, or leave it out');
   mkdirSync(options.stateDir, { recursive: true });
 
   // -- the plant side ----------------------------------------------------------------------------
@@ -377,6 +381,15 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
     }
   };
 
+  let simNextAt = 0;
+  const simPace = async (): Promise<void> => {
+    const hz = options.rateHz;
+    if (!hz) return new Promise<void>((resolve) => setImmediate(resolve));
+    const now = performance.now();
+    simNextAt = Math.max(simNextAt + 1000 / hz, now - 1000 / hz);
+    await sleep(Math.max(0, simNextAt - now));
+  };
+
   const runEpisodes = async (): Promise<void> => {
     const seed0 = options.seed ?? 0;
     while (!stopping && (options.episodes === undefined || stats.episodes < options.episodes)) {
@@ -452,7 +465,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
         const r = await env.step(action);
         // A simulator answers at once; without a turn of the event loop here, MQTT and timers
         // would never run between steps.
-        if (!robot) await new Promise<void>((resolve) => setImmediate(resolve));
+        if (!robot) await simPace();
         step++;
         obsAt = performance.now();
         const nextObs = Float32Array.from(r.obs);
