@@ -6,6 +6,7 @@
  *   npx tsx bench/learner.ts [--obs 40] [--act 7] [--seconds 8] [--backend auto] [--json]
  */
 import { Command } from 'commander';
+import type * as tfjs from '@tensorflow/tfjs';
 import { initTf, type BackendPreference, type Tf } from '../src/util/tf-backend.js';
 import { makeConfig, profileFor, type ProfileName, type ResidualConfig } from '../src/residual/config.js';
 import { ResidualLearner } from '../src/residual/td3.js';
@@ -46,35 +47,32 @@ export function updateFlops(cfg: ResidualConfig, obsDim: number, actionDim: numb
   return 2 * perUpdate;
 }
 
-function matmulGflops(tf: Tf, n: number, seconds: number): number {
-  const a = tf.randomNormal([n, n]);
-  const b = tf.randomNormal([n, n]);
-  const run = (): void => {
-    // New weights each time, as in training (no cached packed operands).
+/** Back-to-back 256³ products with fresh weights (as in training) for `ms`; GFLOP/s. */
+function matmulWindow(tf: Tf, a: tfjs.Tensor, b: tfjs.Tensor, ms: number): number {
+  const n = a.shape[0];
+  const t = performance.now();
+  let count = 0;
+  while (count < 3 || performance.now() - t < ms) {
     tf.tidy(() => {
       tf.matMul(a, tf.add(b, 0)).dataSync();
     });
-  };
-  for (let i = 0; i < 5; i++) run();
-  let best = 0;
-  const end = performance.now() + seconds * 1000;
-  while (performance.now() < end) {
-    const t = performance.now();
-    for (let i = 0; i < 10; i++) run();
-    const dt = (performance.now() - t) / 10;
-    best = Math.max(best, (2 * n * n * n) / dt / 1e6);
+    count++;
   }
-  tf.dispose([a, b]);
-  return best;
+  return (count * 2 * n * n * n) / (performance.now() - t) / 1e6;
 }
 
-function measureUpdates(
-  tf: Tf,
-  cfg: ResidualConfig,
-  obsDim: number,
-  actionDim: number,
-  seconds: number,
-): number {
+interface Measured {
+  updatesPerSec: number;
+  gflops: number;
+  /** Median over rounds of (updates/s ÷ the ceiling measured right before). */
+  fraction: number;
+}
+
+/**
+ * Alternates a short matmul window and a one-second update window and pairs them: on a shared
+ * machine both see about the same load, so their ratio is steadier than either number alone.
+ */
+function measure(tf: Tf, cfg: ResidualConfig, obsDim: number, actionDim: number, seconds: number): Measured {
   const learner = new ResidualLearner(tf, { ...cfg, criticWarmupSteps: 0 }, { obsDim, actionDim }, 1);
   const rng = new Rng(1);
   const r = (k: number): number[] => Array.from({ length: k }, () => Math.tanh(rng.normal()));
@@ -90,21 +88,33 @@ function measureUpdates(
       truncated: false,
     });
   }
+  const a = tf.randomNormal([256, 256]);
+  const b = tf.randomNormal([256, 256]);
+  matmulWindow(tf, a, b, 100);
   for (let i = 0; i < 4; i++) learner.update();
-  // Best of several windows: other processes on a shared machine only ever slow a window down.
-  let best = 0;
+  const flops = updateFlops(cfg, obsDim, actionDim);
+  const rounds: { ups: number; gflops: number; fraction: number }[] = [];
   const end = performance.now() + seconds * 1000;
-  while (performance.now() < end) {
+  while (rounds.length < 2 || performance.now() < end) {
+    const gflops = matmulWindow(tf, a, b, 300);
     const t = performance.now();
     let n = 0;
-    while (n < 4 || performance.now() - t < 1000) {
+    while (n < 3 || performance.now() - t < 1000) {
       learner.update();
       n++;
     }
-    best = Math.max(best, (n * 1000) / (performance.now() - t));
+    const ups = (n * 1000) / (performance.now() - t);
+    rounds.push({ ups, gflops, fraction: (ups * flops) / (gflops * 1e9) });
   }
+  tf.dispose([a, b]);
   learner.dispose();
-  return best;
+  const fractions = rounds.map((x) => x.fraction).sort((p, q) => p - q);
+  const best = rounds.reduce((p, q) => (q.ups > p.ups ? q : p));
+  return {
+    updatesPerSec: best.ups,
+    gflops: best.gflops,
+    fraction: fractions[Math.floor(fractions.length / 2)],
+  };
 }
 
 async function main(): Promise<void> {
@@ -132,13 +142,15 @@ async function main(): Promise<void> {
   const seconds = Number(o.seconds);
   const handle = await initTf(o.backend as BackendPreference);
   const { tf } = handle;
-  const gflops = matmulGflops(tf, 256, Math.min(3, seconds));
   const rows: Row[] = [];
+  let gflops = 0;
   for (const profile of o.profiles.split(',') as ProfileName[]) {
     const cfg = makeConfig(profile, overrides);
-    const ups = measureUpdates(tf, cfg, obsDim, actionDim, seconds);
+    const m = measure(tf, cfg, obsDim, actionDim, seconds);
+    const ups = m.updatesPerSec;
+    gflops = Math.max(gflops, m.gflops);
     const flops = updateFlops(cfg, obsDim, actionDim);
-    const ceiling = (gflops * 1e9) / flops;
+    const ceiling = (m.gflops * 1e9) / flops;
     rows.push({
       profile,
       heads: cfg.numCritics,
@@ -150,7 +162,7 @@ async function main(): Promise<void> {
       gflopPerUpdate: flops / 1e9,
       achievedGflops: (ups * flops) / 1e9,
       ceilingUpdatesPerSec: ceiling,
-      fractionOfCeiling: ups / ceiling,
+      fractionOfCeiling: m.fraction,
     });
   }
   const active = profileFor(handle);
@@ -168,7 +180,12 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(result) + '\n');
     return;
   }
-  console.log(`backend: ${handle.description}; matmul 256³ (fresh weights): ${gflops.toFixed(1)} GFLOP/s`);
+  console.log(
+    `backend: ${handle.description}; best matmul 256³ (fresh weights): ${gflops.toFixed(1)} GFLOP/s`,
+  );
+  console.log(
+    'of ceiling: median over rounds of updates/s ÷ the ceiling measured in the matmul window just before',
+  );
   console.log(`active profile: ${active.name} (${active.why}); obs ${obsDim}, action ${actionDim}`);
   console.log(
     'profile  heads  actor    critic   batch  updates/s  ms/update  GFLOP/update  GFLOP/s  ceiling/s  of ceiling',
