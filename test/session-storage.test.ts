@@ -26,10 +26,17 @@ import {
 import { TransitionWal } from '../src/residual/service/wal.js';
 import { startDashboard } from '../src/runtime/dashboard/server.js';
 import { ResrtError } from '../src/util/errors.js';
+import { PassThrough } from 'node:stream';
+import { attachTerminalKeys } from '../src/runtime/session/keys.js';
+import { runActor, type ActorHandle } from '../src/runtime/session/actor.js';
+import type { Env } from '../src/types.js';
+import { PointMassEnv } from './residual-pointmass.js';
+import { writeBiasedPointMassBase } from './session-fixtures.js';
 
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'resrt-session-storage-'));
+  writeBiasedPointMassBase(join(dir, 'pm-base.onnx'));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -246,5 +253,89 @@ describe('dashboard access', () => {
     } finally {
       await d.close();
     }
+  });
+});
+
+describe('actor without a learner', () => {
+  it('acts and spools everything while no broker is reachable; the spool holds it after stop', async () => {
+    const d = join(dir, 'lonely');
+    const basePath = join(dir, 'pm-base.onnx');
+    const actor = await runActor({
+      robotId: 'alone',
+      brokerUrl: 'mqtt://127.0.0.1:1',
+      stateDir: d,
+      base: basePath,
+      env: new PointMassEnv(),
+      rateHz: 200,
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+    const s = await actor.stop();
+    expect(s.transitions).toBeGreaterThan(50);
+    expect(s.brokerConnected).toBe(false);
+    expect(s.pendingTransitions).toBe(s.transitions);
+    const spool = Spool.open(d);
+    expect(spool.pendingTransitions).toBe(s.transitions);
+    expect(spool.nextSeq).toBe(s.transitions);
+    spool.close();
+  }, 20_000);
+
+  it('stop() returns while a reset waits for a person', async () => {
+    const pm = new PointMassEnv();
+    const stuck: Env = {
+      id: 'stuck',
+      observationSpace: pm.observationSpace,
+      actionSpace: pm.actionSpace,
+      controlDt: pm.controlDt,
+      maxEpisodeSteps: pm.maxEpisodeSteps,
+      reset: () => new Promise(() => {}),
+      step: (a) => pm.step(a),
+      close: () => {},
+    };
+    const actor = await runActor({
+      robotId: 'stuck',
+      brokerUrl: 'mqtt://127.0.0.1:1',
+      stateDir: join(dir, 'stuck'),
+      base: join(dir, 'pm-base.onnx'),
+      env: stuck,
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(actor.status().phase).toBe('reset');
+    const t0 = performance.now();
+    await actor.stop();
+    expect(performance.now() - t0).toBeLessThan(3000);
+  }, 20_000);
+});
+
+describe('terminal keys', () => {
+  it('maps single key presses onto the actor', () => {
+    const calls: string[] = [];
+    let phase: 'run' | 'paused' = 'run';
+    const handle = {
+      estop: (s?: string) => calls.push(`estop:${s}`),
+      resetEstop: () => (calls.push('reset-estop'), true),
+      label: (ok: boolean) => calls.push(`label:${ok}`),
+      pause: () => (calls.push('pause'), (phase = 'paused')),
+      resume: () => (calls.push('resume'), (phase = 'run')),
+      confirmReset: () => calls.push('reset-done'),
+      stop: async () => (calls.push('stop'), {} as never),
+      status: () => ({ phase }) as ReturnType<ActorHandle['status']>,
+    };
+    const input = new PassThrough();
+    const seen: string[] = [];
+    const detach = attachTerminalKeys(handle as never, input, (a) => seen.push(a));
+    input.write('sfpp x?r q');
+    detach();
+    expect(calls).toEqual([
+      'label:true',
+      'label:false',
+      'pause',
+      'resume',
+      'estop:terminal-key',
+      'reset-estop',
+      'reset-done',
+      'estop:terminal-key',
+      'stop',
+    ]);
+    expect(seen).toHaveLength(9);
   });
 });

@@ -209,6 +209,8 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
     onTeleop: (a) => handle.setTeleop(a),
   });
 
+  let wakeOnStop: () => void = () => {};
+  const stopSignal = new Promise<null>((resolve) => (wakeOnStop = () => resolve(null)));
   let finished: Promise<ActorStatus> = Promise.resolve({} as ActorStatus);
   const status = (): ActorStatus => {
     const done = recent.length;
@@ -270,6 +272,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
     },
     stop: async () => {
       stopping = true;
+      wakeOnStop();
       return finished;
     },
     get done() {
@@ -413,7 +416,11 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       let obs: Float32Array;
       try {
         const resetting = Promise.resolve(env.reset({ seed: epSeed }));
-        obs = Float32Array.from((await keepSceneRunning(resetting)).obs);
+        // A reset can wait on a person indefinitely; stop() must not.
+        resetting.catch(() => {});
+        const result = await Promise.race([keepSceneRunning(resetting), stopSignal]);
+        if (result === null) break;
+        obs = Float32Array.from(result.obs);
       } catch (err) {
         log(`reset failed: ${(err as Error).message.split('\n')[0]}`);
         await sleep(200);
