@@ -88,7 +88,7 @@ const numberIn = async (page: Page, testId: string): Promise<number> =>
   Number(await page.locator(`[data-testid="${testId}"]`).innerText());
 
 describe('dashboard', () => {
-  it('the learner page shows live numbers, and its success label reaches the learner', async () => {
+  it('the learner page shows live numbers; its success label reaches the learner; its teleop becomes demonstrations', async () => {
     const page = await browser.newPage();
     await page.goto(learner.dashboardUrl!);
     await page.locator('[data-testid="learner-transitions"]').waitFor();
@@ -115,6 +115,23 @@ describe('dashboard', () => {
     await expect
       .poll(() => page.locator('[data-testid="learner-labels"]').innerText(), { timeout: 5000 })
       .toMatch(/labelled successes: [1-9]/);
+    // Keyboard teleop from the learner's page travels over MQTT; the steps become demonstrations.
+    const before = actor.status().interventionSteps;
+    await page.locator('[data-testid="intervene"]').check();
+    await page.selectOption('[data-testid="teleop-robot"]', 'arm');
+    await page.keyboard.down('w');
+    await waitFor(
+      'interventions through the learner',
+      () => actor.status().interventionSteps > before + 5,
+      20_000,
+    );
+    await page.keyboard.up('w');
+    await page.locator('[data-testid="intervene"]').uncheck();
+    await waitFor(
+      'intervention steps in the demo replay',
+      () => learner.snapshot().demoTransitions > 0,
+      20_000,
+    );
     await page.close();
   }, 90_000);
 
