@@ -1,27 +1,14 @@
 /**
  * Saves and restores the state of a src/util/rng Rng, so a resumed run continues the exact random
- * stream. Rng keeps its words private; until it grows getState/setState (requested from the lead),
- * this reads them through a structural view of the instance.
+ * stream; restoring validates what a checkpoint holds.
  */
-import { Rng } from '../util/rng.js';
+import { Rng, type RngState } from '../util/rng.js';
 import { ResrtError } from '../util/errors.js';
 
-export interface RngState {
-  s: [number, number, number, number];
-  spareGaussian: number | null;
-}
-
-interface RngInternals {
-  s0: number;
-  s1: number;
-  s2: number;
-  s3: number;
-  spareGaussian: number | null;
-}
+export type { RngState };
 
 export function getRngState(rng: Rng): RngState {
-  const r = rng as unknown as RngInternals;
-  return { s: [r.s0, r.s1, r.s2, r.s3], spareGaussian: r.spareGaussian };
+  return rng.getState();
 }
 
 export function setRngState(rng: Rng, state: RngState): void {
@@ -35,9 +22,7 @@ export function setRngState(rng: Rng, state: RngState): void {
       'delete the checkpoint to start over',
     );
   }
-  const r = rng as unknown as RngInternals;
-  [r.s0, r.s1, r.s2, r.s3] = state.s;
-  r.spareGaussian = state.spareGaussian;
+  rng.setState(state);
 }
 
 export function rngFromState(state: RngState): Rng {

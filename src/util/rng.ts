@@ -1,3 +1,8 @@
+export interface RngState {
+  s: [number, number, number, number];
+  spareGaussian: number | null;
+}
+
 /** Seeded pseudo-random numbers (xoshiro128**), so every stochastic part is reproducible under a seed. */
 export class Rng {
   private s0: number;
@@ -61,6 +66,16 @@ export class Rng {
     const r = Math.sqrt(-2 * Math.log(u));
     this.spareGaussian = r * Math.sin(2 * Math.PI * v);
     return mean + std * r * Math.cos(2 * Math.PI * v);
+  }
+
+  /** The generator's full state, so a checkpoint can continue the exact stream. */
+  getState(): RngState {
+    return { s: [this.s0, this.s1, this.s2, this.s3], spareGaussian: this.spareGaussian };
+  }
+
+  setState(state: RngState): void {
+    [this.s0, this.s1, this.s2, this.s3] = state.s;
+    this.spareGaussian = state.spareGaussian;
   }
 
   /** A new independent generator derived from this one (for per-environment streams). */
