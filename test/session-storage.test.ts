@@ -13,7 +13,13 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { decodeBatch, encodeBatch, type SessionTransition } from '../src/runtime/session/codec.js';
+import {
+  decodeBatch,
+  decodeEnvelope,
+  encodeBatch,
+  encodeEnvelope,
+  type SessionTransition,
+} from '../src/runtime/session/codec.js';
 import { RecordLog } from '../src/runtime/session/record-log.js';
 import { Spool } from '../src/runtime/session/spool.js';
 import { decodePolicyMessage, encodePolicyMessage } from '../src/runtime/session/protocol.js';
@@ -158,6 +164,20 @@ describe('sequencer and episodes', () => {
     expect(q.duplicates).toBe(2);
     q.restore('c', 41);
     expect(q.accept('c', [transition('c', 41), transition('c', 42)]).map((x) => x.seq)).toEqual([42]);
+  });
+
+  it('starts an unknown robot after what it says was acknowledged, and skips a gap no one can fill', () => {
+    const q = new Sequencer();
+    const t = (seq: number) => transition('z', seq);
+    expect(q.adopt('z', 4999)).toBe(0);
+    expect(q.accept('z', [t(5000), t(5001)]).map((x) => x.seq)).toEqual([5000, 5001]);
+    expect(q.adopt('z', 100)).toBe(0); // a late envelope: nothing changes
+    expect(q.accept('z', [t(5005)])).toEqual([]);
+    expect(q.adopt('z', 5003)).toBe(2);
+    expect(q.accept('z', [t(5004)]).map((x) => x.seq)).toEqual([5004, 5005]);
+    const env = decodeEnvelope(encodeEnvelope(41, encodeBatch(batchOf('z', 42, 2))));
+    expect(env.ackedSeq).toBe(41);
+    expect(env.batch.transitions.map((x) => x.seq)).toEqual([42, 43]);
   });
 
   it('hands over whole episodes per robot, and cuts one an actor restart abandoned', () => {

@@ -25,6 +25,26 @@ export class Sequencer {
     this.next.set(robotId, Math.max(this.next.get(robotId) ?? 0, seq + 1));
   }
 
+  /**
+   * The actor says everything up to `ackedSeq` was acknowledged (by this learner or an earlier
+   * one). For a robot this learner has never logged, numbering starts after it; for a known robot
+   * whose acknowledged seq is ahead of this log (a learner restored from an older copy, another
+   * learner's folder), the gap can never be filled and is skipped. Returns how many seqs were
+   * skipped that way.
+   */
+  adopt(robotId: string, ackedSeq: number): number {
+    const known = this.next.get(robotId);
+    if (known === undefined) {
+      this.next.set(robotId, ackedSeq + 1);
+      return 0;
+    }
+    if (ackedSeq + 1 <= known) return 0;
+    this.next.set(robotId, ackedSeq + 1);
+    const early = this.early.get(robotId);
+    if (early) for (const seq of [...early.keys()]) if (seq <= ackedSeq) early.delete(seq);
+    return ackedSeq + 1 - known;
+  }
+
   /** Returns the transitions that are new and now contiguous, in order. */
   accept(robotId: string, transitions: readonly SessionTransition[]): SessionTransition[] {
     let next = this.next.get(robotId) ?? 0;

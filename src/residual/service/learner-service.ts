@@ -28,7 +28,7 @@ import { readCheckpoint, writeCheckpoint, hasCheckpoint } from '../checkpoint.js
 import { exportResidualOnnx, residualPolicySpec } from '../export.js';
 import { OnnxPolicy } from '../../runtime/onnx-policy.js';
 import { startEmbeddedBroker, type RunningBroker } from '../../hw/mqtt/broker.js';
-import { decodeBatch, type SessionTransition, type TransitionBatch } from '../../runtime/session/codec.js';
+import { decodeEnvelope, type SessionTransition, type TransitionBatch } from '../../runtime/session/codec.js';
 import {
   encodePolicyMessage,
   lastLevel,
@@ -336,8 +336,9 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     // After close() began nothing is logged or acknowledged: the actors keep it spooled.
     if (closed) return;
     let batch: TransitionBatch;
+    let ackedSeq: number;
     try {
-      batch = decodeBatch(new Uint8Array(payload));
+      ({ batch, ackedSeq } = decodeEnvelope(new Uint8Array(payload)));
       if (batch.robotId !== robotId || batch.obsDim !== O || batch.actionDim !== A)
         throw new Error(`robot ${batch.robotId} obs/action ${batch.obsDim}/${batch.actionDim}`);
     } catch (err) {
@@ -345,6 +346,11 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       log(`rejected a batch on ${robotId}: ${(err as Error).message.split('\n')[0]}`);
       return;
     }
+    const skipped = sequencer.adopt(robotId, ackedSeq);
+    if (skipped > 0)
+      log(
+        `${robotId}: ${skipped} transitions acknowledged by an earlier learner are not in this log; going on after them`,
+      );
     const fresh = sequencer.accept(robotId, batch.transitions);
     if (fresh.length) {
       const accepted: TransitionBatch = { ...batch, firstSeq: fresh[0].seq, transitions: fresh };

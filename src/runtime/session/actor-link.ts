@@ -6,6 +6,7 @@
  */
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Spool } from './spool.js';
+import { encodeEnvelope } from './codec.js';
 import {
   ackSchema,
   controlSchema,
@@ -133,7 +134,11 @@ export class ActorLink {
       if (b.sentAtMs !== 0) this.resent++;
       b.sentAtMs = now;
       this.published++;
-      this.client.publish(this.topics.transitions(this.o.robotId), Buffer.from(b.bytes), { qos: 1 });
+      this.client.publish(
+        this.topics.transitions(this.o.robotId),
+        Buffer.from(encodeEnvelope(this.o.spool.ackedSeq, b.bytes)),
+        { qos: 1 },
+      );
     }
   }
 

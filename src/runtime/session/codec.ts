@@ -180,3 +180,29 @@ export function decodeBatch(bytes: Uint8Array): TransitionBatch {
   }
   return { robotId, obsDim: O, actionDim: A, firstSeq, transitions };
 }
+
+export const ENVELOPE_MAGIC = 0x31585452; // 'RTX1'
+
+/**
+ * What goes on the wire around a spooled batch: u32 'RTX1' | f64 ackedSeq | batch. ackedSeq is the
+ * highest seq this actor has seen acknowledged when it sends (−1 for none); a learner that has
+ * never heard of the robot starts its numbering there instead of at 0, so an actor that outlived
+ * its learner is not stalled waiting for a gap nobody will fill.
+ */
+export function encodeEnvelope(ackedSeq: number, batch: Uint8Array): Uint8Array {
+  const out = Buffer.alloc(12 + batch.byteLength);
+  out.writeUInt32LE(ENVELOPE_MAGIC, 0);
+  out.writeDoubleLE(ackedSeq, 4);
+  out.set(batch, 12);
+  return out;
+}
+
+export function decodeEnvelope(bytes: Uint8Array): { ackedSeq: number; batch: TransitionBatch } {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (buf.byteLength < 12 || buf.readUInt32LE(0) !== ENVELOPE_MAGIC)
+    throw new BatchFormatError('bad envelope');
+  const ackedSeq = buf.readDoubleLE(4);
+  if (!Number.isSafeInteger(ackedSeq) || ackedSeq < -1)
+    throw new BatchFormatError(`envelope ackedSeq ${ackedSeq}`);
+  return { ackedSeq, batch: decodeBatch(bytes.subarray(12)) };
+}
