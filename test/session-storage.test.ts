@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   appendFileSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   rmSync,
@@ -32,6 +33,10 @@ import {
 import { TransitionWal } from '../src/residual/service/wal.js';
 import { startDashboard } from '../src/runtime/dashboard/server.js';
 import { ResrtError } from '../src/util/errors.js';
+import { ResidualStore } from '../src/runtime/session/residual-store.js';
+import { exportResidualOnnx, residualPolicySpec } from '../src/residual/export.js';
+import { randomMlpSpec } from '../src/runtime/onnx-export.js';
+import { Rng } from '../src/util/rng.js';
 import { PassThrough } from 'node:stream';
 import { attachTerminalKeys } from '../src/runtime/session/keys.js';
 import { runActor, type ActorHandle } from '../src/runtime/session/actor.js';
@@ -241,7 +246,15 @@ describe('interventions', () => {
 describe('residual message', () => {
   it('verifies the sha256 and the length before anyone loads it', () => {
     const onnx = Uint8Array.from({ length: 300 }, (_, i) => i & 0xff);
-    const header = { version: 3, obsDim: 4, actionDim: 2, actionScale: 0.1, updates: 10, createdAt: 'now' };
+    const header = {
+      lineage: 'abc',
+      version: 3,
+      obsDim: 4,
+      actionDim: 2,
+      actionScale: 0.1,
+      updates: 10,
+      createdAt: 'now',
+    };
     const msg = encodePolicyMessage(header, onnx);
     const { header: h, onnx: back } = decodePolicyMessage(msg);
     expect(h.version).toBe(3);
@@ -250,6 +263,76 @@ describe('residual message', () => {
     flipped[flipped.length - 1] ^= 0xff;
     expect(() => decodePolicyMessage(flipped)).toThrow(/sha256 mismatch/);
     expect(() => decodePolicyMessage(msg.subarray(0, msg.length - 1))).toThrow(/ONNX bytes/);
+  });
+});
+
+describe('residual store (actor side)', () => {
+  const residualOnnx = (seed: number): Uint8Array =>
+    exportResidualOnnx(
+      residualPolicySpec({
+        layers: randomMlpSpec({
+          inputs: [{ name: 'x', dim: 6 }],
+          hidden: [8],
+          actionDim: 2,
+          rng: new Rng(seed),
+        }).layers,
+        obsDim: 4,
+        actionDim: 2,
+        actionScale: 0.1,
+        useBase: true,
+        obsMean: null,
+        obsStd: null,
+        version: seed,
+      }),
+    );
+  const message = (lineage: string, version: number, onnx = residualOnnx(version)) =>
+    encodePolicyMessage(
+      { lineage, version, obsDim: 4, actionDim: 2, actionScale: 0.1, updates: 0, createdAt: 'now' },
+      onnx,
+    );
+
+  it('takes only verified, newer residuals of its lineage, and keeps the last good one across restarts', async () => {
+    const d = join(dir, 'store');
+    mkdirSync(d, { recursive: true });
+    const store = new ResidualStore(d, 4, 2);
+    const good = message('L1', 2);
+    const corrupt = Uint8Array.from(good);
+    corrupt[corrupt.length - 5] ^= 0x40;
+    store.offer(corrupt);
+    await store.settled();
+    expect(store.rejected).toBe(1);
+    expect(store.take()).toBeNull();
+    store.offer(good);
+    await store.settled();
+    const first = store.take();
+    expect(first?.header.version).toBe(2);
+    store.offer(good); // the retained copy again
+    store.offer(message('L1', 1));
+    await store.settled();
+    expect(store.take()).toBeNull();
+    // Wrong dims: rejected with the reason.
+    store.offer(
+      encodePolicyMessage(
+        { lineage: 'L1', version: 9, obsDim: 5, actionDim: 2, actionScale: 0.1, updates: 0, createdAt: 'x' },
+        residualOnnx(9),
+      ),
+    );
+    await store.settled();
+    expect(store.lastError).toMatch(/obs\/action 5\/2/);
+    // A new learner folder numbers from 1 again: its residual is taken.
+    store.offer(message('L2', 1));
+    await store.settled();
+    const second = store.take();
+    expect(second?.header.lineage).toBe('L2');
+    await first?.policy.close();
+    await second?.policy.close();
+    await store.close();
+    const again = new ResidualStore(d, 4, 2);
+    const last = await again.loadLastGood();
+    expect(last?.header).toMatchObject({ lineage: 'L2', version: 1 });
+    const r = await last!.policy.residual(new Float32Array(4), new Float32Array(2));
+    expect(r.every((v) => Math.abs(v) <= 0.1 + 1e-6)).toBe(true);
+    await last!.policy.close();
   });
 });
 

@@ -184,6 +184,10 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       state = ck.trainer as ServiceState;
     }
   }
+  const lineageFile = join(outDir, 'lineage.json');
+  if (!existsSync(lineageFile))
+    writeFileAtomic(lineageFile, JSON.stringify({ lineage: randomBytes(8).toString('hex') }));
+  const lineage = (JSON.parse(readFileSync(lineageFile, 'utf8')) as { lineage: string }).lineage;
   const versionFile = join(outDir, 'published.json');
   if (existsSync(versionFile)) {
     // Versions published after the last checkpoint were seen by actors: never reuse them.
@@ -404,6 +408,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     writeFileAtomic(versionFile, JSON.stringify({ version: state.version }));
     const msg = encodePolicyMessage(
       {
+        lineage,
         version: state.version,
         obsDim: O,
         actionDim: A,

@@ -53,6 +53,8 @@ export function lastLevel(topic: string): string {
 export const POLICY_MAGIC = 0x4c4f5052; // 'RPOL'
 
 export interface PolicyHeader {
+  /** The learner's lineage (one per learner output folder): versions only compare within one. */
+  lineage: string;
   version: number;
   /** sha256 (hex) of the ONNX bytes that follow. */
   sha256: string;
@@ -66,6 +68,7 @@ export interface PolicyHeader {
 }
 
 const policyHeaderSchema = z.object({
+  lineage: z.string().min(1).max(64),
   version: z.number().int().min(0),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
   bytes: z.number().int().min(1),

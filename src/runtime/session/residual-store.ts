@@ -18,6 +18,7 @@ export interface LoadedResidual {
 export class ResidualStore {
   private candidate: LoadedResidual | null = null;
   private newest = -1;
+  private lineage: string | null = null;
   private chain: Promise<void> = Promise.resolve();
   rejected = 0;
   lastError: string | null = null;
@@ -44,6 +45,7 @@ export class ResidualStore {
       if (sha256Hex(bytes) !== header.sha256) throw new Error('residual.onnx does not match its sha256');
       const policy = await this.load(this.onnxPath);
       this.newest = header.version;
+      this.lineage = header.lineage;
       return { policy, header };
     } catch (err) {
       this.lastError = `last good residual unusable: ${(err as Error).message.split('\n')[0]}`;
@@ -73,7 +75,9 @@ export class ResidualStore {
   private async accept(payload: Uint8Array): Promise<void> {
     try {
       const { header, onnx } = decodePolicyMessage(payload);
-      if (header.version <= this.newest) return; // a retained copy of what we already run
+      // A retained copy of what we run, or an older one. Another lineage (a new learner folder)
+      // starts its own numbering, and its residuals are taken whatever their number.
+      if (header.lineage === this.lineage && header.version <= this.newest) return;
       if (header.obsDim !== this.obsDim || header.actionDim !== this.actionDim) {
         throw new Error(
           `residual v${header.version} is for obs/action ${header.obsDim}/${header.actionDim}, this actor has ${this.obsDim}/${this.actionDim}`,
@@ -93,6 +97,7 @@ export class ResidualStore {
       const old = this.candidate;
       this.candidate = { policy, header };
       this.newest = header.version;
+      this.lineage = header.lineage;
       if (old) await old.policy.close();
     } catch (err) {
       this.rejected++;
