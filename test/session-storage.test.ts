@@ -23,7 +23,8 @@ import {
 } from '../src/runtime/session/codec.js';
 import { RecordLog } from '../src/runtime/session/record-log.js';
 import { Spool } from '../src/runtime/session/spool.js';
-import { decodePolicyMessage, encodePolicyMessage } from '../src/runtime/session/protocol.js';
+import { decodePolicyMessage, encodePolicyMessage, sessionTopics } from '../src/runtime/session/protocol.js';
+import { runLearnerService } from '../src/residual/service/learner-service.js';
 import {
   EpisodeAssembler,
   Sequencer,
@@ -440,5 +441,27 @@ describe('terminal keys', () => {
       'stop',
     ]);
     expect(seen).toHaveLength(9);
+  });
+});
+
+describe('bad input', () => {
+  it('names the problem and the fix', async () => {
+    await expect(
+      runLearnerService({ outDir: join(dir, 'bad1'), obsDim: 4, actionDim: 2, publishEvery: 0 }),
+    ).rejects.toThrow(/publishEvery = 0[\s\S]*fix:/);
+    mkdirSync(join(dir, 'taken', 'wal'), { recursive: true });
+    await expect(runLearnerService({ outDir: join(dir, 'taken'), obsDim: 4, actionDim: 2 })).rejects.toThrow(
+      /already holds a session[\s\S]*--resume/,
+    );
+    const env = new PointMassEnv();
+    const common = {
+      brokerUrl: 'mqtt://127.0.0.1:1',
+      stateDir: join(dir, 'bad-actor'),
+      base: join(dir, 'pm-base.onnx'),
+    };
+    await expect(runActor({ ...common, robotId: 'a/b', env })).rejects.toThrow(/not usable in MQTT topics/);
+    await expect(runActor({ ...common, robotId: 'a' })).rejects.toThrow(/exactly one of env/);
+    await expect(runActor({ ...common, robotId: 'a', env, batchSize: 0 })).rejects.toThrow(/batchSize = 0/);
+    expect(() => sessionTopics('a b')).toThrow(ResrtError);
   });
 });

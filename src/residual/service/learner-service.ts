@@ -98,6 +98,8 @@ export interface LearnerSnapshot {
   warmup: boolean;
   /** Highest seq logged per robot. */
   watermarks: Record<string, number>;
+  /** Why training stopped (divergence), while logging goes on; null while it runs. */
+  trainingError: string | null;
   last: UpdateStats | null;
 }
 
@@ -124,6 +126,7 @@ const actorStatusSchema = z.object({ robotId: z.string(), online: z.boolean() })
 
 export async function runLearnerService(options: LearnerServiceOptions): Promise<LearnerService> {
   const log = options.log ?? ((): void => {});
+  checkServiceOptions(options);
   const session = options.session ?? 'default';
   const topics = sessionTopics(session);
   const outDir = options.outDir;
@@ -208,7 +211,9 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   const curve: { episodes: number; successRate: number; updates: number }[] = [];
   const rewardMode = options.rewardMode ?? 'task';
 
+  let totalEpisodes = 0;
   const countEpisode = (e: EpisodeRecord): void => {
+    totalEpisodes++;
     episodes.push(e);
     if (episodes.length > 2000) episodes.shift();
     if (e.labelled) {
@@ -391,6 +396,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   let window = { t: performance.now(), updates: learner.updates };
   let lastCheckpointAt = performance.now();
   let closed = false;
+  let trainingError: string | null = null;
 
   const publish = (): void => {
     const spec = residualPolicySpec({
@@ -436,7 +442,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   };
 
   const allowed = (): number =>
-    state.ingested < cfg.learningStarts
+    state.ingested === 0 || state.ingested < cfg.learningStarts
       ? 0
       : cfg.criticWarmupSteps + (state.ingested - cfg.learningStarts) * cfg.utd;
 
@@ -457,8 +463,11 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
         if (learner.actorUpdates - lastPublishedActor >= (options.publishEvery ?? 50)) publish();
       }
     } catch (err) {
-      log(`learner stopped: ${(err as Error).message}`);
-      closed = true;
+      // Training stops (a diverged learner keeps its last checkpoint); logging and acknowledging
+      // go on, so the actors lose nothing while a person looks at it.
+      trainingError = (err as Error).message.split('\n')[0];
+      log(`training stopped: ${(err as Error).message}`);
+      timer = null;
       return;
     }
     const now = performance.now();
@@ -484,7 +493,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       logged,
       ingested: state.ingested,
       duplicates: sequencer.duplicates,
-      episodes: episodes.length,
+      episodes: totalEpisodes,
       successRate: recent.length ? recent.filter(Boolean).length / recent.length : null,
       interventionRate: logged ? interventionSteps / logged : null,
       labels,
@@ -492,6 +501,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       demoTransitions: demos.size,
       warmup: state.ingested < cfg.learningStarts,
       watermarks,
+      trainingError,
       last,
     };
   };
@@ -564,4 +574,23 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     learner.dispose();
     await broker?.close();
   }
+}
+
+function checkServiceOptions(o: LearnerServiceOptions): void {
+  const bad = (what: string, fix: string): never => {
+    throw new ResrtError(`learner: ${what}`, fix);
+  };
+  if (o.publishEvery !== undefined && !(Number.isInteger(o.publishEvery) && o.publishEvery > 0))
+    bad(`publishEvery = ${o.publishEvery}`, 'publish every N actor updates, N a positive integer (e.g. 50)');
+  if (o.checkpointEverySec !== undefined && !(o.checkpointEverySec > 0))
+    bad(`checkpointEverySec = ${o.checkpointEverySec}`, 'give a positive number of seconds (e.g. 60)');
+  if (o.rewardMode !== undefined && o.rewardMode !== 'task' && o.rewardMode !== 'rlif')
+    bad(`rewardMode = ${String(o.rewardMode)}`, "use 'task' or 'rlif'");
+  if (o.demoCapacity !== undefined && !(Number.isInteger(o.demoCapacity) && o.demoCapacity > 0))
+    bad(`demoCapacity = ${o.demoCapacity}`, 'give a positive whole number of transitions');
+  if (
+    o.brokerPort !== undefined &&
+    !(Number.isInteger(o.brokerPort) && o.brokerPort >= 0 && o.brokerPort < 65536)
+  )
+    bad(`brokerPort = ${o.brokerPort}`, 'use a TCP port in 0..65535 (0 picks a free one)');
 }

@@ -109,6 +109,23 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       'pass { robot: { url, config } } for a robot, or { env } for a simulator',
     );
   }
+  const positiveInt = (v: number | undefined, what: string): void => {
+    if (v !== undefined && !(Number.isInteger(v) && v > 0))
+      throw new ResrtError(`${what} = ${v}`, `${what} must be a positive whole number`);
+  };
+  positiveInt(options.batchSize, 'batchSize');
+  positiveInt(options.episodes, 'episodes');
+  for (const [k, v] of [
+    ['flushMs', options.flushMs],
+    ['resendMs', options.resendMs],
+  ] as const)
+    if (v !== undefined && !(v > 0))
+      throw new ResrtError(`${k} = ${v}`, `${k} must be a positive number of ms`);
+  if (options.labelTimeoutMs !== undefined && !(options.labelTimeoutMs >= 0))
+    throw new ResrtError(
+      `labelTimeoutMs = ${options.labelTimeoutMs}`,
+      'give 0 (no label phase) or a positive number of ms',
+    );
   if (options.rateHz !== undefined && !(options.rateHz > 0 && Number.isFinite(options.rateHz)))
     throw new ResrtError(`rateHz ${options.rateHz}`, 'give a positive rate in Hz, or leave it out');
   mkdirSync(options.stateDir, { recursive: true });
