@@ -81,7 +81,8 @@ describe('session crash safety', () => {
 
     const ids = ['left', 'right'];
     const actors: ActorHandle[] = [];
-    const sent = new Map<string, Set<string>>();
+    const sent = new Map<string, string[]>();
+    const safeKeys = new Map<string, string>();
     const applied = new Map<string, string[]>();
     const robots: VirtualRobot[] = [];
     for (const [k, id] of ids.entries()) {
@@ -98,8 +99,9 @@ describe('session crash safety', () => {
         got.push(key(a));
         original(a);
       };
-      const mine = new Set<string>([key(v.config.action.safe)]);
+      const mine: string[] = [];
       sent.set(id, mine);
+      safeKeys.set(id, key(v.config.action.safe));
       const a = await runActor({
         robotId: id,
         brokerUrl: broker.url,
@@ -109,7 +111,7 @@ describe('session crash safety', () => {
         seed: k,
         resendMs: 500,
         robot: { url: v.robotUrl, config: v.config, virtualScene: { obsDim: v.plant.obsDim } },
-        onCommand: (action) => mine.add(key(action)),
+        onCommand: (action) => mine.push(key(action)),
       });
       actors.push(a);
       cleanups.push(async () => void (await a.stop()));
@@ -177,10 +179,18 @@ describe('session crash safety', () => {
       // Exactly the actor's transitions, each once, in order: 0 .. n-1.
       expect(got.length).toBe(finals[k].transitions);
       expect(got.every((s, i) => s === i)).toBe(true);
-      // Every command the robot applied is one its actor produced (policy, teleop or safe).
+      // Every command the robot applied is one its actor produced (policy, teleop or safe), in the
+      // order it produced them: an old command applied after a newer one would break the order.
       const mine = sent.get(id)!;
-      const foreign = applied.get(id)!.filter((c) => !mine.has(c));
-      expect(foreign).toEqual([]);
+      const safe = safeKeys.get(id)!;
+      let at = 0;
+      const outOfOrder: string[] = [];
+      for (const c of applied.get(id)!) {
+        if (c === safe) continue; // the config's safe action, sent by the env on a link fault
+        while (at < mine.length && mine[at] !== c) at++;
+        if (at === mine.length) outOfOrder.push(c);
+      }
+      expect(outOfOrder).toEqual([]);
       expect(applied.get(id)!.length).toBeGreaterThan(100);
     }
   }, 150_000);
