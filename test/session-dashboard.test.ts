@@ -135,7 +135,7 @@ describe('dashboard', () => {
     await page.close();
   }, 90_000);
 
-  it('on the actor page, keyboard teleop intervenes and the e-stop button stops the actor on its next tick', async () => {
+  it('on the actor page, keyboard teleop intervenes, pause holds and resume goes on, and the e-stop button stops the actor on its next tick', async () => {
     const page = await browser.newPage();
     await page.goto(actor.dashboardUrl!);
     await page.locator('[data-testid="phase-arm"]').waitFor();
@@ -145,6 +145,17 @@ describe('dashboard', () => {
     await waitFor('intervention steps', () => actor.status().interventionSteps > before + 5, 15_000);
     await page.keyboard.up('d');
     await page.locator('[data-testid="intervene"]').uncheck();
+
+    // Pause holds the robot (no commands at all), resume carries on.
+    await page.locator('[data-testid="pause-arm"]').click();
+    await waitFor('the actor to pause', () => actor.status().phase === 'paused', 5000, 10);
+    await new Promise((r) => setTimeout(r, 100));
+    const pausedAt = performance.now();
+    await new Promise((r) => setTimeout(r, 600));
+    expect(commands.filter((c) => c.at > pausedAt)).toEqual([]);
+    const beforeResume = commands.length;
+    await page.locator('[data-testid="resume-arm"]').click();
+    await waitFor('commands after resume', () => commands.length > beforeResume + 10, 10_000);
 
     await expect
       .poll(() => page.locator('[data-testid="phase-arm"]').innerText(), { timeout: 15_000 })
