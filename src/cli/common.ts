@@ -57,7 +57,7 @@ export function progressBar(label: string, total: number, fields = ''): Progress
 }
 
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  console.log(JSON.stringify(value, null, 2));
 }
 
 /** Left-aligned text table. */

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
 import type { ProfileName, ResidualConfig } from '../residual/config.js';
+import type { Env } from '../types.js';
 import { trainResidual, type TrainProgress, type TrainResult } from '../residual/trainer.js';
 import { saveBcPolicy, trainBc } from '../sim/bc.js';
 import { collectDemos } from '../sim/collect.js';
@@ -13,6 +14,7 @@ import { loadTask, type AnyTask } from '../sim/registry.js';
 import { ResrtError } from '../util/errors.js';
 import { formatTable, parseIntArg, pct, progressBar, type Progress } from './common.js';
 import { loadComposedPolicy } from './policy-commands.js';
+import { openRobotEnv } from './robot-commands.js';
 import { demoNoiseFor, evaluateOnTask } from './sim-commands.js';
 
 export function registerTrainCommands(program: Command): void {
@@ -21,7 +23,10 @@ export function registerTrainCommands(program: Command): void {
     .description(
       'learn a residual on top of a frozen ONNX base policy (TD3 with a critic ensemble, sparse reward)',
     )
-    .requiredOption('--task <name|path>', 'built-in task name or path to a task module')
+    .option('--task <name|path>', 'built-in task name or path to a task module')
+    .option('--robot <url>', 'train on a robot instead (serial:/dev/ttyUSB0, mqtt://host:port/robot-id)')
+    .option('--robot-config <file>', 'with --robot: the robot config file')
+    .option('--virtual', 'with --robot: a resrt virtual robot (it resets its own scene)')
     .requiredOption('--base <file.onnx>', 'the frozen base policy')
     .option('--demos <file>', 'demonstrations for the offline buffer (sampled 50/50 with online data)')
     .option('--steps <n>', 'environment steps', parseIntArg('--steps'), 50_000)
@@ -40,8 +45,8 @@ export function registerTrainCommands(program: Command): void {
     .option('--no-worker', 'run the learner in this thread (deterministic, one core)')
     .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2')
     .action(async (opts: TrainCliOptions) => {
-      const task = await loadTask(opts.task);
-      const result = await runResidualTraining(task, {
+      const target = opts.robot ? await robotTarget(opts) : await simTarget(await loadTaskOrFail(opts.task));
+      const result = await runResidualTraining(target, {
         base: opts.base,
         demos: opts.demos,
         steps: opts.steps,
@@ -55,7 +60,7 @@ export function registerTrainCommands(program: Command): void {
         worker: opts.worker,
         config: parseOverrides(opts.set ?? []),
       });
-      printTrainSummary(task.name, result);
+      printTrainSummary(target.name, result);
     });
 
   program
@@ -81,7 +86,10 @@ export function registerTrainCommands(program: Command): void {
 }
 
 interface TrainCliOptions {
-  task: string;
+  task?: string;
+  robot?: string;
+  robotConfig?: string;
+  virtual?: boolean;
   base: string;
   demos?: string;
   steps: number;
@@ -143,17 +151,68 @@ export interface ResidualTrainingOptions {
   quiet?: boolean;
 }
 
-export async function runResidualTraining(task: AnyTask, o: ResidualTrainingOptions): Promise<TrainResult> {
+/** Where a residual trains: a simulated task, or a robot behind its HardwareEnv. */
+export interface TrainTarget {
+  name: string;
+  obsDim: number;
+  actionDim: number;
+  makeEnv: () => Env | Promise<Env>;
+}
+
+async function loadTaskOrFail(task: string | undefined): Promise<AnyTask> {
+  if (!task) throw new ResrtError('train needs --task (simulator) or --robot (hardware)', 'e.g. --task push');
+  return loadTask(task);
+}
+
+export async function simTarget(task: AnyTask): Promise<TrainTarget> {
   const probe = await MujocoEnv.create(task);
-  const dims = { expectObsDim: probe.observationSpace.dim, expectActionDim: probe.actionSpace.dim };
+  const target = { name: task.name, obsDim: probe.observationSpace.dim, actionDim: probe.actionSpace.dim };
   probe.close();
+  return { ...target, makeEnv: () => MujocoEnv.create(task) };
+}
+
+/**
+ * A robot is one physical thing: training and evaluation share its single environment (the trainer
+ * uses them one after the other), and closing it twice is harmless.
+ */
+async function robotTarget(opts: TrainCliOptions): Promise<TrainTarget> {
+  if (!opts.robotConfig)
+    throw new ResrtError('--robot needs --robot-config FILE', 'use the robot config written for this robot');
+  const env = await openRobotEnv(opts.robot!, opts.robotConfig, Boolean(opts.virtual));
+  let closed = false;
+  const shared: Env = {
+    id: env.id,
+    observationSpace: env.observationSpace,
+    actionSpace: env.actionSpace,
+    controlDt: env.controlDt,
+    maxEpisodeSteps: env.maxEpisodeSteps,
+    reset: (o) => env.reset(o),
+    step: (a) => env.step(a),
+    close: async () => {
+      if (!closed) await env.close();
+      closed = true;
+    },
+  };
+  return {
+    name: env.id,
+    obsDim: env.observationSpace.dim,
+    actionDim: env.actionSpace.dim,
+    makeEnv: () => shared,
+  };
+}
+
+export async function runResidualTraining(
+  target: TrainTarget,
+  o: ResidualTrainingOptions,
+): Promise<TrainResult> {
+  const dims = { expectObsDim: target.obsDim, expectActionDim: target.actionDim };
   const base = await OnnxPolicy.load(o.base, dims);
   const demos = o.demos ? readDemos(o.demos) : undefined;
   let bar: Progress | null = null;
   const log = o.quiet ? (): void => {} : (line: string): void => console.log(line);
   try {
     return await trainResidual({
-      makeEnv: () => MujocoEnv.create(task),
+      makeEnv: target.makeEnv,
       base,
       demos,
       steps: o.steps,
@@ -166,7 +225,7 @@ export async function runResidualTraining(task: AnyTask, o: ResidualTrainingOpti
       evalEpisodes: o.evalEpisodes,
       checkpointEvery: o.checkpointEvery,
       worker: o.worker,
-      taskName: task.name,
+      taskName: target.name,
       log,
       onProgress: (p: TrainProgress) => {
         bar ??= progressBar(
@@ -248,7 +307,7 @@ async function runDemo(opts: DemoCliOptions): Promise<void> {
   console.log(
     `3/4 residual RL on top of the frozen base: ${opts.steps} environment steps, sparse binary reward`,
   );
-  const result = await runResidualTraining(task, {
+  const result = await runResidualTraining(await simTarget(task), {
     base: basePath,
     demos: demosPath,
     steps: opts.steps,
