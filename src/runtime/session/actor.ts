@@ -73,6 +73,11 @@ export interface ActorOptions {
   /** Dashboard bind address. Default 127.0.0.1; anything else needs a token. */
   host?: string;
   token?: string;
+  /**
+   * Accept e-stop resets from MQTT (the learner's dashboard). Default false: the e-stop is cleared
+   * where someone sees the robot (this actor's dashboard, its terminal keys, or the API).
+   */
+  remoteEstopReset?: boolean;
   /** Called with every command handed to the robot/env (logging, tests). */
   onCommand?: (action: Float32Array) => void;
   log?: (line: string) => void;
@@ -222,7 +227,14 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
     resendMs: options.resendMs,
     onPolicy: (p) => store.offer(p),
     onLearnerStatus: (s) => (learner = s),
-    onControl: control,
+    onControl: (c) => {
+      // Clearing an e-stop is for a person who can see the robot: from MQTT only when allowed.
+      if (c.cmd === 'reset-estop' && !options.remoteEstopReset) {
+        log('ignored an e-stop reset from MQTT (remoteEstopReset is off): clear it at the robot');
+        return;
+      }
+      control(c);
+    },
     onTeleop: (a) => handle.setTeleop(a),
   });
 
