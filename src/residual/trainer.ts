@@ -6,7 +6,7 @@
  * noise, writes curves, checkpoints and the ONNX residual.
  */
 import { Worker } from 'node:worker_threads';
-import { existsSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
@@ -33,6 +33,15 @@ import {
 import { getRngState, setRngState, type RngState } from './rng-state.js';
 import { writeCurves, type CurvePoint } from './curves.js';
 import { exportResidualOnnx } from './export.js';
+import {
+  makeMixer,
+  mixingEpisode,
+  replayMixer,
+  validateMixingSpec,
+  type MixingEpisode,
+  type MixingSpec,
+  type MixingState,
+} from './mixing-run.js';
 
 export interface TrainProgress {
   envSteps: number;
@@ -48,6 +57,24 @@ export interface TrainProgress {
   criticLoss: number | null;
   actorLoss: number | null;
   phase: 'warmup' | 'critic-warmup' | 'training' | 'evaluating' | 'done';
+  /** With mixing: the exploring share planned for the current episode. */
+  mixingShare?: number;
+}
+
+/** One training step as executed, for observers (tests, logging). */
+export interface TrainStepInfo {
+  /** Training episode index (0-based, counting resumed ones). */
+  episode: number;
+  /** Step within the episode. */
+  step: number;
+  obs: Float32Array;
+  baseAction: Float32Array;
+  /** The exploring residual (policy + noise, clipped to ±actionScale) before mixing; zero when w = 0. */
+  residual: Float32Array;
+  /** The exploring policy's weight w_t (1 without mixing). */
+  weight: number;
+  /** What was sent to the environment: clip(base + w·residual). */
+  action: Float32Array;
 }
 
 export interface TrainOptions {
@@ -78,6 +105,23 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** Task name for file titles and the checkpoint check. */
   taskName?: string;
+  /**
+   * Conservative mixing (src/safety/mixing.ts): each training episode gets a plan and executes
+   * clip(a_base + w_t·a_res) with w_t = plan.weightAt(t); the replay stores the executed action.
+   * Evaluation is unaffected (it measures the residual itself). Omit it for unconstrained training.
+   */
+  mixing?: MixingSpec;
+  /** Called after every training step with what was executed. */
+  onTrainStep?: (s: TrainStepInfo) => void;
+}
+
+/** A training episode's outcome (returned for episodes run in this call). */
+export interface TrainEpisode {
+  episode: number;
+  /** Env steps done when it ended (cumulative). */
+  envSteps: number;
+  steps: number;
+  success: boolean;
 }
 
 export interface TrainResult {
@@ -95,6 +139,10 @@ export interface TrainResult {
   onnxPath: string;
   wallSeconds: number;
   resumedFrom: number | null;
+  /** Training episodes run in this call, in order. */
+  trainEpisodes: TrainEpisode[];
+  /** With mixing: every training episode's plan and outcome (resumed ones included), as in mixing.jsonl. */
+  mixing: MixingEpisode[] | null;
 }
 
 interface TrainerState {
@@ -106,6 +154,8 @@ interface TrainerState {
   wallSeconds: number;
   lastEvalAt: number;
   lastCheckpointAt: number;
+  /** Present only for runs with mixing, so checkpoints of other runs are unchanged. */
+  mixing?: MixingState;
 }
 
 // -- the link to the learner ---------------------------------------------------------------------
@@ -326,9 +376,10 @@ export class ResidualActor implements Policy {
   }
 }
 
-function compose(base: ArrayLike<number>, res: ArrayLike<number>): Float32Array {
+/** clip(base + w·res, −1, 1), rounded to float32 once (w = 1 is the plain composition, bit for bit). */
+function compose(base: ArrayLike<number>, res: ArrayLike<number>, w = 1): Float32Array {
   const out = new Float32Array(base.length);
-  for (let i = 0; i < base.length; i++) out[i] = Math.max(-1, Math.min(1, base[i] + res[i]));
+  for (let i = 0; i < base.length; i++) out[i] = Math.max(-1, Math.min(1, base[i] + w * res[i]));
   return out;
 }
 
@@ -408,6 +459,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       'train for a positive whole number of environment steps',
     );
   }
+  if (options.mixing) validateMixingSpec(options.mixing);
   const backendPref = options.backend ?? 'auto';
   // The acting thread needs no tfjs, but the profile follows the learner's backend.
   const handle = await initTf(backendPref);
@@ -473,6 +525,13 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       setRngState(rng, state.rng);
       resumedFrom = state.envSteps;
       log(`resumed from ${options.outDir} at ${state.envSteps} env steps, ${ready.updates} updates`);
+      const saved = JSON.stringify(state.mixing?.spec ?? null);
+      if (saved !== JSON.stringify(options.mixing ?? null)) {
+        throw new ResrtError(
+          `resuming ${options.outDir}: its mixing settings ${saved} differ from the given ${JSON.stringify(options.mixing ?? null)}`,
+          'resume with the same mixing flags, or start a new run in another --out folder',
+        );
+      }
     }
     const wallBefore = state.wallSeconds;
     const wall = (): number => wallBefore + (performance.now() - t0) / 1000;
@@ -480,7 +539,9 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     const actor = new ResidualActor(base, () => link.policy()?.spec ?? null, A);
     let lastProgressAt = 0;
     let phase: TrainProgress['phase'] = state.envSteps < cfg.learningStarts ? 'warmup' : 'training';
-    const emitProgress = (force = false): void => {
+    let mixingShare: number | undefined;
+    const emitProgress = (force = false, share?: number): void => {
+      if (share !== undefined) mixingShare = share;
       if (!options.onProgress) return;
       const now = performance.now();
       if (!force && now - lastProgressAt < 100) return;
@@ -499,6 +560,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
         criticLoss: p?.last?.criticLoss ?? null,
         actorLoss: p?.last?.actorLoss ?? null,
         phase,
+        ...(mixingShare !== undefined ? { mixingShare } : {}),
       });
     };
 
@@ -547,6 +609,26 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
 
     if (state.lastEvalAt < 0) baseEval = await runEval();
 
+    // The mixer needs the step-0 evaluation (for an 'initial-eval' baseline), so it starts here;
+    // a resumed run replays its checkpointed episodes to reach the same evidence.
+    const mixingPath = join(options.outDir, 'mixing.jsonl');
+    let mixer: ReturnType<typeof makeMixer> | null = null;
+    if (options.mixing) {
+      const first = state.curve[0];
+      mixer = makeMixer(options.mixing, {
+        horizon: env.maxEpisodeSteps,
+        seed: (seed ^ 0x6d1c5eed) >>> 0,
+        initialEval: first
+          ? { successes: Math.round(first.successRate * first.evalEpisodes), episodes: first.evalEpisodes }
+          : null,
+      });
+      state.mixing ??= { spec: options.mixing, records: [] };
+      replayMixer(mixer, state.mixing.records);
+      // Episodes after the checkpoint are run again, so the file restarts from the checkpoint's records.
+      writeFileAtomic(mixingPath, state.mixing.records.map((r) => JSON.stringify(r) + '\n').join(''));
+    }
+    const trainEpisodes: TrainEpisode[] = [];
+
     // Updates owed for `steps` env steps: the critic warm-up once learningStarts is reached, then UTD per step.
     const targetUpdates = (steps: number): number =>
       steps < cfg.learningStarts ? 0 : cfg.criticWarmupSteps + (steps - cfg.learningStarts) * cfg.utd;
@@ -562,18 +644,35 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       let baseAction = base ? Float32Array.from(await base.act(obs)) : zero;
       let success = false;
       const pending: StepRecord[] = [];
+      const plan = mixer ? mixer.beginEpisode() : null;
+      if (plan) emitProgress(true, plan.share);
+      let t = 0;
       for (;;) {
+        const w = plan ? plan.weightAt(t) : 1;
         const res = new Float32Array(A);
-        if (state.envSteps < cfg.learningStarts) {
-          for (let i = 0; i < A; i++) res[i] = (rng.uniform() * 2 - 1) * cfg.warmupNoise * cfg.actionScale;
-        } else {
-          const r = actor.residual(obs, baseAction);
-          for (let i = 0; i < A; i++) {
-            const v = r[i] + rng.normal(0, cfg.explorationStd);
-            res[i] = Math.max(-cfg.actionScale, Math.min(cfg.actionScale, v));
+        // A base-only step (w = 0) needs neither the residual nor noise draws.
+        if (w > 0) {
+          if (state.envSteps < cfg.learningStarts) {
+            for (let i = 0; i < A; i++) res[i] = (rng.uniform() * 2 - 1) * cfg.warmupNoise * cfg.actionScale;
+          } else {
+            const r = actor.residual(obs, baseAction);
+            for (let i = 0; i < A; i++) {
+              const v = r[i] + rng.normal(0, cfg.explorationStd);
+              res[i] = Math.max(-cfg.actionScale, Math.min(cfg.actionScale, v));
+            }
           }
         }
-        const action = compose(baseAction, res);
+        const action = compose(baseAction, res, w);
+        options.onTrainStep?.({
+          episode: state.episodes,
+          step: t,
+          obs,
+          baseAction,
+          residual: res,
+          weight: w,
+          action,
+        });
+        t++;
         const pendingStep = env.step(action);
         // Hardware answers with promises: a real robot must not stand still mid-episode waiting for
         // the learner, so there the actor only catches the learner up at episode ends.
@@ -611,6 +710,13 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
           break;
         }
       }
+      if (plan && mixer && state.mixing) {
+        mixer.endEpisode(success, plan);
+        const rec = mixingEpisode(state.mixing.spec, plan, success, state.envSteps, t);
+        state.mixing.records.push(rec);
+        appendFileSync(mixingPath, JSON.stringify(rec) + '\n');
+      }
+      trainEpisodes.push({ episode: state.episodes, envSteps: state.envSteps, steps: t, success });
       state.episodes++;
       state.recentSuccess.push(success);
       if (state.recentSuccess.length > recentWindow) state.recentSuccess.shift();
@@ -645,6 +751,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
           finalSuccess: state.curve[state.curve.length - 1]?.successRate ?? null,
           wallSeconds: wall(),
           config: cfg,
+          ...(state.mixing ? { mixing: mixingSummary(state.mixing) } : {}),
         },
         null,
         2,
@@ -664,6 +771,8 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       onnxPath,
       wallSeconds: wall(),
       resumedFrom,
+      trainEpisodes,
+      mixing: state.mixing ? state.mixing.records : null,
     };
   } catch (err) {
     throw asDivergence(err, options.outDir);
@@ -672,6 +781,20 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     await env.close();
     await evalEnv.close();
   }
+}
+
+function mixingSummary(m: MixingState): Record<string, unknown> {
+  const n = m.records.length;
+  const mean = (f: (r: MixingEpisode) => number): number | null =>
+    n ? m.records.reduce((a, r) => a + f(r), 0) / n : null;
+  return {
+    spec: m.spec,
+    episodes: n,
+    meanShare: mean((r) => r.share),
+    meanRealizedShare: mean((r) => r.realizedShare),
+    trainSuccess: mean((r) => (r.success ? 1 : 0)),
+    lastShare: n ? m.records[n - 1].share : null,
+  };
 }
 
 function recentRate(xs: readonly boolean[]): number | null {

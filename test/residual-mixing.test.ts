@@ -1,0 +1,265 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { trainResidual, type TrainStepInfo } from '../src/residual/trainer.js';
+import { windowedViolations, validateMixingSpec, type MixingSpec } from '../src/residual/mixing-run.js';
+import type { ResidualConfig } from '../src/residual/config.js';
+import { ResrtError } from '../src/util/errors.js';
+import { BiasedBase, PointMassEnv } from './residual-pointmass.js';
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'resrt-mixing-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const smallConfig: Partial<ResidualConfig> = {
+  actorHidden: [64, 64],
+  criticHidden: [64, 64],
+  numCritics: 2,
+  batchSize: 64,
+  utd: 1,
+  learningStarts: 300,
+  criticWarmupSteps: 100,
+  actorLr: 1e-4,
+  criticLr: 3e-4,
+};
+
+/** The point mass, remembering every action it was sent with the observation it was sent at. */
+class RecordingPointMass extends PointMassEnv {
+  readonly episodes: { obs: Float32Array; action: Float32Array }[][] = [];
+  private current: Float32Array | null = null;
+  override reset(options?: { seed?: number }) {
+    const r = super.reset(options);
+    this.episodes.push([]);
+    this.current = r.obs;
+    return r;
+  }
+  override step(action: ArrayLike<number>) {
+    const r = super.step(action);
+    this.episodes[this.episodes.length - 1].push({ obs: this.current!, action: Float32Array.from(action) });
+    this.current = r.obs;
+    return r;
+  }
+}
+
+function clipCompose(base: Float32Array, res: ArrayLike<number>, w: number): Float32Array {
+  const out = new Float32Array(base.length);
+  for (let i = 0; i < base.length; i++) out[i] = Math.max(-1, Math.min(1, base[i] + w * res[i]));
+  return out;
+}
+
+describe('trainResidual with conservative mixing', () => {
+  it('EpsMix: base-only episodes execute the base exactly; the exploring share grows as the residual improves; records are written', async () => {
+    const envs: RecordingPointMass[] = [];
+    const base = new BiasedBase();
+    const out = join(dir, 'eps');
+    const r = await trainResidual({
+      makeEnv: () => {
+        const e = new RecordingPointMass();
+        envs.push(e);
+        return e;
+      },
+      base,
+      steps: 1500,
+      outDir: out,
+      seed: 1,
+      profile: 'cpu',
+      config: smallConfig,
+      evalEpisodes: 40,
+      worker: false,
+      log: () => {},
+      mixing: { mode: 'eps', alpha: 0.1, delta: 0.05, window: 30, baseline: { value: 0.3 } },
+    });
+    const recs = r.mixing!;
+    const train = envs[0];
+    expect(recs.length).toBe(r.episodes);
+    expect(train.episodes.length).toBe(recs.length);
+
+    // No evidence yet: ε = α·V / (V − 0) = α.
+    expect(recs[0].share).toBeCloseTo(0.1, 12);
+    // The share moves only on evidence: until an exploring episode succeeds it stays at α.
+    const firstWin = recs.findIndex((x) => x.params.explore && x.success);
+    expect(firstWin).toBeGreaterThan(0);
+    expect(recs.slice(0, firstWin + 1).every((x) => Math.abs(x.share - 0.1) < 1e-12)).toBe(true);
+    expect(recs[0].params.epsilon).toBe(recs[0].share);
+
+    let baseOnly = 0;
+    let exploringDiffers = 0;
+    for (const rec of recs) {
+      const steps = train.episodes[rec.episode];
+      expect(steps.length).toBe(rec.steps);
+      expect(rec.realizedShare).toBe(rec.params.explore ? 1 : 0);
+      for (const s of steps) {
+        const b = base.act(s.obs);
+        if (!rec.params.explore) {
+          expect(Array.from(s.action)).toEqual(Array.from(b));
+          baseOnly++;
+        } else if (s.action.some((v, i) => v !== b[i])) exploringDiffers++;
+      }
+    }
+    expect(baseOnly).toBeGreaterThan(200);
+    expect(exploringDiffers).toBeGreaterThan(200);
+
+    // The exploring policy succeeded, so the mixer gave it the whole share; the residual improved.
+    expect(r.finalEval!.successRate).toBeGreaterThan(r.baseEval!.successRate + 0.3);
+    const last = recs.slice(-20);
+    expect(last.every((x) => x.share === 1)).toBe(true);
+    expect(last.filter((x) => x.params.explore).length).toBeGreaterThan(15);
+    // vLow rose with the exploring episodes' successes.
+    expect(recs[recs.length - 1].vLow).toBeGreaterThan(recs[0].vLow);
+
+    const lines = readFileSync(join(out, 'mixing.jsonl'), 'utf8').trim().split('\n');
+    expect(lines.map((l) => JSON.parse(l) as unknown)).toEqual(JSON.parse(JSON.stringify(recs)) as unknown);
+    const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as {
+      mixing: { episodes: number };
+    };
+    expect(summary.mixing.episodes).toBe(recs.length);
+  }, 80_000);
+
+  it("StepMix: each step executes clip(base + w_t·residual) with w_t from the episode's (h, ρ)", async () => {
+    const envs: RecordingPointMass[] = [];
+    const base = new BiasedBase();
+    const seen: TrainStepInfo[] = [];
+    const r = await trainResidual({
+      makeEnv: () => {
+        const e = new RecordingPointMass();
+        envs.push(e);
+        return e;
+      },
+      base,
+      steps: 300,
+      outDir: join(dir, 'step'),
+      seed: 2,
+      profile: 'cpu',
+      config: {
+        ...smallConfig,
+        actorHidden: [32, 32],
+        criticHidden: [32, 32],
+        learningStarts: 100,
+        criticWarmupSteps: 10,
+      },
+      evalEpisodes: 5,
+      worker: false,
+      log: () => {},
+      // α·H = 0.13·40 = 5.2: five exploring steps, step 5 at ρ = 0.2, then the base.
+      mixing: { mode: 'step', alpha: 0.13, delta: 0.05, baseline: { value: 0.3 } },
+      onTrainStep: (s) => seen.push({ ...s, residual: Float32Array.from(s.residual) }),
+    });
+    const recs = r.mixing!;
+    expect(recs[0].params.h).toBe(5);
+    expect(recs[0].params.rho).toBeCloseTo(0.2, 9);
+    expect(recs[0].params.horizon).toBe(40);
+    let i = 0;
+    let mixedStepChecked = 0;
+    for (const rec of recs) {
+      const steps = envs[0].episodes[rec.episode];
+      const { h, rho } = rec.params as { h: number; rho: number };
+      for (let t = 0; t < steps.length; t++, i++) {
+        const info = seen[i];
+        expect([info.episode, info.step]).toEqual([rec.episode, t]);
+        const w = t < h ? 1 : t === h ? rho : 0;
+        expect(info.weight).toBe(w);
+        const b = base.act(steps[t].obs);
+        expect(Array.from(steps[t].action)).toEqual(Array.from(clipCompose(b, info.residual, w)));
+        if (w === 0) expect(Array.from(steps[t].action)).toEqual(Array.from(b));
+        if (w > 0 && w < 1 && info.residual.some((v) => v !== 0)) mixedStepChecked++;
+      }
+    }
+    expect(i).toBe(seen.length);
+    expect(mixedStepChecked).toBeGreaterThan(3);
+    expect(
+      readFileSync(join(dir, 'step', 'mixing.jsonl'), 'utf8')
+        .trim()
+        .split('\n'),
+    ).toHaveLength(recs.length);
+  }, 40_000);
+
+  it('resumes a mixed run to the same plans and outcomes as the uninterrupted one', async () => {
+    const common = {
+      makeEnv: () => new PointMassEnv(),
+      base: new BiasedBase(),
+      seed: 3,
+      profile: 'cpu' as const,
+      config: {
+        ...smallConfig,
+        actorHidden: [32, 32],
+        criticHidden: [32, 32],
+        learningStarts: 100,
+        criticWarmupSteps: 10,
+      },
+      worker: false,
+      evalEvery: 150,
+      evalEpisodes: 5,
+      log: () => {},
+      mixing: {
+        mode: 'eps',
+        alpha: 0.4,
+        delta: 0.2,
+        bound: 'wilson',
+        window: 20,
+        baseline: 'initial-eval',
+      } as MixingSpec,
+    };
+    const a = await trainResidual({ ...common, steps: 500, outDir: join(dir, 'resume-a') });
+    const cut = a.curve.find((p) => p.envSteps >= 200)!.envSteps;
+    await trainResidual({ ...common, steps: cut, outDir: join(dir, 'resume-b') });
+    await expect(
+      trainResidual({
+        ...common,
+        mixing: { ...common.mixing, alpha: 0.2 },
+        steps: 500,
+        outDir: join(dir, 'resume-b'),
+        resume: true,
+      }),
+    ).rejects.toThrow(/mixing settings/);
+    const b = await trainResidual({ ...common, steps: 500, outDir: join(dir, 'resume-b'), resume: true });
+    expect(b.mixing).toEqual(a.mixing);
+    expect(readFileSync(join(dir, 'resume-b', 'mixing.jsonl'), 'utf8')).toBe(
+      readFileSync(join(dir, 'resume-a', 'mixing.jsonl'), 'utf8'),
+    );
+    // The baseline came from the step-0 evaluation (5 episodes), through its upper bound.
+    expect(a.mixing![0].vBase).toBeGreaterThanOrEqual(a.baseEval!.successRate);
+  }, 60_000);
+
+  it('refuses bad mixing settings before training, with the fix', async () => {
+    const bad: unknown[] = [
+      { mode: 'eps', alpha: 0, delta: 0.05, baseline: { value: 0.5 } },
+      { mode: 'eps', alpha: 1.2, delta: 0.05, baseline: { value: 0.5 } },
+      { mode: 'eps', alpha: 0.1, delta: 1, baseline: { value: 0.5 } },
+      { mode: 'eps', alpha: 0.1, delta: 0.05 },
+      { mode: 'eps', alpha: 0.1, delta: 0.05, baseline: { value: 1.5 } },
+      { mode: 'eps', alpha: 0.1, delta: 0.05, baseline: { successes: 5, trials: 3 } },
+      { mode: 'mix', alpha: 0.1, delta: 0.05, baseline: { value: 0.5 } },
+      { mode: 'step', alpha: 0.1, delta: 0.05, window: 0, baseline: { value: 0.5 } },
+    ];
+    for (const spec of bad) {
+      expect(() => validateMixingSpec(spec as MixingSpec)).toThrow(ResrtError);
+      const err = await trainResidual({
+        makeEnv: () => new PointMassEnv(),
+        base: new BiasedBase(),
+        steps: 10,
+        outDir: join(dir, 'bad'),
+        worker: false,
+        log: () => {},
+        mixing: spec as MixingSpec,
+      }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ResrtError);
+      expect((err as Error).message).toMatch(/fix:/);
+    }
+    expect(() =>
+      validateMixingSpec({ mode: 'scale', alpha: 0.1, delta: 0.05, baseline: 'initial-eval' }),
+    ).not.toThrow();
+  });
+
+  it('counts windowed violations of (1 − α)·baseline', () => {
+    const o = [1, 1, 0, 0, 0, 1, 1, 1].map((x) => x === 1);
+    // Windows of 3: 2/3, 1/3, 0, 1/3, 2/3, 1 against 0.5 → three below.
+    expect(windowedViolations(o, 3, 0.5)).toEqual({ windows: 6, violations: 3, fraction: 0.5 });
+    // A window exactly at the threshold is not a violation.
+    expect(windowedViolations([true, false], 2, 0.5).violations).toBe(0);
+    expect(windowedViolations([true], 2, 0.5)).toEqual({ windows: 0, violations: 0, fraction: null });
+    expect(() => windowedViolations(o, 0, 0.5)).toThrow(ResrtError);
+  });
+});
