@@ -20,6 +20,12 @@ export interface VirtualPlantOptions {
   seed?: number;
   /** How long the finished scene stays before it resets itself, ms. Default 300. */
   resetDelayMs?: number;
+  /**
+   * A started episode whose commands stopped (brakes on) this long is over: the scene resets, as a
+   * person resets a stalled cell. It also frees a host that ended its episode a step before the
+   * plant did and now waits for a fresh scene. Default 1000 ms.
+   */
+  idleResetMs?: number;
   /** Robot name reported in the capabilities. */
   name?: string;
   /** Clock, ms (tests pass a fake one). */
@@ -31,6 +37,7 @@ export class VirtualPlant implements Plant {
   readonly obsDim: number;
   private action: Float32Array;
   private braked = true;
+  private brakedSinceMs: number;
   private obs: Float32Array;
   private episodeIndex = 0;
   private stepIndex = 0;
@@ -49,6 +56,7 @@ export class VirtualPlant implements Plant {
     this.now = options.now ?? (() => performance.now());
     this.t0 = this.now();
     this.lastStepMs = this.t0;
+    this.brakedSinceMs = this.t0;
     this.periodMs = env.controlDt * 1000;
     this.seed = options.seed ?? 0;
     const a = env.actionSpace.dim;
@@ -88,6 +96,7 @@ export class VirtualPlant implements Plant {
 
   hold(): void {
     this.advance();
+    if (!this.braked) this.brakedSinceMs = this.now();
     this.braked = true;
   }
 
@@ -129,6 +138,10 @@ export class VirtualPlant implements Plant {
     }
     if (this.braked) {
       this.lastStepMs = now;
+      if (this.stepIndex > 0 && now - this.brakedSinceMs >= (this.options.idleResetMs ?? 1000)) {
+        this.lastSuccess = 0;
+        this.resetScene();
+      }
       return;
     }
     // Real time, but never more than a few periods at once after a stall.
