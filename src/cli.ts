@@ -4,6 +4,7 @@ import { registerSimCommands, evaluateOnTask, builtInPolicy, evalJson } from './
 import { loadComposedPolicy, registerPolicyCommands } from './cli/policy-commands.js';
 import { registerTrainCommands } from './cli/train-commands.js';
 import { openRobotEnv, registerRobotCommands } from './cli/robot-commands.js';
+import { registerSessionCommands } from './cli/session-commands.js';
 import { evaluatePolicy } from './runtime/evaluate.js';
 import type { AnyTask } from './sim/registry.js';
 import { formatTable, parseIntArg, pct, printJson } from './cli/common.js';
@@ -67,6 +68,7 @@ export function buildProgram(): Command {
 
   registerTrainCommands(program);
   registerRobotCommands(program);
+  registerSessionCommands(program);
 
   return program;
 }

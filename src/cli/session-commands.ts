@@ -1,0 +1,186 @@
+/** `resrt learner` and `resrt actor`: a real-world fine-tuning session (docs/sessions.md). */
+import type { Command } from 'commander';
+import { loadRobotConfig } from '../hw/robot-config.js';
+import type { ProfileName } from '../residual/config.js';
+import { runLearnerService } from '../residual/service/index.js';
+import { attachTerminalKeys, runActor } from '../runtime/session/index.js';
+import { loadSafetyConfig } from '../safety/index.js';
+import { MujocoEnv } from '../sim/env.js';
+import { loadTask } from '../sim/registry.js';
+import { ResrtError } from '../util/errors.js';
+import { parseIntArg } from './common.js';
+
+export function registerSessionCommands(program: Command): void {
+  program
+    .command('learner')
+    .description(
+      'the learner of a fine-tuning session: ingests transitions from actors over MQTT, trains, publishes residuals',
+    )
+    .requiredOption('--out <dir>', 'session folder: write-ahead log, checkpoints, published residuals')
+    .option('--base <file.onnx>', 'the frozen base (its dimensions size the networks)')
+    .option('--broker <url>', 'use this MQTT broker (default: start one on 127.0.0.1)')
+    .option('--broker-port <port>', 'port of the embedded broker', parseIntArg('--broker-port', 0), 1883)
+    .option('--session <name>', 'session name (topic namespace shared with the actors)', 'default')
+    .option('--profile <name>', 'auto | cpu | gpu', 'auto')
+    .option('--publish-every <n>', 'publish a residual every n updates', parseIntArg('--publish-every'))
+    .option('--checkpoint-every <s>', 'checkpoint every s seconds', parseIntArg('--checkpoint-every'))
+    .option('--reward <mode>', 'task | rlif (interventions are the reward signal)', 'task')
+    .option('--resume', 'continue the session in --out after a crash or stop')
+    .option(
+      '--dashboard-port <port>',
+      'serve the dashboard on this port (0 picks one)',
+      parseIntArg('--dashboard-port', 0),
+    )
+    .option('--host <addr>', 'dashboard bind address (anything but 127.0.0.1 needs --token)', '127.0.0.1')
+    .option('--token <t>', 'dashboard token')
+    .action(async (opts: LearnerCliOptions) => {
+      if (opts.reward !== 'task' && opts.reward !== 'rlif')
+        throw new ResrtError(`--reward ${opts.reward} is not a mode`, 'use --reward task or --reward rlif');
+      const service = await runLearnerService({
+        outDir: opts.out,
+        base: opts.base,
+        brokerUrl: opts.broker,
+        brokerPort: opts.brokerPort,
+        session: opts.session,
+        profile: opts.profile as ProfileName | 'auto',
+        publishEvery: opts.publishEvery,
+        checkpointEverySec: opts.checkpointEvery,
+        rewardMode: opts.reward,
+        resume: opts.resume,
+        dashboardPort: opts.dashboardPort,
+        host: opts.host,
+        token: opts.token,
+        log: (line) => console.log(line),
+      });
+      console.log(
+        `learner on ${service.brokerUrl} (session ${opts.session})${service.dashboardUrl ? `, dashboard ${service.dashboardUrl}` : ''}`,
+      );
+      console.log('Ctrl-C checkpoints and stops.');
+      await waitForSignal();
+      await service.close();
+    });
+
+  program
+    .command('actor')
+    .description(
+      'the actor of a fine-tuning session: runs base + residual through the safety layer on a robot, streams transitions',
+    )
+    .requiredOption('--robot-id <id>', "this robot's id in the session")
+    .requiredOption('--broker <url>', 'the session broker (the learner prints it)')
+    .requiredOption('--base <file.onnx>', 'the frozen base policy')
+    .requiredOption('--state <dir>', 'spool and last good residual (keep it across restarts)')
+    .option('--robot <url>', 'serial:/dev/ttyUSB0 or mqtt://host:port/robot-id')
+    .option('--robot-config <file>', 'with --robot: the robot config file')
+    .option('--virtual', 'with --robot: a resrt virtual robot (it resets its own scene)')
+    .option('--task <name|path>', 'a simulated task instead of a robot')
+    .option('--session <name>', 'session name', 'default')
+    .option('--safety <file.json>', 'safety config')
+    .option('--episodes <n>', 'stop after n episodes', parseIntArg('--episodes'))
+    .option(
+      '--label-timeout <ms>',
+      "after a time-limit episode, wait this long for a person's success label",
+      parseIntArg('--label-timeout', 0),
+      0,
+    )
+    .option(
+      '--remote-estop-reset',
+      'accept e-stop resets from the learner dashboard (default: only where the robot is seen)',
+    )
+    .option(
+      '--dashboard-port <port>',
+      'serve the actor dashboard on this port (0 picks one)',
+      parseIntArg('--dashboard-port', 0),
+    )
+    .option('--host <addr>', 'dashboard bind address', '127.0.0.1')
+    .option('--token <t>', 'dashboard token')
+    .action(async (opts: ActorCliOptions) => {
+      if (Boolean(opts.robot) === Boolean(opts.task))
+        throw new ResrtError('choose --robot or --task', 'an actor drives one robot or one simulated task');
+      let robot;
+      let env;
+      if (opts.robot) {
+        if (!opts.robotConfig)
+          throw new ResrtError(
+            '--robot needs --robot-config FILE',
+            'use the robot config written for this robot',
+          );
+        const config = loadRobotConfig(opts.robotConfig);
+        const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
+        robot = { url: opts.robot, config, virtualScene: opts.virtual ? { obsDim } : undefined };
+      } else {
+        env = await MujocoEnv.create(await loadTask(opts.task!));
+      }
+      const handle = await runActor({
+        robotId: opts.robotId,
+        brokerUrl: opts.broker,
+        session: opts.session,
+        stateDir: opts.state,
+        base: opts.base,
+        robot,
+        env,
+        rateHz: env ? Math.round(1 / env.controlDt) : undefined,
+        safety: opts.safety ? loadSafetyConfig(opts.safety) : undefined,
+        episodes: opts.episodes,
+        labelTimeoutMs: opts.labelTimeout,
+        remoteEstopReset: opts.remoteEstopReset,
+        dashboardPort: opts.dashboardPort,
+        host: opts.host,
+        token: opts.token,
+        log: (line) => console.log(line),
+      });
+      if (handle.dashboardUrl) console.log(`actor dashboard ${handle.dashboardUrl}`);
+      const detach = process.stdin.isTTY ? attachTerminalKeys(handle) : () => {};
+      if (process.stdin.isTTY)
+        console.log(
+          'keys: space/e e-stop, x reset e-stop, s success, f failure, p pause, r reset done, q stop',
+        );
+      process.once('SIGINT', () => void handle.stop());
+      process.once('SIGTERM', () => void handle.stop());
+      const status = await handle.done;
+      detach();
+      env?.close();
+      console.log(`actor stopped: ${JSON.stringify(status)}`);
+    });
+}
+
+interface LearnerCliOptions {
+  out: string;
+  base?: string;
+  broker?: string;
+  brokerPort: number;
+  session: string;
+  profile: string;
+  publishEvery?: number;
+  checkpointEvery?: number;
+  reward: string;
+  resume?: boolean;
+  dashboardPort?: number;
+  host: string;
+  token?: string;
+}
+
+interface ActorCliOptions {
+  robotId: string;
+  broker: string;
+  base: string;
+  state: string;
+  robot?: string;
+  robotConfig?: string;
+  virtual?: boolean;
+  task?: string;
+  session: string;
+  safety?: string;
+  episodes?: number;
+  labelTimeout: number;
+  remoteEstopReset?: boolean;
+  dashboardPort?: number;
+  host: string;
+  token?: string;
+}
+
+function waitForSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+}
