@@ -54,6 +54,8 @@ async function start(
     heartbeatMs: 20,
     linkTimeoutMs: 150,
     reconnect: false,
+    // A busy 2-core CI box can take a while to schedule the fresh firmware process.
+    handshakeTimeoutMs: 5000,
     ...opts,
   });
   cleanups.push(() => robot.close());

@@ -235,6 +235,7 @@ describe('startVirtualSerialLink with SerialRobot', () => {
     const robot = await SerialRobot.open(link.hostPath, {
       heartbeatMs: 20,
       linkTimeoutMs: 200,
+      handshakeTimeoutMs: 5000,
       actionNames: ['x', 'y'],
     });
     cleanups.push(() => robot.close());
