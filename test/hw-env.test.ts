@@ -58,7 +58,7 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
     });
     const device: MqttDevice = await serveMqttDevice(url, plant, { reconnectBackoffMs: 50 });
     cleanups.push(() => device.close());
-    const robot = await MqttRobot.connect(url, { reconnectBackoffMs: 50 });
+    const robot = await MqttRobot.connect(url, { reconnectBackoffMs: 50, stateTimeoutMs: 1000 });
     const env = new HardwareEnv(robot, config(url, episode), {
       onResetPrompt: prompt,
       resetTimeoutMs,
