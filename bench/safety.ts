@@ -1,0 +1,357 @@
+/**
+ * Conservative exploration during residual training: per mixing mode (none, EpsMix, StepMix, residual
+ * scale λ) and seed, a `trainResidual` run with the same budget, reporting the final success (eval,
+ * 95% CI), the env steps to reach 90%/95% of the unconstrained final, and the violation fraction:
+ * the share of training episodes whose windowed success (the last W training episodes) is below
+ * (1 − α) × baseline, the baseline being the base's own step-0 evaluation. The aim (issue): violations
+ * ≤ δ with a final success within 2 points of unconstrained training.
+ *
+ *   npx tsx bench/safety.ts --task push --base runs/push-bc.onnx --demos runs/push-demos.jsonl \
+ *     [--steps 20000] [--seeds 3] [--alpha 0.1] [--delta 0.05] [--window 50] [--bound hoeffding] \
+ *     [--mix-window 200] [--modes none,eps,step,scale] [--eval-every 5000] [--eval-episodes 100] \
+ *     [--learning-starts N] [--profile auto] [--out bench-out/safety] [--json]
+ *
+ * Windowed success is noisy: even a policy exactly at the baseline has windows below (1 − α)·baseline
+ * with probability P(Bin(W, V) < (1 − α)·V·W). The report prints that floor next to the fractions.
+ */
+import { Command } from 'commander';
+import { join } from 'node:path';
+import { mkdirSync, rmSync } from 'node:fs';
+import { loadTask } from '../src/sim/registry.js';
+import { MujocoEnv } from '../src/sim/env.js';
+import { readDemos, type DemoSet } from '../src/sim/demos.js';
+import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
+import { trainResidual } from '../src/residual/trainer.js';
+import {
+  MIXING_MODES,
+  validateMixingSpec,
+  windowedViolations,
+  type MixingMode,
+  type MixingSpec,
+} from '../src/residual/mixing-run.js';
+import type { ProfileName, ResidualConfig } from '../src/residual/config.js';
+import { BOUND_KINDS, type BoundKind } from '../src/safety/bounds.js';
+import { wilsonInterval, type Interval } from '../src/util/stats.js';
+import { writeFileAtomic } from '../src/util/files.js';
+import { ResrtError } from '../src/util/errors.js';
+
+type Mode = 'none' | MixingMode;
+const ALL_MODES: readonly Mode[] = ['none', ...MIXING_MODES];
+
+interface RunRow {
+  mode: Mode;
+  seed: number;
+  baseSuccess: number;
+  baseEpisodes: number;
+  finalSuccess: number;
+  finalSuccesses: number;
+  finalEpisodes: number;
+  envSteps: number;
+  trainEpisodes: number;
+  trainSuccess: number;
+  /** Mean exploring share actually run per training episode (1 for unconstrained training). */
+  exploreShare: number;
+  windows: number;
+  violations: number;
+  threshold: number;
+  stepsTo90: number | null;
+  stepsTo95: number | null;
+  wallSeconds: number;
+  curve: { envSteps: number; successRate: number }[];
+}
+
+interface ModeRow {
+  mode: Mode;
+  seeds: number;
+  finalSuccess: number;
+  finalCi95: Interval;
+  /** Final success minus the unconstrained final (null without a 'none' run). */
+  vsUnconstrained: number | null;
+  /** Mean over seeds of the steps to 90%/95% of the unconstrained final; null unless every seed got there. */
+  stepsTo90: number | null;
+  stepsTo95: number | null;
+  reached90: number;
+  reached95: number;
+  windows: number;
+  violations: number;
+  violationFraction: number | null;
+  exploreShare: number;
+  trainSuccess: number;
+  /** violations ≤ δ and final within 0.02 of unconstrained. */
+  meetsAim: boolean | null;
+  wallSeconds: number;
+}
+
+/** P(Bin(n, p) < k): how often a policy exactly at p has a window below k successes. */
+function binomialBelow(n: number, p: number, k: number): number {
+  if (p <= 0) return k > 0 ? 1 : 0;
+  if (p >= 1) return n < k ? 1 : 0;
+  let total = 0;
+  let logC = 0;
+  for (let i = 0; i <= n && i < k; i++) {
+    if (i > 0) logC += Math.log((n - i + 1) / i);
+    total += Math.exp(logC + i * Math.log(p) + (n - i) * Math.log(1 - p));
+  }
+  return Math.min(1, total);
+}
+
+function parseSeeds(s: string): number[] {
+  // "3" means three seeds 0, 1, 2; "0,4,7" lists them.
+  const seeds = s.includes(',') ? s.split(',').map(Number) : Array.from({ length: Number(s) }, (_, i) => i);
+  if (!seeds.length || seeds.some((x) => !Number.isInteger(x) || x < 0)) {
+    throw new ResrtError(
+      `--seeds ${s} is not a count or a list of seeds`,
+      'use e.g. --seeds 3 or --seeds 0,1,2',
+    );
+  }
+  return seeds;
+}
+
+function positiveInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new ResrtError(`${name} ${v} is not a positive integer`, `pass e.g. ${name} 100`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const program = new Command()
+    .requiredOption('--task <name>', 'built-in task or task module path')
+    .requiredOption('--base <onnx>', 'base policy (ONNX)')
+    .option('--demos <jsonl>', 'demonstrations for the learner')
+    .option('--steps <n>', 'environment steps per run', '20000')
+    .option('--seeds <k>', 'number of seeds (0..k-1) or a comma-separated list', '3')
+    .option('--alpha <a>', 'allowed relative loss α', '0.1')
+    .option('--delta <d>', 'failure probability δ', '0.05')
+    .option('--window <w>', 'training episodes per window of the violation measure', '50')
+    .option('--bound <kind>', BOUND_KINDS.join(' | '), 'hoeffding')
+    .option('--mix-window <n>', "exploring episodes the mixer's bound looks back on", '200')
+    .option('--modes <list>', 'comma-separated subset of none,eps,step,scale', ALL_MODES.join(','))
+    .option('--eval-every <n>', 'env steps between evaluations (0: start and end only)', '5000')
+    .option('--eval-episodes <n>', 'episodes per evaluation (≥ 100 for a 95% CI worth reading)', '100')
+    .option('--learning-starts <n>', "override the profile's learningStarts (small smoke runs)")
+    .option('--profile <p>', 'auto | cpu | gpu', 'auto')
+    .option('--out <dir>', 'where runs go (each run folder is replaced)', 'bench-out/safety')
+    .option('--json', 'one JSON object on stdout')
+    .parse();
+  const o = program.opts<{
+    task: string;
+    base: string;
+    demos?: string;
+    steps: string;
+    seeds: string;
+    alpha: string;
+    delta: string;
+    window: string;
+    bound: string;
+    mixWindow: string;
+    modes: string;
+    evalEvery: string;
+    evalEpisodes: string;
+    learningStarts?: string;
+    profile: string;
+    out: string;
+    json?: boolean;
+  }>();
+  const modes = o.modes.split(',') as Mode[];
+  for (const m of modes) {
+    if (!ALL_MODES.includes(m))
+      throw new ResrtError(`unknown mode '${m}'`, `use a comma-separated subset of ${ALL_MODES.join(',')}`);
+  }
+  const seeds = parseSeeds(o.seeds);
+  const steps = positiveInt('--steps', o.steps);
+  const window = positiveInt('--window', o.window);
+  const evalEpisodes = positiveInt('--eval-episodes', o.evalEpisodes);
+  const evalEvery = Number(o.evalEvery);
+  const alpha = Number(o.alpha);
+  const delta = Number(o.delta);
+  const bound = o.bound as BoundKind;
+  const mixWindow = positiveInt('--mix-window', o.mixWindow);
+  const specFor = (mode: MixingMode): MixingSpec => ({
+    mode,
+    alpha,
+    delta,
+    bound,
+    window: mixWindow,
+    baseline: 'initial-eval',
+  });
+  // Bad α/δ/bound fail here, before hours of training.
+  validateMixingSpec(specFor('eps'));
+  const config: Partial<ResidualConfig> = {};
+  if (o.learningStarts !== undefined)
+    config.learningStarts = positiveInt('--learning-starts', o.learningStarts);
+
+  const task = await loadTask(o.task);
+  const demos: DemoSet | undefined = o.demos ? readDemos(o.demos) : undefined;
+  const makeEnv = (): Promise<MujocoEnv> => MujocoEnv.create(task);
+  const say = (line: string): void => {
+    if (!o.json) console.error(line);
+  };
+  mkdirSync(o.out, { recursive: true });
+
+  const runs: RunRow[] = [];
+  for (const mode of modes) {
+    for (const seed of seeds) {
+      const outDir = join(o.out, `${task.name}-${mode}-seed${seed}`);
+      // A benchmark run starts fresh; an old folder would make the trainer refuse (or resume).
+      rmSync(outDir, { recursive: true, force: true });
+      say(`${task.name} ${mode} seed ${seed} → ${outDir}`);
+      const r = await trainResidual({
+        makeEnv,
+        base: await OnnxPolicy.load(o.base),
+        demos,
+        steps,
+        outDir,
+        seed,
+        evalEvery,
+        evalEpisodes,
+        profile: o.profile as ProfileName | 'auto',
+        config,
+        taskName: task.name,
+        log: say,
+        ...(mode === 'none' ? {} : { mixing: specFor(mode) }),
+      });
+      const baseEval = r.baseEval;
+      const finalEval = r.finalEval;
+      const last = r.curve[r.curve.length - 1];
+      if (!baseEval || !last) throw new Error(`run ${outDir} returned no step-0 or final evaluation`);
+      const threshold = (1 - alpha) * baseEval.successRate;
+      const outcomes = r.trainEpisodes.map((e) => e.success);
+      const v = windowedViolations(outcomes, window, threshold);
+      const shares = r.mixing ? r.mixing.map((x) => x.realizedShare) : outcomes.map(() => 1);
+      runs.push({
+        mode,
+        seed,
+        baseSuccess: baseEval.successRate,
+        baseEpisodes: baseEval.episodes,
+        finalSuccess: last.successRate,
+        finalSuccesses: finalEval ? finalEval.successes : Math.round(last.successRate * last.evalEpisodes),
+        finalEpisodes: finalEval ? finalEval.episodes : last.evalEpisodes,
+        envSteps: r.envSteps,
+        trainEpisodes: outcomes.length,
+        trainSuccess: outcomes.length ? outcomes.filter(Boolean).length / outcomes.length : NaN,
+        exploreShare: shares.length ? shares.reduce((a, b) => a + b, 0) / shares.length : NaN,
+        windows: v.windows,
+        violations: v.violations,
+        threshold,
+        stepsTo90: null,
+        stepsTo95: null,
+        wallSeconds: r.wallSeconds,
+        curve: r.curve.map((p) => ({ envSteps: p.envSteps, successRate: p.successRate })),
+      });
+    }
+  }
+
+  const pooledFinal = (rows: RunRow[]): number =>
+    rows.reduce((a, r) => a + r.finalSuccesses, 0) / rows.reduce((a, r) => a + r.finalEpisodes, 0);
+  const noneRuns = runs.filter((r) => r.mode === 'none');
+  const unconstrainedFinal = noneRuns.length ? pooledFinal(noneRuns) : null;
+  for (const r of runs) {
+    if (unconstrainedFinal === null) continue;
+    r.stepsTo90 = r.curve.find((p) => p.successRate >= 0.9 * unconstrainedFinal)?.envSteps ?? null;
+    r.stepsTo95 = r.curve.find((p) => p.successRate >= 0.95 * unconstrainedFinal)?.envSteps ?? null;
+  }
+  const meanIfAll = (xs: (number | null)[]): number | null =>
+    xs.every((x) => x !== null) ? (xs as number[]).reduce((a, b) => a + b, 0) / xs.length : null;
+  const table: ModeRow[] = modes.map((mode) => {
+    const rows = runs.filter((r) => r.mode === mode);
+    const successes = rows.reduce((a, r) => a + r.finalSuccesses, 0);
+    const episodes = rows.reduce((a, r) => a + r.finalEpisodes, 0);
+    const final = successes / episodes;
+    const windows = rows.reduce((a, r) => a + r.windows, 0);
+    const violations = rows.reduce((a, r) => a + r.violations, 0);
+    const violationFraction = windows ? violations / windows : null;
+    const vsUnconstrained = unconstrainedFinal === null ? null : final - unconstrainedFinal;
+    return {
+      mode,
+      seeds: rows.length,
+      finalSuccess: final,
+      finalCi95: wilsonInterval(successes, episodes),
+      vsUnconstrained,
+      stepsTo90: meanIfAll(rows.map((r) => r.stepsTo90)),
+      stepsTo95: meanIfAll(rows.map((r) => r.stepsTo95)),
+      reached90: rows.filter((r) => r.stepsTo90 !== null).length,
+      reached95: rows.filter((r) => r.stepsTo95 !== null).length,
+      windows,
+      violations,
+      violationFraction,
+      exploreShare: rows.reduce((a, r) => a + r.exploreShare, 0) / rows.length,
+      trainSuccess:
+        rows.reduce((a, r) => a + r.trainSuccess * r.trainEpisodes, 0) /
+        rows.reduce((a, r) => a + r.trainEpisodes, 0),
+      meetsAim:
+        mode === 'none' || violationFraction === null || vsUnconstrained === null
+          ? null
+          : violationFraction <= delta && vsUnconstrained >= -0.02,
+      wallSeconds: rows.reduce((a, r) => a + r.wallSeconds, 0),
+    };
+  });
+  // Mean step-0 evaluation over seeds: the baseline V the thresholds use, and the noise floor a
+  // policy exactly at V would show in windows of W.
+  const baseline = runs
+    .filter((r) => r.mode === modes[0])
+    .reduce((a, r, _, xs) => a + r.baseSuccess / xs.length, 0);
+  const noiseFloor = binomialBelow(window, baseline, (1 - alpha) * baseline * window - 1e-9);
+
+  const result = {
+    task: task.name,
+    steps,
+    seeds,
+    alpha,
+    delta,
+    window,
+    bound,
+    mixWindow,
+    evalEvery,
+    evalEpisodes,
+    baseline,
+    threshold: (1 - alpha) * baseline,
+    noiseFloor,
+    unconstrainedFinal,
+    unconstrainedViolationFraction: table.find((t) => t.mode === 'none')?.violationFraction ?? null,
+    modes: table,
+    runs,
+  };
+  writeFileAtomic(join(o.out, `${task.name}-safety.json`), JSON.stringify(result, null, 2));
+  if (o.json) {
+    process.stdout.write(JSON.stringify(result) + '\n');
+    return;
+  }
+  const pct = (v: number | null): string =>
+    v === null || Number.isNaN(v) ? '—' : `${(v * 100).toFixed(1)}%`;
+  const st = (v: number | null, reached: number, n: number): string =>
+    v !== null ? v.toFixed(0) : reached ? `${reached}/${n} seeds` : 'never';
+  console.log(
+    `${task.name}: ${steps} env steps × seeds ${seeds.join(',')}; α = ${alpha}, δ = ${delta}, window ${window}, ` +
+      `bound ${bound}; baseline (step-0 eval) ${pct(baseline)}, threshold (1 − α)·baseline = ${pct((1 - alpha) * baseline)}`,
+  );
+  console.log(
+    'mode    final   95% CI          vs none   steps→90%    steps→95%    violations  explore  train   aim',
+  );
+  for (const t of table) {
+    console.log(
+      [
+        t.mode.padEnd(6),
+        pct(t.finalSuccess).padStart(6),
+        `[${pct(t.finalCi95.low)}, ${pct(t.finalCi95.high)}]`.padEnd(15),
+        (t.vsUnconstrained === null
+          ? '—'
+          : `${t.vsUnconstrained >= 0 ? '+' : ''}${(t.vsUnconstrained * 100).toFixed(1)}`
+        ).padStart(7),
+        st(t.stepsTo90, t.reached90, t.seeds).padStart(11),
+        st(t.stepsTo95, t.reached95, t.seeds).padStart(12),
+        `${pct(t.violationFraction)} (${t.violations}/${t.windows})`.padStart(18),
+        pct(t.exploreShare).padStart(7),
+        pct(t.trainSuccess).padStart(6),
+        (t.meetsAim === null ? '—' : t.meetsAim ? 'yes' : 'no').padStart(4),
+      ].join(' '),
+    );
+  }
+  console.log(
+    `unconstrained violation fraction: ${pct(result.unconstrainedViolationFraction)}; ` +
+      `a policy exactly at the baseline would show ${pct(noiseFloor)} (binomial noise of a ${window}-episode window)`,
+  );
+  console.log(`runs and ${task.name}-safety.json: ${o.out}`);
+}
+
+await main();
