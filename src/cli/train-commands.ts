@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
 import type { ProfileName, ResidualConfig } from '../residual/config.js';
+import { validateMixingSpec, type MixingBaseline, type MixingSpec } from '../residual/mixing-run.js';
 import type { Env } from '../types.js';
 import { trainResidual, type TrainProgress, type TrainResult } from '../residual/trainer.js';
 import { saveBcPolicy, trainBc } from '../sim/bc.js';
@@ -12,7 +13,7 @@ import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import { ResrtError } from '../util/errors.js';
-import { formatTable, parseIntArg, pct, progressBar, type Progress } from './common.js';
+import { formatTable, parseFloatArg, parseIntArg, pct, progressBar, type Progress } from './common.js';
 import { loadComposedPolicy } from './policy-commands.js';
 import { openRobotEnv } from './robot-commands.js';
 import { demoNoiseFor, evaluateOnTask } from './sim-commands.js';
@@ -44,6 +45,30 @@ export function registerTrainCommands(program: Command): void {
     )
     .option('--no-worker', 'run the learner in this thread (deterministic, one core)')
     .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2')
+    .option('--mixing <mode>', 'conservative exploration: eps | step | scale (docs/safety.md)')
+    .option(
+      '--alpha <a>',
+      'with --mixing: allowed relative loss per episode, (1 − α)·V_base',
+      parseFloatArg('--alpha', 0, 1),
+      0.1,
+    )
+    .option(
+      '--delta <d>',
+      'with --mixing: failure probability of the confidence bound',
+      parseFloatArg('--delta', 0, 1),
+      0.05,
+    )
+    .option('--mix-bound <kind>', 'with --mixing: hoeffding | wilson | bernstein', 'hoeffding')
+    .option(
+      '--mix-window <n>',
+      'with --mixing: exploring episodes the bound looks back on',
+      parseIntArg('--mix-window'),
+      500,
+    )
+    .option(
+      '--baseline <v>',
+      "with --mixing: the base's success rate (0.5) or counts (45/100); default: the trainer's step-0 evaluation",
+    )
     .action(async (opts: TrainCliOptions) => {
       const target = opts.robot ? await robotTarget(opts) : await simTarget(await loadTaskOrFail(opts.task));
       const result = await runResidualTraining(target, {
@@ -59,6 +84,7 @@ export function registerTrainCommands(program: Command): void {
         checkpointEvery: opts.checkpointEvery,
         worker: opts.worker,
         config: parseOverrides(opts.set ?? []),
+        mixing: opts.mixing ? mixingSpec(opts) : undefined,
       });
       printTrainSummary(target.name, result);
     });
@@ -102,6 +128,37 @@ interface TrainCliOptions {
   checkpointEvery: number;
   worker: boolean;
   set?: string[];
+  mixing?: string;
+  alpha: number;
+  delta: number;
+  mixBound: string;
+  mixWindow: number;
+  baseline?: string;
+}
+
+function mixingSpec(opts: TrainCliOptions): MixingSpec {
+  let baseline: MixingBaseline = 'initial-eval';
+  if (opts.baseline !== undefined) {
+    const counts = /^(\d+)\/(\d+)$/.exec(opts.baseline);
+    const value = Number(opts.baseline);
+    if (counts) baseline = { successes: Number(counts[1]), trials: Number(counts[2]) };
+    else if (Number.isFinite(value)) baseline = { value };
+    else
+      throw new ResrtError(
+        `--baseline ${opts.baseline} is neither a rate nor counts`,
+        'e.g. --baseline 0.5 or --baseline 45/100',
+      );
+  }
+  const spec = {
+    mode: opts.mixing,
+    alpha: opts.alpha,
+    delta: opts.delta,
+    bound: opts.mixBound,
+    window: opts.mixWindow,
+    baseline,
+  } as MixingSpec;
+  validateMixingSpec(spec);
+  return spec;
 }
 
 interface DemoCliOptions {
@@ -148,6 +205,7 @@ export interface ResidualTrainingOptions {
   checkpointEvery?: number;
   worker?: boolean;
   config?: Partial<ResidualConfig>;
+  mixing?: MixingSpec;
   quiet?: boolean;
 }
 
@@ -221,6 +279,7 @@ export async function runResidualTraining(
       seed: o.seed,
       profile: o.profile,
       config: o.config,
+      mixing: o.mixing,
       evalEvery: o.evalEvery,
       evalEpisodes: o.evalEpisodes,
       checkpointEvery: o.checkpointEvery,

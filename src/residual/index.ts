@@ -19,6 +19,15 @@ export {
 } from './config.js';
 export { exportResidualOnnx, residualPolicySpec, type ResidualSpecInput } from './export.js';
 export { trainRlpdScratch, scratchOverrides } from './rlpd.js';
+export {
+  validateMixingSpec,
+  windowedViolations,
+  MIXING_MODES,
+  type MixingSpec,
+  type MixingMode,
+  type MixingBaseline,
+  type MixingEpisode,
+} from './mixing-run.js';
 export { ResidualLearner, DivergenceError, type UpdateStats, type LearnerDims } from './td3.js';
 export { readCheckpoint, writeCheckpoint, hasCheckpoint } from './checkpoint.js';
 export { writeCurves, successSvg, curvesCsv, type CurvePoint, type CurveSeries } from './curves.js';
