@@ -44,13 +44,16 @@ for (const [name, task] of Object.entries(builtInTasks)) {
   const { mj, model, data, views } = env.sim;
 
   // Record the states and controls of one pass.
-  const record: { qpos: Float64Array; qvel: Float64Array; ctrl: Float64Array }[] = [];
+  // The solver's warm start is part of the state: without it the replay does different work.
+  const warmstart = (): Float64Array => data.qacc_warmstart as Float64Array;
+  const record: { qpos: Float64Array; qvel: Float64Array; warm: Float64Array; ctrl: Float64Array }[] = [];
   env.reset({ seed: 0 });
   for (const a of actions) {
     const qpos = Float64Array.from(views.qpos);
     const qvel = Float64Array.from(views.qvel);
+    const warm = Float64Array.from(warmstart());
     const r = env.step(a);
-    record.push({ qpos, qvel, ctrl: Float64Array.from(views.ctrl) });
+    record.push({ qpos, qvel, warm, ctrl: Float64Array.from(views.ctrl) });
     if (r.terminated || r.truncated) env.reset();
   }
 
@@ -65,6 +68,7 @@ for (const [name, task] of Object.entries(builtInTasks)) {
     for (const rec of record) {
       views.qpos.set(rec.qpos);
       views.qvel.set(rec.qvel);
+      warmstart().set(rec.warm);
       views.ctrl.set(rec.ctrl);
       for (let s = 0; s < substeps; s++) mj.mj_step(model, data);
     }
