@@ -68,21 +68,18 @@ export function registerSimCommands(program: Command): void {
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 0)
     .option(
       '--jitter <std>',
-      'per-step action noise (normalized units)',
+      "per-step action noise, normalized units (default: the task's demo noise)",
       parseFloatArg('--jitter', 0, 1),
-      humanLikeExpert.jitterStd,
     )
     .option(
       '--bias <std>',
-      'per-episode action bias (normalized units)',
+      "per-episode action bias, normalized units (default: the task's demo noise)",
       parseFloatArg('--bias', 0, 1),
-      humanLikeExpert.biasStd,
     )
     .option(
       '--pause <p>',
-      'probability per step of a pause',
+      "probability per step of a pause (default: the task's demo noise)",
       parseFloatArg('--pause', 0, 1),
-      humanLikeExpert.pauseProbability,
     )
     .option('--clean', 'no noise at all (overrides --jitter/--bias/--pause)')
     .option('--overwrite', 'replace an existing output file')

@@ -142,7 +142,7 @@ export const pushTask = defineTask<PushState>({
     return Math.hypot(sim.qpos('puck', 0), sim.qpos('puck', 1)) > 0.45;
   },
   expert: () => pushExpert(),
-  demoNoise: { jitterStd: 0.01, biasStd: 0.01, pauseProbability: 0.02, maxPauseSteps: 5 },
+  demoNoise: { jitterStd: 0.03, biasStd: 0.01, pauseProbability: 0.02, maxPauseSteps: 5 },
   trace(sim) {
     return {
       pusher: [sim.sitePos('pusher', 0), sim.sitePos('pusher', 1)],

@@ -97,7 +97,7 @@ export const reachTask = defineTask<ReachState>({
     );
   },
   expert: () => reachExpert(),
-  demoNoise: { jitterStd: 0.02, biasStd: 0.01, pauseProbability: 0.02, maxPauseSteps: 4 },
+  demoNoise: { jitterStd: 0.03, biasStd: 0.01, pauseProbability: 0.02, maxPauseSteps: 4 },
   trace(sim) {
     return { tip: [sim.sitePos('tip', 0), sim.sitePos('tip', 1)] };
   },
