@@ -98,7 +98,12 @@ export function registerTrainCommands(program: Command): void {
     .option('--out <dir>', 'working folder', 'runs/demo')
     .option('--demo-episodes <n>', 'expert demonstrations to collect', parseIntArg('--demo-episodes'), 400)
     .option('--bc-epochs <n>', 'BC epochs', parseIntArg('--bc-epochs'), 40)
-    .option('--steps <n>', 'residual RL environment steps', parseIntArg('--steps'), 20_000)
+    .option(
+      '--steps <n>',
+      'residual RL environment steps (12k fit the 10-minute budget on 2 cores)',
+      parseIntArg('--steps'),
+      12_000,
+    )
     .option(
       '--eval-episodes <n>',
       'episodes for the before/after evaluation',
