@@ -206,9 +206,12 @@ describe('ControlLoop with a simulator source', () => {
     expect(calls).toBeLessThan(0.7 * stats.ticks);
     expect(events.some((e) => e.kind === 'overrun')).toBe(true);
     expect(events.some((e) => e.kind === 'late_result_dropped')).toBe(true);
-    // Superseded results are dropped: a 12 ms policy at 5 ms gets an action through only when
-    // the process stalled long enough that no tick fired in between (skipped ticks, under load).
-    expect(env.received.filter((a) => a === 0.5).length).toBeLessThanOrEqual(stats.skippedTicks);
+    // Superseded results are dropped: a 12 ms policy at 5 ms gets an action through only when the
+    // next tick fired late (a stall: skipped ticks, or jitter on a busy CI box). A queue would
+    // deliver nearly every one of the ~0.4 × ticks results; allow the stalls and 10% of ticks.
+    expect(env.received.filter((a) => a === 0.5).length).toBeLessThanOrEqual(
+      stats.skippedTicks + Math.ceil(0.1 * stats.ticks),
+    );
     // Overrun ticks sent the safe action (unless the previous one was mid-actuation: then they
     // hold); every safe action the loop counted reached the env.
     expect(env.received.filter((a) => a === -0.5).length).toBe(stats.safeActions);
