@@ -133,7 +133,10 @@ describe('ControlLoop with a simulator source', () => {
     expect(env.resets).toBe(ends + 1);
     expect(episodesStarted).toEqual(Array.from({ length: ends + 1 }, (_, i) => i));
     expect(transitions[0].episode).toBe(0);
-    expect(transitions[transitions.length - 1].episode).toBe(ends);
+    // The last transition belongs to the episode it ended when the very last tick ended one (an
+    // idle machine fires exactly 300 ticks = 6 × 50 steps); otherwise to the episode still running.
+    const last = transitions[transitions.length - 1];
+    expect(last.episode).toBe(last.truncated || last.terminated ? ends - 1 : ends);
     expect(events.filter((e) => e.kind === 'episode_end').length).toBe(ends);
     expect(formatLatencyTable(stats)).toMatch(/end-to-end/);
   });
@@ -236,7 +239,10 @@ describe('ControlLoop with a simulator source', () => {
     // Overrun ticks sent nothing: every safe action came from a tick whose observation had gone
     // stale (the env only steps when something is sent).
     expect(env.received.filter((a) => a === -0.5).length).toBe(stats.events.stale_observation ?? 0);
-    expect(env.received.filter((a) => a === 0.5).length).toBeLessThanOrEqual(stats.skippedTicks);
+    // As above: only a late tick lets a superseded result through; a queue would deliver most.
+    expect(env.received.filter((a) => a === 0.5).length).toBeLessThanOrEqual(
+      stats.skippedTicks + Math.ceil(0.1 * stats.ticks),
+    );
   });
 });
 
