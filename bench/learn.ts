@@ -10,10 +10,7 @@
  */
 import { Command } from 'commander';
 import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
-import { loadTask } from '../src/sim/registry.js';
-import { MujocoEnv } from '../src/sim/env.js';
-import { readDemos, type DemoSet } from '../src/sim/demos.js';
+import { prepareTrainingBench } from './training-runs.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { trainResidual, type TrainOptions } from '../src/residual/trainer.js';
 import { trainResidualPpo } from '../src/residual/ppo.js';
@@ -79,18 +76,12 @@ async function main(): Promise<void> {
   const steps = Number(o.steps);
   const evalEvery = Number(o.evalEvery);
   const evalEpisodes = Number(o.evalEpisodes);
-  const task = await loadTask(o.task);
-  const demos: DemoSet | undefined = o.demos ? readDemos(o.demos) : undefined;
-  const makeEnv = (): Promise<MujocoEnv> => MujocoEnv.create(task);
-  const say = (line: string): void => {
-    if (!o.json) console.error(line);
-  };
-  mkdirSync(o.out, { recursive: true });
+  const { task, demos, makeEnv, say, runDir } = await prepareTrainingBench(o);
 
   const rows: RunRow[] = [];
   for (const method of methods) {
     for (const seed of seeds) {
-      const outDir = join(o.out, `${task.name}-${method}-seed${seed}`);
+      const outDir = runDir(method, seed);
       const base = await OnnxPolicy.load(o.base);
       say(`${task.name} ${method} seed ${seed} → ${outDir}`);
       let curve: CurvePoint[];

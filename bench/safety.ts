@@ -16,10 +16,7 @@
  */
 import { Command } from 'commander';
 import { join } from 'node:path';
-import { mkdirSync, rmSync } from 'node:fs';
-import { loadTask } from '../src/sim/registry.js';
-import { MujocoEnv } from '../src/sim/env.js';
-import { readDemos, type DemoSet } from '../src/sim/demos.js';
+import { prepareTrainingBench } from './training-runs.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { trainResidual } from '../src/residual/trainer.js';
 import {
@@ -181,20 +178,12 @@ async function main(): Promise<void> {
   if (o.learningStarts !== undefined)
     config.learningStarts = positiveInt('--learning-starts', o.learningStarts);
 
-  const task = await loadTask(o.task);
-  const demos: DemoSet | undefined = o.demos ? readDemos(o.demos) : undefined;
-  const makeEnv = (): Promise<MujocoEnv> => MujocoEnv.create(task);
-  const say = (line: string): void => {
-    if (!o.json) console.error(line);
-  };
-  mkdirSync(o.out, { recursive: true });
+  const { task, demos, makeEnv, say, runDir } = await prepareTrainingBench(o);
 
   const runs: RunRow[] = [];
   for (const mode of modes) {
     for (const seed of seeds) {
-      const outDir = join(o.out, `${task.name}-${mode}-seed${seed}`);
-      // A benchmark run starts fresh; an old folder would make the trainer refuse (or resume).
-      rmSync(outDir, { recursive: true, force: true });
+      const outDir = runDir(mode, seed);
       say(`${task.name} ${mode} seed ${seed} → ${outDir}`);
       const r = await trainResidual({
         makeEnv,
