@@ -227,22 +227,7 @@ describe('trainResidual', () => {
       }
       episodes.push({ episode: e, seed: 500 + e, success: end.terminated, ...end, obs: o, actions, rewards });
     }
-    const demos: DemoSet = {
-      header: {
-        format: 'resrt-demos',
-        version: 1,
-        task: 'point-mass',
-        obsDim: 4,
-        actionDim: 2,
-        obsNames: [],
-        actionNames: [],
-        controlDt: 0.1,
-        createdAt: '',
-        source: 'test',
-      },
-      episodes,
-      tornTail: false,
-    };
+    const demos = demoSet('point-mass', 4, episodes);
     const out = join(dir, 'demos');
     const r = await trainResidual({
       makeEnv: () => new PointMassEnv(),
@@ -282,22 +267,7 @@ describe('trainResidual', () => {
         worker: false,
       }),
     ).rejects.toThrow(/base policy outputs 3 action dims but the environment point-mass takes 2/);
-    const demos: DemoSet = {
-      header: {
-        format: 'resrt-demos',
-        version: 1,
-        task: 'other',
-        obsDim: 6,
-        actionDim: 2,
-        obsNames: [],
-        actionNames: [],
-        controlDt: 0.1,
-        createdAt: '',
-        source: 'test',
-      },
-      episodes: [],
-      tornTail: false,
-    };
+    const demos = demoSet('other', 6, []);
     const err = await trainResidual({
       makeEnv: () => new PointMassEnv(),
       base: new BiasedBase(),
@@ -318,33 +288,18 @@ describe('trainResidual', () => {
       Float32Array.from([0.2, 0, 0.5, 0]),
     ];
     const actions = [Float32Array.from([1, 0]), Float32Array.from([0.9, 0])];
-    const demos: DemoSet = {
-      header: {
-        format: 'resrt-demos',
-        version: 1,
-        task: 'point-mass',
-        obsDim: 4,
-        actionDim: 2,
-        obsNames: [],
-        actionNames: [],
-        controlDt: 0.1,
-        createdAt: '',
-        source: 'test',
+    const demos = demoSet('point-mass', 4, [
+      {
+        episode: 0,
+        seed: 0,
+        success: true,
+        terminated: true,
+        truncated: false,
+        obs,
+        actions,
+        rewards: [0, 1],
       },
-      episodes: [
-        {
-          episode: 0,
-          seed: 0,
-          success: true,
-          terminated: true,
-          truncated: false,
-          obs,
-          actions,
-          rewards: [0, 1],
-        },
-      ],
-      tornTail: false,
-    };
+    ]);
     const steps = await relabelDemos(demos, base, 2);
     expect(steps).toHaveLength(2);
     expect(Array.from(steps[0].baseAction)).toEqual(Array.from(base.act(obs[0])));
@@ -355,3 +310,23 @@ describe('trainResidual', () => {
     expect(Array.from(steps[1].nextBaseAction)).toEqual([0, 0]);
   });
 });
+
+/** A demonstration set as `readDemos` returns it, for hand-made episodes (2-dim actions). */
+function demoSet(task: string, obsDim: number, episodes: DemoSet['episodes']): DemoSet {
+  return {
+    header: {
+      format: 'resrt-demos',
+      version: 1,
+      task,
+      obsDim,
+      actionDim: 2,
+      obsNames: [],
+      actionNames: [],
+      controlDt: 0.1,
+      createdAt: '',
+      source: 'test',
+    },
+    episodes,
+    tornTail: false,
+  };
+}
