@@ -93,44 +93,32 @@ export class ResidualLearner {
     const actorSeed = init.nextUint32();
     const criticSeed = init.nextUint32();
     this.rng = init.fork();
-    this.actor = new ActorNet(
-      tf,
-      O + this.baseDim,
-      cfg.actorHidden,
-      A,
-      cfg.actionScale,
-      cfg.layerNorm,
-      actorSeed,
-      `actor${tag}`,
-    );
-    this.actorTarget = new ActorNet(
-      tf,
-      O + this.baseDim,
-      cfg.actorHidden,
-      A,
-      cfg.actionScale,
-      cfg.layerNorm,
-      actorSeed,
-      `actorTarget${tag}`,
-    );
-    this.critic = new CriticEnsemble(
-      tf,
-      O + A,
-      cfg.criticHidden,
-      cfg.numCritics,
-      cfg.layerNorm,
-      criticSeed,
-      `critic${tag}`,
-    );
-    this.criticTarget = new CriticEnsemble(
-      tf,
-      O + A,
-      cfg.criticHidden,
-      cfg.numCritics,
-      cfg.layerNorm,
-      criticSeed,
-      `criticTarget${tag}`,
-    );
+    // Online and target networks share their seed, so the targets start equal to the online nets.
+    const actorNet = (name: string): ActorNet =>
+      new ActorNet(
+        tf,
+        O + this.baseDim,
+        cfg.actorHidden,
+        A,
+        cfg.actionScale,
+        cfg.layerNorm,
+        actorSeed,
+        `${name}${tag}`,
+      );
+    const criticNet = (name: string): CriticEnsemble =>
+      new CriticEnsemble(
+        tf,
+        O + A,
+        cfg.criticHidden,
+        cfg.numCritics,
+        cfg.layerNorm,
+        criticSeed,
+        `${name}${tag}`,
+      );
+    this.actor = actorNet('actor');
+    this.actorTarget = actorNet('actorTarget');
+    this.critic = criticNet('critic');
+    this.criticTarget = criticNet('criticTarget');
     this.actorVars = this.actor.params();
     this.criticVars = this.critic.params();
     this.actorOpt = new Adam(tf, this.actorVars, cfg.actorLr, cfg.gradClip);
