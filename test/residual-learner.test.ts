@@ -144,7 +144,7 @@ function headSpec(l: ResidualLearner, target: boolean, h: number): MlpPolicySpec
     return spec;
   });
   return {
-    inputs: [{ name: 'x', dim: O + A }],
+    inputs: [{ name: 'x', dim: net.inDim }],
     layers,
     output: { name: 'q', actionDim: 1, chunkLength: 1 },
     metadata: {},
@@ -152,53 +152,69 @@ function headSpec(l: ResidualLearner, target: boolean, h: number): MlpPolicySpec
 }
 
 describe('REDQ target', () => {
-  it('equals r + γ^n · min over the two drawn target heads, computed by hand', () => {
-    const l = new ResidualLearner(tf, small({ normalizeObs: false }), { obsDim: O, actionDim: A }, 11);
-    fill(l, 200, 1);
-    for (let i = 0; i < 10; i++) l.update(); // move the actor and targets away from their init
-    const rng = new Rng(5);
-    const B = 6;
-    const s = emptySample(B, O, A);
-    for (let i = 0; i < B; i++) {
-      for (let j = 0; j < O; j++) s.nextObs[i * O + j] = rng.normal();
-      for (let j = 0; j < A; j++) s.nextBaseAction[i * A + j] = rng.range(-1, 1);
-      s.reward[i] = i % 2;
-      s.discount[i] = i === 3 ? 0 : 0.99 ** 3;
-    }
-    const noise = Float32Array.from({ length: B * A }, () => rng.range(-0.05, 0.05));
-    const heads = [3, 1];
-    const got = l.tdTargetValues(s, heads, noise);
-
-    const actorSpec = residualPolicySpec({
-      layers: l.actorTarget.toDenseSpecs(),
-      obsDim: O,
-      actionDim: A,
-      actionScale: l.cfg.actionScale,
-      useBase: true,
-      obsMean: null,
-      obsStd: null,
-      version: 0,
-    });
-    const res = mlpForward(actorSpec, [s.nextObs, s.nextBaseAction]);
-    const x = new Float32Array(B * (O + A));
-    for (let i = 0; i < B; i++) {
-      x.set(s.nextObs.subarray(i * O, (i + 1) * O), i * (O + A));
-      for (let j = 0; j < A; j++) {
-        const r = Math.max(-0.1, Math.min(0.1, res[i * A + j] + noise[i * A + j]));
-        x[i * (O + A) + O + j] = Math.max(-1, Math.min(1, s.nextBaseAction[i * A + j] + r));
+  it.each(['action', 'residual'] as const)(
+    'equals r + γ^n · min over the two drawn target heads, computed by hand (critic input: %s)',
+    (criticInput) => {
+      const l = new ResidualLearner(
+        tf,
+        small({ normalizeObs: false, criticInput }),
+        { obsDim: O, actionDim: A },
+        11,
+      );
+      fill(l, 200, 1);
+      for (let i = 0; i < 10; i++) l.update(); // move the actor and targets away from their init
+      const rng = new Rng(5);
+      const B = 6;
+      const s = emptySample(B, O, A);
+      for (let i = 0; i < B; i++) {
+        for (let j = 0; j < O; j++) s.nextObs[i * O + j] = rng.normal();
+        for (let j = 0; j < A; j++) s.nextBaseAction[i * A + j] = rng.range(-1, 1);
+        s.reward[i] = i % 2;
+        s.discount[i] = i === 3 ? 0 : 0.99 ** 3;
       }
-    }
-    const q = heads.map((h) => mlpForward(headSpec(l, true, h), x));
-    const allHeads = [0, 1, 2, 3, 4].map((h) => mlpForward(headSpec(l, true, h), x));
-    for (let i = 0; i < B; i++) {
-      const want = s.reward[i] + s.discount[i] * Math.min(q[0][i], q[1][i]);
-      expect(got[i]).toBeCloseTo(want, 4);
-    }
-    // The min over the drawn pair differs from the min over all heads somewhere (else the test is moot).
-    const minAll = Array.from({ length: B }, (_, i) => Math.min(...allHeads.map((a) => a[i])));
-    expect(minAll.some((m, i) => Math.abs(m - Math.min(q[0][i], q[1][i])) > 1e-4)).toBe(true);
-    l.dispose();
-  });
+      const noise = Float32Array.from({ length: B * A }, () => rng.range(-0.05, 0.05));
+      const heads = [3, 1];
+      const got = l.tdTargetValues(s, heads, noise);
+
+      const actorSpec = residualPolicySpec({
+        layers: l.actorTarget.toDenseSpecs(),
+        obsDim: O,
+        actionDim: A,
+        actionScale: l.cfg.actionScale,
+        useBase: true,
+        obsMean: null,
+        obsStd: null,
+        version: 0,
+      });
+      const res = mlpForward(actorSpec, [s.nextObs, s.nextBaseAction]);
+      // [s | a] or [s | a_base | (a − a_base)/scale], a the composed, clipped action.
+      const W = criticInput === 'action' ? O + A : O + 2 * A;
+      const x = new Float32Array(B * W);
+      for (let i = 0; i < B; i++) {
+        x.set(s.nextObs.subarray(i * O, (i + 1) * O), i * W);
+        for (let j = 0; j < A; j++) {
+          const baseJ = s.nextBaseAction[i * A + j];
+          const r = Math.max(-0.1, Math.min(0.1, res[i * A + j] + noise[i * A + j]));
+          const a = Math.max(-1, Math.min(1, baseJ + r));
+          if (criticInput === 'action') x[i * W + O + j] = a;
+          else {
+            x[i * W + O + j] = baseJ;
+            x[i * W + O + A + j] = (a - baseJ) / 0.1;
+          }
+        }
+      }
+      const q = heads.map((h) => mlpForward(headSpec(l, true, h), x));
+      const allHeads = [0, 1, 2, 3, 4].map((h) => mlpForward(headSpec(l, true, h), x));
+      for (let i = 0; i < B; i++) {
+        const want = s.reward[i] + s.discount[i] * Math.min(q[0][i], q[1][i]);
+        expect(got[i]).toBeCloseTo(want, 4);
+      }
+      // The min over the drawn pair differs from the min over all heads somewhere (else the test is moot).
+      const minAll = Array.from({ length: B }, (_, i) => Math.min(...allHeads.map((a) => a[i])));
+      expect(minAll.some((m, i) => Math.abs(m - Math.min(q[0][i], q[1][i])) > 1e-4)).toBe(true);
+      l.dispose();
+    },
+  );
 
   it('draws distinct heads, and every head over time', () => {
     const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 3);

@@ -187,10 +187,14 @@ function parseOverrides(pairs: string[]): Partial<ResidualConfig> {
     try {
       value = JSON.parse(raw);
     } catch {
-      throw new ResrtError(
-        `--set ${key}: ${raw} is not a number, boolean or JSON array`,
-        'e.g. --set criticHidden=[128,128]',
-      );
+      // A bare word is a string value (e.g. --set criticInput=residual); the config check names bad ones.
+      if (!/^[A-Za-z][\w-]*$/.test(raw)) {
+        throw new ResrtError(
+          `--set ${key}: ${raw} is not a number, boolean, word or JSON array`,
+          'e.g. --set criticHidden=[128,128] or --set criticInput=residual',
+        );
+      }
+      value = raw;
     }
     out[key] = value;
   }

@@ -55,6 +55,12 @@ export interface ResidualConfig {
   normalizeObs: boolean;
   /** Feed the base action to the actor and critics; false for RLPD from scratch (zero base). */
   useBase: boolean;
+  /**
+   * What the critics see of the action: 'action' = Q(s, a) on the composed action (ResFiT as
+   * published); 'residual' = Q(s, a_base, (a − a_base)/actionScale), the same information split so
+   * that the residual, the only part the actor controls, is not confounded with the state.
+   */
+  criticInput: 'action' | 'residual';
 }
 
 export type ProfileName = 'gpu' | 'cpu';
@@ -85,6 +91,7 @@ const gpuProfile: ResidualConfig = {
   criticWarmupSteps: 5000,
   normalizeObs: true,
   useBase: true,
+  criticInput: 'residual',
 };
 
 /**
@@ -188,4 +195,6 @@ export function validateConfig(cfg: ResidualConfig): void {
   inRange('targetNoiseClip', 0, 10);
   inRange('demoFraction', 0, 1);
   inRange('warmupNoise', 0, 10);
+  if (cfg.criticInput !== 'action' && cfg.criticInput !== 'residual')
+    bad(`criticInput = ${String(cfg.criticInput)}`, "criticInput must be 'action' or 'residual'");
 }

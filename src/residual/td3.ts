@@ -108,7 +108,7 @@ export class ResidualLearner {
     const criticNet = (name: string): CriticEnsemble =>
       new CriticEnsemble(
         tf,
-        O + A,
+        O + this.criticActionDim(),
         cfg.criticHidden,
         cfg.numCritics,
         cfg.layerNorm,
@@ -125,6 +125,26 @@ export class ResidualLearner {
     this.criticOpt = new Adam(tf, this.criticVars, cfg.criticLr, cfg.gradClip);
     this.replay = new DualReplay(new ReplayBuffer(cfg.bufferSize, O, A), demos, cfg.demoFraction);
     this.sample = emptySample(cfg.batchSize, O, A);
+  }
+
+  /** Width of the action part of the critics' input: a, or [a_base | residual] (see criticInput). */
+  private criticActionDim(): number {
+    return this.splitsResidual() ? 2 * this.dims.actionDim : this.dims.actionDim;
+  }
+
+  private splitsResidual(): boolean {
+    return this.cfg.criticInput === 'residual' && this.cfg.useBase;
+  }
+
+  /**
+   * The critics' input for observations [B, O] and composed actions [B, A]: [s | a], or with
+   * criticInput 'residual', [s | a_base | (a − a_base)/actionScale]. Call inside tf.tidy.
+   */
+  private criticIn(obsN: tfjs.Tensor, base: tfjs.Tensor, action: tfjs.Tensor): tfjs.Tensor2D {
+    const tf = this.tf;
+    if (!this.splitsResidual()) return tf.concat([obsN, action], 1) as tfjs.Tensor2D;
+    const residual = tf.mul(tf.sub(action, base), 1 / this.cfg.actionScale);
+    return tf.concat([obsN, base, residual], 1) as tfjs.Tensor2D;
   }
 
   /** Freezes observation statistics (computed from warm-up data and demos). */
@@ -229,7 +249,7 @@ export class ResidualLearner {
       cfg.actionScale,
     );
     const nextAct = tf.clipByValue(tf.add(nextBase, nextRes), -1, 1);
-    const qNext = this.criticTarget.apply(tf.concat([tf.tensor2d(nextObsN, [B, O]), nextAct], 1));
+    const qNext = this.criticTarget.apply(this.criticIn(tf.tensor2d(nextObsN, [B, O]), nextBase, nextAct));
     const qMin = tf.min(tf.gather(qNext, tf.tensor1d(heads, 'int32')), 0);
     return tf.add(tf.tensor1d(s.reward), tf.mul(tf.tensor1d(s.discount), qMin)) as tfjs.Tensor1D;
   }
@@ -273,7 +293,7 @@ export class ResidualLearner {
       const y = this.tdTarget(s, nextObsN, heads, noise);
 
       // 2. Critic step on the executed actions.
-      const criticIn = tf.tensor2d(ResidualLearner.concatRows(obsN, O, s.action, A, B), [B, O + A]);
+      const criticIn = this.criticIn(obsT, base, tf.tensor2d(s.action, [B, A]));
       let qMean = 0;
       const critic = tf.variableGrads(() => {
         const q = this.critic.apply(criticIn);
@@ -291,7 +311,7 @@ export class ResidualLearner {
       if (doActor) {
         const actor = tf.variableGrads(() => {
           const act = tf.clipByValue(tf.add(base, this.actor.apply(actorIn)), -1, 1);
-          const q = this.critic.apply(tf.concat([obsT, act], 1), true);
+          const q = this.critic.apply(this.criticIn(obsT, base, act), true);
           return tf.neg(tf.mean(q)) as tfjs.Scalar;
         }, this.actorVars.vars);
         actorLoss = actor.value.dataSync()[0];
