@@ -3,6 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import { exportMlpToOnnx, MetaKey } from '../src/runtime/onnx-export.js';
 import type { ResidualConfig } from '../src/residual/config.js';
+import { puckBase } from './fixtures/puck-task.js';
 
 /**
  * A linear base for reach (obs: shoulder, elbow, velocities, tip, target, dx, dy): it holds the
@@ -19,6 +20,25 @@ export function writeWeakReachBase(path: string): void {
   const bytes = exportMlpToOnnx({
     inputs: [{ name: 'obs', dim: O }],
     layers: [{ inDim: O, outDim: A, weight, bias: Float32Array.from([0.04, -0.03]), activation: 'linear' }],
+    output: { name: 'action', actionDim: A, chunkLength: 1 },
+    metadata: { [MetaKey.kind]: 'base', [MetaKey.obsDim]: String(O) },
+  });
+  writeFileSync(path, bytes);
+}
+
+/** The puck fixture's biased proportional base (test/fixtures/puck-task.ts) as a linear ONNX policy. */
+export function writeBiasedPuckBase(path: string): void {
+  const { gain, biasX } = puckBase;
+  const O = 4;
+  const A = 2;
+  const weight = new Float32Array(O * A);
+  weight[0 * A + 0] = -gain; // vx = K·(goal_x − x) + bias
+  weight[2 * A + 0] = gain;
+  weight[1 * A + 1] = -gain; // vy = K·(goal_y − y)
+  weight[3 * A + 1] = gain;
+  const bytes = exportMlpToOnnx({
+    inputs: [{ name: 'obs', dim: O }],
+    layers: [{ inDim: O, outDim: A, weight, bias: Float32Array.from([biasX, 0]), activation: 'linear' }],
     output: { name: 'action', actionDim: A, chunkLength: 1 },
     metadata: { [MetaKey.kind]: 'base', [MetaKey.obsDim]: String(O) },
   });
