@@ -92,12 +92,16 @@ describe('resrt on a (virtual) robot', () => {
       'criticWarmupSteps=10',
       '--set',
       'batchSize=32',
+      '--set',
+      'criticInput=action', // a bare word is a string value
     );
     expect(existsSync(join(outDir, 'residual.onnx'))).toBe(true);
     const summary = JSON.parse(readFileSync(join(outDir, 'summary.json'), 'utf8')) as {
       envSteps: number;
       updates: number;
+      config: { criticInput: string; batchSize: number };
     };
+    expect(summary.config).toMatchObject({ criticInput: 'action', batchSize: 32 });
     expect(summary.envSteps).toBeGreaterThanOrEqual(120);
     expect(summary.updates).toBeGreaterThan(0);
   }, 120_000);

@@ -321,5 +321,8 @@ describe('config', () => {
     expect(() => makeConfig('cpu', { targetSubset: 5, numCritics: 2 })).toThrow(ResrtError);
     expect(() => makeConfig('cpu', { actorHidden: [] })).toThrow(/actorHidden/);
     expect(() => makeConfig('cpu', { gamma: 1.5 })).toThrow(/gamma/);
+    expect(() => makeConfig('cpu', { criticInput: 'both' as never })).toThrow(
+      /criticInput must be 'action' or 'residual'/,
+    );
   });
 });
