@@ -7,7 +7,7 @@
  * ≤ δ with a final success within 2 points of unconstrained training.
  *
  *   npx tsx bench/safety.ts --task push --base runs/push-bc.onnx --demos runs/push-demos.jsonl \
- *     [--steps 20000] [--seeds 3] [--alpha 0.1] [--delta 0.05] [--window 50] [--bound hoeffding] \
+ *     [--steps 20000] [--seeds 0,1,2] [--alpha 0.1] [--delta 0.05] [--window 50] [--bound hoeffding] \
  *     [--mix-window 200] [--modes none,eps,step,scale] [--eval-every 5000] [--eval-episodes 100] \
  *     [--learning-starts N] [--profile auto] [--out bench-out/safety] [--json]
  *
@@ -93,13 +93,10 @@ function binomialBelow(n: number, p: number, k: number): number {
 }
 
 function parseSeeds(s: string): number[] {
-  // "3" means three seeds 0, 1, 2; "0,4,7" lists them.
-  const seeds = s.includes(',') ? s.split(',').map(Number) : Array.from({ length: Number(s) }, (_, i) => i);
-  if (!seeds.length || seeds.some((x) => !Number.isInteger(x) || x < 0)) {
-    throw new ResrtError(
-      `--seeds ${s} is not a count or a list of seeds`,
-      'use e.g. --seeds 3 or --seeds 0,1,2',
-    );
+  // A list, as in bench/learn.ts: "0" is seed 0, "0,1,2" three seeds.
+  const seeds = s.split(',').map(Number);
+  if (seeds.some((x) => !Number.isInteger(x) || x < 0)) {
+    throw new ResrtError(`--seeds ${s} is not a list of seeds`, 'use e.g. --seeds 0 or --seeds 0,1,2');
   }
   return seeds;
 }
@@ -117,7 +114,7 @@ async function main(): Promise<void> {
     .requiredOption('--base <onnx>', 'base policy (ONNX)')
     .option('--demos <jsonl>', 'demonstrations for the learner')
     .option('--steps <n>', 'environment steps per run', '20000')
-    .option('--seeds <k>', 'number of seeds (0..k-1) or a comma-separated list', '3')
+    .option('--seeds <list>', 'comma-separated seeds', '0,1,2')
     .option('--alpha <a>', 'allowed relative loss α', '0.1')
     .option('--delta <d>', 'failure probability δ', '0.05')
     .option('--window <w>', 'training episodes per window of the violation measure', '50')
