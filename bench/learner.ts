@@ -41,7 +41,8 @@ function macs(widths: number[]): number {
 export function updateFlops(cfg: ResidualConfig, obsDim: number, actionDim: number): number {
   const D = cfg.useBase ? actionDim : 0;
   const fa = macs([obsDim + D, ...cfg.actorHidden, actionDim]);
-  const fc = macs([obsDim + actionDim, ...cfg.criticHidden, 1]) * cfg.numCritics;
+  const criticIn = obsDim + (cfg.criticInput === 'residual' && cfg.useBase ? 2 : 1) * actionDim;
+  const fc = macs([criticIn, ...cfg.criticHidden, 1]) * cfg.numCritics;
   const B = cfg.batchSize;
   const perUpdate = B * (fa + fc) + 3 * B * fc + (3 * B * fa + 2 * B * fc) / cfg.policyDelay;
   return 2 * perUpdate;
