@@ -8,7 +8,13 @@
 import { Command } from 'commander';
 import type * as tfjs from '@tensorflow/tfjs';
 import { initTf, type BackendPreference, type Tf } from '../src/util/tf-backend.js';
-import { makeConfig, profileFor, type ProfileName, type ResidualConfig } from '../src/residual/config.js';
+import {
+  criticInputDim,
+  makeConfig,
+  profileFor,
+  type ProfileName,
+  type ResidualConfig,
+} from '../src/residual/config.js';
 import { ResidualLearner } from '../src/residual/td3.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -41,8 +47,7 @@ function macs(widths: number[]): number {
 export function updateFlops(cfg: ResidualConfig, obsDim: number, actionDim: number): number {
   const D = cfg.useBase ? actionDim : 0;
   const fa = macs([obsDim + D, ...cfg.actorHidden, actionDim]);
-  const criticIn = obsDim + (cfg.criticInput === 'residual' && cfg.useBase ? 2 : 1) * actionDim;
-  const fc = macs([criticIn, ...cfg.criticHidden, 1]) * cfg.numCritics;
+  const fc = macs([criticInputDim(cfg, obsDim, actionDim), ...cfg.criticHidden, 1]) * cfg.numCritics;
   const B = cfg.batchSize;
   const perUpdate = B * (fa + fc) + 3 * B * fc + (3 * B * fa + 2 * B * fc) / cfg.policyDelay;
   return 2 * perUpdate;

@@ -65,6 +65,16 @@ export interface ResidualConfig {
 
 export type ProfileName = 'gpu' | 'cpu';
 
+/** Width of the critics' input: [s | a], or [s | a_base | residual] (criticInput 'residual' with a base). */
+export function criticInputDim(cfg: ResidualConfig, obsDim: number, actionDim: number): number {
+  return obsDim + (criticSplitsResidual(cfg) ? 2 : 1) * actionDim;
+}
+
+/** True when the critics read the base action and the residual apart (see criticInput). */
+export function criticSplitsResidual(cfg: ResidualConfig): boolean {
+  return cfg.criticInput === 'residual' && cfg.useBase;
+}
+
 const gpuProfile: ResidualConfig = {
   actorHidden: [256, 256],
   criticHidden: [256, 256],

@@ -7,12 +7,14 @@
  *   y      = R_n + γ^n · min_{i∈M} Q̄_i(s', clip(a_base' + clip(π̄(s', a_base') + ε, ±scale), ±1))
  *   L_Q    = Σ_i mean_B (Q_i(s, a) − y)²                  (M: targetSubset heads drawn per update)
  *   L_π    = −mean_B mean_i Q_i(s, clip(a_base + π(s, a_base), ±1))
+ *
+ * Q_i(s, a) reads [s | a], or by default [s | a_base | (a − a_base)/actionScale] (criticInput).
  */
 import type * as tfjs from '@tensorflow/tfjs';
 import type { Tf } from '../util/tf-backend.js';
 import { Rng } from '../util/rng.js';
 import { ResrtError } from '../util/errors.js';
-import type { ResidualConfig } from './config.js';
+import { criticInputDim, criticSplitsResidual, type ResidualConfig } from './config.js';
 import { ActorNet, Adam, CriticEnsemble, polyak, type ParamSet } from './networks.js';
 import { DualReplay, ReplayBuffer, emptySample, type SampleBatch } from './replay.js';
 import { getRngState, setRngState, type RngState } from './rng-state.js';
@@ -108,7 +110,7 @@ export class ResidualLearner {
     const criticNet = (name: string): CriticEnsemble =>
       new CriticEnsemble(
         tf,
-        O + this.criticActionDim(),
+        criticInputDim(cfg, O, A),
         cfg.criticHidden,
         cfg.numCritics,
         cfg.layerNorm,
@@ -127,22 +129,13 @@ export class ResidualLearner {
     this.sample = emptySample(cfg.batchSize, O, A);
   }
 
-  /** Width of the action part of the critics' input: a, or [a_base | residual] (see criticInput). */
-  private criticActionDim(): number {
-    return this.splitsResidual() ? 2 * this.dims.actionDim : this.dims.actionDim;
-  }
-
-  private splitsResidual(): boolean {
-    return this.cfg.criticInput === 'residual' && this.cfg.useBase;
-  }
-
   /**
    * The critics' input for observations [B, O] and composed actions [B, A]: [s | a], or with
    * criticInput 'residual', [s | a_base | (a − a_base)/actionScale]. Call inside tf.tidy.
    */
   private criticIn(obsN: tfjs.Tensor, base: tfjs.Tensor, action: tfjs.Tensor): tfjs.Tensor2D {
     const tf = this.tf;
-    if (!this.splitsResidual()) return tf.concat([obsN, action], 1) as tfjs.Tensor2D;
+    if (!criticSplitsResidual(this.cfg)) return tf.concat([obsN, action], 1) as tfjs.Tensor2D;
     const residual = tf.mul(tf.sub(action, base), 1 / this.cfg.actionScale);
     return tf.concat([obsN, base, residual], 1) as tfjs.Tensor2D;
   }
