@@ -6,6 +6,7 @@
  * tolerance (~30% of episodes); a residual of −0.05 on x makes it succeed every time.
  */
 import type { BoxSpace, Env, Policy, ResetResult, StepResult } from '../src/types.js';
+import type { ResidualConfig } from '../src/residual/config.js';
 import { Rng } from '../src/util/rng.js';
 
 const box = (dim: number, names: string[]): BoxSpace => ({
@@ -68,3 +69,16 @@ export class BiasedBase implements Policy {
     ]);
   }
 }
+
+/** Learner settings that learn this task in a test's time on two shared cores (2×64, 4 heads). */
+export const pointMassLearner: Partial<ResidualConfig> = {
+  actorHidden: [64, 64],
+  criticHidden: [64, 64],
+  numCritics: 4,
+  batchSize: 128,
+  utd: 1,
+  learningStarts: 500,
+  criticWarmupSteps: 200,
+  actorLr: 1e-4,
+  criticLr: 3e-4,
+};

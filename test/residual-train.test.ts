@@ -3,30 +3,16 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { relabelDemos, trainResidual, type TrainProgress } from '../src/residual/trainer.js';
-import type { ResidualConfig } from '../src/residual/config.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import type { DemoSet } from '../src/sim/demos.js';
 import { ResrtError } from '../src/util/errors.js';
-import { BiasedBase, PointMassEnv } from './residual-pointmass.js';
+import { BiasedBase, PointMassEnv, pointMassLearner } from './residual-pointmass.js';
 
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'resrt-train-'));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** Small networks sized for a test on two shared cores. */
-const testConfig: Partial<ResidualConfig> = {
-  actorHidden: [64, 64],
-  criticHidden: [64, 64],
-  numCritics: 4,
-  batchSize: 128,
-  utd: 1,
-  learningStarts: 500,
-  criticWarmupSteps: 200,
-  actorLr: 1e-4,
-  criticLr: 3e-4,
-};
 
 describe('trainResidual', () => {
   it('learns a residual that beats its biased base by ≥ 20 success points (seeded, in-process)', async () => {
@@ -38,7 +24,7 @@ describe('trainResidual', () => {
       outDir: join(dir, 'learn'),
       seed: 1,
       profile: 'cpu',
-      config: testConfig,
+      config: pointMassLearner,
       evalEpisodes: 100,
       worker: false,
       onProgress: (p) => progress.push(p),
@@ -73,7 +59,7 @@ describe('trainResidual', () => {
       outDir: out,
       seed: 2,
       profile: 'cpu' as const,
-      config: { ...testConfig, learningStarts: 200, criticWarmupSteps: 20, utd: 2 },
+      config: { ...pointMassLearner, learningStarts: 200, criticWarmupSteps: 20, utd: 2 },
       evalEpisodes: 20,
       worker: true,
     };

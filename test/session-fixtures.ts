@@ -5,6 +5,18 @@ import { exportMlpToOnnx, MetaKey } from '../src/runtime/onnx-export.js';
 import type { ResidualConfig } from '../src/residual/config.js';
 import { puckBase } from './fixtures/puck-task.js';
 
+/** A linear base `action = obs · weight + bias` (weight row-major [obs, action]) as an ONNX file. */
+function writeLinearBase(path: string, obsDim: number, weight: Float32Array, bias: number[]): void {
+  const A = bias.length;
+  const bytes = exportMlpToOnnx({
+    inputs: [{ name: 'obs', dim: obsDim }],
+    layers: [{ inDim: obsDim, outDim: A, weight, bias: Float32Array.from(bias), activation: 'linear' }],
+    output: { name: 'action', actionDim: A, chunkLength: 1 },
+    metadata: { [MetaKey.kind]: 'base', [MetaKey.obsDim]: String(obsDim) },
+  });
+  writeFileSync(path, bytes);
+}
+
 /**
  * A linear base for reach (obs: shoulder, elbow, velocities, tip, target, dx, dy): it holds the
  * current joints plus a small constant bias, so it seldom reaches the target on its own.
@@ -17,13 +29,7 @@ export function writeWeakReachBase(path: string): void {
   weight[1 * A + 1] = 1 / 2.8; // elbow target follows the elbow angle
   weight[8 * A + 0] = 1.5; // a weak pull along dx/dy: the "BC policy" that almost gets there
   weight[9 * A + 1] = 1.5;
-  const bytes = exportMlpToOnnx({
-    inputs: [{ name: 'obs', dim: O }],
-    layers: [{ inDim: O, outDim: A, weight, bias: Float32Array.from([0.04, -0.03]), activation: 'linear' }],
-    output: { name: 'action', actionDim: A, chunkLength: 1 },
-    metadata: { [MetaKey.kind]: 'base', [MetaKey.obsDim]: String(O) },
-  });
-  writeFileSync(path, bytes);
+  writeLinearBase(path, O, weight, [0.04, -0.03]);
 }
 
 /** The puck fixture's biased proportional base (test/fixtures/puck-task.ts) as a linear ONNX policy. */
@@ -36,13 +42,7 @@ export function writeBiasedPuckBase(path: string): void {
   weight[2 * A + 0] = gain;
   weight[1 * A + 1] = -gain; // vy = K·(goal_y − y)
   weight[3 * A + 1] = gain;
-  const bytes = exportMlpToOnnx({
-    inputs: [{ name: 'obs', dim: O }],
-    layers: [{ inDim: O, outDim: A, weight, bias: Float32Array.from([biasX, 0]), activation: 'linear' }],
-    output: { name: 'action', actionDim: A, chunkLength: 1 },
-    metadata: { [MetaKey.kind]: 'base', [MetaKey.obsDim]: String(O) },
-  });
-  writeFileSync(path, bytes);
+  writeLinearBase(path, O, weight, [biasX, 0]);
 }
 
 /** Learner settings a 2-core machine trains at a few dozen updates per second. */

@@ -11,7 +11,7 @@ import { runActor } from '../src/runtime/session/actor.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { ComposedPolicy } from '../src/runtime/compose.js';
 import { evaluatePolicy } from '../src/runtime/evaluate.js';
-import { BiasedBase, PointMassEnv } from './residual-pointmass.js';
+import { BiasedBase, PointMassEnv, pointMassLearner } from './residual-pointmass.js';
 import { waitFor, writeBiasedPointMassBase } from './session-fixtures.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -46,17 +46,7 @@ describe('session learning', () => {
       base: basePath,
       profile: 'cpu',
       seed: 1,
-      config: {
-        actorHidden: [64, 64],
-        criticHidden: [64, 64],
-        numCritics: 4,
-        batchSize: 128,
-        utd: 1,
-        learningStarts: 500,
-        criticWarmupSteps: 200,
-        actorLr: 1e-4,
-        criticLr: 3e-4,
-      },
+      config: pointMassLearner,
       publishEvery: 25,
     });
     cleanups.push(() => learner.close());
