@@ -6,11 +6,19 @@
  *
  *   npx tsx bench/learn.ts --task push --base runs/push-bc.onnx --demos runs/push-demos.jsonl \
  *     [--steps 50000] [--seeds 0,1,2] [--methods residual,ppo,rlpd] [--eval-every 5000] \
- *     [--eval-episodes 100] [--profile auto] [--out bench-out/learn] [--json]
+ *     [--eval-episodes 100] [--profile auto] [--out bench-out/learn] [--resume] [--json]
  */
 import { Command } from 'commander';
 import { join } from 'node:path';
-import { prepareTrainingBench } from './training-runs.js';
+import {
+  nonNegativeInt,
+  parseSeeds,
+  positiveInt,
+  prepareTrainingBench,
+  runBench,
+  trainingBenchOptions,
+  type TrainingBenchFlags,
+} from './training-runs.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { trainResidual, type TrainOptions } from '../src/residual/trainer.js';
 import { trainResidualPpo } from '../src/residual/ppo.js';
@@ -41,41 +49,24 @@ function stepsTo(curve: readonly CurvePoint[], threshold: number): number | null
 }
 
 async function main(): Promise<void> {
-  const program = new Command()
-    .requiredOption('--task <name>', 'built-in task or task module path')
-    .requiredOption('--base <onnx>', 'base policy (ONNX)')
-    .option('--demos <jsonl>', 'demonstrations for the off-policy methods')
-    .option('--steps <n>', 'environment steps per run', '50000')
-    .option('--seeds <list>', 'comma-separated seeds', '0,1,2')
+  const program = trainingBenchOptions(new Command(), { steps: 50000, out: 'bench-out/learn' })
     .option('--methods <list>', 'residual,ppo,rlpd', 'residual,ppo,rlpd')
-    .option('--eval-every <n>', 'env steps between evaluations', '5000')
-    .option('--eval-episodes <n>', 'episodes per evaluation (≥ 100 for a 95% CI worth reading)', '100')
-    .option('--profile <p>', 'auto | cpu | gpu', 'auto')
-    .option('--out <dir>', 'where runs, curves and plots go', 'bench-out/learn')
-    .option('--json', 'one JSON object on stdout')
     .parse();
-  const o = program.opts<{
-    task: string;
-    base: string;
-    demos?: string;
-    steps: string;
-    seeds: string;
-    methods: string;
-    evalEvery: string;
-    evalEpisodes: string;
-    profile: string;
-    out: string;
-    json?: boolean;
-  }>();
+  const o = program.opts<TrainingBenchFlags & { methods: string }>();
   const methods = o.methods.split(',') as Method[];
   for (const m of methods) {
     if (!['residual', 'ppo', 'rlpd'].includes(m))
       throw new ResrtError(`unknown method '${m}'`, 'use a comma-separated subset of residual,ppo,rlpd');
   }
-  const seeds = o.seeds.split(',').map(Number);
-  const steps = Number(o.steps);
-  const evalEvery = Number(o.evalEvery);
-  const evalEpisodes = Number(o.evalEpisodes);
+  const seeds = parseSeeds(o.seeds);
+  const steps = positiveInt('--steps', o.steps);
+  const evalEvery = nonNegativeInt('--eval-every', o.evalEvery);
+  const evalEpisodes = positiveInt('--eval-episodes', o.evalEpisodes);
+  if (o.resume && methods.includes('ppo'))
+    throw new ResrtError(
+      '--resume cannot continue residual PPO runs (they keep no checkpoint)',
+      'resume with --methods residual,rlpd, and run ppo without --resume',
+    );
   const { task, demos, makeEnv, say, runDir } = await prepareTrainingBench(o);
 
   const rows: RunRow[] = [];
@@ -114,7 +105,7 @@ async function main(): Promise<void> {
           profile: o.profile as ProfileName | 'auto',
           taskName: task.name,
           log: say,
-          resume: true,
+          resume: !!o.resume,
         };
         const r = method === 'rlpd' ? await trainRlpdScratch(opts) : await trainResidual(opts);
         ({ curve, wallSeconds, envSteps } = r);
@@ -172,4 +163,4 @@ async function main(): Promise<void> {
   console.log(`plot: ${join(o.out, `${task.name}-learning.svg`)}`);
 }
 
-await main();
+runBench(main);

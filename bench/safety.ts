@@ -9,14 +9,22 @@
  *   npx tsx bench/safety.ts --task push --base runs/push-bc.onnx --demos runs/push-demos.jsonl \
  *     [--steps 20000] [--seeds 0,1,2] [--alpha 0.1] [--delta 0.05] [--window 50] [--bound hoeffding] \
  *     [--mix-window 200] [--modes none,eps,step,scale] [--eval-every 5000] [--eval-episodes 100] \
- *     [--learning-starts N] [--profile auto] [--out bench-out/safety] [--json]
+ *     [--learning-starts N] [--profile auto] [--out bench-out/safety] [--resume] [--json]
  *
  * Windowed success is noisy: even a policy exactly at the baseline has windows below (1 − α)·baseline
  * with probability P(Bin(W, V) < (1 − α)·V·W). The report prints that floor next to the fractions.
  */
 import { Command } from 'commander';
 import { join } from 'node:path';
-import { prepareTrainingBench } from './training-runs.js';
+import {
+  nonNegativeInt,
+  parseSeeds,
+  positiveInt,
+  prepareTrainingBench,
+  runBench,
+  trainingBenchOptions,
+  type TrainingBenchFlags,
+} from './training-runs.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { trainResidual } from '../src/residual/trainer.js';
 import {
@@ -92,61 +100,27 @@ function binomialBelow(n: number, p: number, k: number): number {
   return Math.min(1, total);
 }
 
-function parseSeeds(s: string): number[] {
-  // A list, as in bench/learn.ts: "0" is seed 0, "0,1,2" three seeds.
-  const seeds = s.split(',').map(Number);
-  if (seeds.some((x) => !Number.isInteger(x) || x < 0)) {
-    throw new ResrtError(`--seeds ${s} is not a list of seeds`, 'use e.g. --seeds 0 or --seeds 0,1,2');
-  }
-  return seeds;
-}
-
-function positiveInt(name: string, v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0)
-    throw new ResrtError(`${name} ${v} is not a positive integer`, `pass e.g. ${name} 100`);
-  return n;
-}
-
 async function main(): Promise<void> {
-  const program = new Command()
-    .requiredOption('--task <name>', 'built-in task or task module path')
-    .requiredOption('--base <onnx>', 'base policy (ONNX)')
-    .option('--demos <jsonl>', 'demonstrations for the learner')
-    .option('--steps <n>', 'environment steps per run', '20000')
-    .option('--seeds <list>', 'comma-separated seeds', '0,1,2')
+  const program = trainingBenchOptions(new Command(), { steps: 20000, out: 'bench-out/safety' })
     .option('--alpha <a>', 'allowed relative loss α', '0.1')
     .option('--delta <d>', 'failure probability δ', '0.05')
     .option('--window <w>', 'training episodes per window of the violation measure', '50')
     .option('--bound <kind>', BOUND_KINDS.join(' | '), 'hoeffding')
     .option('--mix-window <n>', "exploring episodes the mixer's bound looks back on", '200')
     .option('--modes <list>', 'comma-separated subset of none,eps,step,scale', ALL_MODES.join(','))
-    .option('--eval-every <n>', 'env steps between evaluations (0: start and end only)', '5000')
-    .option('--eval-episodes <n>', 'episodes per evaluation (≥ 100 for a 95% CI worth reading)', '100')
     .option('--learning-starts <n>', "override the profile's learningStarts (small smoke runs)")
-    .option('--profile <p>', 'auto | cpu | gpu', 'auto')
-    .option('--out <dir>', 'where runs go (each run folder is replaced)', 'bench-out/safety')
-    .option('--json', 'one JSON object on stdout')
     .parse();
-  const o = program.opts<{
-    task: string;
-    base: string;
-    demos?: string;
-    steps: string;
-    seeds: string;
-    alpha: string;
-    delta: string;
-    window: string;
-    bound: string;
-    mixWindow: string;
-    modes: string;
-    evalEvery: string;
-    evalEpisodes: string;
-    learningStarts?: string;
-    profile: string;
-    out: string;
-    json?: boolean;
-  }>();
+  const o = program.opts<
+    TrainingBenchFlags & {
+      alpha: string;
+      delta: string;
+      window: string;
+      bound: string;
+      mixWindow: string;
+      modes: string;
+      learningStarts?: string;
+    }
+  >();
   const modes = o.modes.split(',') as Mode[];
   for (const m of modes) {
     if (!ALL_MODES.includes(m))
@@ -156,7 +130,7 @@ async function main(): Promise<void> {
   const steps = positiveInt('--steps', o.steps);
   const window = positiveInt('--window', o.window);
   const evalEpisodes = positiveInt('--eval-episodes', o.evalEpisodes);
-  const evalEvery = Number(o.evalEvery);
+  const evalEvery = nonNegativeInt('--eval-every', o.evalEvery);
   const alpha = Number(o.alpha);
   const delta = Number(o.delta);
   const bound = o.bound as BoundKind;
@@ -195,6 +169,7 @@ async function main(): Promise<void> {
         config,
         taskName: task.name,
         log: say,
+        resume: !!o.resume,
         ...(mode === 'none' ? {} : { mixing: specFor(mode) }),
       });
       const baseEval = r.baseEval;
@@ -340,4 +315,4 @@ async function main(): Promise<void> {
   console.log(`runs and ${task.name}-safety.json: ${o.out}`);
 }
 
-await main();
+runBench(main);

@@ -1,0 +1,87 @@
+// The training benchmarks' shared flags through their real entry point: a run continued with
+// --resume picks up from its checkpoint instead of starting over, and bad flags get one line with
+// the fix, not a stack trace.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { writeWeakReachBase } from './session-fixtures.js';
+
+const run = promisify(execFile);
+
+async function bench(
+  script: string,
+  ...args: string[]
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', script, ...args], {
+      maxBuffer: 1 << 24,
+    });
+    return { stdout, stderr, code: 0 };
+  } catch (err) {
+    const e = err as { stdout: string; stderr: string; code: number };
+    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
+  }
+}
+
+interface LearnResult {
+  rows: { envSteps: number; curve: { envSteps: number; successRate: number }[] }[];
+}
+
+describe('training benchmarks', () => {
+  it('bench/learn --resume continues each run from its checkpoint', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'resrt-bench-'));
+    const base = join(dir, 'base.onnx');
+    writeWeakReachBase(base);
+    const out = join(dir, 'out');
+    const common = ['--task', 'reach', '--base', base, '--seeds', '0', '--methods', 'residual'];
+    const flags = [...common, '--eval-every', '0', '--eval-episodes', '5', '--out', out, '--json'];
+
+    const first = await bench('bench/learn.ts', ...flags, '--steps', '300');
+    expect(first.code, first.stderr).toBe(0);
+    const a = JSON.parse(first.stdout) as LearnResult;
+    expect(a.rows[0].curve.map((p) => p.envSteps)).toEqual([0, 300]);
+    expect(existsSync(join(out, 'reach-residual-seed0', 'checkpoint.json'))).toBe(true);
+
+    // The resumed run keeps the first run's evaluations and adds its own at the new end.
+    const resumed = await bench('bench/learn.ts', ...flags, '--steps', '500', '--resume');
+    expect(resumed.code, resumed.stderr).toBe(0);
+    const b = JSON.parse(resumed.stdout) as LearnResult;
+    expect(b.rows[0].envSteps).toBe(500);
+    expect(b.rows[0].curve.map((p) => p.envSteps)).toEqual([0, 300, 500]);
+    expect(b.rows[0].curve.slice(0, 2)).toEqual(a.rows[0].curve);
+    const curves = readFileSync(join(out, 'reach-residual-seed0', 'curves.csv'), 'utf8')
+      .trim()
+      .split('\n');
+    expect(curves).toHaveLength(1 + 3);
+
+    // Without --resume the run folder is replaced: a fresh run from step 0.
+    const fresh = await bench('bench/learn.ts', ...flags, '--steps', '300');
+    expect(fresh.code, fresh.stderr).toBe(0);
+    expect((JSON.parse(fresh.stdout) as LearnResult).rows[0].curve.map((p) => p.envSteps)).toEqual([0, 300]);
+  }, 120_000);
+
+  it('bad flags print the problem and the fix without a stack trace', async () => {
+    for (const script of ['bench/learn.ts', 'bench/safety.ts']) {
+      const r = await bench(script, '--task', 'reach', '--base', 'none.onnx', '--seeds', '0,x');
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain('--seeds 0,x is not a list of seeds');
+      expect(r.stderr).toContain('fix:');
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+    const ppo = await bench(
+      'bench/learn.ts',
+      '--task',
+      'reach',
+      '--base',
+      'none.onnx',
+      '--methods',
+      'ppo',
+      '--resume',
+    );
+    expect(ppo.code).toBe(1);
+    expect(ppo.stderr).toContain('--resume cannot continue residual PPO runs');
+  }, 60_000);
+});
