@@ -3,16 +3,21 @@
  * scale λ) and seed, a `trainResidual` run with the same budget, reporting the final success (eval,
  * 95% CI), the env steps to reach 90%/95% of the unconstrained final, and the violation fraction:
  * the share of training episodes whose windowed success (the last W training episodes) is below
- * (1 − α) × baseline, the baseline being the base's own step-0 evaluation. The aim (issue): violations
- * ≤ δ with a final success within 2 points of unconstrained training.
+ * (1 − α) × baseline. The baseline is the base alone evaluated once on --baseline-episodes episodes
+ * (default 1000: with 100 its uncertainty, ±0.1, is twice the loss α·V the constraint allows), and
+ * the mixers get the same count as their estimated baseline. The aim (issue): violations ≤ δ with a
+ * final success within 2 points of unconstrained training.
  *
  *   npx tsx bench/safety.ts --task push --base runs/push-bc.onnx --demos runs/push-demos.jsonl \
  *     [--steps 20000] [--seeds 0,1,2] [--alpha 0.1] [--delta 0.05] [--window 50] [--bound hoeffding] \
  *     [--mix-window 200] [--modes none,eps,step,scale] [--eval-every 5000] [--eval-episodes 100] \
- *     [--learning-starts N] [--profile auto] [--out bench-out/safety] [--resume] [--json]
+ *     [--baseline-episodes 1000] [--learning-starts N] [--profile auto] [--out bench-out/safety] \
+ *     [--resume] [--json]
  *
  * Windowed success is noisy: even a policy exactly at the baseline has windows below (1 − α)·baseline
- * with probability P(Bin(W, V) < (1 − α)·V·W). The report prints that floor next to the fractions.
+ * with probability P(Bin(W, V) < (1 − α)·V·W), the floor the report prints next to the fractions. So
+ * the aim is judged on the significant violations: windows whose count is below the threshold at
+ * level δ (an exact binomial test), which a run that always meets the constraint shows < δ of.
  */
 import { Command } from 'commander';
 import { join } from 'node:path';
@@ -26,7 +31,7 @@ import {
   type TrainingBenchFlags,
 } from './training-runs.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
-import { trainResidual } from '../src/residual/trainer.js';
+import { checkDims, trainResidual } from '../src/residual/trainer.js';
 import {
   MIXING_MODES,
   validateMixingSpec,
@@ -36,7 +41,8 @@ import {
 } from '../src/residual/mixing-run.js';
 import type { ProfileName, ResidualConfig } from '../src/residual/config.js';
 import { BOUND_KINDS, type BoundKind } from '../src/safety/bounds.js';
-import { wilsonInterval, type Interval } from '../src/util/stats.js';
+import { binomialBelow, wilsonInterval, type Interval } from '../src/util/stats.js';
+import { evaluatePolicy } from '../src/runtime/evaluate.js';
 import { writeFileAtomic } from '../src/util/files.js';
 import { ResrtError } from '../src/util/errors.js';
 
@@ -58,7 +64,7 @@ interface RunRow {
   exploreShare: number;
   windows: number;
   violations: number;
-  threshold: number;
+  significantViolations: number;
   stepsTo90: number | null;
   stepsTo95: number | null;
   wallSeconds: number;
@@ -80,24 +86,13 @@ interface ModeRow {
   windows: number;
   violations: number;
   violationFraction: number | null;
+  significantViolations: number;
+  significantFraction: number | null;
   exploreShare: number;
   trainSuccess: number;
-  /** violations ≤ δ and final within 0.02 of unconstrained. */
+  /** significant violations ≤ δ and final within 0.02 of unconstrained. */
   meetsAim: boolean | null;
   wallSeconds: number;
-}
-
-/** P(Bin(n, p) < k): how often a policy exactly at p has a window below k successes. */
-function binomialBelow(n: number, p: number, k: number): number {
-  if (p <= 0) return k > 0 ? 1 : 0;
-  if (p >= 1) return n < k ? 1 : 0;
-  let total = 0;
-  let logC = 0;
-  for (let i = 0; i <= n && i < k; i++) {
-    if (i > 0) logC += Math.log((n - i + 1) / i);
-    total += Math.exp(logC + i * Math.log(p) + (n - i) * Math.log(1 - p));
-  }
-  return Math.min(1, total);
 }
 
 async function main(): Promise<void> {
@@ -108,6 +103,7 @@ async function main(): Promise<void> {
     .option('--bound <kind>', BOUND_KINDS.join(' | '), 'hoeffding')
     .option('--mix-window <n>', "exploring episodes the mixer's bound looks back on", '200')
     .option('--modes <list>', 'comma-separated subset of none,eps,step,scale', ALL_MODES.join(','))
+    .option('--baseline-episodes <n>', 'episodes of the base alone that set the baseline', '1000')
     .option('--learning-starts <n>', "override the profile's learningStarts (small smoke runs)")
     .parse();
   const o = program.opts<
@@ -118,6 +114,7 @@ async function main(): Promise<void> {
       bound: string;
       mixWindow: string;
       modes: string;
+      baselineEpisodes: string;
       learningStarts?: string;
     }
   >();
@@ -135,21 +132,35 @@ async function main(): Promise<void> {
   const delta = Number(o.delta);
   const bound = o.bound as BoundKind;
   const mixWindow = positiveInt('--mix-window', o.mixWindow);
-  const specFor = (mode: MixingMode): MixingSpec => ({
+  const baselineEpisodes = positiveInt('--baseline-episodes', o.baselineEpisodes);
+  const specFor = (mode: MixingMode, baseline: MixingSpec['baseline']): MixingSpec => ({
     mode,
     alpha,
     delta,
     bound,
     window: mixWindow,
-    baseline: 'initial-eval',
+    baseline,
   });
   // Bad α/δ/bound fail here, before hours of training.
-  validateMixingSpec(specFor('eps'));
+  validateMixingSpec(specFor('eps', 'initial-eval'));
   const config: Partial<ResidualConfig> = {};
   if (o.learningStarts !== undefined)
     config.learningStarts = positiveInt('--learning-starts', o.learningStarts);
 
   const { task, demos, makeEnv, say, runDir } = await prepareTrainingBench(o);
+
+  // The baseline: the base alone on its own episodes (seeds apart from the runs' evaluations).
+  say(`${task.name}: evaluating the base alone on ${baselineEpisodes} episodes for the baseline`);
+  const baselineEnv = await makeEnv();
+  const basePolicy = await OnnxPolicy.load(o.base);
+  checkDims(baselineEnv, basePolicy, demos);
+  const baseEval = await evaluatePolicy(baselineEnv, basePolicy, {
+    episodes: baselineEpisodes,
+    seed: 1_000_000,
+  });
+  const baseline = baseEval.successRate;
+  const threshold = (1 - alpha) * baseline;
+  const mixingBaseline = { successes: baseEval.successes, trials: baseEval.episodes };
 
   const runs: RunRow[] = [];
   for (const mode of modes) {
@@ -170,21 +181,20 @@ async function main(): Promise<void> {
         taskName: task.name,
         log: say,
         resume: !!o.resume,
-        ...(mode === 'none' ? {} : { mixing: specFor(mode) }),
+        ...(mode === 'none' ? {} : { mixing: specFor(mode, mixingBaseline) }),
       });
-      const baseEval = r.baseEval;
+      const runBase = r.baseEval;
       const finalEval = r.finalEval;
       const last = r.curve[r.curve.length - 1];
-      if (!baseEval || !last) throw new Error(`run ${outDir} returned no step-0 or final evaluation`);
-      const threshold = (1 - alpha) * baseEval.successRate;
+      if (!runBase || !last) throw new Error(`run ${outDir} returned no step-0 or final evaluation`);
       const outcomes = r.trainEpisodes.map((e) => e.success);
-      const v = windowedViolations(outcomes, window, threshold);
+      const v = windowedViolations(outcomes, window, threshold, delta);
       const shares = r.mixing ? r.mixing.map((x) => x.realizedShare) : outcomes.map(() => 1);
       runs.push({
         mode,
         seed,
-        baseSuccess: baseEval.successRate,
-        baseEpisodes: baseEval.episodes,
+        baseSuccess: runBase.successRate,
+        baseEpisodes: runBase.episodes,
         finalSuccess: last.successRate,
         finalSuccesses: finalEval ? finalEval.successes : Math.round(last.successRate * last.evalEpisodes),
         finalEpisodes: finalEval ? finalEval.episodes : last.evalEpisodes,
@@ -194,7 +204,7 @@ async function main(): Promise<void> {
         exploreShare: shares.length ? shares.reduce((a, b) => a + b, 0) / shares.length : NaN,
         windows: v.windows,
         violations: v.violations,
-        threshold,
+        significantViolations: v.significant,
         stepsTo90: null,
         stepsTo95: null,
         wallSeconds: r.wallSeconds,
@@ -222,6 +232,8 @@ async function main(): Promise<void> {
     const windows = rows.reduce((a, r) => a + r.windows, 0);
     const violations = rows.reduce((a, r) => a + r.violations, 0);
     const violationFraction = windows ? violations / windows : null;
+    const significantViolations = rows.reduce((a, r) => a + r.significantViolations, 0);
+    const significantFraction = windows ? significantViolations / windows : null;
     const vsUnconstrained = unconstrainedFinal === null ? null : final - unconstrainedFinal;
     return {
       mode,
@@ -236,22 +248,20 @@ async function main(): Promise<void> {
       windows,
       violations,
       violationFraction,
+      significantViolations,
+      significantFraction,
       exploreShare: rows.reduce((a, r) => a + r.exploreShare, 0) / rows.length,
       trainSuccess:
         rows.reduce((a, r) => a + r.trainSuccess * r.trainEpisodes, 0) /
         rows.reduce((a, r) => a + r.trainEpisodes, 0),
       meetsAim:
-        mode === 'none' || violationFraction === null || vsUnconstrained === null
+        mode === 'none' || significantFraction === null || vsUnconstrained === null
           ? null
-          : violationFraction <= delta && vsUnconstrained >= -0.02,
+          : significantFraction <= delta && vsUnconstrained >= -0.02,
       wallSeconds: rows.reduce((a, r) => a + r.wallSeconds, 0),
     };
   });
-  // Mean step-0 evaluation over seeds: the baseline V the thresholds use, and the noise floor a
-  // policy exactly at V would show in windows of W.
-  const baseline = runs
-    .filter((r) => r.mode === modes[0])
-    .reduce((a, r, _, xs) => a + r.baseSuccess / xs.length, 0);
+  // How often a policy exactly at the baseline has a window below the threshold.
   const noiseFloor = binomialBelow(window, baseline, (1 - alpha) * baseline * window - 1e-9);
 
   const result = {
@@ -266,10 +276,12 @@ async function main(): Promise<void> {
     evalEvery,
     evalEpisodes,
     baseline,
-    threshold: (1 - alpha) * baseline,
+    baselineEpisodes,
+    threshold,
     noiseFloor,
     unconstrainedFinal,
     unconstrainedViolationFraction: table.find((t) => t.mode === 'none')?.violationFraction ?? null,
+    unconstrainedSignificantFraction: table.find((t) => t.mode === 'none')?.significantFraction ?? null,
     modes: table,
     runs,
   };
@@ -284,10 +296,10 @@ async function main(): Promise<void> {
     v !== null ? v.toFixed(0) : reached ? `${reached}/${n} seeds` : 'never';
   console.log(
     `${task.name}: ${steps} env steps × seeds ${seeds.join(',')}; α = ${alpha}, δ = ${delta}, window ${window}, ` +
-      `bound ${bound}; baseline (step-0 eval) ${pct(baseline)}, threshold (1 − α)·baseline = ${pct((1 - alpha) * baseline)}`,
+      `bound ${bound}; baseline (base alone, ${baselineEpisodes} episodes) ${pct(baseline)}, threshold (1 − α)·baseline = ${pct(threshold)}`,
   );
   console.log(
-    'mode    final   95% CI          vs none   steps→90%    steps→95%    violations  explore  train   aim',
+    'mode    final   95% CI          vs none   steps→90%    steps→95%    below threshold  significant  explore  train   aim',
   );
   for (const t of table) {
     console.log(
@@ -302,6 +314,7 @@ async function main(): Promise<void> {
         st(t.stepsTo90, t.reached90, t.seeds).padStart(11),
         st(t.stepsTo95, t.reached95, t.seeds).padStart(12),
         `${pct(t.violationFraction)} (${t.violations}/${t.windows})`.padStart(18),
+        `${pct(t.significantFraction)} (${t.significantViolations})`.padStart(12),
         pct(t.exploreShare).padStart(7),
         pct(t.trainSuccess).padStart(6),
         (t.meetsAim === null ? '—' : t.meetsAim ? 'yes' : 'no').padStart(4),
@@ -309,8 +322,9 @@ async function main(): Promise<void> {
     );
   }
   console.log(
-    `unconstrained violation fraction: ${pct(result.unconstrainedViolationFraction)}; ` +
-      `a policy exactly at the baseline would show ${pct(noiseFloor)} (binomial noise of a ${window}-episode window)`,
+    `windows below the threshold: a policy exactly at the baseline would show ${pct(noiseFloor)} ` +
+      `(binomial noise of a ${window}-episode window); significant: below the threshold at level δ = ${delta}, ` +
+      `which a run always meeting the constraint shows in < δ of its windows`,
   );
   console.log(`runs and ${task.name}-safety.json: ${o.out}`);
 }

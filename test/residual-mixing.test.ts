@@ -6,6 +6,7 @@ import { trainResidual, type TrainStepInfo } from '../src/residual/trainer.js';
 import { windowedViolations, validateMixingSpec, type MixingSpec } from '../src/residual/mixing-run.js';
 import type { ResidualConfig } from '../src/residual/config.js';
 import { ResrtError } from '../src/util/errors.js';
+import { Rng } from '../src/util/rng.js';
 import { BiasedBase, PointMassEnv } from './residual-pointmass.js';
 
 let dir: string;
@@ -255,11 +256,41 @@ describe('trainResidual with conservative mixing', () => {
 
   it('counts windowed violations of (1 − α)·baseline', () => {
     const o = [1, 1, 0, 0, 0, 1, 1, 1].map((x) => x === 1);
-    // Windows of 3: 2/3, 1/3, 0, 1/3, 2/3, 1 against 0.5 → three below.
-    expect(windowedViolations(o, 3, 0.5)).toEqual({ windows: 6, violations: 3, fraction: 0.5 });
+    // Windows of 3: 2/3, 1/3, 0, 1/3, 2/3, 1 against 0.5 → three below. With W = 3 and a 0.5
+    // threshold only 0/3 is significant at δ = 0.2 (P = 0.125), and nothing at δ = 0.1.
+    expect(windowedViolations(o, 3, 0.5, 0.2)).toEqual({
+      windows: 6,
+      violations: 3,
+      fraction: 0.5,
+      significant: 1,
+      significantFraction: 1 / 6,
+    });
+    expect(windowedViolations(o, 3, 0.5, 0.1).significant).toBe(0);
     // A window exactly at the threshold is not a violation.
-    expect(windowedViolations([true, false], 2, 0.5).violations).toBe(0);
-    expect(windowedViolations([true], 2, 0.5)).toEqual({ windows: 0, violations: 0, fraction: null });
-    expect(() => windowedViolations(o, 0, 0.5)).toThrow(ResrtError);
+    expect(windowedViolations([true, false], 2, 0.5, 0.05).violations).toBe(0);
+    expect(windowedViolations([true], 2, 0.5, 0.05)).toEqual({
+      windows: 0,
+      violations: 0,
+      fraction: null,
+      significant: 0,
+      significantFraction: null,
+    });
+    expect(() => windowedViolations(o, 0, 0.5, 0.05)).toThrow(ResrtError);
+    expect(() => windowedViolations(o, 3, 0.5, 0)).toThrow(ResrtError);
+  });
+
+  it('flags significant windows at most δ of the time for a run exactly at the threshold', () => {
+    // Bernoulli episodes at p: about half the windows of a run at p = threshold are below it, but
+    // the significant ones stay under δ; a run 15 points under the threshold is flagged often.
+    const rng = new Rng(7);
+    // Sliding windows overlap, so the fraction needs many episodes to settle near its expectation
+    // (P(Bin(50, 0.45) ≤ 16) = 0.043 here).
+    const run = (p: number): boolean[] => Array.from({ length: 400_000 }, () => rng.uniform() < p);
+    const atThreshold = windowedViolations(run(0.45), 50, 0.45, 0.05);
+    expect(atThreshold.fraction).toBeGreaterThan(0.35);
+    expect(atThreshold.significantFraction).toBeLessThan(0.05);
+    expect(atThreshold.significantFraction).toBeGreaterThan(0.035);
+    const below = windowedViolations(run(0.3), 50, 0.45, 0.05);
+    expect(below.significantFraction).toBeGreaterThan(0.5);
   });
 });

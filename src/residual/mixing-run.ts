@@ -7,6 +7,7 @@
  * At step t of an episode the trainer executes clip(a_base + w_t · a_res) with w_t = plan.weightAt(t).
  */
 import { ResrtError } from '../util/errors.js';
+import { binomialBelow } from '../util/stats.js';
 import {
   EpsMix,
   ResidualScaleMix,
@@ -207,24 +208,41 @@ export interface WindowedViolations {
   violations: number;
   /** violations / windows (null when there is no full window). */
   fraction: number | null;
+  /**
+   * Windows whose success count is significantly below the threshold: P(Bin(W, threshold) ≤ count)
+   * < δ. If every episode's expected success is at least the threshold, each window is flagged with
+   * probability < δ, so the expected fraction is < δ: the measure a compliant run can meet.
+   */
+  significant: number;
+  /** significant / windows (null when there is no full window). */
+  significantFraction: number | null;
 }
 
 /**
  * The issue's violation measure: for each training episode i ≥ W − 1, the success rate of episodes
- * i − W + 1 … i; a violation when it is below `threshold` ((1 − α)·baseline). One window per episode,
- * so the fraction is the share of training episodes whose windowed success falls short.
+ * i − W + 1 … i against (1 − α)·baseline. A window's empirical rate is noisy: a policy exactly at the
+ * threshold falls below it in about half of its windows, so `violations` alone cannot be held to δ
+ * at any affordable W; `significant` counts the windows that are evidence of a violation at level δ.
  */
 export function windowedViolations(
   outcomes: readonly boolean[],
   window: number,
   threshold: number,
+  delta: number,
 ): WindowedViolations {
   if (!(Number.isInteger(window) && window >= 1)) {
     throw new ResrtError(`window = ${window} is not a positive integer`, 'use e.g. --window 20 episodes');
   }
+  if (!(delta > 0 && delta < 1)) {
+    throw new ResrtError(`delta = ${delta} is outside (0, 1)`, 'use e.g. --delta 0.05');
+  }
+  // Counts at or below `flagAt` are significant; found once, since W and the threshold are fixed.
+  let flagAt = -1;
+  while (flagAt < window && binomialBelow(window, threshold, flagAt + 2) < delta) flagAt++;
   let sum = 0;
   let windows = 0;
   let violations = 0;
+  let significant = 0;
   for (let i = 0; i < outcomes.length; i++) {
     sum += outcomes[i] ? 1 : 0;
     if (i >= window) sum -= outcomes[i - window] ? 1 : 0;
@@ -232,9 +250,16 @@ export function windowedViolations(
       windows++;
       // Compare counts, not rates, so a window exactly at the threshold is not a float accident.
       if (sum < threshold * window - 1e-9) violations++;
+      if (sum <= flagAt) significant++;
     }
   }
-  return { windows, violations, fraction: windows ? violations / windows : null };
+  return {
+    windows,
+    violations,
+    fraction: windows ? violations / windows : null,
+    significant,
+    significantFraction: windows ? significant / windows : null,
+  };
 }
 
 /** What a checkpoint keeps so a resumed run rebuilds its mixer exactly. */

@@ -98,3 +98,16 @@ export class LatencyHistogram {
     this.maxSeen = 0;
   }
 }
+
+/** P(X < k) for X ~ Binomial(n, p), summed in log space so n in the thousands stays exact enough. */
+export function binomialBelow(n: number, p: number, k: number): number {
+  if (p <= 0) return k > 0 ? 1 : 0;
+  if (p >= 1) return n < k ? 1 : 0;
+  let total = 0;
+  let logC = 0;
+  for (let i = 0; i <= n && i < k; i++) {
+    if (i > 0) logC += Math.log((n - i + 1) / i);
+    total += Math.exp(logC + i * Math.log(p) + (n - i) * Math.log(1 - p));
+  }
+  return Math.min(1, total);
+}
