@@ -183,7 +183,8 @@ async function main(): Promise<void> {
         resume: !!o.resume,
         ...(mode === 'none' ? {} : { mixing: specFor(mode, mixingBaseline) }),
       });
-      const runBase = r.baseEval;
+      // The run's own step-0 evaluation (kept in its curve, so a resumed run has it too).
+      const runBase = r.curve[0];
       const finalEval = r.finalEval;
       const last = r.curve[r.curve.length - 1];
       if (!runBase || !last) throw new Error(`run ${outDir} returned no step-0 or final evaluation`);
@@ -194,7 +195,7 @@ async function main(): Promise<void> {
         mode,
         seed,
         baseSuccess: runBase.successRate,
-        baseEpisodes: runBase.episodes,
+        baseEpisodes: runBase.evalEpisodes,
         finalSuccess: last.successRate,
         finalSuccesses: finalEval ? finalEval.successes : Math.round(last.successRate * last.evalEpisodes),
         finalEpisodes: finalEval ? finalEval.episodes : last.evalEpisodes,

@@ -217,6 +217,9 @@ describe('trainResidual with conservative mixing', () => {
     ).rejects.toThrow(/mixing settings/);
     const b = await trainResidual({ ...common, steps: 500, outDir: join(dir, 'resume-b'), resume: true });
     expect(b.mixing).toEqual(a.mixing);
+    // The training outcomes come back whole, the episodes before the resume included.
+    expect(b.trainEpisodes).toEqual(a.trainEpisodes);
+    expect(b.trainEpisodes.length).toBe(b.episodes);
     expect(readFileSync(join(dir, 'resume-b', 'mixing.jsonl'), 'utf8')).toBe(
       readFileSync(join(dir, 'resume-a', 'mixing.jsonl'), 'utf8'),
     );

@@ -115,7 +115,7 @@ export interface TrainOptions {
   onTrainStep?: (s: TrainStepInfo) => void;
 }
 
-/** A training episode's outcome (returned for episodes run in this call). */
+/** A training episode's outcome. */
 export interface TrainEpisode {
   episode: number;
   /** Env steps done when it ended (cumulative). */
@@ -139,7 +139,10 @@ export interface TrainResult {
   onnxPath: string;
   wallSeconds: number;
   resumedFrom: number | null;
-  /** Training episodes run in this call, in order. */
+  /**
+   * Every training episode in order, resumed ones included (a checkpoint written before this was
+   * kept holds none, so episodes before such a resume are missing).
+   */
   trainEpisodes: TrainEpisode[];
   /** With mixing: every training episode's plan and outcome (resumed ones included), as in mixing.jsonl. */
   mixing: MixingEpisode[] | null;
@@ -151,6 +154,8 @@ interface TrainerState {
   rng: RngState;
   curve: CurvePoint[];
   recentSuccess: boolean[];
+  /** Absent in checkpoints written before it was kept. */
+  trainEpisodes?: TrainEpisode[];
   wallSeconds: number;
   lastEvalAt: number;
   lastCheckpointAt: number;
@@ -627,7 +632,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       // Episodes after the checkpoint are run again, so the file restarts from the checkpoint's records.
       writeFileAtomic(mixingPath, state.mixing.records.map((r) => JSON.stringify(r) + '\n').join(''));
     }
-    const trainEpisodes: TrainEpisode[] = [];
+    const trainEpisodes = (state.trainEpisodes ??= []);
 
     // Updates owed for `steps` env steps: the critic warm-up once learningStarts is reached, then UTD per step.
     const targetUpdates = (steps: number): number =>
