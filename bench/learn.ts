@@ -6,7 +6,7 @@
  *
  *   npx tsx bench/learn.ts --task push --base runs/push-bc.onnx --demos runs/push-demos.jsonl \
  *     [--steps 50000] [--seeds 0,1,2] [--methods residual,ppo,rlpd] [--eval-every 5000] \
- *     [--eval-episodes 100] [--profile auto] [--out bench-out/learn] [--resume] [--json]
+ *     [--eval-episodes 100] [--profile auto] [--out bench-out/learn] [--checkpoint-every 5000] [--resume] [--json]
  */
 import { Command } from 'commander';
 import { join } from 'node:path';
@@ -62,6 +62,7 @@ async function main(): Promise<void> {
   const steps = positiveInt('--steps', o.steps);
   const evalEvery = nonNegativeInt('--eval-every', o.evalEvery);
   const evalEpisodes = positiveInt('--eval-episodes', o.evalEpisodes);
+  const checkpointEvery = nonNegativeInt('--checkpoint-every', o.checkpointEvery);
   if (o.resume && methods.includes('ppo'))
     throw new ResrtError(
       '--resume cannot continue residual PPO runs (they keep no checkpoint)',
@@ -106,6 +107,7 @@ async function main(): Promise<void> {
           taskName: task.name,
           log: say,
           resume: !!o.resume,
+          checkpointEvery,
         };
         const r = method === 'rlpd' ? await trainRlpdScratch(opts) : await trainResidual(opts);
         ({ curve, wallSeconds, envSteps } = r);

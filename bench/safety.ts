@@ -12,7 +12,7 @@
  *     [--steps 20000] [--seeds 0,1,2] [--alpha 0.1] [--delta 0.05] [--window 50] [--bound hoeffding] \
  *     [--mix-window 200] [--modes none,eps,step,scale] [--eval-every 5000] [--eval-episodes 100] \
  *     [--baseline-episodes 1000] [--learning-starts N] [--profile auto] [--out bench-out/safety] \
- *     [--resume] [--json]
+ *     [--checkpoint-every 5000] [--resume] [--json]
  *
  * Windowed success is noisy: even a policy exactly at the baseline has windows below (1 − α)·baseline
  * with probability P(Bin(W, V) < (1 − α)·V·W), the floor the report prints next to the fractions. So
@@ -128,6 +128,7 @@ async function main(): Promise<void> {
   const window = positiveInt('--window', o.window);
   const evalEpisodes = positiveInt('--eval-episodes', o.evalEpisodes);
   const evalEvery = nonNegativeInt('--eval-every', o.evalEvery);
+  const checkpointEvery = nonNegativeInt('--checkpoint-every', o.checkpointEvery);
   const alpha = Number(o.alpha);
   const delta = Number(o.delta);
   const bound = o.bound as BoundKind;
@@ -181,6 +182,7 @@ async function main(): Promise<void> {
         taskName: task.name,
         log: say,
         resume: !!o.resume,
+        checkpointEvery,
         ...(mode === 'none' ? {} : { mixing: specFor(mode, mixingBaseline) }),
       });
       // The run's own step-0 evaluation (kept in its curve, so a resumed run has it too).

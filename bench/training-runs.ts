@@ -23,6 +23,7 @@ export interface TrainingBenchFlags {
   evalEpisodes: string;
   profile: string;
   out: string;
+  checkpointEvery: string;
   resume?: boolean;
   json?: boolean;
 }
@@ -39,6 +40,11 @@ export function trainingBenchOptions(program: Command, defaults: { steps: number
     .option('--eval-episodes <n>', 'episodes per evaluation (≥ 100 for a 95% CI worth reading)', '100')
     .option('--profile <p>', 'auto | cpu | gpu', 'auto')
     .option('--out <dir>', 'where runs, curves and plots go', defaults.out)
+    .option(
+      '--checkpoint-every <n>',
+      'checkpoint each off-policy run every n env steps, so a crash loses at most that much (0: at the end only)',
+      '5000',
+    )
     .option(
       '--resume',
       'continue the runs already in --out from their last checkpoints (e.g. with a larger --steps) instead of replacing them',
