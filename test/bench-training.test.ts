@@ -57,10 +57,36 @@ describe('training benchmarks', () => {
       .split('\n');
     expect(curves).toHaveLength(1 + 3);
 
+    // Resuming a finished run trains nothing and reports it whole.
+    const again = await bench('bench/learn.ts', ...flags, '--steps', '500', '--resume');
+    expect(again.code, again.stderr).toBe(0);
+    expect((JSON.parse(again.stdout) as LearnResult).rows[0].curve).toEqual(b.rows[0].curve);
+
     // Without --resume the run folder is replaced: a fresh run from step 0.
     const fresh = await bench('bench/learn.ts', ...flags, '--steps', '300');
     expect(fresh.code, fresh.stderr).toBe(0);
     expect((JSON.parse(fresh.stdout) as LearnResult).rows[0].curve.map((p) => p.envSteps)).toEqual([0, 300]);
+  }, 120_000);
+
+  it('bench/safety --resume on finished runs reports them without training again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'resrt-bench-'));
+    const base = join(dir, 'base.onnx');
+    writeWeakReachBase(base);
+    const flags = [
+      ...['--task', 'reach', '--base', base, '--seeds', '0', '--modes', 'none', '--steps', '300'],
+      ...['--learning-starts', '100', '--baseline-episodes', '5', '--eval-every', '0'],
+      ...['--eval-episodes', '5', '--window', '3', '--out', join(dir, 'out'), '--json'],
+    ];
+    const first = await bench('bench/safety.ts', ...flags);
+    expect(first.code, first.stderr).toBe(0);
+    // The learner worker owes no updates here, so it sends no progress; this used to wait forever.
+    const again = await bench('bench/safety.ts', ...flags, '--resume');
+    expect(again.code, again.stderr).toBe(0);
+    type Runs = { runs: { curve: unknown; trainEpisodes: number; windows: number }[] };
+    const [a, b] = [first, again].map((r) => (JSON.parse(r.stdout) as Runs).runs[0]);
+    expect(b.curve).toEqual(a.curve);
+    expect(b.trainEpisodes).toBe(a.trainEpisodes);
+    expect(b.windows).toBe(a.windows);
   }, 120_000);
 
   it('bad flags print the problem and the fix without a stack trace', async () => {

@@ -232,6 +232,9 @@ class WorkerLink implements LearnerLink {
   private worker: Worker;
   private latest: PublishedPolicy | null = null;
   private prog: HostProgress | null = null;
+  // Updates done as the learner started (a resumed checkpoint's count): a resumed run that owes no
+  // updates gets no progress message, and must not wait for one.
+  private updatesAtStart = 0;
   private failure: Error | null = null;
   private waiters: (() => void)[] = [];
   private readyResolve: ((r: HostReady) => void) | null = null;
@@ -300,7 +303,9 @@ class WorkerLink implements LearnerLink {
     let result: HostReady | null = null;
     void ready.then((r) => (result = r));
     await this.wait(() => result !== null);
-    return result as unknown as HostReady;
+    const r = result as unknown as HostReady;
+    this.updatesAtStart = r.updates;
+    return r;
   }
 
   push(batch: StepBatch): void {
@@ -310,7 +315,7 @@ class WorkerLink implements LearnerLink {
 
   async advance(target: number, atLeast: number): Promise<void> {
     this.post({ type: 'allow', updates: target });
-    await this.wait(() => (this.prog?.updates ?? 0) >= atLeast || atLeast <= 0);
+    await this.wait(() => (this.prog?.updates ?? this.updatesAtStart) >= atLeast || atLeast <= 0);
   }
 
   async checkpoint(trainer: TrainerState): Promise<{ generation: number; bytes: number }> {
