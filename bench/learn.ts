@@ -11,14 +11,13 @@
 import { Command } from 'commander';
 import { join } from 'node:path';
 import {
-  nonNegativeInt,
   parseSeeds,
-  positiveInt,
   prepareTrainingBench,
   runBench,
   trainingBenchOptions,
   type TrainingBenchFlags,
 } from './training-runs.js';
+import { parseIntArg } from '../src/cli/common.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { trainResidual, type TrainOptions } from '../src/residual/trainer.js';
 import { trainResidualPpo } from '../src/residual/ppo.js';
@@ -59,10 +58,10 @@ async function main(): Promise<void> {
       throw new ResrtError(`unknown method '${m}'`, 'use a comma-separated subset of residual,ppo,rlpd');
   }
   const seeds = parseSeeds(o.seeds);
-  const steps = positiveInt('--steps', o.steps);
-  const evalEvery = nonNegativeInt('--eval-every', o.evalEvery);
-  const evalEpisodes = positiveInt('--eval-episodes', o.evalEpisodes);
-  const checkpointEvery = nonNegativeInt('--checkpoint-every', o.checkpointEvery);
+  const steps = parseIntArg('--steps')(o.steps);
+  const evalEvery = parseIntArg('--eval-every', 0)(o.evalEvery);
+  const evalEpisodes = parseIntArg('--eval-episodes')(o.evalEpisodes);
+  const checkpointEvery = parseIntArg('--checkpoint-every', 0)(o.checkpointEvery);
   if (o.resume && methods.includes('ppo'))
     throw new ResrtError(
       '--resume cannot continue residual PPO runs (they keep no checkpoint)',

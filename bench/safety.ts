@@ -22,14 +22,13 @@
 import { Command } from 'commander';
 import { join } from 'node:path';
 import {
-  nonNegativeInt,
   parseSeeds,
-  positiveInt,
   prepareTrainingBench,
   runBench,
   trainingBenchOptions,
   type TrainingBenchFlags,
 } from './training-runs.js';
+import { parseIntArg } from '../src/cli/common.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { checkDims, trainResidual } from '../src/residual/trainer.js';
 import {
@@ -124,16 +123,16 @@ async function main(): Promise<void> {
       throw new ResrtError(`unknown mode '${m}'`, `use a comma-separated subset of ${ALL_MODES.join(',')}`);
   }
   const seeds = parseSeeds(o.seeds);
-  const steps = positiveInt('--steps', o.steps);
-  const window = positiveInt('--window', o.window);
-  const evalEpisodes = positiveInt('--eval-episodes', o.evalEpisodes);
-  const evalEvery = nonNegativeInt('--eval-every', o.evalEvery);
-  const checkpointEvery = nonNegativeInt('--checkpoint-every', o.checkpointEvery);
+  const steps = parseIntArg('--steps')(o.steps);
+  const window = parseIntArg('--window')(o.window);
+  const evalEpisodes = parseIntArg('--eval-episodes')(o.evalEpisodes);
+  const evalEvery = parseIntArg('--eval-every', 0)(o.evalEvery);
+  const checkpointEvery = parseIntArg('--checkpoint-every', 0)(o.checkpointEvery);
   const alpha = Number(o.alpha);
   const delta = Number(o.delta);
   const bound = o.bound as BoundKind;
-  const mixWindow = positiveInt('--mix-window', o.mixWindow);
-  const baselineEpisodes = positiveInt('--baseline-episodes', o.baselineEpisodes);
+  const mixWindow = parseIntArg('--mix-window')(o.mixWindow);
+  const baselineEpisodes = parseIntArg('--baseline-episodes')(o.baselineEpisodes);
   const specFor = (mode: MixingMode, baseline: MixingSpec['baseline']): MixingSpec => ({
     mode,
     alpha,
@@ -146,7 +145,7 @@ async function main(): Promise<void> {
   validateMixingSpec(specFor('eps', 'initial-eval'));
   const config: Partial<ResidualConfig> = {};
   if (o.learningStarts !== undefined)
-    config.learningStarts = positiveInt('--learning-starts', o.learningStarts);
+    config.learningStarts = parseIntArg('--learning-starts')(o.learningStarts);
 
   const { task, demos, makeEnv, say, runDir } = await prepareTrainingBench(o);
 

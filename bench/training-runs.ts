@@ -61,20 +61,6 @@ export function parseSeeds(s: string): number[] {
   return seeds;
 }
 
-export function positiveInt(name: string, v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0)
-    throw new ResrtError(`${name} ${v} is not a positive integer`, `pass e.g. ${name} 100`);
-  return n;
-}
-
-export function nonNegativeInt(name: string, v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0)
-    throw new ResrtError(`${name} ${v} is not a whole number`, `pass e.g. ${name} 5000 (0 to turn it off)`);
-  return n;
-}
-
 export interface TrainingBench {
   task: AnyTask;
   demos: DemoSet | undefined;
