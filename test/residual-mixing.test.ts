@@ -7,6 +7,8 @@ import { windowedViolations, validateMixingSpec, type MixingSpec } from '../src/
 import type { ResidualConfig } from '../src/residual/config.js';
 import { ResrtError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
+import { readCheckpoint } from '../src/residual/checkpoint.js';
+import { emptySample } from '../src/residual/replay.js';
 import { BiasedBase, PointMassEnv } from './residual-pointmass.js';
 
 let dir: string;
@@ -102,6 +104,16 @@ describe('trainResidual with conservative mixing', () => {
     }
     expect(baseOnly).toBeGreaterThan(200);
     expect(exploringDiffers).toBeGreaterThan(200);
+
+    // The learner's replay marks exactly the base-only steps as held back (its TD3+BC rows).
+    const online = readCheckpoint(out)!.online;
+    const expected = recs.flatMap((x) => Array<number>(x.steps).fill(x.params.explore ? 0 : 1));
+    const sample = emptySample(1, online.obsDim, online.actionDim);
+    const stored = Array.from({ length: online.added }, (_, l) => {
+      online.writeNStep(l, 1, 0.99, sample, 0);
+      return sample.heldBack[0];
+    });
+    expect(stored).toEqual(expected);
 
     // The exploring policy succeeded, so the mixer gave it the whole share; the residual improved.
     expect(r.finalEval!.successRate).toBeGreaterThan(r.baseEval!.successRate + 0.3);

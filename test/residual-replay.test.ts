@@ -11,7 +11,7 @@ function step(
   ep: number,
   t: number,
   reward: number,
-  flags: { terminated?: boolean; truncated?: boolean } = {},
+  flags: { terminated?: boolean; truncated?: boolean; heldBack?: boolean } = {},
 ): StepRecord {
   return {
     obs: [ep, t],
@@ -22,6 +22,7 @@ function step(
     nextBaseAction: [0.1 * (t + 1)],
     terminated: flags.terminated ?? false,
     truncated: flags.truncated ?? false,
+    heldBack: flags.heldBack ?? false,
   };
 }
 
@@ -34,6 +35,7 @@ function nstep(buf: ReplayBuffer, l: number, n: number, gamma: number) {
     discount: out.discount[0],
     nextObs: Array.from(out.nextObs),
     nextBase: out.nextBaseAction[0],
+    heldBack: out.heldBack[0],
   };
 }
 
@@ -119,8 +121,10 @@ describe('n-step replay', () => {
 
   it('serializes and restores the buffer exactly, and rejects damaged bytes', () => {
     const buf = new ReplayBuffer(5, O, A);
-    for (let t = 0; t < 8; t++) buf.add(step(0, t, t, { truncated: t === 7 }));
+    for (let t = 0; t < 8; t++) buf.add(step(0, t, t, { truncated: t === 7, heldBack: t % 2 === 0 }));
     const back = ReplayBuffer.deserialize(buf.serialize(), 'test');
+    // The held-back flag marks the sampled step itself and survives the round trip.
+    expect([3, 4, 5, 6, 7].map((l) => nstep(back, l, 3, g).heldBack)).toEqual([0, 1, 0, 1, 0]);
     expect(back.added).toBe(8);
     expect(back.size).toBe(5);
     for (let l = 3; l < 8; l++) expect(nstep(back, l, 3, g)).toEqual(nstep(buf, l, 3, g));

@@ -61,6 +61,13 @@ export interface ResidualConfig {
    * that the residual, the only part the actor controls, is not confounded with the state.
    */
   criticInput: 'action' | 'residual';
+  /**
+   * Weight of a behaviour-cloning term (TD3+BC, scaled by mean |Q|) that keeps the residual near
+   * the executed one on steps conservative mixing held back. Most data of a mixed run are such
+   * steps, and without it the actor chases the critic's extrapolation where no residual was ever
+   * executed. 0 turns it off; unconstrained runs have no held-back steps, so it never acts there.
+   */
+  heldBackBc: number;
 }
 
 export type ProfileName = 'gpu' | 'cpu';
@@ -102,6 +109,7 @@ const gpuProfile: ResidualConfig = {
   normalizeObs: true,
   useBase: true,
   criticInput: 'residual',
+  heldBackBc: 0.4,
 };
 
 /**
@@ -205,6 +213,7 @@ export function validateConfig(cfg: ResidualConfig): void {
   inRange('targetNoiseClip', 0, 10);
   inRange('demoFraction', 0, 1);
   inRange('warmupNoise', 0, 10);
+  inRange('heldBackBc', 0, 100);
   if (cfg.criticInput !== 'action' && cfg.criticInput !== 'residual')
     bad(`criticInput = ${String(cfg.criticInput)}`, "criticInput must be 'action' or 'residual'");
 }

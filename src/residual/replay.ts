@@ -9,6 +9,8 @@ import type { Rng } from '../util/rng.js';
 
 const TERMINATED = 1;
 const TRUNCATED = 2;
+/** Conservative mixing executed less than the exploring policy (weight < 1) at this step. */
+const HELD_BACK = 4;
 
 /** One step as the learner needs it: the base action at obs and at nextObs travel with it. */
 export interface StepRecord {
@@ -22,6 +24,11 @@ export interface StepRecord {
   nextBaseAction: ArrayLike<number>;
   terminated: boolean;
   truncated: boolean;
+  /**
+   * Conservative mixing held the residual back at this step (its weight was < 1: a baseline step,
+   * a StepMix tail, a scaled residual). The learner keeps its actor near what was executed there.
+   */
+  heldBack?: boolean;
 }
 
 /** Steps packed into flat arrays (for messages between threads). */
@@ -33,7 +40,7 @@ export interface StepBatch {
   reward: Float32Array;
   nextObs: Float32Array;
   nextBaseAction: Float32Array;
-  /** bit 0 terminated, bit 1 truncated. */
+  /** bit 0 terminated, bit 1 truncated, bit 2 held back. */
   flags: Uint8Array;
 }
 
@@ -49,6 +56,8 @@ export interface SampleBatch {
   nextBaseAction: Float32Array;
   /** γ^K, or 0 when the K-th step terminated. */
   discount: Float32Array;
+  /** 1 where the first step was held back by conservative mixing (StepRecord.heldBack), else 0. */
+  heldBack: Float32Array;
 }
 
 export function emptyStepBatch(count: number, obsDim: number, actionDim: number): StepBatch {
@@ -73,7 +82,8 @@ export function packSteps(steps: readonly StepRecord[], obsDim: number, actionDi
     b.reward[i] = s.reward;
     b.nextObs.set(s.nextObs, i * obsDim);
     b.nextBaseAction.set(s.nextBaseAction, i * actionDim);
-    b.flags[i] = (s.terminated ? TERMINATED : 0) | (s.truncated ? TRUNCATED : 0);
+    b.flags[i] =
+      (s.terminated ? TERMINATED : 0) | (s.truncated ? TRUNCATED : 0) | (s.heldBack ? HELD_BACK : 0);
   });
   return b;
 }
@@ -88,6 +98,7 @@ export function emptySample(size: number, obsDim: number, actionDim: number): Sa
     nextObs: new Float32Array(size * obsDim),
     nextBaseAction: new Float32Array(size * actionDim),
     discount: new Float32Array(size),
+    heldBack: new Float32Array(size),
   };
 }
 
@@ -170,6 +181,7 @@ export class ReplayBuffer {
     out.obs.set(this.obs.subarray(s0 * O, (s0 + 1) * O), row * O);
     out.baseAction.set(this.baseAction.subarray(s0 * A, (s0 + 1) * A), row * A);
     out.action.set(this.action.subarray(s0 * A, (s0 + 1) * A), row * A);
+    out.heldBack[row] = this.flags[s0] & HELD_BACK ? 1 : 0;
     let ret = 0;
     let disc = 1;
     let last = s0;

@@ -288,9 +288,11 @@ export class ResidualLearner {
       // 2. Critic step on the executed actions.
       const criticIn = this.criticIn(obsT, base, tf.tensor2d(s.action, [B, A]));
       let qMean = 0;
+      let qAbsMean = 0;
       const critic = tf.variableGrads(() => {
         const q = this.critic.apply(criticIn);
         qMean = tf.mean(q).dataSync()[0];
+        if (cfg.heldBackBc > 0) qAbsMean = tf.mean(tf.abs(q)).dataSync()[0];
         return tf.sum(tf.mean(tf.square(tf.sub(q, y)), 1)) as tfjs.Scalar;
       }, this.criticVars.vars);
       const criticLoss = critic.value.dataSync()[0];
@@ -302,10 +304,22 @@ export class ResidualLearner {
       // 3. Delayed actor step on the ensemble mean, then its target.
       let actorLoss: number | null = null;
       if (doActor) {
+        const heldBack = cfg.heldBackBc > 0 ? heldBackRows(s.heldBack, B) : 0;
         const actor = tf.variableGrads(() => {
-          const act = tf.clipByValue(tf.add(base, this.actor.apply(actorIn)), -1, 1);
+          const residual = this.actor.apply(actorIn);
+          const act = tf.clipByValue(tf.add(base, residual), -1, 1);
           const q = this.critic.apply(this.criticIn(obsT, base, act), true);
-          return tf.neg(tf.mean(q)) as tfjs.Scalar;
+          const objective = tf.neg(tf.mean(q)) as tfjs.Scalar;
+          if (heldBack === 0) return objective;
+          // TD3+BC on the held-back rows: squared distance to the executed residual in units of
+          // actionScale, weighted by mean |Q| (of the batch's critic step) so the two terms keep
+          // their ratio as Q grows.
+          const executed = tf.sub(tf.tensor2d(s.action, [B, A]), base);
+          const gap = tf.div(tf.sub(residual, executed), cfg.actionScale);
+          const perRow = tf.sum(tf.square(gap), 1);
+          const mask = tf.tensor1d(s.heldBack.subarray(0, B));
+          const bc = tf.div(tf.sum(tf.mul(perRow, mask)), B);
+          return tf.add(objective, tf.mul(cfg.heldBackBc * qAbsMean, bc)) as tfjs.Scalar;
         }, this.actorVars.vars);
         actorLoss = actor.value.dataSync()[0];
         if (!Number.isFinite(actorLoss)) throw new DivergenceError(this.updates, `actor loss ${actorLoss}`);
@@ -389,4 +403,11 @@ export class ResidualLearner {
     this.criticOpt.dispose();
     this.tf.dispose(all);
   }
+}
+
+/** Rows of a sample that conservative mixing held back (SampleBatch.heldBack). */
+function heldBackRows(heldBack: Float32Array, rows: number): number {
+  let n = 0;
+  for (let i = 0; i < rows; i++) n += heldBack[i];
+  return n;
 }

@@ -700,6 +700,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
           nextBaseAction: nextBase,
           terminated: step.terminated,
           truncated: step.truncated,
+          heldBack: w < 1,
         });
         state.envSteps++;
         // Steps travel in small packs; the learner only needs them before it samples them.
