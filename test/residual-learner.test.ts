@@ -345,8 +345,13 @@ describe('held-back steps (conservative mixing)', () => {
   }
 
   it('keeps the actor near the executed residual where mixing held it back, and changes nothing elsewhere', () => {
-    const train = (heldBackBc: number, flagged: boolean): { drift: number; stats: unknown[] } => {
+    const train = (
+      heldBackBc: number,
+      flagged: boolean,
+      mixingShare = 0,
+    ): { drift: number; stats: unknown[] } => {
       const l = new ResidualLearner(tf, small({ heldBackBc, actorLr: 1e-3 }), { obsDim: O, actionDim: A }, 8);
+      l.mixingShare = mixingShare;
       fillHeldBack(l, 400, 6, flagged);
       const stats = Array.from({ length: 300 }, () => l.update());
       const drift = meanAbsResidual(l, 9);
@@ -360,9 +365,15 @@ describe('held-back steps (conservative mixing)', () => {
     const kept = train(0.4, true);
     // Without the term the actor follows the critic's extrapolation off the data; with it, it stays close.
     expect(free.drift).toBeGreaterThan(0.2);
-    expect(kept.drift).toBeLessThan(free.drift / 3);
+    expect(kept.drift).toBeLessThan(free.drift / 2);
     // Steps that were not held back (unconstrained training) never see the term: identical updates.
     expect(train(0.4, false).stats).toEqual(train(0, false).stats);
+    // Once the mixer explores fully, old held-back steps are plain off-policy data.
+    expect(train(0.4, true, 1).stats).toEqual(free.stats);
+    // In between, the term weighs 1 − share.
+    const half = train(0.4, true, 0.5);
+    expect(half.drift).toBeGreaterThan(kept.drift);
+    expect(half.drift).toBeLessThan(free.drift);
   });
 });
 

@@ -120,6 +120,7 @@ export class LearnerHost {
 
   push(batch: StepBatch): void {
     this.learner.replay.online.addBatch(batch);
+    if (batch.mixingShare !== undefined) this.learner.mixingShare = batch.mixingShare;
   }
 
   allow(updates: number): void {

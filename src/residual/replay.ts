@@ -42,6 +42,12 @@ export interface StepBatch {
   nextBaseAction: Float32Array;
   /** bit 0 terminated, bit 1 truncated, bit 2 held back. */
   flags: Uint8Array;
+  /**
+   * The conservative mixer's exploring share when these steps were taken (absent without mixing).
+   * The learner weighs its held-back term by 1 − the latest share: once the mixer explores fully,
+   * old held-back steps are plain off-policy data.
+   */
+  mixingShare?: number;
 }
 
 /** A sampled training batch with n-step targets already folded in. */

@@ -72,6 +72,11 @@ export class ResidualLearner {
   /** Critic updates done. */
   updates = 0;
   actorUpdates = 0;
+  /**
+   * The conservative mixer's latest exploring share (StepBatch.mixingShare); the held-back term
+   * weighs 1 − this. 0 until a mixed run says otherwise.
+   */
+  mixingShare = 0;
   obsMean: Float32Array | null = null;
   obsStd: Float32Array | null = null;
   /** Width of the base-action input (0 when learning from scratch). */
@@ -304,22 +309,23 @@ export class ResidualLearner {
       // 3. Delayed actor step on the ensemble mean, then its target.
       let actorLoss: number | null = null;
       if (doActor) {
-        const heldBack = cfg.heldBackBc > 0 ? heldBackRows(s.heldBack, B) : 0;
+        const bcWeight = cfg.heldBackBc * (1 - this.mixingShare);
+        const heldBack = bcWeight > 0 ? heldBackRows(s.heldBack, B) : 0;
         const actor = tf.variableGrads(() => {
           const residual = this.actor.apply(actorIn);
           const act = tf.clipByValue(tf.add(base, residual), -1, 1);
           const q = this.critic.apply(this.criticIn(obsT, base, act), true);
           const objective = tf.neg(tf.mean(q)) as tfjs.Scalar;
           if (heldBack === 0) return objective;
-          // TD3+BC on the held-back rows: squared distance to the executed residual in units of
-          // actionScale, weighted by mean |Q| (of the batch's critic step) so the two terms keep
-          // their ratio as Q grows.
+          // TD3+BC on the held-back rows: mean squared distance to the executed residual in units
+          // of actionScale, weighted by mean |Q| (of the batch's critic step) so the two terms keep
+          // their ratio as Q grows (TD3+BC's α = 2.5 is a weight of 0.4).
           const executed = tf.sub(tf.tensor2d(s.action, [B, A]), base);
           const gap = tf.div(tf.sub(residual, executed), cfg.actionScale);
-          const perRow = tf.sum(tf.square(gap), 1);
+          const perRow = tf.mean(tf.square(gap), 1);
           const mask = tf.tensor1d(s.heldBack.subarray(0, B));
           const bc = tf.div(tf.sum(tf.mul(perRow, mask)), B);
-          return tf.add(objective, tf.mul(cfg.heldBackBc * qAbsMean, bc)) as tfjs.Scalar;
+          return tf.add(objective, tf.mul(bcWeight * qAbsMean, bc)) as tfjs.Scalar;
         }, this.actorVars.vars);
         actorLoss = actor.value.dataSync()[0];
         if (!Number.isFinite(actorLoss)) throw new DivergenceError(this.updates, `actor loss ${actorLoss}`);

@@ -656,6 +656,14 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       const pending: StepRecord[] = [];
       const plan = mixer ? mixer.beginEpisode() : null;
       if (plan) emitProgress(true, plan.share);
+      const stepPack = (steps: StepRecord[]): StepBatch => {
+        const batch = packSteps(steps, O, A);
+        if (plan) batch.mixingShare = plan.share;
+        return batch;
+      };
+      // The learner learns the episode's share before its first update in the episode, so a
+      // resumed run (which starts at an episode) updates exactly as the uninterrupted one.
+      if (plan) link.push(stepPack([]));
       let t = 0;
       for (;;) {
         const w = plan ? plan.weightAt(t) : 1;
@@ -705,7 +713,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
         state.envSteps++;
         // Steps travel in small packs; the learner only needs them before it samples them.
         if (pending.length >= 8 || done || state.envSteps === cfg.learningStarts) {
-          link.push(packSteps(pending.splice(0), O, A));
+          link.push(stepPack(pending.splice(0)));
         }
         const target = targetUpdates(state.envSteps);
         if (target > 0) {
@@ -717,7 +725,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
         obs = step.obs;
         baseAction = nextBase;
         if (done || state.envSteps >= options.steps) {
-          if (pending.length) link.push(packSteps(pending.splice(0), O, A));
+          if (pending.length) link.push(stepPack(pending.splice(0)));
           break;
         }
       }
