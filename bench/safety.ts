@@ -67,6 +67,8 @@ interface RunRow {
   stepsTo90: number | null;
   stepsTo95: number | null;
   wallSeconds: number;
+  /** The learner's held-back TD3+BC weight in this run (ResidualConfig.heldBackBc). */
+  heldBackBc: number;
   curve: { envSteps: number; successRate: number }[];
 }
 
@@ -104,6 +106,7 @@ async function main(): Promise<void> {
     .option('--modes <list>', 'comma-separated subset of none,eps,step,scale', ALL_MODES.join(','))
     .option('--baseline-episodes <n>', 'episodes of the base alone that set the baseline', '1000')
     .option('--learning-starts <n>', "override the profile's learningStarts (small smoke runs)")
+    .option('--held-back-bc <w>', "override the learner's heldBackBc (0 turns the term off)")
     .parse();
   const o = program.opts<
     TrainingBenchFlags & {
@@ -115,6 +118,7 @@ async function main(): Promise<void> {
       modes: string;
       baselineEpisodes: string;
       learningStarts?: string;
+      heldBackBc?: string;
     }
   >();
   const modes = o.modes.split(',') as Mode[];
@@ -146,6 +150,15 @@ async function main(): Promise<void> {
   const config: Partial<ResidualConfig> = {};
   if (o.learningStarts !== undefined)
     config.learningStarts = parseIntArg('--learning-starts')(o.learningStarts);
+  if (o.heldBackBc !== undefined) {
+    const w = Number(o.heldBackBc);
+    if (!(Number.isFinite(w) && w >= 0))
+      throw new ResrtError(
+        `--held-back-bc ${o.heldBackBc} is not a weight`,
+        'pass a number ≥ 0, e.g. 0.4 (0: off)',
+      );
+    config.heldBackBc = w;
+  }
 
   const { task, demos, makeEnv, say, runDir } = await prepareTrainingBench(o);
 
@@ -210,6 +223,7 @@ async function main(): Promise<void> {
         stepsTo90: null,
         stepsTo95: null,
         wallSeconds: r.wallSeconds,
+        heldBackBc: r.config.heldBackBc,
         curve: r.curve.map((p) => ({ envSteps: p.envSteps, successRate: p.successRate })),
       });
     }
@@ -275,6 +289,7 @@ async function main(): Promise<void> {
     window,
     bound,
     mixWindow,
+    heldBackBc: [...new Set(runs.map((r) => r.heldBackBc))],
     evalEvery,
     evalEpisodes,
     baseline,
@@ -298,7 +313,7 @@ async function main(): Promise<void> {
     v !== null ? v.toFixed(0) : reached ? `${reached}/${n} seeds` : 'never';
   console.log(
     `${task.name}: ${steps} env steps × seeds ${seeds.join(',')}; α = ${alpha}, δ = ${delta}, window ${window}, ` +
-      `bound ${bound}; baseline (base alone, ${baselineEpisodes} episodes) ${pct(baseline)}, threshold (1 − α)·baseline = ${pct(threshold)}`,
+      `bound ${bound}, held-back BC ${result.heldBackBc.join('/')}; baseline (base alone, ${baselineEpisodes} episodes) ${pct(baseline)}, threshold (1 − α)·baseline = ${pct(threshold)}`,
   );
   console.log(
     'mode    final   95% CI          vs none   steps→90%    steps→95%    below threshold  significant  explore  train   aim',

@@ -109,5 +109,17 @@ describe('training benchmarks', () => {
     );
     expect(ppo.code).toBe(1);
     expect(ppo.stderr).toContain('--resume cannot continue residual PPO runs');
+    const bc = await bench(
+      'bench/safety.ts',
+      '--task',
+      'reach',
+      '--base',
+      'none.onnx',
+      '--held-back-bc',
+      '-1',
+    );
+    expect(bc.code).toBe(1);
+    expect(bc.stderr).toContain('--held-back-bc -1 is not a weight');
+    expect(bc.stderr).not.toMatch(/\n\s+at /);
   }, 60_000);
 });
