@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { relabelDemos, trainResidual, type TrainProgress } from '../src/residual/trainer.js';
@@ -76,6 +76,22 @@ describe('trainResidual', () => {
     expect(second.updates).toBe(20 + 400 * 2);
     expect(second.curve.length).toBeGreaterThan(first.curve.length);
     expect(second.curve[0]).toEqual(first.curve[0]);
+
+    // A checkpoint written before a config key existed resumes with the key's current value; a
+    // key both sides know must still match.
+    const manifestPath = join(out, 'checkpoint.json');
+    const edit = (change: (config: Record<string, unknown>) => void): void => {
+      const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as {
+        meta: { config: Record<string, unknown> };
+      };
+      change(m.meta.config);
+      writeFileSync(manifestPath, JSON.stringify(m));
+    };
+    edit((c) => delete c.heldBackBc);
+    const third = await trainResidual({ ...opts, steps: 650, resume: true });
+    expect(third.resumedFrom).toBe(600);
+    edit((c) => (c.gamma = 0.5));
+    await expect(trainResidual({ ...opts, steps: 700, resume: true })).rejects.toThrow(/written with config/);
   }, 120_000);
 
   it('resuming from a checkpoint at an episode end continues exactly like the uninterrupted run', async () => {

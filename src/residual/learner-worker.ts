@@ -231,11 +231,21 @@ function specFromJson(json: unknown): MlpPolicySpec {
   ) as MlpPolicySpec;
 }
 
+/**
+ * A checkpoint written before a config key existed lacks it; it resumes with the key's value in
+ * this run (heldBackBc, added later, never acts on unmixed runs). Every key both sides know must match.
+ */
 function checkMeta(saved: Record<string, unknown>, now: Record<string, unknown>, outDir: string): void {
+  const savedConfig = saved.config;
+  const nowConfig = now.config;
+  const known =
+    savedConfig && typeof savedConfig === 'object' && nowConfig && typeof nowConfig === 'object'
+      ? { ...saved, config: { ...nowConfig, ...savedConfig } }
+      : saved;
   for (const key of Object.keys(now)) {
-    if (JSON.stringify(saved[key]) !== JSON.stringify(now[key])) {
+    if (JSON.stringify(known[key]) !== JSON.stringify(now[key])) {
       throw new ResrtError(
-        `the checkpoint in ${outDir} was written with ${key} = ${JSON.stringify(saved[key])}, this run has ${JSON.stringify(now[key])}`,
+        `the checkpoint in ${outDir} was written with ${key} = ${JSON.stringify(known[key])}, this run has ${JSON.stringify(now[key])}`,
         'resume with the same task, base policy and config, or use a new outDir',
       );
     }
