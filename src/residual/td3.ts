@@ -280,6 +280,9 @@ export class ResidualLearner {
       noise[i] = Math.max(-cfg.targetNoiseClip, Math.min(cfg.targetNoiseClip, e));
     }
     const doActor = this.updates >= cfg.criticWarmupSteps && this.updates % cfg.policyDelay === 0;
+    const bcWeight = cfg.heldBackBc * (1 - this.mixingShare);
+    // Only actor steps on batches with held-back rows pay for the term (and its |Q| read-back).
+    const heldBack = doActor && bcWeight > 0 ? heldBackRows(s.heldBack, B) : 0;
 
     let stats: UpdateStats | null = null;
     tf.tidy(() => {
@@ -297,7 +300,7 @@ export class ResidualLearner {
       const critic = tf.variableGrads(() => {
         const q = this.critic.apply(criticIn);
         qMean = tf.mean(q).dataSync()[0];
-        if (cfg.heldBackBc > 0) qAbsMean = tf.mean(tf.abs(q)).dataSync()[0];
+        if (heldBack > 0) qAbsMean = tf.mean(tf.abs(q)).dataSync()[0];
         return tf.sum(tf.mean(tf.square(tf.sub(q, y)), 1)) as tfjs.Scalar;
       }, this.criticVars.vars);
       const criticLoss = critic.value.dataSync()[0];
@@ -309,8 +312,6 @@ export class ResidualLearner {
       // 3. Delayed actor step on the ensemble mean, then its target.
       let actorLoss: number | null = null;
       if (doActor) {
-        const bcWeight = cfg.heldBackBc * (1 - this.mixingShare);
-        const heldBack = bcWeight > 0 ? heldBackRows(s.heldBack, B) : 0;
         const actor = tf.variableGrads(() => {
           const residual = this.actor.apply(actorIn);
           const act = tf.clipByValue(tf.add(base, residual), -1, 1);
