@@ -28,7 +28,7 @@ import {
   trainingBenchOptions,
   type TrainingBenchFlags,
 } from './training-runs.js';
-import { parseIntArg } from '../src/cli/common.js';
+import { parseFloatArg, parseIntArg } from '../src/cli/common.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { checkDims, trainResidual } from '../src/residual/trainer.js';
 import {
@@ -150,15 +150,7 @@ async function main(): Promise<void> {
   const config: Partial<ResidualConfig> = {};
   if (o.learningStarts !== undefined)
     config.learningStarts = parseIntArg('--learning-starts')(o.learningStarts);
-  if (o.heldBackBc !== undefined) {
-    const w = Number(o.heldBackBc);
-    if (!(Number.isFinite(w) && w >= 0))
-      throw new ResrtError(
-        `--held-back-bc ${o.heldBackBc} is not a weight`,
-        'pass a number ≥ 0, e.g. 0.4 (0: off)',
-      );
-    config.heldBackBc = w;
-  }
+  if (o.heldBackBc !== undefined) config.heldBackBc = parseFloatArg('--held-back-bc', 0, 100)(o.heldBackBc);
 
   const { task, demos, makeEnv, say, runDir } = await prepareTrainingBench(o);
 

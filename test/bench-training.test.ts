@@ -90,36 +90,19 @@ describe('training benchmarks', () => {
   }, 120_000);
 
   it('bad flags print the problem and the fix without a stack trace', async () => {
-    for (const script of ['bench/learn.ts', 'bench/safety.ts']) {
-      const r = await bench(script, '--task', 'reach', '--base', 'none.onnx', '--seeds', '0,x');
-      expect(r.code).toBe(1);
-      expect(r.stderr).toContain('--seeds 0,x is not a list of seeds');
+    const common = ['--task', 'reach', '--base', 'none.onnx'];
+    const cases: [script: string, flags: string[], message: string][] = [
+      ['bench/learn.ts', ['--seeds', '0,x'], '--seeds 0,x is not a list of seeds'],
+      ['bench/safety.ts', ['--seeds', '0,x'], '--seeds 0,x is not a list of seeds'],
+      ['bench/learn.ts', ['--methods', 'ppo', '--resume'], '--resume cannot continue residual PPO runs'],
+      ['bench/safety.ts', ['--held-back-bc', '-1'], '--held-back-bc must be a number in [0, 100], got "-1"'],
+    ];
+    for (const [script, flags, message] of cases) {
+      const r = await bench(script, ...common, ...flags);
+      expect(r.code, `${script} ${flags.join(' ')}`).toBe(1);
+      expect(r.stderr).toContain(message);
       expect(r.stderr).toContain('fix:');
       expect(r.stderr).not.toMatch(/\n\s+at /);
     }
-    const ppo = await bench(
-      'bench/learn.ts',
-      '--task',
-      'reach',
-      '--base',
-      'none.onnx',
-      '--methods',
-      'ppo',
-      '--resume',
-    );
-    expect(ppo.code).toBe(1);
-    expect(ppo.stderr).toContain('--resume cannot continue residual PPO runs');
-    const bc = await bench(
-      'bench/safety.ts',
-      '--task',
-      'reach',
-      '--base',
-      'none.onnx',
-      '--held-back-bc',
-      '-1',
-    );
-    expect(bc.code).toBe(1);
-    expect(bc.stderr).toContain('--held-back-bc -1 is not a weight');
-    expect(bc.stderr).not.toMatch(/\n\s+at /);
   }, 60_000);
 });
