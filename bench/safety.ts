@@ -10,7 +10,7 @@
  *
  *   npx tsx bench/safety.ts --task push --base runs/push-bc.onnx --demos runs/push-demos.jsonl \
  *     [--steps 20000] [--seeds 0,1,2] [--alpha 0.1] [--delta 0.05] [--window 50] [--bound hoeffding] \
- *     [--mix-window 200] [--modes none,eps,step,scale] [--eval-every 5000] [--eval-episodes 100] \
+ *     [--mix-window 200] [--probe-fraction 0.5] [--modes none,eps,step,scale] [--eval-every 5000] [--eval-episodes 100] \
  *     [--baseline-episodes 1000] [--learning-starts N] [--profile auto] [--out bench-out/safety] \
  *     [--checkpoint-every 5000] [--resume] [--json]
  *
@@ -103,6 +103,7 @@ async function main(): Promise<void> {
     .option('--window <w>', 'training episodes per window of the violation measure', '50')
     .option('--bound <kind>', BOUND_KINDS.join(' | '), 'hoeffding')
     .option('--mix-window <n>', "exploring episodes the mixer's bound looks back on", '200')
+    .option('--probe-fraction <f>', 'step and scale: share of s* spent on whole exploring episodes', '0.5')
     .option('--modes <list>', 'comma-separated subset of none,eps,step,scale', ALL_MODES.join(','))
     .option('--baseline-episodes <n>', 'episodes of the base alone that set the baseline', '1000')
     .option('--learning-starts <n>', "override the profile's learningStarts (small smoke runs)")
@@ -115,6 +116,7 @@ async function main(): Promise<void> {
       window: string;
       bound: string;
       mixWindow: string;
+      probeFraction: string;
       modes: string;
       baselineEpisodes: string;
       learningStarts?: string;
@@ -136,6 +138,7 @@ async function main(): Promise<void> {
   const delta = Number(o.delta);
   const bound = o.bound as BoundKind;
   const mixWindow = parseIntArg('--mix-window')(o.mixWindow);
+  const probeFraction = parseFloatArg('--probe-fraction', 0, 1)(o.probeFraction);
   const baselineEpisodes = parseIntArg('--baseline-episodes')(o.baselineEpisodes);
   const specFor = (mode: MixingMode, baseline: MixingSpec['baseline']): MixingSpec => ({
     mode,
@@ -143,6 +146,7 @@ async function main(): Promise<void> {
     delta,
     bound,
     window: mixWindow,
+    ...(mode === 'eps' ? {} : { probeFraction }),
     baseline,
   });
   // Bad α/δ/bound fail here, before hours of training.
@@ -281,6 +285,7 @@ async function main(): Promise<void> {
     window,
     bound,
     mixWindow,
+    probeFraction,
     heldBackBc: [...new Set(runs.map((r) => r.heldBackBc))],
     evalEvery,
     evalEpisodes,
@@ -305,7 +310,7 @@ async function main(): Promise<void> {
     v !== null ? v.toFixed(0) : reached ? `${reached}/${n} seeds` : 'never';
   console.log(
     `${task.name}: ${steps} env steps × seeds ${seeds.join(',')}; α = ${alpha}, δ = ${delta}, window ${window}, ` +
-      `bound ${bound}, held-back BC ${result.heldBackBc.join('/')}; baseline (base alone, ${baselineEpisodes} episodes) ${pct(baseline)}, threshold (1 − α)·baseline = ${pct(threshold)}`,
+      `bound ${bound}, probes ${probeFraction} of s* (step, scale), held-back BC ${result.heldBackBc.join('/')}; baseline (base alone, ${baselineEpisodes} episodes) ${pct(baseline)}, threshold (1 − α)·baseline = ${pct(threshold)}`,
   );
   console.log(
     'mode    final   95% CI          vs none   steps→90%    steps→95%    below threshold  significant  explore  train   aim',

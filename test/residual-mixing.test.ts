@@ -3,7 +3,15 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { trainResidual, type TrainStepInfo } from '../src/residual/trainer.js';
-import { windowedViolations, validateMixingSpec, type MixingSpec } from '../src/residual/mixing-run.js';
+import {
+  makeMixer,
+  mixingEpisode,
+  replayMixer,
+  validateMixingSpec,
+  windowedViolations,
+  type MixingEpisode,
+  type MixingSpec,
+} from '../src/residual/mixing-run.js';
 import type { ResidualConfig } from '../src/residual/config.js';
 import { ResrtError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
@@ -156,14 +164,24 @@ describe('trainResidual with conservative mixing', () => {
       evalEpisodes: 5,
       worker: false,
       log: () => {},
-      // α·H = 0.13·40 = 5.2: five exploring steps, step 5 at ρ = 0.2, then the base.
-      mixing: { mode: 'step', alpha: 0.13, delta: 0.05, baseline: { value: 0.3 } },
+      // s* = α = 0.13 at first. Probes (q = 0.5·0.13) run all 40 steps; the other episodes run
+      // (s* − q)/(1 − q)·H = 2.78 steps: two exploring steps, step 2 at ρ = 0.78, then the base.
+      mixing: { mode: 'step', alpha: 0.13, delta: 0.05, probeFraction: 0.5, baseline: { value: 0.3 } },
       onTrainStep: (s) => seen.push({ ...s, residual: Float32Array.from(s.residual) }),
     });
     const recs = r.mixing!;
-    expect(recs[0].params.h).toBe(5);
-    expect(recs[0].params.rho).toBeCloseTo(0.2, 9);
-    expect(recs[0].params.horizon).toBe(40);
+    const first = recs.filter((x) => x.share === recs[0].share);
+    expect(recs[0].share).toBeCloseTo(0.13, 12);
+    expect(first.some((x) => x.params.probe)).toBe(true);
+    for (const rec of first) {
+      expect(rec.params.horizon).toBe(40);
+      if (rec.params.probe) expect([rec.params.h, rec.params.rho, rec.realizedShare]).toEqual([40, 0, 1]);
+      else {
+        expect(rec.params.h).toBe(2);
+        expect(rec.params.rho).toBeCloseTo(((0.13 - 0.065) / (1 - 0.065)) * 40 - 2, 9);
+        expect(rec.realizedShare).toBeCloseTo((0.13 - 0.065) / (1 - 0.065), 12);
+      }
+    }
     let i = 0;
     let mixedStepChecked = 0;
     for (const rec of recs) {
@@ -239,6 +257,33 @@ describe('trainResidual with conservative mixing', () => {
     expect(a.mixing![0].vBase).toBeGreaterThanOrEqual(a.baseEval!.successRate);
   }, 60_000);
 
+  it('a resumed StepMix or scale mixer replays its probe coins and continues with the same plans', () => {
+    for (const mode of ['step', 'scale'] as const) {
+      const spec: MixingSpec = { mode, alpha: 0.2, delta: 0.1, window: 50, baseline: { value: 0.5 } };
+      const ctx = { horizon: 30, seed: 4, initialEval: null };
+      type Mixer = ReturnType<typeof makeMixer>;
+      // Runs n episodes whose success rises with the realized share; returns each plan.
+      const play = (m: Mixer, n: number, outcomes: Rng, records?: MixingEpisode[]): string[] =>
+        Array.from({ length: n }, () => {
+          const plan = m.beginEpisode();
+          const success = outcomes.uniform() < 0.3 + 0.6 * plan.realizedShare;
+          records?.push(mixingEpisode(spec, plan, success, 0, 30));
+          m.endEpisode(success, plan);
+          return JSON.stringify([plan.share, plan.params]);
+        });
+      const original = makeMixer(spec, ctx);
+      const records: MixingEpisode[] = [];
+      play(original, 300, new Rng(9), records);
+      expect(records.filter((r) => r.params.probe).length, mode).toBeGreaterThan(5);
+      const resumed = makeMixer(spec, ctx);
+      replayMixer(resumed, records);
+      expect(resumed.allowedShare()).toEqual(original.allowedShare());
+      expect(play(resumed, 100, new Rng(10))).toEqual(play(original, 100, new Rng(10)));
+      // Other probe settings do not replay the same episodes.
+      expect(() => replayMixer(makeMixer({ ...spec, probeFraction: 0 }, ctx), records)).toThrow(/replay/);
+    }
+  });
+
   it('refuses bad mixing settings before training, with the fix', async () => {
     const bad: unknown[] = [
       { mode: 'eps', alpha: 0, delta: 0.05, baseline: { value: 0.5 } },
@@ -249,6 +294,7 @@ describe('trainResidual with conservative mixing', () => {
       { mode: 'eps', alpha: 0.1, delta: 0.05, baseline: { successes: 5, trials: 3 } },
       { mode: 'mix', alpha: 0.1, delta: 0.05, baseline: { value: 0.5 } },
       { mode: 'step', alpha: 0.1, delta: 0.05, window: 0, baseline: { value: 0.5 } },
+      { mode: 'scale', alpha: 0.1, delta: 0.05, probeFraction: 1.5, baseline: { value: 0.5 } },
     ];
     for (const spec of bad) {
       expect(() => validateMixingSpec(spec as MixingSpec)).toThrow(ResrtError);

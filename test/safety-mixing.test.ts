@@ -26,12 +26,13 @@ const P_BASE = 0.5;
 const ALPHA = 0.1;
 const DELTA = 0.05;
 
-/** Expected exploring share of a plan, from its per-step weights (ε for EpsMix, before the coin). */
+/**
+ * Expected exploring share of a plan before its coin (EpsMix's ε; StepMix's and the scale's s* over
+ * the probe coin). The test 'spend f·s* on probes' checks that the coin and the in-episode share
+ * really average to it.
+ */
 function expectedShare(plan: EpisodePlan): number {
-  if (plan.mode === 'epsmix') return plan.params.epsilon as number;
-  let s = 0;
-  for (let t = 0; t < H; t++) s += plan.weightAt(t);
-  return s / H;
+  return plan.mode === 'epsmix' ? (plan.params.epsilon as number) : plan.share;
 }
 
 /** The share the episode actually ran (after EpsMix's coin). */
@@ -194,7 +195,13 @@ describe('mixing plans', () => {
   });
 
   it('StepMix splits s*·H into h full steps and one step at weight ρ', () => {
-    const m = new StepMix({ alpha: 0.13, delta: 0.05, horizon: 10, baseline: { value: 0.5 } });
+    const m = new StepMix({
+      alpha: 0.13,
+      delta: 0.05,
+      horizon: 10,
+      probeFraction: 0,
+      baseline: { value: 0.5 },
+    });
     const plan = m.beginEpisode();
     expect(plan.params.h).toBe(1);
     expect(plan.params.rho).toBeCloseTo(0.3, 12);
@@ -204,6 +211,70 @@ describe('mixing plans', () => {
     const rec = m.endEpisode(false, plan);
     expect(rec).toMatchObject({ episode: 0, mode: 'stepmix', alpha: 0.13, success: false });
     expect(m.records).toHaveLength(1);
+  });
+
+  it('StepMix and scale spend f·s* on probes (whole exploring episodes); coin and share average to s*', () => {
+    for (const mode of ['stepmix', 'scale'] as const) {
+      const m = makeMixer(mode, {
+        alpha: 0.2,
+        delta: 0.05,
+        horizon: H,
+        seed: 5,
+        probeFraction: 0.5,
+        baseline: { value: 0.8 },
+      });
+      let probes = 0;
+      let realized = 0;
+      const n = 4000;
+      for (let k = 0; k < n; k++) {
+        const plan = m.beginEpisode();
+        // V_low stays 0 (exploring episodes fail), so s* stays at α = 0.2 and q = 0.1.
+        expect(plan.share).toBeCloseTo(0.2, 12);
+        const r = realizedShare(plan);
+        expect(plan.realizedShare).toBeCloseTo(r, 12);
+        if (plan.params.probe) {
+          probes++;
+          expect(r).toBe(1);
+        } else {
+          // (s* − q)/(1 − q) = 0.1/0.9; StepMix realizes it as h = 2 steps and ρ = 0.222 of H = 20.
+          expect(r).toBeCloseTo(0.1 / 0.9, 12);
+        }
+        realized += r;
+        m.endEpisode(r === 0, plan);
+      }
+      expect(probes / n, mode).toBeGreaterThan(0.085);
+      expect(probes / n, mode).toBeLessThan(0.115);
+      expect(realized / n, mode).toBeGreaterThan(0.19);
+      expect(realized / n, mode).toBeLessThan(0.21);
+    }
+  });
+
+  it('probes find a better residual that diluted episodes cannot show (success only when fully exploring)', () => {
+    // The exploring policy succeeds 90% of the time, but only when it runs the whole episode: any
+    // partial episode succeeds at the base's 50%. Partial episodes alone leave V_low at 0.
+    for (const mode of ['stepmix', 'scale'] as const) {
+      const lateShare = (probeFraction: number): number => {
+        const rng = new Rng(11);
+        const m = makeMixer(mode, {
+          alpha: ALPHA,
+          delta: DELTA,
+          window: 500,
+          horizon: H,
+          seed: 1,
+          probeFraction,
+          baseline: { value: P_BASE },
+        });
+        let late = 0;
+        for (let k = 0; k < 1500; k++) {
+          const plan = m.beginEpisode();
+          if (k >= 1300) late += plan.share;
+          m.endEpisode(rng.uniform() < (plan.realizedShare === 1 ? 0.9 : P_BASE), plan);
+        }
+        return late / 200;
+      };
+      expect(lateShare(0), mode).toBeLessThan(1.5 * ALPHA);
+      expect(lateShare(0.5), mode).toBe(1);
+    }
   });
 
   it('EpsMix plays whole episodes: weight 1 everywhere or 0 everywhere, at rate ε', () => {

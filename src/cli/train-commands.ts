@@ -66,6 +66,11 @@ export function registerTrainCommands(program: Command): void {
       500,
     )
     .option(
+      '--mix-probes <f>',
+      'with --mixing step|scale: fraction of the allowed share spent on whole exploring episodes (default 0.5)',
+      parseFloatArg('--mix-probes', 0, 1),
+    )
+    .option(
       '--baseline <v>',
       "with --mixing: the base's success rate (0.5) or counts (45/100); default: the trainer's step-0 evaluation",
     )
@@ -138,6 +143,7 @@ interface TrainCliOptions {
   delta: number;
   mixBound: string;
   mixWindow: number;
+  mixProbes?: number;
   baseline?: string;
 }
 
@@ -160,6 +166,7 @@ function mixingSpec(opts: TrainCliOptions): MixingSpec {
     delta: opts.delta,
     bound: opts.mixBound,
     window: opts.mixWindow,
+    ...(opts.mixProbes !== undefined ? { probeFraction: opts.mixProbes } : {}),
     baseline,
   } as MixingSpec;
   validateMixingSpec(spec);

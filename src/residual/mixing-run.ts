@@ -41,6 +41,8 @@ export interface MixingSpec {
   bound?: BoundKind;
   /** Exploring episodes the bound looks back on (default 500; keep it short when the residual drifts). */
   window?: number;
+  /** step and scale: fraction of the allowed share spent on whole exploring episodes, in [0, 1] (default 0.5). */
+  probeFraction?: number;
   baseline: MixingBaseline;
 }
 
@@ -53,14 +55,14 @@ export interface MixingEpisode {
   steps: number;
   mode: MixingMode;
   alpha: number;
-  /** Planned exploring share (ε, (h + ρ)/H or λ). */
+  /** The allowed share s* the episode was planned with (its expected exploring share). */
   share: number;
   /** Exploring share this episode actually ran (EpsMix: 0 or 1). */
   realizedShare: number;
   /** V_base as the constraint used it, and the lower bound on the exploring policy. */
   vBase: number;
   vLow: number;
-  /** ε/explore, h/ρ/horizon or λ. */
+  /** ε/explore, h/ρ/horizon/probe or λ/probe. */
   params: EpisodePlan['params'];
   success: boolean;
 }
@@ -94,6 +96,13 @@ export function validateMixingSpec(spec: MixingSpec): void {
   }
   if (spec.window !== undefined && !(Number.isInteger(spec.window) && spec.window >= 1)) {
     throw new ResrtError(`mixing.window = ${spec.window} is not a positive integer`, 'use e.g. 200 episodes');
+  }
+  const f: unknown = spec.probeFraction;
+  if (f !== undefined && (typeof f !== 'number' || !(f >= 0 && f <= 1))) {
+    throw new ResrtError(
+      `mixing.probeFraction = ${String(f)} is outside [0, 1]`,
+      'pass the fraction of the allowed share spent on whole exploring episodes, e.g. 0.5 (0 = none)',
+    );
   }
   const b: unknown = spec.baseline;
   if (b === undefined || b === null) {
@@ -162,6 +171,7 @@ export function makeMixer(
     delta: spec.delta,
     bound: spec.bound,
     window: spec.window,
+    probeFraction: spec.probeFraction,
     baseline,
     horizon: ctx.horizon,
     seed: ctx.seed,

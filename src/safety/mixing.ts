@@ -9,9 +9,17 @@
  *   constraint V(s) ≥ (1 − α)·V_base  ⇔  s ≤ s* = α·V_base / (V_base − V_low)   (s* = 1 if V_low ≥ V_base)
  *
  *   EpsMix: the whole episode explores with probability ε = s*, else runs the baseline.
- *   StepMix: explore for the first h steps, mix one step with weight ρ, baseline after, h + ρ = s*·H.
- *   Scale:   the residual is scaled by λ = s* for the whole episode.
+ *   StepMix: explore for the first h steps, mix one step with weight ρ, baseline after, h + ρ = s·H.
+ *   Scale:   the residual is scaled by λ = s for the whole episode.
  *
+ * StepMix and the scale spend a fraction f of s* on probes: with probability q = f·s* the episode
+ * is run wholly by the exploring policy, otherwise with the in-episode share s = (s* − q)/(1 − q),
+ * so the expected share is still s*. Probes are what lets them learn V_explore when a diluted
+ * episode succeeds at the base's rate whatever the residual does (a 10% share that changes nothing
+ * says nothing about the other 90%).
+ *
+ * V_low is the larger of two lower bounds, δ split between them: one from whole exploring episodes
+ * (unbiased samples of V_explore), one from partial episodes solved through the linear model.
  * EpsMix's value is exactly linear in ε. For StepMix and the scale the linear model is an
  * assumption (the success of a mixed episode lies on the line between its two ends); docs/safety.md
  * says when it is reasonable.
@@ -39,8 +47,13 @@ export interface MixingOptions {
   baseline: BaselineSpec;
   /** Steps per episode, for StepMix's (h, ρ). */
   horizon?: number;
-  /** Seed of EpsMix's per-episode coin. */
+  /** Seed of the per-episode coin (EpsMix's ε, the probes of StepMix and the scale). */
   seed?: number;
+  /**
+   * StepMix and scale: the fraction of the allowed share spent on probes, whole exploring episodes
+   * (default 0.5; 0 = never, every episode partial). EpsMix is the case 1 and ignores it.
+   */
+  probeFraction?: number;
 }
 
 /** What one episode runs. weightAt(step) is the exploring policy's share of the action at that step. */
@@ -49,7 +62,10 @@ export class EpisodePlan {
     readonly episode: number,
     readonly mode: MixMode,
     readonly alpha: number,
-    /** Planned exploring share of the episode (ε, (h + ρ)/H or λ). */
+    /**
+     * The allowed share s* this episode was planned with: its expected exploring share (EpsMix's ε;
+     * for StepMix and scale over the probe coin too). What it ran is `realizedShare`.
+     */
     readonly share: number,
     /** V_base as used in the constraint (an upper bound when estimated). */
     readonly vBase: number,
@@ -62,6 +78,8 @@ export class EpisodePlan {
       rho?: number;
       horizon?: number;
       lambda?: number;
+      /** StepMix/scale: this episode is a probe, run wholly by the exploring policy. */
+      probe?: boolean;
     },
   ) {}
 
@@ -82,7 +100,15 @@ export class EpisodePlan {
 
   /** The share of the exploring policy this episode actually ran, as evidence for its value. */
   get realizedShare(): number {
-    return this.mode === 'epsmix' ? (this.params.explore ? 1 : 0) : this.share;
+    const p = this.params;
+    switch (this.mode) {
+      case 'epsmix':
+        return p.explore ? 1 : 0;
+      case 'scale':
+        return p.lambda as number;
+      case 'stepmix':
+        return ((p.h as number) + (p.rho as number)) / (p.horizon as number);
+    }
   }
 }
 
@@ -113,17 +139,16 @@ export abstract class ConservativeMixer {
   readonly delta: number;
   readonly bound: BoundKind;
   readonly window: number;
+  readonly probeFraction: number;
+  /** Whether episodes can run a share strictly between 0 and 1 (then δ is split between two bounds). */
+  protected abstract readonly partialEpisodes: boolean;
+  protected readonly rng: Rng;
   private readonly known: number | null;
   private baseSuccesses: number;
   private baseTrials: number;
   private readonly learnBaseline: boolean;
-  // Ring of recent episodes with an exploring share > 0, with running sums.
-  private readonly ringShare: Float64Array;
-  private readonly ringSuccess: Uint8Array;
-  private ringStart = 0;
-  private ringCount = 0;
-  private sumShare = 0;
-  private sumSuccess = 0;
+  private readonly whole: EvidenceRing;
+  private readonly partial: EvidenceRing;
   private readonly history: EpisodeRecord[] = [];
   private open: EpisodePlan | null = null;
   private nextEpisode = 0;
@@ -141,6 +166,9 @@ export abstract class ConservativeMixer {
         'use e.g. 500 episodes',
       );
     }
+    this.probeFraction = opts.probeFraction ?? 0.5;
+    checkUnit('probeFraction', this.probeFraction, false);
+    this.rng = new Rng(opts.seed ?? 0);
     const b = opts.baseline;
     if ('value' in b) {
       checkUnit('baseline.value', b.value, false);
@@ -166,8 +194,8 @@ export abstract class ConservativeMixer {
       this.baseTrials = b.trials;
       this.learnBaseline = b.learn ?? true;
     }
-    this.ringShare = new Float64Array(this.window);
-    this.ringSuccess = new Uint8Array(this.window);
+    this.whole = new EvidenceRing(this.window);
+    this.partial = new EvidenceRing(this.window);
   }
 
   /** δ for each bound: split between the two when V_base is estimated (union bound). */
@@ -182,16 +210,21 @@ export abstract class ConservativeMixer {
   }
 
   /**
-   * Lower confidence bound on the exploring policy's success rate from the window. Episodes with
-   * share s contribute outcomes of mean s·V_explore + (1 − s)·V_base; the bound on their mean
-   * is solved for V_explore with V_base at its upper bound.
+   * Lower confidence bound on the exploring policy's success rate from the windows: the larger of
+   * the bound over whole exploring episodes and the bound over partial ones. A partial episode with
+   * share s has mean s·V_explore + (1 − s)·V_base, so that bound is solved for V_explore with
+   * V_base at its upper bound. Mixers with partial episodes split δ between the two (union bound).
    */
   exploringLowerBound(): number {
-    const n = this.ringCount;
-    if (n === 0) return 0;
-    const meanShare = this.sumShare / n;
-    const lcb = lowerConfidenceBound(this.bound, this.sumSuccess, n, this.deltaEach);
-    const v = (lcb - (1 - meanShare) * this.baselineValue()) / meanShare;
+    const delta = this.partialEpisodes ? this.deltaEach / 2 : this.deltaEach;
+    const whole = this.whole;
+    let v = whole.count > 0 ? lowerConfidenceBound(this.bound, whole.sumSuccess, whole.count, delta) : 0;
+    const part = this.partial;
+    if (part.count > 0) {
+      const meanShare = part.sumShare / part.count;
+      const lcb = lowerConfidenceBound(this.bound, part.sumSuccess, part.count, delta);
+      v = Math.max(v, (lcb - (1 - meanShare) * this.baselineValue()) / meanShare);
+    }
     return Math.min(1, Math.max(0, v));
   }
 
@@ -224,7 +257,8 @@ export abstract class ConservativeMixer {
     }
     this.open = null;
     const s = plan.realizedShare;
-    if (s > 0) this.push(s, success);
+    if (s >= 1) this.whole.push(1, success);
+    else if (s > 0) this.partial.push(s, success);
     else if (this.learnBaseline) {
       this.baseTrials++;
       if (success) this.baseSuccesses++;
@@ -245,10 +279,8 @@ export abstract class ConservativeMixer {
 
   /** Forget the exploring policy's evidence (after a large change of the residual). */
   resetEvidence(): void {
-    this.ringStart = 0;
-    this.ringCount = 0;
-    this.sumShare = 0;
-    this.sumSuccess = 0;
+    this.whole.clear();
+    this.partial.clear();
   }
 
   /** Every finished episode, in order. */
@@ -258,32 +290,60 @@ export abstract class ConservativeMixer {
 
   protected abstract plan(episode: number, share: number, vBase: number, vLow: number): EpisodePlan;
 
-  private push(share: number, success: boolean): void {
-    const w = this.window;
-    if (this.ringCount === w) {
-      this.sumShare -= this.ringShare[this.ringStart];
-      this.sumSuccess -= this.ringSuccess[this.ringStart];
-      this.ringStart = (this.ringStart + 1) % w;
-      this.ringCount--;
+  /**
+   * StepMix and scale: spends the fraction probeFraction of s* on a probe coin, q = f·s*. Returns
+   * null for a probe episode, else the in-episode share (s* − q)/(1 − q), which keeps the expected
+   * share at s*. One coin per episode whatever the outcome, so a replay draws the same coins.
+   */
+  protected probeOrShare(share: number): number | null {
+    const coin = this.rng.uniform();
+    if (share >= 1) return 1;
+    const q = this.probeFraction * share;
+    return coin < q ? null : (share - q) / (1 - q);
+  }
+}
+
+/** The last `window` episodes' shares and outcomes, with running sums. */
+class EvidenceRing {
+  private readonly shares: Float64Array;
+  private readonly successes: Uint8Array;
+  private start = 0;
+  count = 0;
+  sumShare = 0;
+  sumSuccess = 0;
+
+  constructor(private readonly window: number) {
+    this.shares = new Float64Array(window);
+    this.successes = new Uint8Array(window);
+  }
+
+  push(share: number, success: boolean): void {
+    if (this.count === this.window) {
+      this.sumShare -= this.shares[this.start];
+      this.sumSuccess -= this.successes[this.start];
+      this.start = (this.start + 1) % this.window;
+      this.count--;
     }
-    const at = (this.ringStart + this.ringCount) % w;
-    this.ringShare[at] = share;
-    this.ringSuccess[at] = success ? 1 : 0;
-    this.ringCount++;
+    const at = (this.start + this.count) % this.window;
+    this.shares[at] = share;
+    this.successes[at] = success ? 1 : 0;
+    this.count++;
     this.sumShare += share;
     this.sumSuccess += success ? 1 : 0;
+  }
+
+  clear(): void {
+    this.start = 0;
+    this.count = 0;
+    this.sumShare = 0;
+    this.sumSuccess = 0;
   }
 }
 
 /** Whole episodes explore with probability ε = s*; the rest run the baseline. */
 export class EpsMix extends ConservativeMixer {
   readonly mode = 'epsmix' as const;
-  private readonly rng: Rng;
-
-  constructor(opts: MixingOptions) {
-    super(opts);
-    this.rng = new Rng(opts.seed ?? 0);
-  }
+  protected readonly partialEpisodes = false;
 
   protected plan(episode: number, share: number, vBase: number, vLow: number): EpisodePlan {
     const explore = this.rng.uniform() < share;
@@ -291,9 +351,13 @@ export class EpsMix extends ConservativeMixer {
   }
 }
 
-/** Explore for the first h steps, one step at weight ρ, then the baseline: (h + ρ)/H = s*. */
+/**
+ * Explore for the first h steps, one step at weight ρ, then the baseline: (h + ρ)/H = s, the
+ * in-episode share; or, with probability q, a probe that explores all H steps (expected share s*).
+ */
 export class StepMix extends ConservativeMixer {
   readonly mode = 'stepmix' as const;
+  protected readonly partialEpisodes = true;
   readonly horizon: number;
 
   constructor(opts: MixingOptions) {
@@ -310,26 +374,36 @@ export class StepMix extends ConservativeMixer {
 
   protected plan(episode: number, share: number, vBase: number, vLow: number): EpisodePlan {
     const H = this.horizon;
-    const steps = share * H;
+    const inEpisode = this.probeOrShare(share);
+    const steps = (inEpisode ?? 1) * H;
     let h = Math.floor(steps);
     let rho = steps - h;
     if (h >= H) {
       h = H;
       rho = 0;
     }
-    return new EpisodePlan(episode, this.mode, this.alpha, (h + rho) / H, vBase, vLow, {
+    return new EpisodePlan(episode, this.mode, this.alpha, share, vBase, vLow, {
       h,
       rho,
       horizon: H,
+      probe: inEpisode === null,
     });
   }
 }
 
-/** The residual is scaled by λ = s* for the whole episode: action = base + λ·residual. */
+/**
+ * The residual is scaled by λ = s for the whole episode, action = base + λ·residual; or, with
+ * probability q, a probe at λ = 1 (expected share s*).
+ */
 export class ResidualScaleMix extends ConservativeMixer {
   readonly mode = 'scale' as const;
+  protected readonly partialEpisodes = true;
 
   protected plan(episode: number, share: number, vBase: number, vLow: number): EpisodePlan {
-    return new EpisodePlan(episode, this.mode, this.alpha, share, vBase, vLow, { lambda: share });
+    const inEpisode = this.probeOrShare(share);
+    return new EpisodePlan(episode, this.mode, this.alpha, share, vBase, vLow, {
+      lambda: inEpisode ?? 1,
+      probe: inEpisode === null,
+    });
   }
 }
