@@ -96,6 +96,7 @@ describe('training benchmarks', () => {
       ['bench/safety.ts', ['--seeds', '0,x'], '--seeds 0,x is not a list of seeds'],
       ['bench/learn.ts', ['--methods', 'ppo', '--resume'], '--resume cannot continue residual PPO runs'],
       ['bench/safety.ts', ['--held-back-bc', '-1'], '--held-back-bc must be a number in [0, 100], got "-1"'],
+      ['bench/safety.ts', ['--probe-fraction', '2'], '--probe-fraction must be a number in [0, 1], got "2"'],
     ];
     for (const [script, flags, message] of cases) {
       const r = await bench(script, ...common, ...flags);

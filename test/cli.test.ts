@@ -51,6 +51,20 @@ describe('resrt CLI', () => {
     const r2 = await resrt('eval', '--task', 'reach', '--episodes', 'many');
     expect(r2.code).not.toBe(0);
     expect(r2.stderr).toMatch(/--episodes must be an integer/);
+    const r3 = await resrt(
+      'train',
+      '--task',
+      'reach',
+      '--base',
+      'b.onnx',
+      '--mixing',
+      'step',
+      '--mix-probes',
+      '2',
+    );
+    expect(r3.code).not.toBe(0);
+    expect(r3.stderr).toMatch(/--mix-probes must be a number in \[0, 1\], got "2"/);
+    expect(r3.stderr).not.toMatch(/at .*\.ts:\d+/);
   });
 
   it('collect → bc → inspect → infer → eval --base works end to end and draws a plot', async () => {
