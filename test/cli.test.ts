@@ -65,6 +65,13 @@ describe('resrt CLI', () => {
     expect(r3.code).not.toBe(0);
     expect(r3.stderr).toMatch(/--mix-probes must be a number in \[0, 1\], got "2"/);
     expect(r3.stderr).not.toMatch(/at .*\.ts:\d+/);
+    const r4 = await resrt(
+      'actor',
+      ...['--robot-id', 'a', '--broker', 'mqtt://127.0.0.1:1', '--base', 'b.onnx', '--state', 's'],
+      ...['--task', 'reach', '--mixing', 'eps'],
+    );
+    expect(r4.code).toBe(1);
+    expect(r4.stderr).toMatch(/--mixing on an actor needs --baseline[\s\S]*fix: .*--baseline 45\/100/);
   });
 
   it('collect → bc → inspect → infer → eval --base works end to end and draws a plot', async () => {

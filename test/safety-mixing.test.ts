@@ -295,6 +295,32 @@ describe('mixing plans', () => {
     expect(explored / n).toBeLessThan(0.28);
   });
 
+  it('cancelEpisode takes a plan back: the next plans are those of a mixer that never began it', () => {
+    for (const mode of MODES) {
+      const opts = { alpha: 0.3, delta: 0.05, horizon: H, seed: 8, baseline: { value: 0.5 } };
+      const a = makeMixer(mode, opts);
+      const b = makeMixer(mode, opts);
+      const plans = (m: ConservativeMixer, cancelEvery: number): string[] => {
+        const out: string[] = [];
+        for (let k = 0; out.length < 200; k++) {
+          const plan = m.beginEpisode();
+          if (cancelEvery && k % cancelEvery === 0) {
+            m.cancelEpisode(plan);
+            continue;
+          }
+          out.push(JSON.stringify([plan.episode, plan.share, plan.params]));
+          m.endEpisode(plan.realizedShare > 0.5, plan);
+        }
+        return out;
+      };
+      expect(plans(a, 3), mode).toEqual(plans(b, 0));
+      expect(a.records).toHaveLength(200);
+      const open = a.beginEpisode();
+      a.cancelEpisode(open);
+      expect(() => a.cancelEpisode(open)).toThrow(/not the open episode/);
+    }
+  });
+
   it('refuses misuse with fixable errors', () => {
     expect(() => new EpsMix({ alpha: 0, delta: 0.05, baseline: { value: 0.5 } })).toThrow(/alpha/);
     expect(() => new EpsMix({ alpha: 0.1, delta: 1, baseline: { value: 0.5 } })).toThrow(/delta/);

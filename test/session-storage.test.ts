@@ -6,6 +6,7 @@ import {
   appendFileSync,
   mkdirSync,
   mkdtempSync,
+  readFileSync,
   readdirSync,
   rmSync,
   statSync,
@@ -43,7 +44,9 @@ import { attachTerminalKeys } from '../src/runtime/session/keys.js';
 import { runActor, type ActorHandle } from '../src/runtime/session/actor.js';
 import type { Env } from '../src/types.js';
 import { PointMassEnv } from './residual-pointmass.js';
-import { writeBiasedPointMassBase } from './session-fixtures.js';
+import { smallLearner, waitFor, writeBiasedPointMassBase } from './session-fixtures.js';
+import { makeMixer, mixingEpisode, type MixingEpisode, type MixingSpec } from '../src/residual/mixing-run.js';
+import { MixingLog } from '../src/runtime/session/mixing-log.js';
 
 let dir: string;
 beforeAll(() => {
@@ -88,6 +91,9 @@ describe('batch codec', () => {
   it('round-trips every field bit for bit and rejects a flipped bit', () => {
     const b = batchOf('arm-1', 1_000_000_000_123, 5);
     b.transitions[4] = { ...transition('arm-1', 1_000_000_000_127, 2, true) };
+    // Mixed episodes: the held-back bit and the planned share (stored to 1/255).
+    b.transitions[1] = { ...b.transitions[1], heldBack: true, mixingShare: 51 / 255 };
+    b.transitions[2] = { ...b.transitions[2], mixingShare: 1 };
     const bytes = encodeBatch(b);
     const back = decodeBatch(bytes);
     expect(back.robotId).toBe('arm-1');
@@ -96,6 +102,8 @@ describe('batch codec', () => {
     bad[40] ^= 1;
     expect(() => decodeBatch(bad)).toThrow(/CRC-32/);
     expect(() => encodeBatch({ ...b, firstSeq: 5 })).toThrow(/breaks the run/);
+    const badShare = { ...b, transitions: b.transitions.map((t) => ({ ...t, mixingShare: 1.5 })) };
+    expect(() => encodeBatch(badShare)).toThrow(/mixingShare 1.5/);
   });
 });
 
@@ -231,6 +239,37 @@ describe('sequencer and episodes', () => {
   });
 });
 
+describe("actor's mixing log", () => {
+  it('cuts a line torn by a crash, keeps the whole ones, and refuses a corrupt one', () => {
+    const d = join(dir, 'mixlog');
+    mkdirSync(d, { recursive: true });
+    const spec: MixingSpec = { mode: 'scale', alpha: 0.1, delta: 0.05, baseline: { value: 0.5 } };
+    const mixer = makeMixer(spec, { horizon: 10, seed: 0, initialEval: null });
+    const log = MixingLog.open(d, spec);
+    for (let k = 0; k < 3; k++) {
+      const plan = mixer.beginEpisode();
+      log.append(mixingEpisode(spec, plan, k === 1, 10 * (k + 1), 10));
+      mixer.endEpisode(k === 1, plan);
+    }
+    log.close();
+    const path = join(d, 'mixing.jsonl');
+    appendFileSync(path, '{"episode":3,"envSt');
+    const again = MixingLog.open(d, spec);
+    expect(again.tornBytes).toBe(19);
+    expect(again.records.map((r) => [r.episode, r.success])).toEqual([
+      [0, false],
+      [1, true],
+      [2, false],
+    ]);
+    again.close();
+    expect(readFileSync(path, 'utf8').endsWith('\n')).toBe(true);
+    const lines = readFileSync(path, 'utf8').split('\n');
+    lines[2] = '{not json';
+    writeFileSync(path, lines.join('\n'));
+    expect(() => MixingLog.open(d, spec)).toThrow(/line 3 is not JSON[\s\S]*fix:/);
+  });
+});
+
 describe('interventions', () => {
   it('RLIF: −1 on the step a person takes over, 0 elsewhere; HIL-SERL: intervention steps as 1-step demos', () => {
     const flags = [false, true, true, false, true, false];
@@ -267,31 +306,32 @@ describe('residual message', () => {
   });
 });
 
-describe('residual store (actor side)', () => {
-  const residualOnnx = (seed: number): Uint8Array =>
-    exportResidualOnnx(
-      residualPolicySpec({
-        layers: randomMlpSpec({
-          inputs: [{ name: 'x', dim: 6 }],
-          hidden: [8],
-          actionDim: 2,
-          rng: new Rng(seed),
-        }).layers,
-        obsDim: 4,
+/** A small random residual for a 4-obs, 2-action task (the point mass), and its verified message. */
+const residualOnnx = (seed: number): Uint8Array =>
+  exportResidualOnnx(
+    residualPolicySpec({
+      layers: randomMlpSpec({
+        inputs: [{ name: 'x', dim: 6 }],
+        hidden: [8],
         actionDim: 2,
-        actionScale: 0.1,
-        useBase: true,
-        obsMean: null,
-        obsStd: null,
-        version: seed,
-      }),
-    );
-  const message = (lineage: string, version: number, onnx = residualOnnx(version)) =>
-    encodePolicyMessage(
-      { lineage, version, obsDim: 4, actionDim: 2, actionScale: 0.1, updates: 0, createdAt: 'now' },
-      onnx,
-    );
+        rng: new Rng(seed),
+      }).layers,
+      obsDim: 4,
+      actionDim: 2,
+      actionScale: 0.1,
+      useBase: true,
+      obsMean: null,
+      obsStd: null,
+      version: seed,
+    }),
+  );
+const message = (lineage: string, version: number, onnx = residualOnnx(version)) =>
+  encodePolicyMessage(
+    { lineage, version, obsDim: 4, actionDim: 2, actionScale: 0.1, updates: 0, createdAt: 'now' },
+    onnx,
+  );
 
+describe('residual store (actor side)', () => {
   it('takes only verified, newer residuals of its lineage, and keeps the last good one across restarts', async () => {
     const d = join(dir, 'store');
     mkdirSync(d, { recursive: true });
@@ -383,6 +423,64 @@ describe('actor without a learner', () => {
     spool.close();
   }, 20_000);
 
+  it('with conservative mixing: base-only episodes run the base exactly, the spool carries held-back bits and shares, the evidence survives a restart', async () => {
+    const d = join(dir, 'mixing-actor');
+    mkdirSync(d, { recursive: true });
+    const store = new ResidualStore(d, 4, 2);
+    store.offer(message('L1', 5));
+    await store.settled();
+    await store.take()?.policy.close();
+    await store.close();
+    const mixing: MixingSpec = { mode: 'eps', alpha: 0.5, delta: 0.05, baseline: { value: 0.5 } };
+    const start = (spec: MixingSpec) =>
+      runActor({
+        robotId: 'mixer',
+        brokerUrl: 'mqtt://127.0.0.1:1',
+        stateDir: d,
+        base: join(dir, 'pm-base.onnx'),
+        env: new PointMassEnv(),
+        rateHz: 400,
+        mixing: spec,
+      });
+    const first = await start(mixing);
+    await waitFor('12 episodes', () => first.status().episodes >= 12, 15_000);
+    const s1 = await first.stop();
+    expect(s1.mixingShare).toBeGreaterThanOrEqual(0.5);
+    const lines = readFileSync(join(d, 'mixing.jsonl'), 'utf8').trim().split('\n');
+    expect(JSON.parse(lines[0])).toEqual({ spec: mixing });
+    const records = lines.slice(1).map((l) => JSON.parse(l) as MixingEpisode);
+    expect(records.length).toBe(s1.episodes);
+    const explore = new Map(records.map((r, i) => [i, r.params.explore === true]));
+    expect(new Set(explore.values())).toEqual(new Set([true, false]));
+
+    const spool = Spool.open(d);
+    const steps = spool.unacked().flatMap((b) => decodeBatch(b.bytes).transitions);
+    spool.close();
+    expect(steps.length).toBe(s1.transitions);
+    const clip = (v: number) => Math.max(-1, Math.min(1, v));
+    let residualSteps = 0;
+    for (const t of steps) {
+      const exploring = explore.get(t.episode);
+      expect(t.heldBack ?? false, `episode ${t.episode}`).toBe(!exploring);
+      expect(t.mixingShare).toBeCloseTo(records[t.episode].share, 2);
+      // The default safety layer is the box: what ran is the clipped composition.
+      const want = Array.from(t.baseAction, (b, j) => Math.fround(clip(b + (exploring ? t.residual[j] : 0))));
+      expect(Array.from(t.action), `episode ${t.episode} step ${t.step}`).toEqual(want);
+      if (exploring && t.residual.some((v) => v !== 0)) residualSteps++;
+    }
+    expect(residualSteps).toBeGreaterThan(20);
+
+    // A restart replays the evidence and goes on numbering; other settings are refused.
+    await expect(start({ ...mixing, alpha: 0.2 })).rejects.toThrow(/written with mixing settings/);
+    const second = await start(mixing);
+    await waitFor('2 more episodes', () => second.status().episodes >= 2, 15_000);
+    await second.stop();
+    const after = readFileSync(join(d, 'mixing.jsonl'), 'utf8').trim().split('\n').slice(1);
+    const next = JSON.parse(after[records.length]) as MixingEpisode;
+    expect(next.episode).toBe(records.length);
+    expect(after.slice(0, records.length)).toEqual(lines.slice(1));
+  }, 40_000);
+
   it('stop() returns while a reset waits for a person', async () => {
     const pm = new PointMassEnv();
     const stuck: Env = {
@@ -408,6 +506,46 @@ describe('actor without a learner', () => {
     await actor.stop();
     expect(performance.now() - t0).toBeLessThan(3000);
   }, 20_000);
+});
+
+describe('conservative mixing in a session', () => {
+  it('held-back steps and the share reach the learner over MQTT', async () => {
+    const basePath = join(dir, 'pm-base.onnx');
+    const learner = await runLearnerService({
+      outDir: join(dir, 'mix-learner'),
+      brokerPort: 0,
+      base: basePath,
+      profile: 'cpu',
+      seed: 1,
+      config: smallLearner,
+    });
+    try {
+      const actor = await runActor({
+        robotId: 'mx',
+        brokerUrl: learner.brokerUrl,
+        stateDir: join(dir, 'mix-actor'),
+        base: basePath,
+        env: new PointMassEnv(),
+        rateHz: 400,
+        mixing: { mode: 'step', alpha: 0.3, delta: 0.05, baseline: { value: 0.5 } },
+      });
+      await waitFor('6 episodes at the learner', () => learner.snapshot().episodes >= 6, 20_000);
+      await actor.stop();
+      const snap = learner.snapshot();
+      const shares = readFileSync(join(dir, 'mix-actor', 'mixing.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .slice(1)
+        .map((l) => (JSON.parse(l) as MixingEpisode).share);
+      // StepMix tails (and base-only steps) are held back; the share travels to 1/255.
+      expect(snap.heldBackSteps).toBeGreaterThan(0);
+      expect(snap.heldBackSteps).toBeLessThan(snap.logged);
+      expect(snap.mixingShare).not.toBeNull();
+      expect(shares.some((x) => Math.abs(x - (snap.mixingShare as number)) <= 0.5 / 255)).toBe(true);
+    } finally {
+      await learner.close();
+    }
+  }, 40_000);
 });
 
 describe('terminal keys', () => {
@@ -462,6 +600,22 @@ describe('bad input', () => {
     await expect(runActor({ ...common, robotId: 'a/b', env })).rejects.toThrow(/not usable in MQTT topics/);
     await expect(runActor({ ...common, robotId: 'a' })).rejects.toThrow(/exactly one of env/);
     await expect(runActor({ ...common, robotId: 'a', env, batchSize: 0 })).rejects.toThrow(/batchSize = 0/);
+    await expect(
+      runActor({
+        ...common,
+        robotId: 'a',
+        env,
+        mixing: { mode: 'eps', alpha: 0.1, delta: 0.05, baseline: 'initial-eval' },
+      }),
+    ).rejects.toThrow(/an actor has none[\s\S]*fix:.*--baseline/);
+    await expect(
+      runActor({
+        ...common,
+        robotId: 'a',
+        env,
+        mixing: { mode: 'eps', alpha: 2, delta: 0.05, baseline: { value: 0.5 } },
+      }),
+    ).rejects.toThrow(/mixing.alpha = 2/);
     expect(() => sessionTopics('a b')).toThrow(ResrtError);
   });
 });

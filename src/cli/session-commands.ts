@@ -7,6 +7,8 @@ import { attachTerminalKeys, runActor } from '../runtime/session/index.js';
 import { loadSafetyConfig } from '../safety/index.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask } from '../sim/registry.js';
+import type { MixingSpec } from '../residual/mixing-run.js';
+import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { ResrtError } from '../util/errors.js';
 import { parseIntArg } from './common.js';
 
@@ -60,7 +62,7 @@ export function registerSessionCommands(program: Command): void {
       await service.close();
     });
 
-  program
+  const actor = program
     .command('actor')
     .description(
       'the actor of a fine-tuning session: runs base + residual through the safety layer on a robot, streams transitions',
@@ -92,55 +94,58 @@ export function registerSessionCommands(program: Command): void {
       parseIntArg('--dashboard-port', 0),
     )
     .option('--host <addr>', 'dashboard bind address', '127.0.0.1')
-    .option('--token <t>', 'dashboard token')
-    .action(async (opts: ActorCliOptions) => {
-      if (Boolean(opts.robot) === Boolean(opts.task))
-        throw new ResrtError('choose --robot or --task', 'an actor drives one robot or one simulated task');
-      let robot;
-      let env;
-      if (opts.robot) {
-        if (!opts.robotConfig)
-          throw new ResrtError(
-            '--robot needs --robot-config FILE',
-            'use the robot config written for this robot',
-          );
-        const config = loadRobotConfig(opts.robotConfig);
-        const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
-        robot = { url: opts.robot, config, virtualScene: opts.virtual ? { obsDim } : undefined };
-      } else {
-        env = await MujocoEnv.create(await loadTask(opts.task!));
-      }
-      const handle = await runActor({
-        robotId: opts.robotId,
-        brokerUrl: opts.broker,
-        session: opts.session,
-        stateDir: opts.state,
-        base: opts.base,
-        robot,
-        env,
-        rateHz: env ? Math.round(1 / env.controlDt) : undefined,
-        safety: opts.safety ? loadSafetyConfig(opts.safety) : undefined,
-        episodes: opts.episodes,
-        labelTimeoutMs: opts.labelTimeout,
-        remoteEstopReset: opts.remoteEstopReset,
-        dashboardPort: opts.dashboardPort,
-        host: opts.host,
-        token: opts.token,
-        log: (line) => console.log(line),
-      });
-      if (handle.dashboardUrl) console.log(`actor dashboard ${handle.dashboardUrl}`);
-      const detach = process.stdin.isTTY ? attachTerminalKeys(handle) : () => {};
-      if (process.stdin.isTTY)
-        console.log(
-          'keys: space/e e-stop, x reset e-stop, s success, f failure, p pause, r reset done, q stop',
+    .option('--token <t>', 'dashboard token');
+  addMixingFlags(actor, 'required with --mixing (evaluate the base on this robot)');
+  actor.action(async (opts: ActorCliOptions) => {
+    if (Boolean(opts.robot) === Boolean(opts.task))
+      throw new ResrtError('choose --robot or --task', 'an actor drives one robot or one simulated task');
+    const mixing = actorMixing(opts);
+    let robot;
+    let env;
+    if (opts.robot) {
+      if (!opts.robotConfig)
+        throw new ResrtError(
+          '--robot needs --robot-config FILE',
+          'use the robot config written for this robot',
         );
-      process.once('SIGINT', () => void handle.stop());
-      process.once('SIGTERM', () => void handle.stop());
-      const status = await handle.done;
-      detach();
-      env?.close();
-      console.log(`actor stopped: ${JSON.stringify(status)}`);
+      const config = loadRobotConfig(opts.robotConfig);
+      const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
+      robot = { url: opts.robot, config, virtualScene: opts.virtual ? { obsDim } : undefined };
+    } else {
+      env = await MujocoEnv.create(await loadTask(opts.task!));
+    }
+    const handle = await runActor({
+      robotId: opts.robotId,
+      brokerUrl: opts.broker,
+      session: opts.session,
+      stateDir: opts.state,
+      base: opts.base,
+      robot,
+      env,
+      rateHz: env ? Math.round(1 / env.controlDt) : undefined,
+      safety: opts.safety ? loadSafetyConfig(opts.safety) : undefined,
+      episodes: opts.episodes,
+      labelTimeoutMs: opts.labelTimeout,
+      remoteEstopReset: opts.remoteEstopReset,
+      dashboardPort: opts.dashboardPort,
+      host: opts.host,
+      token: opts.token,
+      mixing,
+      log: (line) => console.log(line),
     });
+    if (handle.dashboardUrl) console.log(`actor dashboard ${handle.dashboardUrl}`);
+    const detach = process.stdin.isTTY ? attachTerminalKeys(handle) : () => {};
+    if (process.stdin.isTTY)
+      console.log(
+        'keys: space/e e-stop, x reset e-stop, s success, f failure, p pause, r reset done, q stop',
+      );
+    process.once('SIGINT', () => void handle.stop());
+    process.once('SIGTERM', () => void handle.stop());
+    const status = await handle.done;
+    detach();
+    env?.close();
+    console.log(`actor stopped: ${JSON.stringify(status)}`);
+  });
 }
 
 interface LearnerCliOptions {
@@ -159,7 +164,7 @@ interface LearnerCliOptions {
   token?: string;
 }
 
-interface ActorCliOptions {
+interface ActorCliOptions extends MixingFlags {
   robotId: string;
   broker: string;
   base: string;
@@ -183,4 +188,15 @@ function waitForSignal(): Promise<void> {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
+}
+
+/** The actor's mixing spec: as for `resrt train`, but the baseline must be given. */
+function actorMixing(opts: ActorCliOptions): MixingSpec | undefined {
+  if (opts.mixing && opts.baseline === undefined) {
+    throw new ResrtError(
+      "--mixing on an actor needs --baseline: the base's success on this robot",
+      'evaluate the base on the robot first and pass its counts (--baseline 45/100) or rate (--baseline 0.45)',
+    );
+  }
+  return mixingSpecFromFlags(opts);
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
 import type { ProfileName, ResidualConfig } from '../residual/config.js';
-import { validateMixingSpec, type MixingBaseline, type MixingSpec } from '../residual/mixing-run.js';
+import type { MixingSpec } from '../residual/mixing-run.js';
 import type { Env } from '../types.js';
 import { trainResidual, type TrainProgress, type TrainResult } from '../residual/trainer.js';
 import { saveBcPolicy, trainBc } from '../sim/bc.js';
@@ -13,13 +13,14 @@ import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import { ResrtError } from '../util/errors.js';
-import { formatTable, parseFloatArg, parseIntArg, pct, progressBar, type Progress } from './common.js';
+import { formatTable, parseIntArg, pct, progressBar, type Progress } from './common.js';
 import { loadComposedPolicy } from './policy-commands.js';
+import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { openRobotEnv } from './robot-commands.js';
 import { demoNoiseFor, evaluateOnTask } from './sim-commands.js';
 
 export function registerTrainCommands(program: Command): void {
-  program
+  const train = program
     .command('train')
     .description(
       'learn a residual on top of a frozen ONNX base policy (TD3 with a critic ensemble, sparse reward)',
@@ -44,55 +45,27 @@ export function registerTrainCommands(program: Command): void {
       5000,
     )
     .option('--no-worker', 'run the learner in this thread (deterministic, one core)')
-    .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2')
-    .option('--mixing <mode>', 'conservative exploration: eps | step | scale (docs/safety.md)')
-    .option(
-      '--alpha <a>',
-      'with --mixing: allowed relative loss per episode, (1 − α)·V_base',
-      parseFloatArg('--alpha', 0, 1),
-      0.1,
-    )
-    .option(
-      '--delta <d>',
-      'with --mixing: failure probability of the confidence bound',
-      parseFloatArg('--delta', 0, 1),
-      0.05,
-    )
-    .option('--mix-bound <kind>', 'with --mixing: hoeffding | wilson | bernstein', 'hoeffding')
-    .option(
-      '--mix-window <n>',
-      'with --mixing: exploring episodes the bound looks back on',
-      parseIntArg('--mix-window'),
-      500,
-    )
-    .option(
-      '--mix-probes <f>',
-      'with --mixing step|scale: fraction of the allowed share spent on whole exploring episodes (default 0.5)',
-      parseFloatArg('--mix-probes', 0, 1),
-    )
-    .option(
-      '--baseline <v>',
-      "with --mixing: the base's success rate (0.5) or counts (45/100); default: the trainer's step-0 evaluation",
-    )
-    .action(async (opts: TrainCliOptions) => {
-      const target = opts.robot ? await robotTarget(opts) : await simTarget(await loadTaskOrFail(opts.task));
-      const result = await runResidualTraining(target, {
-        base: opts.base,
-        demos: opts.demos,
-        steps: opts.steps,
-        outDir: opts.out,
-        resume: opts.resume,
-        profile: opts.profile as ProfileName | 'auto',
-        seed: opts.seed,
-        evalEvery: opts.evalEvery,
-        evalEpisodes: opts.evalEpisodes,
-        checkpointEvery: opts.checkpointEvery,
-        worker: opts.worker,
-        config: parseOverrides(opts.set ?? []),
-        mixing: opts.mixing ? mixingSpec(opts) : undefined,
-      });
-      printTrainSummary(target.name, result);
+    .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2');
+  addMixingFlags(train, "the trainer's step-0 evaluation of the base");
+  train.action(async (opts: TrainCliOptions) => {
+    const target = opts.robot ? await robotTarget(opts) : await simTarget(await loadTaskOrFail(opts.task));
+    const result = await runResidualTraining(target, {
+      base: opts.base,
+      demos: opts.demos,
+      steps: opts.steps,
+      outDir: opts.out,
+      resume: opts.resume,
+      profile: opts.profile as ProfileName | 'auto',
+      seed: opts.seed,
+      evalEvery: opts.evalEvery,
+      evalEpisodes: opts.evalEpisodes,
+      checkpointEvery: opts.checkpointEvery,
+      worker: opts.worker,
+      config: parseOverrides(opts.set ?? []),
+      mixing: mixingSpecFromFlags(opts),
     });
+    printTrainSummary(target.name, result);
+  });
 
   program
     .command('demo')
@@ -121,7 +94,7 @@ export function registerTrainCommands(program: Command): void {
     });
 }
 
-interface TrainCliOptions {
+interface TrainCliOptions extends MixingFlags {
   task?: string;
   robot?: string;
   robotConfig?: string;
@@ -138,39 +111,6 @@ interface TrainCliOptions {
   checkpointEvery: number;
   worker: boolean;
   set?: string[];
-  mixing?: string;
-  alpha: number;
-  delta: number;
-  mixBound: string;
-  mixWindow: number;
-  mixProbes?: number;
-  baseline?: string;
-}
-
-function mixingSpec(opts: TrainCliOptions): MixingSpec {
-  let baseline: MixingBaseline = 'initial-eval';
-  if (opts.baseline !== undefined) {
-    const counts = /^(\d+)\/(\d+)$/.exec(opts.baseline);
-    const value = Number(opts.baseline);
-    if (counts) baseline = { successes: Number(counts[1]), trials: Number(counts[2]) };
-    else if (Number.isFinite(value)) baseline = { value };
-    else
-      throw new ResrtError(
-        `--baseline ${opts.baseline} is neither a rate nor counts`,
-        'e.g. --baseline 0.5 or --baseline 45/100',
-      );
-  }
-  const spec = {
-    mode: opts.mixing,
-    alpha: opts.alpha,
-    delta: opts.delta,
-    bound: opts.mixBound,
-    window: opts.mixWindow,
-    ...(opts.mixProbes !== undefined ? { probeFraction: opts.mixProbes } : {}),
-    baseline,
-  } as MixingSpec;
-  validateMixingSpec(spec);
-  return spec;
 }
 
 interface DemoCliOptions {

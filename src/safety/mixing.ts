@@ -25,7 +25,7 @@
  * says when it is reasonable.
  */
 import { ResrtError } from '../util/errors.js';
-import { Rng } from '../util/rng.js';
+import { Rng, type RngState } from '../util/rng.js';
 import { lowerConfidenceBound, upperConfidenceBound, type BoundKind } from './bounds.js';
 
 export type MixMode = 'epsmix' | 'stepmix' | 'scale';
@@ -151,6 +151,7 @@ export abstract class ConservativeMixer {
   private readonly partial: EvidenceRing;
   private readonly history: EpisodeRecord[] = [];
   private open: EpisodePlan | null = null;
+  private openRngState: RngState | null = null;
   private nextEpisode = 0;
 
   constructor(opts: MixingOptions) {
@@ -244,8 +245,27 @@ export abstract class ConservativeMixer {
       );
     }
     const { share, vBase, vLow } = this.allowedShare();
+    this.openRngState = this.rng.getState();
     this.open = this.plan(this.nextEpisode++, share, vBase, vLow);
     return this.open;
+  }
+
+  /**
+   * Takes back the open plan of an episode that never ran a step (stopped or e-stopped right after
+   * its reset): the mixer is left exactly as before beginEpisode(), coin included, so the episodes
+   * it records replay the same way after a restart.
+   */
+  cancelEpisode(plan: EpisodePlan): void {
+    if (this.open === null || plan !== this.open || this.openRngState === null) {
+      throw new ResrtError(
+        'mixing: cancelEpisode got a plan that is not the open episode',
+        'pass the plan beginEpisode() returned, once, instead of ending it',
+      );
+    }
+    this.rng.setState(this.openRngState);
+    this.open = null;
+    this.openRngState = null;
+    this.nextEpisode--;
   }
 
   endEpisode(success: boolean, plan: EpisodePlan): EpisodeRecord {
@@ -256,6 +276,7 @@ export abstract class ConservativeMixer {
       );
     }
     this.open = null;
+    this.openRngState = null;
     const s = plan.realizedShare;
     if (s >= 1) this.whole.push(1, success);
     else if (s > 0) this.partial.push(s, success);

@@ -91,6 +91,10 @@ export interface LearnerSnapshot {
   episodes: number;
   successRate: number | null;
   interventionRate: number | null;
+  /** Logged steps where an actor's conservative mixing held the residual back. */
+  heldBackSteps: number;
+  /** The exploring share the held-back term is weighted with (latest mixed episode); null before one. */
+  mixingShare: number | null;
   labels: number;
   labelledSuccesses: number;
   /** Intervention steps in the demonstration replay. */
@@ -207,6 +211,8 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   let labels = 0;
   let labelledSuccesses = 0;
   let interventionSteps = 0;
+  let heldBackSteps = 0;
+  let mixingShare: number | null = null;
   const recent: boolean[] = [];
   const curve: { episodes: number; successRate: number; updates: number }[] = [];
   const rewardMode = options.rewardMode ?? 'task';
@@ -236,6 +242,9 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     const robotId = ep[0].robotId;
     const last = ep[ep.length - 1];
     const alreadyReplayed = last.seq <= (state.replayed[robotId] ?? -1);
+    // A mixing actor's share weighs the held-back term (td3.ts); with several robots the latest
+    // finished episode's share stands for all of them. Set from the log too, so a resume has it.
+    if (last.mixingShare !== undefined) learner.mixingShare = mixingShare = last.mixingShare;
     if (!alreadyReplayed) {
       const rewards = episodeRewards(ep, rewardMode);
       learner.replay.online.addBatch(
@@ -272,6 +281,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   const take = (batch: TransitionBatch, replaying: boolean): void => {
     for (const t of batch.transitions) {
       if (t.intervention) interventionSteps++;
+      if (t.heldBack) heldBackSteps++;
       for (const ep of assembler.add(t)) finishEpisode(ep, replaying);
     }
   };
@@ -509,6 +519,8 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       episodes: totalEpisodes,
       successRate: recent.length ? recent.filter(Boolean).length / recent.length : null,
       interventionRate: logged ? interventionSteps / logged : null,
+      heldBackSteps,
+      mixingShare,
       labels,
       labelledSuccesses,
       demoTransitions: demos.size,

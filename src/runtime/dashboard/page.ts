@@ -30,7 +30,7 @@ svg{border:1px solid #ccc;background:#fff}
 <button class="estop" data-testid="estop-all" onclick="control('', {cmd:'estop', source:'dashboard'})">E-STOP ALL</button>
 <table id="robots"><thead><tr>
 <th class="l">robot</th><th>phase</th><th>residual</th><th>episodes</th><th>success (last 20)</th>
-<th>last return</th><th>interventions</th><th>safety events</th><th>loop p50/p99 ms</th><th>unacked</th><th class="l">controls</th>
+<th>last return</th><th>exploring share</th><th>interventions</th><th>safety events</th><th>loop p50/p99 ms</th><th>unacked</th><th class="l">controls</th>
 </tr></thead><tbody></tbody></table>
 <div>
 <label><input type="checkbox" id="intervene" data-testid="intervene"> intervene (keyboard teleop)</label>
@@ -85,6 +85,7 @@ function render(s) {
       '<td data-testid="version-' + id + '">' + fmt(r.residualVersion, 0) + '</td>' +
       '<td data-testid="episodes-' + id + '">' + fmt(r.episodes, 0) + '</td>' +
       '<td>' + fmt(r.recentSuccessRate, 2) + '</td><td>' + fmt(r.lastReturn, 2) + '</td>' +
+      '<td data-testid="share-' + id + '">' + fmt(r.mixingShare, 2) + '</td>' +
       '<td>' + fmt(r.interventionSteps, 0) + '</td><td>' + fmt(r.safetyEvents, 0) + '</td>' +
       '<td data-testid="latency-' + id + '">' + (r.latencyMs ? fmt(r.latencyMs.p50, 2) + ' / ' + fmt(r.latencyMs.p99, 2) : '–') + '</td>' +
       '<td>' + fmt(r.pendingTransitions, 0) + '</td><td class="l">' +

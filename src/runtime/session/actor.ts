@@ -26,6 +26,15 @@ import { ActorLink } from './actor-link.js';
 import { ResidualStore, type LoadedResidual } from './residual-store.js';
 import type { ActorStatus, ControlCommand, LearnerStatus } from './protocol.js';
 import { startDashboard, type Dashboard } from '../dashboard/server.js';
+import {
+  makeMixer,
+  mixingEpisode,
+  replayMixer,
+  validateMixingSpec,
+  type MixingSpec,
+} from '../../residual/mixing-run.js';
+import type { ConservativeMixer, EpisodePlan } from '../../safety/mixing.js';
+import { MixingLog } from './mixing-log.js';
 
 export interface ActorRobotOptions {
   /** serial:/dev/ttyACM0, mqtt://host:port/robot-id, ... (see connectRobot). */
@@ -78,6 +87,13 @@ export interface ActorOptions {
    * where someone sees the robot (this actor's dashboard, its terminal keys, or the API).
    */
   remoteEstopReset?: boolean;
+  /**
+   * Conservative mixing (docs/safety.md): every episode runs a plan of this mixer, which keeps
+   * its expected success ≥ (1 − α)·V_base. The baseline is the base's success on this robot
+   * ({ value } or counts from `resrt eval`). Plans and outcomes are kept in stateDir/mixing.jsonl
+   * and replayed at restart.
+   */
+  mixing?: MixingSpec;
   /** Called with every command handed to the robot/env (logging, tests). */
   onCommand?: (action: Float32Array) => void;
   log?: (line: string) => void;
@@ -133,6 +149,15 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
     );
   if (options.rateHz !== undefined && !(options.rateHz > 0 && Number.isFinite(options.rateHz)))
     throw new ResrtError(`rateHz ${options.rateHz}`, 'give a positive rate in Hz, or leave it out');
+  if (options.mixing) {
+    validateMixingSpec(options.mixing);
+    if (options.mixing.baseline === 'initial-eval') {
+      throw new ResrtError(
+        "mixing.baseline 'initial-eval' needs a trainer's step-0 evaluation, and an actor has none",
+        'evaluate the base on this robot and pass its counts (--baseline 45/100) or rate (--baseline 0.45)',
+      );
+    }
+  }
   mkdirSync(options.stateDir, { recursive: true });
 
   // -- the plant side ----------------------------------------------------------------------------
@@ -175,9 +200,24 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   if (spool.tornBytes > 0) log(`spool: dropped a torn tail of ${spool.tornBytes} bytes`);
   const store = new ResidualStore(options.stateDir, O, A);
   const composer = new ResidualComposer(A, null, 1);
+  let mixer: ConservativeMixer | null = null;
+  let mixingLog: MixingLog | null = null;
+  if (options.mixing) {
+    mixingLog = MixingLog.open(options.stateDir, options.mixing);
+    if (mixingLog.tornBytes > 0) log(`mixing: dropped a torn tail of ${mixingLog.tornBytes} bytes`);
+    mixer = makeMixer(options.mixing, {
+      horizon: env.maxEpisodeSteps,
+      seed: options.seed ?? 0,
+      initialEval: null,
+    });
+    replayMixer(mixer, mixingLog.records);
+    if (mixingLog.records.length) log(`mixing: resumed from ${mixingLog.records.length} episodes`);
+  }
   let current: LoadedResidual | null = await store.loadLastGood();
   if (current) composer.setResidual(current.policy);
   let learner: LearnerStatus | null = null;
+  /** The running episode's mixing plan. */
+  let plan: EpisodePlan | null = null;
   let pendingLabel: boolean | null = null;
   let paused = false;
   let stopping = false;
@@ -261,6 +301,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       latencyMs: { p50: latency.quantile(0.5) || 0, p99: latency.quantile(0.99) || 0 },
       learnerOnline: learner?.online ?? false,
       brokerConnected: link.connected,
+      mixingShare: plan?.share ?? mixer?.allowedShare().share ?? null,
     };
   };
 
@@ -457,6 +498,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       }
       base.reset?.(epSeed);
       safety.beginEpisode();
+      plan = mixer?.beginEpisode() ?? null;
       let obsAt = performance.now();
       let baseStarted = performance.now();
       let baseAction = Float32Array.from(await base.act(obs));
@@ -476,7 +518,10 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
         const t0 = performance.now();
         const raw = composer.residualModel ? await composer.residual(obs, baseAction) : zeros;
         const residual = exploration(raw);
-        const proposed = composer.residualModel || learner ? clipAdd(baseAction, residual) : baseAction;
+        // The mixer's weight on the exploring residual at this step (1 without mixing).
+        const weight = plan ? plan.weightAt(step) : 1;
+        const proposed =
+          composer.residualModel || learner ? clipAdd(baseAction, residual, weight) : baseAction;
         const decision = safety.filter(proposed, {
           obs,
           baseAction,
@@ -541,6 +586,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
           policyVersion: composer.version,
           success: success && (terminated || truncated),
           labelled,
+          ...(plan ? { heldBack: weight < 1, mixingShare: plan.share } : {}),
         };
         ret += reward;
         obs = nextObs;
@@ -564,6 +610,15 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       }
       if (held) emit(held);
       flush();
+      if (plan && mixer && mixingLog && options.mixing) {
+        // An episode cut by an e-stop or a stop counts with the outcome it had (a failure, so far);
+        // one that never ran a step is taken back.
+        if (held || step > 0) {
+          mixingLog.append(mixingEpisode(options.mixing, plan, success, stats.transitions, step));
+          mixer.endEpisode(success, plan);
+        } else mixer.cancelEpisode(plan);
+        plan = null;
+      }
       if (held || step > 0) {
         stats.episodes++;
         if (success) stats.successes++;
@@ -592,6 +647,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       while (spool.pendingTransitions > 0 && link.connected && performance.now() < until) await sleep(20);
       await link.close(status());
       spool.close();
+      mixingLog?.close();
       await store.close();
       if (current) await current.policy.close();
       if (typeof options.base === 'string') await (base as OnnxPolicy).close();
@@ -607,10 +663,11 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   return handle;
 }
 
-function clipAdd(base: Float32Array, res: Float32Array): Float32Array {
+/** clip(base + weight·residual) to the normalized box. */
+function clipAdd(base: Float32Array, res: Float32Array, weight: number): Float32Array {
   const out = new Float32Array(base.length);
   for (let i = 0; i < base.length; i++) {
-    const v = base[i] + res[i];
+    const v = base[i] + weight * res[i];
     out[i] = v > 1 ? 1 : v < -1 ? -1 : v;
   }
   return out;

@@ -4,10 +4,14 @@
  *
  *   u32 magic 'RTB1' | u8 format (1) | u8 reserved | u16 robotId bytes | robotId (UTF-8)
  *   u16 obsDim O | u16 actionDim A | u32 count N | f64 firstSeq
- *   N × record: u32 episode | u32 step | u32 policyVersion | u16 safetyEvents | u8 flags | u8 0
+ *   N × record: u32 episode | u32 step | u32 policyVersion | u16 safetyEvents | u8 flags | u8 share
  *               f32 reward | f32 obs[O] | f32 baseAction[A] | f32 residual[A] | f32 action[A]
  *               f32 nextObs[O] | f32 nextBaseAction[A]
  *   u32 CRC-32 of everything before it
+ *
+ * `share` is the episode's planned exploring share s* × 255 when the actor mixes (flag `mixed`),
+ * else 0: older decoders read the byte as padding and the two new flag bits as unknown, so the
+ * format number stays 1.
  *
  * Sequence numbers inside a batch are consecutive (firstSeq + i): actors number their transitions
  * and never reorder them, which is what makes (robotId, seq) a dedupe key.
@@ -26,6 +30,10 @@ export const Flag = {
   success: 8,
   /** A person labelled the outcome (dashboard, terminal key, MQTT). */
   labelled: 16,
+  /** Conservative mixing held the residual back at this step (weight < 1). */
+  heldBack: 32,
+  /** The actor mixes: the share byte holds the episode's planned share. */
+  mixed: 64,
 } as const;
 
 /** A transition as a session moves it: numbered, with the base's action at nextObs. */
@@ -40,6 +48,10 @@ export interface SessionTransition extends Transition {
   success: boolean;
   /** A person labelled this episode's outcome. */
   labelled: boolean;
+  /** Conservative mixing held the residual back at this step (its weight was < 1). */
+  heldBack?: boolean;
+  /** With conservative mixing: the episode's planned exploring share s*, to 1/255. */
+  mixingShare?: number;
 }
 
 export interface TransitionBatch {
@@ -102,9 +114,13 @@ export function encodeBatch(batch: TransitionBatch): Uint8Array {
       (t.truncated ? Flag.truncated : 0) |
       (t.intervention ? Flag.intervention : 0) |
       (t.success ? Flag.success : 0) |
-      (t.labelled ? Flag.labelled : 0);
+      (t.labelled ? Flag.labelled : 0) |
+      (t.heldBack ? Flag.heldBack : 0) |
+      (t.mixingShare !== undefined ? Flag.mixed : 0);
     o = buf.writeUInt8(flags, o);
-    o = buf.writeUInt8(0, o);
+    const share = t.mixingShare ?? 0;
+    if (!(share >= 0 && share <= 1)) throw new BatchFormatError(`mixingShare ${share} is outside [0, 1]`);
+    o = buf.writeUInt8(Math.round(share * 255), o);
     o = buf.writeFloatLE(t.reward, o);
     put(t.obs, O, 'obs');
     put(t.baseAction, A, 'baseAction');
@@ -149,6 +165,7 @@ export function decodeBatch(bytes: Uint8Array): TransitionBatch {
     const policyVersion = buf.readUInt32LE(o + 8);
     const safetyEvents = buf.readUInt16LE(o + 12);
     const flags = buf.readUInt8(o + 14);
+    const shareByte = buf.readUInt8(o + 15);
     const reward = buf.readFloatLE(o + 16);
     o += 20;
     const obs = take(O);
@@ -176,6 +193,8 @@ export function decodeBatch(bytes: Uint8Array): TransitionBatch {
       intervention: (flags & Flag.intervention) !== 0,
       success: (flags & Flag.success) !== 0,
       labelled: (flags & Flag.labelled) !== 0,
+      ...((flags & Flag.heldBack) !== 0 ? { heldBack: true } : {}),
+      ...((flags & Flag.mixed) !== 0 ? { mixingShare: shareByte / 255 } : {}),
     });
   }
   return { robotId, obsDim: O, actionDim: A, firstSeq, transitions };

@@ -186,4 +186,6 @@ export interface ActorStatus {
   latencyMs: { p50: number; p99: number };
   learnerOnline: boolean;
   brokerConnected: boolean;
+  /** With conservative mixing: the running (or next) episode's planned exploring share s*. */
+  mixingShare: number | null;
 }
