@@ -479,6 +479,12 @@ describe('actor without a learner', () => {
     const next = JSON.parse(after[records.length]) as MixingEpisode;
     expect(next.episode).toBe(records.length);
     expect(after.slice(0, records.length)).toEqual(lines.slice(1));
+    // Episode numbers went on after the restart (never reused: the learner cuts episodes by them).
+    const spooled = Spool.open(d);
+    const all = spooled.unacked().flatMap((b) => decodeBatch(b.bytes).transitions);
+    spooled.close();
+    expect(all.length).toBeGreaterThan(steps.length);
+    for (let i = 1; i < all.length; i++) expect(all[i].episode).toBeGreaterThanOrEqual(all[i - 1].episode);
   }, 40_000);
 
   it('stop() returns while a reset waits for a person', async () => {

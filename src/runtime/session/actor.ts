@@ -8,11 +8,13 @@
  * Episode phases: reset (scripted, or a person confirms) → run → label (optional: a person says
  * success or failure after a time-limit end) → next episode; pause/resume and e-stop at any time.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Env, Policy, Robot } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
 import { LatencyHistogram } from '../../util/stats.js';
 import { Rng } from '../../util/rng.js';
+import { writeFileAtomic } from '../../util/files.js';
 import { OnnxPolicy } from '../onnx-policy.js';
 import { ResidualComposer } from '../compose.js';
 import { SafetyLayer } from '../../safety/layer.js';
@@ -222,12 +224,18 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   let paused = false;
   let stopping = false;
 
+  // Episode numbers go on across restarts: the learner tells a restarted actor's abandoned episode
+  // from its next one by the number, and a simulator's reset seed follows it.
+  const episodeFile = join(options.stateDir, 'episode.json');
+  const firstEpisode = existsSync(episodeFile)
+    ? (JSON.parse(readFileSync(episodeFile, 'utf8')) as { next: number }).next
+    : 0;
   const rng = new Rng((options.seed ?? 0) ^ 0xac70);
   const latency = new LatencyHistogram();
   const recent: boolean[] = [];
   const stats = {
     phase: 'starting' as ActorStatus['phase'],
-    episode: 0,
+    episode: firstEpisode,
     episodes: 0,
     successes: 0,
     lastReturn: null as number | null,
@@ -498,6 +506,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       }
       base.reset?.(epSeed);
       safety.beginEpisode();
+      writeFileAtomic(episodeFile, JSON.stringify({ next: stats.episode + 1 }));
       plan = mixer?.beginEpisode() ?? null;
       let obsAt = performance.now();
       let baseStarted = performance.now();
