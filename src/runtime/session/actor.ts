@@ -227,9 +227,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   // Episode numbers go on across restarts: the learner tells a restarted actor's abandoned episode
   // from its next one by the number, and a simulator's reset seed follows it.
   const episodeFile = join(options.stateDir, 'episode.json');
-  const firstEpisode = existsSync(episodeFile)
-    ? (JSON.parse(readFileSync(episodeFile, 'utf8')) as { next: number }).next
-    : 0;
+  const firstEpisode = existsSync(episodeFile) ? readEpisodeCounter(episodeFile) : 0;
   const rng = new Rng((options.seed ?? 0) ^ 0xac70);
   const latency = new LatencyHistogram();
   const recent: boolean[] = [];
@@ -623,7 +621,8 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
         // An episode cut by an e-stop or a stop counts with the outcome it had (a failure, so far);
         // one that never ran a step is taken back.
         if (held || step > 0) {
-          mixingLog.append(mixingEpisode(options.mixing, plan, success, stats.transitions, step));
+          // envSteps: every transition this actor ever numbered, across restarts.
+          mixingLog.append(mixingEpisode(options.mixing, plan, success, seqCursor, step));
           mixer.endEpisode(success, plan);
         } else mixer.cancelEpisode(plan);
         plan = null;
@@ -670,6 +669,22 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   })();
   finished.catch(() => {});
   return handle;
+}
+
+function readEpisodeCounter(path: string): number {
+  let next: unknown;
+  try {
+    next = (JSON.parse(readFileSync(path, 'utf8')) as { next?: unknown }).next;
+  } catch {
+    next = undefined;
+  }
+  if (typeof next !== 'number' || !Number.isSafeInteger(next) || next < 0) {
+    throw new ResrtError(
+      `${path} does not hold an episode counter ({"next": N})`,
+      'move the file away; the actor then numbers episodes from 0 again',
+    );
+  }
+  return next;
 }
 
 /** clip(base + weight·residual) to the normalized box. */
