@@ -71,7 +71,7 @@ describe('resrt CLI', () => {
       ...['--task', 'reach', '--mixing', 'eps'],
     );
     expect(r4.code).toBe(1);
-    expect(r4.stderr).toMatch(/--mixing on an actor needs --baseline[\s\S]*fix: .*--baseline 45\/100/);
+    expect(r4.stderr).toMatch(/an actor has none[\s\S]*fix: .*--baseline 45\/100/);
   });
 
   it('collect → bc → inspect → infer → eval --base works end to end and draws a plot', async () => {

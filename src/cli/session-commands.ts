@@ -7,7 +7,6 @@ import { attachTerminalKeys, runActor } from '../runtime/session/index.js';
 import { loadSafetyConfig } from '../safety/index.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask } from '../sim/registry.js';
-import type { MixingSpec } from '../residual/mixing-run.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { ResrtError } from '../util/errors.js';
 import { parseIntArg } from './common.js';
@@ -99,7 +98,8 @@ export function registerSessionCommands(program: Command): void {
   actor.action(async (opts: ActorCliOptions) => {
     if (Boolean(opts.robot) === Boolean(opts.task))
       throw new ResrtError('choose --robot or --task', 'an actor drives one robot or one simulated task');
-    const mixing = actorMixing(opts);
+    // Without --baseline the spec says 'initial-eval', which runActor refuses with the fix.
+    const mixing = mixingSpecFromFlags(opts);
     let robot;
     let env;
     if (opts.robot) {
@@ -188,15 +188,4 @@ function waitForSignal(): Promise<void> {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
-}
-
-/** The actor's mixing spec: as for `resrt train`, but the baseline must be given. */
-function actorMixing(opts: ActorCliOptions): MixingSpec | undefined {
-  if (opts.mixing && opts.baseline === undefined) {
-    throw new ResrtError(
-      "--mixing on an actor needs --baseline: the base's success on this robot",
-      'evaluate the base on the robot first and pass its counts (--baseline 45/100) or rate (--baseline 0.45)',
-    );
-  }
-  return mixingSpecFromFlags(opts);
 }

@@ -51,14 +51,14 @@ export class MixingLog {
         throw corrupt(`line ${i + 2} is not JSON`);
       }
     });
-    const fd = openSync(path, 'r+');
-    const tornBytes = Buffer.byteLength(text) - Buffer.byteLength(text.slice(0, end));
+    const goodBytes = Buffer.byteLength(text.slice(0, end));
+    const tornBytes = Buffer.byteLength(text) - goodBytes;
+    const fd = openSync(path, 'a');
     if (tornBytes > 0) {
-      ftruncateSync(fd, Buffer.byteLength(text.slice(0, end)));
+      ftruncateSync(fd, goodBytes);
       fsyncSync(fd);
     }
-    closeSync(fd);
-    return new MixingLog(openSync(path, 'a'), path, records, tornBytes);
+    return new MixingLog(fd, path, records, tornBytes);
   }
 
   append(record: MixingEpisode): void {
