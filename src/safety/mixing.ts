@@ -101,14 +101,9 @@ export class EpisodePlan {
   /** The share of the exploring policy this episode actually ran, as evidence for its value. */
   get realizedShare(): number {
     const p = this.params;
-    switch (this.mode) {
-      case 'epsmix':
-        return p.explore ? 1 : 0;
-      case 'scale':
-        return p.lambda as number;
-      case 'stepmix':
-        return ((p.h as number) + (p.rho as number)) / (p.horizon as number);
-    }
+    // EpsMix and the scale hold one weight for the whole episode; StepMix's weights sum to h + ρ.
+    if (this.mode !== 'stepmix') return this.weightAt(0);
+    return ((p.h as number) + (p.rho as number)) / (p.horizon as number);
   }
 }
 
