@@ -135,8 +135,6 @@ export abstract class ConservativeMixer {
   readonly bound: BoundKind;
   readonly window: number;
   readonly probeFraction: number;
-  /** Whether episodes can run a share strictly between 0 and 1 (then δ is split between two bounds). */
-  protected abstract readonly partialEpisodes: boolean;
   protected readonly rng: Rng;
   private readonly known: number | null;
   private baseSuccesses: number;
@@ -212,7 +210,8 @@ export abstract class ConservativeMixer {
    * V_base at its upper bound. Mixers with partial episodes split δ between the two (union bound).
    */
   exploringLowerBound(): number {
-    const delta = this.partialEpisodes ? this.deltaEach / 2 : this.deltaEach;
+    // Only StepMix and the scale run partial episodes; they split δ between the two bounds.
+    const delta = this.mode === 'epsmix' ? this.deltaEach : this.deltaEach / 2;
     const whole = this.whole;
     let v = whole.count > 0 ? lowerConfidenceBound(this.bound, whole.sumSuccess, whole.count, delta) : 0;
     const part = this.partial;
@@ -359,7 +358,6 @@ class EvidenceRing {
 /** Whole episodes explore with probability ε = s*; the rest run the baseline. */
 export class EpsMix extends ConservativeMixer {
   readonly mode = 'epsmix' as const;
-  protected readonly partialEpisodes = false;
 
   protected plan(episode: number, share: number, vBase: number, vLow: number): EpisodePlan {
     const explore = this.rng.uniform() < share;
@@ -373,7 +371,6 @@ export class EpsMix extends ConservativeMixer {
  */
 export class StepMix extends ConservativeMixer {
   readonly mode = 'stepmix' as const;
-  protected readonly partialEpisodes = true;
   readonly horizon: number;
 
   constructor(opts: MixingOptions) {
@@ -413,7 +410,6 @@ export class StepMix extends ConservativeMixer {
  */
 export class ResidualScaleMix extends ConservativeMixer {
   readonly mode = 'scale' as const;
-  protected readonly partialEpisodes = true;
 
   protected plan(episode: number, share: number, vBase: number, vLow: number): EpisodePlan {
     const inEpisode = this.probeOrShare(share);
