@@ -9,7 +9,7 @@ import { MujocoEnv } from '../sim/env.js';
 import { loadTask } from '../sim/registry.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { ResrtError } from '../util/errors.js';
-import { parseIntArg } from './common.js';
+import { parseFloatArg, parseIntArg } from './common.js';
 
 export function registerSessionCommands(program: Command): void {
   program
@@ -78,6 +78,11 @@ export function registerSessionCommands(program: Command): void {
     .option('--safety <file.json>', 'safety config')
     .option('--episodes <n>', 'stop after n episodes', parseIntArg('--episodes'))
     .option(
+      '--spool-limit <MiB>',
+      'no new episode while this much is unacknowledged by the learner (default 1024)',
+      parseFloatArg('--spool-limit', 0.001),
+    )
+    .option(
       '--label-timeout <ms>',
       "after a time-limit episode, wait this long for a person's success label",
       parseIntArg('--label-timeout', 0),
@@ -125,6 +130,7 @@ export function registerSessionCommands(program: Command): void {
       rateHz: env ? Math.round(1 / env.controlDt) : undefined,
       safety: opts.safety ? loadSafetyConfig(opts.safety) : undefined,
       episodes: opts.episodes,
+      spoolLimitMiB: opts.spoolLimit,
       labelTimeoutMs: opts.labelTimeout,
       remoteEstopReset: opts.remoteEstopReset,
       dashboardPort: opts.dashboardPort,
@@ -176,6 +182,7 @@ interface ActorCliOptions extends MixingFlags {
   session: string;
   safety?: string;
   episodes?: number;
+  spoolLimit?: number;
   labelTimeout: number;
   remoteEstopReset?: boolean;
   dashboardPort?: number;

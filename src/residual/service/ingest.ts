@@ -45,6 +45,12 @@ export class Sequencer {
     return ackedSeq + 1 - known;
   }
 
+  /** Takes back acceptance from `seq` on (they could not be logged); the actor resends them. */
+  rewind(robotId: string, seq: number): void {
+    const next = this.next.get(robotId);
+    if (next !== undefined && seq < next) this.next.set(robotId, seq);
+  }
+
   /** Returns the transitions that are new and now contiguous, in order. */
   accept(robotId: string, transitions: readonly SessionTransition[]): SessionTransition[] {
     let next = this.next.get(robotId) ?? 0;

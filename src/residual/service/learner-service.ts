@@ -273,7 +273,13 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     };
     if (last.seq > (lastEpisodeSeq.get(robotId) ?? -1)) {
       lastEpisodeSeq.set(robotId, last.seq);
-      if (!replaying) wal?.appendEpisode(record);
+      if (!replaying) {
+        try {
+          wal?.appendEpisode(record);
+        } catch {
+          // Rebuilt from its transitions on resume; the transitions' own write reports the disk.
+        }
+      }
       countEpisode(record);
     }
   };
@@ -351,6 +357,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     );
   };
 
+  let walFailure: string | null = null;
   const onBatch = (robotId: string, payload: Buffer): void => {
     // After close() began nothing is logged or acknowledged: the actors keep it spooled.
     if (closed) return;
@@ -374,7 +381,22 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     if (fresh.length) {
       const accepted: TransitionBatch = { ...batch, firstSeq: fresh[0].seq, transitions: fresh };
       // Durable before acknowledged: the actor deletes what we acknowledge.
-      (wal as TransitionWal).appendTransitions(accepted);
+      try {
+        (wal as TransitionWal).appendTransitions(accepted);
+      } catch (err) {
+        // Unacknowledged, the batch stays in the actor's spool and comes again.
+        sequencer.rewind(robotId, fresh[0].seq);
+        if (walFailure === null) {
+          walFailure = (err as Error).message.split('\n')[0];
+          log(
+            `write-ahead log: cannot write to ${join(outDir, 'wal')} (${walFailure}); nothing is acknowledged ` +
+              'until it can: the actors keep their transitions spooled. Free disk space there',
+          );
+        }
+        return;
+      }
+      if (walFailure !== null) log('write-ahead log: writing again');
+      walFailure = null;
       logged += fresh.length;
       take(accepted, false);
     }
@@ -500,7 +522,16 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       if (client.connected)
         client.publish(topics.learnerStatus, JSON.stringify(statusOf(true)), { qos: 1, retain: true });
     }
-    if (now - lastCheckpointAt >= (options.checkpointEverySec ?? 60) * 1000) checkpoint();
+    if (now - lastCheckpointAt >= (options.checkpointEverySec ?? 60) * 1000) {
+      try {
+        checkpoint();
+      } catch (err) {
+        // The previous checkpoint stays whole (written atomically) and the log holds everything
+        // since: try again at the next interval.
+        lastCheckpointAt = now;
+        log(`checkpoint failed: ${(err as Error).message.split('\n')[0]}; the last one and the log are kept`);
+      }
+    }
     schedulePump(learner.updates < allowed());
   };
   schedulePump(true);

@@ -74,6 +74,11 @@ export interface ActorOptions {
   /** Stop after this many episodes (default: run until stop()). */
   episodes?: number;
   /**
+   * No new episode starts while the spool holds this many MiB the learner has not acknowledged
+   * (the learner has been away long; the robot's disk must not fill). Default 1024.
+   */
+  spoolLimitMiB?: number;
+  /**
    * After an episode that hit the time limit, wait this long for a person's success/failure label
    * (dashboard, MQTT, terminal). 0 (default): no label phase, the success source decides.
    */
@@ -149,6 +154,14 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       `labelTimeoutMs = ${options.labelTimeoutMs}`,
       'give 0 (no label phase) or a positive number of ms',
     );
+  if (
+    options.spoolLimitMiB !== undefined &&
+    !(options.spoolLimitMiB > 0 && Number.isFinite(options.spoolLimitMiB))
+  )
+    throw new ResrtError(
+      `spoolLimitMiB = ${options.spoolLimitMiB}`,
+      'give a positive number of MiB the actor may spool while the learner is away (default 1024)',
+    );
   if (options.rateHz !== undefined && !(options.rateHz > 0 && Number.isFinite(options.rateHz)))
     throw new ResrtError(`rateHz ${options.rateHz}`, 'give a positive rate in Hz, or leave it out');
   if (options.mixing) {
@@ -198,7 +211,9 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   }
 
   // -- durable state and the link --------------------------------------------------------------
-  const spool = Spool.open(options.stateDir);
+  const spoolLimitBytes = (options.spoolLimitMiB ?? 1024) * 2 ** 20;
+  // Acknowledged data leaves the disk a whole segment at a time: segments well below the limit.
+  const spool = Spool.open(options.stateDir, Math.max(4096, Math.min(1 << 20, spoolLimitBytes / 8)));
   if (spool.tornBytes > 0) log(`spool: dropped a torn tail of ${spool.tornBytes} bytes`);
   const store = new ResidualStore(options.stateDir, O, A);
   const composer = new ResidualComposer(A, null, 1);
@@ -370,9 +385,27 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   let batchStartedAt = 0;
   const batchSize = options.batchSize ?? 32;
   const flushMs = options.flushMs ?? 200;
+  /** Set while the spool refuses writes (disk full, I/O error); the batch waits in memory. */
+  let spoolFailure: string | null = null;
   const flush = (): void => {
     if (batch.length === 0) return;
-    spool.append({ robotId, obsDim: O, actionDim: A, firstSeq: batch[0].seq, transitions: batch });
+    try {
+      spool.append({ robotId, obsDim: O, actionDim: A, firstSeq: batch[0].seq, transitions: batch });
+    } catch (err) {
+      // Transitions that cannot be kept must not be collected: stop the robot until a person
+      // frees the disk and clears the e-stop; the batch is retried on every flush.
+      if (spoolFailure === null) {
+        spoolFailure = (err as Error).message.split('\n')[0];
+        log(
+          `spool: cannot write to ${options.stateDir} (${spoolFailure}); e-stop. ` +
+            'Free disk space there, then clear the e-stop: the unsaved transitions are retried',
+        );
+        handle.estop('spool');
+      }
+      return;
+    }
+    if (spoolFailure !== null) log('spool: writing again');
+    spoolFailure = null;
     batch = [];
     link.pump();
   };
@@ -473,10 +506,25 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
     const seed0 = options.seed ?? 0;
     while (!stopping && (options.episodes === undefined || stats.episodes < options.episodes)) {
       // Waiting states between episodes.
-      while (!stopping && (paused || safety.state.estopped)) {
-        stats.phase = safety.state.estopped ? 'estopped' : 'paused';
+      let spoolFull = false;
+      for (;;) {
+        if (stopping) break;
+        if (safety.state.estopped) stats.phase = 'estopped';
+        else if (paused) stats.phase = 'paused';
+        else if (spool.pendingBytes >= spoolLimitBytes) {
+          if (!spoolFull) {
+            log(
+              `spool: ${(spool.pendingBytes / 2 ** 20).toFixed(1)} MiB not acknowledged by the learner ` +
+                `(limit ${(spoolLimitBytes / 2 ** 20).toFixed(1)} MiB): no new episode until it is back. ` +
+                'Start the learner, or raise spoolLimitMiB (--spool-limit) if the disk allows',
+            );
+          }
+          spoolFull = true;
+          stats.phase = 'spool-full';
+        } else break;
         await sleep(20);
       }
+      if (spoolFull && !stopping) log('spool: the learner is acknowledging again; episodes go on');
       if (stopping) break;
       const next = store.take();
       if (next) {
@@ -650,6 +698,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       clearInterval(flushTimer);
       clearInterval(statusTimer);
       flush();
+      if (batch.length > 0) log(`spool: ${batch.length} transitions could not be saved (${spoolFailure})`);
       // Give the learner a moment to acknowledge what is in flight; the spool keeps the rest.
       const until = performance.now() + 1000;
       while (spool.pendingTransitions > 0 && link.connected && performance.now() < until) await sleep(20);

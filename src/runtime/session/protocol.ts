@@ -170,7 +170,7 @@ export function parseJson<T>(schema: z.ZodType<T>, payload: Uint8Array | string)
 export interface ActorStatus {
   robotId: string;
   online: boolean;
-  phase: 'starting' | 'reset' | 'run' | 'label' | 'paused' | 'estopped' | 'stopped';
+  phase: 'starting' | 'reset' | 'run' | 'label' | 'paused' | 'spool-full' | 'estopped' | 'stopped';
   episode: number;
   episodes: number;
   successes: number;

@@ -171,11 +171,42 @@ export class RecordLog {
     const fd = this.ensureOpen();
     const bytes = frame(type, payload);
     let off = 0;
-    while (off < bytes.byteLength) off += writeSync(fd, bytes, off, bytes.byteLength - off);
+    try {
+      while (off < bytes.byteLength) off += writeSync(fd, bytes, off, bytes.byteLength - off);
+    } catch (err) {
+      this.abandonPartialWrite(fd);
+      throw err;
+    }
     const at = { segment: this.current, offset: this.size };
     this.size += bytes.byteLength;
     this.dirty = true;
     return at;
+  }
+
+  /**
+   * A write that failed part-way (disk full, I/O error) would leave a torn record in the middle of
+   * the segment once later appends succeed, and open() would then refuse the segment as corrupt:
+   * cut the file back to its last whole record, and reopen it on the next append.
+   */
+  private abandonPartialWrite(fd: number): void {
+    try {
+      ftruncateSync(fd, this.size);
+    } catch {
+      // A device that cannot be truncated took nothing of the record either.
+    }
+    try {
+      // Whole records appended before this one were promised to a later sync().
+      if (this.dirty) fsyncSync(fd);
+    } catch {
+      // The caller sees the write's error; a failing disk fails the next sync() too.
+    }
+    try {
+      closeSync(fd);
+    } catch {
+      // The descriptor is dropped either way.
+    }
+    this.fd = null;
+    this.dirty = false;
   }
 
   /** fsync of the current segment: every record appended so far survives a power cut. */

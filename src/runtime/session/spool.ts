@@ -81,6 +81,13 @@ export class Spool {
     return n;
   }
 
+  /** Bytes of the batches not yet acknowledged (what a spool limit counts). */
+  get pendingBytes(): number {
+    let n = 0;
+    for (const b of this.pending.values()) n += b.bytes.byteLength;
+    return n;
+  }
+
   /**
    * Raises the sequence counter (the learner already holds seqs below `seq`, e.g. after the
    * spool folder was lost), so new transitions are never mistaken for duplicates.
