@@ -682,7 +682,7 @@ describe('actor without a learner', () => {
 });
 
 describe('conservative mixing in a session', () => {
-  it('held-back steps and the share reach the learner over MQTT', async () => {
+  it('held-back steps and the share reach the learner over MQTT; with two robots the lower share counts', async () => {
     const basePath = join(dir, 'pm-base.onnx');
     const learner = await runLearnerService({
       outDir: join(dir, 'mix-learner'),
@@ -692,33 +692,50 @@ describe('conservative mixing in a session', () => {
       seed: 1,
       config: smallLearner,
     });
-    try {
-      const actor = await runActor({
-        robotId: 'mx',
+    const mixedActor = (robotId: string, alpha: number): Promise<ActorHandle> =>
+      runActor({
+        robotId,
         brokerUrl: learner.brokerUrl,
-        stateDir: join(dir, 'mix-actor'),
+        stateDir: join(dir, `mix-actor-${robotId}`),
         base: basePath,
         env: new PointMassEnv(),
         rateHz: 400,
-        mixing: { mode: 'step', alpha: 0.3, delta: 0.05, baseline: { value: 0.5 } },
+        mixing: { mode: 'step', alpha, delta: 0.05, baseline: { value: 0.5 } },
       });
-      await waitFor('6 episodes at the learner', () => learner.snapshot().episodes >= 6, 20_000);
-      await actor.stop();
-      const snap = learner.snapshot();
-      const shares = readFileSync(join(dir, 'mix-actor', 'mixing.jsonl'), 'utf8')
+    const shares = (robotId: string): number[] =>
+      readFileSync(join(dir, `mix-actor-${robotId}`, 'mixing.jsonl'), 'utf8')
         .trim()
         .split('\n')
         .slice(1)
         .map((l) => (JSON.parse(l) as MixingEpisode).share);
-      // StepMix tails (and base-only steps) are held back; the share travels to 1/255.
+    const settled = async (a: ActorHandle): Promise<void> => {
+      a.pause();
+      await waitFor(`${a.robotId} acknowledged`, () => a.status().pendingTransitions === 0, 15_000);
+    };
+    try {
+      const cautious = await mixedActor('cautious', 0.05);
+      const bold = await mixedActor('bold', 0.3);
+      await waitFor('6 episodes at the learner', () => learner.snapshot().episodes >= 6, 20_000);
+      // The bold robot finishes the latest episode; the cautious one's share must still count.
+      await settled(cautious);
+      const boldEpisodes = shares('bold').length;
+      await waitFor('another bold episode', () => shares('bold').length > boldEpisodes + 1, 15_000);
+      await settled(bold);
+      const snap = learner.snapshot();
+      const lowShare = shares('cautious').at(-1) as number;
+      const highShare = shares('bold').at(-1) as number;
+      expect(lowShare).toBeLessThan(highShare - 0.1);
+      // The share travels to 1/255; StepMix tails (and base-only steps) are held back.
+      expect(snap.mixingShare).toBeCloseTo(lowShare, 2);
+      expect(Math.abs((snap.mixingShare as number) - lowShare)).toBeLessThanOrEqual(0.5 / 255);
       expect(snap.heldBackSteps).toBeGreaterThan(0);
       expect(snap.heldBackSteps).toBeLessThan(snap.logged);
-      expect(snap.mixingShare).not.toBeNull();
-      expect(shares.some((x) => Math.abs(x - (snap.mixingShare as number)) <= 0.5 / 255)).toBe(true);
+      await cautious.stop();
+      await bold.stop();
     } finally {
       await learner.close();
     }
-  }, 40_000);
+  }, 60_000);
 });
 
 describe('terminal keys', () => {

@@ -93,7 +93,10 @@ export interface LearnerSnapshot {
   interventionRate: number | null;
   /** Logged steps where an actor's conservative mixing held the residual back. */
   heldBackSteps: number;
-  /** The exploring share the held-back term is weighted with (latest mixed episode); null before one. */
+  /**
+   * The exploring share the held-back term is weighted with: the lowest of the robots' latest mixed
+   * episodes' shares; null before one.
+   */
   mixingShare: number | null;
   labels: number;
   labelledSuccesses: number;
@@ -213,6 +216,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   let interventionSteps = 0;
   let heldBackSteps = 0;
   let mixingShare: number | null = null;
+  const mixingShares = new Map<string, number>();
   const recent: boolean[] = [];
   const curve: { episodes: number; successRate: number; updates: number }[] = [];
   const rewardMode = options.rewardMode ?? 'task';
@@ -242,9 +246,13 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     const robotId = ep[0].robotId;
     const last = ep[ep.length - 1];
     const alreadyReplayed = last.seq <= (state.replayed[robotId] ?? -1);
-    // A mixing actor's share weighs the held-back term (td3.ts); with several robots the latest
-    // finished episode's share stands for all of them. Set from the log too, so a resume has it.
-    if (last.mixingShare !== undefined) learner.mixingShare = mixingShare = last.mixingShare;
+    // A mixing actor's share weighs the held-back term (td3.ts). With several robots the least
+    // trusting one counts: held-back rows are where a mixer did not yet let the residual act.
+    // Set from the log too, so a resume has it.
+    if (last.mixingShare !== undefined) {
+      mixingShares.set(robotId, last.mixingShare);
+      learner.mixingShare = mixingShare = Math.min(...mixingShares.values());
+    }
     if (!alreadyReplayed) {
       const rewards = episodeRewards(ep, rewardMode);
       learner.replay.online.addBatch(
