@@ -143,10 +143,13 @@ describe('spool', () => {
     expect(s.nextSeq).toBe(0);
     for (let k = 0; k < 200; k++) s.append(batchOf('r', k * 10, 10));
     expect(s.pendingTransitions).toBe(2000);
+    const batchBytes = encodeBatch(batchOf('r', 0, 10)).byteLength;
+    expect(s.pendingBytes).toBe(200 * batchBytes);
     const before = readdirSync(d).length;
     expect(before).toBeGreaterThan(2);
     s.ack(1499);
     expect(s.pendingTransitions).toBe(500);
+    expect(s.pendingBytes).toBe(50 * batchBytes);
     expect(readdirSync(d).length).toBeLessThan(before);
     s.append(batchOf('r', 2000, 10));
     s.close();
@@ -163,6 +166,7 @@ describe('spool', () => {
     // numbers are reused, and nobody has seen them.
     expect(unacked[unacked.length - 1].lastSeq).toBe(1999);
     expect(again.nextSeq).toBe(2000);
+    expect(again.pendingBytes).toBe(50 * batchBytes);
     again.close();
   });
 });

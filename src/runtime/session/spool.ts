@@ -26,6 +26,7 @@ export class Spool {
   private readonly segmentMax = new Map<number, number>();
   private acked = -1;
   private next = 0;
+  private bytesPending = 0;
   readonly tornBytes: number;
 
   private constructor(private readonly log: RecordLog) {
@@ -59,7 +60,7 @@ export class Spool {
     for (const b of batches) {
       spool.next = Math.max(spool.next, b.lastSeq + 1);
       spool.segmentMax.set(b.segment, Math.max(spool.segmentMax.get(b.segment) ?? -1, b.lastSeq));
-      if (b.lastSeq > acked) spool.pending.set(b.firstSeq, b);
+      if (b.lastSeq > acked) spool.track(b);
     }
     return spool;
   }
@@ -83,9 +84,7 @@ export class Spool {
 
   /** Bytes of the batches not yet acknowledged (what a spool limit counts). */
   get pendingBytes(): number {
-    let n = 0;
-    for (const b of this.pending.values()) n += b.bytes.byteLength;
-    return n;
+    return this.bytesPending;
   }
 
   /**
@@ -111,9 +110,17 @@ export class Spool {
       sentAtMs: 0,
     };
     this.segmentMax.set(at.segment, Math.max(this.segmentMax.get(at.segment) ?? -1, entry.lastSeq));
-    this.pending.set(entry.firstSeq, entry);
+    this.track(entry);
     this.next = Math.max(this.next, entry.lastSeq + 1);
     return entry;
+  }
+
+  private track(b: SpooledBatch): void {
+    // A batch written again (its first write's fsync failed) replaces the earlier copy.
+    const earlier = this.pending.get(b.firstSeq);
+    if (earlier) this.bytesPending -= earlier.bytes.byteLength;
+    this.pending.set(b.firstSeq, b);
+    this.bytesPending += b.bytes.byteLength;
   }
 
   /** Unacknowledged batches, oldest first. */
@@ -129,7 +136,11 @@ export class Spool {
     payload.writeDoubleLE(watermark, 0);
     // Not fsynced: a lost ack only makes the actor resend, and the learner drops duplicates.
     this.log.append(ACK, payload);
-    for (const [k, b] of this.pending) if (b.lastSeq <= watermark) this.pending.delete(k);
+    for (const [k, b] of this.pending) {
+      if (b.lastSeq > watermark) continue;
+      this.pending.delete(k);
+      this.bytesPending -= b.bytes.byteLength;
+    }
     let firstLive = this.log.currentSegment;
     for (const [seg, max] of this.segmentMax) if (max > watermark) firstLive = Math.min(firstLive, seg);
     this.log.removeBefore(firstLive);
