@@ -169,6 +169,18 @@ describe('spool', () => {
     expect(again.pendingBytes).toBe(50 * batchBytes);
     again.close();
   });
+  it('takes an acknowledgement it cannot record on a full disk, and still frees what it covers', () => {
+    const d = join(dir, 'spool-full-ack');
+    const s = Spool.open(d, 4096);
+    let k = 0;
+    while (s.pendingBytes < 4096) s.append(batchOf('r', 10 * k++, 10));
+    // The next record starts segment 2: the always-full device.
+    symlinkSync('/dev/full', join(d, 'spool-00000002.log'));
+    expect(() => s.ack(10 * k - 1)).not.toThrow();
+    expect(s.pendingTransitions).toBe(0);
+    expect(s.pendingBytes).toBe(0);
+    s.close();
+  });
 });
 
 describe('sequencer and episodes', () => {

@@ -134,8 +134,13 @@ export class Spool {
     this.acked = watermark;
     const payload = Buffer.alloc(8);
     payload.writeDoubleLE(watermark, 0);
-    // Not fsynced: a lost ack only makes the actor resend, and the learner drops duplicates.
-    this.log.append(ACK, payload);
+    // Not fsynced, and a write that fails (disk full) is let go: a lost ack only makes the actor
+    // resend, and the learner drops duplicates.
+    try {
+      this.log.append(ACK, payload);
+    } catch {
+      // The spool's own appends report the disk (the actor e-stops there).
+    }
     for (const [k, b] of this.pending) {
       if (b.lastSeq > watermark) continue;
       this.pending.delete(k);
