@@ -1,12 +1,22 @@
 import { defineConfig } from 'vitest/config';
 
+// Files whose pass condition depends on wall-clock pacing: robots in real time, actors that must keep
+// their periods. They run after every other file, beside nothing but each other.
+const paced = ['test/session-fleet.test.ts', 'test/session-fleet-mosquitto.test.ts'];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Two cores: run test files in at most two forks so timing-sensitive loop tests keep a core.
     pool: 'forks',
     maxWorkers: 2,
+    projects: [
+      {
+        extends: true,
+        test: { name: 'main', include: ['test/**/*.test.ts'], exclude: paced, sequence: { groupOrder: 0 } },
+      },
+      { extends: true, test: { name: 'paced', include: paced, sequence: { groupOrder: 1 } } },
+    ],
   },
 });
