@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
 // Files whose pass condition depends on wall-clock pacing: robots in real time, actors that must keep
-// their periods. They run after every other file, beside nothing but each other.
+// their periods. They run after every other file, one at a time.
 const paced = ['test/session-fleet.test.ts', 'test/session-fleet-mosquitto.test.ts'];
 
 export default defineConfig({
@@ -16,7 +16,7 @@ export default defineConfig({
         extends: true,
         test: { name: 'main', include: ['test/**/*.test.ts'], exclude: paced, sequence: { groupOrder: 0 } },
       },
-      { extends: true, test: { name: 'paced', include: paced, sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: 'paced', include: paced, maxWorkers: 1, sequence: { groupOrder: 1 } } },
     ],
   },
 });
