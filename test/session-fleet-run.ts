@@ -125,4 +125,3 @@ export async function runFleet(
   expect(before.successRate).toBeLessThan(0.5);
   expect(after.successRate - before.successRate).toBeGreaterThanOrEqual(0.25);
 }
-
