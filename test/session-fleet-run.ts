@@ -6,8 +6,8 @@
 //
 // The virtual robots run in wall-clock time, so what the fleet learns depends on the actors keeping
 // their periods. vitest.config.ts therefore runs the fleet files after every other file, one at a
-// time: under a busy full suite (learners and 1000 Hz actors in the other fork)
-// the same fleet ended at 0.30–0.79 against 0.83–1.00 run apart.
+// time: under a busy full suite (learners and 1000 Hz actors in the other fork) the same fleet
+// ended at 0.30–0.79, against 0.83–1.00 run apart.
 import { expect } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
