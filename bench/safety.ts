@@ -269,7 +269,9 @@ async function main(): Promise<void> {
       meetsAim:
         mode === 'none' || significantFraction === null || vsUnconstrained === null
           ? null
-          : significantFraction <= delta && vsUnconstrained >= -0.02,
+          : // Finals are ratios of counts: 285/300 − 291/300 is −0.0200…02 in floating point, yet
+            // exactly the 2 points the aim allows.
+            significantFraction <= delta && vsUnconstrained >= -0.02 - 1e-9,
       wallSeconds: rows.reduce((a, r) => a + r.wallSeconds, 0),
     };
   });
