@@ -102,9 +102,10 @@ export async function runFleet(
   const final = learner.snapshot();
   await learner.close();
   const eps = learner.episodes();
+  const withResidual = eps.filter((e) => e.policyVersion > 0);
   const rate = (xs: typeof eps): string => `${xs.filter((e) => e.success).length}/${xs.length}`;
   console.log(
-    `fleet: v${final.version}, ${final.updates} updates, ${final.logged} transitions; training episodes (with exploration noise) base-only ${rate(eps.filter((e) => e.policyVersion === 0))}, with a residual ${rate(eps.filter((e) => e.policyVersion > 0))}`,
+    `fleet: v${final.version}, ${final.updates} updates, ${final.logged} transitions; training episodes (with exploration noise) base-only ${rate(eps.filter((e) => e.policyVersion === 0))}, with a residual ${rate(withResidual)}`,
   );
 
   // Success rises: the newest published residual against the base alone, same seeded episodes.
@@ -125,10 +126,10 @@ export async function runFleet(
   expect(before.successRate).toBeLessThan(0.5);
   // The fleet's own record carries the size of the rise: its last 50 episodes acted with a residual
   // (exploration noise on) against the base alone. The newest residual, one snapshot of a policy
-  // still training, must beat the base noise-free too, by less: over 20 fleet runs it ended
-  // anywhere in 0.44–1.00 (base 0.32), while every run that logged its residual-acted episodes
-  // won 0.83–0.96 of them.
-  const recent = eps.filter((e) => e.policyVersion > 0).slice(-50);
+  // still training, must beat the base noise-free too, by less: over 23 fleet runs it ended
+  // anywhere in 0.44–1.00 (base 0.32). Some fleets learn slowly (one won 53 of its 99
+  // residual-acted episodes, its last 50 at 0.60); most win 0.83–0.96 of them.
+  const recent = withResidual.slice(-50);
   const recentRate = recent.filter((e) => e.success).length / recent.length;
   console.log(`fleet: last ${recent.length} episodes with a residual ${recentRate.toFixed(2)}`);
   expect(recent.length).toBe(50);
