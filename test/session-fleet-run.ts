@@ -126,7 +126,7 @@ export async function runFleet(
   expect(before.successRate).toBeLessThan(0.5);
   // The fleet's own record carries the size of the rise: its last 50 episodes acted with a residual
   // (exploration noise on) against the base alone. The newest residual, one snapshot of a policy
-  // still training, must beat the base noise-free too, by less: over 23 fleet runs it ended
+  // still training, must beat the base noise-free too, by less: over 24 fleet runs it ended
   // anywhere in 0.44–1.00 (base 0.32). Some fleets learn slowly (one won 53 of its 99
   // residual-acted episodes, its last 50 at 0.60); most win 0.83–0.96 of them.
   const recent = withResidual.slice(-50);
