@@ -42,6 +42,7 @@ import { z } from 'zod';
 import { startDashboard, type Dashboard } from '../../runtime/dashboard/server.js';
 import { EpisodeAssembler, Sequencer, episodeRewards, interventionDemos } from './ingest.js';
 import { TransitionWal, type EpisodeRecord } from './wal.js';
+import { WalStorage } from './wal-storage.js';
 
 export interface LearnerServiceOptions {
   /** Checkpoints, the write-ahead log and the exported residual go here. */
@@ -70,6 +71,19 @@ export interface LearnerServiceOptions {
   rewardMode?: 'task' | 'rlif';
   /** Capacity of the intervention (demonstration) replay. Default 50 000. */
   demoCapacity?: number;
+  /**
+   * The write-ahead log (the session's dataset) may take this many MiB on disk, compacted segments
+   * counted as stored. At the limit nothing more is logged or acknowledged: the actors keep their
+   * transitions spooled and stop at their spool limits. Default 65536 (64 GiB).
+   */
+  walLimitMiB?: number;
+  /**
+   * Nothing is logged while the disk holding outDir has less than this many MiB free: the room
+   * checkpoints and compaction need. Default 1024.
+   */
+  minFreeMiB?: number;
+  /** Log segments are sealed and compacted at this size. Default 32. */
+  walSegmentMiB?: number;
   seed?: number;
   backend?: BackendPreference;
   dashboardPort?: number;
@@ -107,6 +121,8 @@ export interface LearnerSnapshot {
   watermarks: Record<string, number>;
   /** Why training stopped (divergence), while logging goes on; null while it runs. */
   trainingError: string | null;
+  /** The write-ahead log against its limit; `stopped` says why nothing is logged. */
+  storage: ReturnType<WalStorage['status']>;
   last: UpdateStats | null;
 }
 
@@ -300,18 +316,23 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     }
   };
 
-  wal = TransitionWal.open(join(outDir, 'wal'), {
-    transitions(b) {
-      sequencer.restore(b.robotId, b.firstSeq + b.transitions.length - 1);
-      logged += b.transitions.length;
-      take(b, true);
+  const walDir = join(outDir, 'wal');
+  const walLog = TransitionWal.open(
+    walDir,
+    {
+      transitions(b) {
+        sequencer.restore(b.robotId, b.firstSeq + b.transitions.length - 1);
+        logged += b.transitions.length;
+        take(b, true);
+      },
+      episode(e) {
+        lastEpisodeSeq.set(e.robotId, Math.max(lastEpisodeSeq.get(e.robotId) ?? -1, e.lastSeq));
+        countEpisode(e);
+      },
     },
-    episode(e) {
-      lastEpisodeSeq.set(e.robotId, Math.max(lastEpisodeSeq.get(e.robotId) ?? -1, e.lastSeq));
-      countEpisode(e);
-    },
-  });
-  if (wal.report.tornBytes > 0) log(`write-ahead log: dropped a torn tail of ${wal.report.tornBytes} bytes`);
+    { segmentBytes: Math.round((options.walSegmentMiB ?? 32) * 2 ** 20) },
+  );
+  wal = walLog;
   if (options.resume)
     log(
       `resumed: ${logged} transitions in the log, ${state.ingested} in the replay, ${learner.updates} updates`,
@@ -336,6 +357,18 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     explorationStd: cfg.explorationStd,
     warmupNoise: cfg.warmupNoise,
     actionScale: cfg.actionScale,
+    storageStopped: walStorage.stopped,
+  });
+  const walStorage = new WalStorage(walLog, {
+    dir: walDir,
+    limitBytes: (options.walLimitMiB ?? 65536) * 2 ** 20,
+    minFreeBytes: (options.minFreeMiB ?? 1024) * 2 ** 20,
+    log,
+    // Actors show the learner's reason next to their own spool.
+    onChange: () => {
+      if (client.connected)
+        client.publish(topics.learnerStatus, JSON.stringify(statusOf(true)), { qos: 1, retain: true });
+    },
   });
   const client: MqttClient = mqtt.connect(brokerUrl, {
     clientId: `resrt-learner-${session}-${incarnation}`,
@@ -365,7 +398,6 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     );
   };
 
-  let walFailure: string | null = null;
   const onBatch = (robotId: string, payload: Buffer): void => {
     // After close() began nothing is logged or acknowledged: the actors keep it spooled.
     if (closed) return;
@@ -380,6 +412,8 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       log(`rejected a batch on ${robotId}: ${(err as Error).message.split('\n')[0]}`);
       return;
     }
+    // At the log's limit or on a disk without room: not logged, not acknowledged, sent again.
+    if (walStorage.refuses()) return;
     const skipped = sequencer.adopt(robotId, ackedSeq);
     if (skipped > 0)
       log(
@@ -389,22 +423,11 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     if (fresh.length) {
       const accepted: TransitionBatch = { ...batch, firstSeq: fresh[0].seq, transitions: fresh };
       // Durable before acknowledged: the actor deletes what we acknowledge.
-      try {
-        (wal as TransitionWal).appendTransitions(accepted);
-      } catch (err) {
+      if (!walStorage.append(accepted)) {
         // Unacknowledged, the batch stays in the actor's spool and comes again.
         sequencer.rewind(robotId, fresh[0].seq);
-        if (walFailure === null) {
-          walFailure = (err as Error).message.split('\n')[0];
-          log(
-            `write-ahead log: cannot write to ${join(outDir, 'wal')} (${walFailure}); nothing is acknowledged ` +
-              'until it can: the actors keep their transitions spooled. Free disk space there',
-          );
-        }
         return;
       }
-      if (walFailure !== null) log('write-ahead log: writing again');
-      walFailure = null;
       logged += fresh.length;
       take(accepted, false);
     }
@@ -449,9 +472,22 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       obsStd: learner.obsStd,
       version: state.version + 1,
     });
-    const onnx = exportResidualOnnx(spec, join(outDir, 'residual.onnx'));
+    let onnx: Uint8Array;
+    try {
+      onnx = exportResidualOnnx(spec, join(outDir, 'residual.onnx'));
+      // On disk before any actor sees it, so a restart never reuses the number.
+      writeFileAtomic(versionFile, JSON.stringify({ version: state.version + 1 }));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === undefined) throw err;
+      // A disk that refuses the files (full): this one is not published, training goes on.
+      lastPublishedActor = learner.actorUpdates;
+      log(
+        `publishing residual v${state.version + 1} failed (${(err as Error).message.split('\n')[0]}); ` +
+          `the next publish tries again. Free disk space in ${outDir}`,
+      );
+      return;
+    }
     state.version++;
-    writeFileAtomic(versionFile, JSON.stringify({ version: state.version }));
     const msg = encodePolicyMessage(
       {
         lineage,
@@ -567,6 +603,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       watermarks,
       trainingError,
       last,
+      storage: walStorage.status(),
     };
   };
 
@@ -633,8 +670,16 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       );
     }
     await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
-    checkpoint();
-    wal?.close();
+    try {
+      checkpoint();
+    } catch (err) {
+      // Nothing is lost: the previous checkpoint stays whole and --resume replays the log after it.
+      log(
+        `checkpoint at stop failed (${(err as Error).message.split('\n')[0]}); ` +
+          'the last checkpoint and the write-ahead log are kept: --resume continues from them',
+      );
+    }
+    await walLog.close();
     learner.dispose();
     await broker?.close();
   }
@@ -650,6 +695,22 @@ function checkServiceOptions(o: LearnerServiceOptions): void {
     bad(`checkpointEverySec = ${o.checkpointEverySec}`, 'give a positive number of seconds (e.g. 60)');
   if (o.rewardMode !== undefined && o.rewardMode !== 'task' && o.rewardMode !== 'rlif')
     bad(`rewardMode = ${String(o.rewardMode)}`, "use 'task' or 'rlif'");
+  for (const [key, value, min, fix] of [
+    [
+      'walLimitMiB',
+      o.walLimitMiB,
+      1 / 1024,
+      'give the MiB the write-ahead log may take on disk (default 65536)',
+    ],
+    [
+      'minFreeMiB',
+      o.minFreeMiB,
+      0,
+      'give the MiB to keep free on the disk of --out (default 1024; 0 for none)',
+    ],
+    ['walSegmentMiB', o.walSegmentMiB, 1 / 1024, 'give a segment size in MiB (default 32)'],
+  ] as const)
+    if (value !== undefined && !(Number.isFinite(value) && value >= min)) bad(`${key} = ${value}`, fix);
   if (o.demoCapacity !== undefined && !(Number.isInteger(o.demoCapacity) && o.demoCapacity > 0))
     bad(`demoCapacity = ${o.demoCapacity}`, 'give a positive whole number of transitions');
   if (
