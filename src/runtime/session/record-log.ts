@@ -12,24 +12,26 @@
  * kill -9 at any point leaves each segment readable in exactly one form:
  *   1. <prefix>-N.pack.tmp is written and fsynced;      a crash here: open() deletes the .tmp
  *   2. renamed to <prefix>-N.pack, the folder fsynced;   the pack is the segment from now on
- *   3. <prefix>-N.log is deleted, the folder fsynced;    a crash before: open() deletes the .log
+ *   3. <prefix>-N.log is deleted;                        a crash before: open() deletes the .log
  * The pack is inflated and compared with the segment before step 1, and again at open() in the
  * state between 2 and 3 before the .log goes.
  */
 import {
   closeSync,
   fstatSync,
+  fsync,
   fsyncSync,
   ftruncateSync,
   mkdirSync,
   openSync,
   readFileSync,
   readdirSync,
+  renameSync,
   statSync,
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import { open as openAsync, readFile, rename, unlink } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { ResrtError } from '../../util/errors.js';
 import { frameRecord, parseRecords, type LogRecord } from './record-frame.js';
@@ -94,14 +96,7 @@ function readPack(path: string, segment: number, logExists: boolean): Buffer | n
   }
 }
 
-async function fsyncDirAsync(dir: string): Promise<void> {
-  const h = await openAsync(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-}
+const fsyncAsync = promisify(fsync);
 
 export class RecordLog {
   private fd: number | null = null;
@@ -330,7 +325,8 @@ export class RecordLog {
     this.packing = true;
     try {
       const logPath = this.pathOf(segment);
-      const raw = await readFile(logPath);
+      // A sealed segment was just written: it is in the page cache.
+      const raw = readFileSync(logPath);
       const { records, goodEnd } = parseRecords(raw, segment);
       if (goodEnd !== raw.byteLength)
         throw new ResrtError(
@@ -340,25 +336,32 @@ export class RecordLog {
       const pack = await packSegment(raw, segment, records.length);
       const back = await unpackSegmentAsync(pack, segment);
       if (!back.equals(raw)) throw new Error(`the pack of ${logPath} does not inflate to the segment`);
+      // Compressing runs on the thread pool and the two fsyncs wait there for the device; the file
+      // operations between them are quick and stay synchronous (each await is a turn of a busy loop).
       const packPath = this.pathOf(segment, 'pack');
       const tmp = `${packPath}.tmp`;
-      const h = await openAsync(tmp, 'w');
+      const fd = openSync(tmp, 'w');
       try {
-        await h.writeFile(pack);
-        await h.sync();
+        let off = 0;
+        while (off < pack.byteLength) off += writeSync(fd, pack, off, pack.byteLength - off);
+        await fsyncAsync(fd);
       } catch (err) {
-        await h.close();
-        await unlink(tmp).catch(() => {});
+        closeSync(fd);
+        unlinkSync(tmp);
         throw err;
       }
-      await h.close();
-      await rename(tmp, packPath);
-      await fsyncDirAsync(this.dir);
-      // Committed: the pack is the segment now.
+      closeSync(fd);
+      renameSync(tmp, packPath);
+      const dirFd = openSync(this.dir, 'r');
+      try {
+        await fsyncAsync(dirFd);
+      } finally {
+        closeSync(dirFd);
+      }
+      // Committed: the pack is the segment now. The .log goes without an fsync of the folder: if
+      // its deletion is lost, open() finds both and settles it.
       file.packed = true;
-      file.bytes = pack.byteLength + raw.byteLength;
-      await unlink(logPath);
-      await fsyncDirAsync(this.dir);
+      unlinkSync(logPath);
       file.bytes = pack.byteLength;
       return { segment, rawBytes: raw.byteLength, packedBytes: pack.byteLength };
     } finally {
