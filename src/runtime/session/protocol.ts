@@ -186,15 +186,7 @@ export interface ActorStatus {
   robotId: string;
   online: boolean;
   phase:
-    | 'starting'
-    | 'reset'
-    | 'run'
-    | 'label'
-    | 'paused'
-    | 'spool-full'
-    | 'disk-full'
-    | 'estopped'
-    | 'stopped';
+    'starting' | 'reset' | 'run' | 'label' | 'paused' | 'spool-full' | 'disk-full' | 'estopped' | 'stopped';
   episode: number;
   episodes: number;
   successes: number;
