@@ -9,7 +9,11 @@ import { tmpdir } from 'node:os';
 import { RecordLog } from '../src/runtime/session/record-log.js';
 import { packSegment } from '../src/runtime/session/segment-pack.js';
 import { parseRecords } from '../src/runtime/session/record-frame.js';
-import { runLearnerService, type LearnerService } from '../src/residual/service/learner-service.js';
+import {
+  runLearnerService,
+  type LearnerService,
+  type LearnerServiceOptions,
+} from '../src/residual/service/learner-service.js';
 import { TransitionWal } from '../src/residual/service/wal.js';
 import { runActor, type ActorHandle } from '../src/runtime/session/actor.js';
 import { Spool } from '../src/runtime/session/spool.js';
@@ -65,6 +69,24 @@ async function freeBrokerUrl(name: string): Promise<string> {
   await probe.close();
   return url;
 }
+
+/** A learner continuing the session in outDir, its broker on brokerUrl's port, its log into lines. */
+const learnerAt = (
+  outDir: string,
+  brokerUrl: string,
+  lines: string[],
+  options: Partial<LearnerServiceOptions>,
+): Promise<LearnerService> =>
+  runLearnerService({
+    outDir,
+    resume: true,
+    brokerPort: Number(new URL(brokerUrl).port),
+    base: basePath,
+    profile: 'cpu',
+    config: smallLearner,
+    log: (l) => lines.push(l),
+    ...options,
+  });
 
 describe('write-ahead log compaction', () => {
   it('leaves every record exactly once, in order, whatever step of a packing a crash interrupted', async () => {
@@ -137,18 +159,7 @@ describe('write-ahead log compaction', () => {
     const brokerUrl = await freeBrokerUrl('limit');
     const lines: string[] = [];
     const start = (walLimitMiB: number): Promise<LearnerService> =>
-      runLearnerService({
-        outDir,
-        resume: true,
-        brokerPort: Number(new URL(brokerUrl).port),
-        base: basePath,
-        profile: 'cpu',
-        config: smallLearner,
-        walLimitMiB,
-        walSegmentMiB: 2 / 1024,
-        minFreeMiB: 0,
-        log: (l) => lines.push(l),
-      });
+      learnerAt(outDir, brokerUrl, lines, { walLimitMiB, walSegmentMiB: 2 / 1024, minFreeMiB: 0 });
     let learner = await start(12 / 1024);
     const actorLines: string[] = [];
     const actor = await runActor({
@@ -324,19 +335,8 @@ describe('a small disk that fills up (tmpfs)', () => {
     const lines: string[] = [];
     const brokerUrl = await freeBrokerUrl('tmpfs-learner');
     const start = (minFreeMiB: number): Promise<LearnerService> =>
-      runLearnerService({
-        outDir,
-        resume: true,
-        brokerPort: Number(new URL(brokerUrl).port),
-        base: basePath,
-        profile: 'cpu',
-        config: smallLearner,
-        minFreeMiB,
-        // No segment is sealed (and compacted, which frees space) during the test.
-        walSegmentMiB: 1,
-        checkpointEverySec: 3600,
-        log: (l) => lines.push(l),
-      });
+      // No segment is sealed (and compacted, which frees space) during the test.
+      learnerAt(outDir, brokerUrl, lines, { minFreeMiB, walSegmentMiB: 1, checkpointEverySec: 3600 });
     const actor = await runActor({
       robotId: 'feeder',
       brokerUrl,
