@@ -198,11 +198,14 @@ describe('write-ahead log compaction', () => {
         () => actor.status().phase === 'spool-full',
         20_000,
       );
-      expect(
-        actorLines.some((l) =>
-          /no new episode until it is back\. The learner logs nothing: .*--wal-limit/.test(l),
-        ),
-      ).toBe(true);
+      await waitFor(
+        "the learner's reason in the actor's log",
+        () =>
+          actorLines.some((l) =>
+            /no new episode until it is back\. The learner logs nothing: .*--wal-limit/.test(l),
+          ),
+        10_000,
+      );
       const logged = learner.snapshot().logged;
       await new Promise((r) => setTimeout(r, 700));
       expect(learner.snapshot().logged).toBe(logged);

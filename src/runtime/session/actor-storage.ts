@@ -156,7 +156,8 @@ export class ActorStorage {
     if (this.spool.pendingBytes >= spoolLimitBytes) {
       const learner = this.o.learnerStopped();
       return {
-        kind: 'spool-limit',
+        // Said again once the learner's own reason is known.
+        kind: learner ? 'spool-limit (learner stopped)' : 'spool-limit',
         hold: 'spool-full',
         message:
           `spool: ${mib(this.spool.pendingBytes)} MiB not acknowledged by the learner ` +
