@@ -5,7 +5,7 @@
  */
 import type { CameraFrame, CameraFrames, CameraSpec } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
-import type { Rng } from '../../util/rng.js';
+import { Rng } from '../../util/rng.js';
 import type { MainModule, MjData, MjModel } from '../mujoco.js';
 import {
   type CameraRandomization,
@@ -38,6 +38,13 @@ export interface SimCameraOptions {
   backend?: RenderBackend | 'auto';
   /** Appearance randomization drawn at every reset (colours, lights, camera pose). */
   randomization?: Partial<CameraRandomization>;
+  /**
+   * Sensor noise: Gaussian, this std in 0-255 levels, drawn per pixel and frame (default 0). Real
+   * cameras never repeat an image exactly; frozen-camera detection relies on that.
+   */
+  noiseStd?: number;
+  /** Seed of the sensor noise. */
+  noiseSeed?: number;
 }
 
 export class SimCameras {
@@ -47,6 +54,8 @@ export class SimCameras {
   private readonly seqs: number[];
   private readonly randomization: CameraRandomization;
   private readonly randomizes: boolean;
+  private readonly noiseStd: number;
+  private readonly noise: Rng;
 
   constructor(
     mj: MainModule,
@@ -91,6 +100,11 @@ export class SimCameras {
     this.specs = names.map((name) => ({ name, width, height, channels: 3, depth }));
     this.seqs = names.map(() => 0);
     this.randomization = { ...noCameraRandomization, ...options.randomization };
+    this.noiseStd = options.noiseStd ?? 0;
+    if (!(this.noiseStd >= 0 && this.noiseStd <= 64)) {
+      throw new ResrtError(`camera noiseStd ${this.noiseStd} is invalid`, 'use 0 (none) to 64 levels');
+    }
+    this.noise = new Rng(options.noiseSeed ?? 0);
     const r = this.randomization;
     this.randomizes =
       r.colorStd > 0 ||
@@ -117,6 +131,11 @@ export class SimCameras {
         height: spec.height,
         depth: spec.depth,
       });
+      if (this.noiseStd > 0) {
+        const d = img.rgb;
+        for (let i = 0; i < d.length; i++)
+          d[i] = Math.min(255, Math.max(0, Math.round(d[i] + this.noise.normal(0, this.noiseStd))));
+      }
       frames[spec.name] = {
         width: spec.width,
         height: spec.height,
