@@ -157,9 +157,9 @@ export class FfmpegCamera implements CameraSource {
 
   private firstFrame(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      let sub: Subscription | undefined;
+      const subs: Subscription[] = [];
       const fail = async (why: string): Promise<void> => {
-        sub?.unsubscribe();
+        subs.forEach((x) => x.unsubscribe());
         clearTimeout(timer);
         await this.close();
         reject(
@@ -172,13 +172,15 @@ export class FfmpegCamera implements CameraSource {
         );
       };
       const timer = setTimeout(() => void fail(`nothing within ${timeoutMs} ms`), timeoutMs);
-      sub = this.statusValue.subscribe((s) => {
+      const sub = this.statusValue.subscribe((s) => {
         if (s === 'streaming') {
-          sub?.unsubscribe();
+          // (A synchronous first emission is 'starting': sub is assigned before this can run.)
+          queueMicrotask(() => sub.unsubscribe());
           clearTimeout(timer);
           resolve();
         } else if (s === 'ended') void fail(this.error ?? 'ffmpeg ended');
       });
+      subs.push(sub);
     });
   }
 }
