@@ -22,6 +22,9 @@ async function resrt(...args: string[]): Promise<string> {
   return lines.join('\n');
 }
 
+const evalVideo = (task: string, out: string): Promise<string> =>
+  resrt('eval', '--task', task, '--policy', 'expert', '--episodes', '1', '--video', out);
+
 const hasFfmpeg = spawnSync('ffmpeg', ['-version'], { stdio: 'ignore' }).status === 0;
 
 describe('resrt CLI with cameras', () => {
@@ -29,17 +32,7 @@ describe('resrt CLI with cameras', () => {
     'eval --video writes an MP4 of what the push-cam camera saw',
     async () => {
       const out = join(dir, 'push-cam.mp4');
-      const stdout = await resrt(
-        'eval',
-        '--task',
-        'push-cam',
-        '--policy',
-        'expert',
-        '--episodes',
-        '1',
-        '--video',
-        out,
-      );
+      const stdout = await evalVideo('push-cam', out);
       expect(stdout).toMatch(/camera video \(\d+ frames\) written to/);
       const probe = spawnSync('ffprobe', [
         '-v',
@@ -56,17 +49,7 @@ describe('resrt CLI with cameras', () => {
 
   it('eval --video DIR writes PNG frames of every camera of a state-only task', async () => {
     const out = join(dir, 'reach-frames');
-    const stdout = await resrt(
-      'eval',
-      '--task',
-      'reach',
-      '--policy',
-      'expert',
-      '--episodes',
-      '1',
-      '--video',
-      out,
-    );
+    const stdout = await evalVideo('reach', out);
     expect(stdout).toMatch(/written as \d+ PNG files/);
     const files = readdirSync(out);
     expect(files.length).toBeGreaterThan(2);

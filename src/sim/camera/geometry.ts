@@ -105,6 +105,39 @@ export function hitEllipsoid(
   return t;
 }
 
+/**
+ * The curved side of a cylinder of radius r along z, limited to |z| <= h. With `farToo`, a near
+ * crossing outside the limits falls through to the far one (a finite cylinder's inner wall); a
+ * capsule takes only the near one (beyond the limits its end spheres are nearer).
+ */
+function hitSide(
+  ox: number,
+  oy: number,
+  oz: number,
+  dx: number,
+  dy: number,
+  dz: number,
+  r: number,
+  h: number,
+  tMin: number,
+  farToo: boolean,
+  n: Float64Array,
+): number {
+  const a = dx * dx + dy * dy;
+  if (a === 0) return Infinity;
+  const b = ox * dx + oy * dy;
+  const disc = b * b - a * (ox * ox + oy * oy - r * r);
+  if (disc < 0) return Infinity;
+  const s = Math.sqrt(disc);
+  let t = (-b - s) / a;
+  if (farToo && !(t > tMin && Math.abs(oz + t * dz) <= h)) t = (-b + s) / a;
+  if (!(t > tMin && Math.abs(oz + t * dz) <= h)) return Infinity;
+  n[0] = ox + t * dx;
+  n[1] = oy + t * dy;
+  n[2] = 0;
+  return t;
+}
+
 /** Finite cylinder along z: the side (|z| <= h) and both caps. */
 export function hitCylinder(
   ox: number,
@@ -118,24 +151,7 @@ export function hitCylinder(
   tMin: number,
   n: Float64Array,
 ): number {
-  let best = Infinity;
-  const a = dx * dx + dy * dy;
-  if (a > 0) {
-    const b = ox * dx + oy * dy;
-    const c = ox * ox + oy * oy - r * r;
-    const disc = b * b - a * c;
-    if (disc >= 0) {
-      const s = Math.sqrt(disc);
-      let t = (-b - s) / a;
-      if (!(t > tMin && Math.abs(oz + t * dz) <= h)) t = (-b + s) / a;
-      if (t > tMin && Math.abs(oz + t * dz) <= h) {
-        best = t;
-        n[0] = ox + t * dx;
-        n[1] = oy + t * dy;
-        n[2] = 0;
-      }
-    }
-  }
+  let best = hitSide(ox, oy, oz, dx, dy, dz, r, h, tMin, true, n);
   if (dz !== 0) {
     // The cap facing the ray is the only one it can enter through.
     const side = dz < 0 ? 1 : -1;
@@ -167,46 +183,31 @@ export function hitCapsule(
   tMin: number,
   n: Float64Array,
 ): number {
+  const side = hitSide(ox, oy, oz, dx, dy, dz, r, h, tMin, false, n);
+  if (side !== Infinity) return side;
   let best = Infinity;
-  const a = dx * dx + dy * dy;
-  if (a > 0) {
-    const b = ox * dx + oy * dy;
-    const c = ox * ox + oy * oy - r * r;
-    const disc = b * b - a * c;
-    if (disc >= 0) {
-      const t = (-b - Math.sqrt(disc)) / a;
-      if (t > tMin && Math.abs(oz + t * dz) <= h) {
-        best = t;
-        n[0] = ox + t * dx;
-        n[1] = oy + t * dy;
-        n[2] = 0;
-      }
+  let nx = 0;
+  let ny = 0;
+  let nz = 0;
+  for (let end = 1; end >= -1; end -= 2) {
+    const qz = oz - end * h;
+    const t = nearestRoot(
+      dx * dx + dy * dy + dz * dz,
+      ox * dx + oy * dy + qz * dz,
+      ox * ox + oy * oy + qz * qz - r * r,
+      tMin,
+    );
+    if (t < best) {
+      best = t;
+      nx = ox + t * dx;
+      ny = oy + t * dy;
+      nz = qz + t * dz;
     }
   }
-  if (best === Infinity) {
-    const nx0 = n[0];
-    const ny0 = n[1];
-    const nz0 = n[2];
-    for (let side = 1; side >= -1; side -= 2) {
-      const qz = oz - side * h;
-      const t = nearestRoot(
-        dx * dx + dy * dy + dz * dz,
-        ox * dx + oy * dy + qz * dz,
-        ox * ox + oy * oy + qz * qz - r * r,
-        tMin,
-      );
-      if (t < best) {
-        best = t;
-        n[0] = ox + t * dx;
-        n[1] = oy + t * dy;
-        n[2] = qz + t * dz;
-      }
-    }
-    if (best === Infinity) {
-      n[0] = nx0;
-      n[1] = ny0;
-      n[2] = nz0;
-    }
+  if (best !== Infinity) {
+    n[0] = nx;
+    n[1] = ny;
+    n[2] = nz;
   }
   return best;
 }
