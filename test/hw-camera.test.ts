@@ -18,6 +18,14 @@ import { pushCamTask } from '../src/sim/tasks/push-cam.js';
 import type { CameraFrame, CameraSource } from '../src/types.js';
 import type { HardwareStepInfo } from '../src/hw/hardware-env.js';
 import { encodeRgbJpeg } from '../src/util/image-codec.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openRobotEnv } from '../src/cli/robot-commands.js';
+import { loadComposedPolicy } from '../src/cli/policy-commands.js';
+import { evaluatePolicy } from '../src/runtime/evaluate.js';
+import type { CameraFrames, Policy } from '../src/types.js';
+import { visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -57,8 +65,7 @@ describe('frame monitor', () => {
     expect(m.check(frameAt(2, 1200), 1180).fault).toBe('future');
     // New frames, same picture: frozen once the content has not changed for 300 ms.
     const frozen = new FrameMonitor('top', { maxAgeMs: 100, maxFrozenMs: 300, maxFutureMs: 10 });
-    for (let k = 0; k < 5; k++)
-      expect(frozen.check(frameAt(k, 60 * k, 7), 60 * k + 5).fault).toBeUndefined();
+    for (let k = 0; k < 5; k++) expect(frozen.check(frameAt(k, 60 * k, 7), 60 * k + 5).fault).toBeUndefined();
     const h = frozen.check(frameAt(5, 500, 7), 505);
     expect(h.fault).toBe('frozen');
     expect(h.detail).toMatch(/same image for 505 ms/);
@@ -221,5 +228,41 @@ describe('MQTT camera', () => {
     await expect(shortReset.reset()).rejects.toThrow(
       /dated \d+\.\d ms in the future[\s\S]*fix: check the camera/,
     );
+  }, 60_000);
+});
+
+describe('a visuomotor base on a robot', () => {
+  it('reads the robot config cameras and runs an image policy over MQTT end to end', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'resrt-robot-camera-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const broker = await startEmbeddedBroker({ port: 0 });
+    cleanups.push(() => broker.close());
+    const virtual = await startVirtualRobot(pushCamTask, { transport: { brokerUrl: broker.url } });
+    cleanups.push(() => virtual.close());
+    // The config the virtual robot writes lists its camera; a short episode keeps the test quick.
+    expect(virtual.config.cameras).toEqual([{ name: 'top', source: 'mqtt', width: 84, height: 84 }]);
+    const configPath = join(dir, 'robot.json');
+    writeFileSync(
+      configPath,
+      JSON.stringify({ ...virtual.config, episode: { ...virtual.config.episode, maxSteps: 8 } }),
+    );
+    const env = await openRobotEnv(virtual.robotUrl, configPath, true);
+    cleanups.push(() => env.close());
+    const basePath = join(dir, 'base.onnx');
+    writeFileSync(basePath, visuomotorOnnx({ state: 12, image: 84, actions: 3, chunk: 1 }));
+    const base = await loadComposedPolicy(env, basePath);
+    const seen: (CameraFrames | undefined)[] = [];
+    const spy: Policy = {
+      actionDim: base.actionDim,
+      reset: (seed) => base.reset?.(seed),
+      act: (obs, frames) => {
+        seen.push(frames);
+        return base.act(obs, frames);
+      },
+    };
+    const r = await evaluatePolicy(env, spy, { episodes: 1 });
+    expect(r.episodes).toBe(1);
+    expect(seen.length).toBeGreaterThanOrEqual(1);
+    for (const frames of seen) expect(frames?.top?.width).toBe(84);
   }, 60_000);
 });

@@ -9,17 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type VisuomotorModelOptions, visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
 import { inferOnce, inspectOnnx } from '../src/runtime/onnx-inspect.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
-import {
-  AttributeType,
-  attr,
-  encodeModel,
-  floatTensor,
-  floatValueInfo,
-  int64Tensor,
-  type OnnxNode,
-} from '../src/runtime/onnx-proto.js';
 import { type ImagePreprocess, preprocessFrame } from '../src/runtime/preprocess.js';
 import type { CameraFrame } from '../src/types.js';
 import { encodeRgbJpeg, encodeRgbPng } from '../src/util/image-codec.js';
@@ -29,72 +21,9 @@ const S = 6;
 const IMG = 16;
 const A = 3;
 const H = 4;
-
-/** Conv(3->4, 3x3, stride 2) -> Relu -> Flatten, concatenated with the state -> Gemm -> [B, H, A]. */
-function visuomotorModel(
-  options: { imageName?: string; layout?: 'NCHW' | 'NHWC'; meta?: Record<string, string> } = {},
-) {
-  const rng = new Rng(5);
-  const rand = (n: number, s: number) => Float32Array.from({ length: n }, () => rng.normal(0, s));
-  const imageName = options.imageName ?? 'observation.images.top';
-  const nodes: OnnxNode[] = [];
-  let image = imageName;
-  if (options.layout === 'NHWC') {
-    nodes.push({
-      name: 't',
-      opType: 'Transpose',
-      input: [imageName],
-      output: ['nchw'],
-      attribute: [{ name: 'perm', type: AttributeType.INTS, ints: [0, 3, 1, 2] }],
-    });
-    image = 'nchw';
-  }
-  const conv = 7 * 7 * 4;
-  nodes.push(
-    {
-      name: 'conv',
-      opType: 'Conv',
-      input: [image, 'conv.w', 'conv.b'],
-      output: ['c'],
-      attribute: [
-        { name: 'kernel_shape', type: AttributeType.INTS, ints: [3, 3] },
-        { name: 'strides', type: AttributeType.INTS, ints: [2, 2] },
-      ],
-    },
-    { name: 'relu', opType: 'Relu', input: ['c'], output: ['r'] },
-    { name: 'flat', opType: 'Flatten', input: ['r'], output: ['f'], attribute: [attr.int('axis', 1)] },
-    {
-      name: 'cat',
-      opType: 'Concat',
-      input: ['observation.state', 'f'],
-      output: ['x'],
-      attribute: [attr.int('axis', 1)],
-    },
-    { name: 'head', opType: 'Gemm', input: ['x', 'head.w', 'head.b'], output: ['y'] },
-    { name: 'chunk', opType: 'Reshape', input: ['y', 'shape'], output: ['action'] },
-  );
-  const imageDims = options.layout === 'NHWC' ? ['batch', IMG, IMG, 3] : ['batch', 3, IMG, IMG];
-  return encodeModel({
-    irVersion: 8,
-    producerName: 'pytorch',
-    producerVersion: '2.5',
-    opsetImport: [{ domain: '', version: 17 }],
-    graph: {
-      name: 'main_graph',
-      node: nodes,
-      initializer: [
-        floatTensor('conv.w', [4, 3, 3, 3], rand(108, 0.3)),
-        floatTensor('conv.b', [4], rand(4, 0.1)),
-        floatTensor('head.w', [S + conv, H * A], rand((S + conv) * H * A, 0.1)),
-        floatTensor('head.b', [H * A], rand(H * A, 0.1)),
-        int64Tensor('shape', [0, H, A]),
-      ],
-      input: [floatValueInfo('observation.state', ['batch', S]), floatValueInfo(imageName, imageDims)],
-      output: [floatValueInfo('action', ['batch', H, A])],
-    },
-    metadataProps: Object.entries(options.meta ?? {}).map(([key, value]) => ({ key, value })),
-  });
-}
+const visuomotorModel = (
+  options: Omit<VisuomotorModelOptions, 'state' | 'image' | 'actions' | 'chunk'> = {},
+) => visuomotorOnnx({ state: S, image: IMG, actions: A, chunk: H, ...options });
 
 function frame(width: number, height: number, seed: number): CameraFrame {
   const rng = new Rng(seed);

@@ -194,6 +194,17 @@ export function virtualRobotConfig(plant: VirtualPlant, transport: string): Robo
         safe: caps.safeAction,
       },
       observation: [{ field: 'sensors', indices: Array.from({ length: obsDim }, (_, i) => i) }],
+      // Over MQTT the virtual robot publishes its task's cameras (virtual-robot.ts).
+      ...(plant.cameras.specs.length && /^mqtts?:/.test(transport)
+        ? {
+            cameras: plant.cameras.specs.map((c) => ({
+              name: c.name,
+              source: 'mqtt',
+              width: c.width,
+              height: c.height,
+            })),
+          }
+        : {}),
       episode: {
         maxSteps: plant.env.maxEpisodeSteps,
         reset: { mode: 'manual', prompt: 'the virtual robot resets its scene after each episode' },
