@@ -1,8 +1,8 @@
 /**
  * Exact ray intersections with MuJoCo's primitive geom shapes, in the geom's own frame (MuJoCo's
  * conventions: capsules and cylinders along local z with size = [radius, half-length]; boxes and
- * ellipsoids with half-sizes; planes are the local z = 0 plane seen from +z, size = half-extents,
- * 0 meaning unbounded). Directions need not be unit length: t is in units of the direction, so a
+ * ellipsoids with half-sizes). Planes, most of a tabletop image, are intersected inline by the
+ * renderer. Directions need not be unit length: t is in units of the direction, so a
  * camera ray whose forward component is 1 returns z-depth directly.
  *
  * Each function returns the nearest t > tMin, or Infinity, and writes the outward local normal of
@@ -33,30 +33,6 @@ function nearestRoot(a: number, b: number, c: number, tMin: number): number {
   if (t0 > tMin) return t0;
   const t1 = (-b + s) / a;
   return t1 > tMin ? t1 : Infinity;
-}
-
-export function hitPlane(
-  ox: number,
-  oy: number,
-  oz: number,
-  dx: number,
-  dy: number,
-  dz: number,
-  sx: number,
-  sy: number,
-  tMin: number,
-  n: Float64Array,
-): number {
-  // One-sided, like mj_ray: a plane is seen only from above.
-  if (dz >= 0 || oz <= 0) return Infinity;
-  const t = -oz / dz;
-  if (!(t > tMin)) return Infinity;
-  if (sx > 0 && Math.abs(ox + t * dx) > sx) return Infinity;
-  if (sy > 0 && Math.abs(oy + t * dy) > sy) return Infinity;
-  n[0] = 0;
-  n[1] = 0;
-  n[2] = 1;
-  return t;
 }
 
 export function hitSphere(
