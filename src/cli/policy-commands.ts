@@ -35,7 +35,7 @@ export function registerPolicyCommands(program: Command): void {
     .option('--batch <n>', 'batch size', parseIntArg('--batch'), defaultBcConfig.batchSize)
     .option('--all-episodes', 'train on failed episodes too (default: successful only)')
     .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
-    .option('--backend <name>', 'auto | wasm | cpu | tensorflow', 'auto')
+    .option('--device <name>', 'where training computes: auto | cpu | cuda (auto: CUDA when its provider is installed)', 'auto')
     .action(async (opts: BcCliOptions) => {
       const hidden = opts.hidden.split(',').map((w) => Number(w));
       if (hidden.some((w) => !Number.isInteger(w) || w <= 0)) {
@@ -57,7 +57,7 @@ export function registerPolicyCommands(program: Command): void {
           batchSize: opts.batch,
           successfulOnly: !opts.allEpisodes,
           seed: opts.seed,
-          backend: opts.backend as 'auto',
+          device: opts.device as 'auto',
         },
         (p) =>
           bar.update(p.epoch, { loss: p.trainLoss.toExponential(2), val: p.validationLoss.toExponential(2) }),
@@ -70,7 +70,7 @@ export function registerPolicyCommands(program: Command): void {
           `(train loss ${result.trainLoss.toExponential(2)}, validation ${result.validationLoss.toExponential(2)})`,
       );
       console.log(
-        `wrote ${opts.out}; onnxruntime matches tfjs to ${result.exportMaxAbsError.toExponential(1)} (limit 1e-5)`,
+        `wrote ${opts.out}; onnxruntime matches the trained network to ${result.exportMaxAbsError.toExponential(1)} (limit 1e-5)`,
       );
     });
 
@@ -277,7 +277,7 @@ interface BcCliOptions {
   batch: number;
   allEpisodes?: boolean;
   seed: number;
-  backend: string;
+  device: string;
 }
 
 interface RunCliOptions {

@@ -19,7 +19,7 @@ import {
   parseNormalization,
 } from './onnx-layout.js';
 import { createSession, describeIo, OnnxPolicy, readModelFile, runRaw } from './onnx-policy.js';
-import { decodeModelHeader, graphChecksum } from './onnx-proto.js';
+import { decodeModelHeader, graphChecksum } from '../util/onnx-proto.js';
 
 export interface InspectReport {
   path: string;

@@ -18,7 +18,7 @@ import {
   type OnnxLayout,
   type Problem,
 } from './onnx-layout.js';
-import { decodeModelHeader, graphChecksum, type OnnxModelHeader } from './onnx-proto.js';
+import { decodeModelHeader, graphChecksum, type OnnxModelHeader } from '../util/onnx-proto.js';
 import { MetaKey } from './onnx-export.js';
 import {
   IMAGES_META_KEY,

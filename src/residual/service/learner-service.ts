@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import mqtt, { type MqttClient } from 'mqtt';
 import { ResrtError } from '../../util/errors.js';
 import { writeFileAtomic } from '../../util/files.js';
-import { initTf, type BackendPreference } from '../../util/tf-backend.js';
+import { initEngine, type DevicePreference } from '../../nn/index.js';
 import { makeConfig, profileFor, type ProfileName, type ResidualConfig } from '../config.js';
 import { ReplayBuffer, packSteps } from '../replay.js';
 import { ResidualLearner, type UpdateStats } from '../td3.js';
@@ -85,7 +85,8 @@ export interface LearnerServiceOptions {
   /** Log segments are sealed and compacted at this size. Default 32. */
   walSegmentMiB?: number;
   seed?: number;
-  backend?: BackendPreference;
+  /** Where the learner computes: 'auto' (CUDA when installed and working, else CPU), 'cpu', 'cuda'. */
+  device?: DevicePreference;
   dashboardPort?: number;
   host?: string;
   token?: string;
@@ -134,7 +135,8 @@ export interface LearnerService {
   episodes(): readonly EpisodeRecord[];
   /** Sends a control command to one actor (or every known one with robotId ''). */
   command(robotId: string, c: ControlCommand): boolean;
-  checkpoint(): void;
+  /** Writes a checkpoint now (after the update in flight, if any). */
+  checkpoint(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -182,16 +184,16 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     throw new ResrtError('the learner needs the observation and action widths', 'pass --base BASE.onnx');
   const O = obsDim;
   const A = actionDim;
-  const handle = await initTf(options.backend ?? 'auto');
+  const engine = await initEngine({ device: options.device ?? 'auto' });
   const chosen =
     options.profile && options.profile !== 'auto'
       ? { name: options.profile, why: 'chosen' }
-      : profileFor(handle);
+      : profileFor(engine);
   const cfg = makeConfig(chosen.name, options.config);
-  log(`learner: ${handle.description}, profile ${chosen.name}`);
+  log(`learner: ${engine.description}, profile ${chosen.name}`);
   const seed = options.seed ?? 0;
   const demos = new ReplayBuffer(options.demoCapacity ?? 50_000, O, A);
-  const learner = new ResidualLearner(handle.tf, cfg, { obsDim: O, actionDim: A }, seed, demos);
+  const learner = await ResidualLearner.create(engine, cfg, { obsDim: O, actionDim: A }, seed, demos);
   const meta = { session, obsDim: O, actionDim: A, config: cfg, rewardMode: options.rewardMode ?? 'task' };
 
   let state: ServiceState = { replayed: {}, ingested: 0, version: 0 };
@@ -463,7 +465,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
 
   const publish = (): void => {
     const spec = residualPolicySpec({
-      layers: learner.actor.toDenseSpecs(),
+      layers: learner.actorLayers(),
       obsDim: O,
       actionDim: A,
       actionScale: cfg.actionScale,
@@ -523,6 +525,8 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       : cfg.criticWarmupSteps + (state.ingested - cfg.learningStarts) * cfg.utd;
 
   let cancelPump: (() => void) | null = null;
+  /** The slice of updates running now: checkpoints and shutdown wait for it, never cut into it. */
+  let slice: Promise<void> | null = null;
   /** Soon: after pending I/O (setImmediate, no setTimeout ≥ 1 ms floor); otherwise in 20 ms. */
   const schedulePump = (soon: boolean): void => {
     if (soon) {
@@ -536,6 +540,9 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   const pump = (): void => {
     cancelPump = null;
     if (closed) return;
+    slice = runSlice().finally(() => (slice = null));
+  };
+  const runSlice = async (): Promise<void> => {
     const t0 = performance.now();
     const target = allowed();
     try {
@@ -544,12 +551,12 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       // 50 Hz actors missed their periods, their robots held commands for uneven times, and a
       // fleet that otherwise learned the puck task to 100% ended at 39–73%. An update longer than
       // the slice (2×256 networks) still runs whole, so large learners lose nothing.
-      while (learner.updates < target && performance.now() - t0 < 5) {
+      while (!closed && learner.updates < target && performance.now() - t0 < 5) {
         if (cfg.normalizeObs && !learner.obsMean) {
           const { mean, std } = learner.computeObsNormalization();
           learner.setObsNormalization(mean, std);
         }
-        last = learner.update();
+        last = await learner.update();
         if (learner.actorUpdates - lastPublishedActor >= (options.publishEvery ?? 50)) publish();
       }
     } catch (err) {
@@ -559,6 +566,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       log(`training stopped: ${(err as Error).message}`);
       return;
     }
+    if (closed) return;
     const now = performance.now();
     if (now - window.t >= 1000) {
       rate = ((learner.updates - window.updates) * 1000) / (now - window.t);
@@ -649,7 +657,10 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     snapshot,
     episodes: () => episodes,
     command,
-    checkpoint,
+    async checkpoint() {
+      await slice;
+      checkpoint();
+    },
     close() {
       closing ??= shutdown();
       return closing;
@@ -660,6 +671,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     closed = true;
     cancelPump?.();
     cancelPump = null;
+    await slice;
     await dashboard?.close();
     dashboard = null;
     if (client.connected) {
@@ -680,7 +692,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       );
     }
     await walLog.close();
-    learner.dispose();
+    await learner.dispose();
     await broker?.close();
   }
 }
