@@ -35,13 +35,49 @@ export function registerPolicyCommands(program: Command): void {
     .option('--batch <n>', 'batch size', parseIntArg('--batch'), defaultBcConfig.batchSize)
     .option('--all-episodes', 'train on failed episodes too (default: successful only)')
     .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
-    .option('--device <name>', 'where training computes: auto | cpu | cuda (auto: CUDA when its provider is installed)', 'auto')
+    .option(
+      '--device <name>',
+      'where training computes: auto | cpu | cuda (auto: CUDA when its provider is installed)',
+      'auto',
+    )
+    .option(
+      '--threads <n>',
+      'onnxruntime intra-op threads on the CPU (default: cores - 1)',
+      parseIntArg('--threads'),
+    )
+    .option(
+      '--cameras <names>',
+      'cameras the policy reads, comma-separated: auto (every camera the demonstrations recorded), none (the state only), or names',
+      'auto',
+    )
+    .option(
+      '--encoder <channels>',
+      'per camera: output channels of each 3x3 stride-2 convolution, comma-separated',
+      defaultBcConfig.encoderChannels.join(','),
+    )
+    .option(
+      '--embedding <n>',
+      'per camera: embedding width',
+      parseIntArg('--embedding'),
+      defaultBcConfig.embeddingDim,
+    )
+    .option(
+      '--shift <pixels>',
+      'random shift augmentation of camera images, pixels each way (0: off)',
+      parseIntArg('--shift', 0),
+      defaultBcConfig.shiftPad,
+    )
     .action(async (opts: BcCliOptions) => {
-      const hidden = opts.hidden.split(',').map((w) => Number(w));
-      if (hidden.some((w) => !Number.isInteger(w) || w <= 0)) {
+      const hidden = positiveList(opts.hidden, '--hidden', '256,256');
+      const encoderChannels = positiveList(opts.encoder, '--encoder', '16,32,32,32');
+      const cameras =
+        opts.cameras === 'auto' || opts.cameras === 'none'
+          ? opts.cameras
+          : opts.cameras.split(',').map((c) => c.trim());
+      if (typeof cameras !== 'string' && cameras.some((c) => c === '')) {
         throw new ResrtError(
-          `--hidden must be comma-separated positive integers, got "${opts.hidden}"`,
-          'e.g. --hidden 256,256',
+          `--cameras has an empty name: "${opts.cameras}"`,
+          'e.g. --cameras top or --cameras top,wrist',
         );
       }
       const demos = readDemos(opts.demos);
@@ -58,6 +94,11 @@ export function registerPolicyCommands(program: Command): void {
           successfulOnly: !opts.allEpisodes,
           seed: opts.seed,
           device: opts.device as 'auto',
+          threads: opts.threads,
+          cameras,
+          encoderChannels,
+          embeddingDim: opts.embedding,
+          shiftPad: opts.shift,
         },
         (p) =>
           bar.update(p.epoch, { loss: p.trainLoss.toExponential(2), val: p.validationLoss.toExponential(2) }),
@@ -67,11 +108,18 @@ export function registerPolicyCommands(program: Command): void {
       saveBcPolicy(result, opts.out);
       console.log(
         `trained on ${result.samples} steps from ${result.episodesUsed} episodes in ${result.seconds.toFixed(1)} s ` +
-          `(train loss ${result.trainLoss.toExponential(2)}, validation ${result.validationLoss.toExponential(2)})`,
+          `(train loss ${result.trainLoss.toExponential(2)}, validation ${result.validationLoss.toExponential(2)})` +
+          (result.cameras.length
+            ? `; cameras ${result.cameras.join(', ')} (frames read in ${result.loadSeconds.toFixed(1)} s)`
+            : ''),
       );
       console.log(
-        `wrote ${opts.out}; onnxruntime matches the trained network to ${result.exportMaxAbsError.toExponential(1)} (limit 1e-5)`,
+        `wrote ${opts.out}; onnxruntime matches the trained network to ${result.exportMaxAbsError.toExponential(1)} (limit ${result.exportTolerance.toExponential(0)})`,
       );
+      if (result.cameras.length)
+        console.log(
+          `inputs observation.state, ${result.cameras.map((c) => `observation.images.${c}`).join(', ')}; outputs action, embedding [${result.embeddingDim}]`,
+        );
     });
 
   program
@@ -278,6 +326,22 @@ interface BcCliOptions {
   allEpisodes?: boolean;
   seed: number;
   device: string;
+  threads?: number;
+  cameras: string;
+  encoder: string;
+  embedding: number;
+  shift: number;
+}
+
+function positiveList(text: string, flag: string, example: string): number[] {
+  const values = text.split(',').map((w) => Number(w));
+  if (values.some((w) => !Number.isInteger(w) || w <= 0)) {
+    throw new ResrtError(
+      `${flag} must be comma-separated positive integers, got "${text}"`,
+      `e.g. ${flag} ${example}`,
+    );
+  }
+  return values;
 }
 
 interface RunCliOptions {
