@@ -4,7 +4,7 @@
  * tiny BC run on real push-cam demonstrations (real MuJoCo, real frames) that loads and runs
  * through the runtime, and the bad inputs.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -246,7 +246,6 @@ describe('visuomotor export', () => {
     ).toBeGreaterThan(0.009);
 
     const path = join(dir, 'two-cameras.onnx');
-    const { writeFileSync } = await import('node:fs');
     writeFileSync(path, bytes);
     const report = await inspectOnnx(path, {
       obsDim: 5,
@@ -339,39 +338,28 @@ describe('BC from pixels on push-cam demonstrations', () => {
 });
 
 describe('resrt bc from pixels (CLI)', () => {
-  it('trains on push-cam demonstrations and the file inspects against push-cam without flags', async () => {
-    const out = join(dir, 'cli.onnx');
+  /** `resrt bc` on the push-cam demonstrations, in-process; returns what it printed. */
+  async function bc(out: string, ...args: string[]): Promise<string> {
     const lines: string[] = [];
     const log = vi
       .spyOn(console, 'log')
       .mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
     try {
-      await buildProgram().parseAsync([
-        'node',
-        'resrt',
-        'bc',
-        '--demos',
-        join(dir, 'push-cam.jsonl'),
-        '--out',
-        out,
-        '--epochs',
-        '1',
-        '--hidden',
-        '16',
-        '--encoder',
-        '4',
-        '--embedding',
-        '8',
-        '--threads',
-        '1',
-        '--device',
-        'cpu',
-      ]);
-      await buildProgram().parseAsync(['node', 'resrt', 'inspect', out, '--task', 'push-cam']);
+      const demos = join(dir, 'push-cam.jsonl');
+      await buildProgram().parseAsync(['node', 'resrt', 'bc', '--demos', demos, '--out', out, ...args]);
+      if (existsSync(out))
+        await buildProgram().parseAsync(['node', 'resrt', 'inspect', out, '--task', 'push-cam']);
     } finally {
       log.mockRestore();
     }
-    const text = lines.join('\n');
+    return lines.join('\n');
+  }
+
+  it('trains on push-cam demonstrations and the file inspects against push-cam without flags', async () => {
+    const text = await bc(
+      join(dir, 'cli.onnx'),
+      ...['--epochs', '1', '--hidden', '16', '--encoder', '4', '--embedding', '8', '--threads', '1'],
+    );
     expect(text).toMatch(
       /inputs observation\.state, observation\.images\.top; outputs action, embedding \[8\]/,
     );
@@ -381,20 +369,11 @@ describe('resrt bc from pixels (CLI)', () => {
   });
 
   it('refuses bad encoder and camera flags with the fix', async () => {
-    const run = (...args: string[]) =>
-      buildProgram().parseAsync([
-        'node',
-        'resrt',
-        'bc',
-        '--demos',
-        join(dir, 'push-cam.jsonl'),
-        '--out',
-        join(dir, 'x.onnx'),
-        ...args,
-      ]);
-    await expect(run('--encoder', '16,0')).rejects.toThrow(
+    const out = join(dir, 'refused.onnx');
+    await expect(bc(out, '--encoder', '16,0')).rejects.toThrow(
       /--encoder must be comma-separated positive integers/,
     );
-    await expect(run('--cameras', 'top,,wrist')).rejects.toThrow(/--cameras has an empty name/);
+    await expect(bc(out, '--cameras', 'top,,wrist')).rejects.toThrow(/--cameras has an empty name/);
+    expect(existsSync(out)).toBe(false);
   });
 });
