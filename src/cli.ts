@@ -5,6 +5,7 @@ import { loadComposedPolicy, registerPolicyCommands } from './cli/policy-command
 import { registerTrainCommands } from './cli/train-commands.js';
 import { openRobotEnv, registerRobotCommands } from './cli/robot-commands.js';
 import { registerSessionCommands } from './cli/session-commands.js';
+import { registerRewardCommands } from './cli/reward-commands.js';
 import { evaluatePolicy } from './runtime/evaluate.js';
 import type { AnyTask } from './sim/registry.js';
 import { formatTable, parseIntArg, pct, printJson } from './cli/common.js';
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
 
   registerSimCommands(program);
   registerPolicyCommands(program);
+  registerRewardCommands(program);
 
   program
     .command('eval')
