@@ -1,4 +1,5 @@
 /** `resrt learner` and `resrt actor`: a real-world fine-tuning session (docs/sessions.md). */
+import { SuccessDetector } from '../runtime/success-detector.js';
 import type { Command } from 'commander';
 import { loadRobotConfig } from '../hw/robot-config.js';
 import type { ProfileName } from '../residual/config.js';
@@ -106,6 +107,10 @@ export function registerSessionCommands(program: Command): void {
       0,
     )
     .option(
+      '--success-detector <file.onnx>',
+      "a learned success detector (resrt reward train) as the success source; a person's label overrides it",
+    )
+    .option(
       '--remote-estop-reset',
       'accept e-stop resets from the learner dashboard (default: only where the robot is seen)',
     )
@@ -136,7 +141,11 @@ export function registerSessionCommands(program: Command): void {
     } else {
       env = await MujocoEnv.create(await loadTask(opts.task!));
     }
+    const successDetector = opts.successDetector
+      ? await SuccessDetector.load(opts.successDetector)
+      : undefined;
     const handle = await runActor({
+      successDetector,
       robotId: opts.robotId,
       brokerUrl: opts.broker,
       session: opts.session,
@@ -168,6 +177,7 @@ export function registerSessionCommands(program: Command): void {
     const status = await handle.done;
     detach();
     env?.close();
+    await successDetector?.close();
     console.log(`actor stopped: ${JSON.stringify(status)}`);
   });
 }
@@ -205,6 +215,7 @@ interface ActorCliOptions extends MixingFlags {
   spoolLimit?: number;
   minFree?: number;
   labelTimeout: number;
+  successDetector?: string;
   remoteEstopReset?: boolean;
   dashboardPort?: number;
   host: string;
