@@ -69,8 +69,13 @@ export interface DetectorConfig {
   /** Shares of the episodes held out for the threshold and for the final measurement. */
   validationFraction: number;
   testFraction: number;
-  /** Negative frames drawn per training episode (the final frame of a failure always included). */
+  /** Negative frames drawn at random per training episode (the final frame of a failure always included). */
   negativesPerEpisode: number;
+  /**
+   * Observations just before an episode's end (before the ambiguous ones) always taken as
+   * negatives: the puck close to the goal but not yet there is what a detector must not call success.
+   */
+  hardNegatives: number;
   /**
    * Observations just before a success left out of the negatives: at 84×84 the last steps of a
    * push differ from the success frame by less than a pixel, so they are not failures to learn.
@@ -91,7 +96,8 @@ export const defaultDetectorConfig: DetectorConfig = {
   shiftPad: 4,
   validationFraction: 0.2,
   testFraction: 0.2,
-  negativesPerEpisode: 12,
+  negativesPerEpisode: 8,
+  hardNegatives: 8,
   ambiguousSteps: 2,
   seed: 0,
   device: 'auto',
@@ -200,6 +206,8 @@ function trainingFrames(
     // Candidates: every observation before the end, less the ambiguous ones before a success.
     const end = ep.success ? last - cfg.ambiguousSteps : last;
     const candidates = Array.from({ length: Math.max(0, end) }, (_, t) => t);
+    for (const t of candidates.splice(Math.max(0, candidates.length - cfg.hardNegatives)))
+      chosen.push({ stores, t, label: false });
     for (let k = 0; k < cfg.negativesPerEpisode && candidates.length; k++) {
       const i = rng.int(candidates.length);
       chosen.push({ stores, t: candidates[i], label: false });
