@@ -76,7 +76,7 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
   it('negotiates, reads capabilities, and the plant follows commands', async () => {
     const { robot } = await start();
     expect(robot.status).toBe('connected');
-    expect(robot.protocolVersion).toBe(1);
+    expect(robot.protocolVersion).toBe(2);
     const c = robot.capabilities;
     expect(c).toMatchObject({
       name: 'resrt-bridge-host',
@@ -85,8 +85,9 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
       sensorCount: 2,
       rateHz: 200,
       firmwareVersion: '0.1.0',
-      protocolVersion: 1,
+      protocolVersion: 2,
       watchdogMs: 200,
+      watchdog: { timeoutMs: 200, onTimeout: 'latch' },
     });
     expect(c.safeAction).toEqual([0, 0, 0]);
     expect(c.actionHigh[0]).toBeCloseTo(0.9, 6);
@@ -128,11 +129,14 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
     const raw = (action: number[], seq: number): boolean =>
       robot.writeRaw(
         encodeFrame({
-          version: 1,
+          version: robot.protocolVersion,
           type: MessageType.Command,
           seq,
           flags: 0,
-          payload: encodePayload({ type: 'command', validityMs: 100, action: Float32Array.from(action) }),
+          payload: encodePayload(
+            { type: 'command', validityMs: 100, action: Float32Array.from(action) },
+            robot.protocolVersion,
+          ),
         }),
       );
     expect(raw([0.5, 0.5], 40000)).toBe(true);
@@ -158,15 +162,14 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
     expect(robot.latestState?.outputs[0]).toBeCloseTo(0.3, 6);
     // A corrupted frame is NACKed as such and never applied.
     const bad = encodeFrame({
-      version: 1,
+      version: robot.protocolVersion,
       type: MessageType.Command,
       seq: 1,
       flags: 0,
-      payload: encodePayload({
-        type: 'command',
-        validityMs: 100,
-        action: Float32Array.from([0.8, 0.8, 0.8]),
-      }),
+      payload: encodePayload(
+        { type: 'command', validityMs: 100, action: Float32Array.from([0.8, 0.8, 0.8]) },
+        robot.protocolVersion,
+      ),
     });
     bad[6] ^= 0x01;
     expect(robot.writeRaw(bad)).toBe(true);
@@ -267,7 +270,7 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
     const fw = await spawnHostFirmware(bin, { joints: 2 });
     cleanups.push(() => fw.stop());
     await expect(SerialRobot.open(fw.path, { protocolVersions: [7, 9] })).rejects.toThrow(
-      /rejected HELLO \(BadVersion\).*version 1/,
+      /rejected HELLO \(BadVersion\).*version 2/,
     );
     // The port was released: a compatible host can still connect.
     const robot = await SerialRobot.open(fw.path, { reconnect: false });

@@ -117,7 +117,7 @@ static size_t random_frame(uint8_t *wire, size_t cap, rp_frame_t *f) {
   f->type = (uint8_t)(rnd() % 12);
   f->seq = (uint16_t)rnd();
   f->flags = (uint8_t)(rnd() % 3);
-  f->len = (uint8_t)(rnd() % (RP_MAX_PAYLOAD + 1));
+  f->len = (uint16_t)(rnd() % (RP_MAX_PAYLOAD + 1));
   for (i = 0; i < f->len; i++) f->payload[i] = (uint8_t)(rnd() % 3 == 0 ? 0 : rnd());
   if (rnd() % 2 == 0) {
     /* Well-formed messages with hostile values reach deeper into the bridge. */

@@ -11,7 +11,7 @@ import { ResrtError } from '../../util/errors.js';
 import { encodeFrame, type Frame } from './frame.js';
 import { FrameDecoder } from './frame-decoder.js';
 import { decodePayload, encodePayload, messageTypeCode, type Message } from './messages.js';
-import { MessageType, PROTOCOL_VERSION } from './protocol.js';
+import { HANDSHAKE_VERSION, MessageType } from './protocol.js';
 
 export interface SerialLinkOptions {
   /** Default 1_000_000. Pseudo-terminals ignore it, USB CDC devices mostly too; UARTs do not. */
@@ -92,8 +92,8 @@ export class SerialLink {
     reconnects: 0,
     lastHeartbeatRttMs: NaN,
   };
-  /** Header version of outgoing frames; the robot sets it after negotiation. */
-  version = PROTOCOL_VERSION;
+  /** Header version of outgoing frames (and the session's payload rules); the robot sets it after negotiation. */
+  version = HANDSHAKE_VERSION;
 
   private constructor(
     readonly path: string,
@@ -153,7 +153,7 @@ export class SerialLink {
       type: messageTypeCode(message),
       seq,
       flags,
-      payload: encodePayload(message),
+      payload: encodePayload(message, this.version),
     });
     return this.writeBytes(wire) ? seq : null;
   }
@@ -215,6 +215,8 @@ export class SerialLink {
   private attach(port: SerialPort): void {
     this.port = port;
     this.decoder.reset();
+    // A reopened port starts a new session: handshake frames until the next HELLO succeeds.
+    this.version = HANDSHAKE_VERSION;
     this.state = 'up';
     this.lastRxMs = performance.now();
     port.on('data', (chunk: Buffer) => {
@@ -248,7 +250,7 @@ export class SerialLink {
     // Backoff restarts only once the peer talks: a port that opens but stays silent keeps backing off.
     this.backoffMs = this.opts.backoffInitialMs;
     if (frame.type === MessageType.Heartbeat) {
-      const decoded = decodePayload(frame.type, frame.payload);
+      const decoded = decodePayload(frame.type, frame.payload, this.version);
       if (decoded.ok && decoded.message.type === 'heartbeat') {
         this.peerHeartbeatUs = decoded.message.timeUs;
         if (decoded.message.echoUs !== 0) {
