@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cobsDecode, cobsDecodeInto, cobsEncode } from '../src/hw/serial/cobs.js';
@@ -288,8 +289,17 @@ describe('serial messages', () => {
       expect(decoded).toHaveLength(1);
       expect(decoded[0]).toEqual(frame);
     }
-    // The command vector quoted in docs/serial-protocol.md.
+    // The command vector the page explains byte by byte.
     expect(fromC.get('command')).toBe('0501043412026402020101023f010580be662e00');
+  });
+
+  it('docs/serial-protocol.md quotes exactly the vectors the C generator prints', () => {
+    execFileSync('make', ['-C', firmwareDir(), '--no-print-directory', '-s', 'vectors']);
+    const generated = execFileSync(join(firmwareDir(), 'build', 'vectors'), ['--markdown']).toString();
+    const page = readFileSync(join(firmwareDir(), '..', 'docs', 'serial-protocol.md'), 'utf8');
+    const section = /<!-- vectors:begin[^\n]*-->\n([\s\S]*?)<!-- vectors:end -->/.exec(page);
+    expect(section, 'the page has its vector markers').not.toBeNull();
+    expect(section?.[1], 'the page\'s vectors are stale: run make -C firmware-bridge docs').toBe(generated);
   });
 });
 
