@@ -299,7 +299,7 @@ describe('serial messages', () => {
     const page = readFileSync(join(firmwareDir(), '..', 'docs', 'serial-protocol.md'), 'utf8');
     const section = /<!-- vectors:begin[^\n]*-->\n([\s\S]*?)<!-- vectors:end -->/.exec(page);
     expect(section, 'the page has its vector markers').not.toBeNull();
-    expect(section?.[1], 'the page\'s vectors are stale: run make -C firmware-bridge docs').toBe(generated);
+    expect(section?.[1], "the page's vectors are stale: run make -C firmware-bridge docs").toBe(generated);
   });
 });
 

@@ -93,7 +93,6 @@ describe('DeviceCore (TypeScript device)', () => {
     expect(() => new DeviceCore(push, io)).not.toThrow();
     expect(() => new DeviceCore(push, io, { maxVersion: 1 })).toThrow(/version 1 carries at most 16/);
   });
-
 });
 
 describe('startVirtualSerialLink with SerialRobot', () => {
