@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HardwareEnv, PeriodClock, type HardwareStepInfo } from '../src/hw/hardware-env.js';
 import { startEmbeddedBroker, type RunningBroker } from '../src/hw/mqtt/broker.js';
 import { FollowerPlant } from '../src/hw/mqtt/follower-plant.js';
-import { serveMqttDevice, type MqttDevice, type MqttDeviceOptions } from '../src/hw/mqtt/mqtt-device.js';
+import { serveMqttDevice, type MqttDevice } from '../src/hw/mqtt/mqtt-device.js';
 import { MqttRobot } from '../src/hw/mqtt/mqtt-robot.js';
 import { parseRobotConfig, type RobotConfig } from '../src/hw/robot-config.js';
 import type { LinkStatus, Robot, RobotState } from '../src/types.js';
@@ -52,12 +52,6 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
     episode: Partial<RobotConfig['episode']> = {},
     prompt?: (m: string) => void,
     resetTimeoutMs = 3_000,
-    more: {
-      device?: MqttDeviceOptions;
-      watchdog?: RobotConfig['watchdog'];
-      onFaultPrompt?: (m: string, kind: string) => void;
-      withoutHold?: boolean;
-    } = {},
   ) {
     const url = `${broker.url}/env-${++n}`;
     const applied: number[][] = [];
@@ -67,14 +61,11 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
       timeConstantMs: 30,
       onCommand: (a) => applied.push([...a]),
     });
-    const device: MqttDevice = await serveMqttDevice(url, plant, { reconnectBackoffMs: 50, ...more.device });
+    const device: MqttDevice = await serveMqttDevice(url, plant, { reconnectBackoffMs: 50 });
     cleanups.push(() => device.close());
     const robot = await MqttRobot.connect(url, { reconnectBackoffMs: 50, stateTimeoutMs: 1000 });
-    // A robot without a safe hold, as a transport that has none would be.
-    if (more.withoutHold) Object.defineProperty(robot, 'hold', { value: undefined });
-    const env = new HardwareEnv(robot, config(url, episode, { watchdog: more.watchdog }), {
+    const env = new HardwareEnv(robot, config(url, episode), {
       onResetPrompt: prompt,
-      onFaultPrompt: more.onFaultPrompt,
       resetTimeoutMs,
     });
     cleanups.push(() => env.close());
@@ -204,137 +195,126 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
     expect(r).toMatchObject({ terminated: true, truncated: false, reward: 1 });
     expect(env.confirmReset()).toBe(false);
   });
-});
 
-describe('HardwareEnv between episodes, over MqttRobot with a latching watchdog (aedes)', () => {
-  let broker: RunningBroker;
-  let n = 0;
-  const cleanups: (() => Promise<void>)[] = [];
-  beforeAll(async () => {
-    broker = await startEmbeddedBroker({ port: 0 });
-  });
-  afterAll(async () => {
-    await broker?.close();
-  });
-  afterEach(async () => {
-    while (cleanups.length) await cleanups.pop()!();
-  });
-  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-  const WATCHDOG_MS = 80;
+  describe('between episodes, with a latching watchdog', () => {
+    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+    const WATCHDOG_MS = 80;
 
-  async function setup(opts: { withoutHold?: boolean; faultPrompts?: string[] } = {}) {
-    const url = `${broker.url}/latch-${++n}`;
-    const plant = new FollowerPlant({ joints: 2, rateHz: 200, timeConstantMs: 30 });
-    const device = await serveMqttDevice(url, plant, {
-      reconnectBackoffMs: 50,
-      watchdogMs: WATCHDOG_MS,
-      watchdogMode: 'latch',
-    });
-    cleanups.push(() => device.close());
-    const robot = await MqttRobot.connect(url, { reconnectBackoffMs: 50, stateTimeoutMs: 1000 });
-    if (opts.withoutHold) Object.defineProperty(robot, 'hold', { value: undefined });
-    const prompts: string[] = [];
-    const env: HardwareEnv = new HardwareEnv(
-      robot,
-      config(
-        url,
-        { reset: { mode: 'manual' }, success: { mode: 'manual' } },
-        {
-          watchdog: { onTimeout: 'latch', timeoutMs: WATCHDOG_MS },
-        },
-      ),
-      {
-        onResetPrompt: (m) => prompts.push(m),
-        onFaultPrompt: opts.faultPrompts ? (m) => opts.faultPrompts!.push(m) : undefined,
-        resetTimeoutMs: 3_000,
-      },
-    );
-    cleanups.push(() => env.close());
-    return { env, robot, device, prompts };
-  }
-
-  /** An episode of a few steps, ended by a person's label. */
-  async function episode(env: HardwareEnv): Promise<void> {
-    const resetting = env.reset();
-    while (!env.awaitingResetConfirmation) await sleep(5);
-    env.confirmReset();
-    await resetting;
-    await env.step([0.2, 0.2]);
-    env.labelSuccess(true);
-    expect((await env.step([0.2, 0.2])).terminated).toBe(true);
-  }
-
-  it('holds the robot from the end of an episode through a long manual reset: the watchdog never fires', async () => {
-    const { env, device } = await setup();
-    await episode(env);
-    await sleep(6 * WATCHDOG_MS); // the person takes their time before the next reset...
-    const resetting = env.reset();
-    while (!env.awaitingResetConfirmation) await sleep(5);
-    await sleep(6 * WATCHDOG_MS); // ...and during it
-    expect(device.watchdogLatched).toBe(false);
-    expect(device.counters().watchdogTrips).toBe(0);
-    expect(device.counters().holds).toBeGreaterThanOrEqual(2); // at the episode's end and at reset
-    env.confirmReset();
-    await resetting;
-    expect((await env.step([0.1, 0.1])).truncated).toBe(false);
-  });
-
-  it('without a safe hold the watchdog latches, and reset() asks a person before it clears it', async () => {
-    const faultPrompts: string[] = [];
-    const { env, device } = await setup({ withoutHold: true, faultPrompts });
-    await episode(env);
-    await sleep(6 * WATCHDOG_MS);
-    expect(device.watchdogLatched).toBe(true);
-    const resetting = env.reset();
-    while (!env.awaitingFaultConfirmation) await sleep(5);
-    expect(faultPrompts).toHaveLength(1);
-    expect(faultPrompts[0]).toMatch(/the watchdog of follower latched: it received no command for 80 ms/);
-    // Nothing is cleared until the person confirms.
-    await sleep(150);
-    expect(device.watchdogLatched).toBe(true);
-    expect(device.counters().resets).toBe(0);
-    expect(env.confirmFaultClear()).toBe(true);
-    while (!env.awaitingResetConfirmation) await sleep(5);
-    expect(device.watchdogLatched).toBe(false);
-    expect(device.counters().resets).toBe(1);
-    env.confirmReset();
-    await resetting;
-  });
-
-  it('without anyone to ask, reset() refuses a latched robot and says what happened', async () => {
-    const { env, device, robot } = await setup({ withoutHold: true });
-    await episode(env);
-    await sleep(6 * WATCHDOG_MS);
-    expect(device.watchdogLatched).toBe(true);
-    await expect(env.reset()).rejects.toThrow(/watchdog of follower latched[\s\S]*fix: clear the latch/);
-    // A fault cleared elsewhere (a dashboard) lets the next reset go on.
-    await robot.resetFault();
-    const resetting = env.reset();
-    while (!env.awaitingResetConfirmation) await sleep(5);
-    env.confirmReset();
-    await resetting;
-  });
-
-  it('refuses a config whose watchdog the device does not have', async () => {
-    const url = `${broker.url}/latch-${++n}`;
-    const device = await serveMqttDevice(
-      url,
-      new FollowerPlant({ joints: 2, rateHz: 200, timeConstantMs: 30 }),
-      {
+    async function setup(opts: { withoutHold?: boolean; faultPrompts?: string[] } = {}) {
+      const url = `${broker.url}/latch-${++n}`;
+      const plant = new FollowerPlant({ joints: 2, rateHz: 200, timeConstantMs: 30 });
+      const device = await serveMqttDevice(url, plant, {
+        reconnectBackoffMs: 50,
         watchdogMs: WATCHDOG_MS,
         watchdogMode: 'latch',
-      },
-    );
-    cleanups.push(() => device.close());
-    const robot = await MqttRobot.connect(url, { stateTimeoutMs: 1000 });
-    cleanups.push(() => robot.close());
-    expect(robot.capabilities.watchdog).toEqual({ timeoutMs: WATCHDOG_MS, onTimeout: 'latch' });
-    expect(() => new HardwareEnv(robot, config(url, {}, { watchdog: { onTimeout: 'hold' } }))).toThrow(
-      /watchdog.onTimeout "hold", the device's watchdog does "latch"[\s\S]*fix: set "onTimeout": "latch"/,
-    );
-    expect(
-      () => new HardwareEnv(robot, config(url, {}, { watchdog: { onTimeout: 'latch', timeoutMs: 200 } })),
-    ).toThrow(/timeoutMs 200, the device's watchdog is 80 ms/);
+      });
+      cleanups.push(() => device.close());
+      const robot = await MqttRobot.connect(url, { reconnectBackoffMs: 50, stateTimeoutMs: 1000 });
+      // A robot without a safe hold, as a transport that has none would be.
+      if (opts.withoutHold) Object.defineProperty(robot, 'hold', { value: undefined });
+      const prompts: string[] = [];
+      const env: HardwareEnv = new HardwareEnv(
+        robot,
+        config(
+          url,
+          { reset: { mode: 'manual' }, success: { mode: 'manual' } },
+          {
+            watchdog: { onTimeout: 'latch', timeoutMs: WATCHDOG_MS },
+          },
+        ),
+        {
+          onResetPrompt: (m) => prompts.push(m),
+          onFaultPrompt: opts.faultPrompts ? (m) => opts.faultPrompts!.push(m) : undefined,
+          resetTimeoutMs: 3_000,
+        },
+      );
+      cleanups.push(() => env.close());
+      return { env, robot, device, prompts };
+    }
+
+    /** An episode of a few steps, ended by a person's label. */
+    async function episode(env: HardwareEnv): Promise<void> {
+      const resetting = env.reset();
+      while (!env.awaitingResetConfirmation) await sleep(5);
+      env.confirmReset();
+      await resetting;
+      await env.step([0.2, 0.2]);
+      env.labelSuccess(true);
+      expect((await env.step([0.2, 0.2])).terminated).toBe(true);
+    }
+
+    it('holds the robot from the end of an episode through a long manual reset: the watchdog never fires', async () => {
+      const { env, device } = await setup();
+      await episode(env);
+      await sleep(6 * WATCHDOG_MS); // the person takes their time before the next reset...
+      const resetting = env.reset();
+      while (!env.awaitingResetConfirmation) await sleep(5);
+      await sleep(6 * WATCHDOG_MS); // ...and during it
+      expect(device.watchdogLatched).toBe(false);
+      expect(device.counters().watchdogTrips).toBe(0);
+      expect(device.counters().holds).toBeGreaterThanOrEqual(2); // at the episode's end and at reset
+      env.confirmReset();
+      await resetting;
+      expect((await env.step([0.1, 0.1])).truncated).toBe(false);
+    });
+
+    it('without a safe hold the watchdog latches, and reset() asks a person before it clears it', async () => {
+      const faultPrompts: string[] = [];
+      const { env, device } = await setup({ withoutHold: true, faultPrompts });
+      await episode(env);
+      await sleep(6 * WATCHDOG_MS);
+      expect(device.watchdogLatched).toBe(true);
+      const resetting = env.reset();
+      while (!env.awaitingFaultConfirmation) await sleep(5);
+      expect(faultPrompts).toHaveLength(1);
+      expect(faultPrompts[0]).toMatch(/the watchdog of follower latched: it received no command for 80 ms/);
+      // Nothing is cleared until the person confirms.
+      await sleep(150);
+      expect(device.watchdogLatched).toBe(true);
+      expect(device.counters().resets).toBe(0);
+      expect(env.confirmFaultClear()).toBe(true);
+      while (!env.awaitingResetConfirmation) await sleep(5);
+      expect(device.watchdogLatched).toBe(false);
+      expect(device.counters().resets).toBe(1);
+      env.confirmReset();
+      await resetting;
+    });
+
+    it('without anyone to ask, reset() refuses a latched robot and says what happened', async () => {
+      const { env, device, robot } = await setup({ withoutHold: true });
+      await episode(env);
+      await sleep(6 * WATCHDOG_MS);
+      expect(device.watchdogLatched).toBe(true);
+      await expect(env.reset()).rejects.toThrow(/watchdog of follower latched[\s\S]*fix: clear the latch/);
+      // A fault cleared elsewhere (a dashboard) lets the next reset go on.
+      await robot.resetFault();
+      const resetting = env.reset();
+      while (!env.awaitingResetConfirmation) await sleep(5);
+      env.confirmReset();
+      await resetting;
+    });
+
+    it('refuses a config whose watchdog the device does not have', async () => {
+      const url = `${broker.url}/latch-${++n}`;
+      const device = await serveMqttDevice(
+        url,
+        new FollowerPlant({ joints: 2, rateHz: 200, timeConstantMs: 30 }),
+        {
+          watchdogMs: WATCHDOG_MS,
+          watchdogMode: 'latch',
+        },
+      );
+      cleanups.push(() => device.close());
+      const robot = await MqttRobot.connect(url, { stateTimeoutMs: 1000 });
+      cleanups.push(() => robot.close());
+      expect(robot.capabilities.watchdog).toEqual({ timeoutMs: WATCHDOG_MS, onTimeout: 'latch' });
+      expect(() => new HardwareEnv(robot, config(url, {}, { watchdog: { onTimeout: 'hold' } }))).toThrow(
+        /watchdog.onTimeout "hold", the device's watchdog does "latch"[\s\S]*fix: set "onTimeout": "latch"/,
+      );
+      expect(
+        () => new HardwareEnv(robot, config(url, {}, { watchdog: { onTimeout: 'latch', timeoutMs: 200 } })),
+      ).toThrow(/timeoutMs 200, the device's watchdog is 80 ms/);
+    });
   });
 });
 
