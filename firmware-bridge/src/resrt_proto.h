@@ -13,11 +13,15 @@
 /*
  * Highest protocol version this build speaks. Version 2 carries up to 64 joints, sensors and
  * actions in frames of up to 1536 bytes, which costs about 8 KB of RAM (decoder buffer, frame and
- * state structs); a small board (AVR) builds with -DRP_MAX_VERSION=1 and keeps every buffer at
- * 256 bytes.
+ * state structs); a small board builds with -DRP_MAX_VERSION=1 (AVR boards do by default) and
+ * keeps every buffer at 256 bytes.
  */
 #ifndef RP_MAX_VERSION
+#if defined(__AVR__)
+#define RP_MAX_VERSION 1u /* 2 KB of RAM: version 2's buffers do not fit */
+#else
 #define RP_MAX_VERSION 2u
+#endif
 #endif
 #if RP_MAX_VERSION != 1 && RP_MAX_VERSION != 2
 #error "RP_MAX_VERSION must be 1 or 2"
