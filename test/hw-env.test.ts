@@ -199,6 +199,15 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
   describe('between episodes, with a latching watchdog', () => {
     const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
     const WATCHDOG_MS = 80;
+    let latest: RobotState | null = null;
+    /** Bounded waits: a promise that failed must fail the test, not hang it. */
+    async function until(what: string, pred: () => boolean, timeoutMs = 5000): Promise<void> {
+      const t0 = performance.now();
+      while (!pred()) {
+        if (performance.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+        await sleep(5);
+      }
+    }
 
     async function setup(opts: { withoutHold?: boolean; faultPrompts?: string[] } = {}) {
       const url = `${broker.url}/latch-${++n}`;
@@ -212,6 +221,7 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
       const robot = await MqttRobot.connect(url, { reconnectBackoffMs: 50, stateTimeoutMs: 1000 });
       // A robot without a safe hold, as a transport that has none would be.
       if (opts.withoutHold) Object.defineProperty(robot, 'hold', { value: undefined });
+      robot.state$.subscribe((st) => (latest = st));
       const prompts: string[] = [];
       const env: HardwareEnv = new HardwareEnv(
         robot,
@@ -235,7 +245,7 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
     /** An episode of a few steps, ended by a person's label. */
     async function episode(env: HardwareEnv): Promise<void> {
       const resetting = env.reset();
-      while (!env.awaitingResetConfirmation) await sleep(5);
+      await until('the reset prompt', () => env.awaitingResetConfirmation);
       env.confirmReset();
       await resetting;
       await env.step([0.2, 0.2]);
@@ -248,7 +258,7 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
       await episode(env);
       await sleep(6 * WATCHDOG_MS); // the person takes their time before the next reset...
       const resetting = env.reset();
-      while (!env.awaitingResetConfirmation) await sleep(5);
+      await until('the reset prompt', () => env.awaitingResetConfirmation);
       await sleep(6 * WATCHDOG_MS); // ...and during it
       expect(device.watchdogLatched).toBe(false);
       expect(device.counters().watchdogTrips).toBe(0);
@@ -265,7 +275,7 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
       await sleep(6 * WATCHDOG_MS);
       expect(device.watchdogLatched).toBe(true);
       const resetting = env.reset();
-      while (!env.awaitingFaultConfirmation) await sleep(5);
+      await until('the fault prompt', () => env.awaitingFaultConfirmation);
       expect(faultPrompts).toHaveLength(1);
       expect(faultPrompts[0]).toMatch(/the watchdog of follower latched: it received no command for 80 ms/);
       // Nothing is cleared until the person confirms.
@@ -273,7 +283,7 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
       expect(device.watchdogLatched).toBe(true);
       expect(device.counters().resets).toBe(0);
       expect(env.confirmFaultClear()).toBe(true);
-      while (!env.awaitingResetConfirmation) await sleep(5);
+      await until('the reset prompt', () => env.awaitingResetConfirmation);
       expect(device.watchdogLatched).toBe(false);
       expect(device.counters().resets).toBe(1);
       env.confirmReset();
@@ -286,10 +296,11 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
       await sleep(6 * WATCHDOG_MS);
       expect(device.watchdogLatched).toBe(true);
       await expect(env.reset()).rejects.toThrow(/watchdog of follower latched[\s\S]*fix: clear the latch/);
-      // A fault cleared elsewhere (a dashboard) lets the next reset go on.
+      // A fault cleared elsewhere (a dashboard) lets the next reset go on, once the robot reports it.
       await robot.resetFault();
+      await until('an unlatched state', () => !device.watchdogLatched && latest?.faulted === false);
       const resetting = env.reset();
-      while (!env.awaitingResetConfirmation) await sleep(5);
+      await until('the reset prompt', () => env.awaitingResetConfirmation);
       env.confirmReset();
       await resetting;
     });
