@@ -2,6 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
+import { openCameras } from '../hw/camera/open.js';
 import { connectRobot, robotEnv } from '../hw/connect.js';
 import { startEmbeddedBroker } from '../hw/mqtt/broker.js';
 import { HardwareEnv } from '../hw/hardware-env.js';
@@ -79,11 +80,20 @@ export async function openRobotEnv(robotUrl: string, configPath: string, virtual
     actionNames: config.action.names,
     watchdogMs: config.watchdog?.timeoutMs,
   });
+  let cameras;
+  try {
+    cameras = await openCameras(config, robotUrl);
+  } catch (err) {
+    await robot.close();
+    throw err;
+  }
+  const withCameras = { cameras, cameraLimits: config.cameraLimits };
   if (virtual) {
     const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
-    return robotEnv(robot, config, { virtualScene: { obsDim } });
+    return robotEnv(robot, config, { virtualScene: { obsDim }, ...withCameras });
   }
   const env: HardwareEnv = new HardwareEnv(robot, config, {
+    ...withCameras,
     onResetPrompt: (message) => {
       const rl = createInterface({ input: process.stdin, output: process.stderr });
       rl.question(`${message} — press Enter when the cell is reset `, () => {

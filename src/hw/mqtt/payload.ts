@@ -13,7 +13,8 @@ export const MessageType = {
   state: 2,
   estop: 3,
   reset: 4,
-  hold: 5,
+  // 5 is a camera frame, on its own topic (src/hw/camera/mqtt-camera.ts).
+  hold: 6,
 } as const;
 export type MessageTypeName = keyof typeof MessageType;
 
@@ -293,7 +294,7 @@ export function decodeEstop(bytes: Uint8Array): EstopPayload {
   return { reason: Buffer.from(bytes.subarray(ESTOP_HEADER)).toString('utf8') };
 }
 
-/** A reset (type 4) or hold (type 5) message: both carry only a nonce. */
+/** A reset (type 4) or hold (type 6; type 5 is a camera frame) message: both carry only a nonce. */
 export function encodeReset(msg: ResetPayload, type: 'reset' | 'hold' = 'reset'): Uint8Array {
   if (!isU32(msg.nonce)) throw new PayloadError('range', `${type} nonce ${msg.nonce} must be a u32 integer`);
   const bytes = new Uint8Array(NONCE_SIZE);
