@@ -2,8 +2,13 @@
  * The TypeScript device side: a Plant served over a socat pty pair (startVirtualSerialLink) to
  * SerialRobot. DeviceCore's protocol rules are in test/hw-serial-conformance.test.ts.
  */
+import { SerialPort } from 'serialport';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DeviceCore } from '../src/hw/serial/device-core.js';
+import { encodeFrame } from '../src/hw/serial/frame.js';
+import { FrameDecoder } from '../src/hw/serial/frame-decoder.js';
+import { encodePayload } from '../src/hw/serial/messages.js';
+import { MessageType, typeName } from '../src/hw/serial/protocol.js';
 import { serveSerialDevice } from '../src/hw/serial/serial-device.js';
 import { SerialRobot } from '../src/hw/serial/serial-robot.js';
 import { startVirtualSerialLink } from '../src/hw/serial/virtual-link.js';
@@ -166,6 +171,61 @@ describe('startVirtualSerialLink with SerialRobot', () => {
       'command applied after reconnect',
       () => Math.abs((robot.latestState?.outputs[0] ?? 0) - 0.3) < 1e-6,
     );
+  });
+
+  it('sends nothing but HELLO until the answer arrives (a frame in the old version could cross the switch)', async () => {
+    // A device that answers HELLO only after 80 ms, listening to everything the host writes.
+    const link = await startVirtualSerialLink(new TestPlant());
+    cleanups.push(() => link.close());
+    await link.device.close(); // its own device goes away; this test plays the device
+    const port = new SerialPort({ path: link.devicePath, baudRate: 1_000_000 });
+    cleanups.push(() => new Promise((r) => port.close(() => r(undefined))));
+    const decoder = new FrameDecoder();
+    const seen: string[] = [];
+    let answered = false;
+    port.on('data', (chunk: Buffer) =>
+      decoder.push(chunk, (f) => {
+        if (answered) return;
+        seen.push(typeName(f.type));
+        if (f.type !== MessageType.Hello || seen.filter((t) => t === 'Hello').length > 1) return;
+        setTimeout(() => {
+          answered = true;
+          const caps = {
+            type: 'capabilities',
+            protocolVersion: 2,
+            actionDim: 2,
+            jointCount: 2,
+            sensorCount: 1,
+            rateHz: 200,
+            watchdogMs: 150,
+            watchdogMode: 'latch',
+            name: 'slow',
+            firmwareVersion: '1',
+            low: Float32Array.of(-1, -1),
+            high: Float32Array.of(1, 1),
+            safe: Float32Array.of(0, 0),
+          } as const;
+          const payload = encodePayload(caps, 2);
+          port.write(
+            Buffer.from(
+              encodeFrame({ version: 2, type: MessageType.Capabilities, seq: 0, flags: 0, payload }),
+            ),
+          );
+        }, 80);
+      }),
+    );
+    const robot = await SerialRobot.open(link.hostPath, {
+      heartbeatMs: 5,
+      linkTimeoutMs: 2000,
+      handshakeTimeoutMs: 5000,
+      reconnect: false,
+    });
+    cleanups.push(() => robot.close());
+    expect(robot.protocolVersion).toBe(2);
+    // Heartbeats before the HELLO are fine (read in order); none may follow it before the answer.
+    const firstHello = seen.indexOf('Hello');
+    expect(firstHello).toBeGreaterThanOrEqual(0);
+    expect([...new Set(seen.slice(firstHello))]).toEqual(['Hello']);
   });
 
   it('explains a missing socat', async () => {

@@ -94,6 +94,11 @@ export class SerialLink {
   };
   /** Header version of outgoing frames (and the session's payload rules); the robot sets it after negotiation. */
   version = HANDSHAKE_VERSION;
+  /**
+   * Set while a HELLO awaits its answer: the device switches version when it reads the HELLO, so a
+   * heartbeat written meanwhile in the old version would be refused (docs/serial-protocol.md §4).
+   */
+  heartbeatsHeld = false;
 
   private constructor(
     readonly path: string,
@@ -238,7 +243,7 @@ export class SerialLink {
         this.markDown(`no frame for ${Math.round(now - this.lastRxMs)} ms`);
         return;
       }
-      if (now - lastBeat >= this.opts.heartbeatMs - 1) {
+      if (!this.heartbeatsHeld && now - lastBeat >= this.opts.heartbeatMs - 1) {
         lastBeat = now;
         this.sendHeartbeat();
       }

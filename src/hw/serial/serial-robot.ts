@@ -109,7 +109,6 @@ export class SerialRobot implements Robot {
   /** Every NACK the device sends. */
   readonly nack$: Observable<NackEvent> = this.nackSubject.asObservable();
   private readonly pending = new Map<number, Pending>();
-  private handshake: { resolve: (c: CapabilitiesMessage) => void; reject: (e: Error) => void } | null = null;
   private lastDeviceSeq = -1;
   private estopReason: string | null = null;
   private estopTimer: NodeJS.Timeout | null = null;
@@ -179,6 +178,7 @@ export class SerialRobot implements Robot {
         clearInterval(retry);
         clearTimeout(timeout);
         off();
+        link.heartbeatsHeld = false;
         fn();
       };
       const off = link.onFrame((frame) => {
@@ -220,6 +220,8 @@ export class SerialRobot implements Robot {
           }
         }
       });
+      // Nothing but HELLO until the answer: a frame in the old version could cross the switch.
+      link.heartbeatsHeld = true;
       const sendHello = (): void => {
         const seq = link.send({ type: 'hello', versions });
         if (seq !== null) helloSeq = seq;
