@@ -125,7 +125,8 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
   });
 
   it('refuses bad commands on the host, and the firmware NACKs them when forced through', async () => {
-    const { robot, nacks } = await start();
+    // A long watchdog and validity: the applied command must still be driven at the end, however loaded the machine.
+    const { robot, nacks } = await start({ watchdogMs: 10_000 });
     const out0 = robot.counters().framesOut;
     expect(robot.send(cmd(0.1, 0.2))).toBe(false);
     expect(robot.send(cmd(0.1, NaN, 0))).toBe(false);
@@ -144,7 +145,7 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
           seq,
           flags: 0,
           payload: encodePayload(
-            { type: 'command', validityMs: 100, action: Float32Array.from(action) },
+            { type: 'command', validityMs: 60_000, action: Float32Array.from(action) },
             robot.protocolVersion,
           ),
         }),

@@ -11,7 +11,7 @@ import { encodePayload } from '../src/hw/serial/messages.js';
 import { MessageType, typeName } from '../src/hw/serial/protocol.js';
 import { serveSerialDevice } from '../src/hw/serial/serial-device.js';
 import { SerialRobot } from '../src/hw/serial/serial-robot.js';
-import { startVirtualSerialLink } from '../src/hw/serial/virtual-link.js';
+import { startVirtualSerialLink, type VirtualSerialLink } from '../src/hw/serial/virtual-link.js';
 import type { Plant, RobotCapabilities, RobotState } from '../src/types.js';
 import { ResrtError } from '../src/util/errors.js';
 
@@ -173,13 +173,18 @@ describe('startVirtualSerialLink with SerialRobot', () => {
     );
   });
 
-  it('sends nothing but HELLO until the answer arrives (a frame in the old version could cross the switch)', async () => {
-    // A device that answers HELLO only after 80 ms, listening to everything the host writes.
+  /**
+   * A device played by the test on the device end of a pty pair: it records every frame the host
+   * writes and answers the first HELLO with CAPABILITIES after `answerAfterMs` (never, when null).
+   */
+  async function slowDevice(
+    answerAfterMs: number | null,
+  ): Promise<{ hostPath: string; seen: string[]; link: VirtualSerialLink }> {
     const link = await startVirtualSerialLink(new TestPlant());
     cleanups.push(() => link.close());
-    await link.device.close(); // its own device goes away; this test plays the device
+    await link.device.close(); // its own device goes away; the test plays the device
     const port = new SerialPort({ path: link.devicePath, baudRate: 1_000_000 });
-    cleanups.push(() => new Promise((r) => port.close(() => r(undefined))));
+    cleanups.push(() => new Promise((r) => (port.isOpen ? port.close(() => r(undefined)) : r(undefined))));
     const decoder = new FrameDecoder();
     const seen: string[] = [];
     let answered = false;
@@ -187,34 +192,47 @@ describe('startVirtualSerialLink with SerialRobot', () => {
       decoder.push(chunk, (f) => {
         if (answered) return;
         seen.push(typeName(f.type));
-        if (f.type !== MessageType.Hello || seen.filter((t) => t === 'Hello').length > 1) return;
+        if (
+          answerAfterMs === null ||
+          f.type !== MessageType.Hello ||
+          seen.filter((t) => t === 'Hello').length > 1
+        )
+          return;
         setTimeout(() => {
           answered = true;
-          const caps = {
-            type: 'capabilities',
-            protocolVersion: 2,
-            actionDim: 2,
-            jointCount: 2,
-            sensorCount: 1,
-            rateHz: 200,
-            watchdogMs: 150,
-            watchdogMode: 'latch',
-            name: 'slow',
-            firmwareVersion: '1',
-            low: Float32Array.of(-1, -1),
-            high: Float32Array.of(1, 1),
-            safe: Float32Array.of(0, 0),
-          } as const;
-          const payload = encodePayload(caps, 2);
+          const payload = encodePayload(
+            {
+              type: 'capabilities',
+              protocolVersion: 2,
+              actionDim: 2,
+              jointCount: 2,
+              sensorCount: 1,
+              rateHz: 200,
+              watchdogMs: 150,
+              watchdogMode: 'latch',
+              name: 'slow',
+              firmwareVersion: '1',
+              low: Float32Array.of(-1, -1),
+              high: Float32Array.of(1, 1),
+              safe: Float32Array.of(0, 0),
+            },
+            2,
+          );
           port.write(
             Buffer.from(
               encodeFrame({ version: 2, type: MessageType.Capabilities, seq: 0, flags: 0, payload }),
             ),
           );
-        }, 80);
+        }, answerAfterMs);
       }),
     );
-    const robot = await SerialRobot.open(link.hostPath, {
+    port.on('error', () => undefined);
+    return { hostPath: link.hostPath, seen, link };
+  }
+
+  it('sends nothing but HELLO until the answer arrives (a frame in the old version could cross the switch)', async () => {
+    const device = await slowDevice(80);
+    const robot = await SerialRobot.open(device.hostPath, {
       heartbeatMs: 5,
       linkTimeoutMs: 2000,
       handshakeTimeoutMs: 5000,
@@ -223,9 +241,37 @@ describe('startVirtualSerialLink with SerialRobot', () => {
     cleanups.push(() => robot.close());
     expect(robot.protocolVersion).toBe(2);
     // Heartbeats before the HELLO are fine (read in order); none may follow it before the answer.
-    const firstHello = seen.indexOf('Hello');
+    const firstHello = device.seen.indexOf('Hello');
     expect(firstHello).toBeGreaterThanOrEqual(0);
-    expect([...new Set(seen.slice(firstHello))]).toEqual(['Hello']);
+    expect([...new Set(device.seen.slice(firstHello))]).toEqual(['Hello']);
+  });
+
+  it('waits for a device that is silent after the port opens (a board in its bootloader) up to the handshake timeout, not the link timeout', async () => {
+    const device = await slowDevice(400);
+    const robot = await SerialRobot.open(device.hostPath, {
+      heartbeatMs: 20,
+      linkTimeoutMs: 100,
+      handshakeTimeoutMs: 5000,
+      reconnect: false,
+    });
+    cleanups.push(() => robot.close());
+    expect(robot.capabilities.name).toBe('slow');
+    // HELLO was repeated meanwhile.
+    expect(device.seen.filter((t) => t === 'Hello').length).toBeGreaterThan(1);
+  });
+
+  it('fails the handshake at once, with the reason, when the link is lost and will not reopen', async () => {
+    const device = await slowDevice(null);
+    const opening = SerialRobot.open(device.hostPath, {
+      heartbeatMs: 20,
+      linkTimeoutMs: 100,
+      handshakeTimeoutMs: 20_000,
+      reconnect: false,
+    });
+    const t0 = performance.now();
+    setTimeout(() => void device.link.close(), 150); // the pty pair goes away: the next HELLO cannot be written
+    await expect(opening).rejects.toThrow(/lost during the handshake: (write failed|port)/);
+    expect(performance.now() - t0).toBeLessThan(10_000);
   });
 
   it('explains a missing socat', async () => {

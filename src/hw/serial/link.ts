@@ -18,7 +18,7 @@ export interface SerialLinkOptions {
   baudRate?: number;
   /** Heartbeat period, ms (default 50). */
   heartbeatMs?: number;
-  /** No frame for this long means the link is lost, ms (default 250). */
+  /** No frame for this long, once the peer has spoken since the port opened, means the link is lost, ms (default 250). */
   linkTimeoutMs?: number;
   /** Reopen after a loss (default true). */
   reconnect?: boolean;
@@ -76,6 +76,12 @@ export class SerialLink {
   private readonly decoder = new FrameDecoder();
   private txSeq = 0;
   private lastRxMs = 0;
+  /**
+   * Whether the peer sent anything since the port (re)opened. Until it does, silence is not a loss:
+   * a device may still be booting (an Arduino resets when its port opens and spends a second or
+   * two in its bootloader), and the handshake's own timeout bounds the wait.
+   */
+  private heard = false;
   private peerHeartbeatUs = 0;
   private readonly t0 = performance.now();
   private timer: NodeJS.Timeout | null = null;
@@ -223,9 +229,11 @@ export class SerialLink {
     // A reopened port starts a new session: handshake frames until the next HELLO succeeds.
     this.version = HANDSHAKE_VERSION;
     this.state = 'up';
+    this.heard = false;
     this.lastRxMs = performance.now();
     port.on('data', (chunk: Buffer) => {
       if (this.port !== port) return;
+      this.heard = true;
       this.lastRxMs = performance.now();
       this.decoder.push(chunk, (frame) => this.onFrameIn(frame));
     });
@@ -239,7 +247,7 @@ export class SerialLink {
     let lastBeat = 0;
     this.timer = setInterval(() => {
       const now = performance.now();
-      if (now - this.lastRxMs > this.opts.linkTimeoutMs) {
+      if (this.heard && now - this.lastRxMs > this.opts.linkTimeoutMs) {
         this.markDown(`no frame for ${Math.round(now - this.lastRxMs)} ms`);
         return;
       }

@@ -37,7 +37,10 @@ export interface SerialRobotConfig {
 }
 
 export interface SerialRobotOptions extends SerialLinkOptions {
-  /** How long open() (and each reconnect) waits for CAPABILITIES, ms (default 1000). */
+  /**
+   * How long open() (and each reconnect) waits for CAPABILITIES, ms (default 3000: boards that
+   * reset when the port opens, like an Arduino Uno, answer only after their bootloader).
+   */
   handshakeTimeoutMs?: number;
   /** Versions offered in HELLO (default: every version this implementation speaks). */
   protocolVersions?: number[];
@@ -171,16 +174,30 @@ export class SerialRobot implements Robot {
   /** HELLO until CAPABILITIES (or a version NACK) arrives; used before the robot exists. */
   private static handshake(link: SerialLink, options: SerialRobotOptions): Promise<CapabilitiesMessage> {
     const versions = options.protocolVersions ?? [...SUPPORTED_VERSIONS];
-    const timeoutMs = options.handshakeTimeoutMs ?? 1000;
+    const timeoutMs = options.handshakeTimeoutMs ?? 3000;
     return new Promise((resolve, reject) => {
       let helloSeq = -1;
       const finish = (fn: () => void): void => {
         clearInterval(retry);
         clearTimeout(timeout);
         off();
+        offDown();
         link.heartbeatsHeld = false;
         fn();
       };
+      // A link that will not reopen by itself fails the handshake at once, with its reason.
+      const offDown = link.onDown((reason) => {
+        if (options.reconnect === false) {
+          finish(() =>
+            reject(
+              new ResrtError(
+                `serial link ${link.path} lost during the handshake: ${reason}`,
+                'check the device and the cable, then open it again',
+              ),
+            ),
+          );
+        }
+      });
       const off = link.onFrame((frame) => {
         if (frame.type === MessageType.Capabilities) {
           const d = decodePayload(frame.type, frame.payload, frame.version);
