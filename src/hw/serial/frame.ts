@@ -41,10 +41,7 @@ export function serializeFrame(frame: Frame): Uint8Array {
 
 /** COBS-encodes a serialized frame and appends the 0x00 delimiter. */
 export function wireFromRaw(raw: Uint8Array): Uint8Array {
-  const enc = cobsEncode(raw);
-  const wire = new Uint8Array(enc.length + 1);
-  wire.set(enc);
-  return wire;
+  return cobsEncode(raw, 1);
 }
 
 export function encodeFrame(frame: Frame): Uint8Array {
