@@ -294,7 +294,10 @@ async function robotLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
       'write a robot config (see docs/mqtt-topics.md) or use the one `resrt virtual-robot` wrote',
     );
   const config = loadRobotConfig(opts.robotConfig);
-  const robot = await connectRobot(opts.robot!, { actionNames: config.action.names });
+  const robot = await connectRobot(opts.robot!, {
+    actionNames: config.action.names,
+    watchdogMs: config.watchdog?.timeoutMs,
+  });
   const caps = robot.capabilities;
   const obsDim = observationLength(config, caps);
   const source = robotSource(robot, {

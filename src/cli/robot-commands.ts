@@ -71,11 +71,15 @@ interface VirtualCliOptions {
 
 /**
  * A robot as an environment for eval/train. A resrt virtual robot resets its own scene; a real one
- * asks the person at the terminal to reset the cell and press Enter.
+ * asks the person at the terminal to reset the cell and press Enter, and to type "clear" before a
+ * latched e-stop or watchdog fault is cleared.
  */
 export async function openRobotEnv(robotUrl: string, configPath: string, virtual: boolean): Promise<Env> {
   const config = loadRobotConfig(configPath);
-  const robot = await connectRobot(robotUrl, { actionNames: config.action.names });
+  const robot = await connectRobot(robotUrl, {
+    actionNames: config.action.names,
+    watchdogMs: config.watchdog?.timeoutMs,
+  });
   let cameras;
   try {
     cameras = await openCameras(config, robotUrl);
@@ -97,6 +101,25 @@ export async function openRobotEnv(robotUrl: string, configPath: string, virtual
         env.confirmReset();
       });
     },
+    onFaultPrompt: (message) => askToClear(message, () => env.confirmFaultClear()),
   });
   return env;
+}
+
+/** Asks until the person types "clear": a latch is cleared only on a deliberate answer. */
+export function askToClear(
+  message: string,
+  confirm: () => void,
+  input: NodeJS.ReadableStream = process.stdin,
+  output: NodeJS.WritableStream = process.stderr,
+): void {
+  const rl = createInterface({ input, output });
+  output.write(`\n${message}.\n`);
+  const ask = (): void =>
+    rl.question('Type "clear" and press Enter to clear it (Ctrl-C stops): ', (answer) => {
+      if (answer.trim().toLowerCase() !== 'clear') return ask();
+      rl.close();
+      confirm();
+    });
+  ask();
 }

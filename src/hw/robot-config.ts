@@ -113,6 +113,21 @@ const successSchema = z.preprocess(
   ),
 );
 
+// What the device's command watchdog does (docs/serial-protocol.md §3, docs/mqtt-topics.md).
+const watchdogSchema = z.strictObject({
+  /** What happens when commands stop: the device must report exactly this. */
+  onTimeout: z.enum(['latch', 'hold'], {
+    error: 'must be "latch" (a fault a person clears) or "hold" (resume on the next command)',
+  }),
+  /** The timeout, ms; serial devices are configured to it, MQTT devices must already use it. */
+  timeoutMs: z
+    .number({ error: 'must be a number of ms' })
+    .int('must be an integer number of ms')
+    .min(10, 'must be >= 10 ms')
+    .max(60_000, 'must be <= 60000 ms')
+    .optional(),
+});
+
 /**
  * A camera beside the robot: `source` is "mqtt" (JPEG frames on the robot's own MQTT camera topic),
  * a V4L2 device (/dev/video0), any URL or file ffmpeg opens, or lavfi:<filter> (test patterns).
@@ -172,6 +187,8 @@ const configSchema = z
       reset: resetSchema,
       success: successSchema,
     }),
+    /** Absent: whatever the device does (it reports it); present: the device must do exactly this. */
+    watchdog: watchdogSchema.optional(),
   })
   .superRefine((c, ctx) => {
     try {
@@ -244,6 +261,7 @@ export type RobotConfig = z.output<typeof configSchema>;
 export type ResetProcedure = RobotConfig['episode']['reset'];
 export type SuccessSpec = RobotConfig['episode']['success'];
 export type ObservationEntry = RobotConfig['observation'][number];
+export type WatchdogConfig = NonNullable<RobotConfig['watchdog']>;
 export type CameraConfig = NonNullable<RobotConfig['cameras']>[number];
 
 function formatPath(path: readonly PropertyKey[]): string {

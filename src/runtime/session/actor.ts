@@ -192,6 +192,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   if (options.robot) {
     robot = await connectRobot(options.robot.url, {
       actionNames: options.robot.config.action.names,
+      watchdogMs: options.robot.config.watchdog?.timeoutMs,
       username: options.robot.username,
       password: options.robot.password,
     });
@@ -199,6 +200,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       virtualScene: options.robot.virtualScene,
       closeRobot: false,
       onResetPrompt: (m) => log(`reset: ${m} (confirm on the dashboard or with confirm-reset)`),
+      onFaultPrompt: (m) => log(`fault: ${m}; then clear it with "reset e-stop" on the dashboard or key x`),
     });
   } else env = options.env as Env;
   const O = env.observationSpace.dim;
