@@ -42,7 +42,7 @@ describe('safety config', () => {
     [
       'unknown key',
       { actionDim: 2, rate: { maxDelta: 0.1, maxJerk: 1 } },
-      /rate: [\s\S]*fix: remove or rename "maxJerk"/,
+      /rate\.maxJerk: unknown key[\s\S]*fix: remove it; the keys allowed here are "maxDelta", "maxAccel"/,
     ],
     [
       'low above high',
