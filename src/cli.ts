@@ -1,4 +1,5 @@
 /** The `resrt` command line. Each command lives beside its peers in src/cli/. */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerSimCommands, evaluateOnTask, builtInPolicy, evalJson } from './cli/sim-commands.js';
 import { loadComposedPolicy, registerPolicyCommands } from './cli/policy-commands.js';
@@ -7,7 +8,7 @@ import { openRobotEnv, registerRobotCommands } from './cli/robot-commands.js';
 import { registerSessionCommands } from './cli/session-commands.js';
 import { evaluatePolicy } from './runtime/evaluate.js';
 import type { AnyTask } from './sim/registry.js';
-import { formatTable, parseIntArg, pct, printJson } from './cli/common.js';
+import { checkOutputFile, formatTable, parseIntArg, pct, printJson } from './cli/common.js';
 import { loadTask } from './sim/registry.js';
 import { MujocoEnv } from './sim/env.js';
 import { ResrtError } from './util/errors.js';
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
     .description(
       'Residual-RL runtime for real robots: a frozen ONNX base policy, a learned residual, a safety layer, hardware bridges',
     )
+    .version(packageVersion(), '-V, --version', 'print the resrt version')
     .showHelpAfterError()
     .exitOverride();
 
@@ -46,6 +48,7 @@ export function buildProgram(): Command {
       if (opts.residual && !opts.base) {
         throw new ResrtError('--residual needs --base', 'pass the base policy the residual was trained on');
       }
+      if (opts.plot) checkOutputFile(opts.plot, '--plot');
       const task = await loadTask(opts.task);
       if (opts.robot) return evalOnRobot(task, opts);
       const probe = await MujocoEnv.create(task);
@@ -71,6 +74,14 @@ export function buildProgram(): Command {
   registerSessionCommands(program);
 
   return program;
+}
+
+/** The version in package.json, one folder above both src/cli.ts and dist/cli.js. */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
 }
 
 async function evalOnRobot(task: AnyTask, opts: EvalCliOptions): Promise<void> {

@@ -1,5 +1,8 @@
 /** `resrt learner` and `resrt actor`: a real-world fine-tuning session (docs/sessions.md). */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
+import { hasCheckpoint } from '../residual/checkpoint.js';
 import { loadRobotConfig } from '../hw/robot-config.js';
 import type { ProfileName } from '../residual/config.js';
 import { runLearnerService } from '../residual/service/index.js';
@@ -9,7 +12,7 @@ import { MujocoEnv } from '../sim/env.js';
 import { loadTask } from '../sim/registry.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { ResrtError } from '../util/errors.js';
-import { parseFloatArg, parseIntArg } from './common.js';
+import { checkProfile, parseFloatArg, parseIntArg } from './common.js';
 
 export function registerSessionCommands(program: Command): void {
   program
@@ -30,13 +33,19 @@ export function registerSessionCommands(program: Command): void {
     .option(
       '--dashboard-port <port>',
       'serve the dashboard on this port (0 picks one)',
-      parseIntArg('--dashboard-port', 0),
+      parseIntArg('--dashboard-port', 0, 8080),
     )
     .option('--host <addr>', 'dashboard bind address (anything but 127.0.0.1 needs --token)', '127.0.0.1')
     .option('--token <t>', 'dashboard token')
     .action(async (opts: LearnerCliOptions) => {
+      checkProfile(opts.profile);
       if (opts.reward !== 'task' && opts.reward !== 'rlif')
         throw new ResrtError(`--reward ${opts.reward} is not a mode`, 'use --reward task or --reward rlif');
+      if (opts.resume && !hasCheckpoint(opts.out) && !existsSync(join(opts.out, 'wal')))
+        throw new ResrtError(
+          `nothing to resume: ${opts.out} holds no session (no checkpoint.json, no write-ahead log)`,
+          'drop --resume to start a new session there, or pass the --out folder of the session to continue',
+        );
       const service = await runLearnerService({
         outDir: opts.out,
         base: opts.base,
@@ -80,7 +89,7 @@ export function registerSessionCommands(program: Command): void {
     .option(
       '--spool-limit <MiB>',
       'no new episode while this much is unacknowledged by the learner (default 1024)',
-      parseFloatArg('--spool-limit', 0.001),
+      parseFloatArg('--spool-limit', 0.001, Infinity, 1024),
     )
     .option(
       '--label-timeout <ms>',
@@ -95,7 +104,7 @@ export function registerSessionCommands(program: Command): void {
     .option(
       '--dashboard-port <port>',
       'serve the actor dashboard on this port (0 picks one)',
-      parseIntArg('--dashboard-port', 0),
+      parseIntArg('--dashboard-port', 0, 8080),
     )
     .option('--host <addr>', 'dashboard bind address', '127.0.0.1')
     .option('--token <t>', 'dashboard token');

@@ -15,7 +15,15 @@ import {
 } from '../sim/expert.js';
 import { renderTrajectoriesSvg, type EpisodeTrace } from '../sim/plot.js';
 import { builtInTasks, loadTask, type AnyTask } from '../sim/registry.js';
-import { formatTable, parseFloatArg, parseIntArg, pct, printJson, progressBar } from './common.js';
+import {
+  checkOutputFile,
+  formatTable,
+  parseFloatArg,
+  parseIntArg,
+  pct,
+  printJson,
+  progressBar,
+} from './common.js';
 
 export function registerSimCommands(program: Command): void {
   program
@@ -69,21 +77,22 @@ export function registerSimCommands(program: Command): void {
     .option(
       '--jitter <std>',
       "per-step action noise, normalized units (default: the task's demo noise)",
-      parseFloatArg('--jitter', 0, 1),
+      parseFloatArg('--jitter', 0, 1, 0.02),
     )
     .option(
       '--bias <std>',
       "per-episode action bias, normalized units (default: the task's demo noise)",
-      parseFloatArg('--bias', 0, 1),
+      parseFloatArg('--bias', 0, 1, 0.01),
     )
     .option(
       '--pause <p>',
       "probability per step of a pause (default: the task's demo noise)",
-      parseFloatArg('--pause', 0, 1),
+      parseFloatArg('--pause', 0, 1, 0.02),
     )
     .option('--clean', 'no noise at all (overrides --jitter/--bias/--pause)')
     .option('--overwrite', 'replace an existing output file')
     .action(async (opts: CollectCliOptions) => {
+      checkOutputFile(opts.out, '--out');
       const task = await loadTask(opts.task);
       const noise = opts.clean ? cleanExpert : demoNoiseFor(task, opts);
       const bar = progressBar(`collect ${task.name}`, opts.episodes, 'success {success}');

@@ -57,11 +57,10 @@ export async function inspectOnnx(
         : io.inputs.length === 2
           ? 'residual'
           : 'base';
-    const options = {
-      residual: kind === 'residual',
-      expectObsDim: task?.obsDim,
-      expectActionDim: task?.actionDim,
-    };
+    // The file's own layout first (what it is), then against the task (whether it fits): a file
+    // that does not fit still shows its own dimensions and normalization.
+    const own = { residual: kind === 'residual' };
+    const options = { ...own, expectObsDim: task?.obsDim, expectActionDim: task?.actionDim };
     const problems: InspectReport['problems'] = [];
     if (checksum === 'mismatch')
       problems.push({
@@ -69,7 +68,7 @@ export async function inspectOnnx(
         hint: 're-export or copy the file again',
       });
     let probedDims: readonly number[] | undefined;
-    const inputs = analyzeInputs(io, options);
+    const inputs = analyzeInputs(io, own);
     if (inputs.plan) {
       try {
         const plan = inputs.plan;
@@ -83,8 +82,12 @@ export async function inspectOnnx(
         });
       }
     }
-    const analysis = analyzeLayout(io, options, probedDims);
+    const analysis = analyzeLayout(io, own, probedDims);
     problems.push(...analysis.problems);
+    if (task && analysis.layout) {
+      const known = new Set(problems.map((p) => p.message));
+      problems.push(...analyzeLayout(io, options, probedDims).problems.filter((p) => !known.has(p.message)));
+    }
     let normalization: NormalizationSource = 'none';
     if (analysis.layout) {
       const sidecarPath = existsSync(`${path}.json`) ? `${path}.json` : undefined;

@@ -102,8 +102,10 @@ export async function createSession(path: string, threads: number): Promise<ort.
   }
 }
 
-function raise(problem: Problem): never {
-  throw new ResrtError(problem.message, problem.hint);
+/** A problem with the file, named in the message: a command may load two (base and residual). */
+function raise(path: string, problem: Problem): never {
+  const message = problem.message.startsWith(path) ? problem.message : `${path}: ${problem.message}`;
+  throw new ResrtError(message, problem.hint);
 }
 
 /** An ONNX base policy (Policy + ChunkPolicy) or residual actor (ResidualModel). */
@@ -151,7 +153,7 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
         expectActionDim: options.expectActionDim,
       };
       const inputs = analyzeInputs(io, layoutOptions);
-      if (!inputs.plan) raise(inputs.problems[0]);
+      if (!inputs.plan) raise(path, inputs.problems[0]);
       // Probe: output dims that the graph leaves symbolic are settled by running it once.
       const { plan } = inputs;
       const probe = await runRaw(
@@ -161,7 +163,7 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
         plan.probeBatch,
       );
       const settled = analyzeLayout(io, layoutOptions, probe.dims);
-      if (!settled.layout) raise(settled.problems[0]);
+      if (!settled.layout) raise(path, settled.problems[0]);
       const layout = settled.layout;
       const sidecar = options.sidecarPath ?? (existsSync(`${path}.json`) ? `${path}.json` : undefined);
       const norm = parseNormalization(header.metadata, layout.obsDim, {
@@ -176,9 +178,9 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
           return readFileSync(p, 'utf8');
         },
       });
-      if (norm.problem) raise(norm.problem);
+      if (norm.problem) raise(path, norm.problem);
       if (options.requireNormalization && norm.source === 'none') {
-        raise({
+        raise(path, {
           message: `${path} carries no observation normalization (no baked Sub/Div, no resrt.obs_mean/resrt.obs_std metadata, no sidecar ${path}.json)`,
           hint: `write {"obs_mean": [...], "obs_std": [...]} to ${path}.json or pass --sidecar FILE; or bake normalization in at export`,
         });
