@@ -2,12 +2,12 @@
 // --resume picks up from its checkpoint instead of starting over, and bad flags get one line with
 // the fix, not a stack trace.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { writeWeakReachBase } from './session-fixtures.js';
+import { tempDir } from './temp-dirs.js';
 
 const run = promisify(execFile);
 
@@ -32,7 +32,7 @@ interface LearnResult {
 
 describe('training benchmarks', () => {
   it('bench/learn --resume continues each run from its checkpoint', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-bench-'));
+    const dir = tempDir('resrt-bench-');
     const base = join(dir, 'base.onnx');
     writeWeakReachBase(base);
     const out = join(dir, 'out');
@@ -69,7 +69,7 @@ describe('training benchmarks', () => {
   }, 120_000);
 
   it('bench/safety --resume on finished runs reports them without training again', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-bench-'));
+    const dir = tempDir('resrt-bench-');
     const base = join(dir, 'base.onnx');
     writeWeakReachBase(base);
     const flags = [

@@ -1,10 +1,10 @@
 // The CLI through its real entry point (bin/resrt.js runs dist/; here the same main() from source).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { tempDir } from './temp-dirs.js';
 
 const run = promisify(execFile);
 const cli = ['--import', 'tsx', 'test/fixtures/cli-entry.ts'];
@@ -18,11 +18,6 @@ async function resrt(...args: string[]): Promise<{ stdout: string; stderr: strin
     return { stdout: e.stdout, stderr: e.stderr, code: e.code };
   }
 }
-
-const made: string[] = [];
-afterAll(() => {
-  for (const d of made) rmSync(d, { recursive: true, force: true });
-});
 
 describe('resrt CLI', () => {
   it('tasks --json lists the built-in tasks', async () => {
@@ -90,8 +85,7 @@ describe('resrt CLI', () => {
   });
 
   it('collect → bc → inspect → infer → eval --base works end to end and draws a plot', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-cli-'));
-    made.push(dir);
+    const dir = tempDir('resrt-cli-');
     const demos = join(dir, 'reach.jsonl');
     const base = join(dir, 'reach.onnx');
     const plot = join(dir, 'reach.svg');
