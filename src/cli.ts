@@ -138,6 +138,13 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 1;
       return;
     }
-    throw err;
+    // Anything else has no cause resrt knows of: say so, and how to see where it came from.
+    const e = err instanceof Error ? err : new Error(String(err));
+    process.stderr.write(
+      process.env.RESRT_DEBUG === '1'
+        ? `resrt: ${e.stack ?? e.message}\n`
+        : `resrt: ${e.message}\n  fix: no known cause; rerun with RESRT_DEBUG=1 to see where it happened, and report it as a resrt bug unless the cause is on your side (a file, a permission)\n`,
+    );
+    process.exitCode = 1;
   }
 }
