@@ -179,6 +179,23 @@ const badInputs: BadInput[] = [
     fix: /drop --resume/,
   },
   {
+    name: 'a learner whose base is missing',
+    args: (f) => ['learner', '--out', join(f.dir, 'new-session'), '--base', join(f.dir, 'missing.onnx')],
+    cause: /policy file .*missing\.onnx does not exist/,
+    fix: /check the path/,
+    after: (f) => expect(existsSync(join(f.dir, 'new-session'))).toBe(false),
+  },
+  {
+    name: 'an actor whose base is missing',
+    args: (f) => [
+      ...['actor', '--robot-id', 'arm', '--broker', 'mqtt://127.0.0.1:1', '--task', 'reach'],
+      ...['--base', join(f.dir, 'missing.onnx'), '--state', join(f.dir, 'new-state')],
+    ],
+    cause: /policy file .*missing\.onnx does not exist/,
+    fix: /check the path/,
+    after: (f) => expect(existsSync(join(f.dir, 'new-state'))).toBe(false),
+  },
+  {
     name: 'a misspelt residual config key',
     args: (f) => [
       'train',

@@ -1,5 +1,5 @@
 /** Small pieces every CLI command uses: argument parsing with clear errors, progress bars, output. */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { ResrtError } from '../util/errors.js';
@@ -59,6 +59,24 @@ export function checkOutputFile(path: string, flag: string): void {
       `${flag} ${path} is a folder`,
       `give a file path, e.g. ${flag} ${join(path, 'out')}`,
     );
+}
+
+/**
+ * Runs `work`, which writes into `dir`; if it fails and `dir` did not exist before, the half-made
+ * folder goes, unless `keep(dir)` says it already holds something worth keeping (a checkpoint).
+ */
+export async function inOutputFolder<T>(
+  dir: string,
+  work: () => Promise<T>,
+  keep: (dir: string) => boolean = () => false,
+): Promise<T> {
+  const created = !existsSync(dir);
+  try {
+    return await work();
+  } catch (err) {
+    if (created && existsSync(dir) && !keep(dir)) rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
 }
 
 /** A word as a POSIX shell reads it back unchanged (for commands we print to be pasted). */

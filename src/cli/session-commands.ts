@@ -6,13 +6,13 @@ import { hasCheckpoint } from '../residual/checkpoint.js';
 import { loadRobotConfig } from '../hw/robot-config.js';
 import type { ProfileName } from '../residual/config.js';
 import { runLearnerService } from '../residual/service/index.js';
-import { attachTerminalKeys, runActor } from '../runtime/session/index.js';
+import { attachTerminalKeys, runActor, type ActorOptions } from '../runtime/session/index.js';
 import { loadSafetyConfig } from '../safety/index.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask } from '../sim/registry.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { ResrtError } from '../util/errors.js';
-import { checkProfile, parseFloatArg, parseIntArg } from './common.js';
+import { checkProfile, inOutputFolder, parseFloatArg, parseIntArg } from './common.js';
 
 export function registerSessionCommands(program: Command): void {
   program
@@ -46,22 +46,29 @@ export function registerSessionCommands(program: Command): void {
           `nothing to resume: ${opts.out} holds no session (no checkpoint.json, no write-ahead log)`,
           'drop --resume to start a new session there, or pass the --out folder of the session to continue',
         );
-      const service = await runLearnerService({
-        outDir: opts.out,
-        base: opts.base,
-        brokerUrl: opts.broker,
-        brokerPort: opts.brokerPort,
-        session: opts.session,
-        profile: opts.profile as ProfileName | 'auto',
-        publishEvery: opts.publishEvery,
-        checkpointEverySec: opts.checkpointEvery,
-        rewardMode: opts.reward,
-        resume: opts.resume,
-        dashboardPort: opts.dashboardPort,
-        host: opts.host,
-        token: opts.token,
-        log: (line) => console.log(line),
-      });
+      // A learner that fails to start leaves no half-made session folder.
+      const isSession = (dir: string): boolean => hasCheckpoint(dir) || existsSync(join(dir, 'wal'));
+      const service = await inOutputFolder(
+        opts.out,
+        () =>
+          runLearnerService({
+            outDir: opts.out,
+            base: opts.base,
+            brokerUrl: opts.broker,
+            brokerPort: opts.brokerPort,
+            session: opts.session,
+            profile: opts.profile as ProfileName | 'auto',
+            publishEvery: opts.publishEvery,
+            checkpointEverySec: opts.checkpointEvery,
+            rewardMode: opts.reward as 'task' | 'rlif',
+            resume: opts.resume,
+            dashboardPort: opts.dashboardPort,
+            host: opts.host,
+            token: opts.token,
+            log: (line) => console.log(line),
+          }),
+        isSession,
+      );
       console.log(
         `learner on ${service.brokerUrl} (session ${opts.session})${service.dashboardUrl ? `, dashboard ${service.dashboardUrl}` : ''}`,
       );
@@ -114,8 +121,8 @@ export function registerSessionCommands(program: Command): void {
       throw new ResrtError('choose --robot or --task', 'an actor drives one robot or one simulated task');
     // Without --baseline the spec says 'initial-eval', which runActor refuses with the fix.
     const mixing = mixingSpecFromFlags(opts);
-    let robot;
-    let env;
+    let robot: ActorOptions['robot'];
+    let env: MujocoEnv | undefined;
     if (opts.robot) {
       if (!opts.robotConfig)
         throw new ResrtError(
@@ -128,26 +135,29 @@ export function registerSessionCommands(program: Command): void {
     } else {
       env = await MujocoEnv.create(await loadTask(opts.task!));
     }
-    const handle = await runActor({
-      robotId: opts.robotId,
-      brokerUrl: opts.broker,
-      session: opts.session,
-      stateDir: opts.state,
-      base: opts.base,
-      robot,
-      env,
-      rateHz: env ? Math.round(1 / env.controlDt) : undefined,
-      safety: opts.safety ? loadSafetyConfig(opts.safety) : undefined,
-      episodes: opts.episodes,
-      spoolLimitMiB: opts.spoolLimit,
-      labelTimeoutMs: opts.labelTimeout,
-      remoteEstopReset: opts.remoteEstopReset,
-      dashboardPort: opts.dashboardPort,
-      host: opts.host,
-      token: opts.token,
-      mixing,
-      log: (line) => console.log(line),
-    });
+    // An actor that fails to start (a bad base, no broker) leaves no empty --state folder.
+    const handle = await inOutputFolder(opts.state, () =>
+      runActor({
+        robotId: opts.robotId,
+        brokerUrl: opts.broker,
+        session: opts.session,
+        stateDir: opts.state,
+        base: opts.base,
+        robot,
+        env,
+        rateHz: env ? Math.round(1 / env.controlDt) : undefined,
+        safety: opts.safety ? loadSafetyConfig(opts.safety) : undefined,
+        episodes: opts.episodes,
+        spoolLimitMiB: opts.spoolLimit,
+        labelTimeoutMs: opts.labelTimeout,
+        remoteEstopReset: opts.remoteEstopReset,
+        dashboardPort: opts.dashboardPort,
+        host: opts.host,
+        token: opts.token,
+        mixing,
+        log: (line) => console.log(line),
+      }),
+    );
     if (handle.dashboardUrl) console.log(`actor dashboard ${handle.dashboardUrl}`);
     const detach = process.stdin.isTTY ? attachTerminalKeys(handle) : () => {};
     if (process.stdin.isTTY)

@@ -14,7 +14,15 @@ import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import { ResrtError } from '../util/errors.js';
-import { checkProfile, formatTable, parseIntArg, pct, progressBar, type Progress } from './common.js';
+import {
+  checkProfile,
+  formatTable,
+  inOutputFolder,
+  parseIntArg,
+  pct,
+  progressBar,
+  type Progress,
+} from './common.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { openRobotEnv } from './robot-commands.js';
 import { demoNoiseFor } from './sim-commands.js';
@@ -100,14 +108,8 @@ export function registerTrainCommands(program: Command): void {
     )
     .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
     .action(async (opts: DemoCliOptions) => {
-      // A demo that fails (or is stopped) leaves no half-made folder it created.
-      const created = !existsSync(opts.out);
-      try {
-        await runDemo(opts);
-      } catch (err) {
-        if (created) rmSync(opts.out, { recursive: true, force: true });
-        throw err;
-      }
+      // A demo that fails leaves no half-made folder it created.
+      await inOutputFolder(opts.out, () => runDemo(opts));
     });
 }
 
@@ -247,52 +249,53 @@ export async function runResidualTraining(
   let bar: Progress | null = null;
   let lastPhase: TrainProgress['phase'] | null = null;
   const log = o.quiet ? (): void => {} : (line: string): void => console.log(line);
-  // A run that fails before its first checkpoint leaves nothing worth keeping: no half-made folder.
-  const createdOutDir = !existsSync(o.outDir);
   try {
-    return await trainResidual({
-      makeEnv: target.makeEnv,
-      base,
-      demos,
-      steps: o.steps,
-      outDir: o.outDir,
-      resume: o.resume,
-      seed: o.seed,
-      profile: o.profile,
-      config: o.config,
-      mixing: o.mixing,
-      evalEvery: o.evalEvery,
-      evalEpisodes: o.evalEpisodes,
-      heldOut: { episodes: o.heldOutEpisodes, base: !target.robot },
-      checkpointEvery: o.checkpointEvery,
-      worker: o.worker,
-      taskName: target.name,
-      log,
-      onProgress: (p: TrainProgress) => {
-        bar ??= progressBar(
-          'train',
-          o.steps,
-          '{phase} eval {evalSuccess} train {trainSuccess} Q {q} {ups} upd/s',
-        );
-        // An evaluation just ended: without a terminal that is a line of its own.
-        const evaluated = lastPhase === 'evaluating' && p.phase !== 'evaluating';
-        lastPhase = p.phase;
-        bar.update(
-          p.envSteps,
-          {
-            phase: p.phase,
-            evalSuccess: p.evalSuccessRate === null ? '-' : pct(p.evalSuccessRate),
-            trainSuccess: p.trainSuccessRate === null ? '-' : pct(p.trainSuccessRate),
-            q: p.qMean === null ? '-' : p.qMean.toFixed(3),
-            ups: p.updatesPerSec.toFixed(1),
+    // A run that fails before its first checkpoint leaves nothing worth keeping: no half-made folder.
+    return await inOutputFolder(
+      o.outDir,
+      () =>
+        trainResidual({
+          makeEnv: target.makeEnv,
+          base,
+          demos,
+          steps: o.steps,
+          outDir: o.outDir,
+          resume: o.resume,
+          seed: o.seed,
+          profile: o.profile,
+          config: o.config,
+          mixing: o.mixing,
+          evalEvery: o.evalEvery,
+          evalEpisodes: o.evalEpisodes,
+          heldOut: { episodes: o.heldOutEpisodes, base: !target.robot },
+          checkpointEvery: o.checkpointEvery,
+          worker: o.worker,
+          taskName: target.name,
+          log,
+          onProgress: (p: TrainProgress) => {
+            bar ??= progressBar(
+              'train',
+              o.steps,
+              '{phase} eval {evalSuccess} train {trainSuccess} Q {q} {ups} upd/s',
+            );
+            // An evaluation just ended: without a terminal that is a line of its own.
+            const evaluated = lastPhase === 'evaluating' && p.phase !== 'evaluating';
+            lastPhase = p.phase;
+            bar.update(
+              p.envSteps,
+              {
+                phase: p.phase,
+                evalSuccess: p.evalSuccessRate === null ? '-' : pct(p.evalSuccessRate),
+                trainSuccess: p.trainSuccessRate === null ? '-' : pct(p.trainSuccessRate),
+                q: p.qMean === null ? '-' : p.qMean.toFixed(3),
+                ups: p.updatesPerSec.toFixed(1),
+              },
+              evaluated,
+            );
           },
-          evaluated,
-        );
-      },
-    });
-  } catch (err) {
-    if (createdOutDir && !hasCheckpoint(o.outDir)) rmSync(o.outDir, { recursive: true, force: true });
-    throw err;
+        }),
+      hasCheckpoint,
+    );
   } finally {
     (bar as Progress | null)?.stop();
     await base.close();
