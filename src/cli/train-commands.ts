@@ -42,7 +42,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--steps <n>', 'environment steps', parseIntArg('--steps'), 50_000)
     .option('--out <dir>', 'run folder: checkpoints, curves, residual.onnx', 'runs/residual')
     .option('--resume', 'continue the run in --out from its last checkpoint')
-    .option('--profile <name>', 'auto | cpu | gpu (auto picks from the backend)', 'auto')
+    .option('--profile <name>', 'auto | cpu | gpu (auto: gpu when the learner runs on CUDA)', 'auto')
     .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
     .option('--eval-every <n>', 'evaluate every n environment steps', parseIntArg('--eval-every', 0), 5000)
     .option('--eval-episodes <n>', 'episodes per evaluation', parseIntArg('--eval-episodes'), 100)
@@ -303,7 +303,7 @@ export async function runResidualTraining(
 }
 
 function printTrainSummary(task: string, r: TrainResult, reproduce: string | null): void {
-  console.log(`\nresidual on ${task}: profile ${r.profile} (${r.profileReason}), backend ${r.backend}`);
+  console.log(`\nresidual on ${task}: profile ${r.profile} (${r.profileReason}), engine ${r.backend}`);
   const h = r.heldOut;
   const seeds = (first: number, n: number): string => `${n} (seeds ${first}…${first + n - 1})`;
   const rows: (string | number)[][] = [];
@@ -386,7 +386,7 @@ async function runDemo(opts: DemoCliOptions): Promise<void> {
   bcBar.stop();
   saveBcPolicy(bc, basePath);
   console.log(
-    `    ${basePath} (backend ${bc.backend}, onnxruntime matches tfjs to ${bc.exportMaxAbsError.toExponential(1)})`,
+    `    ${basePath} (${bc.backend}; onnxruntime matches the trained network to ${bc.exportMaxAbsError.toExponential(1)})`,
   );
 
   console.log(
@@ -425,7 +425,7 @@ async function runDemo(opts: DemoCliOptions): Promise<void> {
     ),
   );
   console.log(
-    `\nresidual: ${result.envSteps} env steps, ${result.updates} updates, profile ${result.profile}, backend ${result.backend}; ` +
+    `\nresidual: ${result.envSteps} env steps, ${result.updates} updates, profile ${result.profile}, engine ${result.backend}; ` +
       `whole demo ${minutes.toFixed(1)} min. Files in ${opts.out}/`,
   );
 }

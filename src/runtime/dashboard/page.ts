@@ -28,11 +28,14 @@ svg .axis{stroke:#444}
 svg .grid{stroke:#eee}
 svg .tick{fill:#444}
 svg .title{fill:#222}
+#storage div{font-size:12px;color:#444}
+#storage div.stopped{color:#c00;font-weight:bold}
 </style></head>
 <body>
 <h1>${safeTitle}</h1>
 <div id="conn" data-testid="conn">connecting…</div>
 <div id="learner" data-testid="learner"></div>
+<div id="storage" data-testid="storage"></div>
 <button class="estop" data-testid="estop-all" onclick="control('', {cmd:'estop', source:'dashboard'})">E-STOP ALL</button>
 <table id="robots"><thead><tr>
 <th class="l">robot</th><th>phase</th><th>residual</th><th>episodes</th><th>success (last 20)</th>
@@ -129,7 +132,23 @@ function chart(id, opts) {
     out.push('<text class="tick" data-empty="1" x="' + (M.left + pw / 2) + '" y="' + (M.top + ph / 2) + '" text-anchor="middle">no episodes yet</text>');
   el.innerHTML = out.join('');
 }
+// Disk limits (docs/sessions.md): one line per side, red with the reason when it stopped collection.
+function storageLine(id, what, st) {
+  if (!st) return '';
+  const m = b => (b / 1048576).toFixed(1);
+  return '<div data-testid="storage-' + esc(id) + '"' + (st.stopped ? ' class="stopped"' : '') + '>' + esc(what) + ': ' +
+    m(st.usedBytes) + ' of ' + m(st.limitBytes) + ' MiB, ' + (st.freeBytes === null ? '?' : m(st.freeBytes)) + ' MiB free' +
+    (st.stopped ? ' – ' + esc(st.stopped) : '') + '</div>';
+}
+function renderStorage(s) {
+  const L = s.learner;
+  let html = L ? storageLine('learner', 'write-ahead log (' + (L.storage ? L.storage.compactedSegments + ' of ' + L.storage.segments + ' segments compacted' : '') + ')', L.storage) : '';
+  for (const id of Object.keys(s.robots || {}).sort())
+    html += storageLine(id, id + ' spool (unacknowledged)', s.robots[id].storage);
+  document.getElementById('storage').innerHTML = html;
+}
 function render(s) {
+  renderStorage(s);
   if (s.actionDim) actionDim = s.actionDim;
   const L = s.learner;
   document.getElementById('learner').innerHTML = L ?
