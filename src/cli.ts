@@ -54,6 +54,14 @@ export function buildProgram(): Command {
         throw new ResrtError('--residual needs --base', 'pass the base policy the residual was trained on');
       }
       if (opts.plot) checkOutputFile(opts.plot, '--plot');
+      // A video file is written after the last episode: its folder must exist before the first.
+      // (A directory of PNG frames is created with its parents.)
+      if (opts.video && /\.(mp4|gif)$/i.test(opts.video)) checkOutputFile(opts.video, '--video');
+      if (opts.robot && (opts.video || opts.plot))
+        throw new ResrtError(
+          `${opts.video ? '--video' : '--plot'} draws the simulator's cameras and bodies; a robot has neither here`,
+          `drop ${opts.video ? '--video' : '--plot'} with --robot, or evaluate in simulation (leave --robot out)`,
+        );
       const task = await loadTask(opts.task);
       if (opts.robot) return evalOnRobot(task, opts);
       const policy = opts.base

@@ -111,6 +111,46 @@ const badInputs: BadInput[] = [
     fix: /mkdir -p \/no-such-folder/,
   },
   {
+    name: 'eval --video into a missing folder',
+    args: () => ['eval', '--task', 'reach', '--episodes', '1', '--video', '/no-such-folder/v.mp4'],
+    cause: /--video .*: the folder \/no-such-folder does not exist/,
+    fix: /mkdir -p \/no-such-folder/,
+  },
+  {
+    name: 'eval --video on a robot',
+    args: () => ['eval', '--task', 'reach', '--robot', 'mqtt://127.0.0.1:1/arm', '--video', 'v.mp4'],
+    cause: /--video draws the simulator's cameras/,
+    fix: /drop --video with --robot/,
+  },
+  {
+    name: 'collect --depth on a state-only task',
+    args: (f) => ['collect', '--task', 'reach', '--depth', '--out', join(f.dir, 'depth.jsonl')],
+    cause: /task reach observes state only \(no cameras\)/,
+    fix: /drop --depth, or collect on a task with cameras, e\.g\. --task push-cam/,
+  },
+  {
+    name: 'infer --image that is not camera=file',
+    args: (f) => ['infer', f.base, '--obs', JSON.stringify(new Array(10).fill(0)), '--image', 'frame.png'],
+    cause: /--image frame\.png is not camera=file/,
+    fix: /e\.g\. --image top=frame\.png/,
+  },
+  {
+    name: 'infer --image of a missing file',
+    args: (f) => [
+      ...['infer', f.base, '--obs', JSON.stringify(new Array(10).fill(0))],
+      ...['--image', `top=${join(f.dir, 'missing.png')}`],
+    ],
+    cause: /image file .*missing\.png does not exist/,
+    fix: /check the path of --image/,
+  },
+  {
+    name: 'learner --wal-limit that is not a number',
+    args: (f) => ['learner', '--out', join(f.dir, 'wal-session'), '--wal-limit', 'lots'],
+    cause: /--wal-limit must be a number ≥ 0\.001, got "lots"/,
+    fix: /e\.g\. --wal-limit 65536/,
+    after: (f) => expect(existsSync(join(f.dir, 'wal-session'))).toBe(false),
+  },
+  {
     name: '--scale that is not a number',
     args: (f) => ['run', '--task', 'reach', '--base', f.base, '--scale', 'abc'],
     cause: /--scale must be a number in \[0, 10\], got "abc"/,

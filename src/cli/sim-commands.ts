@@ -98,6 +98,11 @@ export function registerSimCommands(program: Command): void {
     .action(async (opts: CollectCliOptions) => {
       checkOutputFile(opts.out, '--out');
       const task = await loadTask(opts.task);
+      if (opts.depth && !task.cameras?.names.length)
+        throw new ResrtError(
+          `--depth records the depth of the task's cameras, and task ${task.name} observes state only (no cameras)`,
+          'drop --depth, or collect on a task with cameras, e.g. --task push-cam',
+        );
       const noise = opts.clean ? cleanExpert : demoNoiseFor(task, opts);
       const bar = progressBar(`collect ${task.name}`, opts.episodes, 'success {success}');
       const summary = await collectDemos({
