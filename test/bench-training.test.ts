@@ -30,6 +30,8 @@ interface LearnResult {
   rows: { envSteps: number; curve: { envSteps: number; successRate: number }[] }[];
 }
 
+// Each test runs the benchmark script several times as child processes (each compiles the sources
+// through tsx and trains): minutes on a loaded 2-core machine, hence the generous limits.
 describe('training benchmarks', () => {
   it('bench/learn --resume continues each run from its checkpoint', async () => {
     const dir = tempDir('resrt-bench-');
@@ -66,7 +68,7 @@ describe('training benchmarks', () => {
     const fresh = await bench('bench/learn.ts', ...flags, '--steps', '300');
     expect(fresh.code, fresh.stderr).toBe(0);
     expect((JSON.parse(fresh.stdout) as LearnResult).rows[0].curve.map((p) => p.envSteps)).toEqual([0, 300]);
-  }, 120_000);
+  }, 300_000);
 
   it('bench/safety --resume on finished runs reports them without training again', async () => {
     const dir = tempDir('resrt-bench-');
@@ -87,7 +89,7 @@ describe('training benchmarks', () => {
     expect(b.curve).toEqual(a.curve);
     expect(b.trainEpisodes).toBe(a.trainEpisodes);
     expect(b.windows).toBe(a.windows);
-  }, 120_000);
+  }, 300_000);
 
   it('bad flags print the problem and the fix without a stack trace', async () => {
     const common = ['--task', 'reach', '--base', 'none.onnx'];

@@ -14,7 +14,10 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });
 
-async function runExpertOver(virtual: VirtualRobot): Promise<{ successes: number; episodes: number }> {
+async function runExpertOver(
+  virtual: VirtualRobot,
+  episodes = 4,
+): Promise<{ successes: number; episodes: number }> {
   const robot: Robot = await connectRobot(virtual.robotUrl, { actionNames: virtual.config.action.names });
   cleanups.push(() => robot.close());
   const env = robotEnv(robot, virtual.config, {
@@ -23,7 +26,7 @@ async function runExpertOver(virtual: VirtualRobot): Promise<{ successes: number
   });
   const task = builtInTasks.reach;
   const expert = new ImperfectExpert(task.expert!(), env.actionSpace.dim, cleanExpert);
-  const r = await evaluatePolicy(env, expert, { episodes: 4 });
+  const r = await evaluatePolicy(env, expert, { episodes });
   return { successes: r.successes, episodes: r.episodes };
 }
 
@@ -47,5 +50,15 @@ describe('virtual robot', () => {
     const r = await runExpertOver(virtual);
     expect(r.episodes).toBe(4);
     expect(r.successes).toBeGreaterThanOrEqual(3);
+  }, 60_000);
+
+  it('a watchdog fault latched while the host waits for the scene is cleared by the reset', async () => {
+    // The scene resets itself 1.5 s after an episode, past the serial device's 1 s watchdog: every
+    // reset waits through a latched fault (what a loaded host meets with the default delay).
+    const virtual = await startVirtualRobot(builtInTasks.reach, { transport: 'serial', resetDelayMs: 1500 });
+    cleanups.push(() => virtual.close());
+    const r = await runExpertOver(virtual, 2);
+    expect(r.episodes).toBe(2);
+    expect(r.successes).toBeGreaterThanOrEqual(1);
   }, 60_000);
 });

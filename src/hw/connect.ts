@@ -48,15 +48,28 @@ export function robotEnv(
   const episodeIndex = virtual.obsDim + 1;
   let lastEpisode = -1;
   let latest: RobotState | null = null;
+  // A fault latched while the host waits for the scene (the watchdog, on a slow or loaded host) is
+  // cleared once per reset, like one latched before it; the reset is confirmed on a state that
+  // came after the clearing. A fault that stays is HardwareEnv.reset's to report.
+  let clearing: 'no' | 'sent' | number = 'no';
   robot.state$.subscribe((s) => {
     latest = s;
     if (!env.awaitingResetConfirmation) return;
     const episode = s.sensors[episodeIndex];
     // Fresh: not stepped yet, and not the scene we just ran.
-    if (s.sensors[stepIndex] === 0 && episode !== lastEpisode) {
-      lastEpisode = episode;
-      env.confirmReset();
+    if (s.sensors[stepIndex] !== 0 || episode === lastEpisode) return;
+    if (s.faulted && clearing === 'no') {
+      clearing = 'sent';
+      robot
+        .resetFault()
+        .catch(() => {})
+        .finally(() => (clearing = performance.now()));
+      return;
     }
+    const clearedAt = clearing;
+    if (s.faulted && (clearedAt === 'sent' || (clearedAt !== 'no' && s.receivedAtMs <= clearedAt))) return;
+    lastEpisode = episode;
+    env.confirmReset();
   });
   return {
     id: env.id,
@@ -66,6 +79,7 @@ export function robotEnv(
     maxEpisodeSteps: env.maxEpisodeSteps,
     cameras: env.cameras,
     async reset(opts) {
+      clearing = 'no';
       if ((latest as RobotState | null)?.faulted) await robot.resetFault();
       return env.reset(opts);
     },
