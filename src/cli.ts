@@ -5,6 +5,7 @@ import { loadComposedPolicy, registerPolicyCommands } from './cli/policy-command
 import { registerTrainCommands } from './cli/train-commands.js';
 import { openRobotEnv, registerRobotCommands } from './cli/robot-commands.js';
 import { registerSessionCommands } from './cli/session-commands.js';
+import { registerServoCommands } from './cli/servo-commands.js';
 import { evaluatePolicy } from './runtime/evaluate.js';
 import type { AnyTask } from './sim/registry.js';
 import { formatTable, parseIntArg, pct, printJson } from './cli/common.js';
@@ -69,6 +70,7 @@ export function buildProgram(): Command {
   registerTrainCommands(program);
   registerRobotCommands(program);
   registerSessionCommands(program);
+  registerServoCommands(program);
 
   return program;
 }

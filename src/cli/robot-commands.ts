@@ -74,7 +74,7 @@ interface VirtualCliOptions {
  */
 export async function openRobotEnv(robotUrl: string, configPath: string, virtual: boolean): Promise<Env> {
   const config = loadRobotConfig(configPath);
-  const robot = await connectRobot(robotUrl, { actionNames: config.action.names });
+  const robot = await connectRobot(robotUrl, { actionNames: config.action.names, config });
   if (virtual) {
     const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
     return robotEnv(robot, config, { virtualScene: { obsDim } });

@@ -3,20 +3,42 @@
  * --robot` and the virtual robot use, so that nothing above knows which transport runs.
  */
 import type { Env, Robot, RobotState } from '../types.js';
+import { ResrtError } from '../util/errors.js';
 import { HardwareEnv, type HardwareEnvOptions } from './hardware-env.js';
 import { MqttRobot } from './mqtt/mqtt-robot.js';
 import { parseRobotUrl, type RobotConfig } from './robot-config.js';
 import { SerialRobot } from './serial/serial-robot.js';
+import { loadCalibration } from './servo/calibration.js';
+import { ServoRobot } from './servo/servo-robot.js';
 
 export interface ConnectOptions {
   /** Names for the action dimensions (the serial protocol carries none). */
   actionNames?: string[];
   username?: string;
   password?: string;
+  /** The robot config: a servo arm (feetech:/dynamixel:) needs its `servo` section and calibration. */
+  config?: RobotConfig;
 }
 
 export async function connectRobot(transport: string, options: ConnectOptions = {}): Promise<Robot> {
   const url = parseRobotUrl(transport);
+  if (url.kind === 'servo') {
+    const config = options.config;
+    if (!config?.servo) {
+      throw new ResrtError(
+        `${transport} is a ${url.protocol} servo bus, and its robot config has no "servo" section`,
+        'add the servo section (joints with ids and models, calibration file, onFault) — see docs/servo-bus.md',
+      );
+    }
+    const calibration = loadCalibration(config.servo.calibration, config.servo.joints, { robotUrl: transport });
+    return ServoRobot.open(url, {
+      name: config.name,
+      section: config.servo,
+      calibration,
+      safeAction: config.action.safe,
+      robotUrl: transport,
+    });
+  }
   if (url.kind === 'serial') {
     return SerialRobot.open(url.path, {
       baudRate: url.baudRate ?? 1_000_000,

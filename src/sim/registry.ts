@@ -10,6 +10,7 @@ import type { TaskDefinition } from './task.js';
 import { pegInsertTask } from './tasks/peg-insert.js';
 import { pushTask } from './tasks/push.js';
 import { reachTask } from './tasks/reach.js';
+import { so101PickPlaceTask } from './tasks/so101/task.js';
 
 export type AnyTask = TaskDefinition<unknown>;
 
@@ -17,6 +18,7 @@ export const builtInTasks: Record<string, AnyTask> = {
   reach: reachTask as AnyTask,
   push: pushTask as AnyTask,
   'peg-insert': pegInsertTask as AnyTask,
+  'so101-pick-place': so101PickPlaceTask as AnyTask,
 };
 
 export function builtInTaskNames(): string[] {

@@ -33,7 +33,7 @@ export interface ServoBusOptions {
   protocol: ProtocolName;
   /** Default 1 000 000 (what SO-101 and Koch arms ship with). */
   baudRate?: number;
-  /** Waited past the computed wire time for the last status packet, ms (default 20). */
+  /** Waited past the computed wire time for the last status packet, ms (default 35: two USB latency timers and a little). */
   timeoutMarginMs?: number;
   /** Tries after the first for a missing or corrupt status packet (default 2). */
   retries?: number;
@@ -89,7 +89,7 @@ interface Waiting {
 
 const defaults = {
   baudRate: 1_000_000,
-  timeoutMarginMs: 20,
+  timeoutMarginMs: 35,
   retries: 2,
   returnDelayUs: 0,
   reconnect: true,
@@ -137,7 +137,8 @@ export class ServoBus {
     readonly path: string,
     options: ServoBusOptions,
   ) {
-    this.opts = { ...defaults, ...options };
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+    this.opts = { ...defaults, ...given } as Required<ServoBusOptions>;
     for (const k of ['baudRate', 'timeoutMarginMs', 'backoffInitialMs', 'backoffMaxMs'] as const) {
       const v = this.opts[k];
       if (!(Number.isFinite(v) && v > 0)) {

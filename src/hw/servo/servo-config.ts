@@ -84,9 +84,9 @@ export const servoSectionSchema = z
     /** Tries after the first for a missing status packet. */
     retries: z.number().int().min(0).max(10).default(2),
     /** Waited past the wire time for a status packet, ms. */
-    timeoutMarginMs: z.number().positive().max(1000).default(20),
+    timeoutMarginMs: z.number().positive().max(1000).default(35),
     /** No servo answered for this long: the link is lost. */
-    linkTimeoutMs: z.number().positive().max(60_000).default(300),
+    linkTimeoutMs: z.number().positive().max(60_000).default(1000),
     /** A device that reports scene values (the virtual bus's scene board) at this id. */
     scene: z
       .strictObject({ id: z.number().int().min(0).max(252), values: z.number().int().min(1).max(31) })

@@ -108,6 +108,7 @@ export class ServoRobot implements Robot {
   private lastAnswerMs = performance.now();
   private timer: NodeJS.Timeout | null = null;
   private running = false;
+  private lock: Promise<void> = Promise.resolve();
   private closed = false;
   private recovering = false;
   private readonly stats = {
@@ -257,9 +258,10 @@ export class ServoRobot implements Robot {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
-    // Let a tick in flight finish, then leave the servos in the configured fault state.
-    while (this.running) await new Promise((r) => setTimeout(r, 2));
-    if (this.bus.isUp) await this.applyFaultAction().catch(() => undefined);
+    // After a tick in flight, leave the servos in the configured fault state.
+    await this.exclusive(async () => {
+      if (this.bus.isUp) await this.applyFaultAction().catch(() => undefined);
+    });
     await this.bus.close();
     this.statusSubject.next('closed');
     this.statusSubject.complete();
@@ -406,15 +408,21 @@ export class ServoRobot implements Robot {
     this.timer = setTimeout(() => void loop(), periodMs);
   }
 
-  /** Runs `fn` with no other bus work of this robot in between. */
-  private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    while (this.running) await new Promise((r) => setTimeout(r, 1));
-    this.running = true;
-    try {
-      return await fn();
-    } finally {
-      this.running = false;
-    }
+  /** Runs `fn` with no other bus work of this robot in between (ticks, resets, recovery). */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(async () => {
+      this.running = true;
+      try {
+        return await fn();
+      } finally {
+        this.running = false;
+      }
+    });
+    this.lock = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
   private async tick(): Promise<void> {

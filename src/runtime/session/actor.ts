@@ -181,6 +181,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   if (options.robot) {
     robot = await connectRobot(options.robot.url, {
       actionNames: options.robot.config.action.names,
+      config: options.robot.config,
       username: options.robot.username,
       password: options.robot.password,
     });

@@ -254,12 +254,17 @@ export class VirtualServoBus {
     this.send(replies);
   }
 
-  /** Two devices answering at once: on a shared open-drain line a 0 bit from either wins. */
+  /**
+   * Two devices answering at once: their transmitters never start on the same bit, and on a shared
+   * line a 0 from either wins; modelled as each later answer starting one byte time later.
+   */
   private collide(packets: Uint8Array[]): Uint8Array {
     if (packets.length === 1) return packets[0];
     this.stats.collisions++;
-    const out = new Uint8Array(Math.max(...packets.map((p) => p.length))).fill(0xff);
-    for (const p of packets) for (let i = 0; i < p.length; i++) out[i] &= p[i];
+    const out = new Uint8Array(Math.max(...packets.map((p, k) => p.length + k))).fill(0xff);
+    packets.forEach((p, k) => {
+      for (let i = 0; i < p.length; i++) out[i + k] &= p[i];
+    });
     return out;
   }
 
