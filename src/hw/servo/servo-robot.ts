@@ -558,7 +558,8 @@ export class ServoRobot implements Robot {
       velocities,
       efforts,
       sensors,
-      faulted: this.faulted,
+      // Faulted once the servos are in the fault state (the tick after the fault was latched).
+      faulted: this.faulted && !this.faultActionDue,
       faultBits,
       stale,
     };

@@ -1,0 +1,208 @@
+// ServoRobot on the virtual SO-101-like arm over a real pseudo-terminal, for both protocols: the
+// state mapping, goals clamped to maxStep, e-stop → the configured torque state on the next tick,
+// unplug/replug, a servo's overload bit, an uncalibrated arm, and the calibration round trip.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { firstValueFrom, filter } from 'rxjs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { connectRobot } from '../src/hw/connect.js';
+import { loadRobotConfig, type RobotConfig } from '../src/hw/robot-config.js';
+import { ServoBus } from '../src/hw/servo/bus.js';
+import { recordCalibration } from '../src/hw/servo/calibration.js';
+import type { ServoRobot } from '../src/hw/servo/servo-robot.js';
+import { startVirtualServoArm, type VirtualArm } from '../src/hw/servo/virtual/virtual-arm.js';
+import { JOINTS } from '../src/sim/tasks/so101/model.js';
+import { normalizeJoint } from '../src/sim/tasks/so101/task.js';
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A virtual arm, its robot config on disk (with waits for a loaded machine), and a connected robot. */
+async function setUp(protocol: 'feetech' | 'dynamixel', onFault: 'hold' | 'torque-off') {
+  const dir = mkdtempSync(join(tmpdir(), 'resrt-servo-robot-'));
+  dirs.push(dir);
+  const arm = await startVirtualServoArm({ protocol, onFault, seed: 3 });
+  const path = arm.writeConfig(dir);
+  const config = loadRobotConfig(path);
+  Object.assign(config.servo!, { timeoutMarginMs: 150, retries: 4, linkTimeoutMs: 3000, pollHz: 50 });
+  const robot = (await connectRobot(arm.robotUrl, { config })) as ServoRobot;
+  return { dir, arm, config, robot, path };
+}
+
+const nextState = (robot: ServoRobot, after = performance.now()) =>
+  firstValueFrom(robot.state$.pipe(filter((s) => s.receivedAtMs > after)));
+
+async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe.each([
+  ['feetech', 'torque-off'],
+  ['dynamixel', 'hold'],
+] as const)('%s arm (on fault: %s)', (protocol, onFault) => {
+  it('reports calibrated joint state, clamps goals to maxStep, and puts the servos in the fault state on the next tick after an e-stop', async () => {
+    const { arm, robot, config } = await setUp(protocol, onFault);
+    try {
+      const s = await nextState(robot);
+      const q = JOINTS.map((j, k) => normalizeJoint(k, arm.plant.env.sim.qpos(j.name)));
+      for (let k = 0; k < JOINTS.length; k++) expect(s.positions[k]).toBeCloseTo(q[k], 2);
+      // Scene values: the cube, then success/episode/step; then per joint temperature, voltage, fault bits.
+      expect(s.sensors.length).toBe(config.servo!.scene!.values + 3 * JOINTS.length);
+      expect(s.sensors[config.servo!.scene!.values]).toBe(32);
+      expect(robot.capabilities.actionNames).toEqual(JOINTS.map((j) => j.name));
+
+      // Far beyond maxStep: the goal moves maxStep of the range from where the joint is.
+      const target = Float32Array.from(s.positions);
+      target[0] = Math.min(1, s.positions[0] + 0.9);
+      expect(robot.send({ action: target, validForMs: 500 })).toBe(true);
+      await until('a clamped goal', () => robot.counters().goalsClamped > 0);
+      // A sync write has no answer: the read after it shows the bus has handled it.
+      await nextState(robot);
+      const cal = arm.calibration.joints.shoulder_pan;
+      const goal = arm.servos[0].get(arm.servos[0].model.registers.goalPosition);
+      const startRaw = cal.rangeMin + ((s.positions[0] + 1) / 2) * (cal.rangeMax - cal.rangeMin);
+      const step = (config.servo!.maxStep / 2) * (cal.rangeMax - cal.rangeMin);
+      expect(Math.abs(goal - startRaw - step)).toBeLessThan(0.1 * step);
+
+      robot.estop('test');
+      expect(robot.send({ action: target, validForMs: 500 })).toBe(false);
+      const after = await nextState(robot);
+      expect(after.faulted).toBe(true);
+      for (const servo of arm.servos) {
+        if (onFault === 'torque-off') expect(servo.torqueOn).toBe(false);
+        else {
+          expect(servo.torqueOn).toBe(true);
+          expect(
+            Math.abs(servo.get(servo.model.registers.goalPosition) - servo.presentCounts()),
+          ).toBeLessThanOrEqual(2);
+        }
+      }
+      expect(robot.currentFault?.reason).toMatch(/e-stop: test/);
+      await robot.resetFault();
+      expect(arm.servos.every((sv) => sv.torqueOn)).toBe(true);
+      expect((await nextState(robot)).faulted).toBe(false);
+      expect(robot.send({ action: target, validForMs: 500 })).toBe(true);
+    } finally {
+      await robot.close();
+      await arm.close();
+    }
+  });
+
+  it('faults on an unplugged adapter, applies the fault state when plugged back, and resets', async () => {
+    const { arm, robot } = await setUp(protocol, onFault);
+    try {
+      const lost = firstValueFrom(robot.status$.pipe(filter((s) => s === 'lost')));
+      await arm.bus.unplug();
+      await lost;
+      expect(robot.send({ action: new Float32Array(6), validForMs: 100 })).toBe(false);
+      expect(robot.currentFault?.reason).toMatch(/link lost/);
+      const back = firstValueFrom(robot.status$.pipe(filter((s) => s === 'connected')));
+      await arm.bus.replug();
+      await back;
+      await nextState(robot);
+      if (onFault === 'torque-off') expect(arm.servos.some((sv) => sv.torqueOn)).toBe(false);
+      expect((await nextState(robot)).faulted).toBe(true);
+      await robot.resetFault();
+      expect(arm.servos.every((sv) => sv.torqueOn)).toBe(true);
+      expect(robot.counters()).toMatchObject({ linkLosses: 1, reconnects: 1 });
+    } finally {
+      await robot.close();
+      await arm.close();
+    }
+  });
+
+  it('latches a servo overload with its fix, and refuses to reset while the bit stays', async () => {
+    const { arm, robot } = await setUp(protocol, onFault);
+    try {
+      arm.servos[2].faults = 0x20; // overload, in both vendors' bit maps
+      await until('the overload fault', () => robot.currentFault !== null);
+      expect(robot.currentFault!.reason).toMatch(/elbow_flex \(id 3\) reports overload/);
+      expect(robot.currentFault!.fix).toMatch(/blocked/);
+      await expect(robot.resetFault()).rejects.toThrow(/still reports overload/);
+      arm.servos[2].faults = 0;
+      await nextState(robot);
+      await robot.resetFault();
+      expect((await nextState(robot)).faulted).toBe(false);
+    } finally {
+      await robot.close();
+      await arm.close();
+    }
+  });
+});
+
+describe('calibration', () => {
+  it('an uncalibrated arm refuses to connect and says how to calibrate', async () => {
+    const arm = await startVirtualServoArm({ protocol: 'feetech' });
+    const dir = mkdtempSync(join(tmpdir(), 'resrt-servo-cal-'));
+    dirs.push(dir);
+    try {
+      const config = loadRobotConfig(arm.writeConfig(dir));
+      const missing: RobotConfig = {
+        ...config,
+        servo: { ...config.servo!, calibration: join(dir, 'none.json') },
+      };
+      await expect(connectRobot(arm.robotUrl, { config: missing })).rejects.toThrow(
+        /not calibrated[\s\S]*resrt calibrate --robot feetech:/,
+      );
+      const wrong = structuredClone(arm.calibration);
+      wrong.joints.gripper.id = 9;
+      writeFileSync(join(dir, 'wrong.json'), JSON.stringify(wrong));
+      const bad: RobotConfig = {
+        ...config,
+        servo: { ...config.servo!, calibration: join(dir, 'wrong.json') },
+      };
+      await expect(connectRobot(arm.robotUrl, { config: bad })).rejects.toThrow(
+        /gripper was calibrated as id 9/,
+      );
+    } finally {
+      await arm.close();
+    }
+  });
+
+  it.each(['feetech', 'dynamixel'] as const)(
+    '%s: a scripted person calibrating the arm records its true limits',
+    async (protocol) => {
+      const arm = await startVirtualServoArm({ protocol });
+      const dir = mkdtempSync(join(tmpdir(), 'resrt-servo-cal-'));
+      dirs.push(dir);
+      const config = loadRobotConfig(arm.writeConfig(dir));
+      const bus = await ServoBus.open(arm.bus.hostPath, { protocol, retries: 4, timeoutMarginMs: 150 });
+      try {
+        const mid = Object.fromEntries(JOINTS.map((j) => [j.name, (j.low + j.high) / 2]));
+        const cal = await recordCalibration(bus, config.servo!.joints, {
+          ask: async () => arm.plant.moveJoints(mid),
+          sweepUntilDone: async (_msg, poll) => {
+            for (const end of ['low', 'high'] as const) {
+              arm.plant.moveJoints(Object.fromEntries(JOINTS.map((j) => [j.name, j[end]])));
+              await poll();
+            }
+            arm.plant.moveJoints(mid);
+            await poll();
+          },
+        });
+        for (const j of JOINTS) {
+          const got = cal.joints[j.name];
+          const want = arm.calibration.joints[j.name];
+          expect(got.direction).toBe(want.direction);
+          expect(Math.abs(got.homingOffset - want.homingOffset)).toBeLessThanOrEqual(1);
+          expect(Math.abs(got.rangeMin - want.rangeMin)).toBeLessThanOrEqual(2);
+          expect(Math.abs(got.rangeMax - want.rangeMax)).toBeLessThanOrEqual(2);
+        }
+        // The limits went to EEPROM and survive a power cycle.
+        const servo = arm.servos[1];
+        servo.powerCycle();
+        expect(servo.get(servo.model.registers.minPositionLimit)).toBe(cal.joints.shoulder_lift.rangeMin);
+      } finally {
+        await bus.close();
+        await arm.close();
+      }
+    },
+  );
+});
