@@ -6,6 +6,7 @@ import { registerTrainCommands } from './cli/train-commands.js';
 import { openRobotEnv, registerRobotCommands } from './cli/robot-commands.js';
 import { registerSessionCommands } from './cli/session-commands.js';
 import { registerServoCommands } from './cli/servo-commands.js';
+import { registerDatasetCommands } from './cli/dataset-commands.js';
 import { evaluatePolicy } from './runtime/evaluate.js';
 import type { AnyTask } from './sim/registry.js';
 import { formatTable, parseIntArg, pct, printJson } from './cli/common.js';
@@ -71,6 +72,7 @@ export function buildProgram(): Command {
   registerRobotCommands(program);
   registerSessionCommands(program);
   registerServoCommands(program);
+  registerDatasetCommands(program);
 
   return program;
 }

@@ -113,6 +113,10 @@ export async function startVirtualServoArm(options: VirtualArmOptions): Promise<
           onFault: options.onFault ?? 'hold',
           maxStep: MAX_STEP,
           pollHz: options.pollHz ?? Math.max(100, 2 * rateHz),
+          // The virtual bus shares the machine with its client: wait long enough for a busy one.
+          timeoutMarginMs: 100,
+          retries: 3,
+          linkTimeoutMs: 3000,
           scene: { id: SCENE_BOARD_ID, values: SCENE_VALUES },
         },
       },
