@@ -11,7 +11,7 @@ import { loadRobotConfig, type RobotConfig } from '../src/hw/robot-config.js';
 import { ServoBus } from '../src/hw/servo/bus.js';
 import { recordCalibration } from '../src/hw/servo/calibration.js';
 import type { ServoRobot } from '../src/hw/servo/servo-robot.js';
-import { startVirtualServoArm, type VirtualArm } from '../src/hw/servo/virtual/virtual-arm.js';
+import { startVirtualServoArm } from '../src/hw/servo/virtual/virtual-arm.js';
 import { JOINTS } from '../src/sim/tasks/so101/model.js';
 import { normalizeJoint } from '../src/sim/tasks/so101/task.js';
 
