@@ -30,7 +30,9 @@ export async function connectRobot(transport: string, options: ConnectOptions = 
         'add the servo section (joints with ids and models, calibration file, onFault) — see docs/servo-bus.md',
       );
     }
-    const calibration = loadCalibration(config.servo.calibration, config.servo.joints, { robotUrl: transport });
+    const calibration = loadCalibration(config.servo.calibration, config.servo.joints, {
+      robotUrl: transport,
+    });
     return ServoRobot.open(url, {
       name: config.name,
       section: config.servo,

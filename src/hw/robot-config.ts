@@ -16,7 +16,8 @@ export type RobotUrl =
   | { kind: 'mqtt'; brokerUrl: string; robotId: string }
   | ServoUrl;
 
-const SCHEMES = 'serial:/dev/ttyUSB0, mqtt://host:port/robot-id, feetech:/dev/ttyACM0 or dynamixel:/dev/ttyUSB0';
+const SCHEMES =
+  'serial:/dev/ttyUSB0, mqtt://host:port/robot-id, feetech:/dev/ttyACM0 or dynamixel:/dev/ttyUSB0';
 
 /**
  * `serial:/dev/ttyUSB0` (optionally `?baud=921600`), `mqtt://host:port/robot-id` (mqtts:// for TLS),
