@@ -6,6 +6,7 @@ import { loadRobotConfig, parseRobotUrl } from '../hw/robot-config.js';
 import { ServoBus } from '../hw/servo/bus.js';
 import { recordCalibration, saveCalibration, type CalibrationPrompts } from '../hw/servo/calibration.js';
 import { modelByNumber } from '../hw/servo/models.js';
+import { SCENE_BOARD_MODEL } from '../hw/servo/scene-board.js';
 import type { ProtocolName } from '../hw/servo/packet.js';
 import { sectionProtocol } from '../hw/servo/servo-config.js';
 import { startVirtualServoArm } from '../hw/servo/virtual/virtual-arm.js';
@@ -111,8 +112,14 @@ export function registerServoCommands(program: Command): void {
     .description('ping every id on a servo bus and list who answers (model, id)')
     .requiredOption('--robot <url>', 'feetech:/dev/ttyACM0 or dynamixel:/dev/ttyUSB0')
     .option('--max-id <n>', 'highest id to ping', parseIntArg('--max-id', 0), 252)
+    .option(
+      '--timeout-ms <ms>',
+      'wait this long past the wire time for each answer',
+      parseFloatArg('--timeout-ms', 1, 1000),
+      20,
+    )
     .option('--json', 'print one JSON object')
-    .action(async (opts: { robot: string; maxId: number; json?: boolean }) => {
+    .action(async (opts: { robot: string; maxId: number; timeoutMs: number; json?: boolean }) => {
       const url = parseRobotUrl(opts.robot);
       if (url.kind !== 'servo') {
         throw new ResrtError(
@@ -127,10 +134,12 @@ export function registerServoCommands(program: Command): void {
       });
       try {
         const ids = Array.from({ length: Math.min(252, opts.maxId) + 1 }, (_, i) => i);
-        const found = await bus.scan(ids);
+        const found = await bus.scan(ids, 1);
         const rows = found.map((f) => ({
           id: f.id,
-          model: modelByNumber(url.protocol, f.modelNumber)?.name ?? 'unknown',
+          model:
+            modelByNumber(url.protocol, f.modelNumber)?.name ??
+            (f.modelNumber === SCENE_BOARD_MODEL ? 'scene-board' : 'unknown'),
           modelNumber: f.modelNumber,
         }));
         const c = bus.counters();

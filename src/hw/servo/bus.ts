@@ -230,11 +230,14 @@ export class ServoBus {
     return model ? { modelNumber: model.params[0] | (model.params[1] << 8), error: got.error } : null;
   }
 
-  /** Pings every id in `ids` with one try each; returns who answered. */
-  async scan(ids: Iterable<number> = range(0, 253)): Promise<{ id: number; modelNumber: number }[]> {
+  /** Pings every id in `ids` (with `retries` more tries each); returns who answered. */
+  async scan(
+    ids: Iterable<number> = range(0, 253),
+    retries = 0,
+  ): Promise<{ id: number; modelNumber: number }[]> {
     const found: { id: number; modelNumber: number }[] = [];
     for (const id of ids) {
-      const r = await this.ping(id, 0);
+      const r = await this.ping(id, retries);
       if (r) found.push({ id, modelNumber: r.modelNumber });
     }
     return found;
