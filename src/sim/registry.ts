@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { ResrtError } from '../util/errors.js';
 import type { TaskDefinition } from './task.js';
 import { pegInsertTask } from './tasks/peg-insert.js';
+import { pushCamTask } from './tasks/push-cam.js';
 import { pushTask } from './tasks/push.js';
 import { reachTask } from './tasks/reach.js';
 import { so101PickPlaceTask } from './tasks/so101/task.js';
@@ -18,6 +19,7 @@ export const builtInTasks: Record<string, AnyTask> = {
   reach: reachTask as AnyTask,
   push: pushTask as AnyTask,
   'peg-insert': pegInsertTask as AnyTask,
+  'push-cam': pushCamTask as AnyTask,
   'so101-pick-place': so101PickPlaceTask as AnyTask,
 };
 
