@@ -116,7 +116,7 @@ export function registerServoCommands(program: Command): void {
       '--timeout-ms <ms>',
       'wait this long past the wire time for each answer',
       parseFloatArg('--timeout-ms', 1, 1000),
-      20,
+      35,
     )
     .option('--json', 'print one JSON object')
     .action(async (opts: { robot: string; maxId: number; timeoutMs: number; json?: boolean }) => {
@@ -130,7 +130,7 @@ export function registerServoCommands(program: Command): void {
       const bus = await ServoBus.open(url.path, {
         protocol: url.protocol,
         baudRate: url.baudRate,
-        timeoutMarginMs: 5,
+        timeoutMarginMs: opts.timeoutMs,
       });
       try {
         const ids = Array.from({ length: Math.min(252, opts.maxId) + 1 }, (_, i) => i);
