@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { firstValueFrom, filter } from 'rxjs';
 import { afterAll, describe, expect, it } from 'vitest';
+import { openRobotEnv } from '../src/cli/robot-commands.js';
 import { connectRobot } from '../src/hw/connect.js';
 import { loadRobotConfig, type RobotConfig } from '../src/hw/robot-config.js';
 import { ServoBus } from '../src/hw/servo/bus.js';
@@ -13,7 +14,7 @@ import { recordCalibration } from '../src/hw/servo/calibration.js';
 import type { ServoRobot } from '../src/hw/servo/servo-robot.js';
 import { startVirtualServoArm } from '../src/hw/servo/virtual/virtual-arm.js';
 import { JOINTS } from '../src/sim/tasks/so101/model.js';
-import { normalizeJoint } from '../src/sim/tasks/so101/task.js';
+import { normalizeJoint, SCENE_NAMES } from '../src/sim/tasks/so101/task.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -132,6 +133,38 @@ describe.each([
       expect((await nextState(robot)).faulted).toBe(false);
     } finally {
       await robot.close();
+      await arm.close();
+    }
+  });
+});
+
+describe('lockstep virtual arm', () => {
+  it('takes one physics step per environment step, however the host is paced, and each state follows its command', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'resrt-servo-lockstep-'));
+    dirs.push(dir);
+    const arm = await startVirtualServoArm({ protocol: 'dynamixel', lockstep: true, timeScale: 8, seed: 4 });
+    const env = await openRobotEnv(arm.robotUrl, arm.writeConfig(dir), true);
+    try {
+      const stepOf = () => arm.plant.sceneValues()[SCENE_NAMES.length + 2];
+      let { obs } = await env.reset({ seed: 0 });
+      expect(stepOf()).toBe(0);
+      const goal = arm.servos[0];
+      for (let t = 1; t <= 25; t++) {
+        // Sweep shoulder_pan a little each step; every few steps the host dawdles.
+        const action = Float32Array.from(obs.subarray(0, 6));
+        action[0] = Math.max(-1, Math.min(1, obs[0] + (t % 2 ? 0.01 : -0.01)));
+        if (t % 5 === 0) await new Promise((r) => setTimeout(r, 30));
+        const r = await env.step(action);
+        expect(r.truncated && r.info.fault).toBeFalsy();
+        expect(stepOf()).toBe(t);
+        // The goal this step asked for is on the servo by the time its state arrives.
+        const cal = arm.calibration.joints.shoulder_pan;
+        const want = cal.rangeMin + ((action[0] + 1) / 2) * (cal.rangeMax - cal.rangeMin);
+        expect(Math.abs(goal.get(goal.model.registers.goalPosition) - want)).toBeLessThanOrEqual(1);
+        obs = r.obs;
+      }
+    } finally {
+      await env.close();
       await arm.close();
     }
   });

@@ -35,6 +35,10 @@ export function registerServoCommands(program: Command): void {
     )
     .option('--on-fault <mode>', 'hold | torque-off (written into the robot config)', 'hold')
     .option('--seed <s>', 'first scene seed', parseIntArg('--seed', 0), 0)
+    .option(
+      '--lockstep',
+      'physics advances one control period per goal write instead of in real time (reproducible on a busy machine; --time-scale then only sets the rate the robot config asks for)',
+    )
     .action(async (opts: VirtualBusCliOptions) => {
       const protocol = protocolArg(opts.protocol);
       if (opts.onFault !== 'hold' && opts.onFault !== 'torque-off') {
@@ -50,6 +54,7 @@ export function registerServoCommands(program: Command): void {
         dropRate: opts.dropRate,
         seed: opts.seed,
         onFault: opts.onFault,
+        lockstep: Boolean(opts.lockstep),
       });
       const configPath = arm.writeConfig(opts.configDir);
       console.log(
@@ -177,6 +182,7 @@ interface VirtualBusCliOptions {
   dropRate: number;
   onFault: string;
   seed: number;
+  lockstep?: boolean;
 }
 
 function protocolArg(p: string): ProtocolName {

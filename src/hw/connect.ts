@@ -53,6 +53,9 @@ export async function connectRobot(transport: string, options: ConnectOptions = 
   });
 }
 
+/** How long a step waits for the state of a lockstep virtual scene. */
+const LOCKSTEP_STATE_GRACE_MS = 2000;
+
 /**
  * A HardwareEnv over a robot. For a resrt virtual robot (`virtualScene`) the simulated scene resets
  * itself, so a manual reset is confirmed as soon as the robot reports a fresh scene (step counter
@@ -65,8 +68,14 @@ export function robotEnv(
   config: RobotConfig,
   options: HardwareEnvOptions & { virtualScene?: { obsDim: number } } = {},
 ): Env {
-  const env = new HardwareEnv(robot, config, options);
   const virtual = options.virtualScene;
+  // A lockstep scene does not move while the host is late: wait for its states (ServoRobot's own
+  // link timeout still catches a bus that went quiet).
+  const lockstep = virtual !== undefined && config.servo?.scene?.lockstep === true;
+  const env = new HardwareEnv(robot, config, {
+    ...options,
+    ...(lockstep && options.stateGraceMs === undefined ? { stateGraceMs: LOCKSTEP_STATE_GRACE_MS } : {}),
+  });
   if (!virtual) return env;
   const stepIndex = virtual.obsDim + 2;
   const episodeIndex = virtual.obsDim + 1;

@@ -89,7 +89,16 @@ export const servoSectionSchema = z
     linkTimeoutMs: z.number().positive().max(60_000).default(1000),
     /** A device that reports scene values (the virtual bus's scene board) at this id. */
     scene: z
-      .strictObject({ id: z.number().int().min(0).max(252), values: z.number().int().min(1).max(31) })
+      .strictObject({
+        id: z.number().int().min(0).max(252),
+        values: z.number().int().min(1).max(31),
+        /**
+         * The scene's physics advances one control period per goal write (the virtual arm with
+         * --lockstep): a late state there means a busy host, not a moving arm, so the environment
+         * waits for it instead of ending the episode.
+         */
+        lockstep: z.boolean().optional(),
+      })
       .optional(),
   })
   .superRefine((s, ctx) => {

@@ -102,7 +102,9 @@ export class ServoRobot implements Robot {
   private faulted = false;
   private faultActionDue = false;
   private fault: ServoFault | null = null;
-  private command: { action: Float32Array; deadline: number } | null = null;
+  private command: { action: Float32Array; deadline: number; sentAtMs: number } | null = null;
+  /** A tick was asked for by send() and has not started yet. */
+  private kicked = false;
   private latest: ServoRobotState | null = null;
   private raw: number[];
   private lastAnswerMs = performance.now();
@@ -193,7 +195,7 @@ export class ServoRobot implements Robot {
     try {
       await robot.checkServos();
       await robot.setUp();
-      await robot.readState();
+      robot.publish(await robot.readState());
     } catch (err) {
       await bus.close();
       throw err;
@@ -219,8 +221,10 @@ export class ServoRobot implements Robot {
       this.stats.commandsRefused++;
       return false;
     }
-    this.command = { action: Float32Array.from(a), deadline: performance.now() + command.validForMs };
+    const now = performance.now();
+    this.command = { action: Float32Array.from(a), deadline: now + command.validForMs, sentAtMs: now };
     this.stats.commandsSent++;
+    this.kick();
     return true;
   }
 
@@ -408,6 +412,16 @@ export class ServoRobot implements Robot {
     this.timer = setTimeout(() => void loop(), periodMs);
   }
 
+  /** A command goes out on the bus at once, not at the next poll tick (a tick in flight takes it). */
+  private kick(): void {
+    if (this.running || this.kicked || this.closed || this.recovering || !this.bus.isUp) return;
+    this.kicked = true;
+    void this.exclusive(async () => {
+      this.kicked = false;
+      if (this.bus.isUp && !this.recovering && !this.closed) await this.tick();
+    }).catch(() => undefined);
+  }
+
   /** Runs `fn` with no other bus work of this robot in between (ticks, resets, recovery). */
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.lock.then(async () => {
@@ -427,15 +441,24 @@ export class ServoRobot implements Robot {
 
   private async tick(): Promise<void> {
     this.stats.ticks++;
-    if (this.faultActionDue) {
-      this.faultActionDue = false;
-      await this.applyFaultAction();
-    } else if (this.command && !this.faulted) {
-      const cmd = this.command;
-      this.command = null;
-      if (performance.now() <= cmd.deadline) await this.writeGoals(cmd.action);
+    let state: ServoRobotState | null = null;
+    // A command (or fault) that arrives while a pass reads is written before the state goes out:
+    // whoever sends a command and then waits for a newer state gets one that follows it.
+    for (let pass = 0; pass < 2; pass++) {
+      const startedMs = performance.now();
+      if (this.faultActionDue) {
+        this.faultActionDue = false;
+        await this.applyFaultAction();
+      } else if (this.command && !this.faulted) {
+        const cmd = this.command;
+        this.command = null;
+        if (performance.now() <= cmd.deadline) await this.writeGoals(cmd.action);
+      }
+      state = (await this.readState()) ?? state;
+      const arrived = this.command !== null && this.command.sentAtMs >= startedMs && !this.faulted;
+      if (!arrived && !this.faultActionDue) break;
     }
-    await this.readState();
+    this.publish(state);
     if (performance.now() - this.lastAnswerMs > this.options.section.linkTimeoutMs && this.bus.isUp) {
       this.bus.fail(`no servo answered for ${Math.round(performance.now() - this.lastAnswerMs)} ms`);
     }
@@ -488,7 +511,12 @@ export class ServoRobot implements Robot {
     }
   }
 
-  private async readState(): Promise<void> {
+  private publish(state: ServoRobotState | null): void {
+    if (state) this.stateSubject.next(state);
+  }
+
+  /** Reads every servo (and the scene board); null when nothing answered and a state exists. */
+  private async readState(): Promise<ServoRobotState | null> {
     const n = this.joints.length;
     const { data } = await this.bus.syncRead(this.block.address, this.block.length, this.ids);
     if (data.size > 0) this.lastAnswerMs = performance.now();
@@ -563,9 +591,9 @@ export class ServoRobot implements Robot {
       faultBits,
       stale,
     };
-    if (data.size === 0 && prev) return;
+    if (data.size === 0 && prev) return null;
     this.latest = state;
-    this.stateSubject.next(state);
+    return state;
   }
 
   private async readHardwareError(j: Joint): Promise<number> {

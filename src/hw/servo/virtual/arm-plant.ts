@@ -5,8 +5,11 @@
  *
  * Like VirtualPlant, physics advances in real time (times `timeScale`) while goals keep arriving,
  * pauses when they stop (the host is between episodes), and the scene resets itself a moment after
- * an episode ends. With torque off a joint stays where it is, as if a hand held it; `moveJoints`
- * is that hand (calibration tests sweep the arm with it).
+ * an episode ends. With `lockstep`, physics instead advances one control period per goal write
+ * (a sync write of the arm's goals is one step), so a slow or loaded host meets the same arm as a
+ * fast one: runs are reproducible and the host's timing cannot change the task. With torque off a
+ * joint stays where it is, as if a hand held it; `moveJoints` is that hand (calibration tests sweep
+ * the arm with it).
  */
 import type { MjData } from '../../../sim/mujoco.js';
 import { MujocoEnv } from '../../../sim/env.js';
@@ -27,8 +30,10 @@ export interface ArmPlantOptions {
   resetDelayMs?: number;
   /** No goal written for this long: physics pauses (default 200 wall ms). */
   pauseAfterMs?: number;
-  /** Paused mid-episode this long: the scene resets (default 1000 wall ms). */
+  /** Paused mid-episode this long: the scene resets (default 1000 wall ms; 3000 in lockstep). */
   idleResetMs?: number;
+  /** One control period of physics per goal write instead of real time (default false). */
+  lockstep?: boolean;
 }
 
 /** Scene values the board reports: the task's scene observation, then success, episode, step. */
@@ -137,6 +142,10 @@ export class ServoArmPlant {
   goalWritten(): void {
     if (this.resetting) return;
     const now = performance.now();
+    if (this.options.lockstep) {
+      this.lastGoalMs = now;
+      return;
+    }
     if (this.braked) {
       this.braked = false;
       this.lastStepMs = now;
@@ -175,11 +184,27 @@ export class ServoArmPlant {
     }
   }
 
-  /** Steps physics up to now (called before every bus answer). */
+  /**
+   * Lockstep: the host wrote the arm's goals with one sync write (its control step): physics takes
+   * one control period. Single writes (enabling torque in place, calibration) take none.
+   */
+  goalsSyncWritten(): void {
+    if (!this.options.lockstep || this.finishedAtMs !== null || this.resetting) return;
+    this.lastGoalMs = performance.now();
+    if (this.stepOnce()) this.finishedAtMs = this.lastGoalMs;
+  }
+
+  /** Steps physics up to now in real time (called before every answer); in lockstep, only resets. */
   advance(): void {
     const now = performance.now();
     if (this.finishedAtMs !== null) {
       if (now - this.finishedAtMs >= (this.options.resetDelayMs ?? 300)) this.resetScene();
+      return;
+    }
+    if (this.options.lockstep) {
+      // Steps come with goal sync writes (goalsSyncWritten); here only a stalled episode resets.
+      if (this.stepIndex > 0 && now - this.lastGoalMs >= (this.options.idleResetMs ?? 3000))
+        this.resetScene();
       return;
     }
     if (!this.braked && now - this.lastGoalMs > (this.options.pauseAfterMs ?? 200)) {

@@ -12,7 +12,8 @@ import { parseRobotConfig, type RobotConfig } from '../../robot-config.js';
 import type { Calibration } from '../calibration.js';
 import { homingOffsetFor } from '../calibration.js';
 import { MOTOR_MODELS, type MotorModel } from '../models.js';
-import type { ProtocolName } from '../packet.js';
+import { codecFor } from '../bus.js';
+import { Instruction, readField, type ProtocolName } from '../packet.js';
 import { ServoArmPlant, SCENE_VALUES, type ArmPlantOptions } from './arm-plant.js';
 import { EmulatedServo } from './emulated-servo.js';
 import { SceneBoardDevice } from './scene-board-device.js';
@@ -60,6 +61,7 @@ export async function startVirtualServoArm(options: VirtualArmOptions): Promise<
   plant.onSceneReset = () => {
     for (const s of servos) s.holdHere();
   };
+  const codec = codecFor(options.protocol);
   const board = new SceneBoardDevice(options.protocol, SCENE_BOARD_ID, () => plant.sceneValues());
   let bus: VirtualServoBus;
   try {
@@ -71,6 +73,15 @@ export async function startVirtualServoArm(options: VirtualArmOptions): Promise<
       corruptRate: options.corruptRate,
       seed: options.seed,
       beforeInstruction: () => plant.advance(),
+      afterInstruction: (p) => {
+        // A sync write of every joint's goal is the host's control step (lockstep physics).
+        if (
+          p.instruction === Instruction.SyncWrite &&
+          p.params.length >= 2 * codec.fieldBytes &&
+          readField(p.params, 0, codec.fieldBytes) === model.registers.goalPosition.address
+        )
+          plant.goalsSyncWritten();
+      },
     });
   } catch (err) {
     plant.close();
@@ -117,7 +128,11 @@ export async function startVirtualServoArm(options: VirtualArmOptions): Promise<
           timeoutMarginMs: 100,
           retries: 3,
           linkTimeoutMs: 3000,
-          scene: { id: SCENE_BOARD_ID, values: SCENE_VALUES },
+          scene: {
+            id: SCENE_BOARD_ID,
+            values: SCENE_VALUES,
+            ...(options.lockstep ? { lockstep: true } : {}),
+          },
         },
       },
       'virtual servo arm config',

@@ -48,6 +48,8 @@ export interface VirtualServoBusOptions {
   seed?: number;
   /** Called before each instruction is handled (the physics catches up to now). */
   beforeInstruction?: () => void;
+  /** Called after each instruction is applied, before its answers go out. */
+  afterInstruction?: (p: InstructionPacket) => void;
 }
 
 export interface VirtualBusCounters {
@@ -251,6 +253,7 @@ export class VirtualServoBus {
           answer(this.at(p.id), () => ({ error: DxlError.InstructionError, params: new Uint8Array(0) }));
         }
     }
+    this.options.afterInstruction?.(p);
     this.send(replies);
   }
 
