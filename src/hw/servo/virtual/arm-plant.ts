@@ -210,6 +210,10 @@ export class ServoArmPlant {
     if (!this.braked && now - this.lastGoalMs > (this.options.pauseAfterMs ?? 200)) {
       this.braked = true;
       this.brakedSinceMs = now;
+      // The arm comes to rest while the host is away: resuming must not carry old momentum past
+      // a goal written since (an e-stop's hold, the next episode's first command).
+      this.env.sim.views.qvel.fill(0);
+      this.env.sim.forward();
     }
     if (this.braked) {
       this.lastStepMs = now;

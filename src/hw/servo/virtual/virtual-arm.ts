@@ -95,7 +95,8 @@ export async function startVirtualServoArm(options: VirtualArmOptions): Promise<
         name: options.protocol === 'feetech' ? 'so101-virtual' : 'koch-virtual',
         transport: bus.robotUrl,
         rateHz,
-        commandValidMs: Math.max(50, Math.round(3 * plant.controlPeriodMs)),
+        // In lockstep nothing moves while a command waits, so it cannot go stale.
+        commandValidMs: options.lockstep ? 2000 : Math.max(50, Math.round(3 * plant.controlPeriodMs)),
         action: {
           dim: JOINTS.length,
           names: JOINTS.map((j) => j.name),
