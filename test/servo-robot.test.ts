@@ -11,6 +11,8 @@ import { connectRobot } from '../src/hw/connect.js';
 import { loadRobotConfig, type RobotConfig } from '../src/hw/robot-config.js';
 import { ServoBus } from '../src/hw/servo/bus.js';
 import { recordCalibration } from '../src/hw/servo/calibration.js';
+import { encodeRegister, XL430_W250, type Register } from '../src/hw/servo/models.js';
+import { EmulatedServo } from '../src/hw/servo/virtual/emulated-servo.js';
 import type { ServoRobot } from '../src/hw/servo/servo-robot.js';
 import { startVirtualServoArm } from '../src/hw/servo/virtual/virtual-arm.js';
 import { JOINTS } from '../src/sim/tasks/so101/model.js';
@@ -119,7 +121,7 @@ describe.each([
     }
   });
 
-  it('latches a servo overload with its fix, and refuses to reset while the bit stays', async () => {
+  it('latches a servo overload with its fix, refuses to reset while the bit stays, and names voltage and heat faults', async () => {
     const { arm, robot } = await setUp(protocol, onFault);
     try {
       arm.servos[2].faults = 0x20; // overload, in both vendors' bit maps
@@ -131,8 +133,75 @@ describe.each([
       await nextState(robot);
       await robot.resetFault();
       expect((await nextState(robot)).faulted).toBe(false);
+      // Input voltage (bit 0x01 for both vendors), then overheating (0x04): each named, with its fix.
+      for (const [bit, name, fix] of [
+        [0x01, /input voltage/, /power supply/],
+        [0x04, /overheat/, /cool down/],
+      ] as const) {
+        arm.servos[4].faults = bit;
+        await until(`the ${String(name)} fault`, () => robot.currentFault !== null);
+        expect(robot.currentFault!.reason).toMatch(name);
+        expect(robot.currentFault!.reason).toMatch(/wrist_roll \(id 5\)/);
+        expect(robot.currentFault!.fix).toMatch(fix);
+        arm.servos[4].faults = 0;
+        await nextState(robot);
+        await robot.resetFault();
+      }
+      expect(robot.counters().faults).toBe(3);
     } finally {
       await robot.close();
+      await arm.close();
+    }
+  });
+});
+
+describe('bad wiring and bad commands', () => {
+  it('names a silent servo, two servos on one id and a wrong model with their fixes; clamps goals out of range and refuses non-finite ones', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'resrt-servo-wiring-'));
+    dirs.push(dir);
+    const arm = await startVirtualServoArm({ protocol: 'dynamixel', seed: 6 });
+    const config = loadRobotConfig(arm.writeConfig(dir));
+    Object.assign(config.servo!, { timeoutMarginMs: 60, retries: 1, maxStep: 2, pollHz: 50 });
+    // What a person does with the vendor's tool: renumber a servo, or put in another model.
+    const setReg = (k: number, reg: Register, v: number) =>
+      arm.servos[k].memory.set(encodeRegister(reg, v), reg.address);
+    const regs = arm.servos[0].model.registers;
+    try {
+      setReg(4, regs.id, 9);
+      await expect(connectRobot(arm.robotUrl, { config })).rejects.toThrow(
+        /wrist_roll \(id 5\) does not answer[\s\S]*resrt servo scan --robot dynamixel:/,
+      );
+      setReg(4, regs.id, 5);
+      setReg(5, regs.id, 5);
+      await expect(connectRobot(arm.robotUrl, { config })).rejects.toThrow(
+        /wrist_roll \(id 5\) answers only with corrupt packets: two servos may share id 5[\s\S]*one at a time/,
+      );
+      setReg(5, regs.id, 6);
+      // An XL430 where the gripper's XL330 should be.
+      const gripper = arm.bus.devices[5];
+      arm.bus.devices[5] = new EmulatedServo(XL430_W250, 6, arm.servos[5].joint);
+      await expect(connectRobot(arm.robotUrl, { config })).rejects.toThrow(
+        /gripper \(id 6\) is a xl430-w250, the robot config says xl330-m288 \(model 1200\)[\s\S]*fix the model of gripper/,
+      );
+      arm.bus.devices[5] = gripper;
+
+      const robot = (await connectRobot(arm.robotUrl, { config })) as ServoRobot;
+      try {
+        const s = await nextState(robot);
+        // Past the end of the range: the goal stops at the calibrated limit, and it is counted.
+        const action = Float32Array.from(s.positions);
+        action[0] = 1.5;
+        expect(robot.send({ action, validForMs: 500 })).toBe(true);
+        await until('a clamped goal', () => robot.counters().goalsClamped > 0);
+        const cal = arm.calibration.joints.shoulder_pan;
+        expect(arm.servos[0].get(regs.goalPosition)).toBe(cal.rangeMax);
+        action[1] = Number.NaN;
+        expect(robot.send({ action, validForMs: 500 })).toBe(false);
+        expect(robot.counters().commandsRefused).toBe(1);
+      } finally {
+        await robot.close();
+      }
+    } finally {
       await arm.close();
     }
   });
