@@ -73,6 +73,9 @@ export const SO101_MJCF = `
   </default>
   <worldbody>
     <light pos="0 0 1.2"/>
+    <!-- Where SO-101 setups put theirs: one above the workspace, one in front of the arm. -->
+    <camera name="top" pos="0.17 0 0.6" xyaxes="0 -1 0 1 0 0" fovy="50"/>
+    <camera name="front" pos="0.55 0 0.35" xyaxes="0 1 0 -0.35 0 0.4" fovy="50"/>
     <geom name="table" type="plane" size="0.5 0.5 0.01" contype="1" conaffinity="1" rgba="0.82 0.82 0.78 1"/>
     <body name="base">
       <geom type="cylinder" size="0.045 0.03" pos="0 0 0.03" mass="0.4"/>
