@@ -1,9 +1,10 @@
 // Demonstrations in and out: a LeRobotDataset v3 fixture (written here the way LeRobot lays it
-// out, with a camera feature resrt skips and says so) imported through the CLI, checked against a
-// task, cloned with `resrt bc` and evaluated on the virtual SO-101-like arm over its servo bus;
-// export then re-import gives identical episodes; robomimic HDF5 through h5wasm.
-import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// out, with an AV1 camera video whose frames say which step they belong to) imported through the
+// CLI, checked against a task, cloned with `resrt bc` and evaluated on the virtual SO-101-like arm
+// over its servo bus; export then re-import gives identical episodes, camera frames through real
+// ffmpeg AV1; robomimic HDF5 through h5wasm.
+import { execFile, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,7 +17,7 @@ import { collectDemos } from '../src/sim/collect.js';
 import { checkDatasetFitsTask } from '../src/sim/datasets/check.js';
 import { readLeRobotDataset, writeLeRobotDataset } from '../src/sim/datasets/lerobot.js';
 import { readRobomimic } from '../src/sim/datasets/robomimic.js';
-import { readDemos, type DemoSet } from '../src/sim/demos.js';
+import { loadEpisodeFrames, readDemos, type DemoSet } from '../src/sim/demos.js';
 import { builtInTasks } from '../src/sim/registry.js';
 
 const run = promisify(execFile);
@@ -31,11 +32,64 @@ async function cli(...args: string[]): Promise<string> {
   return stdout;
 }
 
-/** A LeRobotDataset v3 as LeRobot writes it (pyarrow list<item> columns, pandas task index). */
+/** The fixture's camera: a flat colour that tells the episode and the step (red = 8·step, green = 16·episode). */
+const CAM = 64;
+const colourOf = (e: number, t: number): [number, number, number] => [(8 * t) % 256, (16 * e) % 256, 128];
+
+/**
+ * A LeRobotDataset v3 as LeRobot writes it (pyarrow list<item> columns, pandas task index, one AV1
+ * video per camera holding every episode's frames one after another, one frame per row).
+ */
 function writeFixture(root: string, set: DemoSet): void {
   const h = set.header;
   mkdirSync(join(root, 'meta', 'episodes', 'chunk-000'), { recursive: true });
   mkdirSync(join(root, 'data', 'chunk-000'), { recursive: true });
+  const videoDir = join(root, 'videos', 'observation.images.front', 'chunk-000');
+  mkdirSync(videoDir, { recursive: true });
+  const raw = Buffer.concat(
+    set.episodes.flatMap((ep, e) =>
+      ep.actions.map((_, t) => {
+        const px = Buffer.alloc(CAM * CAM * 3);
+        const c = colourOf(e, t);
+        for (let i = 0; i < CAM * CAM; i++) px.set(c, 3 * i);
+        return px;
+      }),
+    ),
+  );
+  const enc = spawnSync(
+    'ffmpeg',
+    [
+      ...['-hide_banner', '-loglevel', 'error', '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${CAM}x${CAM}`],
+      ...['-r', '25', '-i', 'pipe:0', '-c:v', 'libsvtav1', '-pix_fmt', 'yuv420p', '-g', '2', '-crf', '30'],
+      join(videoDir, 'file-000.mp4'),
+    ],
+    { input: raw },
+  );
+  if (enc.status !== 0) throw new Error(`ffmpeg: ${enc.stderr.toString()}`);
+  let at = 0;
+  const episodeRows = set.episodes.map((ep, e) => {
+    const from = at;
+    at += ep.actions.length;
+    return {
+      e,
+      length: ep.actions.length,
+      from: from / 25,
+      to: at / 25,
+      fromIndex: from,
+    };
+  });
+  const meta = parquetWriteBuffer({
+    columnData: [
+      { name: 'episode_index', data: episodeRows.map((r) => BigInt(r.e)) },
+      { name: 'length', data: episodeRows.map((r) => BigInt(r.length)) },
+      { name: 'dataset_from_index', data: episodeRows.map((r) => BigInt(r.fromIndex)) },
+      { name: 'videos/observation.images.front/chunk_index', data: episodeRows.map(() => 0n) },
+      { name: 'videos/observation.images.front/file_index', data: episodeRows.map(() => 0n) },
+      { name: 'videos/observation.images.front/from_timestamp', data: episodeRows.map((r) => r.from) },
+      { name: 'videos/observation.images.front/to_timestamp', data: episodeRows.map((r) => r.to) },
+    ],
+  });
+  writeFileSync(join(root, 'meta', 'episodes', 'chunk-000', 'file-000.parquet'), new Uint8Array(meta));
   const frames = set.episodes.flatMap((ep, e) =>
     ep.actions.map((a, t) => ({
       e,
@@ -111,8 +165,20 @@ function writeFixture(root: string, set: DemoSet): void {
         action: f32(h.actionDim, h.actionNames),
         'observation.images.front': {
           dtype: 'video',
-          shape: [480, 640, 3],
+          shape: [CAM, CAM, 3],
           names: ['height', 'width', 'channels'],
+          info: {
+            'video.fps': 25,
+            'video.codec': 'av1',
+            'video.pix_fmt': 'yuv420p',
+            'video.is_depth_map': false,
+          },
+        },
+        'observation.images.wrist_depth': {
+          dtype: 'video',
+          shape: [CAM, CAM, 1],
+          names: ['height', 'width', 'channels'],
+          info: { 'video.fps': 25, 'video.is_depth_map': true },
         },
         'next.reward': { dtype: 'float32', shape: [1], names: null },
         'next.done': { dtype: 'bool', shape: [1], names: null },
@@ -139,7 +205,7 @@ describe('LeRobotDataset v3', () => {
   let arm: VirtualArm | null = null;
   afterAll(async () => arm?.close());
 
-  it('imports a fixture (skipping its camera, said aloud), clones it with resrt bc, and evaluates the base on the virtual arm over the bus', async () => {
+  it('imports a fixture with its camera frames (skipping a depth video, said aloud), clones it with resrt bc, and evaluates the base on the virtual arm over the bus', async () => {
     const out = await cli(
       'import',
       'lerobot',
@@ -149,9 +215,25 @@ describe('LeRobotDataset v3', () => {
       '--task',
       'so101-pick-place',
     );
-    expect(out).toMatch(/skipped feature observation\.images\.front \(video\)/);
-    expect(out).toMatch(/imported 16 episodes/);
+    expect(out).toMatch(
+      /skipped feature observation\.images\.wrist_depth \(video\): depth videos are not imported/,
+    );
+    expect(out).toMatch(/imported 16 episodes .*cameras front 64x64/);
     const imported = readDemos(join(dir, 'imported.jsonl'));
+    // Each row's frame is the one at its timestamp; the observation after the last action repeats it.
+    expect(imported.header.cameras).toEqual([
+      { name: 'front', width: CAM, height: CAM, channels: 3, depth: false },
+    ]);
+    for (const k of [0, 7, 15]) {
+      const ep = imported.episodes[k];
+      const frames = loadEpisodeFrames(imported, ep);
+      expect(frames).toHaveLength(ep.obs.length);
+      frames.forEach((f, t) => {
+        const want = colourOf(k, Math.min(t, ep.actions.length - 1));
+        const px = f.front.data.subarray(3 * (CAM * 32 + 32), 3 * (CAM * 32 + 32) + 3);
+        for (let c = 0; c < 3; c++) expect(Math.abs(px[c] - want[c])).toBeLessThanOrEqual(4);
+      });
+    }
     expect(imported.header.task).toBe('so101-pick-place');
     expect(imported.header.obsNames).toEqual(source.header.obsNames);
     expect(imported.episodes.map((e) => e.success)).toEqual(source.episodes.map((e) => e.success));
@@ -207,11 +289,21 @@ describe('LeRobotDataset v3', () => {
       actionNames: set.header.actionNames.map((n) => `${n}_goal`),
     };
     expect(checkDatasetFitsTask(set.header, renamed)).toEqual(set.header.actionNames);
+    // A download without its videos: named, with the fix; --no-videos imports the rest.
+    const partial = join(dir, 'fixture-no-videos');
+    cpSync(join(dir, 'fixture'), partial, { recursive: true });
+    rmSync(join(partial, 'videos'), { recursive: true });
+    await expect(readLeRobotDataset(partial)).rejects.toThrow(
+      /videos\/observation\.images\.front\/chunk-000\/file-000\.mp4 is missing[\s\S]*videos included/,
+    );
+    const stateOnly = await readLeRobotDataset(partial, { videos: false });
+    expect(stateOnly.cameras).toEqual([]);
+    expect(stateOnly.skippedFeatures.map((f) => f.name)).toContain('observation.images.front');
   });
 
   it('exports episodes in the v3 layout and re-imports them identically', async () => {
     const out = join(dir, 'exported');
-    const info = writeLeRobotDataset(out, source, {
+    const { info } = await writeLeRobotDataset(out, source, {
       task: 'Pick up the cube and place it on the green target.',
       robotType: 'so101',
     });
@@ -248,6 +340,82 @@ describe('LeRobotDataset v3', () => {
       expect({ ...ep, episode: 0, seed: 0 }).toEqual({ ...want, episode: 0, seed: 0 });
     }
   }, 60_000);
+
+  it('exports camera demonstrations as AV1 videos LeRobot can index, and re-imports the frames', async () => {
+    const demos = join(dir, 'push-cam.jsonl');
+    await collectDemos({
+      task: builtInTasks['push-cam'],
+      episodes: 2,
+      out: demos,
+      seed: 3,
+      noise: builtInTasks['push-cam'].demoNoise!,
+    });
+    const set = readDemos(demos);
+    const out = join(dir, 'push-cam-lerobot');
+    const said = await cli('export', 'lerobot', '--demos', demos, '--out', out);
+    expect(said).toMatch(/video observation\.images\.top: libsvtav1/);
+    const info = JSON.parse(readFileSync(join(out, 'meta', 'info.json'), 'utf8')) as {
+      video_path: string;
+      features: Record<string, { dtype: string; shape: number[]; info?: Record<string, unknown> }>;
+    };
+    expect(info.video_path).toBe('videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4');
+    expect(info.features['observation.images.top']).toMatchObject({
+      dtype: 'video',
+      shape: [84, 84, 3],
+      info: { 'video.codec': 'av1', 'video.pix_fmt': 'yuv420p', 'video.fps': 25 },
+    });
+    const mp4 = join(out, 'videos', 'observation.images.top', 'chunk-000', 'file-000.mp4');
+    const probe = spawnSync('ffprobe', [
+      '-v',
+      'error',
+      '-show_entries',
+      'stream=codec_name,nb_frames',
+      '-of',
+      'csv=p=0',
+      mp4,
+    ]);
+    const frames = set.episodes.reduce((n, ep) => n + ep.obs.length, 0);
+    expect(probe.stdout.toString().trim()).toBe(`av1,${frames}`);
+    // Where LeRobot looks for each episode: from_timestamp + a row's timestamp.
+    const buf = readFileSync(join(out, 'meta/episodes/chunk-000/file-000.parquet'));
+    const eps = (await parquetReadObjects({
+      file: buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength),
+    })) as Record<string, unknown>[];
+    expect(eps[1]['videos/observation.images.top/from_timestamp']).toBeCloseTo(
+      set.episodes[0].obs.length / 25,
+      9,
+    );
+    const stats = JSON.parse(readFileSync(join(out, 'meta', 'stats.json'), 'utf8')) as Record<
+      string,
+      Record<string, unknown>
+    >;
+    expect((stats['observation.images.top'].mean as number[][][]).map((c) => c[0].length)).toEqual([1, 1, 1]);
+
+    const said2 = await cli('import', 'lerobot', out, '--out', join(dir, 'push-cam-back.jsonl'));
+    expect(said2).toMatch(/cameras top 84x84/);
+    const back = readDemos(join(dir, 'push-cam-back.jsonl'));
+    for (const [k, ep] of back.episodes.entries()) {
+      const want = set.episodes[k];
+      expect(ep.obs).toEqual(want.obs);
+      expect(ep.actions).toEqual(want.actions);
+      const got = loadEpisodeFrames(back, ep);
+      const orig = loadEpisodeFrames(set, want);
+      expect(got).toHaveLength(orig.length);
+      // AV1 at LeRobot's CRF 30 is lossy: close, not equal, frame by frame (the last one included),
+      // and no neighbouring frame is closer (the frames are not shifted).
+      const meanErr = (a: Uint8Array, b: Uint8Array): number => {
+        let err = 0;
+        for (let i = 0; i < a.length; i++) err += Math.abs(a[i] - b[i]);
+        return err / a.length;
+      };
+      for (const [t, f] of got.entries()) {
+        const err = meanErr(f.top.data, orig[t].top.data);
+        expect(err, `episode ${k} frame ${t}`).toBeLessThan(6);
+        for (const n of [t - 1, t + 1].filter((n) => n >= 0 && n < orig.length))
+          expect(err).toBeLessThanOrEqual(meanErr(f.top.data, orig[n].top.data) + 0.05);
+      }
+    }
+  }, 120_000);
 });
 
 describe('robomimic HDF5', () => {

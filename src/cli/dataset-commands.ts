@@ -3,7 +3,7 @@
  * formats robot-learning people already have (src/sim/datasets).
  */
 import { existsSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Command } from 'commander';
 import { TransitionWal } from '../residual/service/wal.js';
 import type { SessionTransition } from '../runtime/session/codec.js';
@@ -13,6 +13,7 @@ import { readRobomimic } from '../sim/datasets/robomimic.js';
 import { DemoWriter, readDemos, type DemoEpisode, type DemoSet } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask } from '../sim/registry.js';
+import type { CameraFrames, CameraSpec } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { parseFloatArg } from './common.js';
 
@@ -23,18 +24,21 @@ export function registerDatasetCommands(program: Command): void {
   imp
     .command('lerobot <dir>')
     .description(
-      'a local LeRobotDataset v3 folder (observation.state, action, next.reward, next.done) → demos .jsonl',
+      'a local LeRobotDataset v3 folder (observation.state, action, next.reward, next.done, camera videos through ffmpeg) → demos .jsonl (+ .frames)',
     )
-    .requiredOption('--out <file>', 'demo file to write (.jsonl)')
+    .requiredOption('--out <file>', 'demo file to write (.jsonl; camera frames go to <file>.frames)')
     .option('--task <name|path>', 'check the dataset against this task (dimensions and names)')
+    .option('--no-videos', 'leave the camera videos out (state-based policies)')
     .option('--overwrite', 'replace an existing output file')
-    .action(async (dir: string, opts: ImportCliOptions) => {
-      const r = await readLeRobotDataset(dir);
+    .action(async (dir: string, opts: ImportCliOptions & { videos: boolean }) => {
+      const r = await readLeRobotDataset(dir, { videos: opts.videos });
       for (const s of r.skippedFeatures) console.log(`skipped feature ${s.name} (${s.dtype}): ${s.why}`);
+      const cams = r.cameras.map((c) => `${c.name} ${c.width}x${c.height}`).join(', ');
       await finishImport(
         r.set,
         opts,
-        `LeRobotDataset ${r.info.codebase_version}, ${r.info.fps} fps, task "${r.tasks[0] ?? '?'}"`,
+        `LeRobotDataset ${r.info.codebase_version}, ${r.info.fps} fps, task "${r.tasks[0] ?? '?'}"${cams ? `, cameras ${cams}` : ''}`,
+        r.cameras.length > 0 ? { cameras: r.cameras, load: (ep) => r.loadFrames(ep) } : undefined,
       );
     });
   imp
@@ -83,17 +87,19 @@ export function registerDatasetCommands(program: Command): void {
     .option('--fps <hz>', "with --session: the robot's control rate", parseFloatArg('--fps', 0.1, 1000), 25)
     .option('--task-text <words>', 'the task in words, for meta/tasks.parquet (default: the task name)')
     .option('--robot-type <name>', 'info.json robot_type, e.g. so101')
-    .action((opts: ExportCliOptions) => {
+    .action(async (opts: ExportCliOptions) => {
       if (Boolean(opts.demos) === Boolean(opts.session)) {
         throw new ResrtError('export lerobot needs one source', 'pass --demos FILE or --session DIR');
       }
       const set = opts.demos ? readDemos(opts.demos) : readSession(opts.session!, opts.fps);
       if (set.episodes.length === 0)
         throw new ResrtError('there are no finished episodes to export', 'record some first');
-      const info = writeLeRobotDataset(opts.out, set, {
+      const { info, encoders, skipped } = await writeLeRobotDataset(opts.out, set, {
         task: opts.taskText,
         robotType: opts.robotType ?? null,
       });
+      for (const [key, encoder] of Object.entries(encoders)) console.log(`video ${key}: ${encoder}`);
+      for (const what of skipped) console.log(`left out: ${what}`);
       console.log(
         `wrote ${info.total_episodes} episodes (${info.total_frames} frames, ${info.fps} fps) as LeRobotDataset ${info.codebase_version} to ${opts.out}`,
       );
@@ -115,9 +121,22 @@ interface ExportCliOptions {
   robotType?: string;
 }
 
-async function finishImport(set: DemoSet, opts: ImportCliOptions, what: string): Promise<void> {
-  if (existsSync(opts.out) && !opts.overwrite) {
-    throw new ResrtError(`${opts.out} already exists`, 'choose another --out, or pass --overwrite');
+interface ImportedFrames {
+  cameras: CameraSpec[];
+  load: (ep: DemoEpisode) => Promise<CameraFrames[]>;
+}
+
+async function finishImport(
+  set: DemoSet,
+  opts: ImportCliOptions,
+  what: string,
+  frames?: ImportedFrames,
+): Promise<void> {
+  const framesOut = `${opts.out}.frames`;
+  for (const path of frames ? [opts.out, framesOut] : [opts.out]) {
+    if (existsSync(path) && !opts.overwrite) {
+      throw new ResrtError(`${path} already exists`, 'choose another --out, or pass --overwrite');
+    }
   }
   const h = set.header;
   if (opts.task) {
@@ -134,30 +153,40 @@ async function finishImport(set: DemoSet, opts: ImportCliOptions, what: string):
     }
     h.task = task.name;
   }
-  const writer = DemoWriter.create(`${opts.out}.partial`, {
-    task: h.task,
-    obsDim: h.obsDim,
-    actionDim: h.actionDim,
-    obsNames: h.obsNames,
-    actionNames: h.actionNames,
-    controlDt: h.controlDt,
-    source: h.source,
-  });
+  const writer = DemoWriter.create(
+    `${opts.out}.partial`,
+    {
+      task: h.task,
+      obsDim: h.obsDim,
+      actionDim: h.actionDim,
+      obsNames: h.obsNames,
+      actionNames: h.actionNames,
+      controlDt: h.controlDt,
+      source: h.source,
+      ...(frames ? { cameras: frames.cameras, framesFile: basename(framesOut) } : {}),
+    },
+    { framesPath: `${framesOut}.partial` },
+  );
   let steps = 0;
   let successes = 0;
   try {
     for (const ep of set.episodes) {
-      writer.append(ep);
+      // One episode's frames in memory at a time.
+      writer.append(frames ? { ...ep, frames: await frames.load(ep) } : ep);
       steps += ep.actions.length;
       if (ep.success) successes++;
     }
   } finally {
     writer.close();
   }
+  if (frames) {
+    if (existsSync(framesOut)) rmSync(framesOut);
+    renameSync(`${framesOut}.partial`, framesOut);
+  }
   if (existsSync(opts.out)) rmSync(opts.out);
   renameSync(`${opts.out}.partial`, opts.out);
   console.log(
-    `imported ${set.episodes.length} episodes (${steps} steps, ${successes} successful) from ${what} to ${opts.out}`,
+    `imported ${set.episodes.length} episodes (${steps} steps, ${successes} successful) from ${what} to ${opts.out}${frames ? ` (camera frames in ${framesOut})` : ''}`,
   );
 }
 

@@ -12,6 +12,10 @@
  *   data/chunk-XXX/file-XXX.parquet
  *                              one row per frame: observation.state, action, next.reward, next.done,
  *                              timestamp, frame_index, episode_index, index, task_index
+ *   videos/observation.images.<camera>/chunk-XXX/file-XXX.mp4
+ *                              camera streams (AV1), episodes one after another; the episodes
+ *                              metadata says where: videos/<key>/chunk_index, file_index,
+ *                              from_timestamp, to_timestamp; a row's frame is at from + timestamp
  *
  * A LeRobot frame holds the observation and the action taken from it; resrt's demonstrations also
  * keep the observation after the last action, the outcome and the time-limit flag. They travel as
@@ -19,37 +23,24 @@
  * any other column, and a re-import gives back identical episodes. A dataset without them imports
  * with the last observation repeated and success read from next.reward.
  *
- * Camera features (dtype "video" or "image") are not imported yet: the reader lists them in
- * `skippedFeatures` so that callers say so; the frame layout leaves room for them.
+ * Camera features of dtype "video" become the demonstrations' camera frames (camera name = the key
+ * after "observation.images."), decoded through ffmpeg (video.ts) one episode at a time; the
+ * frame after the last action is the video's next frame where it has one (resrt writes it), else
+ * the last frame again. Depth videos and "image" features (PNG in Parquet) are not imported: the
+ * reader lists them in `skippedFeatures` so that callers say so. The writer encodes the
+ * demonstrations' RGB frames as LeRobot does (video.ts says which codec when AV1 is missing);
+ * depth frames have no LeRobot feature and are left out, said in `skipped`.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { CameraFrames, CameraSpec } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
 import type { DemoEpisode, DemoHeader, DemoSet } from '../demos.js';
+import { CHUNKS_SIZE, IMAGES_PREFIX, fail, type FeatureSpec, type LeRobotInfo } from './lerobot-layout.js';
+import { imageStats, openVideos, writeVideos, type ChannelStats } from './lerobot-video.js';
 import { readParquet, writeParquet, type Column, type Row } from './parquet.js';
 
-export interface FeatureSpec {
-  dtype: string;
-  shape: number[];
-  names?: string[] | Record<string, unknown> | null;
-  info?: Record<string, unknown>;
-}
-
-export interface LeRobotInfo {
-  codebase_version: string;
-  robot_type: string | null;
-  total_episodes: number;
-  total_frames: number;
-  total_tasks: number;
-  chunks_size: number;
-  data_files_size_in_mb: number;
-  video_files_size_in_mb: number;
-  fps: number;
-  splits: Record<string, string>;
-  data_path: string;
-  video_path: string | null;
-  features: Record<string, FeatureSpec>;
-}
+export { cameraName, type FeatureSpec, type LeRobotInfo } from './lerobot-layout.js';
 
 export interface LeRobotImport {
   set: DemoSet;
@@ -57,17 +48,21 @@ export interface LeRobotImport {
   tasks: string[];
   /** Features present in the dataset that were not imported, with why. */
   skippedFeatures: { name: string; dtype: string; why: string }[];
+  /** The imported camera streams (empty without video features, or with `videos: false`). */
+  cameras: CameraSpec[];
+  /** An episode's camera frames, one per observation (T + 1), decoded from the videos. */
+  loadFrames(episode: DemoEpisode): Promise<CameraFrames[]>;
+}
+
+export interface LeRobotReadOptions {
+  /** Decode the camera videos (default true; false lists them as skipped). */
+  videos?: boolean;
 }
 
 const STATE = 'observation.state';
 const ACTION = 'action';
 const NEXT_STATE = 'next.observation.state';
-const CHUNKS_SIZE = 1000;
 const DATA_FILE_MB = 100;
-
-function fail(dir: string, what: string, fix: string): never {
-  throw new ResrtError(`${dir} is not a LeRobotDataset v3 resrt can import: ${what}`, fix);
-}
 
 function featureNames(f: FeatureSpec | undefined, dim: number, prefix: string): string[] {
   const n = f?.names;
@@ -81,8 +76,11 @@ function featureNames(f: FeatureSpec | undefined, dim: number, prefix: string): 
     : Array.from({ length: dim }, (_, i) => `${prefix}[${i}]`);
 }
 
-/** Reads every episode of a local LeRobotDataset v3 folder. */
-export async function readLeRobotDataset(dir: string): Promise<LeRobotImport> {
+/** Reads every episode of a local LeRobotDataset v3 folder (camera frames on demand, per episode). */
+export async function readLeRobotDataset(
+  dir: string,
+  options: LeRobotReadOptions = {},
+): Promise<LeRobotImport> {
   const infoPath = join(dir, 'meta', 'info.json');
   if (!existsSync(infoPath)) {
     fail(dir, 'meta/info.json is missing', 'point at the dataset root (the folder holding meta/ and data/)');
@@ -114,13 +112,27 @@ export async function readLeRobotDataset(dir: string): Promise<LeRobotImport> {
   }
   const obsDim = features[STATE].shape.reduce((a, b) => a * b, 1);
   const actionDim = features[ACTION].shape.reduce((a, b) => a * b, 1);
-  const skippedFeatures = Object.entries(features)
-    .filter(([, f]) => f.dtype === 'video' || f.dtype === 'image')
-    .map(([name, f]) => ({
-      name,
-      dtype: f.dtype,
-      why: 'camera features are not imported yet (state-based policies only)',
-    }));
+  const skippedFeatures: LeRobotImport['skippedFeatures'] = [];
+  const videoKeys: string[] = [];
+  for (const [name, f] of Object.entries(features)) {
+    if (f.dtype === 'image') {
+      skippedFeatures.push({
+        name,
+        dtype: f.dtype,
+        why: 'image features (PNG in Parquet) are not imported; LeRobot records cameras as video by default',
+      });
+    } else if (f.dtype === 'video') {
+      const vinfo = (f.info ?? (f as { video_info?: Record<string, unknown> }).video_info ?? {}) as Record<
+        string,
+        unknown
+      >;
+      if (vinfo['video.is_depth_map'] === true) {
+        skippedFeatures.push({ name, dtype: f.dtype, why: 'depth videos are not imported' });
+      } else if (options.videos === false) {
+        skippedFeatures.push({ name, dtype: f.dtype, why: 'videos not imported (--no-videos)' });
+      } else videoKeys.push(name);
+    }
+  }
 
   const tasks: string[] = [];
   const tasksPath = join(dir, 'meta', 'tasks.parquet');
@@ -144,6 +156,7 @@ export async function readLeRobotDataset(dir: string): Promise<LeRobotImport> {
     );
   if (files.length === 0) fail(dir, 'data/ holds no Parquet files', 'download the whole dataset');
   const byEpisode = new Map<number, Row[]>();
+  const timestamps = new Map<number, number[]>();
   for (const f of files) {
     for (const r of (await readParquet(f)).rows) {
       const e = Number(r.episode_index);
@@ -165,6 +178,10 @@ export async function readLeRobotDataset(dir: string): Promise<LeRobotImport> {
   for (const e of [...byEpisode.keys()].sort((a, b) => a - b)) {
     const rows = byEpisode.get(e)!.sort((a, b) => Number(a.frame_index) - Number(b.frame_index));
     const where = `episode ${e}`;
+    timestamps.set(
+      e,
+      rows.map((r) => Number(r.timestamp ?? Number(r.frame_index) / (info.fps || 1))),
+    );
     const obs = rows.map((r) => vector(r, STATE, obsDim, where));
     const actions = rows.map((r) => vector(r, ACTION, actionDim, where));
     const rewards = rows.map((r) => Number(r['next.reward'] ?? 0));
@@ -178,6 +195,8 @@ export async function readLeRobotDataset(dir: string): Promise<LeRobotImport> {
     const truncated = 'next.truncated' in last ? Boolean(last['next.truncated']) : !success;
     episodes.push({ episode: e, seed: e, success, terminated: !truncated, truncated, obs, actions, rewards });
   }
+  const videos = videoKeys.length > 0 ? await openVideos(dir, info, videoKeys) : null;
+  const cameras = videos?.cameras ?? [];
   const header: DemoHeader = {
     format: 'resrt-demos',
     version: 1,
@@ -190,7 +209,17 @@ export async function readLeRobotDataset(dir: string): Promise<LeRobotImport> {
     createdAt: new Date().toISOString(),
     source: `LeRobotDataset ${version} at ${dir}${info.robot_type ? ` (robot ${info.robot_type})` : ''}`,
   };
-  return { set: { header, episodes, tornTail: false }, info, tasks, skippedFeatures };
+  return {
+    set: { header, episodes, tornTail: false },
+    info,
+    tasks,
+    skippedFeatures,
+    cameras,
+    async loadFrames(ep) {
+      if (!videos) return [];
+      return videos.load(ep.episode, timestamps.get(ep.episode) ?? [], ep.obs.length);
+    },
+  };
 }
 
 function stats(rows: Float32Array[]): Record<string, number[]> {
@@ -220,11 +249,24 @@ export interface LeRobotExportOptions {
 }
 
 /** Writes episodes as a LeRobotDataset v3 folder (refuses a folder that already has meta/info.json). */
-export function writeLeRobotDataset(
+export interface LeRobotExport {
+  info: LeRobotInfo;
+  /** Per camera feature: the ffmpeg encoder that wrote it. */
+  encoders: Record<string, string>;
+  /** What the dataset could not carry (depth frames), in words. */
+  skipped: string[];
+}
+
+/**
+ * Writes episodes as a LeRobotDataset v3 folder (refuses a folder that already has meta/info.json).
+ * Demonstrations with cameras get one video per camera per data file, each episode's T + 1 frames
+ * one after another.
+ */
+export async function writeLeRobotDataset(
   dir: string,
   set: DemoSet,
   options: LeRobotExportOptions = {},
-): LeRobotInfo {
+): Promise<LeRobotExport> {
   if (existsSync(join(dir, 'meta', 'info.json'))) {
     throw new ResrtError(`${dir} already holds a dataset`, 'export into a new folder');
   }
@@ -245,6 +287,25 @@ export function writeLeRobotDataset(
     index: { dtype: 'int64', shape: [1], names: null },
     task_index: { dtype: 'int64', shape: [1], names: null },
   };
+  const cameras = h.cameras ?? [];
+  const videoKey = (c: CameraSpec): string => `${IMAGES_PREFIX}${c.name}`;
+  for (const c of cameras) {
+    features[videoKey(c)] = {
+      dtype: 'video',
+      shape: [c.height, c.width, 3],
+      names: ['height', 'width', 'channels'],
+      info: {
+        'video.height': c.height,
+        'video.width': c.width,
+        'video.codec': null,
+        'video.pix_fmt': null,
+        'video.is_depth_map': false,
+        'video.fps': fps,
+        'video.channels': 3,
+        has_audio: false,
+      },
+    };
+  }
   // Files hold whole episodes and stay under the size LeRobot uses (100 MB of frames).
   const frameBytes = 4 * (2 * h.obsDim + h.actionDim) + 48;
   const perFile = Math.max(1, Math.floor((DATA_FILE_MB * 2 ** 20) / frameBytes));
@@ -252,10 +313,12 @@ export function writeLeRobotDataset(
   const files: Frame[][] = [[]];
   const episodeMeta: Row[] = [];
   let index = 0;
+  const fileOfEpisode: number[] = [];
   set.episodes.forEach((ep, e) => {
     if (files[files.length - 1].length > 0 && files[files.length - 1].length + ep.actions.length > perFile)
       files.push([]);
     const fileIndex = files.length - 1;
+    fileOfEpisode.push(fileIndex);
     const from = index;
     for (let t = 0; t < ep.actions.length; t++) files[fileIndex].push({ ep, e, t, index: index++ });
     const s = { [STATE]: stats(ep.obs.slice(0, -1)), [ACTION]: stats(ep.actions) };
@@ -299,12 +362,21 @@ export function writeLeRobotDataset(
       col('task_index', 'INT64', () => 0),
     ]);
   });
+  const encoders: Record<string, string> = {};
+  const channelStats: Record<string, ChannelStats> = {};
+  if (cameras.length > 0) {
+    await writeVideos(dir, set, fileOfEpisode, fps, episodeMeta, features, encoders, channelStats);
+  }
   const metaCols: Column[] = Object.keys(episodeMeta[0] ?? {}).map((name) => {
     const first = episodeMeta[0][name];
     const list = Array.isArray(first);
     const sample = list ? (first as unknown[])[0] : first;
     const type: Column['type'] =
-      typeof sample === 'string' ? 'STRING' : name.startsWith('stats/') ? 'DOUBLE' : 'INT64';
+      typeof sample === 'string'
+        ? 'STRING'
+        : name.startsWith('stats/') || name.endsWith('_timestamp')
+          ? 'DOUBLE'
+          : 'INT64';
     return { name, type, list, data: episodeMeta.map((r) => r[name]) };
   });
   if (metaCols.length > 0)
@@ -338,7 +410,11 @@ export function writeLeRobotDataset(
   const allAct = set.episodes.flatMap((e) => e.actions);
   writeFileSync(
     join(dir, 'meta', 'stats.json'),
-    JSON.stringify({ [STATE]: stats(allObs), [ACTION]: stats(allAct) }, null, 4) + '\n',
+    JSON.stringify(
+      { [STATE]: stats(allObs), [ACTION]: stats(allAct), ...imageStats(channelStats) },
+      null,
+      4,
+    ) + '\n',
   );
   const info: LeRobotInfo = {
     codebase_version: 'v3.0',
@@ -352,9 +428,13 @@ export function writeLeRobotDataset(
     fps,
     splits: { train: `0:${set.episodes.length}` },
     data_path: 'data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet',
-    video_path: null,
+    video_path:
+      cameras.length > 0 ? 'videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4' : null,
     features,
   };
   writeFileSync(join(dir, 'meta', 'info.json'), JSON.stringify(info, null, 4) + '\n');
-  return info;
+  const skipped = cameras
+    .filter((c) => c.depth)
+    .map((c) => `${c.name}'s depth (LeRobot has no depth feature)`);
+  return { info, encoders, skipped };
 }
