@@ -391,8 +391,17 @@ describe('LeRobotDataset v3', () => {
     >;
     expect((stats['observation.images.top'].mean as number[][][]).map((c) => c[0].length)).toEqual([1, 1, 1]);
 
-    const said2 = await cli('import', 'lerobot', out, '--out', join(dir, 'push-cam-back.jsonl'));
+    const said2 = await cli(
+      'import',
+      'lerobot',
+      out,
+      '--out',
+      join(dir, 'push-cam-back.jsonl'),
+      '--task',
+      'push-cam',
+    );
     expect(said2).toMatch(/cameras top 84x84/);
+    expect(said2).not.toMatch(/note: .*camera/);
     const back = readDemos(join(dir, 'push-cam-back.jsonl'));
     for (const [k, ep] of back.episodes.entries()) {
       const want = set.episodes[k];

@@ -144,12 +144,24 @@ async function finishImport(
     const env = await MujocoEnv.create(task);
     const obsNames = [...env.observationSpace.names];
     const actionNames = [...env.actionSpace.names];
+    const taskCameras = [...(env.cameras ?? [])];
     env.close();
     const renamed = checkDatasetFitsTask(h, { name: task.name, obsNames, actionNames });
     if (renamed.length > 0) {
       console.log(
         `note: ${renamed.length} action names differ from task ${task.name}'s (${renamed.join(', ')}); the dataset's names are kept`,
       );
+    }
+    for (const c of taskCameras) {
+      const d = frames?.cameras.find((x) => x.name === c.name);
+      if (!d)
+        console.log(
+          `note: task ${task.name} renders camera ${c.name}; the dataset has no camera by that name`,
+        );
+      else if (d.width !== c.width || d.height !== c.height)
+        console.log(
+          `note: camera ${c.name} is ${d.width}x${d.height} in the dataset, ${c.width}x${c.height} in task ${task.name} (image policies resize their inputs)`,
+        );
     }
     h.task = task.name;
   }
