@@ -251,6 +251,9 @@ describe('LeRobotDataset v3', () => {
       '6',
       '--hidden',
       '64,64',
+      // The virtual arm has no camera: a state-only clone (bc would read the imported frames by default).
+      '--cameras',
+      'none',
     );
     arm = await startVirtualServoArm({ protocol: 'feetech', seed: 11 });
     const config = arm.writeConfig(dir);
