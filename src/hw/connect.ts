@@ -2,25 +2,55 @@
  * From a transport string to a Robot, and from a robot to an environment: what `resrt run/eval
  * --robot` and the virtual robot use, so that nothing above knows which transport runs.
  */
-import type { Env, Robot, RobotState } from '../types.js';
+import type { Env, Robot } from '../types.js';
+import { ResrtError } from '../util/errors.js';
 import { HardwareEnv, type HardwareEnvOptions } from './hardware-env.js';
 import { MqttRobot } from './mqtt/mqtt-robot.js';
 import { parseRobotUrl, type RobotConfig } from './robot-config.js';
 import { SerialRobot } from './serial/serial-robot.js';
+import { loadCalibration } from './servo/calibration.js';
+import { ServoRobot } from './servo/servo-robot.js';
 
 export interface ConnectOptions {
   /** Names for the action dimensions (the serial protocol carries none). */
   actionNames?: string[];
+  /**
+   * The robot config's watchdog timeout (watchdog.timeoutMs): a serial device is configured to it
+   * (CONFIG) on every connect; an MQTT device must already use it (HardwareEnv checks).
+   */
+  watchdogMs?: number;
   username?: string;
   password?: string;
+  /** The robot config: a servo arm (feetech:/dynamixel:) needs its `servo` section and calibration. */
+  config?: RobotConfig;
 }
 
 export async function connectRobot(transport: string, options: ConnectOptions = {}): Promise<Robot> {
   const url = parseRobotUrl(transport);
+  if (url.kind === 'servo') {
+    const config = options.config;
+    if (!config?.servo) {
+      throw new ResrtError(
+        `${transport} is a ${url.protocol} servo bus, and its robot config has no "servo" section`,
+        'add the servo section (joints with ids and models, calibration file, onFault) — see docs/servo-bus.md',
+      );
+    }
+    const calibration = loadCalibration(config.servo.calibration, config.servo.joints, {
+      robotUrl: transport,
+    });
+    return ServoRobot.open(url, {
+      name: config.name,
+      section: config.servo,
+      calibration,
+      safeAction: config.action.safe,
+      robotUrl: transport,
+    });
+  }
   if (url.kind === 'serial') {
     return SerialRobot.open(url.path, {
       baudRate: url.baudRate ?? 1_000_000,
       actionNames: options.actionNames,
+      ...(options.watchdogMs !== undefined ? { config: { watchdogMs: options.watchdogMs } } : {}),
     });
   }
   return MqttRobot.connect(`${url.brokerUrl}/${url.robotId}`, {
@@ -29,27 +59,38 @@ export async function connectRobot(transport: string, options: ConnectOptions = 
   });
 }
 
+/** How long a step waits for the state of a lockstep virtual scene. */
+const LOCKSTEP_STATE_GRACE_MS = 2000;
+
 /**
  * A HardwareEnv over a robot. For a resrt virtual robot (`virtualScene`) the simulated scene resets
  * itself, so a manual reset is confirmed as soon as the robot reports a fresh scene (step counter
- * back at zero), and a watchdog fault latched while the host waited between episodes is cleared as
- * part of the reset, as the person resetting a real cell would. For a real robot the caller's
- * onResetPrompt asks a person, and latched faults stay for a person to clear.
+ * back at zero), and a latched fault is cleared as part of the reset: there is no cell and no person
+ * to ask. For a real robot the caller's onResetPrompt and onFaultPrompt ask a person, and latched
+ * faults are cleared only once they confirm.
  */
 export function robotEnv(
   robot: Robot,
   config: RobotConfig,
   options: HardwareEnvOptions & { virtualScene?: { obsDim: number } } = {},
 ): Env {
-  const env = new HardwareEnv(robot, config, options);
   const virtual = options.virtualScene;
-  if (!virtual) return env;
+  // A lockstep scene does not move while the host is late: wait for its states (ServoRobot's own
+  // link timeout still catches a bus that went quiet).
+  const lockstep = virtual !== undefined && config.servo?.scene?.lockstep === true;
+  const hardwareOptions: HardwareEnvOptions = {
+    ...options,
+    ...(lockstep && options.stateGraceMs === undefined ? { stateGraceMs: LOCKSTEP_STATE_GRACE_MS } : {}),
+  };
+  if (!virtual) return new HardwareEnv(robot, config, hardwareOptions);
+  const env: HardwareEnv = new HardwareEnv(robot, config, {
+    ...hardwareOptions,
+    onFaultPrompt: () => env.confirmFaultClear(),
+  });
   const stepIndex = virtual.obsDim + 2;
   const episodeIndex = virtual.obsDim + 1;
   let lastEpisode = -1;
-  let latest: RobotState | null = null;
   robot.state$.subscribe((s) => {
-    latest = s;
     if (!env.awaitingResetConfirmation) return;
     const episode = s.sensors[episodeIndex];
     // Fresh: not stepped yet, and not the scene we just ran.
@@ -58,18 +99,5 @@ export function robotEnv(
       env.confirmReset();
     }
   });
-  return {
-    id: env.id,
-    observationSpace: env.observationSpace,
-    actionSpace: env.actionSpace,
-    controlDt: env.controlDt,
-    maxEpisodeSteps: env.maxEpisodeSteps,
-    cameras: env.cameras,
-    async reset(opts) {
-      if ((latest as RobotState | null)?.faulted) await robot.resetFault();
-      return env.reset(opts);
-    },
-    step: (action) => env.step(action),
-    close: () => env.close(),
-  };
+  return env;
 }

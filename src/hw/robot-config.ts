@@ -4,22 +4,32 @@
  * (reset procedure, success source). Errors name the field and say how to fix it.
  */
 import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import type { RobotState } from '../types.js';
+import { configProblems } from '../util/config-check.js';
 import { ResrtError } from '../util/errors.js';
 import { parseMqttRobotUrl } from './mqtt/topics.js';
+import { parseServoUrl, servoSectionSchema, type ServoUrl } from './servo/servo-config.js';
 
 export type RobotUrl =
-  { kind: 'serial'; path: string; baudRate?: number } | { kind: 'mqtt'; brokerUrl: string; robotId: string };
+  | { kind: 'serial'; path: string; baudRate?: number }
+  | { kind: 'mqtt'; brokerUrl: string; robotId: string }
+  | ServoUrl;
 
-/** `serial:/dev/ttyUSB0` (optionally `?baud=921600`) or `mqtt://host:port/robot-id` (mqtts:// for TLS). */
+const SCHEMES =
+  'serial:/dev/ttyUSB0, mqtt://host:port/robot-id, feetech:/dev/ttyACM0 or dynamixel:/dev/ttyUSB0';
+
+/**
+ * `serial:/dev/ttyUSB0` (optionally `?baud=921600`), `mqtt://host:port/robot-id` (mqtts:// for TLS),
+ * or a servo bus: `feetech:/dev/ttyACM0`, `dynamixel:/dev/ttyUSB0` (optionally `?baud=1000000`).
+ */
 export function parseRobotUrl(url: string): RobotUrl {
   if (typeof url !== 'string' || url.length === 0) {
-    throw new ResrtError(
-      'robot transport is empty',
-      'write serial:/dev/ttyUSB0 or mqtt://host:port/robot-id',
-    );
+    throw new ResrtError('robot transport is empty', `write ${SCHEMES}`);
   }
+  const servo = parseServoUrl(url);
+  if (servo) return servo;
   if (url.startsWith('serial:')) {
     const rest = url.slice('serial:'.length).replace(/^\/\/(?=\/)/, '');
     const [path, query] = rest.split('?', 2) as [string, string | undefined];
@@ -44,10 +54,7 @@ export function parseRobotUrl(url: string): RobotUrl {
     const { brokerUrl, robotId } = parseMqttRobotUrl(url);
     return { kind: 'mqtt', brokerUrl, robotId };
   }
-  throw new ResrtError(
-    `robot transport ${JSON.stringify(url)} has an unknown scheme`,
-    'write serial:/dev/ttyUSB0 or mqtt://host:port/robot-id',
-  );
+  throw new ResrtError(`robot transport ${JSON.stringify(url)} has an unknown scheme`, `write ${SCHEMES}`);
 }
 
 const finite = () => z.number({ error: 'must be a number' }).refine(Number.isFinite, 'must be finite');
@@ -113,6 +120,21 @@ const successSchema = z.preprocess(
   ),
 );
 
+// What the device's command watchdog does (docs/serial-protocol.md §3, docs/mqtt-topics.md).
+const watchdogSchema = z.strictObject({
+  /** What happens when commands stop: the device must report exactly this. */
+  onTimeout: z.enum(['latch', 'hold'], {
+    error: 'must be "latch" (a fault a person clears) or "hold" (resume on the next command)',
+  }),
+  /** The timeout, ms; serial devices are configured to it, MQTT devices must already use it. */
+  timeoutMs: z
+    .number({ error: 'must be a number of ms' })
+    .int('must be an integer number of ms')
+    .min(10, 'must be >= 10 ms')
+    .max(60_000, 'must be <= 60000 ms')
+    .optional(),
+});
+
 /**
  * A camera beside the robot: `source` is "mqtt" (JPEG frames on the robot's own MQTT camera topic),
  * a V4L2 device (/dev/video0), any URL or file ffmpeg opens, or lavfi:<filter> (test patterns).
@@ -172,6 +194,10 @@ const configSchema = z
       reset: resetSchema,
       success: successSchema,
     }),
+    /** Absent: whatever the device does (it reports it); present: the device must do exactly this. */
+    watchdog: watchdogSchema.optional(),
+    /** Servo-bus arms (feetech:/dynamixel: transports): see src/hw/servo/servo-config.ts. */
+    servo: servoSectionSchema.optional(),
   })
   .superRefine((c, ctx) => {
     try {
@@ -224,6 +250,16 @@ const configSchema = z
       }
     });
     within(c.action.safe, ['action', 'safe'], 'safe action');
+    if (c.servo) {
+      const names = c.servo.joints.map((j) => j.name);
+      if (names.join('\u0000') !== c.action.names.join('\u0000')) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['servo', 'joints'],
+          message: `name the joints [${names.join(', ')}] but action.names is [${c.action.names.join(', ')}]; list the same joints in the same order`,
+        });
+      }
+    }
     const reset = c.episode.reset;
     if (reset.mode === 'home') {
       reset.waypoints.forEach((w, k) => {
@@ -244,30 +280,23 @@ export type RobotConfig = z.output<typeof configSchema>;
 export type ResetProcedure = RobotConfig['episode']['reset'];
 export type SuccessSpec = RobotConfig['episode']['success'];
 export type ObservationEntry = RobotConfig['observation'][number];
+export type WatchdogConfig = NonNullable<RobotConfig['watchdog']>;
 export type CameraConfig = NonNullable<RobotConfig['cameras']>[number];
 
-function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
-  return out || '(top level)';
-}
-
-function issueLine(issue: z.core.$ZodIssue): string {
-  const where = formatPath(issue.path);
-  if (issue.code === 'unrecognized_keys') {
-    return `${where}: unknown field(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}; remove them or check the spelling`;
-  }
+function issueLine(issue: z.core.$ZodIssue): { problem: string; fix: string } {
   if (issue.code === 'invalid_type' && issue.input === undefined) {
-    return `${where}: is missing; add it (expected ${issue.expected})`;
+    return { problem: 'is missing', fix: `add it (expected ${issue.expected})` };
   }
-  return `${where}: ${issue.message}`;
+  return { problem: issue.message, fix: '' };
 }
 
 /** Validates an already-parsed config object; `source` names it in errors. */
 export function parseRobotConfig(raw: unknown, source = 'robot config'): RobotConfig {
   const parsed = configSchema.safeParse(raw, { reportInput: true });
   if (parsed.success) return parsed.data;
-  const lines = parsed.error.issues.map((i) => `  - ${issueLine(i)}`);
+  const lines = configProblems(configSchema, parsed.error.issues, issueLine).map(
+    (p) => `  - ${p.path}: ${p.problem}${p.fix ? `; fix: ${p.fix}` : ''}`,
+  );
   throw new ResrtError(
     `${source} is invalid:\n${lines.join('\n')}`,
     'edit the fields listed above (docs/mqtt-topics.md and src/hw/robot-config.ts describe the format)',
@@ -290,7 +319,12 @@ export function loadRobotConfig(path: string): RobotConfig {
       'fix the JSON syntax',
     );
   }
-  return parseRobotConfig(raw, `robot config ${path}`);
+  const config = parseRobotConfig(raw, `robot config ${path}`);
+  // A servo arm's calibration file is named relative to its robot config.
+  if (config.servo && !isAbsolute(config.servo.calibration)) {
+    config.servo.calibration = resolve(dirname(path), config.servo.calibration);
+  }
+  return config;
 }
 
 /** The observation vector a robot state gives under this config's layout (length from observationLength). */
