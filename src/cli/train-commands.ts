@@ -3,18 +3,23 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
-import type { ProfileName, ResidualConfig } from '../residual/config.js';
+import {
+  ENCODER_MODES,
+  type EncoderMode,
+  type ProfileName,
+  type ResidualConfig,
+} from '../residual/config.js';
 import type { MixingSpec } from '../residual/mixing-run.js';
-import type { Env } from '../types.js';
+import type { CameraSpec, Env } from '../types.js';
 import { trainResidual, type TrainProgress, type TrainResult } from '../residual/trainer.js';
 import { saveBcPolicy, trainBc } from '../sim/bc.js';
 import { collectDemos } from '../sim/collect.js';
-import { readDemos } from '../sim/demos.js';
+import { loadEpisodeFrames, readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import { ResrtError } from '../util/errors.js';
 import { formatTable, parseIntArg, pct, progressBar, type Progress } from './common.js';
-import { loadComposedPolicy } from './policy-commands.js';
+import { cameraSizes, loadComposedPolicy } from './policy-commands.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { openRobotEnv } from './robot-commands.js';
 import { demoNoiseFor, evaluateOnTask } from './sim-commands.js';
@@ -45,6 +50,10 @@ export function registerTrainCommands(program: Command): void {
       5000,
     )
     .option('--no-worker', 'run the learner in this thread (deterministic, one core)')
+    .option(
+      '--encoder <mode>',
+      `what the residual sees of the cameras on a task with cameras: ${ENCODER_MODES.join(' | ')} (default: the profile's, base-embedding)`,
+    )
     .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2');
   addMixingFlags(train, "the trainer's step-0 evaluation of the base");
   train.action(async (opts: TrainCliOptions) => {
@@ -61,7 +70,7 @@ export function registerTrainCommands(program: Command): void {
       evalEpisodes: opts.evalEpisodes,
       checkpointEvery: opts.checkpointEvery,
       worker: opts.worker,
-      config: parseOverrides(opts.set ?? []),
+      config: { ...parseOverrides(opts.set ?? []), ...encoderFlag(opts.encoder) },
       mixing: mixingSpecFromFlags(opts),
     });
     printTrainSummary(target.name, result);
@@ -110,7 +119,19 @@ interface TrainCliOptions extends MixingFlags {
   evalEpisodes: number;
   checkpointEvery: number;
   worker: boolean;
+  encoder?: string;
   set?: string[];
+}
+
+function encoderFlag(mode: string | undefined): Partial<ResidualConfig> {
+  if (mode === undefined) return {};
+  if (!(ENCODER_MODES as readonly string[]).includes(mode)) {
+    throw new ResrtError(
+      `--encoder ${mode} is not an encoder mode`,
+      `use one of: ${ENCODER_MODES.join(', ')}`,
+    );
+  }
+  return { encoder: mode as EncoderMode };
 }
 
 interface DemoCliOptions {
@@ -170,6 +191,8 @@ export interface TrainTarget {
   name: string;
   obsDim: number;
   actionDim: number;
+  /** The cameras whose frames come with every observation (visuomotor bases read them). */
+  cameras?: readonly CameraSpec[];
   makeEnv: () => Env | Promise<Env>;
 }
 
@@ -180,7 +203,12 @@ async function loadTaskOrFail(task: string | undefined): Promise<AnyTask> {
 
 export async function simTarget(task: AnyTask): Promise<TrainTarget> {
   const probe = await MujocoEnv.create(task);
-  const target = { name: task.name, obsDim: probe.observationSpace.dim, actionDim: probe.actionSpace.dim };
+  const target = {
+    name: task.name,
+    obsDim: probe.observationSpace.dim,
+    actionDim: probe.actionSpace.dim,
+    cameras: probe.cameras,
+  };
   probe.close();
   return { ...target, makeEnv: () => MujocoEnv.create(task) };
 }
@@ -211,6 +239,7 @@ async function robotTarget(opts: TrainCliOptions): Promise<TrainTarget> {
     name: env.id,
     obsDim: env.observationSpace.dim,
     actionDim: env.actionSpace.dim,
+    cameras: env.cameras,
     makeEnv: () => shared,
   };
 }
@@ -220,7 +249,7 @@ export async function runResidualTraining(
   o: ResidualTrainingOptions,
 ): Promise<TrainResult> {
   const dims = { expectObsDim: target.obsDim, expectActionDim: target.actionDim };
-  const base = await OnnxPolicy.load(o.base, dims);
+  const base = await OnnxPolicy.load(o.base, { ...dims, cameras: cameraSizes(target) });
   const demos = o.demos ? readDemos(o.demos) : undefined;
   let bar: Progress | null = null;
   const log = o.quiet ? (): void => {} : (line: string): void => console.log(line);
@@ -229,6 +258,7 @@ export async function runResidualTraining(
       makeEnv: target.makeEnv,
       base,
       demos,
+      demoFrames: demos?.framesPath ? (ep) => loadEpisodeFrames(demos, ep) : undefined,
       steps: o.steps,
       outDir: o.outDir,
       resume: o.resume,
