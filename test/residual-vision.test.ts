@@ -186,6 +186,8 @@ describe('camera residual, encoder base-embedding', () => {
     });
     expect(r.envSteps).toBe(400);
     expect(r.updates).toBe(20 + 250);
+    // The trainer's final held-out evaluation loaded the written camera residual beside the base.
+    expect(r.heldOut?.residual.episodes).toBe(3);
 
     // The exported file, loaded as `resrt eval --residual` loads it, beside the base.
     const spec = publishedSpec(out);
