@@ -25,6 +25,7 @@ import { trainRlpdScratch } from '../src/residual/rlpd.js';
 import { successSvg, type CurvePoint } from '../src/residual/curves.js';
 import type { ProfileName } from '../src/residual/config.js';
 import { writeFileAtomic } from '../src/util/files.js';
+import { loadEpisodeFrames } from '../src/sim/demos.js';
 import { ResrtError } from '../src/util/errors.js';
 
 type Method = 'residual' | 'ppo' | 'rlpd';
@@ -97,6 +98,8 @@ async function main(): Promise<void> {
           makeEnv,
           base,
           demos,
+          // Camera tasks (push-cam): the demonstrations' frames, for the visuomotor base and its embedding.
+          demoFrames: demos?.framesPath ? (ep) => loadEpisodeFrames(demos, ep) : undefined,
           steps,
           outDir,
           seed,

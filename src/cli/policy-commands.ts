@@ -7,6 +7,7 @@ import { ControlLoop, formatLatencyTable } from '../runtime/loop.js';
 import { defaultSafetyConfig, loadSafetyConfig, SafetyLayer } from '../safety/index.js';
 import { formatInspectReport, inferOnce, inspectOnnx } from '../runtime/onnx-inspect.js';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
+import { CameraResidual, loadResidual } from '../runtime/camera-residual.js';
 import { envSource, robotSource, type ObservationSource } from '../runtime/sources.js';
 import { defaultBcConfig, saveBcPolicy, trainBc } from '../sim/bc.js';
 import { readDemos } from '../sim/demos.js';
@@ -408,6 +409,14 @@ export async function loadComposedPolicy(
 ): Promise<Policy> {
   const expect = { expectObsDim: env.observationSpace.dim, expectActionDim: env.actionSpace.dim };
   const base = await OnnxPolicy.load(basePath, { ...expect, cameras: cameraSizes(env) });
-  const residual = residualPath ? await OnnxPolicy.load(residualPath, { ...expect, residual: true }) : null;
+  const residual = residualPath ? await loadResidual(residualPath, expect) : null;
+  if (residual instanceof CameraResidual && base.embeddingDim !== residual.embeddingDim) {
+    throw new ResrtError(
+      base.embeddingDim === 0
+        ? `${residualPath} reads the base's embedding, and ${basePath} has no embedding output`
+        : `${residualPath} reads a base embedding of ${residual.embeddingDim} values, ${basePath} gives ${base.embeddingDim}`,
+      'pass the visuomotor base the residual was trained on (--base)',
+    );
+  }
   return new ComposedPolicy({ base, residual, scale });
 }

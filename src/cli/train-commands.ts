@@ -4,14 +4,19 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
 import { SuccessDetector } from '../runtime/success-detector.js';
-import type { ProfileName, ResidualConfig } from '../residual/config.js';
+import {
+  ENCODER_MODES,
+  type EncoderMode,
+  type ProfileName,
+  type ResidualConfig,
+} from '../residual/config.js';
 import type { MixingSpec } from '../residual/mixing-run.js';
-import type { Env } from '../types.js';
+import type { CameraSpec, Env } from '../types.js';
 import { hasCheckpoint } from '../residual/checkpoint.js';
 import { trainResidual, type TrainProgress, type TrainResult } from '../residual/trainer.js';
 import { saveBcPolicy, trainBc } from '../sim/bc.js';
 import { collectDemos } from '../sim/collect.js';
-import { readDemos } from '../sim/demos.js';
+import { loadEpisodeFrames, readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import { ResrtError } from '../util/errors.js';
@@ -24,6 +29,7 @@ import {
   progressBar,
   type Progress,
 } from './common.js';
+import { cameraSizes } from './policy-commands.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { openRobotEnv } from './robot-commands.js';
 import { demoNoiseFor } from './sim-commands.js';
@@ -58,6 +64,10 @@ export function registerTrainCommands(program: Command): void {
       '--success-detector <file.onnx>',
       "a learned success detector (resrt reward train) as the training episodes' success source",
     )
+    .option(
+      '--encoder <mode>',
+      `what the residual sees of the cameras on a task with cameras: ${ENCODER_MODES.join(' | ')} (default: the profile's, base-embedding)`,
+    )
     .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2');
   addMixingFlags(train, "the trainer's step-0 evaluation of the base");
   train.action(async (opts: TrainCliOptions) => {
@@ -80,7 +90,7 @@ export function registerTrainCommands(program: Command): void {
       evalEpisodes: opts.evalEpisodes,
       checkpointEvery: opts.checkpointEvery,
       worker: opts.worker,
-      config: parseOverrides(opts.set ?? []),
+      config: { ...parseOverrides(opts.set ?? []), ...encoderFlag(opts.encoder) },
       mixing: mixingSpecFromFlags(opts),
       successDetector: opts.successDetector,
     });
@@ -135,8 +145,20 @@ interface TrainCliOptions extends MixingFlags {
   evalEpisodes: number;
   checkpointEvery: number;
   worker: boolean;
+  encoder?: string;
   set?: string[];
   successDetector?: string;
+}
+
+function encoderFlag(mode: string | undefined): Partial<ResidualConfig> {
+  if (mode === undefined) return {};
+  if (!(ENCODER_MODES as readonly string[]).includes(mode)) {
+    throw new ResrtError(
+      `--encoder ${mode} is not an encoder mode`,
+      `use one of: ${ENCODER_MODES.join(', ')}`,
+    );
+  }
+  return { encoder: mode as EncoderMode };
 }
 
 interface DemoCliOptions {
@@ -200,6 +222,8 @@ export interface TrainTarget {
   name: string;
   obsDim: number;
   actionDim: number;
+  /** The cameras whose frames come with every observation (visuomotor bases read them). */
+  cameras?: readonly CameraSpec[];
   makeEnv: () => Env | Promise<Env>;
   /** A robot's time is dear: its held-out evaluation skips the base (the step-0 one stands in). */
   robot: boolean;
@@ -212,7 +236,12 @@ async function loadTaskOrFail(task: string | undefined): Promise<AnyTask> {
 
 export async function simTarget(task: AnyTask): Promise<TrainTarget> {
   const probe = await MujocoEnv.create(task);
-  const target = { name: task.name, obsDim: probe.observationSpace.dim, actionDim: probe.actionSpace.dim };
+  const target = {
+    name: task.name,
+    obsDim: probe.observationSpace.dim,
+    actionDim: probe.actionSpace.dim,
+    cameras: probe.cameras,
+  };
   probe.close();
   return { ...target, makeEnv: () => MujocoEnv.create(task), robot: false };
 }
@@ -244,6 +273,7 @@ async function robotTarget(opts: TrainCliOptions): Promise<TrainTarget> {
     name: env.id,
     obsDim: env.observationSpace.dim,
     actionDim: env.actionSpace.dim,
+    cameras: env.cameras,
     makeEnv: () => shared,
     robot: true,
   };
@@ -254,7 +284,7 @@ export async function runResidualTraining(
   o: ResidualTrainingOptions,
 ): Promise<TrainResult> {
   const dims = { expectObsDim: target.obsDim, expectActionDim: target.actionDim };
-  const base = await OnnxPolicy.load(o.base, dims);
+  const base = await OnnxPolicy.load(o.base, { ...dims, cameras: cameraSizes(target) });
   const demos = o.demos ? readDemos(o.demos) : undefined;
   const detector = o.successDetector ? await SuccessDetector.load(o.successDetector) : undefined;
   let bar: Progress | null = null;
@@ -269,6 +299,7 @@ export async function runResidualTraining(
           makeEnv: target.makeEnv,
           base,
           demos,
+          demoFrames: demos?.framesPath ? (ep) => loadEpisodeFrames(demos, ep) : undefined,
           steps: o.steps,
           outDir: o.outDir,
           resume: o.resume,

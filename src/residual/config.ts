@@ -69,7 +69,19 @@ export interface ResidualConfig {
    * executed. 0 turns it off; unconstrained runs have no held-back steps, so it never acts there.
    */
   heldBackBc: number;
+  /**
+   * What the residual sees of the cameras when the environment has any (state-only tasks ignore
+   * it); the actor reads [features | state | base action], the critics [features | state | action].
+   * 'base-embedding': the frozen base's `embedding` output (resrt bc --cameras exports one),
+   *   computed once per env step when the base acts and cached in replay as a float vector.
+   * 'none': the residual reads the state alone, frames are not used.
+   */
+  encoder: EncoderMode;
 }
+
+/** See ResidualConfig.encoder. */
+export type EncoderMode = 'base-embedding' | 'none';
+export const ENCODER_MODES: readonly EncoderMode[] = ['base-embedding', 'none'];
 
 export type ProfileName = 'gpu' | 'cpu';
 
@@ -111,6 +123,8 @@ const gpuProfile: ResidualConfig = {
   useBase: true,
   criticInput: 'residual',
   heldBackBc: 0.4,
+  // The base's own embedding: the one camera mode built so far (docs/learner.md, "Encoder modes").
+  encoder: 'base-embedding',
 };
 
 /**
@@ -221,6 +235,8 @@ export function validateConfig(cfg: ResidualConfig): void {
   inRange('demoFraction', 0, 1);
   inRange('warmupNoise', 0, 10);
   inRange('heldBackBc', 0, 100);
+  if (!ENCODER_MODES.includes(cfg.encoder))
+    bad(`encoder = ${String(cfg.encoder)}`, `encoder must be one of: ${ENCODER_MODES.join(', ')}`);
   if (cfg.criticInput !== 'action' && cfg.criticInput !== 'residual')
     bad(`criticInput = ${String(cfg.criticInput)}`, "criticInput must be 'action' or 'residual'");
   if (problems.length === 1) throw new ResrtError(`residual config: ${problems[0].what}`, problems[0].fix);

@@ -1,15 +1,20 @@
 /**
  * The residual actor as data (MlpPolicySpec: inputs [obs, base_action], observation normalization
  * baked in, tanh × actionScale output, metadata kind=residual) and as an ONNX file through the
- * runtime's exporter. A from-scratch actor (no base input) exports as a plain base policy.
+ * runtime's exporter. A from-scratch actor (no base input) exports as a plain base policy. A camera
+ * residual in base-embedding mode reads [base_embedding, obs, base_action] (src/runtime/camera-residual.ts).
  */
 import type { DenseLayerSpec, MlpPolicySpec } from '../types.js';
 import { exportMlpToOnnx, MetaKey } from '../runtime/onnx-export.js';
+import { BASE_EMBEDDING_INPUT, RESIDUAL_ENCODER_KEY } from '../runtime/camera-residual.js';
 import { writeFileAtomic } from '../util/files.js';
 
 export interface ResidualSpecInput {
   layers: DenseLayerSpec[];
+  /** The learner's observation width: featureDim + the state's. */
   obsDim: number;
+  /** Leading observation columns that are the base's embedding (0: a state-only residual). */
+  featureDim?: number;
   actionDim: number;
   actionScale: number;
   /** False for RLPD from scratch: the actor sees only the observation. */
@@ -22,7 +27,9 @@ export interface ResidualSpecInput {
 }
 
 export function residualPolicySpec(r: ResidualSpecInput): MlpPolicySpec {
-  const inputs = [{ name: 'obs', dim: r.obsDim }];
+  const E = r.featureDim ?? 0;
+  const inputs = E > 0 ? [{ name: BASE_EMBEDDING_INPUT, dim: E }] : [];
+  inputs.push({ name: 'obs', dim: r.obsDim - E });
   if (r.useBase) inputs.push({ name: 'base_action', dim: r.actionDim });
   const width = r.obsDim + (r.useBase ? r.actionDim : 0);
   let inputNormalization: MlpPolicySpec['inputNormalization'];
@@ -46,7 +53,8 @@ export function residualPolicySpec(r: ResidualSpecInput): MlpPolicySpec {
     },
     metadata: {
       [MetaKey.kind]: r.useBase ? 'residual' : 'base',
-      [MetaKey.obsDim]: String(r.obsDim),
+      [MetaKey.obsDim]: String(r.obsDim - E),
+      ...(E > 0 ? { [RESIDUAL_ENCODER_KEY]: 'base-embedding', [MetaKey.embeddingDim]: String(E) } : {}),
       [MetaKey.version]: String(r.version),
       'resrt.trained_by': r.useBase ? 'resrt residual TD3 (ResFiT)' : 'resrt TD3 from scratch (RLPD)',
       ...r.metadata,

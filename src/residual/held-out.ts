@@ -6,6 +6,7 @@
  */
 import { ComposedPolicy } from '../runtime/compose.js';
 import { evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
+import { loadResidual } from '../runtime/camera-residual.js';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
 import type { Env, Policy } from '../types.js';
 import type { CurvePoint } from './curves.js';
@@ -109,10 +110,13 @@ export async function evaluateHeldOut(o: HeldOutOptions): Promise<HeldOutResult>
       seed: o.firstSeed,
       onEpisode: () => o.onEpisode?.(++done, total),
     });
-  const written = await OnnxPolicy.load(o.onnxPath, { ...dims, residual: o.base !== null });
+  // A residual file may read the base's camera embedding (CameraResidual); loadResidual picks.
+  const written = o.base ? await loadResidual(o.onnxPath, dims) : await OnnxPolicy.load(o.onnxPath, dims);
   try {
     const base = o.evaluateBase && o.base ? await run(new ComposedPolicy({ base: o.base })) : null;
-    const residual = await run(o.base ? new ComposedPolicy({ base: o.base, residual: written }) : written);
+    const residual = await run(
+      o.base ? new ComposedPolicy({ base: o.base, residual: written }) : (written as OnnxPolicy),
+    );
     return { firstSeed: o.firstSeed, episodes: o.episodes, base, residual };
   } finally {
     await written.close();

@@ -17,7 +17,10 @@ import { residualPolicySpec } from './export.js';
 
 export interface HostInit {
   cfg: ResidualConfig;
+  /** obsDim is the learner's: featureDim camera features, then the state. */
   dims: LearnerDims;
+  /** Leading observation columns that are cached camera features (0: state only). */
+  featureDim?: number;
   seed: number;
   /** Relabelled demonstrations, or null. */
   demos: StepBatch | null;
@@ -178,6 +181,7 @@ export class LearnerHost {
     return residualPolicySpec({
       layers: l.actorLayers(),
       obsDim: l.dims.obsDim,
+      featureDim: this.init.featureDim ?? 0,
       actionDim: l.dims.actionDim,
       actionScale: l.cfg.actionScale,
       useBase: l.cfg.useBase,
@@ -230,7 +234,7 @@ function specToJson(spec: MlpPolicySpec): unknown {
   );
 }
 
-function specFromJson(json: unknown): MlpPolicySpec {
+export function specFromJson(json: unknown): MlpPolicySpec {
   return JSON.parse(JSON.stringify(json), (_k, v: unknown) =>
     v && typeof v === 'object' && 'f32' in v && Array.isArray((v as { f32: unknown }).f32)
       ? Float32Array.from((v as { f32: number[] }).f32)

@@ -10,8 +10,8 @@ import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
-import type { Env, MlpPolicySpec, Policy } from '../types.js';
-import type { DemoSet } from '../sim/demos.js';
+import type { CameraFrames, Env, MlpPolicySpec, Policy } from '../types.js';
+import type { DemoEpisode, DemoSet } from '../sim/demos.js';
 import { mlpForward } from '../runtime/onnx-export.js';
 import { evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
 import { Rng } from '../util/rng.js';
@@ -34,6 +34,7 @@ import { getRngState, setRngState, type RngState } from './rng-state.js';
 import { writeCurves, type CurvePoint } from './curves.js';
 import { exportResidualOnnx } from './export.js';
 import { checkCameras, detectorOutcome, type SuccessJudge } from '../runtime/success-detector.js';
+import { cameraFeatures, withFeatures, type CameraFeatures } from './camera-features.js';
 import {
   evaluateHeldOut,
   heldOutSeed,
@@ -94,6 +95,11 @@ export interface TrainOptions {
   /** The frozen base policy. Ignored (zero base) when config.useBase is false. */
   base: Policy;
   demos?: DemoSet;
+  /**
+   * The camera frames of a demonstration episode (one per observation), for visuomotor bases and
+   * camera residuals: the CLI passes the sidecar reader (src/sim/demos.ts loadEpisodeFrames).
+   */
+  demoFrames?: (episode: DemoEpisode) => CameraFrames[];
   /** Environment steps to train for (total, including any resumed ones). */
   steps: number;
   outDir: string;
@@ -399,21 +405,32 @@ export class ResidualActor implements Policy {
     private readonly base: Policy | null,
     private readonly spec: () => MlpPolicySpec | null,
     actionDim: number,
+    private readonly features: CameraFeatures | null = null,
   ) {
     this.actionDim = actionDim;
   }
   reset(seed?: number): void {
     this.base?.reset?.(seed);
   }
-  residual(obs: Float32Array, baseAction: Float32Array): Float32Array {
+  /** r(features, obs, a_base), its inputs fed by name as the export names them. */
+  residual(obs: Float32Array, baseAction: Float32Array, features: Float32Array | null = null): Float32Array {
     const spec = this.spec();
     if (!spec) return new Float32Array(this.actionDim);
-    const inputs = spec.inputs.length === 2 ? [obs, baseAction] : [obs];
+    const parts: Record<string, Float32Array | null> = {
+      base_embedding: features,
+      obs,
+      base_action: baseAction,
+    };
+    const inputs = spec.inputs.map((i) => {
+      const v = parts[i.name];
+      if (!v) throw new Error(`ResidualActor: no value for the residual's input '${i.name}'`);
+      return v;
+    });
     return mlpForward(spec, inputs);
   }
-  async act(obs: Float32Array): Promise<Float32Array> {
-    const baseAction = this.base ? await this.base.act(obs) : new Float32Array(this.actionDim);
-    const res = this.residual(obs, baseAction);
+  async act(obs: Float32Array, frames?: CameraFrames): Promise<Float32Array> {
+    const baseAction = this.base ? await this.base.act(obs, frames) : new Float32Array(this.actionDim);
+    const res = this.residual(obs, baseAction, this.features?.read() ?? null);
     this.lastBase = baseAction;
     this.lastResidual = res;
     return compose(baseAction, res);
@@ -457,32 +474,74 @@ export async function relabelDemos(
   demos: DemoSet,
   base: Policy | null,
   actionDim: number,
+  camera: {
+    frames?: (episode: DemoEpisode) => CameraFrames[];
+    features?: CameraFeatures | null;
+    /** The cameras the base or residual reads (frames must come with every demo observation). */
+    cameras?: readonly string[];
+  } = {},
 ): Promise<StepRecord[]> {
   const steps: StepRecord[] = [];
   const zero = new Float32Array(actionDim);
-  for (const ep of demos.episodes) {
+  const features = camera.features ?? null;
+  const cameras = camera.cameras ?? [];
+  const noFeatures = features ? new Float32Array(features.dim) : null;
+  for (const [index, ep] of demos.episodes.entries()) {
     base?.reset?.(ep.seed);
     const T = ep.actions.length;
-    let baseHere = base ? Float32Array.from(await base.act(ep.obs[0])) : zero;
+    const frames = cameras.length ? demoFramesOf(demos, ep, index, camera.frames, cameras) : undefined;
+    let baseHere = base ? Float32Array.from(await base.act(ep.obs[0], frames?.[0])) : zero;
+    let featHere = features ? features.read() : null;
     for (let t = 0; t < T; t++) {
       const last = t === T - 1;
       const terminated = last && ep.terminated;
-      const nextBase = base && !terminated ? Float32Array.from(await base.act(ep.obs[t + 1])) : zero;
+      const nextBase =
+        base && !terminated ? Float32Array.from(await base.act(ep.obs[t + 1], frames?.[t + 1])) : zero;
+      // No base query after termination: its features are never bootstrapped from (discount 0).
+      const nextFeat = features ? (terminated ? noFeatures : features.read()) : null;
       steps.push({
-        obs: ep.obs[t],
+        obs: withFeatures(featHere, ep.obs[t]),
         baseAction: baseHere,
         action: ep.actions[t],
         reward: ep.rewards[t],
-        nextObs: ep.obs[t + 1],
+        nextObs: withFeatures(nextFeat, ep.obs[t + 1]),
         nextBaseAction: nextBase,
         terminated,
         // An episode that ended neither way (a cut recording) is still a boundary for n-step sums.
         truncated: last && !terminated,
       });
       baseHere = nextBase;
+      featHere = nextFeat;
     }
   }
   return steps;
+}
+
+/** An episode's frames, checked: one per observation, with every camera the run reads. */
+function demoFramesOf(
+  demos: DemoSet,
+  ep: DemoEpisode,
+  index: number,
+  load: ((episode: DemoEpisode) => CameraFrames[]) | undefined,
+  cameras: readonly string[],
+): CameraFrames[] {
+  const task = demos.header.task;
+  const recorded = (demos.header.cameras ?? []).map((c) => c.name);
+  const missing = cameras.filter((c) => !recorded.includes(c));
+  if (!load || missing.length) {
+    throw new ResrtError(
+      `the demonstrations of ${task} have no frames of camera ${missing.length ? missing.join(', ') : cameras.join(', ')} (they record: ${recorded.join(', ') || 'none'}), and the base or residual reads it`,
+      `collect them with the camera: \`resrt collect --task ${task} --out DEMOS.jsonl\` writes DEMOS.jsonl.frames beside them; or train without --demos`,
+    );
+  }
+  const frames = load(ep);
+  if (frames.length !== ep.obs.length || frames.some((f) => cameras.some((c) => !f[c]))) {
+    throw new ResrtError(
+      `demonstration episode ${index} of ${task} has ${frames.length} frames of ${cameras.join(', ')} for ${ep.obs.length} observations`,
+      'frames are missing from some of its steps: collect the demonstrations again with `resrt collect`',
+    );
+  }
+  return frames;
 }
 
 const recentWindow = 100;
@@ -541,10 +600,23 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   const A = env.actionSpace.dim;
   const taskName = options.taskName ?? env.id;
 
-  const demoSteps = options.demos ? await relabelDemos(options.demos, base, A) : [];
+  const features = cameraFeatures(cfg, env, base);
+  const E = features?.dim ?? 0;
+  if (features) log(`camera features: encoder ${features.mode}, ${E} values per observation`);
+  // What the base or the residual reads of the cameras, so demonstrations must carry it.
+  const readsCameras = features !== null || (base !== null && hasImageInputs(base));
+  const demoSteps = options.demos
+    ? await relabelDemos(options.demos, base, A, {
+        frames: options.demoFrames,
+        features,
+        cameras: readsCameras ? (env.cameras ?? []).map((c) => c.name) : [],
+      })
+    : [];
+  // The learner observes [features | state].
+  const LO = E + O;
   const useWorker = options.worker ?? true;
   const link: LearnerLink = useWorker ? new WorkerLink() : new InProcessLink();
-  const meta = { task: taskName, obsDim: O, actionDim: A, config: cfg, seed };
+  const meta = { task: taskName, obsDim: LO, actionDim: A, config: cfg, seed };
   const rng = new Rng((seed ^ 0x5eed1e55) >>> 0);
   let state: TrainerState = {
     envSteps: 0,
@@ -564,9 +636,10 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   try {
     const ready = await link.start({
       cfg,
-      dims: { obsDim: O, actionDim: A },
+      dims: { obsDim: LO, actionDim: A },
+      featureDim: E,
       seed,
-      demos: demoSteps.length ? packSteps(demoSteps, O, A) : null,
+      demos: demoSteps.length ? packSteps(demoSteps, LO, A) : null,
       outDir: options.outDir,
       resume: !!options.resume,
       device: engine.device,
@@ -590,7 +663,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     const wallBefore = state.wallSeconds;
     const wall = (): number => wallBefore + (performance.now() - t0) / 1000;
 
-    const actor = new ResidualActor(base, () => link.policy()?.spec ?? null, A);
+    const actor = new ResidualActor(base, () => link.policy()?.spec ?? null, A, features);
     let lastProgressAt = 0;
     let phase: TrainProgress['phase'] = state.envSteps < cfg.learningStarts ? 'warmup' : 'training';
     let mixingShare: number | undefined;
@@ -693,16 +766,18 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     let realtime = false;
     while (state.envSteps < options.steps) {
       const epSeed = trainingEpisodeSeed(seed, state.episodes);
-      let obs = (await env.reset({ seed: epSeed })).obs;
+      const first = await env.reset({ seed: epSeed });
+      let obs = first.obs;
       base?.reset?.(epSeed);
-      let baseAction = base ? Float32Array.from(await base.act(obs)) : zero;
+      let baseAction = base ? Float32Array.from(await base.act(obs, first.frames)) : zero;
+      let feat = features ? features.read() : null;
       let success = false;
       let trueSuccess = false;
       const pending: StepRecord[] = [];
       const plan = mixer ? mixer.beginEpisode() : null;
       if (plan) emitProgress(true, plan.share);
       const stepPack = (steps: StepRecord[]): StepBatch => {
-        const batch = packSteps(steps, O, A);
+        const batch = packSteps(steps, LO, A);
         if (plan) batch.mixingShare = plan.share;
         return batch;
       };
@@ -718,7 +793,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
           if (state.envSteps < cfg.learningStarts) {
             for (let i = 0; i < A; i++) res[i] = (rng.uniform() * 2 - 1) * cfg.warmupNoise * cfg.actionScale;
           } else {
-            const r = actor.residual(obs, baseAction);
+            const r = actor.residual(obs, baseAction, feat);
             for (let i = 0; i < A; i++) {
               const v = r[i] + rng.normal(0, cfg.explorationStd);
               res[i] = Math.max(-cfg.actionScale, Math.min(cfg.actionScale, v));
@@ -747,13 +822,16 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
           : { ...step, success: !!step.info.success };
         if (outcome.success) success = true;
         const done = outcome.terminated || outcome.truncated;
-        const nextBase = base && !outcome.terminated ? Float32Array.from(await base.act(step.obs)) : zero;
+        const nextBase =
+          base && !outcome.terminated ? Float32Array.from(await base.act(step.obs, step.frames)) : zero;
+        // After termination the base is not queried; those features are never bootstrapped from.
+        const nextFeat = features ? (outcome.terminated ? new Float32Array(E) : features.read()) : null;
         pending.push({
-          obs,
+          obs: withFeatures(feat, obs),
           baseAction,
           action,
           reward: outcome.reward,
-          nextObs: step.obs,
+          nextObs: withFeatures(nextFeat, step.obs),
           nextBaseAction: nextBase,
           terminated: outcome.terminated,
           truncated: outcome.truncated,
@@ -773,6 +851,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
         emitProgress();
         obs = step.obs;
         baseAction = nextBase;
+        feat = nextFeat;
         if (done || state.envSteps >= options.steps) {
           if (pending.length) link.push(stepPack(pending.splice(0)));
           break;
@@ -938,6 +1017,12 @@ function mixingSummary(m: MixingState): Record<string, unknown> {
     trainSuccess: mean((r) => (r.success ? 1 : 0)),
     lastShare: n ? m.records[n - 1].share : null,
   };
+}
+
+/** A visuomotor ONNX base (it reads camera frames). */
+function hasImageInputs(base: Policy): boolean {
+  const images = (base as { imageInputs?: readonly unknown[] }).imageInputs;
+  return Array.isArray(images) && images.length > 0;
 }
 
 function recentRate(xs: readonly boolean[]): number | null {

@@ -8,13 +8,34 @@ import { ChunkExecutor, isChunkPolicy, type ChunkExecutorOptions, type ChunkPoli
 
 export { ChunkExecutor, isChunkPolicy, type ChunkExecutorOptions, type ChunkPolicy } from './chunk.js';
 
+/** A base that exposes its observation embedding (a visuomotor ONNX base's `embedding` output). */
+export interface EmbeddingSource {
+  readonly embeddingDim: number;
+  /** The embedding computed with the most recent base action; null before the first. */
+  readonly lastEmbedding: Float32Array | null;
+}
+
+export function isEmbeddingSource(x: unknown): x is EmbeddingSource {
+  return typeof x === 'object' && x !== null && 'lastEmbedding' in x && 'embeddingDim' in x;
+}
+
+/** What a camera residual reads beside (obs, base action): this step's frames and the base's embedding. */
+export interface ResidualContext {
+  frames?: CameraFrames;
+  baseEmbedding?: Float32Array | null;
+}
+
 /** A learned correction of the base action. */
 export interface ResidualModel {
   readonly actionDim: number;
   /** Version of the weights, recorded in every Transition (`policyVersion`). */
   readonly version?: number;
   reset?(seed?: number): void;
-  residual(obs: Float32Array, baseAction: Float32Array): MaybePromise<Float32Array>;
+  residual(
+    obs: Float32Array,
+    baseAction: Float32Array,
+    context?: ResidualContext,
+  ): MaybePromise<Float32Array>;
 }
 
 export class ResidualComposer {
@@ -67,9 +88,13 @@ export class ResidualComposer {
   }
 
   /** r(obs, a_base); all zeros when there is no residual. */
-  residual(obs: Float32Array, baseAction: Float32Array): MaybePromise<Float32Array> {
+  residual(
+    obs: Float32Array,
+    baseAction: Float32Array,
+    context?: ResidualContext,
+  ): MaybePromise<Float32Array> {
     if (!this.model) return new Float32Array(this.actionDim);
-    return this.model.residual(obs, baseAction);
+    return this.model.residual(obs, baseAction, context);
   }
 
   /**
@@ -162,18 +187,30 @@ export class ComposedPolicy implements Policy {
     this.lastStep = null;
   }
 
-  /** `frames` go to the base (visuomotor bases read them); the residual sees the state. */
+  /**
+   * `frames` go to the base (visuomotor bases read them) and to the residual, with the base's
+   * embedding when it has one (camera residuals, docs/learner.md "Encoder modes").
+   */
   act(obs: Float32Array, frames?: CameraFrames): MaybePromise<Float32Array> {
     const base = this.baseAct(obs, frames);
-    if (base instanceof Promise) return base.then((b) => this.withResidual(obs, b));
-    return this.withResidual(obs, base);
+    if (base instanceof Promise) return base.then((b) => this.withResidual(obs, b, frames));
+    return this.withResidual(obs, base, frames);
   }
 
-  private withResidual(obs: Float32Array, baseAction: Float32Array): MaybePromise<Float32Array> {
+  private withResidual(
+    obs: Float32Array,
+    baseAction: Float32Array,
+    frames: CameraFrames | undefined,
+  ): MaybePromise<Float32Array> {
     if (baseAction.length !== this.actionDim) {
       throw new ResrtError(`base policy returned ${baseAction.length} values, expected ${this.actionDim}`);
     }
-    const r = this.composer.residual(obs, baseAction);
+    const { base } = this.options;
+    const context: ResidualContext = {
+      frames,
+      baseEmbedding: isEmbeddingSource(base) ? base.lastEmbedding : null,
+    };
+    const r = this.composer.residual(obs, baseAction, context);
     if (r instanceof Promise) return r.then((rv) => this.finish(obs, baseAction, rv));
     return this.finish(obs, baseAction, r);
   }

@@ -8,7 +8,7 @@ import * as ort from 'onnxruntime-node';
 import type { CameraFrames, MaybePromise, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { ChunkExecutor, type ChunkExecutorOptions, type ChunkPolicy } from './chunk.js';
-import type { ResidualModel } from './compose.js';
+import type { EmbeddingSource, ResidualModel } from './compose.js';
 import {
   analyzeInputs,
   analyzeLayout,
@@ -57,6 +57,8 @@ export interface OnnxRunResult {
   batch: number;
   /** False for rows containing NaN/Inf: the caller substitutes the safe action. */
   valid: boolean[];
+  /** [batch, embeddingDim] when the file names an embedding output (resrt.embedding_output). */
+  embedding?: Float32Array;
 }
 
 export function readModelFile(path: string): Uint8Array {
@@ -120,13 +122,18 @@ function raise(path: string, problem: Problem): never {
 }
 
 /** An ONNX base policy (Policy + ChunkPolicy) or residual actor (ResidualModel). */
-export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
+export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel, EmbeddingSource {
   readonly actionDim: number;
   readonly obsDim: number;
   readonly chunkLength: number;
   readonly version: number;
+  /** The output named by resrt.embedding_output (a visuomotor base's camera features), if any. */
+  readonly embeddingOutput: string | null;
+  /** Its width (0 without one). */
+  readonly embeddingDim: number;
   private readonly executor: ChunkExecutor | null;
   private lastValid = true;
+  private embedding: Float32Array | null = null;
 
   private constructor(
     readonly path: string,
@@ -143,6 +150,18 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
     this.version = Number.isInteger(v) && v >= 0 ? v : 0;
     this.executor =
       layout.chunkLength > 1 ? new ChunkExecutor(layout.actionDim, layout.chunkLength, chunk) : null;
+    const e = embedding(metadata, session);
+    this.embeddingOutput = layout.residual ? null : e.output;
+    this.embeddingDim = layout.residual ? 0 : e.dim;
+  }
+
+  /**
+   * The embedding of the most recent single-observation base query (runChunk/act), [embeddingDim];
+   * null before the first query or without an embedding output. A chunked base refreshes it only
+   * when it queries a new chunk.
+   */
+  get lastEmbedding(): Float32Array | null {
+    return this.embedding;
   }
 
   static async load(path: string, options: OnnxPolicyOptions = {}): Promise<OnnxPolicy> {
@@ -242,6 +261,7 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
     }
     const result = await this.runBatch(obs, 1, undefined, frames ? [frames] : undefined);
     this.lastValid = result.valid[0];
+    this.embedding = result.embedding ?? null;
     return result.values;
   }
 
@@ -288,7 +308,8 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
         flat.set(baseActions.subarray(n * actionDim, (n + 1) * actionDim), n * inputWidth + obsDim);
     }
     const images = this.imageTensors(batch, frames, blankImages);
-    const out = await runRaw(this.session, this.layout, flat, batch, images);
+    const extra = this.embeddingOutput ? [this.embeddingOutput] : [];
+    const out = await runRaw(this.session, this.layout, flat, batch, images, extra);
     const width = this.chunkLength * actionDim;
     if (out.values.length !== batch * width) {
       throw new ResrtError(
@@ -298,7 +319,14 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
     }
     const valid: boolean[] = [];
     for (let n = 0; n < batch; n++) valid.push(allFinite(out.values, n * width, (n + 1) * width));
-    return { values: out.values, batch, valid };
+    const emb = this.embeddingOutput ? out.extra[this.embeddingOutput] : undefined;
+    if (emb && emb.length !== batch * this.embeddingDim) {
+      throw new ResrtError(
+        `${this.path}: embedding output '${this.embeddingOutput}' has ${emb.length / batch} values per row, its metadata ${MetaKey.embeddingDim} says ${this.embeddingDim}`,
+        're-export the base so that resrt.embedding_dim matches the embedding output',
+      );
+    }
+    return { values: out.values, batch, valid, ...(emb ? { embedding: emb } : {}) };
   }
 
   private imageTensors(
@@ -349,6 +377,23 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
   async close(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** The embedding output named in the metadata, checked against the graph's outputs. */
+function embedding(
+  meta: Readonly<Record<string, string>>,
+  session: ort.InferenceSession,
+): { output: string | null; dim: number } {
+  const name = meta[MetaKey.embeddingOutput];
+  if (!name) return { output: null, dim: 0 };
+  const dim = Number(meta[MetaKey.embeddingDim]);
+  if (!session.outputNames.includes(name) || !Number.isInteger(dim) || dim <= 0) {
+    throw new ResrtError(
+      `metadata ${MetaKey.embeddingOutput}=${name} / ${MetaKey.embeddingDim}=${meta[MetaKey.embeddingDim]} does not name an output of the graph (outputs: ${session.outputNames.join(', ')}) with a positive width`,
+      're-export the base with `resrt bc --cameras ...`, or remove the two metadata entries',
+    );
+  }
+  return { output: name, dim };
 }
 
 /** An image input tensor, [batch, 3, H, W] or [batch, H, W, 3]. */
@@ -407,7 +452,8 @@ export async function runRaw(
   flat: Float32Array,
   batch: number,
   images?: Record<string, ort.Tensor>,
-): Promise<{ values: Float32Array; dims: readonly number[] }> {
+  extraOutputs: readonly string[] = [],
+): Promise<{ values: Float32Array; dims: readonly number[]; extra: Record<string, Float32Array> }> {
   const feeds: Record<string, ort.Tensor> = {};
   for (const spec of layout.images) {
     const size = imageSize(spec);
@@ -440,7 +486,7 @@ export async function runRaw(
   }
   let out: ort.InferenceSession.ReturnType;
   try {
-    out = await session.run(feeds, [layout.outputName]);
+    out = await session.run(feeds, [layout.outputName, ...extraOutputs]);
   } catch (err) {
     throw new ResrtError(
       `onnxruntime failed to run the policy: ${(err as Error).message.split('\n')[0]}`,
@@ -454,5 +500,7 @@ export async function runRaw(
       'cast the output to float32 before export',
     );
   }
-  return { values: tensor.data as Float32Array, dims: tensor.dims };
+  const extra: Record<string, Float32Array> = {};
+  for (const name of extraOutputs) extra[name] = out[name].data as Float32Array;
+  return { values: tensor.data as Float32Array, dims: tensor.dims, extra };
 }

@@ -1,0 +1,144 @@
+/**
+ * Residual actors that see the cameras (issue 20): one ONNX file whose inputs are the observation
+ * parts the residual reads, by name —
+ *   base_embedding [batch, E]  the frozen base's `embedding` output (encoder mode base-embedding)
+ *   obs            [batch, O]  the state vector
+ *   base_action    [batch, A]  the base's action (normalized, as the robot takes it)
+ * and returns `residual` [batch, A]. Normalization of [embedding | state] is baked into the graph.
+ * `loadResidual` picks this loader for such files and OnnxPolicy's for state-only residuals, so
+ * `resrt eval --residual`, `resrt run` and the trainer load one residual file either way.
+ */
+import * as ort from 'onnxruntime-node';
+import { ResrtError } from '../util/errors.js';
+import { decodeModelHeader } from '../util/onnx-proto.js';
+import type { ResidualContext, ResidualModel } from './compose.js';
+import { MetaKey } from './onnx-export.js';
+import { createSession, OnnxPolicy, readModelFile, type OnnxPolicyOptions } from './onnx-policy.js';
+
+/** Metadata key naming the encoder mode a camera residual was trained with. */
+export const RESIDUAL_ENCODER_KEY = 'resrt.residual_encoder';
+/** The graph input that carries the base's embedding. */
+export const BASE_EMBEDDING_INPUT = 'base_embedding';
+
+export class CameraResidual implements ResidualModel {
+  private constructor(
+    readonly path: string,
+    private readonly session: ort.InferenceSession,
+    readonly obsDim: number,
+    readonly actionDim: number,
+    readonly embeddingDim: number,
+    readonly version: number,
+    readonly encoder: string,
+  ) {}
+
+  static async load(path: string, options: OnnxPolicyOptions = {}): Promise<CameraResidual> {
+    const bytes = readModelFile(path);
+    const header = decodeModelHeader(bytes, path);
+    const meta = header.metadata;
+    const width = (name: string): number | null => {
+      const input = header.graph.input.find((i) => i.name === name);
+      const dims = input?.type?.tensorType?.shape?.dim;
+      const d = dims?.[1]?.dimValue;
+      return typeof d === 'number' && d > 0 ? d : null;
+    };
+    const E = width(BASE_EMBEDDING_INPUT);
+    const O = width('obs');
+    const A = width('base_action');
+    const names = header.graph.input.map((i) => i.name).join(', ');
+    if (E === null || O === null || A === null) {
+      throw new ResrtError(
+        `${path}: a camera residual takes base_embedding, obs and base_action [batch, width]; this graph's inputs are ${names}`,
+        'export it with `resrt train --encoder base-embedding`, or load a state-only residual (inputs obs, base_action)',
+      );
+    }
+    if (options.expectObsDim !== undefined && O !== options.expectObsDim) {
+      throw new ResrtError(
+        `${path} reads ${O} state values, the task or robot gives ${options.expectObsDim}`,
+        'use the residual trained for this task (resrt inspect FILE shows its inputs)',
+      );
+    }
+    if (options.expectActionDim !== undefined && A !== options.expectActionDim) {
+      throw new ResrtError(
+        `${path} corrects ${A} action values, the task or robot takes ${options.expectActionDim}`,
+        'use the residual trained for this task and base',
+      );
+    }
+    const session = await createSession(path, options.intraOpThreads ?? 1);
+    const v = Number(meta[MetaKey.version]);
+    const model = new CameraResidual(
+      path,
+      session,
+      O,
+      A,
+      E,
+      Number.isInteger(v) && v >= 0 ? v : 0,
+      meta[RESIDUAL_ENCODER_KEY] ?? 'base-embedding',
+    );
+    try {
+      await model.run(new Float32Array(O), new Float32Array(A), new Float32Array(E));
+    } catch (err) {
+      await session.release();
+      throw err;
+    }
+    return model;
+  }
+
+  /** r([embedding | state], a_base); the embedding comes from the base (ComposedPolicy passes it). */
+  async residual(
+    obs: Float32Array,
+    baseAction: Float32Array,
+    context?: ResidualContext,
+  ): Promise<Float32Array> {
+    const e = context?.baseEmbedding;
+    if (!e) {
+      throw new ResrtError(
+        `${this.path} reads the base's embedding, and the base gave none`,
+        'pair it with the visuomotor base it was trained on (a `resrt bc --cameras` export with an embedding output)',
+      );
+    }
+    if (e.length !== this.embeddingDim) {
+      throw new ResrtError(
+        `${this.path} reads a base embedding of ${this.embeddingDim} values, the base gave ${e.length}`,
+        'pair the residual with the base it was trained on',
+      );
+    }
+    return this.run(obs, baseAction, e);
+  }
+
+  private async run(obs: Float32Array, base: Float32Array, embedding: Float32Array): Promise<Float32Array> {
+    if (obs.length !== this.obsDim || base.length !== this.actionDim) {
+      throw new ResrtError(
+        `${this.path}: got ${obs.length} state and ${base.length} base-action values, expected ${this.obsDim} and ${this.actionDim}`,
+        'pass the observation and base action of the task the residual was trained on',
+      );
+    }
+    const out = await this.session.run({
+      [BASE_EMBEDDING_INPUT]: new ort.Tensor('float32', embedding, [1, this.embeddingDim]),
+      obs: new ort.Tensor('float32', obs, [1, this.obsDim]),
+      base_action: new ort.Tensor('float32', base, [1, this.actionDim]),
+    });
+    const r = out.residual ?? out[this.session.outputNames[0]];
+    return Float32Array.from(r.data as Float32Array);
+  }
+
+  async close(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/** True when the file is a camera residual (it reads the base's embedding). */
+export function isCameraResidualFile(path: string): boolean {
+  const header = decodeModelHeader(readModelFile(path), path);
+  return (
+    RESIDUAL_ENCODER_KEY in header.metadata || header.graph.input.some((i) => i.name === BASE_EMBEDDING_INPUT)
+  );
+}
+
+/** Loads a residual file: a camera residual, or a state-only one through OnnxPolicy. */
+export async function loadResidual(
+  path: string,
+  options: OnnxPolicyOptions = {},
+): Promise<ResidualModel & { close(): Promise<void> }> {
+  if (isCameraResidualFile(path)) return CameraResidual.load(path, options);
+  return OnnxPolicy.load(path, { ...options, residual: true });
+}
