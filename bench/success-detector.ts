@@ -76,6 +76,8 @@ async function run(detector: SuccessDetector | undefined): Promise<TrainResult> 
       device: 'cpu',
       log: () => {},
       successDetector: detector,
+      // A state-only base (the scripted expert): the residual reads the privileged state.
+      config: { encoder: 'none' },
     });
   } finally {
     rmSync(dir, { recursive: true, force: true });

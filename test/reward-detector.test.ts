@@ -164,7 +164,8 @@ describe('success detector', () => {
         log: () => {},
         successDetector: judge,
         // The expert on its own: no residual noise before learning starts.
-        config: { warmupNoise: 0, learningStarts: 10_000 },
+        // A state-only base: the residual reads the state (no base embedding to read).
+        config: { warmupNoise: 0, learningStarts: 10_000, encoder: 'none' },
       });
     try {
       const r = await run(detector, 'run');
