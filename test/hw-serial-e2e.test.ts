@@ -110,6 +110,12 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
     expect(s.faulted).toBe(false);
     expect(s.deviceTimeUs).toBeGreaterThan(0);
     expect(s.sensors[0]).toBeCloseTo((s.positions[0] + s.positions[1] + s.positions[2]) / 3, 4);
+    // A steady stream both ways: waited for, not assumed, since a loaded machine fires fewer
+    // 5 ms timers before the plant arrives (10 commands had not gone out at a load of 5).
+    await waitFor('a steady stream of commands and states', () => {
+      const n = robot.counters();
+      return n.commandsSent > 10 && n.statesIn > 10;
+    }, 10_000);
     stop();
     // One STATE per applied command: the device confirms the last one sent, whatever the load.
     await waitFor(

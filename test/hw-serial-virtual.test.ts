@@ -76,7 +76,7 @@ afterEach(async () => {
 });
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-async function waitFor(what: string, pred: () => boolean, timeoutMs = 2000): Promise<void> {
+async function waitFor(what: string, pred: () => boolean, timeoutMs = 10_000): Promise<void> {
   const t0 = performance.now();
   while (!pred()) {
     if (performance.now() - t0 > timeoutMs)
@@ -139,9 +139,10 @@ describe('startVirtualSerialLink with SerialRobot', () => {
     robot.estop('virtual');
     await waitFor('e-stop latched', () => robot.latestState?.estopLatched === true);
     expect(robot.send({ action: Float32Array.of(0, 0), validForMs: 50 })).toBe(true);
-    await sleep(30);
+    // The device refuses it (NACK) and stays latched; how soon the NACK comes back is the machine's
+    // load, not behaviour.
+    await waitFor('NACK of the command sent under e-stop', () => robot.counters().nacks > 0);
     expect(robot.latestState?.estopLatched).toBe(true);
-    expect(robot.counters().nacks).toBeGreaterThan(0);
   });
 
   it('reconnects when the device comes back, and reports lost meanwhile', async () => {

@@ -70,4 +70,14 @@ describe('virtual robot', () => {
     },
     60_000,
   );
+
+  it('a watchdog fault latched while the host waits for the scene is cleared by the reset', async () => {
+    // The scene resets itself 1.5 s after an episode, past the serial device's 1 s watchdog: every
+    // reset waits through a latched fault (what a loaded host meets with the default delay).
+    const virtual = await startVirtualRobot(builtInTasks.reach, { transport: 'serial', resetDelayMs: 1500 });
+    cleanups.push(() => virtual.close());
+    const r = await runExpertOver(virtual, builtInTasks.reach, 2);
+    expect(r.episodes).toBe(2);
+    expect(r.successes).toBeGreaterThanOrEqual(1);
+  }, 60_000);
 });

@@ -1,7 +1,6 @@
 // The live loop against real MuJoCo physics: ONNX base (+ zero residual) → SafetyLayer → env, at
 // the task's own control rate, as `resrt run --task` does.
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ComposedPolicy } from '../src/runtime/compose.js';
@@ -14,11 +13,12 @@ import { MujocoEnv } from '../src/sim/env.js';
 import { builtInTasks } from '../src/sim/registry.js';
 import type { Transition } from '../src/types.js';
 import { Rng } from '../src/util/rng.js';
+import { tempDir } from './temp-dirs.js';
 
 describe('control loop on the MuJoCo simulator', () => {
   it('keeps the task rate, steps physics once per tick, and resets episodes', async () => {
     const env = await MujocoEnv.create(builtInTasks.reach, { maxEpisodeSteps: 20 });
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-loop-'));
+    const dir = tempDir('resrt-loop-');
     const spec = randomMlpSpec({
       inputs: [{ name: 'obs', dim: 10 }],
       hidden: [32, 32],

@@ -14,7 +14,7 @@ import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import type { CameraSpec, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
-import { parseFloatArg, parseIntArg, printJson, progressBar } from './common.js';
+import { checkOutputFile, parseFloatArg, parseIntArg, printJson, progressBar } from './common.js';
 
 export function registerPolicyCommands(program: Command): void {
   program
@@ -68,6 +68,7 @@ export function registerPolicyCommands(program: Command): void {
       defaultBcConfig.shiftPad,
     )
     .action(async (opts: BcCliOptions) => {
+      checkOutputFile(opts.out, '--out');
       const hidden = positiveList(opts.hidden, '--hidden', '256,256');
       const encoderChannels = positiveList(opts.encoder, '--encoder', '16,32,32,32');
       const cameras =
@@ -131,6 +132,8 @@ export function registerPolicyCommands(program: Command): void {
     .action(async (file: string, opts: { task?: string; json?: boolean }) => {
       const dims = opts.task ? await taskDims(await loadTask(opts.task)) : undefined;
       const report = await inspectOnnx(file, dims);
+      // A file that does not fit (or fails its own checks) is a failed check for scripts and CI.
+      if (!report.fits) process.exitCode = 1;
       if (opts.json) return printJson(report);
       console.log(formatInspectReport(report));
     });
@@ -153,21 +156,7 @@ export function registerPolicyCommands(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(
       async (file: string, opts: { obs: string; residual?: boolean; image: string[]; json?: boolean }) => {
-        let obs: unknown;
-        try {
-          obs = JSON.parse(opts.obs);
-        } catch {
-          throw new ResrtError(
-            `--obs is not valid JSON: ${opts.obs}`,
-            "quote the array for the shell, e.g. --obs '[0.1, 0.2]'",
-          );
-        }
-        if (!Array.isArray(obs) || obs.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
-          throw new ResrtError(
-            '--obs must be a JSON array of finite numbers',
-            "e.g. --obs '[0.1, -0.2, 0.3]'",
-          );
-        }
+        const obs = parseObservation(opts.obs);
         const images: Record<string, string> = {};
         for (const item of opts.image) {
           const eq = item.indexOf('=');
@@ -176,7 +165,7 @@ export function registerPolicyCommands(program: Command): void {
           }
           images[item.slice(0, eq)] = item.slice(eq + 1);
         }
-        const actions = await inferOnce(file, obs as number[], { residual: opts.residual, images });
+        const actions = await inferOnce(file, obs, { residual: opts.residual, images });
         if (opts.json) return printJson({ file, actions });
         actions.forEach((row, i) =>
           console.log(`${actions.length > 1 ? `t+${i}: ` : ''}[${row.map((v) => v.toFixed(5)).join(', ')}]`),
@@ -205,8 +194,12 @@ export function registerPolicyCommands(program: Command): void {
     .option(
       '--rate <hz>',
       'control rate (default: the task or robot rate)',
-      parseFloatArg('--rate', 1, 10000),
-      0,
+      parseFloatArg(
+        '--rate',
+        1,
+        10000,
+        "leave --rate out to run at the task's or robot's own rate, or e.g. --rate 25",
+      ),
     )
     .option('--duration <s>', 'seconds to run', parseFloatArg('--duration', 0.1, 86400), 10)
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 0)
@@ -229,11 +222,11 @@ export function registerPolicyCommands(program: Command): void {
         source: setup.source,
         policy,
         safety,
-        rateHz: opts.rate || setup.rateHz,
+        rateHz: opts.rate ?? setup.rateHz,
         onEpisodeStart: () => safety.beginEpisode(),
       });
       if (!opts.json)
-        console.log(`running ${setup.label} at ${opts.rate || setup.rateHz} Hz for ${opts.duration} s`);
+        console.log(`running ${setup.label} at ${opts.rate ?? setup.rateHz} Hz for ${opts.duration} s`);
       const stats = await loop.runFor(opts.duration * 1000);
       await setup.close();
       safety.close();
@@ -247,6 +240,29 @@ export function registerPolicyCommands(program: Command): void {
       console.log(formatLatencyTable(stats));
       console.log(`episodes finished: ${setup.episodes()}, successful: ${setup.successes()}`);
     });
+}
+
+/** --obs: a JSON array of finite numbers, with the reason when it is not one. */
+function parseObservation(text: string): number[] {
+  const example = "e.g. --obs '[0.1, -0.2, 0.3]' (single quotes keep the shell from splitting it)";
+  if (/\b(NaN|-?Infinity)\b/.test(text))
+    throw new ResrtError(
+      `--obs holds NaN or Infinity: ${text}`,
+      `give finite numbers only (NaN and Infinity are not JSON, and a policy needs finite observations), ${example}`,
+    );
+  let obs: unknown;
+  try {
+    obs = JSON.parse(text);
+  } catch (err) {
+    throw new ResrtError(
+      `--obs is not JSON: ${(err as Error).message}`,
+      `write a JSON array of numbers, ${example}`,
+    );
+  }
+  if (!Array.isArray(obs) || obs.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
+    throw new ResrtError(`--obs must be a JSON array of finite numbers, got ${text}`, example);
+  }
+  return obs as number[];
 }
 
 interface LoopSetup {
@@ -355,7 +371,7 @@ interface RunCliOptions {
   base: string;
   residual?: string;
   scale: number;
-  rate: number;
+  rate?: number;
   duration: number;
   seed: number;
   json?: boolean;

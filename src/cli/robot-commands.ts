@@ -11,7 +11,7 @@ import { startVirtualRobot } from '../hw/virtual-robot.js';
 import { loadTask } from '../sim/registry.js';
 import type { Env } from '../types.js';
 import { ResrtError } from '../util/errors.js';
-import { parseIntArg } from './common.js';
+import { checkOutputFile, parseIntArg } from './common.js';
 
 export function registerRobotCommands(program: Command): void {
   program
@@ -30,6 +30,7 @@ export function registerRobotCommands(program: Command): void {
       const modes = [opts.serial, opts.mqtt, opts.embeddedBroker].filter(Boolean).length;
       if (modes !== 1)
         throw new ResrtError('choose one transport', 'pass --serial, --mqtt URL or --embedded-broker');
+      checkOutputFile(opts.configOut, '--config-out');
       const task = await loadTask(opts.task);
       let closeBroker: (() => Promise<void>) | null = null;
       let brokerUrl = opts.mqtt;

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import type { RobotState } from '../types.js';
+import { configProblems } from '../util/config-check.js';
 import { ResrtError } from '../util/errors.js';
 import { parseMqttRobotUrl } from './mqtt/topics.js';
 
@@ -264,28 +265,20 @@ export type ObservationEntry = RobotConfig['observation'][number];
 export type WatchdogConfig = NonNullable<RobotConfig['watchdog']>;
 export type CameraConfig = NonNullable<RobotConfig['cameras']>[number];
 
-function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
-  return out || '(top level)';
-}
-
-function issueLine(issue: z.core.$ZodIssue): string {
-  const where = formatPath(issue.path);
-  if (issue.code === 'unrecognized_keys') {
-    return `${where}: unknown field(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}; remove them or check the spelling`;
-  }
+function issueLine(issue: z.core.$ZodIssue): { problem: string; fix: string } {
   if (issue.code === 'invalid_type' && issue.input === undefined) {
-    return `${where}: is missing; add it (expected ${issue.expected})`;
+    return { problem: 'is missing', fix: `add it (expected ${issue.expected})` };
   }
-  return `${where}: ${issue.message}`;
+  return { problem: issue.message, fix: '' };
 }
 
 /** Validates an already-parsed config object; `source` names it in errors. */
 export function parseRobotConfig(raw: unknown, source = 'robot config'): RobotConfig {
   const parsed = configSchema.safeParse(raw, { reportInput: true });
   if (parsed.success) return parsed.data;
-  const lines = parsed.error.issues.map((i) => `  - ${issueLine(i)}`);
+  const lines = configProblems(configSchema, parsed.error.issues, issueLine).map(
+    (p) => `  - ${p.path}: ${p.problem}${p.fix ? `; fix: ${p.fix}` : ''}`,
+  );
   throw new ResrtError(
     `${source} is invalid:\n${lines.join('\n')}`,
     'edit the fields listed above (docs/mqtt-topics.md and src/hw/robot-config.ts describe the format)',
