@@ -23,7 +23,7 @@ echo "== CUDA execution provider (onnxruntime-node's installer, ONNXRUNTIME_NODE
 BIN="node_modules/onnxruntime-node/bin/napi-v6/$(node -p 'process.platform + "/" + process.arch')"
 [ -d "$BIN" ] || fail "no $BIN" "run npm ci first"
 if [ ! -f "$BIN/libonnxruntime_providers_cuda.so" ]; then
-  # The project's .npmrc skips this download for CPU machines; the env variable takes precedence.
+  # npm ci does not run onnxruntime-node's postinstall (package.json allowScripts), so run its installer here.
   ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js
 fi
 [ -f "$BIN/libonnxruntime_providers_cuda.so" ] || fail "the CUDA provider did not install into $BIN" \
