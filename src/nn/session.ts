@@ -212,13 +212,13 @@ export class CompiledGraph {
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: engine.device === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
       intraOpNumThreads: engine.threads,
-      // Measured: the parallel executor (2 inter-op threads) ran the TD3 update at less than half
-      // the sequential rate (docs/learner.md, "The training engine").
+      // The parallel executor (2 inter-op threads) ran the TD3 update at less than half the
+      // sequential rate when the engine was built (docs/learner.md, "The training engine").
       interOpNumThreads: 1,
       executionMode: 'sequential',
       // Pool threads sleep between ops unless asked to spin. On the shared 2-core machine a
-      // spinning pool of 2 ran the TD3 update (2 critics 2×256, batch 256) at 82 updates/s and
-      // 25 CPU-ms each, a sleeping one at 124/s and 12.7 CPU-ms; spinning also takes the core the
+      // spinning pool of 2 ran the TD3 update (2 critics 2×256, batch 256) at 21 updates/s and
+      // 29 CPU-ms each, a sleeping one at 81/s and 12 CPU-ms; spinning also takes the core the
       // environment thread needs (docs/learner.md, "Threads").
       extra: { session: { intra_op: { allow_spinning: engine.spinning ? '1' : '0' } } },
       graphOptimizationLevel: opts.optimization ?? 'all',
