@@ -6,7 +6,8 @@
  *
  *   npx tsx bench/learn.ts --task push --base runs/push-bc.onnx --demos runs/push-demos.jsonl \
  *     [--steps 50000] [--seeds 0,1,2] [--methods residual,ppo,rlpd] [--eval-every 5000] \
- *     [--eval-episodes 100] [--profile auto] [--out bench-out/learn] [--checkpoint-every 5000] [--resume] [--json]
+ *     [--eval-episodes 100] [--profile auto] [--device auto] [--threads N] [--out bench-out/learn]
+ *     [--checkpoint-every 5000] [--resume] [--json]
  */
 import { Command } from 'commander';
 import { join } from 'node:path';
@@ -24,6 +25,7 @@ import { trainResidualPpo } from '../src/residual/ppo.js';
 import { trainRlpdScratch } from '../src/residual/rlpd.js';
 import { successSvg, type CurvePoint } from '../src/residual/curves.js';
 import type { ProfileName } from '../src/residual/config.js';
+import type { DevicePreference } from '../src/nn/index.js';
 import { writeFileAtomic } from '../src/util/files.js';
 import { loadEpisodeFrames } from '../src/sim/demos.js';
 import { ResrtError } from '../src/util/errors.js';
@@ -41,11 +43,21 @@ interface RunRow {
   stepsTo95: number | null;
   envSteps: number;
   wallSeconds: number;
+  /** Learner updates done, and the engine that ran them. */
+  updates: number;
+  engine: string;
+  /** Process CPU time (every thread) ÷ wall time over the run: how many cores it kept busy. */
+  coresBusy: number;
   curve: { envSteps: number; successRate: number; ciLow: number; ciHigh: number }[];
 }
 
 function stepsTo(curve: readonly CurvePoint[], threshold: number): number | null {
   return curve.find((p) => p.successRate >= threshold)?.envSteps ?? null;
+}
+
+function cpuSecondsSince(start: NodeJS.CpuUsage): number {
+  const u = process.cpuUsage(start);
+  return (u.user + u.system) / 1e6;
 }
 
 async function main(): Promise<void> {
@@ -63,6 +75,8 @@ async function main(): Promise<void> {
   const evalEvery = parseIntArg('--eval-every', 0)(o.evalEvery);
   const evalEpisodes = parseIntArg('--eval-episodes')(o.evalEpisodes);
   const checkpointEvery = parseIntArg('--checkpoint-every', 0)(o.checkpointEvery);
+  const threads = o.threads === undefined ? undefined : parseIntArg('--threads')(o.threads);
+  const device = o.device as DevicePreference;
   if (o.resume && methods.includes('ppo'))
     throw new ResrtError(
       '--resume cannot continue residual PPO runs (they keep no checkpoint)',
@@ -79,6 +93,10 @@ async function main(): Promise<void> {
       let curve: CurvePoint[];
       let wallSeconds: number;
       let envSteps: number;
+      let updates: number;
+      let engine: string;
+      const cpu0 = process.cpuUsage();
+      const wall0 = performance.now();
       if (method === 'ppo') {
         const r = await trainResidualPpo({
           makeEnv,
@@ -91,8 +109,9 @@ async function main(): Promise<void> {
           evalEpisodes,
           taskName: task.name,
           log: say,
+          device,
         });
-        ({ curve, wallSeconds, envSteps } = r);
+        ({ curve, wallSeconds, envSteps, updates, backend: engine } = r);
       } else {
         const opts: TrainOptions = {
           makeEnv,
@@ -110,9 +129,11 @@ async function main(): Promise<void> {
           log: say,
           resume: !!o.resume,
           checkpointEvery,
+          device,
+          threads,
         };
         const r = method === 'rlpd' ? await trainRlpdScratch(opts) : await trainResidual(opts);
-        ({ curve, wallSeconds, envSteps } = r);
+        ({ curve, wallSeconds, envSteps, updates, backend: engine } = r);
       }
       rows.push({
         task: task.name,
@@ -125,6 +146,9 @@ async function main(): Promise<void> {
         stepsTo95: stepsTo(curve, 0.95),
         envSteps,
         wallSeconds,
+        updates,
+        engine,
+        coresBusy: cpuSecondsSince(cpu0) / ((performance.now() - wall0) / 1000),
         curve: curve.map((p) => ({
           envSteps: p.envSteps,
           successRate: p.successRate,
@@ -148,7 +172,10 @@ async function main(): Promise<void> {
   const pct = (v: number | null): string =>
     v === null || Number.isNaN(v) ? '—' : `${(v * 100).toFixed(0)}%`;
   const st = (v: number | null): string => (v === null ? 'never' : String(v));
-  console.log('task        method    seed  base   final  best   steps→90%  steps→95%  wall s');
+  console.log(`engine: ${rows[0]?.engine ?? '—'}`);
+  console.log(
+    'task        method    seed  base   final  best   steps→90%  steps→95%  wall s  env steps/s  updates/s  cores busy',
+  );
   for (const r of rows) {
     console.log(
       [
@@ -161,6 +188,9 @@ async function main(): Promise<void> {
         st(r.stepsTo90).padStart(10),
         st(r.stepsTo95).padStart(10),
         r.wallSeconds.toFixed(0).padStart(7),
+        (r.envSteps / r.wallSeconds).toFixed(1).padStart(12),
+        (r.updates / r.wallSeconds).toFixed(1).padStart(10),
+        r.coresBusy.toFixed(2).padStart(11),
       ].join(' '),
     );
   }

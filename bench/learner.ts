@@ -5,7 +5,8 @@
  * interleaved with the updates, so machine load affects both alike), and next to the JAX figures.
  *
  *   npx tsx bench/learner.ts [--obs 40] [--act 7] [--seconds 8] [--device cpu] [--threads 1,2]
- *                            [--rows cpu,gpu,jax-2x256,jax-2x128,jax-10x256] [--ort-profile DIR] [--json]
+ *                            [--spinning off,on] [--rows cpu,gpu,jax-2x256,jax-2x128,jax-10x256]
+ *                            [--ort-profile DIR] [--json]
  */
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -107,6 +108,8 @@ async function gemmCeiling(
 
 interface Measured {
   updatesPerSec: number;
+  /** Process CPU time (all threads) per update, median over rounds: less sensitive to other processes than wall time. */
+  cpuMsPerUpdate: number;
   gemmGflops: number;
   /** Median over rounds of (updates/s ÷ the ceiling measured right before). */
   fraction: number;
@@ -142,11 +145,12 @@ async function measure(engine: Engine, shape: Shape, seconds: number): Promise<M
   await gemm.run(100);
   for (let i = 0; i < 4; i++) await learner.update();
   const flops = updateFlops(cfg, obsDim, actionDim);
-  const rounds: { ups: number; gflops: number; fraction: number }[] = [];
+  const rounds: { ups: number; gflops: number; fraction: number; cpuMs: number }[] = [];
   const end = performance.now() + seconds * 1000;
   while (rounds.length < 2 || performance.now() < end) {
     const gflops = await gemm.run(300);
     const t = performance.now();
+    const cpu0 = process.cpuUsage();
     let n = 0;
     // An even count keeps critic-only and critic+actor updates in their 1:1 proportion.
     while (n < 4 || n % 2 === 1 || performance.now() - t < 1000) {
@@ -154,14 +158,22 @@ async function measure(engine: Engine, shape: Shape, seconds: number): Promise<M
       n++;
     }
     const ups = (n * 1000) / (performance.now() - t);
-    rounds.push({ ups, gflops, fraction: (ups * flops) / (gflops * 1e9) });
+    const cpu = process.cpuUsage(cpu0);
+    rounds.push({
+      ups,
+      gflops,
+      fraction: (ups * flops) / (gflops * 1e9),
+      cpuMs: (cpu.user + cpu.system) / 1000 / n,
+    });
   }
   await gemm.release();
   await learner.dispose();
   const fractions = rounds.map((x) => x.fraction).sort((p, q) => p - q);
   const best = rounds.reduce((p, q) => (q.ups > p.ups ? q : p));
+  const cpuMs = rounds.map((x) => x.cpuMs).sort((p, q) => p - q);
   return {
     updatesPerSec: best.ups,
+    cpuMsPerUpdate: cpuMs[Math.floor(cpuMs.length / 2)],
     gemmGflops: best.gflops,
     fraction: fractions[Math.floor(fractions.length / 2)],
   };
@@ -176,8 +188,11 @@ interface Row {
   critic: string;
   batch: number;
   threads: number;
+  /** Idle intra-op threads spin-wait (onnxruntime's default) instead of sleeping. */
+  spinning: boolean;
   updatesPerSec: number;
   msPerUpdate: number;
+  cpuMsPerUpdate: number;
   gflopPerUpdate: number;
   achievedGflops: number;
   gemmGflops: number;
@@ -212,6 +227,7 @@ async function main(): Promise<void> {
     .option('--seconds <s>', 'measuring time per row', '8')
     .option('--device <d>', 'auto | cpu | cuda', 'cpu')
     .option('--threads <list>', 'comma-separated intra-op thread counts (default: the engine default)')
+    .option('--spinning <list>', 'idle pool threads: off (sleep, the engine default), on (spin), or off,on', 'off')
     .option(
       '--rows <list>',
       'cpu, gpu, jax-2x256, jax-2x128, jax-10x256',
@@ -229,6 +245,7 @@ async function main(): Promise<void> {
     seconds: string;
     device: string;
     threads?: string;
+    spinning: string;
     rows: string;
     ortProfile?: string;
     json?: boolean;
@@ -244,12 +261,17 @@ async function main(): Promise<void> {
     return s;
   });
   const threadCounts = o.threads ? o.threads.split(',').map(Number) : [undefined];
+  const spinModes = o.spinning.split(',').map((m) => {
+    if (m !== 'off' && m !== 'on') throw new Error(`--spinning takes off, on or off,on (got '${m}')`);
+    return m === 'on';
+  });
   const rows: Row[] = [];
   let description = '';
   let active = { name: '', why: '' };
-  for (const threads of threadCounts) {
-    const engine = await initEngine({ device: o.device as DevicePreference, threads });
-    description = engine.description.replace(/, \d+ intra-op threads?/, '');
+  const engines = threadCounts.flatMap((threads) => spinModes.map((spinning) => ({ threads, spinning })));
+  for (const { threads, spinning } of engines) {
+    const engine = await initEngine({ device: o.device as DevicePreference, threads, spinning });
+    description = engine.description.replace(/, \d+ intra-op threads?( \(spinning\))?/, '');
     active = profileFor(engine);
     for (const shape of chosen) {
       const m = await measure(engine, shape, Number(o.seconds));
@@ -263,8 +285,10 @@ async function main(): Promise<void> {
         critic: shape.cfg.criticHidden.join('x'),
         batch: shape.cfg.batchSize,
         threads: engine.threads,
+        spinning: engine.spinning ?? false,
         updatesPerSec: m.updatesPerSec,
         msPerUpdate: 1000 / m.updatesPerSec,
+        cpuMsPerUpdate: m.cpuMsPerUpdate,
         gflopPerUpdate: flops / 1e9,
         achievedGflops: (m.updatesPerSec * flops) / 1e9,
         gemmGflops: m.gemmGflops,
@@ -295,7 +319,7 @@ async function main(): Promise<void> {
   );
   console.log(`JAX: ${JAX_SOURCE}`);
   console.log(
-    'shape                          obs act heads actor   critic  batch thr  updates/s ms/update GFLOP/upd GEMM GFLOP/s ceiling/s of ceiling   JAX/s  ×JAX',
+    'shape                          obs act heads actor   critic  batch thr spin  updates/s ms/update cpu ms/upd GFLOP/upd GEMM GFLOP/s ceiling/s of ceiling   JAX/s  ×JAX',
   );
   for (const r of rows) {
     console.log(
@@ -308,8 +332,10 @@ async function main(): Promise<void> {
         r.critic.padStart(7),
         String(r.batch).padStart(6),
         String(r.threads).padStart(3),
+        (r.spinning ? 'on' : 'off').padStart(4),
         r.updatesPerSec.toFixed(1).padStart(10),
         r.msPerUpdate.toFixed(2).padStart(9),
+        r.cpuMsPerUpdate.toFixed(2).padStart(10),
         r.gflopPerUpdate.toFixed(3).padStart(9),
         r.gemmGflops.toFixed(1).padStart(12),
         r.ceilingUpdatesPerSec.toFixed(1).padStart(9),

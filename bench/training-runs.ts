@@ -22,6 +22,8 @@ export interface TrainingBenchFlags {
   evalEvery: string;
   evalEpisodes: string;
   profile: string;
+  device: string;
+  threads?: string;
   out: string;
   checkpointEvery: string;
   resume?: boolean;
@@ -39,6 +41,8 @@ export function trainingBenchOptions(program: Command, defaults: { steps: number
     .option('--eval-every <n>', 'env steps between evaluations (0: start and end only)', '5000')
     .option('--eval-episodes <n>', 'episodes per evaluation (≥ 100 for a 95% CI worth reading)', '100')
     .option('--profile <p>', 'auto | cpu | gpu', 'auto')
+    .option('--device <d>', 'where the learner computes: auto | cpu | cuda', 'auto')
+    .option('--threads <n>', "the learner's onnxruntime intra-op threads (default: every core)")
     .option('--out <dir>', 'where runs, curves and plots go', defaults.out)
     .option(
       '--checkpoint-every <n>',

@@ -488,6 +488,25 @@ describe('execution provider', () => {
     expect(auto.description).toMatch(/no CUDA provider installed/);
   });
 
+  it('a spinning pool is its own engine and computes what a sleeping one does', async () => {
+    const sleeping = await initEngine({ device: 'cpu', threads: 2 });
+    const spinning = await initEngine({ device: 'cpu', threads: 2, spinning: true });
+    expect(sleeping.spinning).toBe(false);
+    expect(spinning.spinning).toBe(true);
+    expect(spinning.description).toMatch(/2 intra-op threads \(spinning\)/);
+    const g = new Graph('spin');
+    const a = g.input('a', [64, 64]);
+    g.output('y', op.relu(op.matmul(a, a)));
+    const feed = { a: Float32Array.from({ length: 64 * 64 }, (_, i) => Math.sin(i)) };
+    const outs = [];
+    for (const e of [sleeping, spinning]) {
+      const c = await CompiledGraph.create(g, e);
+      outs.push(Array.from((await c.run(feed)).y));
+      await c.release();
+    }
+    expect(outs[1]).toEqual(outs[0]);
+  });
+
   it('rejects an unknown device and a bad thread count with the fix', () => {
     expect(() => initEngine({ device: 'tpu' as never })).toThrow(/use --device auto, cpu or cuda/);
     expect(() => initEngine({ device: 'cpu', threads: 0 })).toThrow(ResrtError);

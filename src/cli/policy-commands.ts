@@ -43,7 +43,7 @@ export function registerPolicyCommands(program: Command): void {
     )
     .option(
       '--threads <n>',
-      'onnxruntime intra-op threads on the CPU (default: cores - 1)',
+      'onnxruntime intra-op threads on the CPU (default: RESRT_NN_THREADS, else every core)',
       parseIntArg('--threads'),
     )
     .option(

@@ -112,9 +112,9 @@ export function registerTrainCommands(program: Command): void {
     .option('--bc-epochs <n>', 'BC epochs', parseIntArg('--bc-epochs'), 40)
     .option(
       '--steps <n>',
-      'residual RL environment steps (12k fit the 10-minute budget on 2 cores)',
+      'residual RL environment steps (30k: 95% on push in about 5 minutes on 2 cores, BENCHMARKS.md)',
       parseIntArg('--steps'),
-      12_000,
+      30_000,
     )
     .option(
       '--eval-episodes <n>',

@@ -20,11 +20,18 @@ export interface EngineOptions {
   device?: DevicePreference;
   /** onnxruntime intra-op threads (CPU); default RESRT_NN_THREADS or `defaultThreads()`. */
   threads?: number;
+  /**
+   * Let idle intra-op pool threads spin-wait for the next op (onnxruntime's default) instead of
+   * sleeping. Default false: see `CompiledGraph.create` for the measurement.
+   */
+  spinning?: boolean;
 }
 
 export interface Engine {
   device: Device;
   threads: number;
+  /** Idle intra-op threads spin (EngineOptions.spinning); absent means false. */
+  spinning?: boolean;
   /** True when training runs on a GPU (the `gpu` profile's condition). */
   gpu: boolean;
   /** One line for logs: what runs and why. */
@@ -32,11 +39,12 @@ export interface Engine {
 }
 
 /**
- * Intra-op threads for a learner: the machine's cores minus one for the thread that steps the
- * environment, at least one (docs/learner.md, "Threads", has the measurement behind it).
+ * Intra-op threads for a learner: every core. With spinning off (see `CompiledGraph.create`) an
+ * idle pool thread sleeps, so the thread that steps the environment gets its core when it needs it
+ * (docs/learner.md, "Threads", has the measurements behind this).
  */
 export function defaultThreads(): number {
-  return Math.max(1, availableParallelism() - 1);
+  return Math.max(1, availableParallelism());
 }
 
 const require = createRequire(import.meta.url);
@@ -83,10 +91,11 @@ export function initEngine(options: EngineOptions = {}): Promise<Engine> {
   const threads = options.threads ?? threadsFromEnv() ?? defaultThreads();
   if (!Number.isInteger(threads) || threads < 1)
     throw new ResrtError(`${threads} intra-op threads`, 'use a positive whole number (RESRT_NN_THREADS)');
-  const key = `${pref}/${threads}`;
+  const spinning = options.spinning ?? false;
+  const key = `${pref}/${threads}/${spinning}`;
   let e = engines.get(key);
   if (!e) {
-    e = selectEngine(pref, threads);
+    e = selectEngine(pref, threads, spinning);
     engines.set(key, e);
     // A failed choice must not stick (e.g. after installing the CUDA provider).
     e.catch(() => engines.delete(key));
@@ -106,12 +115,13 @@ function threadsFromEnv(): number | undefined {
   return n;
 }
 
-async function selectEngine(pref: DevicePreference, threads: number): Promise<Engine> {
+async function selectEngine(pref: DevicePreference, threads: number, spinning: boolean): Promise<Engine> {
   const cpu: Engine = {
     device: 'cpu',
     threads,
+    spinning,
     gpu: false,
-    description: `onnxruntime-node ${ort.env.versions.common} on the CPU, ${threads} intra-op thread${threads > 1 ? 's' : ''}`,
+    description: `onnxruntime-node ${ort.env.versions.common} on the CPU, ${threads} intra-op thread${threads > 1 ? 's' : ''}${spinning ? ' (spinning)' : ''}`,
   };
   if (pref === 'cpu') return cpu;
   const installed = existsSync(cudaProviderPath());
@@ -126,6 +136,7 @@ async function selectEngine(pref: DevicePreference, threads: number): Promise<En
   const cuda: Engine = {
     device: 'cuda',
     threads,
+    spinning,
     gpu: true,
     description: `onnxruntime-node ${ort.env.versions.common} with the CUDA execution provider`,
   };
@@ -201,8 +212,15 @@ export class CompiledGraph {
     const options: ort.InferenceSession.SessionOptions = {
       executionProviders: engine.device === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
       intraOpNumThreads: engine.threads,
+      // The parallel executor (2 inter-op threads) ran the TD3 update at less than half the
+      // sequential rate when the engine was built (docs/learner.md, "The training engine").
       interOpNumThreads: 1,
       executionMode: 'sequential',
+      // Pool threads sleep between ops unless asked to spin. On the shared 2-core machine a
+      // spinning pool of 2 ran the TD3 update (2 critics 2×256, batch 256) at 21 updates/s and
+      // 29 CPU-ms each, a sleeping one at 81/s and 12 CPU-ms; spinning also takes the core the
+      // environment thread needs (docs/learner.md, "Threads").
+      extra: { session: { intra_op: { allow_spinning: engine.spinning ? '1' : '0' } } },
       graphOptimizationLevel: opts.optimization ?? 'all',
       enableCpuMemArena: true,
       // Shapes are static, so onnxruntime can plan every buffer once.

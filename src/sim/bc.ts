@@ -50,7 +50,7 @@ export interface BcConfig {
   seed: number;
   /** Where training computes: 'auto' (CUDA when installed and working, else CPU), 'cpu', 'cuda'. */
   device: DevicePreference;
-  /** onnxruntime intra-op threads on the CPU; undefined: the engine's default (RESRT_NN_THREADS, else cores − 1). */
+  /** onnxruntime intra-op threads on the CPU; undefined: the engine's default (RESRT_NN_THREADS, else every core). */
   threads?: number;
   /** Cameras the policy reads: 'auto' = every camera the demonstrations recorded, 'none' = the state only. */
   cameras: BcCameraChoice;
