@@ -24,6 +24,8 @@ export type LoopEventKind =
   | 'actuator_error'
   | 'late_result_dropped'
   | 'episode_end'
+  | 'estop'
+  | 'loop_crash'
   | 'started'
   | 'stopped';
 
@@ -138,6 +140,8 @@ export class ControlLoop {
   /** Safe actuations started by overrun ticks, so none overlaps another actuation. */
   private sideActuation: Promise<void> | null = null;
   private state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
+  /** Set by estop(): every later tick sends the safe action without asking the policy. */
+  private estopReason: string | null = null;
 
   constructor(private readonly options: ControlLoopOptions) {
     const { source, policy, rateHz } = options;
@@ -193,6 +197,43 @@ export class ControlLoop {
         void this.stop();
       },
     });
+  }
+
+  /**
+   * Latching emergency stop: from the next tick on, the policy is not asked and every tick sends
+   * what the safety hook gives for no proposal (the safe action, or a SafetyLayer's latched hold).
+   * The hook and the device are told too (SafetyLayer.estop, Robot.estop through the source).
+   * It holds until the loop is stopped; a new loop starts clear.
+   */
+  estop(source: string, detail?: string): void {
+    if (this.estopReason !== null) return;
+    this.estopReason = detail ? `${source}: ${detail}` : source;
+    this.emit('estop', this.ticks, this.estopReason);
+    const hook = this.safety as SafetyHook & { estop?: (source: string, detail?: string) => void };
+    try {
+      hook.estop?.(source, detail);
+    } catch (err) {
+      this.emit('safety_error', this.ticks, `the safety hook's estop failed: ${(err as Error).message}`);
+    }
+    try {
+      this.options.source.estop?.(this.estopReason);
+    } catch (err) {
+      this.emit('actuator_error', this.ticks, `the device e-stop failed: ${(err as Error).message}`);
+    }
+  }
+
+  get estopped(): boolean {
+    return this.estopReason !== null;
+  }
+
+  /**
+   * An error that escaped every stage (a bug in a source's callbacks, a subscriber): reported as
+   * a 'loop_crash' event, then the loop stops, which sends the safe action last.
+   */
+  async crash(err: unknown): Promise<LoopStats> {
+    const message = err instanceof Error ? err.message : String(err);
+    this.emit('loop_crash', this.ticks, `${message}; stopping with the safe action`);
+    return this.stop();
   }
 
   /** Stops ticking, waits for the last tick to finish, sends the safe action last. */
@@ -356,7 +397,9 @@ export class ControlLoop {
     if (!sample)
       this.emit('no_observation', tick.index, `${source.kind} has not produced an observation yet`);
     else if (fault) this.emit('source_fault', tick.index, fault);
-    else if (obsAge > this.maxObsAgeMs)
+    else if (this.estopReason !== null) {
+      // Latched: no policy output reaches the actuator; the hook decides what "safe" is.
+    } else if (obsAge > this.maxObsAgeMs)
       this.emit(
         'stale_observation',
         tick.index,

@@ -41,6 +41,8 @@ export interface ObservationSource {
   /** A reason not to trust the latest observation (device fault), or null. */
   fault(): string | null;
   actuate(action: Float32Array, record: ActuationRecord): MaybePromise<ActuationResult>;
+  /** Latching e-stop on the device, where there is one (Robot.estop). */
+  estop?(reason: string): void;
   /** After the last tick: send `safeAction` where there is hardware, release subscriptions. */
   close(safeAction: Float32Array): Promise<void>;
 }
@@ -173,6 +175,7 @@ export function robotSource(robot: Robot, options: RobotSourceOptions = {}): Obs
       return sample;
     },
     fault: () => (state?.faulted ? 'the device reports a latched fault or e-stop' : null),
+    estop: (reason) => robot.estop(reason),
     actuate(action) {
       const ok = robot.send({ action, validForMs });
       return ok ? { ok } : { ok, detail: 'robot.send refused the command (link down or bad shape)' };

@@ -1,0 +1,159 @@
+/**
+ * A control loop described as data: which ONNX files, which safety config, where observations
+ * come from (a factory module), at what rate. The same plan builds the same ControlLoop in this
+ * thread (`buildLoop`) or in a worker thread (loop-host.ts), so the worker runs no second copy of
+ * the loop, and tests can hold the two side by side.
+ */
+import type { SafetyConfigInput } from '../safety/config.js';
+import { SafetyLayer } from '../safety/layer.js';
+import type { SafetyHook } from '../types.js';
+import { ResrtError } from '../util/errors.js';
+import type { ChunkExecutorOptions } from './chunk.js';
+import type { ComposedPolicy } from './compose.js';
+import { loadLoopPolicy, type FusedPolicy } from './fused-policy.js';
+import { ControlLoop, passThroughSafety } from './loop.js';
+import { nowMs, type SchedulerOptions } from './scheduler.js';
+import type { ObservationSource } from './sources.js';
+
+/** JSON-like data: what a plan may carry to a worker. */
+export type PlainData =
+  string | number | boolean | null | PlainData[] | { [key: string]: PlainData | undefined };
+
+/**
+ * Where the loop's observations come from and its actions go: `module`'s export `name`, called as
+ * `factory(args)` in the thread that runs the loop. A simulator or a robot link built there keeps
+ * its I/O callbacks on the loop's own event loop.
+ */
+export interface SourceSpec {
+  /** An import() specifier: a file URL (new URL('./x.js', import.meta.url).href) or a package. */
+  module: string;
+  export: string;
+  args?: PlainData;
+}
+
+/** What a source factory returns. */
+export interface HostedSource {
+  source: ObservationSource;
+  /** After the loop stopped: release what the factory opened (env, robot link). */
+  close(): Promise<void>;
+}
+
+export type SourceFactory = (args: PlainData | undefined) => Promise<HostedSource> | HostedSource;
+
+export interface LoopPlan {
+  policy: {
+    base: string;
+    residual?: string;
+    /** Residual scale; default 1. */
+    scale?: number;
+    chunk?: ChunkExecutorOptions;
+    /** Default true: base and residual in one session call where the layouts allow. */
+    fuse?: boolean;
+  };
+  source: SourceSpec;
+  /** A SafetyLayer config (JSON), or null for the pass-through hook. */
+  safety: SafetyConfigInput | null;
+  rateHz: number;
+  safeAction?: number[];
+  maxObsAgeMs?: number;
+  onOverrun?: 'safe' | 'hold';
+  stopTimeoutMs?: number;
+  scheduler?: SchedulerOptions;
+}
+
+export interface BuiltLoop {
+  loop: ControlLoop;
+  policy: FusedPolicy | ComposedPolicy;
+  /** 'fused', or why base and residual run as separate calls. */
+  fusion: string;
+  safety: SafetyHook;
+  source: ObservationSource;
+  /** Stops nothing: releases the policy sessions, the safety layer and the source's resources. */
+  release(): Promise<void>;
+}
+
+export async function loadSourceFactory(spec: SourceSpec): Promise<SourceFactory> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(spec.module)) as Record<string, unknown>;
+  } catch (err) {
+    throw new ResrtError(
+      `cannot import the observation source module ${spec.module}: ${(err as Error).message.split('\n')[0]}`,
+      'pass an import() specifier the loop thread can resolve (a file:// URL or a package name)',
+    );
+  }
+  const factory = mod[spec.export];
+  if (typeof factory !== 'function') {
+    throw new ResrtError(
+      `${spec.module} has no function export '${spec.export}'`,
+      `export a function (args) => ({ source, close }) named '${spec.export}'`,
+    );
+  }
+  return factory as SourceFactory;
+}
+
+/** Builds the plan's loop in this thread; nothing runs until loop.start(). */
+export async function buildLoop(plan: LoopPlan): Promise<BuiltLoop> {
+  const factory = await loadSourceFactory(plan.source);
+  const hosted = await factory(plan.source.args);
+  const { source } = hosted;
+  let policy: Awaited<ReturnType<typeof loadLoopPolicy>>;
+  try {
+    policy = await loadLoopPolicy(plan.policy.base, plan.policy.residual, {
+      expectObsDim: source.obsDim,
+      expectActionDim: source.actionDim,
+      scale: plan.policy.scale,
+      chunk: plan.policy.chunk,
+      fuse: plan.policy.fuse,
+    });
+  } catch (err) {
+    await hosted.close();
+    throw err;
+  }
+  let layer: SafetyLayer | null = null;
+  let safety: SafetyHook;
+  try {
+    if (plan.safety) {
+      layer = new SafetyLayer(plan.safety, { clock: nowMs });
+      const dim = layer.safeAction().length;
+      if (dim !== source.actionDim) {
+        throw new ResrtError(
+          `the safety config is for ${dim} actions, ${source.kind} takes ${source.actionDim}`,
+          'use the safety config written for this robot or task',
+        );
+      }
+      safety = layer;
+    } else {
+      safety = passThroughSafety(source.actionDim, plan.safeAction);
+    }
+  } catch (err) {
+    await policy.close();
+    await hosted.close();
+    throw err;
+  }
+  const loop = new ControlLoop({
+    source,
+    policy: policy.policy,
+    safety,
+    safeAction: plan.safeAction,
+    rateHz: plan.rateHz,
+    maxObsAgeMs: plan.maxObsAgeMs,
+    onOverrun: plan.onOverrun,
+    stopTimeoutMs: plan.stopTimeoutMs,
+    scheduler: plan.scheduler,
+    // A SafetyLayer advances its per-episode schedules (masks, EpsMix) at every episode start.
+    onEpisodeStart: layer ? () => layer.beginEpisode() : undefined,
+  });
+  return {
+    loop,
+    policy: policy.policy,
+    fusion: policy.fusion,
+    safety,
+    source,
+    async release() {
+      await policy.close();
+      layer?.close();
+      await hosted.close();
+    },
+  };
+}
