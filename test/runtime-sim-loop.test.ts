@@ -1,12 +1,14 @@
 // The live loop against real MuJoCo physics: ONNX base (+ zero residual) → SafetyLayer → env, at
 // the task's own control rate, as `resrt run --task` does.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { taskSourceSpec } from '../src/cli/loop-sources.js';
 import { ComposedPolicy } from '../src/runtime/compose.js';
+import { WorkerControlLoop } from '../src/runtime/loop-host.js';
 import { ControlLoop } from '../src/runtime/loop.js';
-import { exportMlpToOnnx, randomMlpSpec } from '../src/runtime/onnx-export.js';
+import { exportMlpToOnnx, MetaKey, randomMlpSpec } from '../src/runtime/onnx-export.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { envSource } from '../src/runtime/sources.js';
 import { defaultSafetyConfig, SafetyLayer } from '../src/safety/index.js';
@@ -56,5 +58,53 @@ describe('control loop on the MuJoCo simulator', () => {
     }
     await base.close();
     env.close();
+    rmSync(dir, { recursive: true, force: true });
+  }, 30_000);
+
+  it('runs in its own thread with the simulator built there: same rate, one physics step per tick', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'resrt-loop-'));
+    const rng = new Rng(4);
+    const basePath = join(dir, 'base.onnx');
+    const residualPath = join(dir, 'residual.onnx');
+    writeFileSync(
+      basePath,
+      exportMlpToOnnx(
+        randomMlpSpec({ inputs: [{ name: 'obs', dim: 10 }], hidden: [32, 32], actionDim: 2, rng }),
+      ),
+    );
+    const residual = randomMlpSpec({
+      inputs: [
+        { name: 'obs', dim: 10 },
+        { name: 'base_action', dim: 2 },
+      ],
+      hidden: [32],
+      actionDim: 2,
+      tanhScale: 0.2,
+      rng,
+    });
+    residual.metadata[MetaKey.kind] = 'residual';
+    writeFileSync(residualPath, exportMlpToOnnx(residual));
+    const loop = await WorkerControlLoop.create({
+      policy: { base: basePath, residual: residualPath, scale: 0.5 },
+      source: taskSourceSpec({ task: 'reach', seed: 1, maxEpisodeSteps: 20 }),
+      safety: 'default',
+      rateHz: 50,
+    });
+    expect(loop.fusion).toBe('fused');
+    expect(loop.kind).toBe('env:reach');
+    const transitions: Transition[] = [];
+    loop.transitions$.subscribe((t) => transitions.push(t));
+    const stats = await loop.runFor(1500);
+    expect(stats.achievedHz).toBeLessThanOrEqual(50 * 1.02);
+    expect(stats.achievedHz).toBeGreaterThan(50 * 0.5);
+    expect(transitions.length).toBeLessThanOrEqual(stats.ticks);
+    expect(transitions.length).toBeGreaterThanOrEqual(stats.ticks - stats.safeActions - stats.overruns);
+    expect(transitions.filter((t) => t.truncated || t.terminated).length).toBeGreaterThanOrEqual(2);
+    const policySteps = transitions.filter((t) => t.safetyEvents === 0);
+    expect(policySteps.length).toBeGreaterThan(0);
+    for (const t of transitions) for (const v of t.action) expect(Math.abs(v)).toBeLessThanOrEqual(1);
+    // The residual ran in the same session call as the base: recorded, and non-zero.
+    expect(policySteps.every((t) => t.residual.some((v) => v !== 0))).toBe(true);
+    rmSync(dir, { recursive: true, force: true });
   }, 30_000);
 });

@@ -1,13 +1,13 @@
 /** `resrt bc`, `inspect`, `infer` and `run`: making, checking and running ONNX policies. */
 import type { Command } from 'commander';
 import { ComposedPolicy } from '../runtime/compose.js';
-import { connectRobot } from '../hw/connect.js';
-import { loadRobotConfig, observationLength, observeState } from '../hw/robot-config.js';
-import { ControlLoop, formatLatencyTable } from '../runtime/loop.js';
-import { defaultSafetyConfig, loadSafetyConfig, SafetyLayer } from '../safety/index.js';
+import { loadRobotConfig } from '../hw/robot-config.js';
+import { formatLatencyTable } from '../runtime/loop.js';
+import { WorkerControlLoop } from '../runtime/loop-host.js';
+import type { PlainData, SourceSpec } from '../runtime/loop-plan.js';
+import { loadSafetyConfig } from '../safety/index.js';
 import { formatInspectReport, inferOnce, inspectOnnx } from '../runtime/onnx-inspect.js';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
-import { envSource, robotSource, type ObservationSource } from '../runtime/sources.js';
 import { defaultBcConfig, saveBcPolicy, trainBc } from '../sim/bc.js';
 import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
@@ -15,6 +15,7 @@ import { loadTask, type AnyTask } from '../sim/registry.js';
 import type { Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { parseFloatArg, parseIntArg, printJson, progressBar } from './common.js';
+import { robotLinkSpec, taskSourceSpec } from './loop-sources.js';
 
 export function registerPolicyCommands(program: Command): void {
   program
@@ -145,51 +146,43 @@ export function registerPolicyCommands(program: Command): void {
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 0)
     .option('--json', 'print one JSON object')
     .action(async (opts: RunCliOptions) => {
-      const setup = opts.robot ? await robotLoopSetup(opts) : await simLoopSetup(opts);
-      const policy = await loadComposedPolicy(setup.dims, opts.base, opts.residual, opts.scale);
-      const actionDim = setup.dims.actionSpace.dim;
-      const safety = new SafetyLayer(
-        opts.safety ? loadSafetyConfig(opts.safety) : defaultSafetyConfig(actionDim),
-      );
-      const safetyDim = safety.safeAction().length;
-      if (safetyDim !== actionDim) {
-        throw new ResrtError(
-          `the safety config is for ${safetyDim} actions, the ${setup.label} takes ${actionDim}`,
-          'use the safety config written for this robot or task',
-        );
-      }
-      const loop = new ControlLoop({
+      const setup = opts.robot ? robotLoopSetup(opts) : await simLoopSetup(opts);
+      const rateHz = opts.rate || setup.rateHz;
+      // The loop runs in its own thread: the policy sessions, the safety layer and the simulator
+      // or robot link are built there (src/runtime/loop-host.ts).
+      const loop = await WorkerControlLoop.create({
+        policy: { base: opts.base, residual: opts.residual, scale: opts.scale },
         source: setup.source,
-        policy,
-        safety,
-        rateHz: opts.rate || setup.rateHz,
-        onEpisodeStart: () => safety.beginEpisode(),
+        safety: opts.safety ? loadSafetyConfig(opts.safety) : 'default',
+        rateHz,
       });
-      if (!opts.json)
-        console.log(`running ${setup.label} at ${opts.rate || setup.rateHz} Hz for ${opts.duration} s`);
+      let episodes = 0;
+      let successes = 0;
+      loop.transitions$.subscribe((t) => {
+        if (t.terminated || t.truncated) {
+          episodes++;
+          if (t.reward > 0) successes++;
+        }
+      });
+      if (!opts.json) {
+        console.log(`running ${setup.label} at ${rateHz} Hz for ${opts.duration} s`);
+        if (loop.fusion !== 'fused' && opts.residual)
+          console.log(`base and residual run as two onnxruntime calls: ${loop.fusion}`);
+      }
       const stats = await loop.runFor(opts.duration * 1000);
-      await setup.close();
-      safety.close();
-      if (opts.json)
-        return printJson({
-          target: setup.label,
-          episodes: setup.episodes(),
-          successes: setup.successes(),
-          stats,
-        });
+      // On hardware, episodes and success are what a person or a session decides (resrt actor).
+      const counted = setup.countsEpisodes ? { episodes, successes } : { episodes: 0, successes: 0 };
+      if (opts.json) return printJson({ target: setup.label, ...counted, fusion: loop.fusion, stats });
       console.log(formatLatencyTable(stats));
-      console.log(`episodes finished: ${setup.episodes()}, successful: ${setup.successes()}`);
+      console.log(`episodes finished: ${counted.episodes}, successful: ${counted.successes}`);
     });
 }
 
 interface LoopSetup {
   label: string;
-  dims: { observationSpace: { dim: number }; actionSpace: { dim: number } };
-  source: ObservationSource;
+  source: SourceSpec;
   rateHz: number;
-  episodes(): number;
-  successes(): number;
-  close(): Promise<void>;
+  countsEpisodes: boolean;
 }
 
 async function simLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
@@ -199,51 +192,30 @@ async function simLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
       'e.g. --task push, or --robot mqtt://host/robot-1 --robot-config robot.json',
     );
   const task = await loadTask(opts.task);
-  const env = await MujocoEnv.create(task);
-  const source = envSource(env, { seed: opts.seed });
-  let episodes = 0;
-  let successes = 0;
-  source.transitions$.subscribe((t) => {
-    if (t.terminated || t.truncated) {
-      episodes++;
-      if (t.reward > 0) successes++;
-    }
-  });
+  // The task's own rate; the loop thread builds its own copy of the simulator.
+  const probe = await MujocoEnv.create(task);
+  const rateHz = Math.round(1 / probe.controlDt);
+  probe.close();
   return {
     label: `${task.name} (simulated in real time)`,
-    dims: env,
-    source,
-    rateHz: Math.round(1 / env.controlDt),
-    episodes: () => episodes,
-    successes: () => successes,
-    close: async () => env.close(),
+    source: taskSourceSpec({ task: opts.task, seed: opts.seed }),
+    rateHz,
+    countsEpisodes: true,
   };
 }
 
-async function robotLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
+function robotLoopSetup(opts: RunCliOptions): LoopSetup {
   if (!opts.robotConfig)
     throw new ResrtError(
       '--robot needs --robot-config FILE',
       'write a robot config (see docs/mqtt-topics.md) or use the one `resrt virtual-robot` wrote',
     );
   const config = loadRobotConfig(opts.robotConfig);
-  const robot = await connectRobot(opts.robot!, { actionNames: config.action.names });
-  const caps = robot.capabilities;
-  const obsDim = observationLength(config, caps);
-  const source = robotSource(robot, {
-    toObs: (s) => observeState(config, s, obsDim),
-    obsDim,
-    validForMs: config.commandValidMs,
-  });
   return {
     label: `robot ${config.name} at ${opts.robot}`,
-    dims: { observationSpace: { dim: obsDim }, actionSpace: { dim: caps.actionDim } },
-    source,
+    source: robotLinkSpec({ url: opts.robot!, config: structuredClone(config) as PlainData }),
     rateHz: config.rateHz,
-    // On hardware, episodes and success are what a person or a session decides (resrt actor).
-    episodes: () => 0,
-    successes: () => 0,
-    close: () => robot.close(),
+    countsEpisodes: false,
   };
 }
 

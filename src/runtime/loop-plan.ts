@@ -4,7 +4,7 @@
  * thread (`buildLoop`) or in a worker thread (loop-host.ts), so the worker runs no second copy of
  * the loop, and tests can hold the two side by side.
  */
-import type { SafetyConfigInput } from '../safety/config.js';
+import { defaultSafetyConfig, type SafetyConfigInput } from '../safety/config.js';
 import { SafetyLayer } from '../safety/layer.js';
 import type { SafetyHook } from '../types.js';
 import { ResrtError } from '../util/errors.js';
@@ -51,8 +51,11 @@ export interface LoopPlan {
     fuse?: boolean;
   };
   source: SourceSpec;
-  /** A SafetyLayer config (JSON), or null for the pass-through hook. */
-  safety: SafetyConfigInput | null;
+  /**
+   * A SafetyLayer config (JSON); 'default' for defaultSafetyConfig of the source's action width;
+   * null for the pass-through hook.
+   */
+  safety: SafetyConfigInput | 'default' | null;
   rateHz: number;
   safeAction?: number[];
   maxObsAgeMs?: number;
@@ -114,7 +117,8 @@ export async function buildLoop(plan: LoopPlan): Promise<BuiltLoop> {
   let safety: SafetyHook;
   try {
     if (plan.safety) {
-      layer = new SafetyLayer(plan.safety, { clock: nowMs });
+      const config = plan.safety === 'default' ? defaultSafetyConfig(source.actionDim) : plan.safety;
+      layer = new SafetyLayer(config, { clock: nowMs });
       const dim = layer.safeAction().length;
       if (dim !== source.actionDim) {
         throw new ResrtError(
