@@ -1,11 +1,13 @@
 /**
  * Observation sources a control loop's thread builds for itself (LoopPlan.source): a MuJoCo task
- * stepped in real time, or a robot link (serial or MQTT) opened in that thread, so its state
- * callbacks and command writes never pass through the main thread's event loop. They live with the
+ * stepped in real time, or an MQTT robot link opened in that thread, so its state callbacks and
+ * command writes never pass through the main thread's event loop. (Serial links stay on the main
+ * thread behind a SharedRobotBridge: serialport's poller cannot run in a worker thread.) They live with the
  * CLI because they wire the simulator and the hardware layer to the runtime.
  */
+import { isMainThread } from 'node:worker_threads';
 import { connectRobot } from '../hw/connect.js';
-import { observationLength, observeState, parseRobotConfig } from '../hw/robot-config.js';
+import { observationLength, observeState, parseRobotConfig, parseRobotUrl } from '../hw/robot-config.js';
 import type { HostedSource, PlainData, SourceSpec } from '../runtime/loop-plan.js';
 import { envSource, robotSource } from '../runtime/sources.js';
 import { MujocoEnv } from '../sim/env.js';
@@ -57,6 +59,12 @@ export async function taskSource(raw: PlainData | undefined): Promise<HostedSour
 /** A robot link opened in the loop's thread, observed through its config's observation layout. */
 export async function robotLinkSource(raw: PlainData | undefined): Promise<HostedSource> {
   const args = expectArgs<RobotLinkArgs>(raw, 'url', 'robotLink');
+  if (!isMainThread && parseRobotUrl(args.url).kind === 'serial') {
+    throw new ResrtError(
+      `the serial link ${args.url} cannot be opened in the control loop's thread: serialport's native poller is not worker-thread safe (a port opened there aborts the whole process)`,
+      'open the robot on the main thread and hand it to the loop with new SharedRobotBridge(robot), as `resrt run --robot serial:...` does',
+    );
+  }
   const config = parseRobotConfig(args.config, `robot config for ${args.url}`);
   const robot = await connectRobot(args.url, {
     actionNames: config.action.names,

@@ -1,10 +1,12 @@
 /** `resrt bc`, `inspect`, `infer` and `run`: making, checking and running ONNX policies. */
 import type { Command } from 'commander';
 import { ComposedPolicy } from '../runtime/compose.js';
-import { loadRobotConfig } from '../hw/robot-config.js';
+import { connectRobot } from '../hw/connect.js';
+import { loadRobotConfig, observationLength, observeState, parseRobotUrl } from '../hw/robot-config.js';
 import { formatLatencyTable } from '../runtime/loop.js';
 import { WorkerControlLoop } from '../runtime/loop-host.js';
 import type { PlainData, SourceSpec } from '../runtime/loop-plan.js';
+import { SharedRobotBridge } from '../runtime/shared-robot.js';
 import { loadSafetyConfig } from '../safety/index.js';
 import { formatInspectReport, inferOnce, inspectOnnx } from '../runtime/onnx-inspect.js';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
@@ -146,15 +148,21 @@ export function registerPolicyCommands(program: Command): void {
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 0)
     .option('--json', 'print one JSON object')
     .action(async (opts: RunCliOptions) => {
-      const setup = opts.robot ? robotLoopSetup(opts) : await simLoopSetup(opts);
+      const setup = opts.robot ? await robotLoopSetup(opts) : await simLoopSetup(opts);
       const rateHz = opts.rate || setup.rateHz;
       // The loop runs in its own thread: the policy sessions, the safety layer and the simulator
       // or robot link are built there (src/runtime/loop-host.ts).
-      const loop = await WorkerControlLoop.create({
-        policy: { base: opts.base, residual: opts.residual, scale: opts.scale },
-        source: setup.source,
-        safety: opts.safety ? loadSafetyConfig(opts.safety) : 'default',
-        rateHz,
+      const loop = await WorkerControlLoop.create(
+        {
+          policy: { base: opts.base, residual: opts.residual, scale: opts.scale },
+          source: setup.source,
+          safety: opts.safety ? loadSafetyConfig(opts.safety) : 'default',
+          rateHz,
+        },
+        { bridge: setup.bridge },
+      ).catch(async (err: unknown) => {
+        await setup.close();
+        throw err;
       });
       let episodes = 0;
       let successes = 0;
@@ -170,6 +178,7 @@ export function registerPolicyCommands(program: Command): void {
           console.log(`base and residual run as two onnxruntime calls: ${loop.fusion}`);
       }
       const stats = await loop.runFor(opts.duration * 1000);
+      await setup.close();
       // On hardware, episodes and success are what a person or a session decides (resrt actor).
       const counted = setup.countsEpisodes ? { episodes, successes } : { episodes: 0, successes: 0 };
       if (opts.json) return printJson({ target: setup.label, ...counted, fusion: loop.fusion, stats });
@@ -183,6 +192,9 @@ interface LoopSetup {
   source: SourceSpec;
   rateHz: number;
   countsEpisodes: boolean;
+  /** A robot kept on this thread (serial), seen by the loop thread through shared memory. */
+  bridge?: SharedRobotBridge;
+  close(): Promise<void>;
 }
 
 async function simLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
@@ -201,21 +213,43 @@ async function simLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
     source: taskSourceSpec({ task: opts.task, seed: opts.seed }),
     rateHz,
     countsEpisodes: true,
+    close: async () => {},
   };
 }
 
-function robotLoopSetup(opts: RunCliOptions): LoopSetup {
+async function robotLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
   if (!opts.robotConfig)
     throw new ResrtError(
       '--robot needs --robot-config FILE',
       'write a robot config (see docs/mqtt-topics.md) or use the one `resrt virtual-robot` wrote',
     );
   const config = loadRobotConfig(opts.robotConfig);
+  const label = `robot ${config.name} at ${opts.robot}`;
+  if (parseRobotUrl(opts.robot!).kind === 'mqtt') {
+    // The MQTT link opens in the loop thread: states and commands never cross this one.
+    return {
+      label,
+      source: robotLinkSpec({ url: opts.robot!, config: structuredClone(config) as PlainData }),
+      rateHz: config.rateHz,
+      countsEpisodes: false,
+      close: async () => {},
+    };
+  }
+  // serialport cannot run in a worker thread: the port stays here, behind shared memory.
+  const robot = await connectRobot(opts.robot!, { actionNames: config.action.names });
+  const obsDim = observationLength(config, robot.capabilities);
+  const bridge = new SharedRobotBridge(robot, {
+    toObs: (s) => observeState(config, s, obsDim),
+    obsDim,
+    validForMs: config.commandValidMs,
+  });
   return {
-    label: `robot ${config.name} at ${opts.robot}`,
-    source: robotLinkSpec({ url: opts.robot!, config: structuredClone(config) as PlainData }),
+    label,
+    source: bridge.sourceSpec,
     rateHz: config.rateHz,
     countsEpisodes: false,
+    bridge,
+    close: () => robot.close(),
   };
 }
 

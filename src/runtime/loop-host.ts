@@ -13,8 +13,14 @@ import type { LoopEvent, LoopStats } from './loop.js';
 import type { LoopPlan } from './loop-plan.js';
 import type { ErrorInfo, FromLoop, LoopWorkerData, ToLoop } from './loop-worker.js';
 import { nowMs, type SchedulerOptions } from './scheduler.js';
+import type { SharedRobotBridge } from './shared-robot.js';
 
 export interface WorkerLoopOptions {
+  /**
+   * The main-thread robot the plan's source reads through shared memory (plan.source must be
+   * bridge.sourceSpec): started with the loop, e-stopped with it, closed after its last command.
+   */
+  bridge?: SharedRobotBridge;
   /** Events and transitions cross to this thread at most this often. Default 20 ms. */
   reportEveryMs?: number;
   /** Stats snapshots (what stats() returns while running) this often. Default 250 ms. */
@@ -68,12 +74,16 @@ export class WorkerControlLoop {
   private started: { resolve: () => void; reject: (err: Error) => void } | null = null;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: number) => void; reject: (e: Error) => void }>();
+  /** Loop-thread time + this = this thread's time (performance.now of both). */
+  private readonly clockOffsetMs: number;
 
   private constructor(
     private readonly worker: Worker,
     private readonly plan: LoopPlan,
     ready: Extract<FromLoop, { type: 'ready' }>,
+    private readonly bridge: SharedRobotBridge | undefined,
   ) {
+    this.clockOffsetMs = ready.timeOrigin - performance.timeOrigin;
     this.fusion = ready.fusion;
     this.sessionMode = ready.sessionMode;
     this.kind = ready.kind;
@@ -82,7 +92,13 @@ export class WorkerControlLoop {
     this.latestStats = emptyStats(plan.rateHz);
     this.events$ = this.events.asObservable();
     this.transitions$ = this.transitions.asObservable();
-    this.stopped = new Promise((r) => (this.resolveStopped = r));
+    const stopped = new Promise<LoopStats>((r) => (this.resolveStopped = r));
+    // The bridge forwards the loop's last command (its safe action) before stop() resolves.
+    this.stopped = stopped.then(async (stats) => {
+      await bridge?.close();
+      return stats;
+    });
+    bridge?.start();
     worker.on('message', (msg: FromLoop) => this.onMessage(msg));
     worker.on('error', (err) => this.onWorkerGone(`the loop thread failed: ${err.message}`));
     worker.on('exit', (code) => this.onWorkerGone(`the loop thread exited (code ${code})`));
@@ -123,7 +139,7 @@ export class WorkerControlLoop {
       await worker.terminate();
       throw err;
     });
-    return new WorkerControlLoop(worker, plan, ready);
+    return new WorkerControlLoop(worker, plan, ready, options.bridge);
   }
 
   get running(): boolean {
@@ -166,6 +182,8 @@ export class WorkerControlLoop {
   /** Latching e-stop inside the loop thread (ControlLoop.estop): reaches it between two ticks. */
   estop(source: string, detail?: string): void {
     this.send({ type: 'estop', source, detail });
+    // A main-thread robot hears it from here at once, not after the loop thread's next tick.
+    this.bridge?.estop(detail ? `${source}: ${detail}` : source);
   }
 
   /** The residual's weight (the safety layer's lambda), from the next tick on. */
@@ -243,7 +261,7 @@ export class WorkerControlLoop {
 
   private deliver(events: LoopEvent[], transitions: Transition[]): void {
     for (const t of transitions) this.transitions.next(t);
-    for (const e of events) this.events.next(e);
+    for (const e of events) this.events.next({ ...e, atMs: e.atMs + this.clockOffsetMs });
   }
 
   /** The thread died without its 'stopped' message (a native crash, out of memory, terminate). */

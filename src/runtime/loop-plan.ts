@@ -15,7 +15,7 @@ import { ControlLoop, passThroughSafety } from './loop.js';
 import { nowMs, type SchedulerOptions } from './scheduler.js';
 import type { ObservationSource } from './sources.js';
 
-/** JSON-like data: what a plan may carry to a worker. */
+/** JSON-like data (and shared memory): what a plan may carry to a worker. */
 export type PlainData =
   string | number | boolean | null | PlainData[] | { [key: string]: PlainData | undefined };
 

@@ -35,6 +35,8 @@ export type FromLoop =
       kind: string;
       obsDim: number;
       actionDim: number;
+      /** The loop thread's performance.timeOrigin: its event times are relative to it. */
+      timeOrigin: number;
     }
   | { type: 'started' }
   | { type: 'report'; events: LoopEvent[]; transitions: Transition[]; stats: LoopStats | null }
@@ -155,6 +157,7 @@ export async function serveLoop(port: MessagePort, data: LoopWorkerData): Promis
     kind: built.source.kind,
     obsDim: built.source.obsDim,
     actionDim: built.source.actionDim,
+    timeOrigin: performance.timeOrigin,
   });
 }
 
