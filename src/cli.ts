@@ -41,6 +41,11 @@ export function buildProgram(): Command {
     .option('--episodes <n>', 'number of episodes', parseIntArg('--episodes'), 100)
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 1_000_000)
     .option('--plot <file.svg>', 'draw the first episodes top-down')
+    .option(
+      '--video <file>',
+      'write what each camera saw: FILE.mp4 or FILE.gif (through ffmpeg), or a directory of PNG frames',
+    )
+    .option('--video-episodes <n>', 'episodes in the video', parseIntArg('--video-episodes'), 3)
     .option('--json', 'print one JSON object')
     .action(async (opts: EvalCliOptions) => {
       if (opts.residual && !opts.base) {
@@ -48,11 +53,9 @@ export function buildProgram(): Command {
       }
       const task = await loadTask(opts.task);
       if (opts.robot) return evalOnRobot(task, opts);
-      const probe = await MujocoEnv.create(task);
       const policy = opts.base
-        ? await loadComposedPolicy(probe, opts.base, opts.residual)
-        : await builtInPolicy(opts.policy, task, probe.actionSpace.dim, opts.seed);
-      probe.close();
+        ? (env: MujocoEnv) => loadComposedPolicy(env, opts.base!, opts.residual)
+        : (env: MujocoEnv) => builtInPolicy(opts.policy, task, env.actionSpace.dim, opts.seed, env);
       const label = opts.base ? (opts.residual ? 'base+residual' : 'base') : opts.policy;
       const r = await evaluateOnTask(task, policy, { ...opts, label, quiet: opts.json });
       if (opts.json) return printJson(evalJson(task.name, label, r, opts.seed));
@@ -109,6 +112,8 @@ interface EvalCliOptions {
   episodes: number;
   seed: number;
   plot?: string;
+  video?: string;
+  videoEpisodes: number;
   json?: boolean;
 }
 

@@ -20,9 +20,46 @@ export interface StepInfo {
   [key: string]: unknown;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Cameras: observation parts beside the state vector. `obs` stays the state vector everywhere; an
+// environment or robot with cameras adds `frames`, keyed by camera name (LeRobot's
+// `observation.images.<camera>`). Frames are shared by reference between stages: nobody writes
+// into a frame it did not create, and whoever keeps one beyond a step (demos, replay) owns a copy.
+
+/** One image from one camera. */
+export interface CameraFrame {
+  width: number;
+  height: number;
+  /** 3 = RGB. */
+  channels: number;
+  /** height x width x channels, row-major, row 0 at the top, uint8 RGB. */
+  data: Uint8Array;
+  /** Metres along the optical axis (z-depth), height x width; 0 where nothing was hit. */
+  depth?: Float32Array;
+  /** Host monotonic time of the capture, ms (performance.now() timebase). */
+  capturedAtMs: number;
+  /** Frame counter of this camera, increasing by one per captured frame. */
+  seq: number;
+}
+
+export type CameraFrames = Readonly<Record<string, CameraFrame>>;
+
+/** What a camera delivers: its name and image size. */
+export interface CameraSpec {
+  name: string;
+  width: number;
+  height: number;
+  /** 3 = RGB. */
+  channels: number;
+  /** Whether frames carry depth. */
+  depth: boolean;
+}
+
 export interface ResetResult {
   obs: Float32Array;
   info: StepInfo;
+  /** The cameras' frames of this observation, when the environment has cameras. */
+  frames?: CameraFrames;
 }
 
 export interface StepResult {
@@ -33,6 +70,8 @@ export interface StepResult {
   /** The episode was cut from outside (time limit): bootstrap through it. */
   truncated: boolean;
   info: StepInfo;
+  /** The cameras' frames of this observation, when the environment has cameras. */
+  frames?: CameraFrames;
 }
 
 /**
@@ -48,6 +87,8 @@ export interface Env {
   readonly controlDt: number;
   /** Steps after which an episode is truncated. */
   readonly maxEpisodeSteps: number;
+  /** The cameras whose frames come with every observation; absent or empty for state-only envs. */
+  readonly cameras?: readonly CameraSpec[];
   reset(options?: { seed?: number }): MaybePromise<ResetResult>;
   step(action: ArrayLike<number>): MaybePromise<StepResult>;
   close(): MaybePromise<void>;
@@ -56,6 +97,8 @@ export interface Env {
 /** One record shared by actors, replay, the write-ahead log and the learner. */
 export interface Transition {
   obs: Float32Array;
+  /** Camera frames of `obs` (by reference; a store that keeps them owns them from then on). */
+  frames?: CameraFrames;
   /** What the frozen base policy proposed. */
   baseAction: Float32Array;
   /** What the residual added (before scaling/clipping by the composition). */
@@ -64,6 +107,8 @@ export interface Transition {
   action: Float32Array;
   reward: number;
   nextObs: Float32Array;
+  /** Camera frames of `nextObs`. */
+  nextFrames?: CameraFrames;
   terminated: boolean;
   truncated: boolean;
   /** A human (teleoperation) chose `action`. */
@@ -118,6 +163,19 @@ export interface RobotCommand {
   action: Float32Array;
   /** The device must not apply the command after this many ms from its sending. */
   validForMs: number;
+}
+
+/**
+ * A camera on a robot, beside the Robot (the Robot's state stream carries no images): latest-frame
+ * semantics, like state$. Sources decode whatever the camera speaks (V4L2, RTSP, JPEG over MQTT).
+ */
+export interface CameraSource {
+  readonly spec: CameraSpec;
+  /** Latest-value stream of decoded frames. */
+  readonly frame$: Observable<CameraFrame>;
+  /** The newest frame, or null before the first. */
+  latest(): CameraFrame | null;
+  close(): Promise<void>;
 }
 
 export type LinkStatus = 'connecting' | 'connected' | 'lost' | 'closed';
@@ -222,5 +280,6 @@ export interface Policy {
   readonly actionDim: number;
   /** Called at the start of every episode (chunk buffers, expert phases, noise). */
   reset?(seed?: number): void;
-  act(obs: Float32Array): MaybePromise<Float32Array>;
+  /** `frames`: the cameras' latest frames, for visuomotor policies; state-only policies ignore it. */
+  act(obs: Float32Array, frames?: CameraFrames): MaybePromise<Float32Array>;
 }

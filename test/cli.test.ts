@@ -24,7 +24,7 @@ describe('resrt CLI', () => {
     const r = await resrt('tasks', '--json');
     expect(r.code).toBe(0);
     const names = (JSON.parse(r.stdout) as { tasks: { name: string }[] }).tasks.map((t) => t.name);
-    expect(names).toEqual(['reach', 'push', 'peg-insert']);
+    expect(names).toEqual(['reach', 'push', 'peg-insert', 'push-cam']);
   });
 
   it('eval --json prints one object with the success rate and its 95% interval', async () => {
@@ -82,7 +82,7 @@ describe('resrt CLI', () => {
     expect((await resrt('collect', '--task', 'reach', '--episodes', '40', '--out', demos)).code).toBe(0);
     const bc = await resrt('bc', '--demos', demos, '--out', base, '--epochs', '15', '--hidden', '64,64');
     expect(bc.code).toBe(0);
-    expect(bc.stdout).toMatch(/onnxruntime matches tfjs/);
+    expect(bc.stdout).toMatch(/onnxruntime matches the trained network/);
     const inspect = JSON.parse((await resrt('inspect', base, '--task', 'reach', '--json')).stdout) as {
       fits: boolean;
     };

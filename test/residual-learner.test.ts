@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { initTf, type Tf } from '../src/util/tf-backend.js';
+import { initEngine, type Engine } from '../src/nn/index.js';
 import { makeConfig, type ResidualConfig } from '../src/residual/config.js';
 import { DivergenceError, ResidualLearner } from '../src/residual/td3.js';
 import { emptySample } from '../src/residual/replay.js';
@@ -11,13 +11,13 @@ import { residualPolicySpec, exportResidualOnnx } from '../src/residual/export.j
 import { ResidualActor } from '../src/residual/trainer.js';
 import { mlpForward } from '../src/runtime/onnx-export.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
-import type { DenseLayerSpec, MlpPolicySpec } from '../src/types.js';
+import type { MlpPolicySpec } from '../src/types.js';
 import { Rng } from '../src/util/rng.js';
 import { ResrtError } from '../src/util/errors.js';
 
 const O = 5;
 const A = 3;
-let tf: Tf;
+let engine: Engine;
 let dir: string;
 
 const small = (over: Partial<ResidualConfig> = {}): ResidualConfig =>
@@ -53,7 +53,7 @@ function fill(learner: ResidualLearner, n: number, seed: number): void {
 
 function policySpec(l: ResidualLearner): MlpPolicySpec {
   return residualPolicySpec({
-    layers: l.actor.toDenseSpecs(),
+    layers: l.actorLayers(),
     obsDim: O,
     actionDim: A,
     actionScale: l.cfg.actionScale,
@@ -65,18 +65,18 @@ function policySpec(l: ResidualLearner): MlpPolicySpec {
 }
 
 beforeAll(async () => {
-  ({ tf } = await initTf());
+  engine = await initEngine({ device: 'cpu' });
   dir = mkdtempSync(join(tmpdir(), 'resrt-learner-'));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('residual actor initialisation', () => {
-  it('outputs exactly zero, so the composed policy is the base, in tfjs, the spec and the ONNX file', async () => {
-    const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 7);
+  it('outputs exactly zero, so the composed policy is the base, in the engine, the spec and the ONNX file', async () => {
+    const l = await ResidualLearner.create(engine, small(), { obsDim: O, actionDim: A }, 7);
     const rng = new Rng(2);
     const obs = Float32Array.from({ length: 4 * O }, () => rng.normal());
     const base = Float32Array.from({ length: 4 * A }, () => rng.range(-1, 1));
-    expect(Array.from(l.act(obs, base, 4))).toEqual(Array(4 * A).fill(0));
+    expect(Array.from(await l.act(obs, base, 4))).toEqual(Array(4 * A).fill(0));
     const spec = policySpec(l);
     expect(Array.from(mlpForward(spec, [obs, base]))).toEqual(Array(4 * A).fill(0));
 
@@ -89,22 +89,22 @@ describe('residual actor initialisation', () => {
     exportResidualOnnx(spec, path);
     const onnx = await OnnxPolicy.load(path, { residual: true });
     expect(Array.from(await onnx.residual(o1, base.subarray(0, A)))).toEqual([0, 0, 0]);
-    l.dispose();
+    await l.dispose();
   });
 });
 
 describe('export', () => {
   it('the exported residual (spec and ONNX) computes what the trained actor computes', async () => {
-    const l = new ResidualLearner(tf, small({ actorLr: 1e-2 }), { obsDim: O, actionDim: A }, 9);
+    const l = await ResidualLearner.create(engine, small({ actorLr: 1e-2 }), { obsDim: O, actionDim: A }, 9);
     fill(l, 200, 7);
     const { mean, std } = l.computeObsNormalization();
     l.setObsNormalization(mean, std);
-    for (let i = 0; i < 20; i++) l.update();
+    for (let i = 0; i < 20; i++) await l.update();
     const rng = new Rng(8);
     const rows = 5;
     const obs = Float32Array.from({ length: rows * O }, () => rng.normal(0, 2));
     const base = Float32Array.from({ length: rows * A }, () => rng.range(-1, 1));
-    const want = l.act(obs, base, rows);
+    const want = await l.act(obs, base, rows);
     expect(want.some((v) => Math.abs(v) > 1e-4)).toBe(true);
     const spec = policySpec(l);
     const viaSpec = mlpForward(spec, [obs, base]);
@@ -116,35 +116,15 @@ describe('export', () => {
       const got = await onnx.residual(obs.slice(r * O, (r + 1) * O), base.slice(r * A, (r + 1) * A));
       got.forEach((v, j) => expect(v).toBeCloseTo(want[r * A + j], 5));
     }
-    l.dispose();
+    await l.dispose();
   });
 });
 
 /** The critic head h of an ensemble as an MlpPolicySpec, for the reference forward pass. */
 function headSpec(l: ResidualLearner, target: boolean, h: number): MlpPolicySpec {
-  const net = target ? l.criticTarget : l.critic;
-  const layers: DenseLayerSpec[] = net.layers.map((layer, k) => {
-    const [, i, o] = layer.w.shape;
-    const w = layer.w.dataSync() as Float32Array;
-    const b = layer.b.dataSync() as Float32Array;
-    const spec: DenseLayerSpec = {
-      inDim: i,
-      outDim: o,
-      weight: w.slice(h * i * o, (h + 1) * i * o),
-      bias: b.slice(h * o, (h + 1) * o),
-      activation: k + 1 < net.layers.length ? 'relu' : 'linear',
-    };
-    if (layer.gamma && layer.beta) {
-      spec.layerNorm = {
-        gamma: (layer.gamma.dataSync() as Float32Array).slice(h * o, (h + 1) * o),
-        beta: (layer.beta.dataSync() as Float32Array).slice(h * o, (h + 1) * o),
-        epsilon: 1e-5,
-      };
-    }
-    return spec;
-  });
+  const layers = l.criticHeadLayers(h, target);
   return {
-    inputs: [{ name: 'x', dim: net.inDim }],
+    inputs: [{ name: 'x', dim: layers[0].inDim }],
     layers,
     output: { name: 'q', actionDim: 1, chunkLength: 1 },
     metadata: {},
@@ -154,15 +134,15 @@ function headSpec(l: ResidualLearner, target: boolean, h: number): MlpPolicySpec
 describe('REDQ target', () => {
   it.each(['action', 'residual'] as const)(
     'equals r + γ^n · min over the two drawn target heads, computed by hand (critic input: %s)',
-    (criticInput) => {
-      const l = new ResidualLearner(
-        tf,
+    async (criticInput) => {
+      const l = await ResidualLearner.create(
+        engine,
         small({ normalizeObs: false, criticInput }),
         { obsDim: O, actionDim: A },
         11,
       );
       fill(l, 200, 1);
-      for (let i = 0; i < 10; i++) l.update(); // move the actor and targets away from their init
+      for (let i = 0; i < 10; i++) await l.update(); // move the actor and targets away from their init
       const rng = new Rng(5);
       const B = 6;
       const s = emptySample(B, O, A);
@@ -174,10 +154,10 @@ describe('REDQ target', () => {
       }
       const noise = Float32Array.from({ length: B * A }, () => rng.range(-0.05, 0.05));
       const heads = [3, 1];
-      const got = l.tdTargetValues(s, heads, noise);
+      const got = await l.tdTargetValues(s, heads, noise);
 
       const actorSpec = residualPolicySpec({
-        layers: l.actorTarget.toDenseSpecs(),
+        layers: l.actorLayers(true),
         obsDim: O,
         actionDim: A,
         actionScale: l.cfg.actionScale,
@@ -212,12 +192,12 @@ describe('REDQ target', () => {
       // The min over the drawn pair differs from the min over all heads somewhere (else the test is moot).
       const minAll = Array.from({ length: B }, (_, i) => Math.min(...allHeads.map((a) => a[i])));
       expect(minAll.some((m, i) => Math.abs(m - Math.min(q[0][i], q[1][i])) > 1e-4)).toBe(true);
-      l.dispose();
+      await l.dispose();
     },
   );
 
-  it('draws distinct heads, and every head over time', () => {
-    const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 3);
+  it('draws distinct heads, and every head over time', async () => {
+    const l = await ResidualLearner.create(engine, small(), { obsDim: O, actionDim: A }, 3);
     const seen = new Set<number>();
     for (let i = 0; i < 100; i++) {
       const h = l.drawHeads();
@@ -226,17 +206,17 @@ describe('REDQ target', () => {
       h.forEach((x) => seen.add(x));
     }
     expect(seen.size).toBe(5);
-    l.dispose();
+    await l.dispose();
   });
 });
 
 describe('learner state', () => {
-  it('checkpoint → resume gives the same next updates and weights, bit for bit', () => {
+  it('checkpoint → resume gives the same next updates and weights, bit for bit', async () => {
     const cfg = small();
-    const a = new ResidualLearner(tf, cfg, { obsDim: O, actionDim: A }, 21);
+    const a = await ResidualLearner.create(engine, cfg, { obsDim: O, actionDim: A }, 21);
     fill(a, 300, 2);
     a.setObsNormalization(...(Object.values(a.computeObsNormalization()) as [Float32Array, Float32Array]));
-    for (let i = 0; i < 15; i++) a.update();
+    for (let i = 0; i < 15; i++) await a.update();
     const out = join(dir, 'resume');
     writeCheckpoint(out, {
       learner: a.getState(),
@@ -245,28 +225,30 @@ describe('learner state', () => {
       trainer: { k: 1 },
       meta: {},
     });
-    const next = Array.from({ length: 6 }, () => a.update());
+    const next = [];
+    for (let i = 0; i < 6; i++) next.push(await a.update());
     const weightsA = a.getState().tensors;
 
     // A learner built with another seed and no data takes everything from the checkpoint.
     const ck = readCheckpoint(out);
     expect(ck).not.toBeNull();
-    const b = new ResidualLearner(tf, cfg, { obsDim: O, actionDim: A }, 999);
+    const b = await ResidualLearner.create(engine, cfg, { obsDim: O, actionDim: A }, 999);
     b.setState(ck!.learner, out);
     b.replay.online.restoreFrom(ck!.online);
     expect(ck!.trainer).toEqual({ k: 1 });
-    const again = Array.from({ length: 6 }, () => b.update());
+    const again = [];
+    for (let i = 0; i < 6; i++) again.push(await b.update());
     expect(again).toEqual(next);
     const weightsB = b.getState().tensors;
     weightsA.forEach((t, i) =>
       expect(Buffer.from(weightsB[i].data.buffer).equals(Buffer.from(t.data.buffer))).toBe(true),
     );
-    a.dispose();
-    b.dispose();
+    await a.dispose();
+    await b.dispose();
   });
 
-  it('a corrupt checkpoint is a ResrtError that says so', () => {
-    const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 1);
+  it('a corrupt checkpoint is a ResrtError that says so', async () => {
+    const l = await ResidualLearner.create(engine, small(), { obsDim: O, actionDim: A }, 1);
     fill(l, 50, 3);
     const out = join(dir, 'corrupt');
     writeCheckpoint(out, {
@@ -287,27 +269,20 @@ describe('learner state', () => {
     expect(() => readCheckpoint(out)).toThrow(ResrtError);
     writeFileSync(join(out, 'checkpoint.json'), '{"format":');
     expect(() => readCheckpoint(out)).toThrow(ResrtError);
-    l.dispose();
+    await l.dispose();
   });
 
-  it('does not leak tensors over many updates', () => {
-    const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 5);
-    fill(l, 200, 4);
-    l.update();
-    const before = tf.memory().numTensors;
-    for (let i = 0; i < 150; i++) l.update();
-    expect(tf.memory().numTensors).toBe(before);
-    l.act(new Float32Array(O), new Float32Array(A), 1);
-    expect(tf.memory().numTensors).toBe(before);
-    l.dispose();
-  });
-
-  it('stops with a DivergenceError when the loss turns NaN', () => {
-    const l = new ResidualLearner(tf, small(), { obsDim: O, actionDim: A }, 5);
+  it('stops with a DivergenceError when the loss turns NaN, keeping the last good state', async () => {
+    const l = await ResidualLearner.create(engine, small(), { obsDim: O, actionDim: A }, 5);
     fill(l, 100, 4);
+    await l.update();
+    const before = l.getState();
     l.replay.online.reward.fill(NaN);
-    expect(() => l.update()).toThrow(DivergenceError);
-    l.dispose();
+    await expect(l.update()).rejects.toThrow(DivergenceError);
+    const after = l.getState();
+    expect(after.updates).toBe(before.updates);
+    after.tensors.forEach((t, i) => expect(Array.from(t.data)).toEqual(Array.from(before.tensors[i].data)));
+    await l.dispose();
   });
 });
 
@@ -335,43 +310,46 @@ describe('held-back steps (conservative mixing)', () => {
     }
   }
 
-  function meanAbsResidual(l: ResidualLearner, seed: number): number {
+  async function meanAbsResidual(l: ResidualLearner, seed: number): Promise<number> {
     const rng = new Rng(seed);
     const rows = 64;
     const obs = Float32Array.from({ length: rows * O }, () => rng.normal(0, 1));
     const base = Float32Array.from({ length: rows * A }, () => rng.normal(0, 0.5));
-    const res = l.act(obs, base, rows);
+    const res = await l.act(obs, base, rows);
     return res.reduce((s, v) => s + Math.abs(v), 0) / res.length / l.cfg.actionScale;
   }
 
-  it('keeps the actor near the executed residual where mixing held it back, and changes nothing elsewhere', () => {
-    const train = (
+  it('keeps the actor near the executed residual where mixing held it back, and changes nothing elsewhere', async () => {
+    const train = async (
       heldBackBc: number,
       flagged: boolean,
       mixingShare = 0,
-    ): { drift: number; stats: unknown[] } => {
-      const l = new ResidualLearner(tf, small({ heldBackBc, actorLr: 1e-3 }), { obsDim: O, actionDim: A }, 8);
+    ): Promise<{ drift: number; stats: unknown[] }> => {
+      const l = await ResidualLearner.create(
+        engine,
+        small({ heldBackBc, actorLr: 1e-3 }),
+        { obsDim: O, actionDim: A },
+        8,
+      );
       l.mixingShare = mixingShare;
       fillHeldBack(l, 400, 6, flagged);
-      const stats = Array.from({ length: 300 }, () => l.update());
-      const drift = meanAbsResidual(l, 9);
-      const before = tf.memory().numTensors;
-      l.update();
-      expect(tf.memory().numTensors).toBe(before);
-      l.dispose();
+      const stats = [];
+      for (let i = 0; i < 300; i++) stats.push(await l.update());
+      const drift = await meanAbsResidual(l, 9);
+      await l.dispose();
       return { drift, stats };
     };
-    const free = train(0, true);
-    const kept = train(0.4, true);
+    const free = await train(0, true);
+    const kept = await train(0.4, true);
     // Without the term the actor follows the critic's extrapolation off the data; with it, it stays close.
     expect(free.drift).toBeGreaterThan(0.2);
     expect(kept.drift).toBeLessThan(free.drift / 2);
     // Steps that were not held back (unconstrained training) never see the term: identical updates.
-    expect(train(0.4, false).stats).toEqual(train(0, false).stats);
+    expect((await train(0.4, false)).stats).toEqual((await train(0, false)).stats);
     // Once the mixer explores fully, old held-back steps are plain off-policy data.
-    expect(train(0.4, true, 1).stats).toEqual(free.stats);
+    expect((await train(0.4, true, 1)).stats).toEqual(free.stats);
     // In between, the term weighs 1 − share.
-    const half = train(0.4, true, 0.5);
+    const half = await train(0.4, true, 0.5);
     expect(half.drift).toBeGreaterThan(kept.drift);
     expect(half.drift).toBeLessThan(free.drift);
   });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
 import { exportMlpToOnnx, mlpForward, randomMlpSpec, MetaKey } from '../src/runtime/onnx-export.js';
-import { decodeModel, decodeModelHeader, graphChecksum } from '../src/runtime/onnx-proto.js';
+import { decodeModel, decodeModelHeader, graphChecksum } from '../src/util/onnx-proto.js';
 import type { MlpPolicySpec } from '../src/types.js';
 import { ResrtError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';

@@ -9,7 +9,7 @@ import { fuseBaseAndResidual, unsupportedContent } from '../src/runtime/fused-gr
 import { FusedPolicy, loadLoopPolicy, planResidualSwap } from '../src/runtime/fused-policy.js';
 import { exportMlpToOnnx, MetaKey, randomMlpSpec } from '../src/runtime/onnx-export.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
-import { decodeModel, encodeModel } from '../src/runtime/onnx-proto.js';
+import { decodeModel, encodeModel } from '../src/util/onnx-proto.js';
 import { nativeUnavailableReason } from '../src/runtime/ort-sync.js';
 import type { MlpPolicySpec } from '../src/types.js';
 import { Rng } from '../src/util/rng.js';

@@ -14,7 +14,7 @@ import {
   int64Tensor,
   type OnnxModel,
   type OnnxNode,
-} from '../src/runtime/onnx-proto.js';
+} from '../src/util/onnx-proto.js';
 import type { MlpPolicySpec } from '../src/types.js';
 import { ResrtError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';

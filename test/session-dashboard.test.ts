@@ -115,6 +115,15 @@ describe('dashboard', () => {
     await expect
       .poll(() => page.locator('[data-testid="learner-labels"]').innerText(), { timeout: 5000 })
       .toMatch(/labelled successes: [1-9]/);
+    // A storage line per side (docs/sessions.md, "Disk limits and compaction").
+    await expect
+      .poll(() => page.locator('[data-testid="storage-learner"]').innerText(), { timeout: 5000 })
+      .toMatch(
+        /^write-ahead log \(\d+ of \d+ segments compacted\): [\d.]+ of 65536\.0 MiB, [\d.]+ MiB free$/,
+      );
+    expect(await page.locator('[data-testid="storage-arm"]').innerText()).toMatch(
+      /^arm spool \(unacknowledged\): [\d.]+ of 1024\.0 MiB, [\d.]+ MiB free$/,
+    );
     // Keyboard teleop from the learner's page travels over MQTT; the steps become demonstrations.
     const before = actor.status().interventionSteps;
     await page.locator('[data-testid="intervene"]').check();

@@ -12,7 +12,6 @@ import {
   statSync,
   symlinkSync,
   truncateSync,
-  unlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -498,110 +497,6 @@ describe('actor without a learner', () => {
     } finally {
       await actor.stop();
     }
-  }, 60_000);
-
-  it('a disk that refuses writes e-stops the robot; the held transitions are saved once it writes again', async () => {
-    const d = join(dir, 'enospc-actor');
-    const lines: string[] = [];
-    const commands: Float32Array[] = [];
-    const actor = await runActor({
-      robotId: 'enospc',
-      brokerUrl: 'mqtt://127.0.0.1:1',
-      stateDir: d,
-      base: join(dir, 'pm-base.onnx'),
-      env: new PointMassEnv(),
-      rateHz: 1000,
-      // Segments of 4 KiB: the spool moves to its second file after a few batches.
-      spoolLimitMiB: 0.03,
-      log: (l) => lines.push(l),
-      onCommand: (a) => commands.push(a),
-    });
-    try {
-      // The kernel's always-full device stands in for a full disk (writes fail with ENOSPC).
-      const next = join(d, 'spool-00000002.log');
-      symlinkSync('/dev/full', next);
-      await waitFor('the e-stop', () => actor.status().phase === 'estopped', 15_000);
-      expect(lines.some((l) => /spool: cannot write .*ENOSPC.*Free disk space/.test(l))).toBe(true);
-      const stoppedAt = commands.length;
-      await new Promise((r) => setTimeout(r, 300));
-      expect(commands.length).toBe(stoppedAt);
-
-      unlinkSync(next);
-      expect(actor.resetEstop()).toBe(true);
-      await waitFor('writing again', () => lines.some((l) => l.includes('spool: writing again')), 10_000);
-      const episodes = actor.status().episodes;
-      await waitFor('another episode', () => actor.status().episodes > episodes, 10_000);
-    } finally {
-      const s = await actor.stop();
-      // Every transition the actor numbered is in the spool: none was dropped by the failure.
-      const spool = Spool.open(d);
-      expect(spool.pendingTransitions).toBe(s.transitions);
-      expect(spool.nextSeq).toBe(s.transitions);
-      spool.close();
-    }
-  }, 40_000);
-
-  it("a learner whose disk refuses writes acknowledges nothing; the actor's spool keeps it until the learner writes again", async () => {
-    const basePath = join(dir, 'pm-base.onnx');
-    const lines: string[] = [];
-    const outDir = join(dir, 'enospc-learner');
-    const learner = await runLearnerService({
-      outDir,
-      brokerPort: 0,
-      base: basePath,
-      profile: 'cpu',
-      config: smallLearner,
-      log: (l) => lines.push(l),
-    });
-    // The log's first segment is opened at its first write: make that the always-full device.
-    const segment = join(outDir, 'wal', 'wal-00000001.log');
-    symlinkSync('/dev/full', segment);
-    const actor = await runActor({
-      robotId: 'wal-full',
-      brokerUrl: learner.brokerUrl,
-      stateDir: join(dir, 'enospc-learner-actor'),
-      base: basePath,
-      env: new PointMassEnv(),
-      rateHz: 400,
-      resendMs: 300,
-    });
-    try {
-      await waitFor(
-        'the write error',
-        () => lines.some((l) => l.includes('write-ahead log: cannot write')),
-        15_000,
-      );
-      await new Promise((r) => setTimeout(r, 500));
-      expect(learner.snapshot().logged).toBe(0);
-      expect(actor.status().ackedSeq).toBe(-1);
-      // Everything spooled so far is still waiting (the batch being filled is not spooled yet).
-      expect(actor.status().pendingTransitions).toBeGreaterThan(0);
-
-      unlinkSync(segment);
-      await waitFor(
-        'writing again',
-        () => lines.some((l) => l.includes('write-ahead log: writing again')),
-        15_000,
-      );
-      actor.pause();
-      await waitFor(
-        'everything logged and acknowledged',
-        () =>
-          learner.snapshot().logged === actor.status().transitions && actor.status().pendingTransitions === 0,
-        15_000,
-      );
-    } finally {
-      await actor.stop();
-      await learner.close();
-    }
-    // Every transition is in the log exactly once, in order.
-    const seqs: number[] = [];
-    const wal = TransitionWal.open(join(outDir, 'wal'), {
-      transitions: (b) => b.transitions.forEach((t) => seqs.push(t.seq)),
-      episode: () => {},
-    });
-    wal.close();
-    expect(seqs).toEqual(seqs.map((_, i) => i));
   }, 60_000);
 
   it('with conservative mixing: base-only episodes run the base exactly, the spool carries held-back bits and shares, the evidence survives a restart', async () => {

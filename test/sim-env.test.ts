@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MujocoEnv } from '../src/sim/env.js';
-import { cleanExpert, ImperfectExpert, RandomPolicy } from '../src/sim/expert.js';
+import { cleanExpert, ImperfectExpert, PrivilegedExpert, RandomPolicy } from '../src/sim/expert.js';
 import { builtInTasks, loadTask } from '../src/sim/registry.js';
 import { defineTask } from '../src/sim/task.js';
 import { VecEnv } from '../src/sim/vec-env.js';
@@ -36,10 +36,12 @@ describe('MuJoCo environments', () => {
     '%s: the clean expert succeeds in >= 95 percent of 50 episodes, random near 0',
     async (name) => {
       const task = builtInTasks[name];
-      const env = await MujocoEnv.create(task);
+      // The experts need no images (push-cam's acts on its privileged state).
+      const env = await MujocoEnv.create(task, { cameras: { names: 'none' } });
+      const clean = new ImperfectExpert(task.expert!(), env.actionSpace.dim, cleanExpert);
       const expert = await evaluatePolicy(
         env,
-        new ImperfectExpert(task.expert!(), env.actionSpace.dim, cleanExpert),
+        task.privilegedObservation ? new PrivilegedExpert(clean, () => env.expertObservation()) : clean,
         {
           episodes: 50,
           seed: 500,

@@ -14,7 +14,7 @@ import { defaultBcConfig, saveBcPolicy, trainBc } from '../sim/bc.js';
 import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
-import type { Policy } from '../types.js';
+import type { CameraSpec, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { parseFloatArg, parseIntArg, printJson, progressBar } from './common.js';
 import { robotLinkSpec, taskSourceSpec } from './loop-sources.js';
@@ -38,7 +38,7 @@ export function registerPolicyCommands(program: Command): void {
     .option('--batch <n>', 'batch size', parseIntArg('--batch'), defaultBcConfig.batchSize)
     .option('--all-episodes', 'train on failed episodes too (default: successful only)')
     .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
-    .option('--backend <name>', 'auto | wasm | cpu | tensorflow', 'auto')
+    .option('--device <name>', 'where training computes: auto | cpu | cuda (auto: CUDA when its provider is installed)', 'auto')
     .action(async (opts: BcCliOptions) => {
       const hidden = opts.hidden.split(',').map((w) => Number(w));
       if (hidden.some((w) => !Number.isInteger(w) || w <= 0)) {
@@ -60,7 +60,7 @@ export function registerPolicyCommands(program: Command): void {
           batchSize: opts.batch,
           successfulOnly: !opts.allEpisodes,
           seed: opts.seed,
-          backend: opts.backend as 'auto',
+          device: opts.device as 'auto',
         },
         (p) =>
           bar.update(p.epoch, { loss: p.trainLoss.toExponential(2), val: p.validationLoss.toExponential(2) }),
@@ -73,7 +73,7 @@ export function registerPolicyCommands(program: Command): void {
           `(train loss ${result.trainLoss.toExponential(2)}, validation ${result.validationLoss.toExponential(2)})`,
       );
       console.log(
-        `wrote ${opts.out}; onnxruntime matches tfjs to ${result.exportMaxAbsError.toExponential(1)} (limit 1e-5)`,
+        `wrote ${opts.out}; onnxruntime matches the trained network to ${result.exportMaxAbsError.toExponential(1)} (limit 1e-5)`,
       );
     });
 
@@ -99,26 +99,45 @@ export function registerPolicyCommands(program: Command): void {
       'observation as a JSON array (for a residual: observation then base action)',
     )
     .option('--residual', 'the file is a residual actor')
+    .option(
+      '--image <camera=file>',
+      'a PNG or JPEG for a camera input, e.g. --image top=frame.png (repeat per camera)',
+      (v: string, all: string[]) => [...all, v],
+      [] as string[],
+    )
     .option('--json', 'print one JSON object')
-    .action(async (file: string, opts: { obs: string; residual?: boolean; json?: boolean }) => {
-      let obs: unknown;
-      try {
-        obs = JSON.parse(opts.obs);
-      } catch {
-        throw new ResrtError(
-          `--obs is not valid JSON: ${opts.obs}`,
-          "quote the array for the shell, e.g. --obs '[0.1, 0.2]'",
+    .action(
+      async (file: string, opts: { obs: string; residual?: boolean; image: string[]; json?: boolean }) => {
+        let obs: unknown;
+        try {
+          obs = JSON.parse(opts.obs);
+        } catch {
+          throw new ResrtError(
+            `--obs is not valid JSON: ${opts.obs}`,
+            "quote the array for the shell, e.g. --obs '[0.1, 0.2]'",
+          );
+        }
+        if (!Array.isArray(obs) || obs.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
+          throw new ResrtError(
+            '--obs must be a JSON array of finite numbers',
+            "e.g. --obs '[0.1, -0.2, 0.3]'",
+          );
+        }
+        const images: Record<string, string> = {};
+        for (const item of opts.image) {
+          const eq = item.indexOf('=');
+          if (eq <= 0 || eq === item.length - 1) {
+            throw new ResrtError(`--image ${item} is not camera=file`, 'e.g. --image top=frame.png');
+          }
+          images[item.slice(0, eq)] = item.slice(eq + 1);
+        }
+        const actions = await inferOnce(file, obs as number[], { residual: opts.residual, images });
+        if (opts.json) return printJson({ file, actions });
+        actions.forEach((row, i) =>
+          console.log(`${actions.length > 1 ? `t+${i}: ` : ''}[${row.map((v) => v.toFixed(5)).join(', ')}]`),
         );
-      }
-      if (!Array.isArray(obs) || obs.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
-        throw new ResrtError('--obs must be a JSON array of finite numbers', "e.g. --obs '[0.1, -0.2, 0.3]'");
-      }
-      const actions = await inferOnce(file, obs as number[], { residual: opts.residual });
-      if (opts.json) return printJson({ file, actions });
-      actions.forEach((row, i) =>
-        console.log(`${actions.length > 1 ? `t+${i}: ` : ''}[${row.map((v) => v.toFixed(5)).join(', ')}]`),
-      );
-    });
+      },
+    );
 
   program
     .command('run')
@@ -264,7 +283,7 @@ interface BcCliOptions {
   batch: number;
   allEpisodes?: boolean;
   seed: number;
-  backend: string;
+  device: string;
 }
 
 interface RunCliOptions {
@@ -281,22 +300,37 @@ interface RunCliOptions {
   json?: boolean;
 }
 
-export async function taskDims(task: AnyTask): Promise<{ obsDim: number; actionDim: number }> {
+export async function taskDims(task: AnyTask): Promise<{
+  obsDim: number;
+  actionDim: number;
+  cameras: Record<string, { width: number; height: number }>;
+}> {
   const env = await MujocoEnv.create(task);
-  const dims = { obsDim: env.observationSpace.dim, actionDim: env.actionSpace.dim };
+  const dims = {
+    obsDim: env.observationSpace.dim,
+    actionDim: env.actionSpace.dim,
+    cameras: cameraSizes(env),
+  };
   env.close();
   return dims;
 }
 
+/** The environment's cameras as the ONNX loader checks image inputs against them. */
+export function cameraSizes(env: {
+  cameras?: readonly CameraSpec[];
+}): Record<string, { width: number; height: number }> {
+  return Object.fromEntries((env.cameras ?? []).map((c) => [c.name, { width: c.width, height: c.height }]));
+}
+
 /** Base ONNX (+ residual ONNX) checked against the environment's dimensions, as one policy. */
 export async function loadComposedPolicy(
-  env: { observationSpace: { dim: number }; actionSpace: { dim: number } },
+  env: { observationSpace: { dim: number }; actionSpace: { dim: number }; cameras?: readonly CameraSpec[] },
   basePath: string,
   residualPath?: string,
   scale = 1,
 ): Promise<Policy> {
   const expect = { expectObsDim: env.observationSpace.dim, expectActionDim: env.actionSpace.dim };
-  const base = await OnnxPolicy.load(basePath, expect);
+  const base = await OnnxPolicy.load(basePath, { ...expect, cameras: cameraSizes(env) });
   const residual = residualPath ? await OnnxPolicy.load(residualPath, { ...expect, residual: true }) : null;
   return new ComposedPolicy({ base, residual, scale });
 }

@@ -2,6 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
+import { openCameras } from '../hw/camera/open.js';
 import { connectRobot, robotEnv } from '../hw/connect.js';
 import { startEmbeddedBroker } from '../hw/mqtt/broker.js';
 import { HardwareEnv } from '../hw/hardware-env.js';
@@ -75,11 +76,20 @@ interface VirtualCliOptions {
 export async function openRobotEnv(robotUrl: string, configPath: string, virtual: boolean): Promise<Env> {
   const config = loadRobotConfig(configPath);
   const robot = await connectRobot(robotUrl, { actionNames: config.action.names });
+  let cameras;
+  try {
+    cameras = await openCameras(config, robotUrl);
+  } catch (err) {
+    await robot.close();
+    throw err;
+  }
+  const withCameras = { cameras, cameraLimits: config.cameraLimits };
   if (virtual) {
     const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
-    return robotEnv(robot, config, { virtualScene: { obsDim } });
+    return robotEnv(robot, config, { virtualScene: { obsDim }, ...withCameras });
   }
   const env: HardwareEnv = new HardwareEnv(robot, config, {
+    ...withCameras,
     onResetPrompt: (message) => {
       const rl = createInterface({ input: process.stdin, output: process.stderr });
       rl.question(`${message} — press Enter when the cell is reset `, () => {

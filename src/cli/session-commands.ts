@@ -28,6 +28,16 @@ export function registerSessionCommands(program: Command): void {
     .option('--reward <mode>', 'task | rlif (interventions are the reward signal)', 'task')
     .option('--resume', 'continue the session in --out after a crash or stop')
     .option(
+      '--wal-limit <MiB>',
+      'the write-ahead log (the dataset) may take this much disk; at the limit nothing more is logged (default 65536)',
+      parseFloatArg('--wal-limit', 0.001),
+    )
+    .option(
+      '--min-free <MiB>',
+      'log nothing while the disk of --out has less free: room for checkpoints and compaction (default 1024)',
+      parseFloatArg('--min-free', 0),
+    )
+    .option(
       '--dashboard-port <port>',
       'serve the dashboard on this port (0 picks one)',
       parseIntArg('--dashboard-port', 0),
@@ -48,6 +58,8 @@ export function registerSessionCommands(program: Command): void {
         checkpointEverySec: opts.checkpointEvery,
         rewardMode: opts.reward,
         resume: opts.resume,
+        walLimitMiB: opts.walLimit,
+        minFreeMiB: opts.minFree,
         dashboardPort: opts.dashboardPort,
         host: opts.host,
         token: opts.token,
@@ -81,6 +93,11 @@ export function registerSessionCommands(program: Command): void {
       '--spool-limit <MiB>',
       'no new episode while this much is unacknowledged by the learner (default 1024)',
       parseFloatArg('--spool-limit', 0.001),
+    )
+    .option(
+      '--min-free <MiB>',
+      'no new episode while the disk of --state has less free (default 256)',
+      parseFloatArg('--min-free', 0),
     )
     .option(
       '--label-timeout <ms>',
@@ -131,6 +148,7 @@ export function registerSessionCommands(program: Command): void {
       safety: opts.safety ? loadSafetyConfig(opts.safety) : undefined,
       episodes: opts.episodes,
       spoolLimitMiB: opts.spoolLimit,
+      minFreeMiB: opts.minFree,
       labelTimeoutMs: opts.labelTimeout,
       remoteEstopReset: opts.remoteEstopReset,
       dashboardPort: opts.dashboardPort,
@@ -165,6 +183,8 @@ interface LearnerCliOptions {
   checkpointEvery?: number;
   reward: string;
   resume?: boolean;
+  walLimit?: number;
+  minFree?: number;
   dashboardPort?: number;
   host: string;
   token?: string;
@@ -183,6 +203,7 @@ interface ActorCliOptions extends MixingFlags {
   safety?: string;
   episodes?: number;
   spoolLimit?: number;
+  minFree?: number;
   labelTimeout: number;
   remoteEstopReset?: boolean;
   dashboardPort?: number;

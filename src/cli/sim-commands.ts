@@ -2,7 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
-import type { Policy } from '../types.js';
+import type { CameraFrame, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { collectDemos } from '../sim/collect.js';
 import { MujocoEnv } from '../sim/env.js';
@@ -11,8 +11,11 @@ import {
   type ExpertNoise,
   humanLikeExpert,
   ImperfectExpert,
+  PrivilegedExpert,
   RandomPolicy,
 } from '../sim/expert.js';
+import { tileFrames, writeVideo } from '../sim/camera/video.js';
+import type { RgbImage } from '../util/image-codec.js';
 import { renderTrajectoriesSvg, type EpisodeTrace } from '../sim/plot.js';
 import { builtInTasks, loadTask, type AnyTask } from '../sim/registry.js';
 import { formatTable, parseFloatArg, parseIntArg, pct, printJson, progressBar } from './common.js';
@@ -82,6 +85,7 @@ export function registerSimCommands(program: Command): void {
       parseFloatArg('--pause', 0, 1),
     )
     .option('--clean', 'no noise at all (overrides --jitter/--bias/--pause)')
+    .option('--depth', "also record the task cameras' depth (millimetres, in the .frames sidecar)")
     .option('--overwrite', 'replace an existing output file')
     .action(async (opts: CollectCliOptions) => {
       const task = await loadTask(opts.task);
@@ -94,6 +98,7 @@ export function registerSimCommands(program: Command): void {
         seed: opts.seed,
         noise,
         overwrite: opts.overwrite,
+        cameras: opts.depth ? { depth: true } : undefined,
         onEpisode: (done, ok) => bar.update(done, { success: pct(ok / done) }),
       });
       bar.stop();
@@ -126,6 +131,7 @@ interface CollectCliOptions {
   bias?: number;
   pause?: number;
   clean?: boolean;
+  depth?: boolean;
   overwrite?: boolean;
 }
 
@@ -134,6 +140,9 @@ export interface SimEvalOptions {
   seed: number;
   plot?: string;
   plotEpisodes?: number;
+  /** Write what each camera saw in the first `videoEpisodes` episodes (MP4/GIF or PNG frames). */
+  video?: string;
+  videoEpisodes?: number;
   label?: string;
   quiet?: boolean;
 }
@@ -141,10 +150,11 @@ export interface SimEvalOptions {
 /** Evaluates a policy on a simulated task, optionally drawing the first episodes' trajectories. */
 export async function evaluateOnTask(
   task: AnyTask,
-  policy: Policy,
+  policyOrFactory: Policy | ((env: MujocoEnv) => Policy | Promise<Policy>),
   opts: SimEvalOptions,
 ): Promise<EvalResult> {
   const env = await MujocoEnv.create(task);
+  const policy = typeof policyOrFactory === 'function' ? await policyOrFactory(env) : policyOrFactory;
   if (policy.actionDim !== env.actionSpace.dim) {
     env.close();
     throw new ResrtError(
@@ -154,6 +164,17 @@ export async function evaluateOnTask(
   }
   const plotCount = opts.plot ? (opts.plotEpisodes ?? 6) : 0;
   const traces: EpisodeTrace[] = [];
+  const videoEpisodes = opts.video ? (opts.videoEpisodes ?? 3) : 0;
+  const video: RgbImage[] = [];
+  // A state-only task has no observation cameras: the video shows every camera of its scene.
+  const videoCameras = env.cameras.length ? [] : env.simCameras.renderer.cameraNames;
+  if (opts.video && env.cameras.length === 0 && videoCameras.length === 0) {
+    env.close();
+    throw new ResrtError(
+      `task ${task.name} has no <camera> to record`,
+      'add a <camera name="..." pos="..." xyaxes="..."/> to its MJCF',
+    );
+  }
   const bar = opts.quiet
     ? null
     : progressBar(`eval ${opts.label ?? ''} on ${task.name}`, opts.episodes, 'success {success}');
@@ -162,7 +183,15 @@ export async function evaluateOnTask(
     const result = await evaluatePolicy(env, policy, {
       episodes: opts.episodes,
       seed: opts.seed,
-      onStep: (episode) => {
+      onStep: (episode, _obs, frames) => {
+        if (episode < videoEpisodes) {
+          const shown: Record<string, CameraFrame> = { ...frames };
+          for (const name of videoCameras) {
+            const img = env.simCameras.renderer.render(name, { width: 128, height: 128 });
+            shown[name] = { width: 128, height: 128, channels: 3, data: img.rgb, capturedAtMs: 0, seq: 0 };
+          }
+          video.push(tileFrames(shown));
+        }
         if (episode >= plotCount || !task.trace) return;
         if (!traces[episode])
           traces[episode] = { traces: {}, markers: [], success: false, label: `episode ${episode}` };
@@ -177,6 +206,15 @@ export async function evaluateOnTask(
         bar?.update(i + 1, { success: pct(ok / (i + 1)) });
       },
     });
+    if (opts.video) {
+      const written = await writeVideo(opts.video, video, Math.round(1 / env.controlDt));
+      if (!opts.quiet)
+        console.log(
+          written.kind === 'png'
+            ? `camera frames written as ${written.frames} PNG files to ${written.path}${/\.(mp4|gif)$/i.test(opts.video) ? ' (ffmpeg is not installed: apt-get install ffmpeg for MP4/GIF)' : ''}`
+            : `camera video (${written.frames} frames) written to ${written.path}`,
+        );
+    }
     if (opts.plot) {
       writeFileSync(
         opts.plot,
@@ -193,11 +231,16 @@ export async function evaluateOnTask(
   }
 }
 
+/**
+ * `--policy expert|random`. A task whose expert needs privileged state (push-cam) takes the
+ * simulated environment it reads that state from; on a robot there is none.
+ */
 export async function builtInPolicy(
   kind: string,
   task: AnyTask,
   actionDim: number,
   seed: number,
+  sim?: MujocoEnv,
 ): Promise<Policy> {
   if (kind === 'random') return new RandomPolicy(actionDim, seed);
   if (kind === 'expert') {
@@ -206,7 +249,15 @@ export async function builtInPolicy(
         `task ${task.name} has no scripted expert`,
         'use --policy random or --base FILE.onnx',
       );
-    return new ImperfectExpert(task.expert(), actionDim, cleanExpert, seed);
+    const expert = new ImperfectExpert(task.expert(), actionDim, cleanExpert, seed);
+    if (!task.privilegedObservation) return expert;
+    if (!sim) {
+      throw new ResrtError(
+        `the expert of task ${task.name} acts on simulator state (${task.privilegedObservation.names.join(', ')}) that a robot does not report`,
+        'evaluate the expert in simulation (without --robot), or evaluate a policy file with --base',
+      );
+    }
+    return new PrivilegedExpert(expert, () => sim.expertObservation());
   }
   throw new ResrtError(
     `unknown --policy "${kind}"`,

@@ -34,7 +34,7 @@ export function registerTrainCommands(program: Command): void {
     .option('--steps <n>', 'environment steps', parseIntArg('--steps'), 50_000)
     .option('--out <dir>', 'run folder: checkpoints, curves, residual.onnx', 'runs/residual')
     .option('--resume', 'continue the run in --out from its last checkpoint')
-    .option('--profile <name>', 'auto | cpu | gpu (auto picks from the backend)', 'auto')
+    .option('--profile <name>', 'auto | cpu | gpu (auto: gpu when the learner runs on CUDA)', 'auto')
     .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
     .option('--eval-every <n>', 'evaluate every n environment steps', parseIntArg('--eval-every', 0), 5000)
     .option('--eval-episodes <n>', 'episodes per evaluation', parseIntArg('--eval-episodes'), 100)
@@ -264,7 +264,7 @@ export async function runResidualTraining(
 }
 
 function printTrainSummary(task: string, r: TrainResult): void {
-  console.log(`\nresidual on ${task}: profile ${r.profile} (${r.profileReason}), backend ${r.backend}`);
+  console.log(`\nresidual on ${task}: profile ${r.profile} (${r.profileReason}), engine ${r.backend}`);
   const rows: (string | number)[][] = [];
   if (r.baseEval) rows.push(['base alone (step 0)', pct(r.baseEval.successRate), ci(r.baseEval.ci95)]);
   if (r.finalEval)
@@ -316,7 +316,7 @@ async function runDemo(opts: DemoCliOptions): Promise<void> {
   bcBar.stop();
   saveBcPolicy(bc, basePath);
   console.log(
-    `    ${basePath} (backend ${bc.backend}, onnxruntime matches tfjs to ${bc.exportMaxAbsError.toExponential(1)})`,
+    `    ${basePath} (${bc.backend}; onnxruntime matches the trained network to ${bc.exportMaxAbsError.toExponential(1)})`,
   );
 
   console.log(
@@ -361,7 +361,7 @@ async function runDemo(opts: DemoCliOptions): Promise<void> {
     ),
   );
   console.log(
-    `\nresidual: ${result.envSteps} env steps, ${result.updates} updates, profile ${result.profile}, backend ${result.backend}; ` +
+    `\nresidual: ${result.envSteps} env steps, ${result.updates} updates, profile ${result.profile}, engine ${result.backend}; ` +
       `whole demo ${minutes.toFixed(1)} min. Files in ${opts.out}/`,
   );
 }

@@ -64,6 +64,7 @@ export function robotEnv(
     actionSpace: env.actionSpace,
     controlDt: env.controlDt,
     maxEpisodeSteps: env.maxEpisodeSteps,
+    cameras: env.cameras,
     async reset(opts) {
       if ((latest as RobotState | null)?.faulted) await robot.resetFault();
       return env.reset(opts);

@@ -8,6 +8,9 @@ import { setImmediate as yieldToIo, setTimeout as sleep } from 'node:timers/prom
 import type { Subscription } from 'rxjs';
 import type {
   BoxSpace,
+  CameraFrame,
+  CameraSource,
+  CameraSpec,
   Env,
   LinkStatus,
   ResetResult,
@@ -17,6 +20,12 @@ import type {
   StepResult,
 } from '../types.js';
 import { ResrtError } from '../util/errors.js';
+import {
+  type CameraHealth,
+  type CameraLimits,
+  defaultCameraLimits,
+  FrameMonitor,
+} from './camera/frame-monitor.js';
 import {
   observationLength,
   observeState,
@@ -113,6 +122,12 @@ export interface HardwareEnvOptions {
   stateGraceMs?: number;
   /** Close the robot in close(); default true. */
   closeRobot?: boolean;
+  /** Cameras beside the robot: their latest frames come with every observation. */
+  cameras?: CameraSource[];
+  /** When a frame is too old, frozen or future-dated to act on (see FrameMonitor). */
+  cameraLimits?: Partial<CameraLimits>;
+  /** Close the cameras in close(); default true. */
+  closeCameras?: boolean;
 }
 
 export interface HardwareStepInfo extends StepInfo {
@@ -124,6 +139,8 @@ export interface HardwareStepInfo extends StepInfo {
   stateAgeMs?: number;
   /** The caller was this late for the control period (the clock re-anchored), ms. */
   lateMs?: number;
+  /** Per camera: frame age, frame-to-state skew, how long the image has not changed. */
+  cameras?: CameraHealth[];
 }
 
 type Waiter = { after: number; resolve: (s: RobotState | null) => void; timer: NodeJS.Timeout };
@@ -134,6 +151,9 @@ export class HardwareEnv implements Env {
   readonly actionSpace: BoxSpace;
   readonly controlDt: number;
   readonly maxEpisodeSteps: number;
+  readonly cameras: readonly CameraSpec[];
+  private readonly cameraSources: CameraSource[];
+  private readonly monitors: FrameMonitor[];
   private readonly success: SuccessSource;
   private readonly manualLabel = new ManualSuccess();
   private readonly low: Float32Array;
@@ -207,6 +227,18 @@ export class HardwareEnv implements Env {
       names: [...config.action.names],
     };
     this.lastObs = new Float32Array(obsDim);
+    this.cameraSources = options.cameras ?? [];
+    const names = this.cameraSources.map((c) => c.spec.name);
+    const dup = names.find((n, i) => names.indexOf(n) !== i);
+    if (dup !== undefined) {
+      throw new ResrtError(`two cameras are named "${dup}"`, 'give every camera of a robot its own name');
+    }
+    this.cameras = this.cameraSources.map((c) => c.spec);
+    const limits = { ...defaultCameraLimits, ...options.cameraLimits };
+    this.monitors = this.cameraSources.map((c) => new FrameMonitor(c.spec.name, limits));
+    this.cameraSources.forEach((c, k) =>
+      this.subs.push(c.frame$.subscribe((f) => this.monitors[k].observe(f))),
+    );
     this.subs.push(
       robot.state$.subscribe((s) => this.onState(s)),
       robot.status$.subscribe((s) => {
@@ -347,9 +379,12 @@ export class HardwareEnv implements Env {
       );
     }
     this.lastObs = this.observe(state);
+    const frames = await this.framesForReset(state);
     this.inEpisode = true;
     this.clock.restart();
-    return { obs: this.lastObs, info: { success: false } };
+    return frames
+      ? { obs: this.lastObs, info: { success: false }, frames }
+      : { obs: this.lastObs, info: { success: false } };
   }
 
   private clip(action: Float32Array): Float32Array {
@@ -395,6 +430,8 @@ export class HardwareEnv implements Env {
     if (after) return this.endWithFault(after);
     if (!state)
       return this.endWithFault(`no fresh state within ${Math.round(1000 * this.controlDt + grace)} ms`);
+    const seen = this.cameraHealth(state);
+    if (seen?.fault) return this.endWithFault(seen.fault);
     this.steps++;
     this.lastObs = this.observe(state);
     const verdict = this.manualLabel.judge() ?? this.success.judge(state);
@@ -406,8 +443,58 @@ export class HardwareEnv implements Env {
       action: cmd,
       stateAgeMs: performance.now() - state.receivedAtMs,
       ...(lateMs > 0 ? { lateMs } : {}),
+      ...(seen ? { cameras: seen.health } : {}),
     };
-    return { obs: this.lastObs, reward: verdict === true ? 1 : 0, terminated, truncated, info };
+    const result: StepResult = {
+      obs: this.lastObs,
+      reward: verdict === true ? 1 : 0,
+      terminated,
+      truncated,
+      info,
+    };
+    if (seen) result.frames = seen.frames;
+    return result;
+  }
+
+  /**
+   * The cameras' latest frames for an observation built from `state`, with their health; a fault
+   * names the first camera that cannot be trusted (missing, stale, frozen, future-dated).
+   */
+  private cameraHealth(
+    state: RobotState,
+  ): { frames: Record<string, CameraFrame>; health: CameraHealth[]; fault?: string } | null {
+    if (this.cameraSources.length === 0) return null;
+    const now = performance.now();
+    const frames: Record<string, CameraFrame> = {};
+    const health: CameraHealth[] = [];
+    let fault: string | undefined;
+    this.cameraSources.forEach((source, k) => {
+      const frame = source.latest();
+      const h = this.monitors[k].check(frame, now, state.receivedAtMs);
+      health.push(h);
+      if (frame) frames[source.spec.name] = frame;
+      fault ??= h.detail && h.fault ? h.detail : undefined;
+    });
+    return { frames, health, fault };
+  }
+
+  /** At reset, every camera must deliver a fit frame within the reset timeout. */
+  private async framesForReset(state: RobotState): Promise<Record<string, CameraFrame> | undefined> {
+    if (this.cameraSources.length === 0) return undefined;
+    const end = performance.now() + this.resetTimeoutMs;
+    for (;;) {
+      const seen = this.cameraHealth(state)!;
+      // The state ages while we wait: pair the frames with a state that is as fresh as they are.
+      if (!seen.fault) return seen.frames;
+      if (performance.now() > end || this.closed) {
+        throw new ResrtError(
+          `${this.id}: ${seen.fault} (waited ${this.resetTimeoutMs} ms at reset)`,
+          'check the camera is connected and streaming (for ffmpeg sources: `ffplay` the same input; for MQTT: mosquitto_sub -t resrt/v1/+/camera/#), then reset again',
+        );
+      }
+      await sleep(10);
+      if (this.latest) state = this.latest;
+    }
   }
 
   async close(): Promise<void> {
@@ -422,6 +509,7 @@ export class HardwareEnv implements Env {
     }
     this.waiters = [];
     for (const s of this.subs) s.unsubscribe();
+    if (this.options.closeCameras ?? true) for (const c of this.cameraSources) await c.close();
     if (this.options.closeRobot ?? true) await this.robot.close();
   }
 }

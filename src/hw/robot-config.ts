@@ -113,6 +113,34 @@ const successSchema = z.preprocess(
   ),
 );
 
+/**
+ * A camera beside the robot: `source` is "mqtt" (JPEG frames on the robot's own MQTT camera topic),
+ * a V4L2 device (/dev/video0), any URL or file ffmpeg opens, or lavfi:<filter> (test patterns).
+ */
+const cameraSchema = z.strictObject({
+  name: z
+    .string({ error: 'must be a string' })
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'use 1-64 characters from A-Z a-z 0-9 _ . -'),
+  source: z.string({ error: 'must be "mqtt", /dev/videoN, a URL ffmpeg opens, or lavfi:<filter>' }).min(1),
+  width: z.number().int('must be an integer').min(8, 'must be >= 8').max(4096, 'must be <= 4096'),
+  height: z.number().int('must be an integer').min(8, 'must be >= 8').max(4096, 'must be <= 4096'),
+  fps: finite()
+    .refine((v) => v > 0 && v <= 240, 'must be in (0, 240]')
+    .optional(),
+});
+
+const cameraLimitsSchema = z.strictObject({
+  maxAgeMs: finite()
+    .refine((v) => v > 0, 'must be > 0')
+    .optional(),
+  maxFrozenMs: finite()
+    .refine((v) => v > 0, 'must be > 0')
+    .optional(),
+  maxFutureMs: finite()
+    .refine((v) => v >= 0, 'must be >= 0')
+    .optional(),
+});
+
 const configSchema = z
   .strictObject({
     name: z
@@ -125,6 +153,10 @@ const configSchema = z
       .int('must be an integer number of ms')
       .min(1, 'must be >= 1 ms')
       .max(60_000, 'must be <= 60000 ms'),
+    /** Cameras whose latest frames come with every observation (HardwareEnv). */
+    cameras: z.array(cameraSchema).optional(),
+    /** When a camera frame is too old, frozen or future-dated to act on. */
+    cameraLimits: cameraLimitsSchema.optional(),
     action: z.strictObject({
       dim: z.number().int('must be an integer').min(1, 'must be >= 1').max(0xffff, 'must be <= 65535'),
       names: z.array(z.string().min(1, 'names must not be empty')),
@@ -212,6 +244,7 @@ export type RobotConfig = z.output<typeof configSchema>;
 export type ResetProcedure = RobotConfig['episode']['reset'];
 export type SuccessSpec = RobotConfig['episode']['success'];
 export type ObservationEntry = RobotConfig['observation'][number];
+export type CameraConfig = NonNullable<RobotConfig['cameras']>[number];
 
 function formatPath(path: readonly PropertyKey[]): string {
   let out = '';

@@ -11,7 +11,8 @@
  * What the robot reports (RobotState): no joints; sensors = [task observation..., success (0/1),
  * episode counter, step in episode]. `virtualRobotConfig()` gives the matching robot config.
  */
-import type { Plant, RobotCapabilities, RobotState } from '../types.js';
+import type { CameraFrames, Plant, RobotCapabilities, RobotState } from '../types.js';
+import { SimCameras } from '../sim/camera/sim-cameras.js';
 import { MujocoEnv } from '../sim/env.js';
 import type { AnyTask } from '../sim/registry.js';
 import { parseRobotConfig, type RobotConfig } from './robot-config.js';
@@ -39,6 +40,8 @@ export class VirtualPlant implements Plant {
   private braked = true;
   private brakedSinceMs: number;
   private obs: Float32Array;
+  /** The task's cameras, rendered when asked (a camera streams whether or not the robot moves). */
+  readonly cameras: SimCameras;
   private episodeIndex = 0;
   private stepIndex = 0;
   private lastSuccess = 0;
@@ -75,10 +78,21 @@ export class VirtualPlant implements Plant {
     };
     this.action = new Float32Array(a);
     this.obs = env.reset({ seed: this.seed }).obs;
+    const { mj, model, data } = env.sim;
+    this.cameras = new SimCameras(mj, model, data, env.id, env.task.cameras, {
+      noiseStd: 2,
+      noiseSeed: this.seed,
+    });
+  }
+
+  /** What the task's cameras see now, with sensor noise (undefined for tasks without cameras). */
+  captureFrames(): CameraFrames | undefined {
+    return this.cameras.capture();
   }
 
   static async create(task: AnyTask, options: VirtualPlantOptions = {}): Promise<VirtualPlant> {
-    return new VirtualPlant(await MujocoEnv.create(task), options);
+    // Physics renders nothing; the cameras render at their own rate (captureFrames).
+    return new VirtualPlant(await MujocoEnv.create(task, { cameras: { names: 'none' } }), options);
   }
 
   get episode(): number {
@@ -127,6 +141,7 @@ export class VirtualPlant implements Plant {
   }
 
   close(): void {
+    this.cameras.close();
     this.env.close();
   }
 
@@ -179,6 +194,17 @@ export function virtualRobotConfig(plant: VirtualPlant, transport: string): Robo
         safe: caps.safeAction,
       },
       observation: [{ field: 'sensors', indices: Array.from({ length: obsDim }, (_, i) => i) }],
+      // Over MQTT the virtual robot publishes its task's cameras (virtual-robot.ts).
+      ...(plant.cameras.specs.length && /^mqtts?:/.test(transport)
+        ? {
+            cameras: plant.cameras.specs.map((c) => ({
+              name: c.name,
+              source: 'mqtt',
+              width: c.width,
+              height: c.height,
+            })),
+          }
+        : {}),
       episode: {
         maxSteps: plant.env.maxEpisodeSteps,
         reset: { mode: 'manual', prompt: 'the virtual robot resets its scene after each episode' },

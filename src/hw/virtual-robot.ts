@@ -3,6 +3,8 @@
  * pair) or MQTT, with the robot config a client needs to drive it like real hardware.
  */
 import type { AnyTask } from '../sim/registry.js';
+import type { CameraFrame, CameraFrames } from '../types.js';
+import { type CameraPublisher, publishMqttCamera } from './camera/mqtt-camera.js';
 import { serveMqttDevice } from './mqtt/mqtt-device.js';
 import type { RobotConfig } from './robot-config.js';
 import { startVirtualSerialLink } from './serial/virtual-link.js';
@@ -43,11 +45,30 @@ export async function startVirtualRobot(task: AnyTask, options: VirtualRobotOpti
   const robotId = options.transport.robotId ?? `virtual-${task.name}`;
   const robotUrl = `${options.transport.brokerUrl.replace(/\/$/, '')}/${robotId}`;
   const device = await serveMqttDevice(robotUrl, plant, { watchdogMs: 250, stateOnCommand: true });
+  // The task's cameras go out as a real camera node would send them: JPEG frames on their topics.
+  const cameras: CameraPublisher[] = [];
+  const specs = plant.cameras.specs;
+  // One render per period serves every camera of the plant.
+  let shot: { atMs: number; frames: CameraFrames | undefined } = { atMs: -Infinity, frames: undefined };
+  const grab = (name: string): CameraFrame | undefined => {
+    if (performance.now() - shot.atMs > 1000 / plant.capabilities.rateHz / 2) {
+      shot = { atMs: performance.now(), frames: plant.captureFrames() };
+    }
+    return shot.frames?.[name];
+  };
+  for (const spec of specs) {
+    cameras.push(
+      await publishMqttCamera(robotUrl, spec.name, () => grab(spec.name), {
+        rateHz: plant.capabilities.rateHz,
+      }),
+    );
+  }
   return {
     plant,
     robotUrl,
     config: virtualRobotConfig(plant, robotUrl),
     async close() {
+      for (const c of cameras) await c.close();
       await device.close();
       plant.close();
     },

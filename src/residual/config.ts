@@ -134,12 +134,12 @@ const cpuProfile: ResidualConfig = {
 
 export const profiles: Record<ProfileName, ResidualConfig> = { gpu: gpuProfile, cpu: cpuProfile };
 
-/** The profile a backend gets: GPU-backed TensorFlow gets `gpu`, everything on a CPU gets `cpu`. */
-export function profileFor(backend: { backend: string; gpu?: boolean }): { name: ProfileName; why: string } {
-  if (backend.gpu) return { name: 'gpu', why: `backend ${backend.backend} runs on a GPU` };
+/** The profile a learner device gets: a GPU gets `gpu`, the CPU gets `cpu`. */
+export function profileFor(engine: { device: string; gpu: boolean }): { name: ProfileName; why: string } {
+  if (engine.gpu) return { name: 'gpu', why: `the learner runs on ${engine.device}, a GPU` };
   return {
     name: 'cpu',
-    why: `backend ${backend.backend} runs on the CPU, where the gpu profile (10 heads, UTD 4) costs ~10× more per env step`,
+    why: `the learner runs on the CPU, where the gpu profile (10 heads, UTD 4) costs ~10× more per env step`,
   };
 }
 

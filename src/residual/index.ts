@@ -31,7 +31,7 @@ export {
 export { ResidualLearner, DivergenceError, type UpdateStats, type LearnerDims } from './td3.js';
 export { readCheckpoint, writeCheckpoint, hasCheckpoint } from './checkpoint.js';
 export { writeCurves, successSvg, curvesCsv, type CurvePoint, type CurveSeries } from './curves.js';
-export { initTf, installFastMatMulGrad, type TfHandle, type BackendPreference } from '../util/tf-backend.js';
+export { initEngine, type Engine, type DevicePreference } from '../nn/index.js';
 export {
   trainResidualPpo,
   defaultPpoConfig,

@@ -1,13 +1,13 @@
 /**
  * The learner side of the actor/learner split. `LearnerHost` owns the networks and both replays and
  * runs updates up to the number the actor allows (UTD × env steps); it publishes the actor's
- * weights as an MlpPolicySpec so the acting thread needs no TensorFlow. The same host runs either
- * in-process (deterministic, one core) or in a worker_threads Worker (second core) — this file is
- * also that worker's entry point.
+ * weights as an MlpPolicySpec so the acting thread runs no training engine. The same host runs
+ * either in-process (deterministic) or in a worker_threads Worker beside the acting thread — this
+ * file is also that worker's entry point.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { MlpPolicySpec } from '../types.js';
-import { initTf, type BackendPreference } from '../util/tf-backend.js';
+import { initEngine, type DevicePreference } from '../nn/index.js';
 import { ResrtError } from '../util/errors.js';
 import type { ResidualConfig } from './config.js';
 import { ReplayBuffer, type StepBatch } from './replay.js';
@@ -24,7 +24,9 @@ export interface HostInit {
   outDir: string;
   /** Continue from outDir's checkpoint. */
   resume: boolean;
-  backend: BackendPreference;
+  device: DevicePreference;
+  /** onnxruntime intra-op threads (default: src/nn's `defaultThreads()`). */
+  threads?: number;
   /** Publish the actor every this many updates. */
   publishEvery: number;
   /** Written into the checkpoint manifest and checked on resume. */
@@ -81,14 +83,14 @@ export class LearnerHost {
 
   async start(init: HostInit): Promise<HostReady> {
     this.init = init;
-    const { tf, backend, description } = await initTf(init.backend);
+    const engine = await initEngine({ device: init.device, threads: init.threads });
     let demos: ReplayBuffer | null = null;
     if (init.demos && init.demos.count > 0) {
       demos = new ReplayBuffer(init.demos.count, init.dims.obsDim, init.dims.actionDim);
       demos.addBatch(init.demos);
       // Demo episodes are complete; the last step of each carries its own flag.
     }
-    this.learner = new ResidualLearner(tf, init.cfg, init.dims, init.seed, demos);
+    this.learner = await ResidualLearner.create(engine, init.cfg, init.dims, init.seed, demos);
     let resumedTrainer: unknown = null;
     if (init.resume) {
       const ck = readCheckpoint(init.outDir);
@@ -111,7 +113,12 @@ export class LearnerHost {
     this.allowed = this.learner.updates;
     if (this.lastPublished) this.emit({ type: 'policy', policy: this.lastPublished });
     else this.publish();
-    return { backend, description, resumedTrainer, updates: this.learner.updates };
+    return {
+      backend: engine.device,
+      description: engine.description,
+      resumedTrainer,
+      updates: this.learner.updates,
+    };
   }
 
   get updates(): number {
@@ -133,14 +140,14 @@ export class LearnerHost {
   }
 
   /** Runs up to `max` of the allowed updates; returns how many ran. */
-  runSome(max: number): number {
+  async runSome(max: number): Promise<number> {
     let n = 0;
     while (n < max && this.learner.updates < this.allowed) {
       if (this.learner.updates === 0 && this.init.cfg.normalizeObs && !this.learner.obsMean) {
         const { mean, std } = this.learner.computeObsNormalization();
         this.learner.setObsNormalization(mean, std);
       }
-      this.last = this.learner.update();
+      this.last = await this.learner.update();
       n++;
       if (this.learner.updates - this.lastPublishedAt >= this.init.publishEvery) this.publish();
     }
@@ -169,7 +176,7 @@ export class LearnerHost {
   policySpec(): MlpPolicySpec {
     const l = this.learner;
     return residualPolicySpec({
-      layers: l.actor.toDenseSpecs(),
+      layers: l.actorLayers(),
       obsDim: l.dims.obsDim,
       actionDim: l.dims.actionDim,
       actionScale: l.cfg.actionScale,
@@ -204,8 +211,8 @@ export class LearnerHost {
     });
   }
 
-  dispose(): void {
-    this.learner?.dispose();
+  async dispose(): Promise<void> {
+    await this.learner?.dispose();
   }
 }
 
@@ -273,56 +280,56 @@ if (!isMainThread && parentPort && (workerData as WorkerMarker | undefined)?.res
   let stopping = false;
   let scheduled = false;
   const fail = (err: unknown): void => {
+    if (stopping) return;
     stopping = true;
     port.postMessage(errorMessage(err));
   };
+  // Messages and update slices run one after another: an update is one awaited onnxruntime call,
+  // and a checkpoint or a push must never land in the middle of one (the checkpoint would hold the
+  // RNG after the batch was drawn but the weights before the step).
+  let chain: Promise<void> = Promise.resolve();
+  const enqueue = (job: () => Promise<void> | void): void => {
+    chain = chain.then(job).catch(fail);
+  };
   // Updates run in small slices so pushes and allowances are received between them.
-  const pump = (): void => {
-    scheduled = false;
-    if (stopping) return;
-    try {
-      host.runSome(4);
-    } catch (err) {
-      fail(err);
-      return;
-    }
-    if (host.pending) schedule();
-  };
   const schedule = (): void => {
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(pump);
+    if (scheduled || stopping) return;
+    scheduled = true;
+    setImmediate(() =>
+      enqueue(async () => {
+        scheduled = false;
+        if (stopping) return;
+        await host.runSome(4);
+        if (host.pending) schedule();
+      }),
+    );
+  };
+  const handle = async (msg: ToHost): Promise<void> => {
+    if (stopping && msg.type !== 'stop') return;
+    switch (msg.type) {
+      case 'init': {
+        const ready = await host.start(msg.init);
+        port.postMessage({ type: 'ready', ready } satisfies FromHost);
+        break;
+      }
+      case 'push':
+        host.push(msg.batch);
+        break;
+      case 'allow':
+        host.allow(msg.updates);
+        schedule();
+        break;
+      case 'checkpoint': {
+        const r = host.checkpoint(msg.trainer);
+        port.postMessage({ type: 'checkpointed', id: msg.id, ...r } satisfies FromHost);
+        break;
+      }
+      case 'stop':
+        stopping = true;
+        await host.dispose();
+        port.postMessage({ type: 'stopped' } satisfies FromHost);
+        break;
     }
   };
-  port.on('message', (msg: ToHost) => {
-    if (stopping && msg.type !== 'stop') return;
-    try {
-      switch (msg.type) {
-        case 'init':
-          host
-            .start(msg.init)
-            .then((ready) => port.postMessage({ type: 'ready', ready } satisfies FromHost), fail);
-          break;
-        case 'push':
-          host.push(msg.batch);
-          break;
-        case 'allow':
-          host.allow(msg.updates);
-          schedule();
-          break;
-        case 'checkpoint': {
-          const r = host.checkpoint(msg.trainer);
-          port.postMessage({ type: 'checkpointed', id: msg.id, ...r } satisfies FromHost);
-          break;
-        }
-        case 'stop':
-          stopping = true;
-          host.dispose();
-          port.postMessage({ type: 'stopped' } satisfies FromHost);
-          break;
-      }
-    } catch (err) {
-      fail(err);
-    }
-  });
+  port.on('message', (msg: ToHost) => enqueue(() => handle(msg)));
 }

@@ -6,13 +6,29 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type * as tfjs from '@tensorflow/tfjs';
 import type { Env, Policy } from '../types.js';
 import { evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
 import { Rng } from '../util/rng.js';
 import { ResrtError } from '../util/errors.js';
-import { initTf, type BackendPreference } from '../util/tf-backend.js';
-import { ActorNet, Adam, CriticEnsemble, type ParamSet } from './networks.js';
+import {
+  AdamClock,
+  adamDefaults,
+  adamStep,
+  CompiledGraph,
+  DoubleBuffer,
+  grad,
+  Graph,
+  initEngine,
+  mlpApply,
+  mlpParamSpecs,
+  op,
+  ParamLayout,
+  type DevicePreference,
+  type Engine,
+  type MlpSpec,
+  type Value,
+} from '../nn/index.js';
+import { denseSpecs, initParams, network, type Network } from './networks.js';
 import { ResidualActor, checkDims } from './trainer.js';
 import { residualPolicySpec, exportResidualOnnx } from './export.js';
 import { writeCurves, type CurvePoint } from './curves.js';
@@ -75,7 +91,8 @@ export interface PpoOptions {
   config?: Partial<PpoConfig>;
   evalEvery?: number;
   evalEpisodes?: number;
-  backend?: BackendPreference;
+  /** Where PPO computes: 'auto' (CUDA when installed and working, else CPU), 'cpu', 'cuda'. */
+  device?: DevicePreference;
   onProgress?: (p: TrainProgress) => void;
   log?: (line: string) => void;
   taskName?: string;
@@ -94,7 +111,129 @@ export interface PpoResult {
 }
 
 const LOG_2PI = Math.log(2 * Math.PI);
-let runs = 0;
+
+/**
+ * PPO's trained tensors as one flat vector: the residual mean network `actor/…` (tanh × scale,
+ * last layer zero), the value network `value/…`, and `logStd` [A]. One Adam with global-norm
+ * clipping moves all of them, as one optimizer over all variables did before.
+ */
+class PpoModel {
+  readonly layout: ParamLayout;
+  readonly actor: Network;
+  readonly value: Network;
+  private readonly forwards = new Map<number, Promise<CompiledGraph>>();
+  private train: Promise<CompiledGraph> | null = null;
+
+  constructor(
+    readonly engine: Engine,
+    readonly cfg: PpoConfig,
+    readonly inDim: number,
+    readonly actionDim: number,
+  ) {
+    const actorSpec: MlpSpec = { inDim, hidden: cfg.hidden, outDim: actionDim, layerNorm: cfg.layerNorm };
+    const valueSpec: MlpSpec = { inDim, hidden: cfg.hidden, outDim: 1, layerNorm: cfg.layerNorm };
+    this.layout = new ParamLayout([
+      ...mlpParamSpecs(actorSpec, 'actor/'),
+      ...mlpParamSpecs(valueSpec, 'value/'),
+      { name: 'logStd', shape: [actionDim] },
+    ]);
+    this.actor = network('actor', actorSpec, this.layout, 'actor/');
+    this.value = network('value', valueSpec, this.layout, 'value/');
+  }
+
+  init(rng: Rng): Float32Array {
+    const flat = new Float32Array(this.layout.size);
+    initParams(this.actor, rng.nextUint32(), true, flat);
+    initParams(this.value, rng.nextUint32(), false, flat);
+    this.layout.view(flat, 'logStd').fill(Math.log(this.cfg.initStd));
+    return flat;
+  }
+
+  /** Mean residual [rows, A] and value [rows] of inputs x [rows, I]. */
+  private heads(p: ReadonlyMap<string, Value>, x: Value): { mean: Value; value: Value } {
+    const mean = op.mul(op.tanh(mlpApply(p, x, this.actor.spec, 'actor/')), this.cfg.actionScale);
+    const value = op.reshape(mlpApply(p, x, this.value.spec, 'value/'), [x.shape[0]]);
+    return { mean, value };
+  }
+
+  /** Mean residual and value for `rows` rows (a graph per row count, compiled on first use). */
+  async forward(
+    params: Float32Array,
+    x: Float32Array,
+    rows: number,
+  ): Promise<{ mean: Float32Array; v: Float32Array }> {
+    let c = this.forwards.get(rows);
+    if (!c) {
+      const g = new Graph(`ppo_forward_${rows}`);
+      const h = this.heads(
+        this.layout.unpack(g.input('params', [this.layout.size])),
+        g.input('x', [rows, this.inDim]),
+      );
+      g.output('mean', h.mean);
+      g.output('value', h.value);
+      c = CompiledGraph.create(g, this.engine);
+      this.forwards.set(rows, c);
+    }
+    const out = await (await c).run({ params, x });
+    return { mean: out.mean, v: out.value };
+  }
+
+  /**
+   * One minibatch step: the clipped surrogate, the value loss and the entropy bonus, their
+   * gradients, one Adam step. Inputs: params, Adam moments and scalars, the minibatch.
+   */
+  buildTrain(mb: number): Graph {
+    const { cfg, actionDim: A } = this;
+    const g = new Graph('ppo_minibatch');
+    const params = g.input('params', [this.layout.size]);
+    const p = this.layout.unpack(params);
+    const x = g.input('x', [mb, this.inDim]);
+    const residual = g.input('residual', [mb, A]);
+    const oldLogp = g.input('logp', [mb]);
+    const adv = g.input('adv', [mb]);
+    const ret = g.input('ret', [mb]);
+    const logStd = p.get('logStd') as Value;
+    const { mean, value } = this.heads(p, x);
+    const z = op.div(op.sub(residual, mean), op.exp(logStd));
+    const logp = op.sub(op.mul(op.sum(op.square(z), [1]), -0.5), op.add(op.sum(logStd), 0.5 * A * LOG_2PI));
+    const ratio = op.exp(op.sub(logp, oldLogp));
+    const surrogate = op.minimum(op.mul(ratio, adv), op.mul(op.clip(ratio, 1 - cfg.clip, 1 + cfg.clip), adv));
+    const vLoss = op.mean(op.square(op.sub(value, ret)));
+    const entropy = op.add(op.sum(logStd), 0.5 * A * (1 + LOG_2PI));
+    const loss = op.sub(
+      op.add(op.neg(op.mean(surrogate)), op.mul(vLoss, cfg.valueCoef)),
+      op.mul(entropy, cfg.entropyCoef),
+    );
+    const names = this.layout.entries.map((e) => e.name);
+    const grads = grad(
+      loss,
+      names.map((n) => p.get(n) as Value),
+    );
+    const step = adamStep(
+      params,
+      this.layout.pack(new Map(names.map((n, i) => [n, grads[i]]))),
+      g.input('m', [this.layout.size]),
+      g.input('v', [this.layout.size]),
+      { beta1: adamDefaults.beta1, beta2: adamDefaults.beta2, clipNorm: cfg.gradClip },
+      { stepSize: g.input('stepSize', []), epsHat: g.input('epsHat', []) },
+    );
+    g.output('next:params', step.params);
+    g.output('next:m', step.m);
+    g.output('next:v', step.v);
+    g.output('loss', op.reshape(loss, [1]));
+    return g;
+  }
+
+  trainGraph(mb: number): Promise<CompiledGraph> {
+    this.train ??= CompiledGraph.create(this.buildTrain(mb), this.engine);
+    return this.train;
+  }
+
+  async release(): Promise<void> {
+    const all = [...this.forwards.values(), ...(this.train ? [this.train] : [])];
+    await Promise.all(all.map(async (c) => (await c).release()));
+  }
+}
 
 export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> {
   const t0 = performance.now();
@@ -109,10 +248,10 @@ export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> 
       `PPO numEnvs ${cfg.numEnvs} / rolloutSteps ${cfg.rolloutSteps}`,
       'use positive integers',
     );
-  const { tf, description } = await initTf(options.backend ?? 'auto');
-  // Which backend and profile run is always worth a line; pass log: () => {} to silence it.
+  const engine = await initEngine({ device: options.device ?? 'auto' });
+  // Which engine runs is always worth a line; pass log: () => {} to silence it.
   const log = options.log ?? ((line: string): void => void process.stderr.write(`${line}\n`));
-  log(`backend: ${description}`);
+  log(`engine: ${engine.description}`);
   const seed = options.seed ?? 0;
   const evalEpisodes = options.evalEpisodes ?? 100;
   const evalEvery = options.evalEvery ?? 0;
@@ -134,31 +273,10 @@ export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> 
   const taskName = options.taskName ?? envs[0].id;
 
   const init = new Rng(seed);
-  const actor = new ActorNet(
-    tf,
-    I,
-    cfg.hidden,
-    A,
-    cfg.actionScale,
-    cfg.layerNorm,
-    init.nextUint32(),
-    `ppoActor#${runs}`,
-  );
-  const value = new CriticEnsemble(
-    tf,
-    I,
-    cfg.hidden,
-    1,
-    cfg.layerNorm,
-    init.nextUint32(),
-    `ppoValue#${runs}`,
-  );
-  const logStd = tf.variable(tf.fill([A], Math.log(cfg.initStd)), true, `ppoLogStd#${runs++}`);
-  const params: ParamSet = {
-    names: [...actor.params().names, ...value.params().names, 'logStd'],
-    vars: [...actor.params().vars, ...value.params().vars, logStd],
-  };
-  const opt = new Adam(tf, params, cfg.lr, cfg.gradClip);
+  const model = new PpoModel(engine, cfg, I, A);
+  const params = new DoubleBuffer(model.layout.size, model.init(init));
+  const moments = { m: new DoubleBuffer(model.layout.size), v: new DoubleBuffer(model.layout.size) };
+  const clock = new AdamClock({ ...adamDefaults, lr: cfg.lr, clipNorm: cfg.gradClip });
   const rng = init.fork();
   let obsMean: Float32Array | null = null;
   let obsStd: Float32Array | null = null;
@@ -169,7 +287,7 @@ export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> 
   };
   const spec = () =>
     residualPolicySpec({
-      layers: actor.toDenseSpecs(),
+      layers: denseSpecs(model.actor, params.front),
       obsDim: O,
       actionDim: A,
       actionScale: cfg.actionScale,
@@ -230,14 +348,8 @@ export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> 
     });
 
   /** Mean residual and value for rows of inputs [n, I]. */
-  const forward = (x: Float32Array, n: number): { mean: Float32Array; v: Float32Array } =>
-    tf.tidy(() => {
-      const xt = tf.tensor2d(x, [n, I]);
-      return {
-        mean: actor.apply(xt).dataSync() as Float32Array,
-        v: value.apply(xt).dataSync() as Float32Array,
-      };
-    });
+  const forward = (x: Float32Array, n: number): Promise<{ mean: Float32Array; v: Float32Array }> =>
+    model.forward(params.front, x, n);
 
   const baseEval = await runEval();
   const obs: Float32Array[] = [];
@@ -262,12 +374,12 @@ export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> 
   const VFINAL = new Float32Array(T * N);
 
   while (envSteps < options.steps) {
-    const std = Array.from(logStd.dataSync(), (l) => Math.exp(l));
+    const std = Array.from(model.layout.view(params.front, 'logStd'), (l) => Math.exp(l));
     const logStdSum = std.reduce((s, v) => s + Math.log(v), 0);
     for (let t = 0; t < T; t++) {
       const x = new Float32Array(N * I);
       for (let i = 0; i < N; i++) inputRow(obs[i], baseAct[i], x, i * I);
-      const { mean, v } = forward(x, N);
+      const { mean, v } = await forward(x, N);
       for (let i = 0; i < N; i++) {
         const k = t * N + i;
         X.set(x.subarray(i * I, (i + 1) * I), k * I);
@@ -292,7 +404,7 @@ export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> 
           if (TRUNC[k]) {
             const xf = new Float32Array(I);
             inputRow(step.obs, Float32Array.from(await bases[i].act(step.obs)), xf, 0);
-            VFINAL[k] = forward(xf, 1).v[0];
+            VFINAL[k] = (await forward(xf, 1)).v[0];
           }
           episodes++;
           recent.push(success[i]);
@@ -323,7 +435,7 @@ export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> 
     // GAE, cut at episode ends; truncated steps bootstrap from the value of their final state.
     const xLast = new Float32Array(N * I);
     for (let i = 0; i < N; i++) inputRow(obs[i], baseAct[i], xLast, i * I);
-    const vLast = forward(xLast, N).v;
+    const vLast = (await forward(xLast, N)).v;
     const ADV = new Float32Array(T * N);
     const RET = new Float32Array(T * N);
     for (let i = 0; i < N; i++) {
@@ -376,39 +488,35 @@ export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> 
           gadv[r] = ADV[k];
           gret[r] = RET[k];
         });
-        tf.tidy(() => {
-          const xt = tf.tensor2d(gx, [mb, I]);
-          const rt = tf.tensor2d(gr, [mb, A]);
-          const { value: loss, grads } = tf.variableGrads(() => {
-            const mean = actor.apply(xt);
-            const z = tf.div(tf.sub(rt, mean), tf.exp(logStd));
-            const logp = tf.sub(
-              tf.mul(-0.5, tf.sum(tf.square(z), 1)),
-              tf.add(tf.sum(logStd), 0.5 * A * LOG_2PI),
-            );
-            const ratio = tf.exp(tf.sub(logp, tf.tensor1d(glp)));
-            const adv = tf.tensor1d(gadv);
-            const surrogate = tf.minimum(
-              tf.mul(ratio, adv),
-              tf.mul(tf.clipByValue(ratio, 1 - cfg.clip, 1 + cfg.clip), adv),
-            );
-            const v = tf.reshape(value.apply(xt), [mb]);
-            const vLoss = tf.mean(tf.square(tf.sub(v, tf.tensor1d(gret))));
-            const entropy = tf.add(tf.sum(logStd), 0.5 * A * (1 + LOG_2PI));
-            return tf.sub(
-              tf.add(tf.neg(tf.mean(surrogate)), tf.mul(cfg.valueCoef, vLoss)),
-              tf.mul(cfg.entropyCoef, entropy),
-            ) as tfjs.Scalar;
-          }, params.vars);
-          lastLoss = loss.dataSync()[0];
-          if (!Number.isFinite(lastLoss)) {
-            throw new ResrtError(
-              `PPO diverged at update ${updates} (loss ${lastLoss})`,
-              'lower lr or check rewards for NaN',
-            );
-          }
-          opt.apply(params.vars.map((p) => grads[p.name]));
-        });
+        const scalars = clock.nextScalars();
+        const out = await (
+          await model.trainGraph(mb)
+        ).run(
+          {
+            params: params.front,
+            m: moments.m.front,
+            v: moments.v.front,
+            stepSize: scalars.stepSize,
+            epsHat: scalars.epsHat,
+            x: gx,
+            residual: gr,
+            logp: glp,
+            adv: gadv,
+            ret: gret,
+          },
+          { 'next:params': params.back, 'next:m': moments.m.back, 'next:v': moments.v.back },
+        );
+        lastLoss = out.loss[0];
+        if (!Number.isFinite(lastLoss)) {
+          throw new ResrtError(
+            `PPO diverged at update ${updates} (loss ${lastLoss})`,
+            'lower lr or check rewards for NaN',
+          );
+        }
+        params.swap();
+        moments.m.swap();
+        moments.v.swap();
+        clock.commit();
         updates++;
       }
     }
@@ -420,13 +528,12 @@ export async function trainResidualPpo(options: PpoOptions): Promise<PpoResult> 
   const onnxPath = join(options.outDir, 'residual-ppo.onnx');
   exportResidualOnnx(currentSpec, onnxPath);
   progress('done');
-  opt.dispose();
-  tf.dispose([...params.vars]);
+  await model.release();
   for (const e of envs) await e.close();
   await evalEnv.close();
   return {
     config: cfg,
-    backend: description,
+    backend: engine.description,
     envSteps,
     updates,
     curve,

@@ -1,23 +1,37 @@
 /**
- * The residual TD3 update (ResFiT): a deterministic residual actor on top of a frozen base, a
+ * The residual TD3 learner (ResFiT): a deterministic residual actor on top of a frozen base, a
  * critic ensemble with REDQ targets, n-step returns, symmetric online/demo sampling. One call to
- * `update()` is one critic step (and, every `policyDelay` steps after the critic warm-up, one
- * actor step). Read top to bottom:
- *
- *   y      = R_n + γ^n · min_{i∈M} Q̄_i(s', clip(a_base' + clip(π̄(s', a_base') + ε, ±scale), ±1))
- *   L_Q    = Σ_i mean_B (Q_i(s, a) − y)²                  (M: targetSubset heads drawn per update)
- *   L_π    = −mean_B mean_i Q_i(s, clip(a_base + π(s, a_base), ±1))
- *
- * Q_i(s, a) reads [s | a], or by default [s | a_base | (a − a_base)/actionScale] (criticInput).
+ * `update()` is one critic step (and, every `policyDelay` steps after the critic warm-up, one actor
+ * step), run as ONE onnxruntime session call of the graphs in td3-graph.ts (which reads top to
+ * bottom as the algorithm). This class owns the state those graphs read and return: parameters,
+ * targets and Adam moments as flat double-buffered vectors, Adam step counts, the RNG, the replay.
  */
-import type * as tfjs from '@tensorflow/tfjs';
-import type { Tf } from '../util/tf-backend.js';
+import {
+  AdamClock,
+  adamDefaults,
+  CompiledGraph,
+  DoubleBuffer,
+  type Engine,
+  type Graph,
+} from '../nn/index.js';
+import type { DenseLayerSpec } from '../types.js';
 import { Rng } from '../util/rng.js';
 import { ResrtError } from '../util/errors.js';
-import { criticInputDim, criticSplitsResidual, type ResidualConfig } from './config.js';
-import { ActorNet, Adam, CriticEnsemble, polyak, type ParamSet } from './networks.js';
+import { criticInputDim, type ResidualConfig } from './config.js';
+import { denseSpecs, initParams, network } from './networks.js';
 import { DualReplay, ReplayBuffer, emptySample, type SampleBatch } from './replay.js';
 import { getRngState, setRngState, type RngState } from './rng-state.js';
+import {
+  buildActGraph,
+  buildTargetGraph,
+  buildUpdateGraph,
+  next,
+  STATE_KEYS,
+  STATS,
+  type StateKey,
+  type Td3Dims,
+  type Td3Nets,
+} from './td3-graph.js';
 
 export interface LearnerDims {
   obsDim: number;
@@ -58,15 +72,8 @@ export interface LearnerState {
   obsStd: number[] | null;
 }
 
-let instances = 0;
-
 export class ResidualLearner {
-  readonly actor: ActorNet;
-  readonly actorTarget: ActorNet;
-  readonly critic: CriticEnsemble;
-  readonly criticTarget: CriticEnsemble;
-  readonly actorOpt: Adam;
-  readonly criticOpt: Adam;
+  readonly nets: Td3Nets;
   readonly rng: Rng;
   readonly replay: DualReplay;
   /** Critic updates done. */
@@ -81,68 +88,110 @@ export class ResidualLearner {
   obsStd: Float32Array | null = null;
   /** Width of the base-action input (0 when learning from scratch). */
   readonly baseDim: number;
+  private readonly shape: Td3Dims;
+  private readonly state: Record<StateKey, DoubleBuffer>;
+  private readonly actorClock: AdamClock;
+  private readonly criticClock: AdamClock;
   private readonly sample: SampleBatch;
-  private readonly actorVars: ParamSet;
-  private readonly criticVars: ParamSet;
+  private readonly obsN: Float32Array;
+  private readonly nextObsN: Float32Array;
+  private readonly noise: Float32Array;
+  private readonly zeros: Float32Array;
+  private readonly headIdx: BigInt64Array;
+  private readonly stats = new Float32Array(STATS.length);
+  private readonly actGraphs = new Map<number, Promise<CompiledGraph>>();
+  private readonly targetGraphs = new Map<number, Promise<CompiledGraph>>();
+  /** An update is between drawing its batch and keeping its result (state reads would be torn). */
+  private busy = false;
 
-  constructor(
-    private readonly tf: Tf,
+  private constructor(
+    readonly engine: Engine,
     readonly cfg: ResidualConfig,
     readonly dims: LearnerDims,
     seed: number,
-    demos: ReplayBuffer | null = null,
+    demos: ReplayBuffer | null,
+    private readonly criticStep: CompiledGraph,
+    private readonly fullStep: CompiledGraph,
   ) {
     const { obsDim: O, actionDim: A } = dims;
     this.baseDim = cfg.useBase ? A : 0;
-    // Variable names are global in tfjs; a per-instance tag lets several learners coexist.
-    const tag = `#${instances++}`;
+    this.shape = { obsDim: O, actionDim: A, baseDim: this.baseDim };
+    this.nets = ResidualLearner.networks(cfg, this.shape);
     const init = new Rng(seed);
     const actorSeed = init.nextUint32();
     const criticSeed = init.nextUint32();
     this.rng = init.fork();
     // Online and target networks share their seed, so the targets start equal to the online nets.
-    const actorNet = (name: string): ActorNet =>
-      new ActorNet(
-        tf,
-        O + this.baseDim,
-        cfg.actorHidden,
-        A,
-        cfg.actionScale,
-        cfg.layerNorm,
-        actorSeed,
-        `${name}${tag}`,
-      );
-    const criticNet = (name: string): CriticEnsemble =>
-      new CriticEnsemble(
-        tf,
-        criticInputDim(cfg, O, A),
-        cfg.criticHidden,
-        cfg.numCritics,
-        cfg.layerNorm,
-        criticSeed,
-        `${name}${tag}`,
-      );
-    this.actor = actorNet('actor');
-    this.actorTarget = actorNet('actorTarget');
-    this.critic = criticNet('critic');
-    this.criticTarget = criticNet('criticTarget');
-    this.actorVars = this.actor.params();
-    this.criticVars = this.critic.params();
-    this.actorOpt = new Adam(tf, this.actorVars, cfg.actorLr, cfg.gradClip);
-    this.criticOpt = new Adam(tf, this.criticVars, cfg.criticLr, cfg.gradClip);
+    const actor = initParams(this.nets.actor, actorSeed, true);
+    const critic = initParams(this.nets.critic, criticSeed, false);
+    const buffer = (init: Float32Array | number): DoubleBuffer =>
+      typeof init === 'number' ? new DoubleBuffer(init) : new DoubleBuffer(init.length, init);
+    this.state = {
+      actor: buffer(actor),
+      actorTarget: buffer(actor),
+      critic: buffer(critic),
+      criticTarget: buffer(critic),
+      'actorAdam/m': buffer(actor.length),
+      'actorAdam/v': buffer(actor.length),
+      'criticAdam/m': buffer(critic.length),
+      'criticAdam/v': buffer(critic.length),
+    };
+    this.actorClock = new AdamClock({ ...adamDefaults, lr: cfg.actorLr, clipNorm: cfg.gradClip });
+    this.criticClock = new AdamClock({ ...adamDefaults, lr: cfg.criticLr, clipNorm: cfg.gradClip });
     this.replay = new DualReplay(new ReplayBuffer(cfg.bufferSize, O, A), demos, cfg.demoFraction);
-    this.sample = emptySample(cfg.batchSize, O, A);
+    const B = cfg.batchSize;
+    this.sample = emptySample(B, O, A);
+    this.obsN = new Float32Array(B * O);
+    this.nextObsN = new Float32Array(B * O);
+    this.noise = new Float32Array(B * A);
+    this.zeros = new Float32Array(B * A);
+    this.headIdx = new BigInt64Array(cfg.targetSubset);
   }
 
-  /**
-   * The critics' input for observations [B, O] and composed actions [B, A]: [s | a], or with
-   * criticInput 'residual', [s | a_base | (a − a_base)/actionScale]. Call inside tf.tidy.
-   */
-  private criticIn(obsN: tfjs.Tensor, base: tfjs.Tensor, action: tfjs.Tensor): tfjs.Tensor2D {
-    const tf = this.tf;
-    if (!criticSplitsResidual(this.cfg)) return tf.concat([obsN, action], 1) as tfjs.Tensor2D;
-    const residual = tf.mul(tf.sub(action, base), 1 / this.cfg.actionScale);
-    return tf.concat([obsN, base, residual], 1) as tfjs.Tensor2D;
+  private static networks(cfg: ResidualConfig, dims: Td3Dims): Td3Nets {
+    const { obsDim: O, actionDim: A, baseDim: D } = dims;
+    return {
+      actor: network('actor', { inDim: O + D, hidden: cfg.actorHidden, outDim: A, layerNorm: cfg.layerNorm }),
+      critic: network('critic', {
+        inDim: criticInputDim(cfg, O, A),
+        hidden: cfg.criticHidden,
+        outDim: 1,
+        layerNorm: cfg.layerNorm,
+        heads: cfg.numCritics,
+      }),
+    };
+  }
+
+  /** Builds the update graphs and their onnxruntime sessions on `engine`. */
+  static async create(
+    engine: Engine,
+    cfg: ResidualConfig,
+    dims: LearnerDims,
+    seed: number,
+    demos: ReplayBuffer | null = null,
+  ): Promise<ResidualLearner> {
+    const d: Td3Dims = { ...dims, baseDim: cfg.useBase ? dims.actionDim : 0 };
+    const nets = ResidualLearner.networks(cfg, d);
+    const [criticStep, fullStep] = await Promise.all([
+      CompiledGraph.create(buildUpdateGraph(nets, cfg, d, false), engine),
+      CompiledGraph.create(buildUpdateGraph(nets, cfg, d, true), engine),
+    ]);
+    return new ResidualLearner(engine, cfg, dims, seed, demos, criticStep, fullStep);
+  }
+
+  /** The current values of one state vector (a view; do not keep it across updates). */
+  params(key: StateKey): Float32Array {
+    return this.state[key].front;
+  }
+
+  /** The actor's layers as data (copies), for MlpPolicySpec / export. */
+  actorLayers(target = false): DenseLayerSpec[] {
+    return denseSpecs(this.nets.actor, this.params(target ? 'actorTarget' : 'actor'));
+  }
+
+  /** Head `head` of the critic (or its target) as dense layers (copies). */
+  criticHeadLayers(head: number, target = false): DenseLayerSpec[] {
+    return denseSpecs(this.nets.critic, this.params(target ? 'criticTarget' : 'critic'), head);
   }
 
   /** Freezes observation statistics (computed from warm-up data and demos). */
@@ -179,40 +228,53 @@ export class ResidualLearner {
     return { mean: m, std: s };
   }
 
-  // -- input assembly (plain arrays, no graph) ------------------------------------------------
-
-  private normalized(obs: Float32Array, rows: number): Float32Array {
-    if (!this.obsMean || !this.obsStd) return obs;
+  /** Observations normalized with the frozen statistics (into `out`, or a new array). */
+  private normalized(obs: Float32Array, rows: number, out?: Float32Array): Float32Array {
     const O = this.dims.obsDim;
-    const out = new Float32Array(rows * O);
+    const dst = out ?? new Float32Array(rows * O);
+    if (!this.obsMean || !this.obsStd) {
+      dst.set(obs.subarray(0, rows * O));
+      return dst;
+    }
     for (let i = 0; i < rows; i++)
-      for (let j = 0; j < O; j++) out[i * O + j] = (obs[i * O + j] - this.obsMean[j]) / this.obsStd[j];
-    return out;
+      for (let j = 0; j < O; j++) dst[i * O + j] = (obs[i * O + j] - this.obsMean[j]) / this.obsStd[j];
+    return dst;
   }
 
-  /** Row-wise [x | y] for row-major x [rows, dx] and y [rows, dy]. */
-  private static concatRows(
-    x: Float32Array,
-    dx: number,
-    y: Float32Array,
-    dy: number,
+  private feedsOf(keys: readonly StateKey[]): Record<string, Float32Array> {
+    return Object.fromEntries(keys.map((k) => [k, this.state[k].front]));
+  }
+
+  private intoOf(keys: readonly StateKey[]): Record<string, Float32Array> {
+    return Object.fromEntries(keys.map((k) => [next(k), this.state[k].back]));
+  }
+
+  /** A forward-only graph for `rows` rows, compiled on first use. */
+  private graphFor(
+    cache: Map<number, Promise<CompiledGraph>>,
     rows: number,
-  ): Float32Array {
-    const out = new Float32Array(rows * (dx + dy));
-    for (let i = 0; i < rows; i++) {
-      out.set(x.subarray(i * dx, (i + 1) * dx), i * (dx + dy));
-      if (dy) out.set(y.subarray(i * dy, (i + 1) * dy), i * (dx + dy) + dx);
+    build: () => Graph,
+  ): Promise<CompiledGraph> {
+    let c = cache.get(rows);
+    if (!c) {
+      c = CompiledGraph.create(build(), this.engine);
+      cache.set(rows, c);
     }
-    return out;
+    return c;
   }
 
   /** Residual for a batch of (obs, base) rows, in action units (what the actor thread adds). */
-  act(obs: Float32Array, baseAction: Float32Array, rows: number): Float32Array {
-    const { obsDim: O, actionDim: A } = this.dims;
-    const x = ResidualLearner.concatRows(this.normalized(obs, rows), O, baseAction, this.baseDim, rows);
-    return this.tf
-      .tidy(() => this.actor.apply(this.tf.tensor2d(x, [rows, O + this.baseDim])).dataSync() as Float32Array)
-      .slice(0, rows * A);
+  async act(obs: Float32Array, baseAction: Float32Array, rows: number): Promise<Float32Array> {
+    const { actionDim: A } = this.dims;
+    const graph = await this.graphFor(this.actGraphs, rows, () =>
+      buildActGraph(this.nets, this.cfg, this.shape, rows),
+    );
+    const out = await graph.run({
+      ...this.feedsOf(['actor']),
+      obs: this.normalized(obs, rows),
+      base: this.baseDim ? baseAction.subarray(0, rows * A) : new Float32Array(rows * A),
+    });
+    return out.residual;
   }
 
   private chooseHeads(): number[] {
@@ -225,153 +287,128 @@ export class ResidualLearner {
     return idx.slice(0, this.cfg.targetSubset);
   }
 
-  // -- the update ----------------------------------------------------------------------------
-
-  /**
-   * y = R + discount · min_{i ∈ heads} Q̄_i(s', clip(a_base' + clip(π̄(s', a_base') + noise, ±scale), ±1)).
-   * `nextObsN` is the normalized next observation; `noise` is already clipped. Call inside tf.tidy.
-   */
-  tdTarget(s: SampleBatch, nextObsN: Float32Array, heads: number[], noise: Float32Array): tfjs.Tensor1D {
-    const { tf, cfg } = this;
-    const { obsDim: O, actionDim: A } = this.dims;
-    const B = s.size;
-    const D = this.baseDim;
-    const nextBase = D ? tf.tensor2d(s.nextBaseAction, [B, A]) : tf.zeros([B, A]);
-    const nextActorIn = tf.tensor2d(ResidualLearner.concatRows(nextObsN, O, s.nextBaseAction, D, B), [
-      B,
-      O + D,
-    ]);
-    const nextRes = tf.clipByValue(
-      tf.add(this.actorTarget.apply(nextActorIn), tf.tensor2d(noise, [B, A])),
-      -cfg.actionScale,
-      cfg.actionScale,
-    );
-    const nextAct = tf.clipByValue(tf.add(nextBase, nextRes), -1, 1);
-    const qNext = this.criticTarget.apply(this.criticIn(tf.tensor2d(nextObsN, [B, O]), nextBase, nextAct));
-    const qMin = tf.min(tf.gather(qNext, tf.tensor1d(heads, 'int32')), 0);
-    return tf.add(tf.tensor1d(s.reward), tf.mul(tf.tensor1d(s.discount), qMin)) as tfjs.Tensor1D;
-  }
-
-  /** tdTarget on plain arrays (observations not yet normalized), for tests and diagnostics. */
-  tdTargetValues(s: SampleBatch, heads: number[], noise: Float32Array): Float32Array {
-    return this.tf.tidy(
-      () => this.tdTarget(s, this.normalized(s.nextObs, s.size), heads, noise).dataSync() as Float32Array,
-    );
-  }
-
   /** The REDQ subset for the next update: targetSubset distinct heads, uniformly at random. */
   drawHeads(): number[] {
     return this.chooseHeads();
   }
 
-  update(): UpdateStats {
-    const { tf, cfg } = this;
-    const { obsDim: O, actionDim: A } = this.dims;
+  /**
+   * y = R + discount · min_{i ∈ heads} Q̄_i(s', clip(a_base' + clip(π̄(s', a_base') + noise, ±scale), ±1))
+   * on plain arrays (observations not yet normalized; `noise` already clipped), for tests and diagnostics.
+   */
+  async tdTargetValues(s: SampleBatch, heads: number[], noise: Float32Array): Promise<Float32Array> {
+    const rows = s.size;
+    const { actionDim: A } = this.dims;
+    const graph = await this.graphFor(this.targetGraphs, rows, () =>
+      buildTargetGraph(this.nets, { ...this.cfg, targetSubset: heads.length }, this.shape, rows),
+    );
+    const out = await graph.run({
+      ...this.feedsOf(['actorTarget', 'criticTarget']),
+      reward: s.reward,
+      discount: s.discount,
+      nextObs: this.normalized(s.nextObs, rows),
+      nextBase: this.baseDim ? s.nextBaseAction : new Float32Array(rows * A),
+      noise,
+      heads: BigInt64Array.from(heads, (h) => BigInt(h)),
+    });
+    return out.y;
+  }
+
+  async update(): Promise<UpdateStats> {
+    this.assertIdle('update');
+    this.busy = true;
+    try {
+      return await this.step();
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private assertIdle(what: string): void {
+    if (this.busy)
+      throw new Error(`ResidualLearner.${what}() while an update is running: await update() first`);
+  }
+
+  private async step(): Promise<UpdateStats> {
+    const { cfg } = this;
     const B = cfg.batchSize;
     const D = this.baseDim;
     const s = this.replay.sample(B, cfg.nStep, cfg.gamma, this.rng, this.sample);
-
-    const obsN = this.normalized(s.obs, B);
-    const nextObsN = this.normalized(s.nextObs, B);
+    this.normalized(s.obs, B, this.obsN);
+    this.normalized(s.nextObs, B, this.nextObsN);
     const heads = this.chooseHeads();
-    const noise = new Float32Array(B * A);
-    for (let i = 0; i < noise.length; i++) {
+    heads.forEach((h, i) => (this.headIdx[i] = BigInt(h)));
+    for (let i = 0; i < this.noise.length; i++) {
       const e = this.rng.normal(0, cfg.targetNoiseStd);
-      noise[i] = Math.max(-cfg.targetNoiseClip, Math.min(cfg.targetNoiseClip, e));
+      this.noise[i] = Math.max(-cfg.targetNoiseClip, Math.min(cfg.targetNoiseClip, e));
     }
     const doActor = this.updates >= cfg.criticWarmupSteps && this.updates % cfg.policyDelay === 0;
     const bcWeight = cfg.heldBackBc * (1 - this.mixingShare);
-    // Only actor steps on batches with held-back rows pay for the term (and its |Q| read-back).
+    // The TD3+BC term acts only on actor steps whose batch holds held-back rows.
     const heldBack = doActor && bcWeight > 0 ? heldBackRows(s.heldBack, B) : 0;
 
-    let stats: UpdateStats | null = null;
-    tf.tidy(() => {
-      const base = D ? tf.tensor2d(s.baseAction, [B, A]) : tf.zeros([B, A]);
-      const actorIn = tf.tensor2d(ResidualLearner.concatRows(obsN, O, s.baseAction, D, B), [B, O + D]);
-      const obsT = tf.tensor2d(obsN, [B, O]);
+    const criticKeys: StateKey[] = ['critic', 'criticTarget', 'criticAdam/m', 'criticAdam/v'];
+    const actorKeys: StateKey[] = doActor ? ['actor', 'actorTarget', 'actorAdam/m', 'actorAdam/v'] : [];
+    const critic = this.criticClock.nextScalars();
+    const feeds: Record<string, Float32Array | BigInt64Array> = {
+      ...this.feedsOf([...criticKeys, ...(doActor ? actorKeys : ['actorTarget' as const])]),
+      obs: this.obsN,
+      base: D ? s.baseAction : this.zeros,
+      action: s.action,
+      reward: s.reward,
+      discount: s.discount,
+      nextObs: this.nextObsN,
+      nextBase: D ? s.nextBaseAction : this.zeros,
+      noise: this.noise,
+      heads: this.headIdx,
+      'critic/stepSize': critic.stepSize,
+      'critic/epsHat': critic.epsHat,
+    };
+    if (doActor) {
+      const actor = this.actorClock.nextScalars();
+      feeds['actor/stepSize'] = actor.stepSize;
+      feeds['actor/epsHat'] = actor.epsHat;
+      feeds.heldBack = s.heldBack;
+      feeds.bcWeight = Float32Array.of(heldBack > 0 ? bcWeight : 0);
+    }
+    const into = { ...this.intoOf([...criticKeys, ...actorKeys]), stats: this.stats };
+    await (doActor ? this.fullStep : this.criticStep).run(feeds, into);
 
-      // 1. TD target from the target networks, REDQ min over the drawn heads.
-      const y = this.tdTarget(s, nextObsN, heads, noise);
-
-      // 2. Critic step on the executed actions.
-      const criticIn = this.criticIn(obsT, base, tf.tensor2d(s.action, [B, A]));
-      let qMean = 0;
-      let qAbsMean = 0;
-      const critic = tf.variableGrads(() => {
-        const q = this.critic.apply(criticIn);
-        qMean = tf.mean(q).dataSync()[0];
-        if (heldBack > 0) qAbsMean = tf.mean(tf.abs(q)).dataSync()[0];
-        return tf.sum(tf.mean(tf.square(tf.sub(q, y)), 1)) as tfjs.Scalar;
-      }, this.criticVars.vars);
-      const criticLoss = critic.value.dataSync()[0];
-      if (!Number.isFinite(criticLoss)) throw new DivergenceError(this.updates, `critic loss ${criticLoss}`);
-      const criticNorm = this.criticOpt
-        .apply(this.criticVars.vars.map((v) => critic.grads[v.name]))
-        .dataSync()[0];
-
-      // 3. Delayed actor step on the ensemble mean, then its target.
-      let actorLoss: number | null = null;
-      if (doActor) {
-        const actor = tf.variableGrads(() => {
-          const residual = this.actor.apply(actorIn);
-          const act = tf.clipByValue(tf.add(base, residual), -1, 1);
-          const q = this.critic.apply(this.criticIn(obsT, base, act), true);
-          const objective = tf.neg(tf.mean(q)) as tfjs.Scalar;
-          if (heldBack === 0) return objective;
-          // TD3+BC on the held-back rows: mean squared distance to the executed residual in units
-          // of actionScale, weighted by mean |Q| (of the batch's critic step) so the two terms keep
-          // their ratio as Q grows (TD3+BC's α = 2.5 is a weight of 0.4).
-          const executed = tf.sub(tf.tensor2d(s.action, [B, A]), base);
-          const gap = tf.div(tf.sub(residual, executed), cfg.actionScale);
-          const perRow = tf.mean(tf.square(gap), 1);
-          const mask = tf.tensor1d(s.heldBack.subarray(0, B));
-          const bc = tf.div(tf.sum(tf.mul(perRow, mask)), B);
-          return tf.add(objective, tf.mul(bcWeight * qAbsMean, bc)) as tfjs.Scalar;
-        }, this.actorVars.vars);
-        actorLoss = actor.value.dataSync()[0];
-        if (!Number.isFinite(actorLoss)) throw new DivergenceError(this.updates, `actor loss ${actorLoss}`);
-        this.actorOpt.apply(this.actorVars.vars.map((v) => actor.grads[v.name])).dispose();
-        polyak(tf, this.actorVars, this.actorTarget.params(), cfg.tau);
-      }
-      polyak(tf, this.criticVars, this.criticTarget.params(), cfg.tau);
-      stats = { criticLoss, actorLoss, qMean, criticGradNorm: criticNorm };
-    });
-    const done = stats as unknown as UpdateStats;
+    const [criticLoss, qMean, , criticGradNorm, actorLossValue] = this.stats;
+    // A diverged step is not kept: the state stays at the last good update.
+    if (!Number.isFinite(criticLoss)) throw new DivergenceError(this.updates, `critic loss ${criticLoss}`);
+    if (doActor && !Number.isFinite(actorLossValue))
+      throw new DivergenceError(this.updates, `actor loss ${actorLossValue}`);
+    for (const k of [...criticKeys, ...actorKeys]) this.state[k].swap();
+    this.criticClock.commit();
+    if (doActor) {
+      this.actorClock.commit();
+      this.actorUpdates++;
+    }
     this.updates++;
-    if (done.actorLoss !== null) this.actorUpdates++;
-    return done;
+    return { criticLoss, actorLoss: doActor ? actorLossValue : null, qMean, criticGradNorm };
   }
 
   // -- state ---------------------------------------------------------------------------------
 
-  private namedTensors(): { name: string; v: tfjs.Variable }[] {
-    const out: { name: string; v: tfjs.Variable }[] = [];
-    const add = (key: string, p: ParamSet): void =>
-      p.vars.forEach((v, i) => out.push({ name: `${key}/${p.names[i].split('/').slice(1).join('/')}`, v }));
-    add('actor', this.actorVars);
-    add('actorTarget', this.actorTarget.params());
-    add('critic', this.criticVars);
-    add('criticTarget', this.criticTarget.params());
-    const addOpt = (key: string, opt: Adam, p: ParamSet): void => {
-      opt.m.forEach((v, i) => out.push({ name: `${key}/m/${p.names[i].split('/').slice(1).join('/')}`, v }));
-      opt.v.forEach((v, i) => out.push({ name: `${key}/v/${p.names[i].split('/').slice(1).join('/')}`, v }));
-    };
-    addOpt('actorAdam', this.actorOpt, this.actorVars);
-    addOpt('criticAdam', this.criticOpt, this.criticVars);
-    return out;
-  }
-
   getState(): LearnerState {
+    this.assertIdle('getState');
+    const tensors: LearnerState['tensors'] = [];
+    for (const key of STATE_KEYS) {
+      const net = key.startsWith('actor') ? this.nets.actor : this.nets.critic;
+      for (const e of net.layout.entries)
+        tensors.push({
+          name: `${key}/${e.name}`,
+          shape: [...e.shape],
+          data: net.layout.view(this.state[key].front, e.name).slice(),
+        });
+    }
     return {
-      tensors: this.namedTensors().map(({ name, v }) => ({
-        name,
-        shape: v.shape.slice(),
-        data: (v.dataSync() as Float32Array).slice(),
-      })),
+      tensors,
       updates: this.updates,
       actorUpdates: this.actorUpdates,
-      actorAdamStep: this.actorOpt.step,
-      criticAdamStep: this.criticOpt.step,
+      actorAdamStep: this.actorClock.step,
+      criticAdamStep: this.criticClock.step,
       rng: getRngState(this.rng),
       obsMean: this.obsMean ? Array.from(this.obsMean) : null,
       obsStd: this.obsStd ? Array.from(this.obsStd) : null,
@@ -379,36 +416,35 @@ export class ResidualLearner {
   }
 
   setState(state: LearnerState, source: string): void {
+    this.assertIdle('setState');
     const byName = new Map(state.tensors.map((t) => [t.name, t]));
-    for (const { name, v } of this.namedTensors()) {
-      const t = byName.get(name);
-      if (!t || t.shape.length !== v.shape.length || t.shape.some((d, i) => d !== v.shape[i])) {
-        throw new ResrtError(
-          `checkpoint ${source} does not fit this learner: ${name} is ${t ? `[${t.shape.join(',')}]` : 'missing'}, expected [${v.shape.join(',')}]`,
-          'resume with the same network sizes (config) and task the checkpoint was written with, or start a new outDir',
-        );
+    for (const key of STATE_KEYS) {
+      const net = key.startsWith('actor') ? this.nets.actor : this.nets.critic;
+      for (const e of net.layout.entries) {
+        const name = `${key}/${e.name}`;
+        const t = byName.get(name);
+        if (!t || t.shape.length !== e.shape.length || t.shape.some((d, i) => d !== e.shape[i])) {
+          throw new ResrtError(
+            `checkpoint ${source} does not fit this learner: ${name} is ${t ? `[${t.shape.join(',')}]` : 'missing'}, expected [${e.shape.join(',')}]`,
+            'resume with the same network sizes (config) and task the checkpoint was written with, or start a new outDir',
+          );
+        }
+        net.layout.view(this.state[key].front, e.name).set(t.data);
       }
-      this.tf.tidy(() => v.assign(this.tf.tensor(t.data, t.shape)));
     }
     this.updates = state.updates;
     this.actorUpdates = state.actorUpdates;
-    this.actorOpt.step = state.actorAdamStep;
-    this.criticOpt.step = state.criticAdamStep;
+    this.actorClock.step = state.actorAdamStep;
+    this.criticClock.step = state.criticAdamStep;
     setRngState(this.rng, state.rng);
     this.obsMean = state.obsMean ? Float32Array.from(state.obsMean) : null;
     this.obsStd = state.obsStd ? Float32Array.from(state.obsStd) : null;
   }
 
-  dispose(): void {
-    const all = [
-      ...this.actorVars.vars,
-      ...this.actorTarget.params().vars,
-      ...this.criticVars.vars,
-      ...this.criticTarget.params().vars,
-    ];
-    this.actorOpt.dispose();
-    this.criticOpt.dispose();
-    this.tf.dispose(all);
+  async dispose(): Promise<void> {
+    const graphs = [this.criticStep, this.fullStep];
+    for (const c of [this.actGraphs, this.targetGraphs]) for (const g of c.values()) graphs.push(await g);
+    await Promise.all(graphs.map((g) => g.release()));
   }
 }
 

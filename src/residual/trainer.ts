@@ -1,6 +1,6 @@
 /**
  * `trainResidual`: the actor side of a residual run. This thread steps the environment, runs the
- * frozen base and the latest published residual (plain TypeScript MLP, no TensorFlow), and feeds
+ * frozen base and the latest published residual (plain TypeScript MLP, no training engine), and feeds
  * transitions to the learner — in a worker thread by default, or in-process (deterministic). It
  * throttles itself so the learner keeps the configured update-to-data ratio, evaluates without
  * noise, writes curves, checkpoints and the ONNX residual.
@@ -17,7 +17,7 @@ import { evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
 import { Rng } from '../util/rng.js';
 import { ResrtError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
-import { initTf, type BackendPreference } from '../util/tf-backend.js';
+import { initEngine, type DevicePreference } from '../nn/index.js';
 import { makeConfig, profileFor, type ProfileName, type ResidualConfig } from './config.js';
 import { packSteps, type StepBatch, type StepRecord } from './replay.js';
 import {
@@ -88,7 +88,7 @@ export interface TrainOptions {
   outDir: string;
   resume?: boolean;
   seed?: number;
-  /** 'auto' picks from the backend; see docs/learner.md. */
+  /** 'auto' picks from the learner's device (GPU → gpu); see docs/learner.md. */
   profile?: ProfileName | 'auto';
   config?: Partial<ResidualConfig>;
   /** Evaluate every this many env steps (at the next episode end); 0 = only at start and end. */
@@ -98,10 +98,13 @@ export interface TrainOptions {
   checkpointEvery?: number;
   /** Run the learner in a worker thread (second core). Default true; false is deterministic. */
   worker?: boolean;
-  backend?: BackendPreference;
+  /** Where the learner computes: 'auto' (CUDA when installed and working, else CPU), 'cpu', 'cuda'. */
+  device?: DevicePreference;
+  /** The learner's onnxruntime intra-op threads (default: docs/learner.md, "Threads"). */
+  threads?: number;
   /** Called at most every ~100 ms and at every evaluation. */
   onProgress?: (p: TrainProgress) => void;
-  /** Log lines (backend, profile, checkpoints). Default: stderr. */
+  /** Log lines (engine, profile, checkpoints). Default: stderr. */
   log?: (line: string) => void;
   /** Task name for file titles and the checkpoint check. */
   taskName?: string;
@@ -127,6 +130,7 @@ export interface TrainEpisode {
 export interface TrainResult {
   profile: ProfileName;
   profileReason: string;
+  /** The training engine that ran, in words (e.g. "onnxruntime-node 1.30.0 on the CPU, 1 intra-op thread"). */
   backend: string;
   config: ResidualConfig;
   envSteps: number;
@@ -195,7 +199,7 @@ class InProcessLink implements LearnerLink {
   }
   async advance(target: number): Promise<void> {
     this.host.allow(target);
-    this.host.runSome(Number.MAX_SAFE_INTEGER);
+    await this.host.runSome(Number.MAX_SAFE_INTEGER);
   }
   async checkpoint(trainer: TrainerState): Promise<{ generation: number; bytes: number }> {
     return this.host.checkpoint(trainer);
@@ -207,7 +211,7 @@ class InProcessLink implements LearnerLink {
     return this.prog;
   }
   async close(): Promise<void> {
-    this.host.dispose();
+    await this.host.dispose();
   }
 }
 
@@ -457,7 +461,7 @@ const recentWindow = 100;
 
 export async function trainResidual(options: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
-  // Which backend and profile run is always worth a line; pass log: () => {} to silence it.
+  // Which engine and profile run is always worth a line; pass log: () => {} to silence it.
   const log = options.log ?? ((line: string): void => void process.stderr.write(`${line}\n`));
   const seed = options.seed ?? 0;
   const evalEpisodes = options.evalEpisodes ?? 100;
@@ -470,15 +474,15 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     );
   }
   if (options.mixing) validateMixingSpec(options.mixing);
-  const backendPref = options.backend ?? 'auto';
-  // The acting thread needs no tfjs, but the profile follows the learner's backend.
-  const handle = await initTf(backendPref);
+  const device = options.device ?? 'auto';
+  // The acting thread runs no engine, but the profile follows the learner's device.
+  const engine = await initEngine({ device, threads: options.threads });
   const chosen =
     options.profile && options.profile !== 'auto'
       ? { name: options.profile, why: 'chosen explicitly' }
-      : profileFor(handle);
+      : profileFor(engine);
   const cfg = makeConfig(chosen.name, options.config);
-  log(`backend: ${handle.description}`);
+  log(`engine: ${engine.description}`);
   log(`profile: ${chosen.name} (${chosen.why})`);
 
   mkdirSync(options.outDir, { recursive: true });
@@ -526,7 +530,8 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       demos: demoSteps.length ? packSteps(demoSteps, O, A) : null,
       outDir: options.outDir,
       resume: !!options.resume,
-      backend: backendPref,
+      device: engine.device,
+      threads: engine.threads,
       publishEvery: useWorker ? 20 : 10,
       meta,
     });
@@ -763,7 +768,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
           task: taskName,
           profile: chosen.name,
           profileReason: chosen.why,
-          backend: handle.description,
+          backend: engine.description,
           envSteps: state.envSteps,
           updates: p?.updates ?? 0,
           baseSuccess: baseEval?.successRate ?? state.curve[0]?.successRate ?? null,
@@ -779,7 +784,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     return {
       profile: chosen.name,
       profileReason: chosen.why,
-      backend: handle.description,
+      backend: engine.description,
       config: cfg,
       envSteps: state.envSteps,
       updates: p?.updates ?? 0,

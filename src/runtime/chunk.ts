@@ -3,7 +3,7 @@
  * control step, either open loop (execute k of H, then re-query) or with ACT-style temporal
  * ensembling (query every step, average all overlapping predictions for the current step).
  */
-import type { MaybePromise } from '../types.js';
+import type { CameraFrames, MaybePromise } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 
 export type ChunkExecutorOptions =
@@ -27,7 +27,8 @@ export interface ChunkPolicy {
   readonly actionDim: number;
   readonly chunkLength: number;
   reset?(seed?: number): void;
-  runChunk(obs: Float32Array): MaybePromise<Float32Array>;
+  /** `frames`: the cameras' frames, for visuomotor chunk predictors. */
+  runChunk(obs: Float32Array, frames?: CameraFrames): MaybePromise<Float32Array>;
 }
 
 export function isChunkPolicy(p: object): p is ChunkPolicy {

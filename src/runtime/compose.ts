@@ -2,7 +2,7 @@
  * Base + residual composition: a = clip(a_base + scale * r(obs, a_base), -1, 1), with the base
  * optionally predicting action chunks.
  */
-import type { MaybePromise, Policy } from '../types.js';
+import type { CameraFrames, MaybePromise, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { ChunkExecutor, isChunkPolicy, type ChunkExecutorOptions, type ChunkPolicy } from './chunk.js';
 
@@ -117,7 +117,7 @@ export class ComposedPolicy implements Policy {
   readonly actionDim: number;
   readonly composer: ResidualComposer;
   private readonly executor: ChunkExecutor | null;
-  private readonly baseAct: (obs: Float32Array) => MaybePromise<Float32Array>;
+  private readonly baseAct: (obs: Float32Array, frames?: CameraFrames) => MaybePromise<Float32Array>;
   private lastStep: ComposedStep | null = null;
 
   constructor(private readonly options: ComposedPolicyOptions) {
@@ -127,14 +127,14 @@ export class ComposedPolicy implements Policy {
     if (isChunkPolicy(base) && base.chunkLength > 1) {
       const executor = new ChunkExecutor(base.actionDim, base.chunkLength, options.chunk);
       this.executor = executor;
-      this.baseAct = (obs) => executor.act(obs, (o) => base.runChunk(o));
+      this.baseAct = (obs, frames) => executor.act(obs, (o) => base.runChunk(o, frames));
     } else if ('act' in base && typeof base.act === 'function') {
       this.executor = null;
       const policy = base as Policy;
-      this.baseAct = (obs) => policy.act(obs);
+      this.baseAct = (obs, frames) => policy.act(obs, frames);
     } else {
       this.executor = null;
-      this.baseAct = (obs) => (base as ChunkPolicy).runChunk(obs);
+      this.baseAct = (obs, frames) => (base as ChunkPolicy).runChunk(obs, frames);
     }
   }
 
@@ -162,8 +162,9 @@ export class ComposedPolicy implements Policy {
     this.lastStep = null;
   }
 
-  act(obs: Float32Array): MaybePromise<Float32Array> {
-    const base = this.baseAct(obs);
+  /** `frames` go to the base (visuomotor bases read them); the residual sees the state. */
+  act(obs: Float32Array, frames?: CameraFrames): MaybePromise<Float32Array> {
+    const base = this.baseAct(obs, frames);
     if (base instanceof Promise) return base.then((b) => this.withResidual(obs, b));
     return this.withResidual(obs, base);
   }

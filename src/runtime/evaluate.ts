@@ -2,7 +2,7 @@
  * Success rate of a policy on an environment, with a 95% Wilson interval. Works for simulated and
  * hardware environments (both are awaited).
  */
-import type { Env, Policy } from '../types.js';
+import type { CameraFrames, Env, Policy } from '../types.js';
 import { type Interval, wilsonInterval } from '../util/stats.js';
 
 export interface EpisodeRecord {
@@ -28,8 +28,8 @@ export interface EvalOptions {
   seed?: number;
   /** Called after every episode (progress bars). */
   onEpisode?: (record: EpisodeRecord, index: number) => void;
-  /** Called after every reset and every step (trajectory recording for plots). */
-  onStep?: (episode: number, obs: Float32Array) => void;
+  /** Called after every reset and every step (trajectory plots, videos of the camera frames). */
+  onStep?: (episode: number, obs: Float32Array, frames?: CameraFrames) => void;
 }
 
 export async function evaluatePolicy(env: Env, policy: Policy, options: EvalOptions): Promise<EvalResult> {
@@ -37,18 +37,19 @@ export async function evaluatePolicy(env: Env, policy: Policy, options: EvalOpti
   const base = options.seed ?? 0;
   for (let i = 0; i < options.episodes; i++) {
     const seed = base + i;
-    let { obs } = await env.reset({ seed });
+    let { obs, frames } = await env.reset({ seed });
     policy.reset?.(seed);
-    options.onStep?.(i, obs);
+    options.onStep?.(i, obs, frames);
     let steps = 0;
     let ret = 0;
     for (;;) {
-      const action = await policy.act(obs);
+      const action = await policy.act(obs, frames);
       const r = await env.step(action);
       steps++;
       ret += r.reward;
       obs = r.obs;
-      options.onStep?.(i, obs);
+      frames = r.frames;
+      options.onStep?.(i, obs, frames);
       if (r.terminated || r.truncated) {
         const rec: EpisodeRecord = {
           seed,

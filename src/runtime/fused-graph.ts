@@ -23,7 +23,7 @@ import {
   type OnnxModel,
   type OnnxNode,
   type OnnxValueInfo,
-} from './onnx-proto.js';
+} from '../util/onnx-proto.js';
 
 export const FusedName = {
   obs: 'obs',
@@ -55,7 +55,7 @@ export type FusionOutcome = { ok: true; graph: FusedGraph } | { ok: false; reaso
 const DEFAULT_DOMAINS = new Set(['', 'ai.onnx']);
 
 // ---------------------------------------------------------------------------------------------
-// What a decode → encode round trip through onnx-proto.ts keeps. Anything else (subgraphs, model
+// What a decode → encode round trip through util/onnx-proto.ts keeps. Anything else (subgraphs, model
 // functions, sparse or string tensors) would be dropped silently, so such files are not fused.
 
 const KNOWN_FIELDS: Record<string, Record<number, string | undefined>> = {

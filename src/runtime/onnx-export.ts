@@ -14,7 +14,7 @@ import {
   type OnnxModel,
   type OnnxNode,
   type OnnxTensor,
-} from './onnx-proto.js';
+} from '../util/onnx-proto.js';
 
 export const ONNX_OPSET = 17;
 export const ONNX_IR_VERSION = 8;

@@ -1,6 +1,15 @@
 /** `resrt inspect FILE.onnx` and `resrt infer FILE.onnx`: what a policy file is and whether it fits. */
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import type { CameraFrame, CameraFrames } from '../types.js';
 import { ResrtError } from '../util/errors.js';
+import { decodeImage } from '../util/image-codec.js';
+import {
+  describeImageInput,
+  IMAGES_META_KEY,
+  isImageInput,
+  mergeImageConfigs,
+  parseImageConfig,
+} from './image-inputs.js';
 import { MetaKey } from './onnx-export.js';
 import {
   analyzeInputs,
@@ -10,7 +19,7 @@ import {
   parseNormalization,
 } from './onnx-layout.js';
 import { createSession, describeIo, OnnxPolicy, readModelFile, runRaw } from './onnx-policy.js';
-import { decodeModelHeader, graphChecksum } from './onnx-proto.js';
+import { decodeModelHeader, graphChecksum } from '../util/onnx-proto.js';
 
 export interface InspectReport {
   path: string;
@@ -20,7 +29,9 @@ export interface InspectReport {
   producer: string;
   inputs: IoValue[];
   outputs: IoValue[];
-  /** From resrt.kind, else guessed from the inputs (two inputs: residual). */
+  /** What feeds each graph input: state, base action, or a camera (and what that camera must give). */
+  roles: { input: string; role: string; detail: string }[];
+  /** From resrt.kind, else guessed from the inputs (two vector inputs, one an action: residual). */
   kind: 'base' | 'residual';
   obsDim: number | null;
   actionDim: number | null;
@@ -37,7 +48,7 @@ export interface InspectReport {
 
 export async function inspectOnnx(
   path: string,
-  task?: { obsDim: number; actionDim: number },
+  task?: { obsDim: number; actionDim: number; cameras?: Record<string, { width: number; height: number }> },
 ): Promise<InspectReport> {
   const bytes = readModelFile(path);
   const header = decodeModelHeader(bytes, path);
@@ -54,13 +65,16 @@ export async function inspectOnnx(
     const kind: InspectReport['kind'] =
       meta[MetaKey.kind] === 'residual' || meta[MetaKey.kind] === 'base'
         ? (meta[MetaKey.kind] as InspectReport['kind'])
-        : io.inputs.length === 2
+        : io.inputs.length === 2 &&
+            !io.inputs.some(isImageInput) &&
+            io.inputs.some((i) => /act/i.test(i.name))
           ? 'residual'
           : 'base';
     const options = {
       residual: kind === 'residual',
       expectObsDim: task?.obsDim,
       expectActionDim: task?.actionDim,
+      images: { cameras: task?.cameras, config: imageConfigForInspect(path, meta) },
     };
     const problems: InspectReport['problems'] = [];
     if (checksum === 'mismatch')
@@ -97,6 +111,19 @@ export async function inspectOnnx(
       if (norm.problem) problems.push(norm.problem);
     }
     const firstInput = io.inputs[0]?.shape[0];
+    const plan = inputs.plan;
+    const roles = io.inputs.map((input) => {
+      const image = plan?.images.find((i) => i.input === input.name);
+      if (image)
+        return { input: input.name, role: `camera ${image.camera}`, detail: describeImageInput(image) };
+      const feed = plan?.feeds.find((f) => f.name === input.name);
+      if (feed) {
+        const role =
+          feed.role === 'obs' ? 'state' : feed.role === 'base_action' ? 'base action' : 'state + base action';
+        return { input: input.name, role, detail: `${feed.width} float32 values per sample` };
+      }
+      return { input: input.name, role: 'unmapped', detail: 'see the problems below' };
+    });
     return {
       path,
       sizeBytes: statSync(path).size,
@@ -105,6 +132,7 @@ export async function inspectOnnx(
       producer: [header.producerName, header.producerVersion].filter(Boolean).join(' '),
       inputs: io.inputs,
       outputs: io.outputs,
+      roles,
       kind,
       obsDim: analysis.layout?.obsDim ?? null,
       actionDim: analysis.layout?.actionDim ?? null,
@@ -121,6 +149,27 @@ export async function inspectOnnx(
   }
 }
 
+function imageConfigForInspect(path: string, meta: Record<string, string>) {
+  let fromMeta: unknown;
+  try {
+    fromMeta = IMAGES_META_KEY in meta ? JSON.parse(meta[IMAGES_META_KEY]) : undefined;
+  } catch {
+    fromMeta = { [IMAGES_META_KEY]: 'not JSON' };
+  }
+  let fromSidecar: unknown;
+  if (existsSync(`${path}.json`)) {
+    try {
+      fromSidecar = (JSON.parse(readFileSync(`${path}.json`, 'utf8')) as { images?: unknown }).images;
+    } catch {
+      fromSidecar = undefined;
+    }
+  }
+  return mergeImageConfigs(
+    parseImageConfig(fromMeta, 'metadata').config,
+    parseImageConfig(fromSidecar, 'sidecar').config,
+  );
+}
+
 export function formatInspectReport(r: InspectReport): string {
   const shape = (v: IoValue): string => `  ${v.name.padEnd(16)} ${v.type.padEnd(8)} [${v.shape.join(', ')}]`;
   const lines = [
@@ -128,7 +177,10 @@ export function formatInspectReport(r: InspectReport): string {
     `kind: ${r.kind}   obs dim: ${r.obsDim ?? '?'}   action dim: ${r.actionDim ?? '?'}   chunk length: ${r.chunkLength ?? '?'}   batch: ${r.dynamicBatch ? 'dynamic' : 'fixed'}`,
     `normalization: ${r.normalization}   checksum: ${r.checksum}`,
     'inputs:',
-    ...r.inputs.map(shape),
+    ...r.inputs.map((v) => {
+      const role = r.roles.find((x) => x.input === v.name);
+      return `${shape(v)}  ${role ? `${role.role}: ${role.detail}` : ''}`.trimEnd();
+    }),
     'outputs:',
     ...r.outputs.map(shape),
   ];
@@ -148,33 +200,64 @@ export function formatInspectReport(r: InspectReport): string {
   return lines.join('\n');
 }
 
+/** An image file as a camera frame (PNG or JPEG, decoded to RGB). */
+export function frameFromImageFile(path: string): CameraFrame {
+  if (!existsSync(path))
+    throw new ResrtError(`image file ${path} does not exist`, 'check the path of --image');
+  const img = decodeImage(readFileSync(path), path);
+  return {
+    width: img.width,
+    height: img.height,
+    channels: 3,
+    data: img.data,
+    capturedAtMs: performance.now(),
+    seq: 0,
+  };
+}
+
 /**
- * One forward pass: `obs` (for residual actors: obs followed by the base action) -> the chunk as
- * H rows of A actions (one row for plain policies).
+ * One forward pass: `obs` (for residual actors: obs followed by the base action) and, for
+ * visuomotor bases, one image file per camera -> the chunk as H rows of A actions.
  */
 export async function inferOnce(
   path: string,
   obs: number[],
-  options: { residual?: boolean; sidecarPath?: string } = {},
+  options: { residual?: boolean; sidecarPath?: string; images?: Record<string, string> } = {},
 ): Promise<number[][]> {
+  const given = options.images ?? {};
+  const frames: Record<string, CameraFrame> = {};
+  for (const [camera, file] of Object.entries(given)) frames[camera] = frameFromImageFile(file);
+  const cameras = Object.fromEntries(
+    Object.entries(frames).map(([k, f]) => [k, { width: f.width, height: f.height }]),
+  );
   const policy = await OnnxPolicy.load(path, {
     residual: options.residual,
     sidecarPath: options.sidecarPath,
     warmupRuns: 0,
+    cameras: Object.keys(cameras).length ? cameras : undefined,
   });
   try {
     const { obsDim, actionDim, chunkLength, residual } = policy.layout;
+    const readsState = residual || policy.layout.feeds.length > 0;
     const want = residual ? obsDim + actionDim : obsDim;
-    if (obs.length !== want) {
+    if (readsState && obs.length !== want) {
       throw new ResrtError(
         `${path} takes ${want} values${residual ? ` (${obsDim} observation + ${actionDim} base action)` : ''}, got ${obs.length}`,
         `pass exactly ${want} comma-separated numbers`,
       );
     }
+    const missing = policy.imageInputs.filter((i) => !frames[i.camera]).map((i) => i.camera);
+    if (missing.length) {
+      throw new ResrtError(
+        `${path} reads camera${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')} and no image was given for it`,
+        `pass ${missing.map((m) => `--image ${m}=FILE.png`).join(' ')} (PNG or JPEG)`,
+      );
+    }
     const x = Float32Array.from(obs);
+    const camFrames: CameraFrames | undefined = policy.imageInputs.length ? frames : undefined;
     const flat = residual
       ? await policy.residual(x.subarray(0, obsDim), x.subarray(obsDim))
-      : await policy.runChunk(x);
+      : await policy.runChunk(x, camFrames);
     const rows: number[][] = [];
     for (let h = 0; h < chunkLength; h++)
       rows.push(Array.from(flat.subarray(h * actionDim, (h + 1) * actionDim)));

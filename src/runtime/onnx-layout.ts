@@ -5,7 +5,9 @@
  */
 import { z } from 'zod';
 import { ResrtError } from '../util/errors.js';
+import { analyzeImageInput, type ImageAnalysisOptions, isImageInput } from './image-inputs.js';
 import { MetaKey } from './onnx-export.js';
+import type { ImagePreprocess } from './preprocess.js';
 
 export type Dim = number | string;
 
@@ -46,6 +48,8 @@ export interface FeedPlan {
   fixedBatch: number | null;
   /** Batch used for the probe run. */
   probeBatch: number;
+  /** Image inputs of a visuomotor base, each fed from a camera; empty for vector-only graphs. */
+  images: ImagePreprocess[];
 }
 
 export interface OnnxLayout extends FeedPlan {
@@ -62,6 +66,8 @@ export interface LayoutOptions {
   residual: boolean;
   expectObsDim?: number;
   expectActionDim?: number;
+  /** Cameras available and per-input image settings, for graphs with image inputs. */
+  images?: ImageAnalysisOptions;
 }
 
 const shapeText = (shape: Dim[]): string => `[${shape.join(', ')}]`;
@@ -96,6 +102,7 @@ export function analyzeInputs(
     return {
       problems: [{ message: 'the graph has no inputs', hint: 're-export with the observation as an input' }],
     };
+  if (!options.residual && io.inputs.some(isImageInput)) return analyzeVisuomotorInputs(io, options, output);
 
   if (!options.residual && io.inputs.length !== 1) {
     problems.push({
@@ -191,7 +198,70 @@ export function analyzeInputs(
   }
   const inputWidth = feeds.reduce((s, f) => s + f.width, 0);
   return {
-    plan: { feeds, inputWidth, outputName: output.name, fixedBatch, probeBatch: fixedBatch ?? 1 },
+    plan: { feeds, inputWidth, outputName: output.name, fixedBatch, probeBatch: fixedBatch ?? 1, images: [] },
+    problems,
+  };
+}
+
+/**
+ * A base with image inputs (torch.onnx.export of a LeRobot-style policy): at most one state
+ * vector ([batch, S], role obs) and image inputs ([batch, 3, H, W] or [batch, H, W, 3]), each
+ * mapped to a camera.
+ */
+function analyzeVisuomotorInputs(
+  io: IoDescription,
+  options: LayoutOptions,
+  output: IoValue,
+): { plan?: FeedPlan; problems: Problem[] } {
+  const problems: Problem[] = [];
+  const images: ImagePreprocess[] = [];
+  for (const input of io.inputs.filter(isImageInput)) {
+    const r = analyzeImageInput(input, options.images ?? { config: {} });
+    if (r.problem) problems.push(r.problem);
+    else if (r.spec) images.push(r.spec);
+  }
+  const vectors = io.inputs.filter((i) => !isImageInput(i));
+  if (vectors.length > 1) {
+    problems.push({
+      message: `a visuomotor base takes one state vector beside its images; it has ${vectors.length}: ${vectors.map((v) => `'${v.name}' ${shapeText(v.shape)}`).join(', ')}`,
+      hint: 'concatenate the state parts into one observation.state [batch, S] inside the exported module',
+    });
+  }
+  let fixedBatch: number | null = null;
+  for (const input of io.inputs) {
+    const b = input.shape[0];
+    if (typeof b !== 'number') continue;
+    if (fixedBatch !== null && fixedBatch !== b)
+      problems.push({
+        message: `inputs disagree on the batch size (${fixedBatch} vs ${b})`,
+        hint: 're-export with a dynamic batch axis',
+      });
+    fixedBatch = b;
+  }
+  const feeds: Feed[] = [];
+  const state = vectors.length === 1 ? vectors[0] : undefined;
+  if (state) {
+    if (state.type !== 'float32' || state.shape.length !== 2) {
+      problems.push({
+        message: `state input '${state.name}' is ${state.type} ${shapeText(state.shape)}; resrt feeds float32 [batch, S]`,
+        hint: 'take observation.state as a float32 [batch, S] tensor',
+      });
+    } else {
+      const d = state.shape[1];
+      const width =
+        typeof d === 'number' ? d : (metaInt(io.metadata, MetaKey.obsDim) ?? options.expectObsDim);
+      if (width === undefined) {
+        problems.push({
+          message: `state input '${state.name}' has a symbolic width and nothing says how wide it is`,
+          hint: `export with a fixed state size, or add metadata ${MetaKey.obsDim}`,
+        });
+      } else feeds.push({ name: state.name, role: 'obs', offset: 0, width });
+    }
+  }
+  if (problems.length) return { problems };
+  const inputWidth = feeds[0]?.width ?? 0;
+  return {
+    plan: { feeds, inputWidth, outputName: output.name, fixedBatch, probeBatch: fixedBatch ?? 1, images },
     problems,
   };
 }
@@ -286,7 +356,9 @@ export function analyzeLayout(
       hint: 'load the policy exported for this robot; action dims (and their order, see resrt.action_names) must match',
     });
   }
-  if (options.expectObsDim !== undefined && options.expectObsDim !== obsDim) {
+  // A visuomotor base without a state input reads only its cameras: any observation width fits.
+  const readsState = plan.feeds.length > 0;
+  if (readsState && options.expectObsDim !== undefined && options.expectObsDim !== obsDim) {
     const feed = plan.feeds[0];
     problems.push({
       message: `input '${feed.name}' takes ${obsDim} observation values but the task provides ${options.expectObsDim}`,

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import type { MaybePromise, Policy } from '../types.js';
+import type { CameraFrames, MaybePromise, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { ChunkExecutor, type ChunkExecutorOptions, type ChunkPolicy } from './chunk.js';
 import type { ResidualModel } from './compose.js';
@@ -18,8 +18,15 @@ import {
   type OnnxLayout,
   type Problem,
 } from './onnx-layout.js';
-import { decodeModelHeader, graphChecksum, type OnnxModelHeader } from './onnx-proto.js';
+import { decodeModelHeader, graphChecksum, type OnnxModelHeader } from '../util/onnx-proto.js';
 import { MetaKey } from './onnx-export.js';
+import {
+  IMAGES_META_KEY,
+  type ImageInputConfig,
+  mergeImageConfigs,
+  parseImageConfig,
+} from './image-inputs.js';
+import { checkFrame, type ImagePreprocess, imageSize, preprocessFrame } from './preprocess.js';
 
 export interface OnnxPolicyOptions {
   /** The task's observation width; a mismatch is an error naming both numbers. */
@@ -38,6 +45,10 @@ export interface OnnxPolicyOptions {
   warmupRuns?: number;
   /** How act() executes a chunked model (H > 1). Default open loop over the whole chunk. */
   chunk?: ChunkExecutorOptions;
+  /** The cameras of the task or robot (name -> image size): image inputs are checked against them. */
+  cameras?: Record<string, { width: number; height: number }>;
+  /** Per image input: camera and preprocessing, over the file's metadata and sidecar. */
+  images?: Record<string, ImageInputConfig>;
 }
 
 export interface OnnxRunResult {
@@ -146,10 +157,15 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
     const session = await createSession(path, options.intraOpThreads ?? 1);
     try {
       const io = describeIo(header, session);
+      const sidecarFile = options.sidecarPath ?? (existsSync(`${path}.json`) ? `${path}.json` : undefined);
       const layoutOptions = {
         residual: options.residual ?? false,
         expectObsDim: options.expectObsDim,
         expectActionDim: options.expectActionDim,
+        images: {
+          cameras: options.cameras,
+          config: imageConfigOf(header.metadata, sidecarFile, options.images),
+        },
       };
       const inputs = analyzeInputs(io, layoutOptions);
       if (!inputs.plan) raise(inputs.problems[0]);
@@ -164,9 +180,8 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
       const settled = analyzeLayout(io, layoutOptions, probe.dims);
       if (!settled.layout) raise(settled.problems[0]);
       const layout = settled.layout;
-      const sidecar = options.sidecarPath ?? (existsSync(`${path}.json`) ? `${path}.json` : undefined);
       const norm = parseNormalization(header.metadata, layout.obsDim, {
-        sidecarPath: sidecar,
+        sidecarPath: sidecarFile,
         sidecarExplicit: options.sidecarPath !== undefined,
         readSidecar: (p) => {
           if (!existsSync(p))
@@ -190,7 +205,7 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
       const zeroAction = new Float32Array(layout.actionDim);
       for (let i = 0; i < warm; i++) {
         if (layout.residual) await policy.residual(zeros, zeroAction);
-        else await policy.runChunk(zeros);
+        else await policy.runBatch(zeros, 1, undefined, undefined, true);
       }
       return policy;
     } catch (err) {
@@ -208,26 +223,43 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
     this.executor?.reset();
   }
 
-  /** One observation -> the flat [H * A] chunk (H = 1 for plain policies). NaN rows come back as is. */
-  async runChunk(obs: Float32Array): Promise<Float32Array> {
+  /** The image inputs and the cameras feeding them; empty for state-only policies. */
+  get imageInputs(): readonly ImagePreprocess[] {
+    return this.layout.images;
+  }
+
+  /**
+   * One observation (and, for visuomotor bases, its camera frames) -> the flat [H * A] chunk
+   * (H = 1 for plain policies). NaN rows come back as is.
+   */
+  async runChunk(obs: Float32Array, frames?: CameraFrames): Promise<Float32Array> {
     if (this.layout.residual) {
       throw new ResrtError(
         `${this.path} is a residual actor; it needs the base action too`,
         'call residual(obs, baseAction) or wrap it in ComposedPolicy',
       );
     }
-    const result = await this.runBatch(obs, 1);
+    const result = await this.runBatch(obs, 1, undefined, frames ? [frames] : undefined);
     this.lastValid = result.valid[0];
     return result.values;
   }
 
   /**
    * Observations [batch, obsDim] row-major (and, for residual actors, base actions
-   * [batch, actionDim]) -> [batch, H * A].
+   * [batch, actionDim]; for visuomotor bases, one CameraFrames per row) -> [batch, H * A].
+   * `blankImages` feeds black images instead of frames (warm-up only).
    */
-  async runBatch(obs: Float32Array, batch: number, baseActions?: Float32Array): Promise<OnnxRunResult> {
+  async runBatch(
+    obs: Float32Array,
+    batch: number,
+    baseActions?: Float32Array,
+    frames?: readonly CameraFrames[],
+    blankImages = false,
+  ): Promise<OnnxRunResult> {
     const { obsDim, actionDim, residual, inputWidth } = this.layout;
-    if (obs.length !== batch * obsDim) {
+    // A visuomotor base without a state input ignores the state vector it is handed.
+    const readsState = residual || this.layout.feeds.length > 0;
+    if (readsState && obs.length !== batch * obsDim) {
       throw new ResrtError(
         `${this.path}: got ${obs.length} observation values for batch ${batch} x obs dim ${obsDim}`,
         'pass the observation vector the policy was trained on',
@@ -254,7 +286,8 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
       if (residual && baseActions)
         flat.set(baseActions.subarray(n * actionDim, (n + 1) * actionDim), n * inputWidth + obsDim);
     }
-    const out = await runRaw(this.session, this.layout, flat, batch);
+    const images = this.imageTensors(batch, frames, blankImages);
+    const out = await runRaw(this.session, this.layout, flat, batch, images);
     const width = this.chunkLength * actionDim;
     if (out.values.length !== batch * width) {
       throw new ResrtError(
@@ -267,14 +300,36 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
     return { values: out.values, batch, valid };
   }
 
+  private imageTensors(
+    batch: number,
+    frames: readonly CameraFrames[] | undefined,
+    blank: boolean,
+  ): Record<string, ort.Tensor> | undefined {
+    const specs = this.layout.images;
+    if (specs.length === 0 || blank) return undefined;
+    if (!frames || frames.length !== batch) {
+      // Names the first camera missing, with the fix.
+      checkFrame(undefined, specs[0]);
+    }
+    const tensors: Record<string, ort.Tensor> = {};
+    for (const spec of specs) {
+      const size = imageSize(spec);
+      const data = spec.dtype === 'float32' ? new Float32Array(batch * size) : new Uint8Array(batch * size);
+      for (let n = 0; n < batch; n++)
+        preprocessFrame(checkFrame(frames![n][spec.camera], spec), spec, data, n * size);
+      tensors[spec.input] = imageTensor(spec, batch, data);
+    }
+    return tensors;
+  }
+
   /**
    * Policy.act: the action for this control step. Chunked models go through the chunk executor
    * (re-querying only when the executor needs a new chunk). A NaN output yields a NaN action
    * (not an exception), which the control loop replaces with the safe action.
    */
-  act(obs: Float32Array): MaybePromise<Float32Array> {
-    if (this.executor) return this.executor.act(obs, (o) => this.runChunk(o));
-    return this.runChunk(obs);
+  act(obs: Float32Array, frames?: CameraFrames): MaybePromise<Float32Array> {
+    if (this.executor) return this.executor.act(obs, (o) => this.runChunk(o, frames));
+    return this.runChunk(obs, frames);
   }
 
   /** ResidualModel: r(obs, a_base) for residual actors. */
@@ -295,15 +350,76 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
   }
 }
 
-/** Feeds a flat [batch, inputWidth] buffer to the graph's inputs as the layout says. */
+/** An image input tensor, [batch, 3, H, W] or [batch, H, W, 3]. */
+export function imageTensor(
+  spec: ImagePreprocess,
+  batch: number,
+  data: Float32Array | Uint8Array,
+): ort.Tensor {
+  const dims =
+    spec.layout === 'NCHW' ? [batch, 3, spec.height, spec.width] : [batch, spec.height, spec.width, 3];
+  return data instanceof Float32Array
+    ? new ort.Tensor('float32', data, dims)
+    : new ort.Tensor('uint8', data, dims);
+}
+
+/** Image configuration: the file's metadata, then its sidecar's "images", then the caller's. */
+function imageConfigOf(
+  meta: Record<string, string>,
+  sidecar: string | undefined,
+  overrides: Record<string, ImageInputConfig> | undefined,
+): Record<string, ImageInputConfig> {
+  let fromMeta: unknown;
+  if (IMAGES_META_KEY in meta) {
+    try {
+      fromMeta = JSON.parse(meta[IMAGES_META_KEY]);
+    } catch {
+      raise({
+        message: `metadata ${IMAGES_META_KEY} is not JSON`,
+        hint: 're-export with a JSON object per image input',
+      });
+    }
+  }
+  const a = parseImageConfig(fromMeta, `metadata ${IMAGES_META_KEY}`);
+  if (a.problem) raise(a.problem);
+  let fromSidecar: unknown;
+  if (sidecar && existsSync(sidecar)) {
+    try {
+      fromSidecar = (JSON.parse(readFileSync(sidecar, 'utf8')) as { images?: unknown }).images;
+    } catch {
+      fromSidecar = undefined; // parseNormalization reports an unreadable sidecar with its fix.
+    }
+  }
+  const b = parseImageConfig(fromSidecar, `sidecar ${sidecar}`);
+  if (b.problem) raise(b.problem);
+  return mergeImageConfigs(a.config, b.config, overrides);
+}
+
+/**
+ * Feeds a flat [batch, inputWidth] buffer to the graph's vector inputs as the layout says, and
+ * image tensors to its image inputs (black images when none are given: the load-time probe).
+ */
 export async function runRaw(
   session: ort.InferenceSession,
   layout: FeedPlan,
   flat: Float32Array,
   batch: number,
+  images?: Record<string, ort.Tensor>,
 ): Promise<{ values: Float32Array; dims: readonly number[] }> {
   const feeds: Record<string, ort.Tensor> = {};
-  if (layout.feeds.length === 1) {
+  for (const spec of layout.images) {
+    const size = imageSize(spec);
+    feeds[spec.input] =
+      images?.[spec.input] ??
+      imageTensor(
+        spec,
+        batch,
+        spec.dtype === 'float32' ? new Float32Array(batch * size) : new Uint8Array(batch * size),
+      );
+  }
+  if (layout.feeds.length === 0) {
+    // A visuomotor base without a state input.
+  } else if (layout.feeds.length === 1) {
     feeds[layout.feeds[0].name] = new ort.Tensor('float32', flat, [batch, layout.inputWidth]);
   } else {
     for (const feed of layout.feeds) {

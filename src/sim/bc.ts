@@ -1,7 +1,8 @@
 /**
  * Behavior cloning: an MLP from observations to actions (or ACT-style chunks of H future actions),
- * trained on `resrt collect` demonstrations with TensorFlow.js, exported to ONNX with the
- * observation normalization baked in, and verified by running the file in onnxruntime.
+ * trained on `resrt collect` demonstrations with the training engine (src/nn: one onnxruntime call
+ * per minibatch step), exported to ONNX with the observation normalization baked in, and verified
+ * by running the exported file in onnxruntime against the trained network.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,25 @@ import type { DenseLayerSpec, MlpPolicySpec } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import { Rng } from '../util/rng.js';
-import { initTf, type BackendPreference, type Tf } from '../util/tf-backend.js';
+import {
+  AdamClock,
+  adamStep,
+  CompiledGraph,
+  DoubleBuffer,
+  grad,
+  Graph,
+  initEngine,
+  LAYER_NORM_EPS,
+  mlpApply,
+  mlpParamSpecs,
+  mlpWidths,
+  op,
+  ParamLayout,
+  type DevicePreference,
+  type Engine,
+  type MlpSpec,
+  type Value,
+} from '../nn/index.js';
 import { exportMlpToOnnx, MetaKey } from '../runtime/onnx-export.js';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
 import type { DemoSet } from './demos.js';
@@ -32,7 +51,8 @@ export interface BcConfig {
   /** Floor on per-dimension observation std, so constant features do not blow up. */
   minObsStd: number;
   seed: number;
-  backend: BackendPreference;
+  /** Where training computes: 'auto' (CUDA when installed and working, else CPU), 'cpu', 'cuda'. */
+  device: DevicePreference;
 }
 
 export const defaultBcConfig: BcConfig = {
@@ -46,7 +66,7 @@ export const defaultBcConfig: BcConfig = {
   validationFraction: 0.1,
   minObsStd: 1e-3,
   seed: 0,
-  backend: 'auto',
+  device: 'auto',
 };
 
 export interface BcProgress {
@@ -58,12 +78,13 @@ export interface BcProgress {
 
 export interface BcResult {
   spec: MlpPolicySpec;
+  /** The training engine that ran, in words. */
   backend: string;
   samples: number;
   episodesUsed: number;
   trainLoss: number;
   validationLoss: number;
-  /** Largest |onnxruntime − tfjs| over the verification batch. */
+  /** Largest |exported ONNX − trained network| over the verification batch. */
   exportMaxAbsError: number;
   seconds: number;
 }
@@ -128,103 +149,100 @@ export async function trainBc(
     for (let d = 0; d < obsDim; d++) std[d] += (train.x[i * obsDim + d] - mean[d]) ** 2 / train.n;
   for (let d = 0; d < obsDim; d++) std[d] = Math.max(cfg.minObsStd, Math.sqrt(std[d]));
 
-  const { tf, backend, description } = await initTf(cfg.backend);
-  log(`bc: tensorflow.js backend ${description}`);
+  const engine = await initEngine({ device: cfg.device });
+  log(`bc: ${engine.description}`);
   const started = performance.now();
   const outDim = actionDim * h;
-  const widths = [obsDim, ...cfg.hidden, outDim];
-  const params = initParams(tf, widths, cfg.layerNorm, rng);
-  const optimizer = tf.train.adam(cfg.learningRate);
-  const meanT = tf.tensor1d(mean);
-  const stdT = tf.tensor1d(std);
-  const forward = (x: ReturnType<Tf['tensor2d']>): ReturnType<Tf['tensor2d']> =>
-    tf.tidy(() => {
-      let z = tf.div(tf.sub(x, meanT), stdT) as ReturnType<Tf['tensor2d']>;
-      params.forEach((p, l) => {
-        z = tf.add(tf.matMul(z, p.w), p.b);
-        if (l < params.length - 1) {
-          if (p.gamma && p.beta) {
-            const { mean: mu, variance } = tf.moments(z, -1, true);
-            z = tf.add(tf.mul(tf.div(tf.sub(z, mu), tf.sqrt(tf.add(variance, 1e-5))), p.gamma), p.beta);
-          }
-          z = tf.relu(z);
-        }
-      });
-      return z;
-    });
+  const net = new BcNetwork(
+    engine,
+    { inDim: obsDim, hidden: cfg.hidden, outDim, layerNorm: cfg.layerNorm },
+    mean,
+    std,
+  );
+  const params = new DoubleBuffer(net.layout.size, net.init(rng));
+  const m = new DoubleBuffer(net.layout.size);
+  const v = new DoubleBuffer(net.layout.size);
+  // tf.train.adam's defaults (ε = 1e-7, no clipping), which BC was tuned with.
+  const clock = new AdamClock({
+    lr: cfg.learningRate,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-7,
+    clipNorm: Infinity,
+  });
 
-  const evalLoss = (data: Dataset): number =>
-    tf.tidy(() => {
-      let total = 0;
-      for (let s = 0; s < data.n; s += 4096) {
-        const e = Math.min(data.n, s + 4096);
-        const xb = tf.tensor2d(data.x.subarray(s * obsDim, e * obsDim), [e - s, obsDim]);
-        const yb = tf.tensor2d(data.y.subarray(s * outDim, e * outDim), [e - s, outDim]);
-        total += (tf.losses.meanSquaredError(yb, forward(xb)).dataSync()[0] as number) * (e - s);
-      }
-      return total / data.n;
-    });
+  const evalLoss = async (data: Dataset): Promise<number> => {
+    let total = 0;
+    for (let s = 0; s < data.n; s += 4096) {
+      const e = Math.min(data.n, s + 4096);
+      const pred = await net.predict(params.front, data.x.subarray(s * obsDim, e * obsDim), e - s);
+      const target = data.y.subarray(s * outDim, e * outDim);
+      let sq = 0;
+      for (let i = 0; i < pred.length; i++) sq += (pred[i] - target[i]) ** 2;
+      total += sq / outDim;
+    }
+    return total / data.n;
+  };
 
   const order = Uint32Array.from({ length: train.n }, (_, i) => i);
   const xb = new Float32Array(cfg.batchSize * obsDim);
   const yb = new Float32Array(cfg.batchSize * outDim);
   let trainLoss = NaN;
   let validationLoss = NaN;
-  const vars = params.flatMap((p) => [p.w, p.b, ...(p.gamma && p.beta ? [p.gamma, p.beta] : [])]);
-  for (let epoch = 1; epoch <= cfg.epochs; epoch++) {
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = rng.int(i + 1);
-      [order[i], order[j]] = [order[j], order[i]];
-    }
-    let sum = 0;
-    let batches = 0;
-    for (let s = 0; s + cfg.batchSize <= train.n || (s === 0 && train.n > 0); s += cfg.batchSize) {
-      const size = Math.min(cfg.batchSize, train.n - s);
-      for (let k = 0; k < size; k++) {
-        const r = order[s + k];
-        xb.set(train.x.subarray(r * obsDim, (r + 1) * obsDim), k * obsDim);
-        yb.set(train.y.subarray(r * outDim, (r + 1) * outDim), k * outDim);
+  try {
+    for (let epoch = 1; epoch <= cfg.epochs; epoch++) {
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = rng.int(i + 1);
+        [order[i], order[j]] = [order[j], order[i]];
       }
-      const loss = optimizer.minimize(
-        () => {
-          const x = tf.tensor2d(xb.subarray(0, size * obsDim), [size, obsDim]);
-          const y = tf.tensor2d(yb.subarray(0, size * outDim), [size, outDim]);
-          return tf.losses.meanSquaredError(y, forward(x)) as ReturnType<Tf['scalar']>;
-        },
-        true,
-        vars,
-      );
-      sum += loss!.dataSync()[0];
-      loss!.dispose();
-      batches++;
-      if (size < cfg.batchSize) break;
+      let sum = 0;
+      let batches = 0;
+      for (let s = 0; s + cfg.batchSize <= train.n || (s === 0 && train.n > 0); s += cfg.batchSize) {
+        const size = Math.min(cfg.batchSize, train.n - s);
+        for (let k = 0; k < size; k++) {
+          const r = order[s + k];
+          xb.set(train.x.subarray(r * obsDim, (r + 1) * obsDim), k * obsDim);
+          yb.set(train.y.subarray(r * outDim, (r + 1) * outDim), k * outDim);
+        }
+        const scalars = clock.nextScalars();
+        const out = await (
+          await net.trainGraph(size)
+        ).run(
+          {
+            params: params.front,
+            m: m.front,
+            v: v.front,
+            stepSize: scalars.stepSize,
+            epsHat: scalars.epsHat,
+            x: xb.subarray(0, size * obsDim),
+            y: yb.subarray(0, size * outDim),
+          },
+          { 'next:params': params.back, 'next:m': m.back, 'next:v': v.back },
+        );
+        params.swap();
+        m.swap();
+        v.swap();
+        clock.commit();
+        sum += out.loss[0];
+        batches++;
+        if (size < cfg.batchSize) break;
+      }
+      trainLoss = sum / Math.max(1, batches);
+      if (!Number.isFinite(trainLoss)) {
+        throw new ResrtError(
+          `BC diverged at epoch ${epoch} (loss ${trainLoss})`,
+          'lower --lr, or check the demonstrations for NaN',
+        );
+      }
+      validationLoss = val ? await evalLoss(val) : NaN;
+      onProgress?.({ epoch, epochs: cfg.epochs, trainLoss, validationLoss });
     }
-    trainLoss = sum / Math.max(1, batches);
-    if (!Number.isFinite(trainLoss)) {
-      throw new ResrtError(
-        `BC diverged at epoch ${epoch} (loss ${trainLoss})`,
-        'lower --lr, or check the demonstrations for NaN',
-      );
-    }
-    validationLoss = val ? evalLoss(val) : NaN;
-    onProgress?.({ epoch, epochs: cfg.epochs, trainLoss, validationLoss });
+  } catch (err) {
+    await net.release();
+    throw err;
   }
 
-  const layers: DenseLayerSpec[] = params.map((p, l) => ({
-    inDim: widths[l],
-    outDim: widths[l + 1],
-    weight: p.w.dataSync() as Float32Array,
-    bias: p.b.dataSync() as Float32Array,
-    layerNorm:
-      p.gamma && p.beta
-        ? {
-            gamma: p.gamma.dataSync() as Float32Array,
-            beta: p.beta.dataSync() as Float32Array,
-            epsilon: 1e-5,
-          }
-        : undefined,
-    activation: l < params.length - 1 ? 'relu' : 'linear',
-  }));
+  const layers = net.denseSpecs(params.front);
   const spec: MlpPolicySpec = {
     inputs: [{ name: 'obs', dim: obsDim }],
     inputNormalization: { mean, std },
@@ -245,11 +263,12 @@ export async function trainBc(
     },
   };
 
-  // Verify the export: onnxruntime on the file's bytes must match tfjs.
+  // Verify the export: onnxruntime on the file's bytes must match the trained network.
   const bytes = exportMlpToOnnx(spec);
   const probeN = Math.min(256, train.n);
   const probe = train.x.slice(0, probeN * obsDim);
-  const expected = tf.tidy(() => forward(tf.tensor2d(probe, [probeN, obsDim])).dataSync() as Float32Array);
+  const expected = await net.predict(params.front, probe, probeN);
+  await net.release();
   const dir = mkdtempSync(join(tmpdir(), 'resrt-bc-'));
   let got: Float32Array;
   try {
@@ -266,8 +285,6 @@ export async function trainBc(
   }
   let maxErr = 0;
   for (let i = 0; i < expected.length; i++) maxErr = Math.max(maxErr, Math.abs(expected[i] - got[i]));
-  tf.dispose([...vars, meanT, stdT]);
-  optimizer.dispose();
   if (!(maxErr <= 1e-5)) {
     throw new ResrtError(
       `the exported ONNX differs from the trained network by ${maxErr}`,
@@ -277,7 +294,7 @@ export async function trainBc(
   exportedBytes.set(spec, bytes);
   return {
     spec,
-    backend,
+    backend: engine.description,
     samples: train.n,
     episodesUsed: usable.length,
     trainLoss,
@@ -311,26 +328,111 @@ export function saveBcPolicy(result: BcResult, path: string): void {
   );
 }
 
-interface LayerParams {
-  w: ReturnType<Tf['variable']>;
-  b: ReturnType<Tf['variable']>;
-  gamma?: ReturnType<Tf['variable']>;
-  beta?: ReturnType<Tf['variable']>;
-}
+/**
+ * The BC network: (x − mean)/std → MLP (ReLU, optional LayerNorm) → linear, as engine graphs over
+ * one flat parameter vector: a minibatch step (MSE, gradients, Adam) and a forward pass.
+ */
+class BcNetwork {
+  readonly layout: ParamLayout;
+  private readonly steps = new Map<number, Promise<CompiledGraph>>();
+  private readonly forwards = new Map<number, Promise<CompiledGraph>>();
 
-function initParams(tf: Tf, widths: number[], layerNorm: boolean, rng: Rng): LayerParams[] {
-  const params: LayerParams[] = [];
-  for (let l = 0; l + 1 < widths.length; l++) {
-    const [i, o] = [widths[l], widths[l + 1]];
-    const last = l + 2 === widths.length;
-    // He initialisation for ReLU layers; a small output layer so initial actions sit near zero.
-    const scale = last ? 0.01 : Math.sqrt(2 / i);
-    const w = Float32Array.from({ length: i * o }, () => rng.normal(0, scale));
-    params.push({
-      w: tf.variable(tf.tensor2d(w, [i, o])),
-      b: tf.variable(tf.zeros([o])),
-      ...(layerNorm && !last ? { gamma: tf.variable(tf.ones([o])), beta: tf.variable(tf.zeros([o])) } : {}),
+  constructor(
+    readonly engine: Engine,
+    readonly spec: MlpSpec,
+    readonly mean: Float32Array,
+    readonly std: Float32Array,
+  ) {
+    this.layout = new ParamLayout(mlpParamSpecs(spec));
+  }
+
+  /** He initialisation for ReLU layers; a small output layer so initial actions sit near zero. */
+  init(rng: Rng): Float32Array {
+    const flat = new Float32Array(this.layout.size);
+    const widths = mlpWidths(this.spec);
+    for (let l = 0; l + 1 < widths.length; l++) {
+      const last = l + 2 === widths.length;
+      const scale = last ? 0.01 : Math.sqrt(2 / widths[l]);
+      const w = this.layout.view(flat, `l${l}/w`);
+      for (let i = 0; i < w.length; i++) w[i] = rng.normal(0, scale);
+      if (this.spec.layerNorm && !last) this.layout.view(flat, `l${l}/gamma`).fill(1);
+    }
+    return flat;
+  }
+
+  private output(p: ReadonlyMap<string, Value>, x: Value): Value {
+    const g = x.graph;
+    const d = this.spec.inDim;
+    const z = op.div(op.sub(x, g.constant(this.mean, [d])), g.constant(this.std, [d]));
+    return mlpApply(p, z, this.spec);
+  }
+
+  trainGraph(rows: number): Promise<CompiledGraph> {
+    let c = this.steps.get(rows);
+    if (!c) {
+      const g = new Graph(`bc_step_${rows}`);
+      const params = g.input('params', [this.layout.size]);
+      const p = this.layout.unpack(params);
+      const pred = this.output(p, g.input('x', [rows, this.spec.inDim]));
+      const loss = op.mean(op.square(op.sub(pred, g.input('y', [rows, this.spec.outDim]))));
+      const names = this.layout.entries.map((e) => e.name);
+      const grads = grad(
+        loss,
+        names.map((n) => p.get(n) as Value),
+      );
+      const step = adamStep(
+        params,
+        this.layout.pack(new Map(names.map((n, i) => [n, grads[i]]))),
+        g.input('m', [this.layout.size]),
+        g.input('v', [this.layout.size]),
+        { beta1: 0.9, beta2: 0.999, clipNorm: Infinity },
+        { stepSize: g.input('stepSize', []), epsHat: g.input('epsHat', []) },
+      );
+      g.output('next:params', step.params);
+      g.output('next:m', step.m);
+      g.output('next:v', step.v);
+      g.output('loss', op.reshape(loss, [1]));
+      c = CompiledGraph.create(g, this.engine);
+      this.steps.set(rows, c);
+    }
+    return c;
+  }
+
+  async predict(params: Float32Array, x: Float32Array, rows: number): Promise<Float32Array> {
+    let c = this.forwards.get(rows);
+    if (!c) {
+      const g = new Graph(`bc_forward_${rows}`);
+      const p = this.layout.unpack(g.input('params', [this.layout.size]));
+      g.output('y', this.output(p, g.input('x', [rows, this.spec.inDim])));
+      c = CompiledGraph.create(g, this.engine);
+      this.forwards.set(rows, c);
+    }
+    return (await (await c).run({ params, x })).y;
+  }
+
+  denseSpecs(flat: Float32Array): DenseLayerSpec[] {
+    const widths = mlpWidths(this.spec);
+    return widths.slice(0, -1).map((inDim, l) => {
+      const last = l + 2 === widths.length;
+      const view = (name: string): Float32Array => this.layout.view(flat, `l${l}/${name}`).slice();
+      return {
+        inDim,
+        outDim: widths[l + 1],
+        weight: view('w'),
+        bias: view('b'),
+        layerNorm:
+          this.spec.layerNorm && !last
+            ? { gamma: view('gamma'), beta: view('beta'), epsilon: LAYER_NORM_EPS }
+            : undefined,
+        activation: last ? 'linear' : 'relu',
+      };
     });
   }
-  return params;
+
+  async release(): Promise<void> {
+    const all = [...this.steps.values(), ...this.forwards.values()];
+    this.steps.clear();
+    this.forwards.clear();
+    await Promise.all(all.map(async (c) => (await c).release()));
+  }
 }

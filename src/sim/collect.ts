@@ -1,5 +1,8 @@
 /** `resrt collect`: scripted-expert demonstrations written episode by episode (see demos.ts). */
 import { existsSync, renameSync } from 'node:fs';
+import { basename } from 'node:path';
+import type { CameraFrames } from '../types.js';
+import type { SimCameraOptions } from './camera/sim-cameras.js';
 import { ResrtError } from '../util/errors.js';
 import { DemoWriter } from './demos.js';
 import { MujocoEnv, type Randomization } from './env.js';
@@ -13,6 +16,8 @@ export interface CollectOptions {
   seed?: number;
   noise: ExpertNoise;
   randomization?: Partial<Randomization>;
+  /** Cameras to record (default: the task's own; e.g. { depth: true } to add depth). */
+  cameras?: SimCameraOptions;
   /** Refuse to overwrite an existing file unless set. */
   overwrite?: boolean;
   onEpisode?: (done: number, successes: number) => void;
@@ -38,37 +43,52 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
   if (existsSync(out) && !options.overwrite) {
     throw new ResrtError(`${out} already exists`, 'choose another --out, or pass --overwrite');
   }
-  const env = await MujocoEnv.create(task, { randomization: options.randomization });
+  const env = await MujocoEnv.create(task, { randomization: options.randomization, cameras: options.cameras });
   const expert = new ImperfectExpert(task.expert(), env.actionSpace.dim, options.noise, options.seed ?? 0);
   // Written under a temporary name until the first episode is complete, so a failure before that
   // leaves nothing half-made at the requested path.
   const partial = `${out}.partial`;
-  const writer = DemoWriter.create(partial, {
-    task: task.name,
-    obsDim: env.observationSpace.dim,
-    actionDim: env.actionSpace.dim,
-    obsNames: [...env.observationSpace.names],
-    actionNames: [...env.actionSpace.names],
-    controlDt: env.controlDt,
-    source: `scripted expert (jitter ${options.noise.jitterStd}, bias ${options.noise.biasStd}, pauses ${options.noise.pauseProbability})`,
-  });
+  const cameras = env.cameras;
+  const framesOut = `${out}.frames`;
+  const framesPartial = `${framesOut}.partial`;
+  if (cameras.length > 0 && existsSync(framesOut) && !options.overwrite) {
+    throw new ResrtError(`${framesOut} already exists`, 'choose another --out, or pass --overwrite');
+  }
+  const writer = DemoWriter.create(
+    partial,
+    {
+      task: task.name,
+      obsDim: env.observationSpace.dim,
+      actionDim: env.actionSpace.dim,
+      obsNames: [...env.observationSpace.names],
+      actionNames: [...env.actionSpace.names],
+      controlDt: env.controlDt,
+      source: `scripted expert (jitter ${options.noise.jitterStd}, bias ${options.noise.biasStd}, pauses ${options.noise.pauseProbability})`,
+      ...(cameras.length ? { cameras: [...cameras], framesFile: basename(framesOut) } : {}),
+    },
+    { framesPath: framesPartial },
+  );
   let successes = 0;
   let steps = 0;
   let renamed = false;
   try {
     for (let ep = 0; ep < episodes; ep++) {
       const seed = (options.seed ?? 0) + ep;
-      let { obs } = env.reset({ seed });
+      const first = env.reset({ seed });
+      let obs = first.obs;
       expert.reset(seed);
       const observations = [obs];
+      const frames: CameraFrames[] = first.frames ? [first.frames] : [];
       const actions: Float32Array[] = [];
       const rewards: number[] = [];
       for (;;) {
-        const action = expert.act(obs);
+        // Privileged experts (push-cam) act on state the recorded observation leaves out.
+        const action = expert.act(task.privilegedObservation ? env.expertObservation() : obs);
         const r = env.step(action);
         actions.push(action);
         rewards.push(r.reward);
         observations.push(r.obs);
+        if (r.frames) frames.push(r.frames);
         obs = r.obs;
         if (r.terminated || r.truncated) {
           writer.append({
@@ -79,6 +99,7 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
             obs: observations,
             actions,
             rewards,
+            ...(cameras.length ? { frames } : {}),
           });
           if (r.info.success) successes++;
           steps += actions.length;
@@ -86,6 +107,7 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
         }
       }
       if (!renamed) {
+        if (cameras.length) renameSync(framesPartial, framesOut);
         renameSync(partial, out);
         renamed = true;
       }

@@ -11,9 +11,17 @@
  *
  * Each episode is written and fsynced when it ends, so a crash loses at most the episode in progress;
  * a torn last line (crash mid-write) is detected and ignored on read.
+ *
+ * With cameras the header also lists them ("cameras": [{name, width, height, channels, depth}]) and
+ * names the binary sidecar holding their frames ("framesFile", beside this file; see
+ * demo-frames.ts); each episode line adds "frames": {"offset", "bytes"}, its byte range there.
+ * Files without cameras are exactly as before.
  */
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { CameraFrames, CameraSpec } from '../types.js';
 import { ResrtError } from '../util/errors.js';
+import { type FrameRange, FrameSidecarWriter, readEpisodeFrames } from './demo-frames.js';
 
 export interface DemoHeader {
   format: 'resrt-demos';
@@ -26,6 +34,10 @@ export interface DemoHeader {
   controlDt: number;
   createdAt: string;
   source: string;
+  /** The cameras whose frames the sidecar holds, in record order. */
+  cameras?: CameraSpec[];
+  /** File name (beside this file) of the frames sidecar. */
+  framesFile?: string;
 }
 
 export interface DemoEpisode {
@@ -39,6 +51,10 @@ export interface DemoEpisode {
   /** T actions. */
   actions: Float32Array[];
   rewards: number[];
+  /** Writing: one CameraFrames per observation (T + 1), when the file has cameras. */
+  frames?: CameraFrames[];
+  /** Reading: where this episode's frames are in the sidecar (load them with loadEpisodeFrames). */
+  frameRange?: FrameRange;
 }
 
 export interface DemoSet {
@@ -46,27 +62,46 @@ export interface DemoSet {
   episodes: DemoEpisode[];
   /** True when the file ended in a torn line (a crash during writing); that episode was dropped. */
   tornTail: boolean;
+  /** Absolute path of the frames sidecar, when the file has cameras. */
+  framesPath?: string;
 }
 
 export class DemoWriter {
   private readonly fd: number;
+  private readonly frames: FrameSidecarWriter | null;
   private count = 0;
 
   private constructor(
     readonly path: string,
     readonly header: DemoHeader,
+    framesPath: string | undefined,
   ) {
+    const cameras = header.cameras ?? [];
+    if (cameras.length > 0 && !header.framesFile) {
+      throw new ResrtError('demonstrations with cameras need a framesFile in the header');
+    }
+    this.frames =
+      cameras.length > 0
+        ? new FrameSidecarWriter(framesPath ?? join(dirname(path), header.framesFile!), cameras)
+        : null;
     this.fd = openSync(path, 'w');
     this.writeLine(JSON.stringify(header));
   }
 
-  static create(path: string, header: Omit<DemoHeader, 'format' | 'version' | 'createdAt'>): DemoWriter {
-    return new DemoWriter(path, {
-      format: 'resrt-demos',
-      version: 1,
-      createdAt: new Date().toISOString(),
-      ...header,
-    });
+  /**
+   * `framesPath`: where to write the sidecar when it is not yet at its final name (collect writes
+   * under temporary names); default `header.framesFile` beside `path`.
+   */
+  static create(
+    path: string,
+    header: Omit<DemoHeader, 'format' | 'version' | 'createdAt'>,
+    options: { framesPath?: string } = {},
+  ): DemoWriter {
+    return new DemoWriter(
+      path,
+      { format: 'resrt-demos', version: 1, createdAt: new Date().toISOString(), ...header },
+      options.framesPath,
+    );
   }
 
   append(episode: Omit<DemoEpisode, 'episode'>): void {
@@ -77,6 +112,17 @@ export class DemoWriter {
         'an episode of T steps needs T + 1 observations, T actions and T rewards',
       );
     }
+    let range: FrameRange | undefined;
+    if (this.frames) {
+      if (!episode.frames || episode.frames.length !== obs.length) {
+        throw new ResrtError(
+          `demo episode has ${episode.frames?.length ?? 0} camera frames for ${obs.length} observations`,
+          'record the frames of every observation (the reset and every step)',
+        );
+      }
+      // The frames are on disk before the line that points at them.
+      range = this.frames.appendEpisode(episode.frames);
+    }
     const line = JSON.stringify({
       episode: this.count,
       seed: episode.seed,
@@ -86,6 +132,7 @@ export class DemoWriter {
       obs: obs.map(roundRow),
       actions: actions.map(roundRow),
       rewards,
+      ...(range ? { frames: range } : {}),
     });
     this.writeLine(line);
     this.count++;
@@ -97,6 +144,7 @@ export class DemoWriter {
 
   close(): void {
     closeSync(this.fd);
+    this.frames?.close();
   }
 
   private writeLine(line: string): void {
@@ -152,6 +200,7 @@ export function readDemos(path: string): DemoSet {
       obs: number[][];
       actions: number[][];
       rewards: number[];
+      frames?: FrameRange;
     };
     const ep: DemoEpisode = {
       episode: raw.episode,
@@ -163,10 +212,34 @@ export function readDemos(path: string): DemoSet {
       actions: raw.actions.map((r) => Float32Array.from(r)),
       rewards: raw.rewards,
     };
+    if (raw.frames) ep.frameRange = raw.frames;
     checkEpisode(path, header, ep, i + 1);
     episodes.push(ep);
   }
-  return { header, episodes, tornTail };
+  const set: DemoSet = { header, episodes, tornTail };
+  if (header.cameras?.length) {
+    const framesPath = join(dirname(path), basename(header.framesFile ?? ''));
+    if (!header.framesFile || !existsSync(framesPath)) {
+      throw new ResrtError(
+        `${path} records cameras (${header.cameras.map((c) => c.name).join(', ')}) but its frames file ${framesPath} is missing`,
+        'keep the .frames file next to the .jsonl file (copy both), or collect again',
+      );
+    }
+    set.framesPath = framesPath;
+  }
+  return set;
+}
+
+/** The camera frames of one episode of a DemoSet (T + 1 of them), decoded from the sidecar. */
+export function loadEpisodeFrames(set: DemoSet, episode: DemoEpisode): CameraFrames[] {
+  const cameras = set.header.cameras ?? [];
+  if (!set.framesPath || cameras.length === 0 || !episode.frameRange) {
+    throw new ResrtError(
+      `episode ${episode.episode} has no camera frames`,
+      'collect demonstrations on a task with cameras (e.g. --task push-cam)',
+    );
+  }
+  return readEpisodeFrames(set.framesPath, cameras, episode.frameRange, episode.obs.length);
 }
 
 function checkEpisode(path: string, header: DemoHeader, ep: DemoEpisode, line: number): void {
@@ -182,4 +255,5 @@ function checkEpisode(path: string, header: DemoHeader, ep: DemoEpisode, line: n
     if (o.length !== header.obsDim) bad(`observation of length ${o.length}, header says ${header.obsDim}`);
   for (const a of ep.actions)
     if (a.length !== header.actionDim) bad(`action of length ${a.length}, header says ${header.actionDim}`);
+  if (header.cameras?.length && !ep.frameRange) bad('the header lists cameras but the episode has no frames');
 }

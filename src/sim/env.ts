@@ -3,10 +3,11 @@
  * a control period of whole physics steps, sparse binary reward, time-limit truncation, domain
  * randomization, and determinism under a seed.
  */
-import type { BoxSpace, Env, ResetResult, StepResult } from '../types.js';
+import type { BoxSpace, CameraSpec, Env, ResetResult, StepResult } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import { compileMjcf, DataViews, type MainModule, type MjData, type MjModel, mujoco } from './mujoco.js';
+import { type SimCameraOptions, SimCameras } from './camera/sim-cameras.js';
 import { Sim } from './sim.js';
 import type { TaskDefinition } from './task.js';
 
@@ -38,6 +39,11 @@ export interface MujocoEnvOptions {
   randomization?: Partial<Randomization>;
   /** Overrides the task's time limit. */
   maxEpisodeSteps?: number;
+  /**
+   * Cameras rendered with every observation (ResetResult/StepResult.frames). Default: the task's
+   * own (`task.cameras`), none for state-only tasks.
+   */
+  cameras?: SimCameraOptions;
 }
 
 export class MujocoEnv<S = unknown> implements Env {
@@ -48,8 +54,13 @@ export class MujocoEnv<S = unknown> implements Env {
   readonly maxEpisodeSteps: number;
   readonly sim: Sim;
   readonly randomization: Randomization;
+  readonly cameras: readonly CameraSpec[];
+  /** Renders the observation cameras, and any other MJCF camera on request (`--video`). */
+  readonly simCameras: SimCameras;
 
   private rng: Rng;
+  /** Appearance randomization draws from its own stream, so physics episodes stay as they were. */
+  private appearanceRng: Rng;
   private state: S | undefined;
   private stepsTaken = 0;
   private done = true;
@@ -73,6 +84,7 @@ export class MujocoEnv<S = unknown> implements Env {
     const views = new DataViews(data);
     this.sim = new Sim(mj, model, data, views);
     this.rng = new Rng(options.seed ?? 0);
+    this.appearanceRng = new Rng(appearanceSeed(options.seed ?? 0));
     this.randomization = { ...noRandomization, ...options.randomization };
     this.maxEpisodeSteps = options.maxEpisodeSteps ?? task.maxEpisodeSteps;
     this.controlDt = task.controlSubsteps * (model.opt.timestep as number);
@@ -120,6 +132,8 @@ export class MujocoEnv<S = unknown> implements Env {
     this.nominalFriction = Float64Array.from(model.geom_friction as Float64Array);
     this.nominalMass = Float64Array.from(model.body_mass as Float64Array);
     this.nominalInertia = Float64Array.from(model.body_inertia as Float64Array);
+    this.simCameras = new SimCameras(mj, model, data, task.name, task.cameras, options.cameras ?? {});
+    this.cameras = this.simCameras.specs;
   }
 
   static async create<S>(task: TaskDefinition<S>, options: MujocoEnvOptions = {}): Promise<MujocoEnv<S>> {
@@ -149,12 +163,27 @@ export class MujocoEnv<S = unknown> implements Env {
     return this.state;
   }
 
+  /**
+   * What the task's scripted expert acts on: the task's privileged observation of the current
+   * state when it defines one, else the (noise-free) observation.
+   */
+  expertObservation(): Float32Array {
+    const priv = this.task.privilegedObservation;
+    const out = new Float32Array(priv ? priv.names.length : this.obsBuffer.length);
+    if (priv) priv.observe(this.sim, this.state as S, out);
+    else this.task.observe(this.sim, this.state as S, out);
+    return out;
+  }
+
   get elapsedSteps(): number {
     return this.stepsTaken;
   }
 
   reset(options: { seed?: number } = {}): ResetResult {
-    if (options.seed !== undefined) this.rng = new Rng(options.seed);
+    if (options.seed !== undefined) {
+      this.rng = new Rng(options.seed);
+      this.appearanceRng = new Rng(appearanceSeed(options.seed));
+    }
     const { sim, model, data } = this;
     sim.views.ensure();
     sim.mj.mj_resetData(model, data);
@@ -166,7 +195,10 @@ export class MujocoEnv<S = unknown> implements Env {
     const [dLow, dHigh] = this.randomization.actionDelaySteps;
     this.delaySteps = dLow + this.rng.int(dHigh - dLow + 1);
     this.delayQueue = [];
-    return { obs: this.observe(), info: { success: false } };
+    this.simCameras.beginEpisode(this.appearanceRng);
+    const obs = this.observe();
+    const frames = this.simCameras.capture();
+    return frames ? { obs, info: { success: false }, frames } : { obs, info: { success: false } };
   }
 
   step(action: ArrayLike<number>): StepResult {
@@ -204,16 +236,20 @@ export class MujocoEnv<S = unknown> implements Env {
     const terminated = success || failed;
     const truncated = !terminated && this.stepsTaken >= this.maxEpisodeSteps;
     this.done = terminated || truncated;
-    return {
+    const result: StepResult = {
       obs,
       reward: success ? 1 : 0,
       terminated,
       truncated,
       info: unstable ? { success, failure: failed, unstable: true } : { success, failure: failed },
     };
+    const frames = this.simCameras.capture();
+    if (frames) result.frames = frames;
+    return result;
   }
 
   close(): void {
+    this.simCameras.close();
     this.data.delete();
     this.model.delete();
   }
@@ -261,4 +297,8 @@ export class MujocoEnv<S = unknown> implements Env {
     for (let b = 0; b < mass.length; b++) mass[b] = this.nominalMass[b] * ms;
     for (let k = 0; k < inertia.length; k++) inertia[k] = this.nominalInertia[k] * ms;
   }
+}
+
+function appearanceSeed(seed: number): number {
+  return (Math.imul(seed >>> 0, 0x9e3779b1) ^ 0x5ca1ab1e) >>> 0;
 }

@@ -2,7 +2,7 @@
  * Scripted experts made to look like human demonstrations: per-step jitter, a small per-episode
  * bias, and occasional pauses. With all noise at zero the expert is the clean controller.
  */
-import type { Policy } from '../types.js';
+import type { CameraFrames, Policy } from '../types.js';
 import { Rng } from '../util/rng.js';
 import type { ExpertController } from './task.js';
 
@@ -90,5 +90,26 @@ export class RandomPolicy implements Policy {
     const out = new Float32Array(this.actionDim);
     for (let i = 0; i < this.actionDim; i++) out[i] = this.rng.range(-1, 1);
     return out;
+  }
+}
+
+/**
+ * A scripted expert that acts on privileged state (a task's `privilegedObservation`, read from the
+ * simulator each step) instead of the observation it is handed: push-cam's expert knows the goal
+ * the policy only sees in the image.
+ */
+export class PrivilegedExpert implements Policy {
+  readonly actionDim: number;
+  constructor(
+    private readonly expert: ImperfectExpert,
+    private readonly privileged: () => Float32Array,
+  ) {
+    this.actionDim = expert.actionDim;
+  }
+  reset(seed?: number): void {
+    this.expert.reset(seed);
+  }
+  act(_obs: Float32Array, _frames?: CameraFrames): Float32Array {
+    return this.expert.act(this.privileged());
   }
 }

@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { ResrtError } from '../util/errors.js';
 import type { TaskDefinition } from './task.js';
 import { pegInsertTask } from './tasks/peg-insert.js';
+import { pushCamTask } from './tasks/push-cam.js';
 import { pushTask } from './tasks/push.js';
 import { reachTask } from './tasks/reach.js';
 
@@ -17,6 +18,7 @@ export const builtInTasks: Record<string, AnyTask> = {
   reach: reachTask as AnyTask,
   push: pushTask as AnyTask,
   'peg-insert': pegInsertTask as AnyTask,
+  'push-cam': pushCamTask as AnyTask,
 };
 
 export function builtInTaskNames(): string[] {

@@ -5,6 +5,7 @@
  */
 import type { Policy } from '../types.js';
 import type { Rng } from '../util/rng.js';
+import type { TaskCameras } from './camera/sim-cameras.js';
 import type { ExpertNoise } from './expert.js';
 import type { Sim } from './sim.js';
 
@@ -38,8 +39,18 @@ export interface TaskDefinition<S = unknown> {
   success(sim: Sim, state: S): boolean;
   /** Optional: a failure that also terminates (reward 0), e.g. an object knocked off the table. */
   failure?(sim: Sim, state: S): boolean;
-  /** Optional scripted expert working from observations alone. */
+  /**
+   * Optional: the MJCF cameras whose frames are part of the observation (default 84 x 84 RGB).
+   * Without it the task is state-only; `resrt eval --video` can still render any of its cameras.
+   */
+  cameras?: TaskCameras;
+  /** Optional scripted expert, working from observations (or the privileged observation). */
   expert?(): ExpertController;
+  /**
+   * Optional: what the scripted expert sees when the observation lacks something it needs (the
+   * goal of push-cam is only in the camera image). Without it the expert sees the observation.
+   */
+  privilegedObservation?: { names: string[]; observe(sim: Sim, state: S, out: Float32Array): void };
   /**
    * Optional: the noise that makes this task's expert look like a person's demonstrations (actions
    * are normalized, so what is human-like depends on the task's ranges and precision).

@@ -55,6 +55,22 @@ export function robotTopics(robotId: string): RobotTopics {
   };
 }
 
+/**
+ * Device -> controller, one camera's frames: binary (format version, type 5, size, seq, capture
+ * time, JPEG), QoS 0, never retained (docs/mqtt-topics.md). The camera name is one topic level.
+ */
+export function cameraTopic(robotId: string, camera: string): string {
+  if (!ROBOT_ID.test(camera)) {
+    throw new ResrtError(
+      `camera name ${JSON.stringify(camera)} is not a valid topic level`,
+      'use 1-64 characters from A-Z a-z 0-9 _ . - (no "/", "+", "#" or spaces), starting with a letter or digit',
+    );
+  }
+  return `${TOPIC_ROOT}/${checkRobotId(robotId)}/camera/${camera}`;
+}
+
+export const CAMERA_QOS = 0;
+
 export interface MqttRobotUrl {
   /** Broker URL without the robot id, e.g. mqtt://127.0.0.1:1883. */
   brokerUrl: string;

@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import mqtt, { type MqttClient } from 'mqtt';
 import { ResrtError } from '../../util/errors.js';
 import { writeFileAtomic } from '../../util/files.js';
-import { initTf, type BackendPreference } from '../../util/tf-backend.js';
+import { initEngine, type DevicePreference } from '../../nn/index.js';
 import { makeConfig, profileFor, type ProfileName, type ResidualConfig } from '../config.js';
 import { ReplayBuffer, packSteps } from '../replay.js';
 import { ResidualLearner, type UpdateStats } from '../td3.js';
@@ -42,6 +42,7 @@ import { z } from 'zod';
 import { startDashboard, type Dashboard } from '../../runtime/dashboard/server.js';
 import { EpisodeAssembler, Sequencer, episodeRewards, interventionDemos } from './ingest.js';
 import { TransitionWal, type EpisodeRecord } from './wal.js';
+import { WalStorage } from './wal-storage.js';
 
 export interface LearnerServiceOptions {
   /** Checkpoints, the write-ahead log and the exported residual go here. */
@@ -70,8 +71,22 @@ export interface LearnerServiceOptions {
   rewardMode?: 'task' | 'rlif';
   /** Capacity of the intervention (demonstration) replay. Default 50 000. */
   demoCapacity?: number;
+  /**
+   * The write-ahead log (the session's dataset) may take this many MiB on disk, compacted segments
+   * counted as stored. At the limit nothing more is logged or acknowledged: the actors keep their
+   * transitions spooled and stop at their spool limits. Default 65536 (64 GiB).
+   */
+  walLimitMiB?: number;
+  /**
+   * Nothing is logged while the disk holding outDir has less than this many MiB free: the room
+   * checkpoints and compaction need. Default 1024.
+   */
+  minFreeMiB?: number;
+  /** Log segments are sealed and compacted at this size. Default 32. */
+  walSegmentMiB?: number;
   seed?: number;
-  backend?: BackendPreference;
+  /** Where the learner computes: 'auto' (CUDA when installed and working, else CPU), 'cpu', 'cuda'. */
+  device?: DevicePreference;
   dashboardPort?: number;
   host?: string;
   token?: string;
@@ -107,6 +122,8 @@ export interface LearnerSnapshot {
   watermarks: Record<string, number>;
   /** Why training stopped (divergence), while logging goes on; null while it runs. */
   trainingError: string | null;
+  /** The write-ahead log against its limit; `stopped` says why nothing is logged. */
+  storage: ReturnType<WalStorage['status']>;
   last: UpdateStats | null;
 }
 
@@ -118,7 +135,8 @@ export interface LearnerService {
   episodes(): readonly EpisodeRecord[];
   /** Sends a control command to one actor (or every known one with robotId ''). */
   command(robotId: string, c: ControlCommand): boolean;
-  checkpoint(): void;
+  /** Writes a checkpoint now (after the update in flight, if any). */
+  checkpoint(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -166,16 +184,16 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     throw new ResrtError('the learner needs the observation and action widths', 'pass --base BASE.onnx');
   const O = obsDim;
   const A = actionDim;
-  const handle = await initTf(options.backend ?? 'auto');
+  const engine = await initEngine({ device: options.device ?? 'auto' });
   const chosen =
     options.profile && options.profile !== 'auto'
       ? { name: options.profile, why: 'chosen' }
-      : profileFor(handle);
+      : profileFor(engine);
   const cfg = makeConfig(chosen.name, options.config);
-  log(`learner: ${handle.description}, profile ${chosen.name}`);
+  log(`learner: ${engine.description}, profile ${chosen.name}`);
   const seed = options.seed ?? 0;
   const demos = new ReplayBuffer(options.demoCapacity ?? 50_000, O, A);
-  const learner = new ResidualLearner(handle.tf, cfg, { obsDim: O, actionDim: A }, seed, demos);
+  const learner = await ResidualLearner.create(engine, cfg, { obsDim: O, actionDim: A }, seed, demos);
   const meta = { session, obsDim: O, actionDim: A, config: cfg, rewardMode: options.rewardMode ?? 'task' };
 
   let state: ServiceState = { replayed: {}, ingested: 0, version: 0 };
@@ -300,18 +318,23 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     }
   };
 
-  wal = TransitionWal.open(join(outDir, 'wal'), {
-    transitions(b) {
-      sequencer.restore(b.robotId, b.firstSeq + b.transitions.length - 1);
-      logged += b.transitions.length;
-      take(b, true);
+  const walDir = join(outDir, 'wal');
+  const walLog = TransitionWal.open(
+    walDir,
+    {
+      transitions(b) {
+        sequencer.restore(b.robotId, b.firstSeq + b.transitions.length - 1);
+        logged += b.transitions.length;
+        take(b, true);
+      },
+      episode(e) {
+        lastEpisodeSeq.set(e.robotId, Math.max(lastEpisodeSeq.get(e.robotId) ?? -1, e.lastSeq));
+        countEpisode(e);
+      },
     },
-    episode(e) {
-      lastEpisodeSeq.set(e.robotId, Math.max(lastEpisodeSeq.get(e.robotId) ?? -1, e.lastSeq));
-      countEpisode(e);
-    },
-  });
-  if (wal.report.tornBytes > 0) log(`write-ahead log: dropped a torn tail of ${wal.report.tornBytes} bytes`);
+    { segmentBytes: Math.round((options.walSegmentMiB ?? 32) * 2 ** 20) },
+  );
+  wal = walLog;
   if (options.resume)
     log(
       `resumed: ${logged} transitions in the log, ${state.ingested} in the replay, ${learner.updates} updates`,
@@ -336,6 +359,18 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     explorationStd: cfg.explorationStd,
     warmupNoise: cfg.warmupNoise,
     actionScale: cfg.actionScale,
+    storageStopped: walStorage.stopped,
+  });
+  const walStorage = new WalStorage(walLog, {
+    dir: walDir,
+    limitBytes: (options.walLimitMiB ?? 65536) * 2 ** 20,
+    minFreeBytes: (options.minFreeMiB ?? 1024) * 2 ** 20,
+    log,
+    // Actors show the learner's reason next to their own spool.
+    onChange: () => {
+      if (client.connected)
+        client.publish(topics.learnerStatus, JSON.stringify(statusOf(true)), { qos: 1, retain: true });
+    },
   });
   const client: MqttClient = mqtt.connect(brokerUrl, {
     clientId: `resrt-learner-${session}-${incarnation}`,
@@ -365,7 +400,6 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     );
   };
 
-  let walFailure: string | null = null;
   const onBatch = (robotId: string, payload: Buffer): void => {
     // After close() began nothing is logged or acknowledged: the actors keep it spooled.
     if (closed) return;
@@ -380,6 +414,8 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       log(`rejected a batch on ${robotId}: ${(err as Error).message.split('\n')[0]}`);
       return;
     }
+    // At the log's limit or on a disk without room: not logged, not acknowledged, sent again.
+    if (walStorage.refuses()) return;
     const skipped = sequencer.adopt(robotId, ackedSeq);
     if (skipped > 0)
       log(
@@ -389,22 +425,11 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     if (fresh.length) {
       const accepted: TransitionBatch = { ...batch, firstSeq: fresh[0].seq, transitions: fresh };
       // Durable before acknowledged: the actor deletes what we acknowledge.
-      try {
-        (wal as TransitionWal).appendTransitions(accepted);
-      } catch (err) {
+      if (!walStorage.append(accepted)) {
         // Unacknowledged, the batch stays in the actor's spool and comes again.
         sequencer.rewind(robotId, fresh[0].seq);
-        if (walFailure === null) {
-          walFailure = (err as Error).message.split('\n')[0];
-          log(
-            `write-ahead log: cannot write to ${join(outDir, 'wal')} (${walFailure}); nothing is acknowledged ` +
-              'until it can: the actors keep their transitions spooled. Free disk space there',
-          );
-        }
         return;
       }
-      if (walFailure !== null) log('write-ahead log: writing again');
-      walFailure = null;
       logged += fresh.length;
       take(accepted, false);
     }
@@ -440,7 +465,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
 
   const publish = (): void => {
     const spec = residualPolicySpec({
-      layers: learner.actor.toDenseSpecs(),
+      layers: learner.actorLayers(),
       obsDim: O,
       actionDim: A,
       actionScale: cfg.actionScale,
@@ -449,9 +474,22 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       obsStd: learner.obsStd,
       version: state.version + 1,
     });
-    const onnx = exportResidualOnnx(spec, join(outDir, 'residual.onnx'));
+    let onnx: Uint8Array;
+    try {
+      onnx = exportResidualOnnx(spec, join(outDir, 'residual.onnx'));
+      // On disk before any actor sees it, so a restart never reuses the number.
+      writeFileAtomic(versionFile, JSON.stringify({ version: state.version + 1 }));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === undefined) throw err;
+      // A disk that refuses the files (full): this one is not published, training goes on.
+      lastPublishedActor = learner.actorUpdates;
+      log(
+        `publishing residual v${state.version + 1} failed (${(err as Error).message.split('\n')[0]}); ` +
+          `the next publish tries again. Free disk space in ${outDir}`,
+      );
+      return;
+    }
     state.version++;
-    writeFileAtomic(versionFile, JSON.stringify({ version: state.version }));
     const msg = encodePolicyMessage(
       {
         lineage,
@@ -487,6 +525,8 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       : cfg.criticWarmupSteps + (state.ingested - cfg.learningStarts) * cfg.utd;
 
   let cancelPump: (() => void) | null = null;
+  /** The slice of updates running now: checkpoints and shutdown wait for it, never cut into it. */
+  let slice: Promise<void> | null = null;
   /** Soon: after pending I/O (setImmediate, no setTimeout ≥ 1 ms floor); otherwise in 20 ms. */
   const schedulePump = (soon: boolean): void => {
     if (soon) {
@@ -500,6 +540,9 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   const pump = (): void => {
     cancelPump = null;
     if (closed) return;
+    slice = runSlice().finally(() => (slice = null));
+  };
+  const runSlice = async (): Promise<void> => {
     const t0 = performance.now();
     const target = allowed();
     try {
@@ -508,12 +551,12 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       // 50 Hz actors missed their periods, their robots held commands for uneven times, and a
       // fleet that otherwise learned the puck task to 100% ended at 39–73%. An update longer than
       // the slice (2×256 networks) still runs whole, so large learners lose nothing.
-      while (learner.updates < target && performance.now() - t0 < 5) {
+      while (!closed && learner.updates < target && performance.now() - t0 < 5) {
         if (cfg.normalizeObs && !learner.obsMean) {
           const { mean, std } = learner.computeObsNormalization();
           learner.setObsNormalization(mean, std);
         }
-        last = learner.update();
+        last = await learner.update();
         if (learner.actorUpdates - lastPublishedActor >= (options.publishEvery ?? 50)) publish();
       }
     } catch (err) {
@@ -523,6 +566,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       log(`training stopped: ${(err as Error).message}`);
       return;
     }
+    if (closed) return;
     const now = performance.now();
     if (now - window.t >= 1000) {
       rate = ((learner.updates - window.updates) * 1000) / (now - window.t);
@@ -567,6 +611,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       watermarks,
       trainingError,
       last,
+      storage: walStorage.status(),
     };
   };
 
@@ -612,7 +657,10 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     snapshot,
     episodes: () => episodes,
     command,
-    checkpoint,
+    async checkpoint() {
+      await slice;
+      checkpoint();
+    },
     close() {
       closing ??= shutdown();
       return closing;
@@ -623,6 +671,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
     closed = true;
     cancelPump?.();
     cancelPump = null;
+    await slice;
     await dashboard?.close();
     dashboard = null;
     if (client.connected) {
@@ -633,9 +682,17 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       );
     }
     await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
-    checkpoint();
-    wal?.close();
-    learner.dispose();
+    try {
+      checkpoint();
+    } catch (err) {
+      // Nothing is lost: the previous checkpoint stays whole and --resume replays the log after it.
+      log(
+        `checkpoint at stop failed (${(err as Error).message.split('\n')[0]}); ` +
+          'the last checkpoint and the write-ahead log are kept: --resume continues from them',
+      );
+    }
+    await walLog.close();
+    await learner.dispose();
     await broker?.close();
   }
 }
@@ -650,6 +707,22 @@ function checkServiceOptions(o: LearnerServiceOptions): void {
     bad(`checkpointEverySec = ${o.checkpointEverySec}`, 'give a positive number of seconds (e.g. 60)');
   if (o.rewardMode !== undefined && o.rewardMode !== 'task' && o.rewardMode !== 'rlif')
     bad(`rewardMode = ${String(o.rewardMode)}`, "use 'task' or 'rlif'");
+  for (const [key, value, min, fix] of [
+    [
+      'walLimitMiB',
+      o.walLimitMiB,
+      1 / 1024,
+      'give the MiB the write-ahead log may take on disk (default 65536)',
+    ],
+    [
+      'minFreeMiB',
+      o.minFreeMiB,
+      0,
+      'give the MiB to keep free on the disk of --out (default 1024; 0 for none)',
+    ],
+    ['walSegmentMiB', o.walSegmentMiB, 1 / 1024, 'give a segment size in MiB (default 32)'],
+  ] as const)
+    if (value !== undefined && !(Number.isFinite(value) && value >= min)) bad(`${key} = ${value}`, fix);
   if (o.demoCapacity !== undefined && !(Number.isInteger(o.demoCapacity) && o.demoCapacity > 0))
     bad(`demoCapacity = ${o.demoCapacity}`, 'give a positive whole number of transitions');
   if (

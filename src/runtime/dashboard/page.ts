@@ -22,11 +22,14 @@ button.estop{background:#c00;color:#fff;font-weight:bold}
 #conn{font-size:12px;color:#666}
 .row{display:flex;gap:24px;flex-wrap:wrap}
 svg{border:1px solid #ccc;background:#fff}
+#storage div{font-size:12px;color:#444}
+#storage div.stopped{color:#c00;font-weight:bold}
 </style></head>
 <body>
 <h1>${safeTitle}</h1>
 <div id="conn" data-testid="conn">connecting…</div>
 <div id="learner" data-testid="learner"></div>
+<div id="storage" data-testid="storage"></div>
 <button class="estop" data-testid="estop-all" onclick="control('', {cmd:'estop', source:'dashboard'})">E-STOP ALL</button>
 <table id="robots"><thead><tr>
 <th class="l">robot</th><th>phase</th><th>residual</th><th>episodes</th><th>success (last 20)</th>
@@ -66,7 +69,24 @@ function line(svg, points, yMin, yMax, color) {
   el.innerHTML = '<polyline fill="none" stroke="' + color + '" stroke-width="1.5" points="' +
     points.map(p => sx(p[0]).toFixed(1) + ',' + sy(p[1]).toFixed(1)).join(' ') + '"/>';
 }
+function esc(t) { return String(t).replace(/[<>&"]/g, c => '&#' + c.charCodeAt(0) + ';'); }
+// Disk limits (docs/sessions.md): one line per side, red with the reason when it stopped collection.
+function storageLine(id, what, st) {
+  if (!st) return '';
+  const m = b => (b / 1048576).toFixed(1);
+  return '<div data-testid="storage-' + esc(id) + '"' + (st.stopped ? ' class="stopped"' : '') + '>' + esc(what) + ': ' +
+    m(st.usedBytes) + ' of ' + m(st.limitBytes) + ' MiB, ' + (st.freeBytes === null ? '?' : m(st.freeBytes)) + ' MiB free' +
+    (st.stopped ? ' – ' + esc(st.stopped) : '') + '</div>';
+}
+function renderStorage(s) {
+  const L = s.learner;
+  let html = L ? storageLine('learner', 'write-ahead log (' + (L.storage ? L.storage.compactedSegments + ' of ' + L.storage.segments + ' segments compacted' : '') + ')', L.storage) : '';
+  for (const id of Object.keys(s.robots || {}).sort())
+    html += storageLine(id, id + ' spool (unacknowledged)', s.robots[id].storage);
+  document.getElementById('storage').innerHTML = html;
+}
 function render(s) {
+  renderStorage(s);
   if (s.actionDim) actionDim = s.actionDim;
   const L = s.learner;
   document.getElementById('learner').innerHTML = L ?

@@ -23,7 +23,7 @@ import { connectRobot, robotEnv } from '../../hw/connect.js';
 import type { RobotConfig } from '../../hw/robot-config.js';
 import { HardwareEnv } from '../../hw/hardware-env.js';
 import { checkRobotId, type SessionTransition } from './codec.js';
-import { Spool } from './spool.js';
+import { ActorStorage } from './actor-storage.js';
 import { ActorLink } from './actor-link.js';
 import { ResidualStore, type LoadedResidual } from './residual-store.js';
 import type { ActorStatus, ControlCommand, LearnerStatus } from './protocol.js';
@@ -37,6 +37,7 @@ import {
 } from '../../residual/mixing-run.js';
 import type { ConservativeMixer, EpisodePlan } from '../../safety/mixing.js';
 import { MixingLog } from './mixing-log.js';
+import type { MixingEpisode } from '../../residual/mixing-run.js';
 
 export interface ActorRobotOptions {
   /** serial:/dev/ttyACM0, mqtt://host:port/robot-id, ... (see connectRobot). */
@@ -78,6 +79,11 @@ export interface ActorOptions {
    * (the learner has been away long; the robot's disk must not fill). Default 1024.
    */
   spoolLimitMiB?: number;
+  /**
+   * No new episode starts while the disk holding stateDir has less than this many MiB free (room
+   * for the OS and whatever else writes there). Default 256.
+   */
+  minFreeMiB?: number;
   /**
    * After an episode that hit the time limit, wait this long for a person's success/failure label
    * (dashboard, MQTT, terminal). 0 (default): no label phase, the success source decides.
@@ -162,6 +168,11 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       `spoolLimitMiB = ${options.spoolLimitMiB}`,
       'give a positive number of MiB the actor may spool while the learner is away (default 1024)',
     );
+  if (options.minFreeMiB !== undefined && !(options.minFreeMiB >= 0 && Number.isFinite(options.minFreeMiB)))
+    throw new ResrtError(
+      `minFreeMiB = ${options.minFreeMiB}`,
+      'give the MiB to keep free on the disk that holds the state folder (default 256; 0 for none)',
+    );
   if (options.rateHz !== undefined && !(options.rateHz > 0 && Number.isFinite(options.rateHz)))
     throw new ResrtError(`rateHz ${options.rateHz}`, 'give a positive rate in Hz, or leave it out');
   if (options.mixing) {
@@ -211,10 +222,23 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   }
 
   // -- durable state and the link --------------------------------------------------------------
-  const spoolLimitBytes = (options.spoolLimitMiB ?? 1024) * 2 ** 20;
-  // Acknowledged data leaves the disk a whole segment at a time: segments well below the limit.
-  const spool = Spool.open(options.stateDir, Math.max(4096, Math.min(1 << 20, spoolLimitBytes / 8)));
-  if (spool.tornBytes > 0) log(`spool: dropped a torn tail of ${spool.tornBytes} bytes`);
+  let learner: LearnerStatus | null = null;
+  /** Publishes what was spooled (the link, once it exists). */
+  let pumpLink = (): void => {};
+  const storage = new ActorStorage({
+    stateDir: options.stateDir,
+    robotId,
+    obsDim: O,
+    actionDim: A,
+    batchSize: options.batchSize ?? 32,
+    flushMs: options.flushMs ?? 200,
+    spoolLimitBytes: (options.spoolLimitMiB ?? 1024) * 2 ** 20,
+    minFreeBytes: (options.minFreeMiB ?? 256) * 2 ** 20,
+    log,
+    onSpooled: () => pumpLink(),
+    learnerStopped: () => (learner as LearnerStatus | null)?.storageStopped ?? null,
+  });
+  const spool = storage.spool;
   const store = new ResidualStore(options.stateDir, O, A);
   const composer = new ResidualComposer(A, null, 1);
   let mixer: ConservativeMixer | null = null;
@@ -232,17 +256,28 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   }
   let current: LoadedResidual | null = await store.loadLastGood();
   if (current) composer.setResidual(current.policy);
-  let learner: LearnerStatus | null = null;
   /** The running episode's mixing plan. */
   let plan: EpisodePlan | null = null;
   let pendingLabel: boolean | null = null;
   let paused = false;
   let stopping = false;
+  /** A finished mixed episode whose line the mixing log could not take yet (a full disk). */
+  let unsavedOutcome: { record: MixingEpisode; success: boolean; plan: EpisodePlan } | null = null;
+  const saveOutcome = (): void => {
+    const u = unsavedOutcome;
+    if (!u || !mixingLog || !mixer) return;
+    // The mixer learns the outcome only with its line on disk, so a restart plans as it would.
+    if (!storage.attempt('mixing log', () => (mixingLog as MixingLog).append(u.record))) return;
+    mixer.endEpisode(u.success, u.plan);
+    unsavedOutcome = null;
+  };
 
   // Episode numbers go on across restarts: the learner tells a restarted actor's abandoned episode
   // from its next one by the number, and a simulator's reset seed follows it.
   const episodeFile = join(options.stateDir, 'episode.json');
   const firstEpisode = existsSync(episodeFile) ? readEpisodeCounter(episodeFile) : 0;
+  /** The episode number whose successor the counter file holds (-1: none written by this run). */
+  let counterWritten = -1;
   const rng = new Rng((options.seed ?? 0) ^ 0xac70);
   const latency = new LatencyHistogram();
   const recent: boolean[] = [];
@@ -323,6 +358,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       learnerOnline: learner?.online ?? false,
       brokerConnected: link.connected,
       mixingShare: plan?.share ?? mixer?.allowedShare().share ?? null,
+      storage: storage.status(),
     };
   };
 
@@ -380,48 +416,13 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   // Every transition gets the next number; batches are appended to the spool in this order.
   let seqCursor = spool.nextSeq;
 
-  // -- batching ------------------------------------------------------------------------------------
-  let batch: SessionTransition[] = [];
-  let batchStartedAt = 0;
-  const batchSize = options.batchSize ?? 32;
-  const flushMs = options.flushMs ?? 200;
-  /** Set while the spool refuses writes (disk full, I/O error); the batch waits in memory. */
-  let spoolFailure: string | null = null;
-  const flush = (): void => {
-    if (batch.length === 0) return;
-    try {
-      spool.append({ robotId, obsDim: O, actionDim: A, firstSeq: batch[0].seq, transitions: batch });
-    } catch (err) {
-      // Transitions that cannot be kept must not be collected: stop the robot until a person
-      // frees the disk and clears the e-stop; the batch is retried on every flush.
-      if (spoolFailure === null) {
-        spoolFailure = (err as Error).message.split('\n')[0];
-        log(
-          `spool: cannot write to ${options.stateDir} (${spoolFailure}); e-stop. ` +
-            'Free disk space there, then clear the e-stop: the unsaved transitions are retried',
-        );
-        handle.estop('spool');
-      }
-      return;
-    }
-    if (spoolFailure !== null) log('spool: writing again');
-    spoolFailure = null;
-    batch = [];
-    link.pump();
-  };
-  const flushTimer = setInterval(
-    () => {
-      if (batch.length && performance.now() - batchStartedAt >= flushMs) flush();
-    },
-    Math.max(10, flushMs / 2),
-  );
+  // -- batching (ActorStorage) ---------------------------------------------------------------------
+  pumpLink = () => link.pump();
   const statusTimer = setInterval(() => link.publishStatus(status()), 500);
   const emit = (t: SessionTransition): void => {
-    if (batch.length === 0) batchStartedAt = performance.now();
-    batch.push(t);
+    storage.emit(t);
     stats.transitions++;
     if (t.intervention) stats.interventionSteps++;
-    if (batch.length >= batchSize) flush();
   };
 
   let dashboard: Dashboard | null = null;
@@ -505,26 +506,25 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   const runEpisodes = async (): Promise<void> => {
     const seed0 = options.seed ?? 0;
     while (!stopping && (options.episodes === undefined || stats.episodes < options.episodes)) {
-      // Waiting states between episodes.
-      let spoolFull = false;
+      // Waiting states between episodes. The last episode's mixing outcome and this episode's number
+      // are on disk before it starts; a disk that refuses them holds episodes like a full spool.
       for (;;) {
         if (stopping) break;
         if (safety.state.estopped) stats.phase = 'estopped';
         else if (paused) stats.phase = 'paused';
-        else if (spool.pendingBytes >= spoolLimitBytes) {
-          if (!spoolFull) {
-            log(
-              `spool: ${(spool.pendingBytes / 2 ** 20).toFixed(1)} MiB not acknowledged by the learner ` +
-                `(limit ${(spoolLimitBytes / 2 ** 20).toFixed(1)} MiB): no new episode until it is back. ` +
-                'Start the learner, or raise spoolLimitMiB (--spool-limit) if the disk allows',
-            );
+        else {
+          saveOutcome();
+          if (counterWritten !== stats.episode) {
+            const next = { next: stats.episode + 1 };
+            if (storage.attempt('episode counter', () => writeFileAtomic(episodeFile, JSON.stringify(next))))
+              counterWritten = stats.episode;
           }
-          spoolFull = true;
-          stats.phase = 'spool-full';
-        } else break;
+          const hold = storage.holdEpisodes();
+          if (hold === null) break;
+          stats.phase = hold;
+        }
         await sleep(20);
       }
-      if (spoolFull && !stopping) log('spool: the learner is acknowledging again; episodes go on');
       if (stopping) break;
       const next = store.take();
       if (next) {
@@ -552,7 +552,6 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       }
       base.reset?.(epSeed);
       safety.beginEpisode();
-      writeFileAtomic(episodeFile, JSON.stringify({ next: stats.episode + 1 }));
       plan = mixer?.beginEpisode() ?? null;
       let obsAt = performance.now();
       let baseStarted = performance.now();
@@ -585,8 +584,9 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
         });
         stats.safetyEvents += decision.events.length;
         const estopped = decision.latched || safety.state.estopped;
-        if (estopped || stopping) {
-          // The e-stop (or shutdown) takes this tick: no policy command goes out any more.
+        if (estopped || stopping || storage.spoolFailed) {
+          // The e-stop (or shutdown, or a spool that cannot keep what is collected) takes this
+          // tick: no policy command goes out any more.
           sendSafe();
           if (held) {
             held.truncated = !held.terminated;
@@ -664,14 +664,18 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
         }
       }
       if (held) emit(held);
-      flush();
-      if (plan && mixer && mixingLog && options.mixing) {
+      storage.flush();
+      if (plan && mixer && options.mixing) {
         // An episode cut by an e-stop or a stop counts with the outcome it had (a failure, so far);
         // one that never ran a step is taken back.
         if (held || step > 0) {
           // envSteps: every transition this actor ever numbered, across restarts.
-          mixingLog.append(mixingEpisode(options.mixing, plan, success, seqCursor, step));
-          mixer.endEpisode(success, plan);
+          unsavedOutcome = {
+            record: mixingEpisode(options.mixing, plan, success, seqCursor, step),
+            success,
+            plan,
+          };
+          saveOutcome();
         } else mixer.cancelEpisode(plan);
         plan = null;
       }
@@ -695,15 +699,15 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       throw err;
     } finally {
       stats.phase = 'stopped';
-      clearInterval(flushTimer);
       clearInterval(statusTimer);
-      flush();
-      if (batch.length > 0) log(`spool: ${batch.length} transitions could not be saved (${spoolFailure})`);
+      const unsaved = storage.finish();
+      if (unsaved > 0) log(`spool: ${unsaved} transitions could not be saved (the disk refuses writes)`);
+      if (unsavedOutcome) log('mixing log: the last episode could not be saved (the disk refuses writes)');
       // Give the learner a moment to acknowledge what is in flight; the spool keeps the rest.
       const until = performance.now() + 1000;
       while (spool.pendingTransitions > 0 && link.connected && performance.now() < until) await sleep(20);
       await link.close(status());
-      spool.close();
+      storage.close();
       mixingLog?.close();
       await store.close();
       if (current) await current.policy.close();

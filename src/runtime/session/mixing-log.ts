@@ -4,7 +4,16 @@
  * is planned. At restart the actor replays these lines through a fresh mixer, which then plans
  * exactly as the uninterrupted one would have. A crash can tear only the last line, which is cut.
  */
-import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  fsyncSync,
+  ftruncateSync,
+  openSync,
+  readFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { ResrtError } from '../../util/errors.js';
 import type { MixingEpisode, MixingSpec } from '../../residual/mixing-run.js';
@@ -61,9 +70,25 @@ export class MixingLog {
     return new MixingLog(fd, path, records, tornBytes);
   }
 
+  /**
+   * Appends one line durably. A write that fails part-way (a full disk) is cut back, so the next
+   * append does not land behind half a line, which open() would refuse as corrupt.
+   */
   append(record: MixingEpisode): void {
-    writeSync(this.fd, JSON.stringify(record) + '\n');
-    fsyncSync(this.fd);
+    const line = Buffer.from(JSON.stringify(record) + '\n');
+    const before = fstatSync(this.fd).size;
+    try {
+      let off = 0;
+      while (off < line.byteLength) off += writeSync(this.fd, line, off, line.byteLength - off);
+      fsyncSync(this.fd);
+    } catch (err) {
+      try {
+        ftruncateSync(this.fd, before);
+      } catch {
+        // The caller sees the write's error either way.
+      }
+      throw err;
+    }
   }
 
   close(): void {

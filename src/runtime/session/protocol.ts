@@ -139,6 +139,8 @@ export const learnerStatusSchema = z.object({
   explorationStd: z.number().min(0),
   warmupNoise: z.number().min(0),
   actionScale: z.number().positive(),
+  /** Why the learner logs and acknowledges nothing (its disk; names the fix); null while it does. */
+  storageStopped: z.string().nullable().optional(),
 });
 export type LearnerStatus = z.infer<typeof learnerStatusSchema>;
 
@@ -167,10 +169,24 @@ export function parseJson<T>(schema: z.ZodType<T>, payload: Uint8Array | string)
   }
 }
 
+/** A side's data on disk and whether it stopped collection (docs/sessions.md, "Disk limits"). */
+export interface StorageStatus {
+  /** What the limit counts: the actor's unacknowledged spool, the learner's write-ahead log. */
+  usedBytes: number;
+  limitBytes: number;
+  /** Free bytes on the filesystem that holds it; null where they cannot be read. */
+  freeBytes: number | null;
+  /** Collection stops while fewer bytes than this are free there. */
+  minFreeBytes: number;
+  /** Why collection stopped, naming the cause and the fix; null while it goes on. */
+  stopped: string | null;
+}
+
 export interface ActorStatus {
   robotId: string;
   online: boolean;
-  phase: 'starting' | 'reset' | 'run' | 'label' | 'paused' | 'spool-full' | 'estopped' | 'stopped';
+  phase:
+    'starting' | 'reset' | 'run' | 'label' | 'paused' | 'spool-full' | 'disk-full' | 'estopped' | 'stopped';
   episode: number;
   episodes: number;
   successes: number;
@@ -188,4 +204,6 @@ export interface ActorStatus {
   brokerConnected: boolean;
   /** With conservative mixing: the running (or next) episode's planned exploring share s*. */
   mixingShare: number | null;
+  /** The spool against its limit and the disk against its reserve. */
+  storage: StorageStatus;
 }

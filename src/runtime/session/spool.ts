@@ -139,7 +139,7 @@ export class Spool {
     try {
       this.log.append(ACK, payload);
     } catch {
-      // The spool's own appends report the disk (the actor e-stops there).
+      // The spool's own appends report the disk (the actor holds collection there).
     }
     for (const [k, b] of this.pending) {
       if (b.lastSeq > watermark) continue;

@@ -59,6 +59,7 @@ const mjcf = `
   </default>
   <worldbody>
     <light pos="0 0 1.5"/>
+    <camera name="front" pos="1.1 -0.9 0.9" xyaxes="0.63 0.77 0 -0.38 0.31 0.87" fovy="45"/>
     <geom name="table" type="plane" size="0.6 0.6 0.01" contype="1" conaffinity="1" rgba="0.85 0.85 0.8 1"/>
     <geom name="column" type="cylinder" pos="0 0 ${SHOULDER_Z / 2}" size="0.04 ${SHOULDER_Z / 2}"/>
     <body name="link1" pos="0 0 ${SHOULDER_Z}">

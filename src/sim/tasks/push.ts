@@ -15,8 +15,13 @@ const PUSHER_R = 0.012;
 const SUCCESS_RADIUS = 0.02;
 const HEIGHT = 0.02;
 
-const mjcf = `
-<mujoco model="push">
+/**
+ * The push scene. `goalRgba` colours the goal disc (push-cam makes it an opaque patch, the only
+ * place its goal appears). Camera "top" looks straight down at the workspace.
+ */
+export function pushMjcf(model: string, goalRgba: string): string {
+  return `
+<mujoco model="${model}">
   <compiler angle="radian"/>
   <size memory="1M"/>
   <option timestep="0.002" integrator="implicitfast" cone="elliptic"/>
@@ -27,6 +32,7 @@ const mjcf = `
   </default>
   <worldbody>
     <light pos="0 0 1"/>
+    <camera name="top" pos="0.2 0 0.55" xyaxes="0 -1 0 1 0 0" fovy="50"/>
     <geom name="table" type="plane" size="0.6 0.6 0.01" contype="1" conaffinity="1" friction="0.4 0.005 0.0001" rgba="0.85 0.85 0.8 1"/>
     <body name="l1" pos="0 0 0.06">
       <joint name="shoulder" type="hinge" axis="0 0 1"/>
@@ -50,7 +56,7 @@ const mjcf = `
             friction="0.4 0.005 0.0001" rgba="0.9 0.5 0.1 1"/>
     </body>
     <body name="goal" mocap="true" pos="0.3 0.1 0.001">
-      <geom type="cylinder" size="${SUCCESS_RADIUS} 0.001" rgba="0.1 0.8 0.2 0.4"/>
+      <geom name="goal" type="cylinder" size="${SUCCESS_RADIUS} 0.001" rgba="${goalRgba}"/>
     </body>
   </worldbody>
   <actuator>
@@ -59,8 +65,11 @@ const mjcf = `
     <position name="wrist" joint="wrist" ctrlrange="-${RANGE[2]} ${RANGE[2]}"/>
   </actuator>
 </mujoco>`;
+}
 
-interface PushState {
+const mjcf = pushMjcf('push', '0.1 0.8 0.2 0.4');
+
+export interface PushState {
   goal: [number, number];
 }
 
@@ -170,7 +179,7 @@ function pusherIk(x: number, y: number, heading: number, elbowSign: number): Flo
  * line, then push through the puck while steering the contact point. Polar coordinates around the
  * puck and a hysteresis on the push phase keep the controller from chattering between phases.
  */
-function pushExpert(): ExpertController {
+export function pushExpert(): ExpertController {
   let elbowSign = 1;
   let pushing = false;
   return {

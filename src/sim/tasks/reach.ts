@@ -22,6 +22,7 @@ const mjcf = `
   </default>
   <worldbody>
     <light pos="0 0 1"/>
+    <camera name="top" pos="0 0 0.65" xyaxes="1 0 0 0 1 0" fovy="50"/>
     <geom name="floor" type="plane" size="0.4 0.4 0.01" rgba="0.9 0.9 0.9 1"/>
     <body name="upper" pos="0 0 0.02">
       <joint name="shoulder" type="hinge" axis="0 0 1"/>

@@ -5,10 +5,10 @@
  */
 import protobuf from 'protobufjs';
 import { createHash } from 'node:crypto';
-import { ResrtError } from '../util/errors.js';
+import { ResrtError } from './errors.js';
 
 /** TensorProto.DataType values used here. */
-export const DataType = { FLOAT: 1, INT64: 7 } as const;
+export const DataType = { FLOAT: 1, INT64: 7, BOOL: 9 } as const;
 
 /** AttributeProto.AttributeType values used here. */
 export const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, FLOATS: 6, INTS: 7 } as const;
@@ -243,19 +243,34 @@ export function int64Tensor(name: string, values: number[]): OnnxTensor {
 export const attr = {
   int: (name: string, i: number): OnnxAttribute => ({ name, type: AttributeType.INT, i }),
   float: (name: string, f: number): OnnxAttribute => ({ name, type: AttributeType.FLOAT, f }),
+  ints: (name: string, ints: readonly number[]): OnnxAttribute => ({
+    name,
+    type: AttributeType.INTS,
+    ints: [...ints],
+  }),
+  string: (name: string, s: string): OnnxAttribute => ({
+    name,
+    type: AttributeType.STRING,
+    s: new TextEncoder().encode(s),
+  }),
 };
 
-/** A float tensor value with a symbolic batch axis first: [batch, ...rest]. */
-export function floatValueInfo(name: string, dims: (number | string)[]): OnnxValueInfo {
+/** A tensor value of the given element type; string dims are symbolic (e.g. a batch axis). */
+export function tensorValueInfo(name: string, elemType: number, dims: readonly (number | string)[]): OnnxValueInfo {
   return {
     name,
     type: {
       tensorType: {
-        elemType: DataType.FLOAT,
+        elemType,
         shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
       },
     },
   };
+}
+
+/** A float tensor value; string dims are symbolic, e.g. a batch axis first: [batch, ...rest]. */
+export function floatValueInfo(name: string, dims: (number | string)[]): OnnxValueInfo {
+  return tensorValueInfo(name, DataType.FLOAT, dims);
 }
 
 // ---------------------------------------------------------------------------------------------
