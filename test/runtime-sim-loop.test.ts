@@ -14,8 +14,9 @@ import { envSource } from '../src/runtime/sources.js';
 import { defaultSafetyConfig, SafetyLayer } from '../src/safety/index.js';
 import { MujocoEnv } from '../src/sim/env.js';
 import { builtInTasks } from '../src/sim/registry.js';
-import type { Transition } from '../src/types.js';
+import type { CameraFrames, Transition } from '../src/types.js';
 import { Rng } from '../src/util/rng.js';
+import { visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
 
 describe('control loop on the MuJoCo simulator', () => {
   it('keeps the task rate, steps physics once per tick, and resets episodes', async () => {
@@ -107,4 +108,68 @@ describe('control loop on the MuJoCo simulator', () => {
     expect(policySteps.every((t) => t.residual.some((v) => v !== 0))).toBe(true);
     rmSync(dir, { recursive: true, force: true });
   }, 30_000);
+
+  it("carries each observation's camera frames through the loop thread to a visuomotor base", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'resrt-loop-'));
+    const basePath = join(dir, 'base.onnx');
+    const residualPath = join(dir, 'residual.onnx');
+    // push-cam: 12 state values and the 84 x 84 "top" camera, which alone shows the goal.
+    writeFileSync(basePath, visuomotorOnnx({ state: 12, image: 84, actions: 3, chunk: 1 }));
+    const residual = randomMlpSpec({
+      inputs: [
+        { name: 'obs', dim: 12 },
+        { name: 'base_action', dim: 3 },
+      ],
+      hidden: [16],
+      actionDim: 3,
+      tanhScale: 0.2,
+      rng: new Rng(6),
+    });
+    residual.metadata[MetaKey.kind] = 'residual';
+    writeFileSync(residualPath, exportMlpToOnnx(residual));
+    const startedAt = performance.now();
+    const loop = await WorkerControlLoop.create({
+      policy: { base: basePath, residual: residualPath },
+      source: taskSourceSpec({ task: 'push-cam', seed: 2 }),
+      safety: null,
+      rateHz: 25,
+    });
+    // The frames go to the base's own session; the residual still runs on the state.
+    expect(loop.fusion).toMatch(/base reads camera images \('observation\.images\.top' \(camera top\)\)/);
+    const transitions: Transition[] = [];
+    const problems: string[] = [];
+    loop.transitions$.subscribe((t) => transitions.push(t));
+    loop.events$.subscribe((e) => {
+      if (e.kind === 'policy_error' || e.kind === 'invalid_action') problems.push(`${e.kind}: ${e.detail}`);
+    });
+    await loop.runFor(2000);
+    const stoppedAt = performance.now();
+    expect(problems).toEqual([]);
+    const policySteps = transitions.filter((t) => t.safetyEvents === 0);
+    expect(policySteps.length).toBeGreaterThanOrEqual(5);
+    for (const t of transitions) {
+      for (const frames of [t.frames, t.nextFrames]) {
+        expect(frames?.top?.width).toBe(84);
+        expect(frames?.top?.data.length).toBe(84 * 84 * 3);
+        // Capture times arrive on this thread's clock.
+        expect(frames!.top.capturedAtMs).toBeGreaterThanOrEqual(startedAt);
+        expect(frames!.top.capturedAtMs).toBeLessThanOrEqual(stoppedAt);
+      }
+    }
+    // Each step's base action is the base run on that step's state and frames, to the last bit.
+    const base = await OnnxPolicy.load(basePath, { cameras: { top: { width: 84, height: 84 } } });
+    for (const t of policySteps.slice(0, 5)) {
+      const expected = await base.runChunk(t.obs, t.frames);
+      expect(Array.from(t.baseAction)).toEqual(Array.from(expected));
+      expect(t.residual.some((v) => v !== 0)).toBe(true);
+    }
+    // ...and the image matters: a black frame gives another action.
+    const first = policySteps[0];
+    const black: CameraFrames = {
+      top: { ...first.frames!.top, data: new Uint8Array(first.frames!.top.data.length) },
+    };
+    expect(Array.from(await base.runChunk(first.obs, black))).not.toEqual(Array.from(first.baseAction));
+    await base.close();
+    rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
 });

@@ -2,8 +2,8 @@
  * Base + residual as one onnxruntime call per control step: the two ONNX files joined by graph
  * surgery (fused-graph.ts), run through a synchronous session (ort-sync.ts), and checked when it is
  * planned to give exactly what the two sessions give. Where the layouts do not allow it (action
- * chunks, different opsets, graph content the surgery cannot carry), `loadLoopPolicy` returns the
- * two-call ComposedPolicy and says why.
+ * chunks, a base that reads camera images, different opsets, graph content the surgery cannot
+ * carry), `loadLoopPolicy` returns the two-call ComposedPolicy and says why.
  */
 import * as ort from 'onnxruntime-node';
 import type { Policy } from '../types.js';
@@ -130,6 +130,12 @@ export class FusedPolicy implements Policy {
   ): Promise<{ plan: FusedPlan } | { reason: string }> {
     if (base.layout.residual || !residual.layout.residual) {
       throw new ResrtError('FusedPolicy.plan takes (base policy, residual actor)');
+    }
+    if (base.imageInputs.length > 0) {
+      const inputs = base.imageInputs.map((i) => `'${i.input}' (camera ${i.camera})`).join(', ');
+      return {
+        reason: `the base reads camera images (${inputs}); fusion joins state-only graphs, so the frames go to the base's own session`,
+      };
     }
     if (base.obsDim !== residual.obsDim) {
       return { reason: `the base reads ${base.obsDim} observation values, the residual ${residual.obsDim}` };
@@ -284,6 +290,8 @@ export interface LoopPolicyOptions {
   chunk?: ChunkExecutorOptions;
   /** Default true: one session call per step where the layouts allow. */
   fuse?: boolean;
+  /** The source's cameras (name -> image size): a visuomotor base's image inputs are checked against them. */
+  cameras?: Record<string, { width: number; height: number }>;
 }
 
 export interface LoopPolicy {
@@ -305,7 +313,7 @@ export async function loadLoopPolicy(
   options: LoopPolicyOptions = {},
 ): Promise<LoopPolicy> {
   const expect = { expectObsDim: options.expectObsDim, expectActionDim: options.expectActionDim };
-  const base = await OnnxPolicy.load(basePath, { ...expect, chunk: options.chunk });
+  const base = await OnnxPolicy.load(basePath, { ...expect, chunk: options.chunk, cameras: options.cameras });
   let residual: OnnxPolicy | null = null;
   try {
     residual = residualPath ? await OnnxPolicy.load(residualPath, { ...expect, residual: true }) : null;

@@ -5,7 +5,7 @@
  */
 import { Subject, type Observable } from 'rxjs';
 import type { Worker } from 'node:worker_threads';
-import type { Transition } from '../types.js';
+import type { CameraFrames, Transition } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { startModuleWorker, siblingModule } from '../util/module-worker.js';
 import { planResidualSwap } from './fused-policy.js';
@@ -260,8 +260,25 @@ export class WorkerControlLoop {
   }
 
   private deliver(events: LoopEvent[], transitions: Transition[]): void {
-    for (const t of transitions) this.transitions.next(t);
+    for (const t of transitions) this.transitions.next(this.onThisClock(t));
     for (const e of events) this.events.next({ ...e, atMs: e.atMs + this.clockOffsetMs });
+  }
+
+  /** Camera capture times move to this thread's clock (the pixel buffers are not copied again). */
+  private onThisClock(t: Transition): Transition {
+    if (!t.frames && !t.nextFrames) return t;
+    const shift = (frames: CameraFrames | undefined): CameraFrames | undefined =>
+      frames &&
+      Object.fromEntries(
+        Object.entries(frames).map(([name, f]) => [
+          name,
+          { ...f, capturedAtMs: f.capturedAtMs + this.clockOffsetMs },
+        ]),
+      );
+    const out: Transition = { ...t };
+    if (t.frames) out.frames = shift(t.frames);
+    if (t.nextFrames) out.nextFrames = shift(t.nextFrames);
+    return out;
   }
 
   /** The thread died without its 'stopped' message (a native crash, out of memory, terminate). */

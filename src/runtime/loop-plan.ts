@@ -108,6 +108,9 @@ export async function buildLoop(plan: LoopPlan): Promise<BuiltLoop> {
       scale: plan.policy.scale,
       chunk: plan.policy.chunk,
       fuse: plan.policy.fuse,
+      cameras: Object.fromEntries(
+        (source.cameras ?? []).map((c) => [c.name, { width: c.width, height: c.height }]),
+      ),
     });
   } catch (err) {
     await hosted.close();

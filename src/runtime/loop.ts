@@ -1,10 +1,11 @@
 /**
- * The live control loop: per tick, latest observation -> policy (base + residual) -> safety hook
- * -> actuator, at a fixed rate, with latest-value semantics (a slow stage never builds a backlog),
- * and every failure turned into the safe action plus an event instead of a dead loop.
+ * The live control loop: per tick, latest observation (with its camera frames where the source has
+ * cameras) -> policy (base + residual) -> safety hook -> actuator, at a fixed rate, with
+ * latest-value semantics (a slow stage never builds a backlog), and every failure turned into the
+ * safe action plus an event instead of a dead loop.
  */
 import { Subject, type Observable, type Subscription, EMPTY } from 'rxjs';
-import type { Policy, SafetyDecision, SafetyEvent, SafetyHook, Transition } from '../types.js';
+import type { CameraFrames, Policy, SafetyDecision, SafetyEvent, SafetyHook, Transition } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { LatencyHistogram, type Percentiles } from '../util/stats.js';
 import type { ComposedStep } from './compose.js';
@@ -356,8 +357,10 @@ export class ControlLoop {
       if (this.options.onOverrun !== 'hold' && !this.sideActuation && (!busy || busy.stage === 'policy')) {
         this.safeActions++;
         const safe = this.safeActionNow();
+        const latest = this.options.source.latest();
         const record: ActuationRecord = {
-          obs: this.options.source.latest()?.obs ?? null,
+          obs: latest?.obs ?? null,
+          ...(latest?.frames ? { frames: latest.frames } : {}),
           baseAction: null,
           residual: null,
           safetyEvents: 1,
@@ -394,6 +397,7 @@ export class ControlLoop {
     if (sample) this.hist.obsAge.record(obsAge);
     const fault = source.fault();
     let obs: Float32Array | null = null;
+    let frames: CameraFrames | undefined;
     if (!sample)
       this.emit('no_observation', tick.index, `${source.kind} has not produced an observation yet`);
     else if (fault) this.emit('source_fault', tick.index, fault);
@@ -405,13 +409,16 @@ export class ControlLoop {
         tick.index,
         `observation is ${obsAge.toFixed(1)} ms old (limit ${this.maxObsAgeMs} ms)`,
       );
-    else obs = sample.obs;
+    else {
+      obs = sample.obs;
+      frames = sample.frames;
+    }
 
     // 2. Policy (base + residual).
     if (obs) {
       const p0 = nowMs();
       try {
-        const out = await policy.act(obs);
+        const out = await policy.act(obs, frames);
         if (finiteOfLength(out, source.actionDim)) proposed = out;
         else
           this.emit(
@@ -471,6 +478,7 @@ export class ControlLoop {
     flight.stage = 'actuate';
     const record: ActuationRecord = {
       obs,
+      ...(frames ? { frames } : {}),
       baseAction: proposed && composed ? composed.baseAction : null,
       residual: proposed && composed ? composed.residual : null,
       safetyEvents: safetyEvents + (proposed ? 0 : 1),
