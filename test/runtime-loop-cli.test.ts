@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LoopStats } from '../src/runtime/loop.js';
+import type { PriorityOutcome } from '../src/runtime/thread-priority.js';
 import { exportMlpToOnnx, MetaKey, randomMlpSpec } from '../src/runtime/onnx-export.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -52,9 +53,18 @@ describe('resrt run', () => {
       'test/fixtures/cli-entry.ts',
       ...args,
     ]);
-    const out = JSON.parse(stdout) as { target: string; fusion: string; stats: LoopStats; episodes: number };
+    const out = JSON.parse(stdout) as {
+      target: string;
+      fusion: string;
+      priority: PriorityOutcome;
+      stats: LoopStats;
+      episodes: number;
+    };
     expect(out.target).toMatch(/reach/);
     expect(out.fusion).toBe('fused');
+    // Real-time by default: granted, or refused with the reason and the ways to allow it.
+    if (out.priority.applied === 'realtime') expect(out.priority.detail).toMatch(/^SCHED_FIFO \d+$/);
+    else expect(out.priority.detail).toMatch(/refused: .*--priority normal/);
     expect(out.stats.rateHz).toBe(50);
     expect(out.stats.ticks).toBeGreaterThan(10);
     expect(out.stats.latency.policy.count).toBeGreaterThan(0);
@@ -86,5 +96,26 @@ describe('resrt run', () => {
     expect(failed?.code).not.toBe(0);
     expect(failed?.stderr).toMatch(/takes 7 observation values but the task provides 10/);
     expect(failed?.stderr).not.toMatch(/at .*\.ts:\d+/); // one clear line, no stack trace
+  }, 60_000);
+
+  it('rejects a --priority it does not know, naming both it knows', async () => {
+    const failed = await run(process.execPath, [
+      '--import',
+      'tsx',
+      'test/fixtures/cli-entry.ts',
+      'run',
+      '--task',
+      'reach',
+      '--base',
+      join(dir, 'base.onnx'),
+      '--priority',
+      'high',
+    ]).then(
+      () => null,
+      (err: { stderr: string; code: number }) => err,
+    );
+    expect(failed?.code).not.toBe(0);
+    expect(failed?.stderr).toMatch(/--priority: 'high' is not a scheduling/);
+    expect(failed?.stderr).toMatch(/--priority realtime or --priority normal/);
   }, 60_000);
 });

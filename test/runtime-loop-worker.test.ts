@@ -9,6 +9,12 @@ import { buildLoop, type LoopPlan } from '../src/runtime/loop-plan.js';
 import type { LoopEvent } from '../src/runtime/loop.js';
 import { exportMlpToOnnx, MetaKey, randomMlpSpec } from '../src/runtime/onnx-export.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
+import {
+  currentThreadId,
+  REALTIME_PRIORITY,
+  setThreadPriority,
+  threadScheduling,
+} from '../src/runtime/thread-priority.js';
 import type { Transition } from '../src/types.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -210,6 +216,47 @@ describe('control loop in a worker thread', () => {
     expect(events.find((e) => e.kind === 'loop_crash')?.detail).toMatch(/exited \(code 3\).*validForMs/);
     expect(stats.rateHz).toBe(100);
     expect(loop.running).toBe(false);
+  });
+
+  it('realtime priority: the loop thread runs SCHED_FIFO where allowed, or says why not and how to allow it', async () => {
+    const loop = await WorkerControlLoop.create(plan(pointMass, { priority: 'realtime' }));
+    const transitions = collect<Transition>(loop.transitions$);
+    await loop.start();
+    await sleep(300);
+    // What the loop thread reports is what the kernel says about it.
+    const { tid, applied, detail } = loop.priority;
+    expect(tid).toBeGreaterThan(0);
+    expect(tid).not.toBe(currentThreadId());
+    const kernel = threadScheduling(tid);
+    if (applied === 'realtime') {
+      expect(kernel).toEqual({ policy: 'SCHED_FIFO', priority: REALTIME_PRIORITY });
+      expect(detail).toBe(`SCHED_FIFO ${REALTIME_PRIORITY}`);
+    } else {
+      // Refused (no CAP_SYS_NICE here): the reason comes with the ways to allow it.
+      expect(kernel.policy).toBe('SCHED_OTHER');
+      expect(detail).toMatch(/refused: .*setcap cap_sys_nice\+ep.*--priority normal/);
+    }
+    // Real-time or not, the thread sleeps between ticks and ticks on (Atomics.wait when real-time).
+    const stats = await loop.stop();
+    expect(stats.ticks).toBeGreaterThan(5);
+    expect(transitions.length).toBe(stats.ticks);
+    // This thread was never touched.
+    expect(threadScheduling(currentThreadId()).policy).toBe('SCHED_OTHER');
+  });
+
+  it('a refused or unavailable real-time request leaves the thread as it was, with the fix', () => {
+    const me = currentThreadId();
+    const before = threadScheduling(me);
+    const missing = setThreadPriority('realtime', { chrt: join(dir, 'no-such-chrt') });
+    expect(missing.applied).toBe('normal');
+    expect(missing.detail).toMatch(/no-such-chrt was not found \(it comes with util-linux/);
+    expect(missing.detail).toMatch(/--priority normal/);
+    expect(setThreadPriority('normal')).toEqual({
+      applied: 'normal',
+      detail: 'normal scheduling (as asked)',
+      tid: me,
+    });
+    expect(threadScheduling(me)).toEqual(before);
   });
 
   it('a plan that cannot be built rejects with the cause and a fix', async () => {

@@ -5,6 +5,7 @@ import { connectRobot } from '../hw/connect.js';
 import { loadRobotConfig, observationLength, observeState, parseRobotUrl } from '../hw/robot-config.js';
 import { formatLatencyTable } from '../runtime/loop.js';
 import { WorkerControlLoop } from '../runtime/loop-host.js';
+import type { LoopPriority } from '../runtime/thread-priority.js';
 import type { PlainData, SourceSpec } from '../runtime/loop-plan.js';
 import { SharedRobotBridge } from '../runtime/shared-robot.js';
 import { loadSafetyConfig } from '../safety/index.js';
@@ -38,7 +39,11 @@ export function registerPolicyCommands(program: Command): void {
     .option('--batch <n>', 'batch size', parseIntArg('--batch'), defaultBcConfig.batchSize)
     .option('--all-episodes', 'train on failed episodes too (default: successful only)')
     .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
-    .option('--device <name>', 'where training computes: auto | cpu | cuda (auto: CUDA when its provider is installed)', 'auto')
+    .option(
+      '--device <name>',
+      'where training computes: auto | cpu | cuda (auto: CUDA when its provider is installed)',
+      'auto',
+    )
     .action(async (opts: BcCliOptions) => {
       const hidden = opts.hidden.split(',').map((w) => Number(w));
       if (hidden.some((w) => !Number.isInteger(w) || w <= 0)) {
@@ -165,6 +170,12 @@ export function registerPolicyCommands(program: Command): void {
     )
     .option('--duration <s>', 'seconds to run', parseFloatArg('--duration', 0.1, 86400), 10)
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 0)
+    .option(
+      '--priority <realtime|normal>',
+      "the loop thread's scheduling: realtime (SCHED_FIFO where allowed; says why not otherwise) or normal",
+      parsePriority,
+      'realtime',
+    )
     .option('--json', 'print one JSON object')
     .action(async (opts: RunCliOptions) => {
       const setup = opts.robot ? await robotLoopSetup(opts) : await simLoopSetup(opts);
@@ -177,6 +188,7 @@ export function registerPolicyCommands(program: Command): void {
           source: setup.source,
           safety: opts.safety ? loadSafetyConfig(opts.safety) : 'default',
           rateHz,
+          priority: opts.priority,
         },
         { bridge: setup.bridge },
       ).catch(async (err: unknown) => {
@@ -195,12 +207,21 @@ export function registerPolicyCommands(program: Command): void {
         console.log(`running ${setup.label} at ${rateHz} Hz for ${opts.duration} s`);
         if (loop.fusion !== 'fused' && opts.residual)
           console.log(`base and residual run as two onnxruntime calls: ${loop.fusion}`);
+        if (opts.priority === 'realtime' && loop.priority.applied !== 'realtime')
+          console.log(`the loop thread runs at normal priority: ${loop.priority.detail}`);
       }
       const stats = await loop.runFor(opts.duration * 1000);
       await setup.close();
       // On hardware, episodes and success are what a person or a session decides (resrt actor).
       const counted = setup.countsEpisodes ? { episodes, successes } : { episodes: 0, successes: 0 };
-      if (opts.json) return printJson({ target: setup.label, ...counted, fusion: loop.fusion, stats });
+      if (opts.json)
+        return printJson({
+          target: setup.label,
+          ...counted,
+          fusion: loop.fusion,
+          priority: loop.priority,
+          stats,
+        });
       console.log(formatLatencyTable(stats));
       console.log(`episodes finished: ${counted.episodes}, successful: ${counted.successes}`);
     });
@@ -297,7 +318,16 @@ interface RunCliOptions {
   rate: number;
   duration: number;
   seed: number;
+  priority: LoopPriority;
   json?: boolean;
+}
+
+function parsePriority(value: string): LoopPriority {
+  if (value === 'realtime' || value === 'normal') return value;
+  throw new ResrtError(
+    `--priority: '${value}' is not a scheduling`,
+    'use --priority realtime or --priority normal',
+  );
 }
 
 export async function taskDims(task: AnyTask): Promise<{

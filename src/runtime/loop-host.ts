@@ -12,8 +12,9 @@ import { planResidualSwap } from './fused-policy.js';
 import type { LoopEvent, LoopStats } from './loop.js';
 import type { LoopPlan } from './loop-plan.js';
 import type { ErrorInfo, FromLoop, LoopWorkerData, ToLoop } from './loop-worker.js';
-import { nowMs, type SchedulerOptions } from './scheduler.js';
+import { nowMs } from './scheduler.js';
 import type { SharedRobotBridge } from './shared-robot.js';
+import type { PriorityOutcome } from './thread-priority.js';
 
 export interface WorkerLoopOptions {
   /**
@@ -26,13 +27,6 @@ export interface WorkerLoopOptions {
   /** Stats snapshots (what stats() returns while running) this often. Default 250 ms. */
   statsEveryMs?: number;
 }
-
-/**
- * The loop thread's scheduler when the plan names none: it owns no other work, so it polls the
- * event loop every 0.1 ms instead of continuously (each turn allocates; fewer turns, fewer
- * scavenges) and still takes one turn just before each deadline for I/O that landed.
- */
-export const workerSchedulerDefaults: SchedulerOptions = { pollEveryMs: 0.1 };
 
 function toError(info: ErrorInfo): ResrtError {
   return new ResrtError(info.message, info.hint);
@@ -65,6 +59,8 @@ export class WorkerControlLoop {
   readonly kind: string;
   readonly obsDim: number;
   readonly actionDim: number;
+  /** The loop thread's scheduling: what plan.priority got, or why not and how to allow it. */
+  readonly priority: PriorityOutcome;
   private readonly events = new Subject<LoopEvent>();
   private readonly transitions = new Subject<Transition>();
   private latestStats: LoopStats;
@@ -89,6 +85,7 @@ export class WorkerControlLoop {
     this.kind = ready.kind;
     this.obsDim = ready.obsDim;
     this.actionDim = ready.actionDim;
+    this.priority = ready.priority;
     this.latestStats = emptyStats(plan.rateHz);
     this.events$ = this.events.asObservable();
     this.transitions$ = this.transitions.asObservable();
@@ -111,7 +108,7 @@ export class WorkerControlLoop {
   static async create(plan: LoopPlan, options: WorkerLoopOptions = {}): Promise<WorkerControlLoop> {
     const data: LoopWorkerData = {
       resrtLoop: true,
-      plan: { ...plan, scheduler: plan.scheduler ?? workerSchedulerDefaults },
+      plan,
       reportEveryMs: options.reportEveryMs,
       statsEveryMs: options.statsEveryMs,
     };

@@ -14,6 +14,7 @@ import { loadLoopPolicy, type FusedPolicy } from './fused-policy.js';
 import { ControlLoop, passThroughSafety } from './loop.js';
 import { nowMs, type SchedulerOptions } from './scheduler.js';
 import type { ObservationSource } from './sources.js';
+import type { LoopPriority } from './thread-priority.js';
 
 /** JSON-like data (and shared memory): what a plan may carry to a worker. */
 export type PlainData =
@@ -61,7 +62,25 @@ export interface LoopPlan {
   maxObsAgeMs?: number;
   onOverrun?: 'safe' | 'hold';
   stopTimeoutMs?: number;
+  /** Default: loopThreadScheduler() of the priority the loop thread got. */
   scheduler?: SchedulerOptions;
+  /**
+   * The loop thread's scheduling (worker-hosted loops only): 'realtime' asks for SCHED_FIFO
+   * (thread-priority.ts) and says why not where it is refused; default 'normal'.
+   */
+  priority?: LoopPriority;
+}
+
+/**
+ * How a loop thread waits for its deadlines, by the scheduling it got. A real-time thread sleeps
+ * on Atomics.wait until 0.3 ms before each deadline (it wakes within tens of microseconds, and a
+ * real-time thread that never sleeps is throttled by the kernel); it then turns its event loop
+ * every 0.1 ms for I/O that landed. A normal thread wakes late on a busy machine, so it sleeps on
+ * a timer only until 1 ms before and polls from there (a core's worth of spinning at 1 kHz).
+ * Either way the thread owns nothing else: few event-loop turns, so few allocations and scavenges.
+ */
+export function loopThreadScheduler(applied: LoopPriority): SchedulerOptions {
+  return applied === 'realtime' ? { sleep: 'atomics', spinMs: 0.3, pollEveryMs: 0.1 } : { pollEveryMs: 0.1 };
 }
 
 export interface BuiltLoop {

@@ -10,9 +10,10 @@ import type { Transition } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { FusedPolicy, type FusedPlan } from './fused-policy.js';
 import type { LoopEvent, LoopStats } from './loop.js';
-import { buildLoop, type BuiltLoop, type LoopPlan } from './loop-plan.js';
+import { buildLoop, loopThreadScheduler, type BuiltLoop, type LoopPlan } from './loop-plan.js';
 import { OnnxPolicy } from './onnx-policy.js';
 import { nowMs } from './scheduler.js';
+import { setThreadPriority, type PriorityOutcome } from './thread-priority.js';
 
 export type ToLoop =
   | { type: 'start' }
@@ -37,6 +38,7 @@ export type FromLoop =
       actionDim: number;
       /** The loop thread's performance.timeOrigin: its event times are relative to it. */
       timeOrigin: number;
+      priority: PriorityOutcome;
     }
   | { type: 'started' }
   | { type: 'report'; events: LoopEvent[]; transitions: Transition[]; stats: LoopStats | null }
@@ -61,9 +63,14 @@ function errorInfo(err: unknown): ErrorInfo {
 /** Runs one plan's loop for the host on the other end of `port`. */
 export async function serveLoop(port: MessagePort, data: LoopWorkerData): Promise<void> {
   const post = (msg: FromLoop): void => port.postMessage(msg);
+  // Before anything else: sessions and sources built from here on run on this thread as it is now.
+  const priority = setThreadPriority(data.plan.priority ?? 'normal');
   let built: BuiltLoop;
   try {
-    built = await buildLoop(data.plan);
+    built = await buildLoop({
+      ...data.plan,
+      scheduler: data.plan.scheduler ?? loopThreadScheduler(priority.applied),
+    });
   } catch (err) {
     post({ type: 'failed', error: errorInfo(err) });
     port.close();
@@ -158,6 +165,7 @@ export async function serveLoop(port: MessagePort, data: LoopWorkerData): Promis
     obsDim: built.source.obsDim,
     actionDim: built.source.actionDim,
     timeOrigin: performance.timeOrigin,
+    priority,
   });
 }
 
