@@ -1,4 +1,5 @@
 /** The `resrt` command line. Each command lives beside its peers in src/cli/. */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerSimCommands, evaluateOnTask, builtInPolicy, evalJson } from './cli/sim-commands.js';
 import { loadComposedPolicy, registerPolicyCommands } from './cli/policy-commands.js';
@@ -7,7 +8,7 @@ import { openRobotEnv, registerRobotCommands } from './cli/robot-commands.js';
 import { registerSessionCommands } from './cli/session-commands.js';
 import { evaluatePolicy } from './runtime/evaluate.js';
 import type { AnyTask } from './sim/registry.js';
-import { formatTable, parseIntArg, pct, printJson } from './cli/common.js';
+import { checkOutputFile, formatTable, parseIntArg, pct, printJson } from './cli/common.js';
 import { loadTask } from './sim/registry.js';
 import { MujocoEnv } from './sim/env.js';
 import { ResrtError } from './util/errors.js';
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
     .description(
       'Residual-RL runtime for real robots: a frozen ONNX base policy, a learned residual, a safety layer, hardware bridges',
     )
+    .version(packageVersion(), '-V, --version', 'print the resrt version')
     .showHelpAfterError()
     .exitOverride();
 
@@ -51,6 +53,15 @@ export function buildProgram(): Command {
       if (opts.residual && !opts.base) {
         throw new ResrtError('--residual needs --base', 'pass the base policy the residual was trained on');
       }
+      if (opts.plot) checkOutputFile(opts.plot, '--plot');
+      // A video file is written after the last episode: its folder must exist before the first.
+      // (A directory of PNG frames is created with its parents.)
+      if (opts.video && /\.(mp4|gif)$/i.test(opts.video)) checkOutputFile(opts.video, '--video');
+      if (opts.robot && (opts.video || opts.plot))
+        throw new ResrtError(
+          `${opts.video ? '--video' : '--plot'} draws the simulator's cameras and bodies; a robot has neither here`,
+          `drop ${opts.video ? '--video' : '--plot'} with --robot, or evaluate in simulation (leave --robot out)`,
+        );
       const task = await loadTask(opts.task);
       if (opts.robot) return evalOnRobot(task, opts);
       const policy = opts.base
@@ -74,6 +85,14 @@ export function buildProgram(): Command {
   registerSessionCommands(program);
 
   return program;
+}
+
+/** The version in package.json, one folder above both src/cli.ts and dist/cli.js. */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
 }
 
 async function evalOnRobot(task: AnyTask, opts: EvalCliOptions): Promise<void> {
@@ -132,6 +151,13 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 1;
       return;
     }
-    throw err;
+    // Anything else has no cause resrt knows of: say so, and how to see where it came from.
+    const e = err instanceof Error ? err : new Error(String(err));
+    process.stderr.write(
+      process.env.RESRT_DEBUG === '1'
+        ? `resrt: ${e.stack ?? e.message}\n`
+        : `resrt: ${e.message}\n  fix: no known cause; rerun with RESRT_DEBUG=1 to see where it happened, and report it as a resrt bug unless the cause is on your side (a file, a permission)\n`,
+    );
+    process.exitCode = 1;
   }
 }

@@ -143,6 +143,19 @@ export interface RobotCapabilities {
   actionHigh: number[];
   firmwareVersion?: string;
   protocolVersion?: number;
+  /** What the device does when commands stop; absent when the transport does not say. */
+  watchdog?: WatchdogSpec;
+}
+
+/** A device's command watchdog (docs/serial-protocol.md §3; the same rule on MQTT). */
+export interface WatchdogSpec {
+  /** No applied command for this long fires it, ms. */
+  timeoutMs: number;
+  /**
+   * 'latch': the safe action and a latched fault that only resetFault() clears;
+   * 'hold': the safe action until the next valid command, nothing latched.
+   */
+  onTimeout: 'latch' | 'hold';
 }
 
 export interface RobotState {
@@ -156,6 +169,8 @@ export interface RobotState {
   sensors: Float32Array;
   /** The device latched an e-stop or a watchdog fault and is holding its safe state. */
   faulted: boolean;
+  /** Which latch, when faulted and the transport says (an e-stop wins when both are set). */
+  faultKind?: 'estop' | 'watchdog';
 }
 
 export interface RobotCommand {
@@ -191,6 +206,12 @@ export interface Robot {
   estop(reason: string): void;
   /** Clears a latched e-stop/fault on the device; resolves when the device confirms. */
   resetFault(): Promise<void>;
+  /**
+   * The safe hold between episodes: the safe action now and the watchdog disarmed until the next
+   * command, latches untouched, so a person may reset the cell for as long as it takes. Resolves
+   * when the device confirms. Absent where the device cannot do it (serial protocol version 1).
+   */
+  hold?(): Promise<void>;
   close(): Promise<void>;
 }
 

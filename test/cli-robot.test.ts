@@ -1,7 +1,6 @@
 // eval, run and train on a robot exactly as in simulation: a virtual robot (MuJoCo behind a real
 // MQTT broker) driven through the CLI's own entry point.
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -13,11 +12,12 @@ import { collectDemos } from '../src/sim/collect.js';
 import { readDemos } from '../src/sim/demos.js';
 import { humanLikeExpert } from '../src/sim/expert.js';
 import { builtInTasks } from '../src/sim/registry.js';
+import { tempDir } from './temp-dirs.js';
 
 const run = promisify(execFile);
 let broker: RunningBroker;
 let robot: VirtualRobot;
-const dir = mkdtempSync(join(tmpdir(), 'resrt-cli-robot-'));
+const dir = tempDir('resrt-cli-robot-');
 const configPath = join(dir, 'robot.json');
 const basePath = join(dir, 'base.onnx');
 

@@ -1,10 +1,10 @@
 // The CLI through its real entry point (bin/resrt.js runs dist/; here the same main() from source).
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { tempDir } from './temp-dirs.js';
 
 const run = promisify(execFile);
 const cli = ['--import', 'tsx', 'test/fixtures/cli-entry.ts'];
@@ -42,6 +42,16 @@ describe('resrt CLI', () => {
     expect(out.ci95[0]).toBeGreaterThan(0.8);
   });
 
+  it('--version prints the package version; help shows each default once', async () => {
+    const v = await resrt('--version');
+    expect(v.code).toBe(0);
+    const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    expect(v.stdout.trim()).toBe(pkg.version);
+    const help = await resrt('run', '--help');
+    expect(help.stdout).toMatch(/--rate <hz> +control rate \(default: the task or robot rate\)\n/);
+    expect(help.stdout).not.toMatch(/\(default: [^)]*\) \(default:/);
+  });
+
   it('bad input gets one clear line with the fix, not a stack trace', async () => {
     const r = await resrt('eval', '--task', 'nope');
     expect(r.code).toBe(1);
@@ -75,11 +85,16 @@ describe('resrt CLI', () => {
   });
 
   it('collect → bc → inspect → infer → eval --base works end to end and draws a plot', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-cli-'));
+    const dir = tempDir('resrt-cli-');
     const demos = join(dir, 'reach.jsonl');
     const base = join(dir, 'reach.onnx');
     const plot = join(dir, 'reach.svg');
-    expect((await resrt('collect', '--task', 'reach', '--episodes', '40', '--out', demos)).code).toBe(0);
+    const collect = await resrt('collect', '--task', 'reach', '--episodes', '40', '--out', demos);
+    expect(collect.code).toBe(0);
+    // stderr is a pipe here: plain progress lines, with no unfilled template field.
+    expect(collect.stderr).toMatch(/^collect reach: 0\/40 \(0%\) success -, 0:\d\d elapsed$/m);
+    expect(collect.stderr).toMatch(/^collect reach: 40\/40 \(100%\) success \d+\.\d%, /m);
+    expect(collect.stderr).not.toMatch(/\{\w+\}/);
     const bc = await resrt('bc', '--demos', demos, '--out', base, '--epochs', '15', '--hidden', '64,64');
     expect(bc.code).toBe(0);
     expect(bc.stdout).toMatch(/onnxruntime matches the trained network/);
@@ -89,6 +104,14 @@ describe('resrt CLI', () => {
     expect(inspect.fits).toBe(true);
     const mismatch = await resrt('inspect', base, '--task', 'push', '--json');
     expect(JSON.parse(mismatch.stdout).fits).toBe(false);
+    // A file that does not fit fails the check, and still shows what the file itself is.
+    const shown = await resrt('inspect', base, '--task', 'push');
+    expect(shown.code).toBe(1);
+    expect(shown.stdout).toMatch(/kind: base {3}obs dim: 10 {3}action dim: 2 /);
+    expect(shown.stdout).toMatch(/normalization: baked/);
+    expect(shown.stdout).toMatch(
+      /fits: NO\n {2}- output 'action' .* gives 2 action dims but the robot\/task has 3/,
+    );
     const infer = JSON.parse(
       (await resrt('infer', base, '--obs', JSON.stringify(new Array(10).fill(0.1)), '--json')).stdout,
     ) as {
@@ -112,7 +135,7 @@ describe('resrt CLI', () => {
     expect(out.policy).toBe('base');
     // BC of the reach expert on 40 episodes learns the task far above chance (random: ~1%; this run: ~23%).
     expect(out.success_rate).toBeGreaterThan(0.1);
-    const svg = (await import('node:fs')).readFileSync(plot, 'utf8');
+    const svg = readFileSync(plot, 'utf8');
     expect(svg).toMatch(/^<svg/);
     expect(svg).toMatch(/<path d="M/);
     // A base for another task is refused with the mismatch named.

@@ -79,7 +79,7 @@ describe('robot config', () => {
     ['action.dim', 0, /action\.dim: must be >= 1/],
     ['rateHz', 0, /rateHz: must be in \(0, 1000\] Hz/],
     ['rateHz', 'fast', /rateHz: must be a number/],
-    ['rateHz', undefined, /rateHz: is missing; add it/],
+    ['rateHz', undefined, /rateHz: is missing; fix: add it/],
     ['commandValidMs', 2.5, /commandValidMs: must be an integer/],
     ['name', 'my robot', /name: use 1-64 characters/],
     [
@@ -115,7 +115,7 @@ describe('robot config', () => {
     ['episode.success', { mode: 'sensor', index: -1, threshold: 1 }, /episode\.success\.index: must be >= 0/],
     ['episode.success', { mode: 'sensor', index: 0 }, /episode\.success\.threshold: is missing/],
     ['episode.success', 'sometimes', /episode\.success: must be "manual" or \{"mode":"sensor"/],
-    ['extra', 1, /\(top level\): unknown field\(s\) "extra"; remove them or check the spelling/],
+    ['extra', 1, /extra: unknown key; fix: remove it; the keys allowed here are "name", "transport"/],
   ])('names the field when %s = %j', (path, value, pattern) => {
     const message = errorOf(withField(path, value));
     expect(message).toMatch(pattern);

@@ -11,8 +11,13 @@ import { ResrtError } from '../src/util/errors.js';
 
 const RATE_HZ = 50;
 
-function config(robotUrl: string, episode: Partial<RobotConfig['episode']> = {}): RobotConfig {
+function config(
+  robotUrl: string,
+  episode: Partial<RobotConfig['episode']> = {},
+  extra: Partial<Pick<RobotConfig, 'watchdog'>> = {},
+): RobotConfig {
   return parseRobotConfig({
+    ...extra,
     name: 'follower',
     transport: robotUrl,
     rateHz: RATE_HZ,
@@ -158,7 +163,7 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
       if (r.truncated) break;
     }
     expect((r!.info as HardwareStepInfo).fault).toBe('robot faulted (e-stop latched)');
-    await expect(env.reset()).rejects.toThrow(/latched e-stop/);
+    await expect(env.reset()).rejects.toThrow(/the e-stop of follower is latched/);
     await robot.resetFault();
     // Cleared: a new episode runs.
     await new Promise((res) => setTimeout(res, 50));
@@ -189,6 +194,138 @@ describe('HardwareEnv over MqttRobot (aedes)', () => {
     const r = await env.step([0, 0]);
     expect(r).toMatchObject({ terminated: true, truncated: false, reward: 1 });
     expect(env.confirmReset()).toBe(false);
+  });
+
+  describe('between episodes, with a latching watchdog', () => {
+    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+    const WATCHDOG_MS = 80;
+    let latest: RobotState | null = null;
+    /** Bounded waits: a promise that failed must fail the test, not hang it. */
+    async function until(what: string, pred: () => boolean, timeoutMs = 5000): Promise<void> {
+      const t0 = performance.now();
+      while (!pred()) {
+        if (performance.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+        await sleep(5);
+      }
+    }
+
+    async function setup(opts: { withoutHold?: boolean; faultPrompts?: string[] } = {}) {
+      const url = `${broker.url}/latch-${++n}`;
+      const plant = new FollowerPlant({ joints: 2, rateHz: 200, timeConstantMs: 30 });
+      const device = await serveMqttDevice(url, plant, {
+        reconnectBackoffMs: 50,
+        watchdogMs: WATCHDOG_MS,
+        watchdogMode: 'latch',
+      });
+      cleanups.push(() => device.close());
+      const robot = await MqttRobot.connect(url, { reconnectBackoffMs: 50, stateTimeoutMs: 1000 });
+      // A robot without a safe hold, as a transport that has none would be.
+      if (opts.withoutHold) Object.defineProperty(robot, 'hold', { value: undefined });
+      robot.state$.subscribe((st) => (latest = st));
+      const prompts: string[] = [];
+      const env: HardwareEnv = new HardwareEnv(
+        robot,
+        config(
+          url,
+          { reset: { mode: 'manual' }, success: { mode: 'manual' } },
+          {
+            watchdog: { onTimeout: 'latch', timeoutMs: WATCHDOG_MS },
+          },
+        ),
+        {
+          onResetPrompt: (m) => prompts.push(m),
+          onFaultPrompt: opts.faultPrompts ? (m) => opts.faultPrompts!.push(m) : undefined,
+          resetTimeoutMs: 3_000,
+        },
+      );
+      cleanups.push(() => env.close());
+      return { env, robot, device, prompts };
+    }
+
+    /** An episode of a few steps, ended by a person's label. */
+    async function episode(env: HardwareEnv): Promise<void> {
+      const resetting = env.reset();
+      await until('the reset prompt', () => env.awaitingResetConfirmation);
+      env.confirmReset();
+      await resetting;
+      await env.step([0.2, 0.2]);
+      env.labelSuccess(true);
+      expect((await env.step([0.2, 0.2])).terminated).toBe(true);
+    }
+
+    it('holds the robot from the end of an episode through a long manual reset: the watchdog never fires', async () => {
+      const { env, device } = await setup();
+      await episode(env);
+      await sleep(6 * WATCHDOG_MS); // the person takes their time before the next reset...
+      const resetting = env.reset();
+      await until('the reset prompt', () => env.awaitingResetConfirmation);
+      await sleep(6 * WATCHDOG_MS); // ...and during it
+      expect(device.watchdogLatched).toBe(false);
+      expect(device.counters().watchdogTrips).toBe(0);
+      expect(device.counters().holds).toBeGreaterThanOrEqual(2); // at the episode's end and at reset
+      env.confirmReset();
+      await resetting;
+      expect((await env.step([0.1, 0.1])).truncated).toBe(false);
+    });
+
+    it('without a safe hold the watchdog latches, and reset() asks a person before it clears it', async () => {
+      const faultPrompts: string[] = [];
+      const { env, device } = await setup({ withoutHold: true, faultPrompts });
+      await episode(env);
+      await sleep(6 * WATCHDOG_MS);
+      expect(device.watchdogLatched).toBe(true);
+      const resetting = env.reset();
+      await until('the fault prompt', () => env.awaitingFaultConfirmation);
+      expect(faultPrompts).toHaveLength(1);
+      expect(faultPrompts[0]).toMatch(/the watchdog of follower latched: it received no command for 80 ms/);
+      // Nothing is cleared until the person confirms.
+      await sleep(150);
+      expect(device.watchdogLatched).toBe(true);
+      expect(device.counters().resets).toBe(0);
+      expect(env.confirmFaultClear()).toBe(true);
+      await until('the reset prompt', () => env.awaitingResetConfirmation);
+      expect(device.watchdogLatched).toBe(false);
+      expect(device.counters().resets).toBe(1);
+      env.confirmReset();
+      await resetting;
+    });
+
+    it('without anyone to ask, reset() refuses a latched robot and says what happened', async () => {
+      const { env, device, robot } = await setup({ withoutHold: true });
+      await episode(env);
+      await sleep(6 * WATCHDOG_MS);
+      expect(device.watchdogLatched).toBe(true);
+      await expect(env.reset()).rejects.toThrow(/watchdog of follower latched[\s\S]*fix: clear the latch/);
+      // A fault cleared elsewhere (a dashboard) lets the next reset go on, once the robot reports it.
+      await robot.resetFault();
+      await until('an unlatched state', () => !device.watchdogLatched && latest?.faulted === false);
+      const resetting = env.reset();
+      await until('the reset prompt', () => env.awaitingResetConfirmation);
+      env.confirmReset();
+      await resetting;
+    });
+
+    it('refuses a config whose watchdog the device does not have', async () => {
+      const url = `${broker.url}/latch-${++n}`;
+      const device = await serveMqttDevice(
+        url,
+        new FollowerPlant({ joints: 2, rateHz: 200, timeConstantMs: 30 }),
+        {
+          watchdogMs: WATCHDOG_MS,
+          watchdogMode: 'latch',
+        },
+      );
+      cleanups.push(() => device.close());
+      const robot = await MqttRobot.connect(url, { stateTimeoutMs: 1000 });
+      cleanups.push(() => robot.close());
+      expect(robot.capabilities.watchdog).toEqual({ timeoutMs: WATCHDOG_MS, onTimeout: 'latch' });
+      expect(() => new HardwareEnv(robot, config(url, {}, { watchdog: { onTimeout: 'hold' } }))).toThrow(
+        /watchdog.onTimeout "hold", the device's watchdog does "latch"[\s\S]*fix: set "onTimeout": "latch"/,
+      );
+      expect(
+        () => new HardwareEnv(robot, config(url, {}, { watchdog: { onTimeout: 'latch', timeoutMs: 200 } })),
+      ).toThrow(/timeoutMs 200, the device's watchdog is 80 ms/);
+    });
   });
 });
 

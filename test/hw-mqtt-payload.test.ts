@@ -216,6 +216,7 @@ describe('topics and capabilities', () => {
       capabilities: 'resrt/v1/arm-1/capabilities',
       estop: 'resrt/v1/arm-1/estop',
       reset: 'resrt/v1/arm-1/reset',
+      hold: 'resrt/v1/arm-1/hold',
       events: 'resrt/v1/arm-1/events',
     });
     expect(() => robotTopics('#')).toThrow(/not a valid topic level/);

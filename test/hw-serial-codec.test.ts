@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cobsDecode, cobsDecodeInto, cobsEncode } from '../src/hw/serial/cobs.js';
@@ -11,6 +12,7 @@ import {
   ErrorCode,
   FLAG_ACK_REQ,
   MAX_ENCODED,
+  MAX_FRAME,
   MAX_PAYLOAD,
   MessageType,
   Status,
@@ -37,8 +39,8 @@ function referenceCrc(data: Uint8Array): number {
 }
 const f32 = (...v: number[]): Float32Array => Float32Array.from(v);
 
-function frameOf(m: Message, seq: number, flags = 0): Frame {
-  return { version: 1, type: messageTypeCode(m), seq, flags, payload: encodePayload(m) };
+function frameOf(m: Message, seq: number, flags = 0, version = 1): Frame {
+  return { version, type: messageTypeCode(m), seq, flags, payload: encodePayload(m, version) };
 }
 
 function decodeAll(bytes: Uint8Array, decoder = new FrameDecoder()): Frame[] {
@@ -61,6 +63,7 @@ const vectors: { name: string; frame: Frame }[] = [
         sensorCount: 1,
         rateHz: 500,
         watchdogMs: 200,
+        watchdogMode: 'latch',
         name: 'arm',
         firmwareVersion: '0.1.0',
         low: f32(-0.9, -0.5),
@@ -113,6 +116,58 @@ const vectors: { name: string; frame: Frame }[] = [
       FLAG_ACK_REQ,
     ),
   },
+  {
+    name: 'capabilities_v2',
+    frame: frameOf(
+      {
+        type: 'capabilities',
+        protocolVersion: 2,
+        actionDim: 3,
+        jointCount: 0,
+        sensorCount: 19,
+        rateHz: 25,
+        watchdogMs: 1000,
+        watchdogMode: 'hold',
+        name: 'push',
+        firmwareVersion: '2.0',
+        low: f32(-1, -1, -1),
+        high: f32(1, 1, 1),
+        safe: f32(0, 0, 0),
+      },
+      1,
+      0,
+      2,
+    ),
+  },
+  {
+    name: 'state_v2',
+    frame: frameOf(
+      {
+        type: 'state',
+        deviceTimeUs: 5_000_000,
+        status: Status.Negotiated | Status.SafeHold | Status.WatchdogHold,
+        lastCommandSeq: 77,
+        positions: f32(),
+        velocities: f32(),
+        efforts: f32(),
+        sensors: Float32Array.from({ length: 20 }, (_, i) => i * 0.5),
+        outputs: f32(0, 0, 0),
+      },
+      40,
+      0,
+      2,
+    ),
+  },
+  { name: 'hold', frame: frameOf({ type: 'hold' }, 11, FLAG_ACK_REQ, 2) },
+  {
+    name: 'command_v2_64',
+    frame: frameOf(
+      { type: 'command', validityMs: 20, action: Float32Array.from({ length: 64 }, (_, i) => (i - 32) / 64) },
+      300,
+      0,
+      2,
+    ),
+  },
 ];
 
 describe('serial codec primitives', () => {
@@ -159,36 +214,54 @@ describe('serial codec primitives', () => {
 describe('serial messages', () => {
   it('round-trips every message type', () => {
     for (const { frame } of vectors) {
-      const d = decodePayload(frame.type, frame.payload);
+      const d = decodePayload(frame.type, frame.payload, frame.version);
       expect(d.ok).toBe(true);
       if (!d.ok) continue;
-      expect(encodePayload(d.message)).toEqual(frame.payload);
+      expect(encodePayload(d.message, frame.version)).toEqual(frame.payload);
     }
   });
 
   it('rejects malformed payloads with the protocol error codes', () => {
-    expect(decodePayload(MessageType.Command, Uint8Array.of(100, 0, 2, 0, 0))).toEqual({
+    expect(decodePayload(MessageType.Command, Uint8Array.of(100, 0, 2, 0, 0), 1)).toEqual({
       ok: false,
       error: ErrorCode.BadLength,
     });
-    expect(decodePayload(MessageType.Command, Uint8Array.of(100, 0, 17))).toEqual({
+    // Length against the frame's own D first: 3 + 4*65 bytes is well-formed but carries too many.
+    expect(
+      decodePayload(MessageType.Command, Uint8Array.of(100, 0, 65, ...new Array<number>(260).fill(0)), 2),
+    ).toEqual({
       ok: false,
       error: ErrorCode.WrongDimension,
     });
-    expect(decodePayload(MessageType.Hello, Uint8Array.of(0))).toEqual({
+    expect(decodePayload(MessageType.Command, Uint8Array.of(100, 0, 17), 2)).toEqual({
       ok: false,
       error: ErrorCode.BadLength,
     });
-    expect(decodePayload(0x42, new Uint8Array(0))).toEqual({ ok: false, error: ErrorCode.UnknownType });
+    expect(decodePayload(MessageType.Hello, Uint8Array.of(0), 1)).toEqual({
+      ok: false,
+      error: ErrorCode.BadLength,
+    });
+    expect(decodePayload(MessageType.Hold, new Uint8Array(0), 1)).toEqual({
+      ok: false,
+      error: ErrorCode.UnknownType,
+    });
+    expect(decodePayload(0x42, new Uint8Array(0), 2)).toEqual({ ok: false, error: ErrorCode.UnknownType });
     const state = vectors[2].frame.payload;
-    expect(decodePayload(MessageType.State, state.subarray(0, state.length - 1))).toEqual({
+    expect(decodePayload(MessageType.State, state.subarray(0, state.length - 1), 1)).toEqual({
       ok: false,
       error: ErrorCode.BadLength,
     });
+    // 20 sensors: a version 2 STATE, not a version 1 one.
+    const wide = vectors.find((v) => v.name === 'state_v2')!.frame.payload;
+    expect(decodePayload(MessageType.State, wide, 1)).toEqual({ ok: false, error: ErrorCode.WrongDimension });
+    expect(decodePayload(MessageType.State, wide, 2).ok).toBe(true);
   });
 
   it('refuses to encode what does not fit, with a fix', () => {
-    expect(() => encodePayload({ type: 'command', validityMs: 10, action: new Float32Array(17) })).toThrow(
+    expect(() => encodePayload({ type: 'command', validityMs: 10, action: new Float32Array(17) }, 1)).toThrow(
+      /version 2/,
+    );
+    expect(() => encodePayload({ type: 'command', validityMs: 10, action: new Float32Array(65) }, 2)).toThrow(
       /fix:/,
     );
     expect(() =>
@@ -204,7 +277,9 @@ describe('serial messages', () => {
       .trim()
       .split('\n');
     const fromC = new Map(
-      lines.map((l) => JSON.parse(l) as { name: string; hex: string }).map((v) => [v.name, v.hex]),
+      lines
+        .map((l) => JSON.parse(l) as { name: string; version: number; hex: string })
+        .map((v) => [v.name, v.hex]),
     );
     expect(fromC.size).toBe(vectors.length);
     for (const { name, frame } of vectors) {
@@ -214,8 +289,17 @@ describe('serial messages', () => {
       expect(decoded).toHaveLength(1);
       expect(decoded[0]).toEqual(frame);
     }
-    // The command vector quoted in docs/serial-protocol.md.
+    // The command vector the page explains byte by byte.
     expect(fromC.get('command')).toBe('0501043412026402020101023f010580be662e00');
+  });
+
+  it('docs/serial-protocol.md quotes exactly the vectors the C generator prints', () => {
+    execFileSync('make', ['-C', firmwareDir(), '--no-print-directory', '-s', 'vectors']);
+    const generated = execFileSync(join(firmwareDir(), 'build', 'vectors'), ['--markdown']).toString();
+    const page = readFileSync(join(firmwareDir(), '..', 'docs', 'serial-protocol.md'), 'utf8');
+    const section = /<!-- vectors:begin[^\n]*-->\n([\s\S]*?)<!-- vectors:end -->/.exec(page);
+    expect(section, 'the page has its vector markers').not.toBeNull();
+    expect(section?.[1], "the page's vectors are stale: run make -C firmware-bridge docs").toBe(generated);
   });
 });
 
@@ -228,7 +312,7 @@ describe('frame decoder', () => {
       Uint8Array.of(0, 0x42, 0x17),
       good,
       good,
-      new Uint8Array(600).fill(0x55),
+      new Uint8Array(MAX_ENCODED + 10).fill(0x55),
       Uint8Array.of(0),
       good,
     ]);
@@ -255,7 +339,7 @@ describe('frame decoder', () => {
   it('survives 1M random and mutated frames without throwing or accepting a bad CRC', () => {
     const rng = new Rng(20260101);
     const decoder = new FrameDecoder();
-    const buf = new Uint8Array(1400);
+    const buf = new Uint8Array(4000);
     let accepted = 0;
     let badAccepted = 0;
     let corrupted = 0;
@@ -269,7 +353,7 @@ describe('frame decoder', () => {
       got.push(f);
     };
     // Every delimited segment judged by an independent reference (bitwise CRC, no decoder state).
-    const refBuf = new Uint8Array(MAX_ENCODED);
+    const refBuf = new Uint8Array(MAX_ENCODED + 8);
     const push = (chunk: Uint8Array): Frame[] => {
       got = [];
       decoder.push(chunk, onFrame);
@@ -281,7 +365,7 @@ describe('frame decoder', () => {
         start = i + 1;
         if (seg.length === 0 || seg.length > MAX_ENCODED) continue;
         const n = cobsDecodeInto(seg, 0, seg.length, refBuf);
-        if (n < 7 || n > 256) continue;
+        if (n < 7 || n > MAX_FRAME) continue;
         const raw = refBuf.subarray(0, n);
         if (
           referenceCrc(raw.subarray(0, raw.length - 2)) !==
@@ -310,13 +394,20 @@ describe('frame decoder', () => {
         const x = rng.nextUint32();
         payload[i] = x >>> 30 === 0 ? 0 : x & 0xff;
       }
-      return { version: 1, type: rng.int(12), seq: rng.int(65536), flags: rng.int(3), payload };
+      // Frames over version 1's 256 bytes are version 2 frames.
+      return {
+        version: len > 249 ? 2 : 1,
+        type: rng.int(12),
+        seq: rng.int(65536),
+        flags: rng.int(3),
+        payload,
+      };
     };
     const total = 1_000_000;
     for (let k = 0; k < total; k++) {
       const kind = k % 10;
       if (kind < 4) {
-        const len = rng.int(rng.int(8) === 0 ? 1200 : 150);
+        const len = rng.int(rng.int(8) === 0 ? 2000 : 150);
         for (let i = 0; i < len; i++) {
           const x = rng.nextUint32();
           buf[i] = x >>> 28 === 0 ? 0 : x & 0xff;

@@ -1,7 +1,6 @@
 // The live loop against real MuJoCo physics: ONNX base (+ zero residual) → SafetyLayer → env, at
 // the task's own control rate, as `resrt run --task` does.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { taskSourceSpec } from '../src/cli/loop-sources.js';
@@ -17,11 +16,12 @@ import { builtInTasks } from '../src/sim/registry.js';
 import type { CameraFrames, Transition } from '../src/types.js';
 import { Rng } from '../src/util/rng.js';
 import { visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
+import { tempDir } from './temp-dirs.js';
 
 describe('control loop on the MuJoCo simulator', () => {
   it('keeps the task rate, steps physics once per tick, and resets episodes', async () => {
     const env = await MujocoEnv.create(builtInTasks.reach, { maxEpisodeSteps: 20 });
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-loop-'));
+    const dir = tempDir('resrt-loop-');
     const spec = randomMlpSpec({
       inputs: [{ name: 'obs', dim: 10 }],
       hidden: [32, 32],
@@ -63,7 +63,7 @@ describe('control loop on the MuJoCo simulator', () => {
   }, 30_000);
 
   it('runs in its own thread with the simulator built there: same rate, one physics step per tick', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-loop-'));
+    const dir = tempDir('resrt-loop-');
     const rng = new Rng(4);
     const basePath = join(dir, 'base.onnx');
     const residualPath = join(dir, 'residual.onnx');
@@ -110,7 +110,7 @@ describe('control loop on the MuJoCo simulator', () => {
   }, 30_000);
 
   it("carries each observation's camera frames through the loop thread to a visuomotor base", async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-loop-'));
+    const dir = tempDir('resrt-loop-');
     const basePath = join(dir, 'base.onnx');
     const residualPath = join(dir, 'residual.onnx');
     // push-cam: 12 state values and the 84 x 84 "top" camera, which alone shows the goal.

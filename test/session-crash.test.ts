@@ -170,7 +170,8 @@ describe('session crash safety', () => {
 
   it('kill -9 of the learner 20 times, half of them as it compacts its log: every transition once in the log, and resume rebuilds the replay exactly', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'resrt-kills-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    // Retries: a learner killed at the end may still be flushing into the folder.
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10 }));
     const r = await killSoak(dir, 20);
     for (const robot of r.robots) {
       expect(robot, robot.robotId).toMatchObject({ duplicated: 0, missing: 0, inOrderOnce: true });
@@ -186,5 +187,7 @@ describe('session crash safety', () => {
     // start settled (a .tmp, or a pack beside its .log).
     expect(r.duringCompaction).toBeGreaterThanOrEqual(10);
     expect(r.settledAtOpen).toBeGreaterThanOrEqual(1);
-  }, 300_000);
+    // ~70 s on a quiet machine; every one of its 21 learner starts replays a growing log, so a load
+    // of twice the cores makes it several times slower.
+  }, 600_000);
 });

@@ -87,6 +87,32 @@ afterAll(async () => {
 const numberIn = async (page: Page, testId: string): Promise<number> =>
   Number(await page.locator(`[data-testid="${testId}"]`).innerText());
 
+/** The page's charts: axes with ticks and titles (units), and this session's episodes drawn. */
+async function checkCharts(page: Page): Promise<void> {
+  const chart = (id: string) => page.locator(`[data-testid="chart-${id}"]`);
+  await expect.poll(() => chart('episodes').locator('polyline').count(), { timeout: 30_000 }).toBe(1);
+  const texts = async (id: string, axis: string, cls: string): Promise<string[]> =>
+    chart(id).locator(`text.${cls}[data-axis="${axis}"]`).allTextContents();
+  for (const [id, x] of [
+    ['episodes', 'episodes'],
+    ['steps', 'env steps'],
+  ]) {
+    expect(await texts(id, 'x', 'title')).toEqual([x]);
+    expect(await texts(id, 'y', 'title')).toEqual(['success rate (%)']);
+    expect(await texts(id, 'y', 'tick')).toEqual(['0%', '20%', '40%', '60%', '80%', '100%']);
+    const xTicks = (await texts(id, 'x', 'tick')).map((t) => Number(t.replace('k', '000')));
+    expect(xTicks[0]).toBe(0);
+    expect(xTicks.length).toBeGreaterThanOrEqual(3);
+    expect(xTicks.every((v, i) => i === 0 || v > xTicks[i - 1])).toBe(true);
+  }
+  // The steps chart reaches past the episodes chart: an episode is many env steps.
+  const last = async (id: string): Promise<number> =>
+    Number((await texts(id, 'x', 'tick')).at(-1)!.replace('k', '000'));
+  expect(await last('steps')).toBeGreaterThan(await last('episodes'));
+  expect(await chart('returns').locator('circle[data-series="dot"]').count()).toBeGreaterThan(0);
+  expect(await texts('returns', 'y', 'title')).toEqual(['return (sum of rewards)']);
+}
+
 describe('dashboard', () => {
   it('the learner page shows live numbers; its success label reaches the learner; its teleop becomes demonstrations', async () => {
     const page = await browser.newPage();
@@ -108,6 +134,7 @@ describe('dashboard', () => {
         () => {},
       );
     }
+    await checkCharts(page);
     const snap = learner.snapshot();
     expect(snap.labels).toBeGreaterThanOrEqual(1);
     expect(snap.labelledSuccesses).toBeGreaterThanOrEqual(1);
@@ -154,6 +181,8 @@ describe('dashboard', () => {
     await waitFor('intervention steps', () => actor.status().interventionSteps > before + 5, 15_000);
     await page.keyboard.up('d');
     await page.locator('[data-testid="intervene"]').uncheck();
+    // The actor page charts its own robot's episodes (it used to show empty charts).
+    await checkCharts(page);
 
     // Pause holds the robot (no commands at all), resume carries on.
     await page.locator('[data-testid="pause-arm"]').click();

@@ -1,16 +1,16 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { collectDemos } from '../src/sim/collect.js';
 import { readDemos } from '../src/sim/demos.js';
 import { humanLikeExpert } from '../src/sim/expert.js';
 import { builtInTasks } from '../src/sim/registry.js';
+import { tempDir } from './temp-dirs.js';
 
 describe('resrt collect', () => {
   it('writes a demonstration file whose episodes replay the recorded transitions', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-collect-'));
+    const dir = tempDir('resrt-collect-');
     const out = join(dir, 'reach.jsonl');
     const summary = await collectDemos({
       task: builtInTasks.reach,
@@ -40,7 +40,7 @@ describe('resrt collect', () => {
   });
 
   it('loses at most the episode in progress when killed with SIGKILL', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-collect-kill-'));
+    const dir = tempDir('resrt-collect-kill-');
     const out = join(dir, 'push.jsonl');
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/collect-forever.ts', out], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -66,7 +66,7 @@ describe('resrt collect', () => {
   });
 
   it('rejects a file that is not a demonstration file', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'resrt-bad-demos-'));
+    const dir = tempDir('resrt-bad-demos-');
     const path = join(dir, 'x.jsonl');
     writeFileSync(path, '{"hello":1}\n');
     expect(() => readDemos(path)).toThrow(/expected resrt-demos version 1/);

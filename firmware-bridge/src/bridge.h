@@ -34,6 +34,9 @@ typedef struct {
   uint8_t sensor_count;
   uint16_t rate_hz;
   uint16_t watchdog_ms;
+  /* What the watchdog does in a version 2 session: RP_WATCHDOG_LATCH (a fault only RESET clears)
+   * or RP_WATCHDOG_HOLD (the safe action until the next applied COMMAND). Version 1 latches. */
+  uint8_t watchdog_mode;
   /* Factory limits: CONFIG may narrow them, never widen them. */
   float low[RP_MAX_DIM];
   float high[RP_MAX_DIM];
@@ -69,14 +72,18 @@ typedef struct {
   int have_heartbeat;
   uint64_t last_heartbeat_us;
   uint16_t tx_seq;
-  int state_due;
-  uint64_t next_state_us;
+  int state_due; /* an event STATE is owed at the next tick */
+  /* Periodic STATEs fall on a grid: slot k is due at anchor + floor(k * 1e6 / rate_hz) µs. */
+  uint64_t grid_anchor_us;
+  uint32_t grid_k;
   uint32_t corrupt_every;
   uint32_t tx_count;
   rb_counters_t counters;
 } rb_bridge_t;
 
-/* Returns 0, or -1 when the settings are out of range (dimensions, limits, rate, watchdog). */
+/* Returns 0, or -1 when the settings are out of range (dimensions, limits, rate, watchdog). A
+ * shape that does not fit version 1 (more than 16 joints, sensors or actions, or a STATE over 256
+ * bytes) is served in version 2 only. */
 int rb_init(rb_bridge_t *b, const rb_hal_t *hal, const rb_settings_t *settings);
 /* Feeds received bytes; handles every complete frame in them. */
 void rb_feed(rb_bridge_t *b, const uint8_t *data, size_t len);

@@ -150,7 +150,7 @@ int rp_frame_parse(const uint8_t *raw, size_t n, rp_frame_t *out) {
   out->type = raw[1];
   out->seq = rp_get_u16(raw + 2);
   out->flags = raw[4];
-  out->len = (uint8_t)(n - RP_MIN_FRAME);
+  out->len = (uint16_t)(n - RP_MIN_FRAME);
   memcpy(out->payload, raw + RP_HEADER_SIZE, out->len);
   return RP_DEC_FRAME;
 }
@@ -197,9 +197,20 @@ int rp_decoder_push(rp_decoder_t *d, uint8_t byte, rp_frame_t *out) {
 
 /* ---- messages ------------------------------------------------------------------------------ */
 
-int rp_state_fits(unsigned joints, unsigned sensors, unsigned dim) {
-  return joints <= RP_MAX_JOINTS && sensors <= RP_MAX_SENSORS && dim <= RP_MAX_DIM &&
-         RP_STATE_FIXED + 12u * joints + 4u * sensors + 4u * dim <= RP_MAX_PAYLOAD;
+unsigned rp_max_frame(unsigned version) {
+  if (version == 1) return RP_V1_MAX_FRAME;
+  if (version == 2 && RP_MAX_VERSION >= 2) return RP_V2_MAX_FRAME;
+  return 0;
+}
+
+int rp_state_fits(unsigned version, unsigned joints, unsigned sensors, unsigned dim) {
+  if (version == 1) {
+    return joints <= RP_V1_MAX_COUNT && sensors <= RP_V1_MAX_COUNT && dim <= RP_V1_MAX_COUNT &&
+           RP_STATE_FIXED + 12u * joints + 4u * sensors + 4u * dim <= RP_V1_MAX_FRAME - RP_MIN_FRAME;
+  }
+  /* Version 2: every shape up to 64/64/64 fits (15 + 12*64 + 4*64 + 4*64 = 1295 <= 1529). */
+  return version == 2 && RP_MAX_VERSION >= 2 && joints <= RP_V2_MAX_COUNT &&
+         sensors <= RP_V2_MAX_COUNT && dim <= RP_V2_MAX_COUNT;
 }
 
 static void put_floats(uint8_t *p, const float *v, unsigned n) {
@@ -216,7 +227,7 @@ int rp_pack_hello(rp_frame_t *f, const rp_hello_t *m) {
   if (m->count < 1 || m->count > RP_MAX_VERSIONS) return -1;
   f->payload[0] = m->count;
   memcpy(f->payload + 1, m->versions, m->count);
-  f->len = (uint8_t)(1u + m->count);
+  f->len = (uint16_t)(1u + m->count);
   return 0;
 }
 
@@ -228,10 +239,14 @@ int rp_unpack_hello(const rp_frame_t *f, rp_hello_t *m) {
   return 0;
 }
 
+/* Offset of the name length: version 2 inserts the watchdog mode byte before it. */
+static size_t caps_name_at(unsigned version) { return version >= 2 ? 9u : 8u; }
+
 int rp_pack_capabilities(rp_frame_t *f, const rp_capabilities_t *m) {
-  size_t nl = strlen(m->name), fl = strlen(m->fw_version), o;
-  if (nl > RP_MAX_NAME || fl > RP_MAX_FW || m->action_dim < 1 || m->action_dim > RP_MAX_DIM ||
-      !rp_state_fits(m->joint_count, m->sensor_count, m->action_dim))
+  size_t nl = strlen(m->name), fl = strlen(m->fw_version), o = caps_name_at(m->protocol_version);
+  if (nl > RP_MAX_NAME || fl > RP_MAX_FW || m->action_dim < 1 ||
+      m->watchdog_mode > RP_WATCHDOG_HOLD ||
+      !rp_state_fits(m->protocol_version, m->joint_count, m->sensor_count, m->action_dim))
     return -1;
   f->payload[0] = m->protocol_version;
   f->payload[1] = m->action_dim;
@@ -239,9 +254,10 @@ int rp_pack_capabilities(rp_frame_t *f, const rp_capabilities_t *m) {
   f->payload[3] = m->sensor_count;
   rp_put_u16(f->payload + 4, m->rate_hz);
   rp_put_u16(f->payload + 6, m->watchdog_ms);
-  f->payload[8] = (uint8_t)nl;
-  memcpy(f->payload + 9, m->name, nl);
-  o = 9 + nl;
+  if (m->protocol_version >= 2) f->payload[8] = m->watchdog_mode;
+  f->payload[o++] = (uint8_t)nl;
+  memcpy(f->payload + o, m->name, nl);
+  o += nl;
   f->payload[o++] = (uint8_t)fl;
   memcpy(f->payload + o, m->fw_version, fl);
   o += fl;
@@ -251,7 +267,7 @@ int rp_pack_capabilities(rp_frame_t *f, const rp_capabilities_t *m) {
   o += 4u * m->action_dim;
   put_floats(f->payload + o, m->safe, m->action_dim);
   o += 4u * m->action_dim;
-  f->len = (uint8_t)o;
+  f->len = (uint16_t)o;
   return 0;
 }
 
@@ -264,17 +280,23 @@ int rp_unpack_capabilities(const rp_frame_t *f, rp_capabilities_t *m) {
   m->sensor_count = f->payload[3];
   m->rate_hz = rp_get_u16(f->payload + 4);
   m->watchdog_ms = rp_get_u16(f->payload + 6);
-  if (m->action_dim < 1 || !rp_state_fits(m->joint_count, m->sensor_count, m->action_dim))
+  if (m->protocol_version < 1 || m->protocol_version > RP_MAX_VERSION) return RP_E_BAD_VERSION;
+  o = caps_name_at(m->protocol_version);
+  if (f->len < o + 2u) return RP_E_BAD_LENGTH;
+  m->watchdog_mode = m->protocol_version >= 2 ? f->payload[8] : (uint8_t)RP_WATCHDOG_LATCH;
+  if (m->action_dim < 1 ||
+      !rp_state_fits(m->protocol_version, m->joint_count, m->sensor_count, m->action_dim))
     return RP_E_WRONG_DIM;
-  nl = f->payload[8];
-  if (nl > RP_MAX_NAME || 10u + nl > f->len) return RP_E_BAD_LENGTH;
-  fl = f->payload[9 + nl];
-  if (fl > RP_MAX_FW || f->len != 10u + nl + fl + 12u * m->action_dim) return RP_E_BAD_LENGTH;
-  memcpy(m->name, f->payload + 9, nl);
+  nl = f->payload[o];
+  if (nl > RP_MAX_NAME || o + 2u + nl > f->len) return RP_E_BAD_LENGTH;
+  fl = f->payload[o + 1u + nl];
+  if (fl > RP_MAX_FW || f->len != o + 2u + nl + fl + 12u * m->action_dim) return RP_E_BAD_LENGTH;
+  if (m->watchdog_mode > RP_WATCHDOG_HOLD) return RP_E_BAD_LENGTH;
+  memcpy(m->name, f->payload + o + 1u, nl);
   m->name[nl] = '\0';
-  memcpy(m->fw_version, f->payload + 10 + nl, fl);
+  memcpy(m->fw_version, f->payload + o + 2u + nl, fl);
   m->fw_version[fl] = '\0';
-  o = 10 + nl + fl;
+  o += 2u + nl + fl;
   get_floats(f->payload + o, m->low, m->action_dim);
   o += 4u * m->action_dim;
   get_floats(f->payload + o, m->high, m->action_dim);
@@ -283,9 +305,9 @@ int rp_unpack_capabilities(const rp_frame_t *f, rp_capabilities_t *m) {
   return 0;
 }
 
-int rp_pack_state(rp_frame_t *f, const rp_state_t *m) {
+int rp_pack_state(rp_frame_t *f, const rp_state_t *m, unsigned version) {
   unsigned j = m->joint_count, s = m->sensor_count, d = m->action_dim, o = RP_STATE_FIXED;
-  if (!rp_state_fits(j, s, d)) return -1;
+  if (!rp_state_fits(version, j, s, d)) return -1;
   rp_put_u64(f->payload, m->device_time_us);
   rp_put_u16(f->payload + 8, m->status);
   rp_put_u16(f->payload + 10, m->last_cmd_seq);
@@ -302,17 +324,17 @@ int rp_pack_state(rp_frame_t *f, const rp_state_t *m) {
   o += 4u * s;
   put_floats(f->payload + o, m->outputs, d);
   o += 4u * d;
-  f->len = (uint8_t)o;
+  f->len = (uint16_t)o;
   return 0;
 }
 
-int rp_unpack_state(const rp_frame_t *f, rp_state_t *m) {
+int rp_unpack_state(const rp_frame_t *f, rp_state_t *m, unsigned version) {
   unsigned j, s, d, o = RP_STATE_FIXED;
   if (f->len < RP_STATE_FIXED) return RP_E_BAD_LENGTH;
   j = f->payload[12];
   s = f->payload[13];
   d = f->payload[14];
-  if (!rp_state_fits(j, s, d)) return RP_E_WRONG_DIM;
+  if (!rp_state_fits(version, j, s, d)) return RP_E_WRONG_DIM;
   if (f->len != RP_STATE_FIXED + 12u * j + 4u * s + 4u * d) return RP_E_BAD_LENGTH;
   m->device_time_us = rp_get_u64(f->payload);
   m->status = rp_get_u16(f->payload + 8);
@@ -337,7 +359,7 @@ int rp_pack_command(rp_frame_t *f, const rp_command_t *m) {
   rp_put_u16(f->payload, m->validity_ms);
   f->payload[2] = m->action_dim;
   put_floats(f->payload + 3, m->action, m->action_dim);
-  f->len = (uint8_t)(3u + 4u * m->action_dim);
+  f->len = (uint16_t)(3u + 4u * m->action_dim);
   return 0;
 }
 
@@ -345,8 +367,8 @@ int rp_unpack_command(const rp_frame_t *f, rp_command_t *m) {
   if (f->len < 3) return RP_E_BAD_LENGTH;
   m->validity_ms = rp_get_u16(f->payload);
   m->action_dim = f->payload[2];
-  if (m->action_dim > RP_MAX_DIM) return RP_E_WRONG_DIM;
   if (f->len != 3u + 4u * m->action_dim) return RP_E_BAD_LENGTH;
+  if (m->action_dim > RP_MAX_DIM) return RP_E_WRONG_DIM;
   get_floats(f->payload + 3, m->action, m->action_dim);
   return 0;
 }
@@ -369,7 +391,7 @@ int rp_pack_estop(rp_frame_t *f, const rp_estop_t *m) {
   if (m->reason_len > RP_MAX_REASON) return -1;
   f->payload[0] = m->reason_len;
   memcpy(f->payload + 1, m->reason, m->reason_len);
-  f->len = (uint8_t)(1u + m->reason_len);
+  f->len = (uint16_t)(1u + m->reason_len);
   return 0;
 }
 
@@ -420,7 +442,7 @@ int rp_pack_config(rp_frame_t *f, const rp_config_t *m) {
   f->payload[2] = m->action_dim;
   put_floats(f->payload + 3, m->low, m->action_dim);
   put_floats(f->payload + 3 + 4u * m->action_dim, m->high, m->action_dim);
-  f->len = (uint8_t)(3u + 8u * m->action_dim);
+  f->len = (uint16_t)(3u + 8u * m->action_dim);
   return 0;
 }
 
@@ -428,8 +450,8 @@ int rp_unpack_config(const rp_frame_t *f, rp_config_t *m) {
   if (f->len < 3) return RP_E_BAD_LENGTH;
   m->watchdog_ms = rp_get_u16(f->payload);
   m->action_dim = f->payload[2];
-  if (m->action_dim > RP_MAX_DIM) return RP_E_WRONG_DIM;
   if (f->len != 3u + 8u * m->action_dim) return RP_E_BAD_LENGTH;
+  if (m->action_dim > RP_MAX_DIM) return RP_E_WRONG_DIM;
   get_floats(f->payload + 3, m->low, m->action_dim);
   get_floats(f->payload + 3 + 4u * m->action_dim, m->high, m->action_dim);
   return 0;

@@ -1,6 +1,6 @@
 /*
- * resrt serial protocol, version 1: COBS framing, CRC-16/CCITT-FALSE, little-endian messages.
- * The normative description is docs/serial-protocol.md; this header mirrors it.
+ * resrt serial protocol, versions 1 and 2: COBS framing, CRC-16/CCITT-FALSE, little-endian
+ * messages. The normative description is docs/serial-protocol.md; this header mirrors it.
  *
  * Portable C99, no allocation: every buffer is sized by the constants below.
  */
@@ -10,26 +10,53 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RP_PROTOCOL_VERSION 1u
+/*
+ * Highest protocol version this build speaks. Version 2 carries up to 64 joints, sensors and
+ * actions in frames of up to 1536 bytes, which costs about 8 KB of RAM (decoder buffer, frame and
+ * state structs); a small board builds with -DRP_MAX_VERSION=1 (AVR boards do by default) and
+ * keeps every buffer at 256 bytes.
+ */
+#ifndef RP_MAX_VERSION
+#if defined(__AVR__)
+#define RP_MAX_VERSION 1u /* 2 KB of RAM: version 2's buffers do not fit */
+#else
+#define RP_MAX_VERSION 2u
+#endif
+#endif
+#if RP_MAX_VERSION != 1 && RP_MAX_VERSION != 2
+#error "RP_MAX_VERSION must be 1 or 2"
+#endif
+#define RP_PROTOCOL_VERSION RP_MAX_VERSION
 
 #define RP_HEADER_SIZE 5u
 #define RP_CRC_SIZE 2u
-/* Largest decoded frame: header + payload + CRC. */
-#define RP_MAX_FRAME 256u
-#define RP_MAX_PAYLOAD (RP_MAX_FRAME - RP_HEADER_SIZE - RP_CRC_SIZE) /* 249 */
 #define RP_MIN_FRAME (RP_HEADER_SIZE + RP_CRC_SIZE)
+
+/* Per-version limits (docs/serial-protocol.md, "Limits"). A frame is header + payload + CRC. */
+#define RP_V1_MAX_FRAME 256u
+#define RP_V1_MAX_COUNT 16u /* action dimensions, joints, sensors: each */
+#define RP_V2_MAX_FRAME 1536u
+#define RP_V2_MAX_COUNT 64u
+
+#if RP_MAX_VERSION >= 2
+#define RP_MAX_FRAME RP_V2_MAX_FRAME
+#define RP_MAX_DIM RP_V2_MAX_COUNT
+#else
+#define RP_MAX_FRAME RP_V1_MAX_FRAME
+#define RP_MAX_DIM RP_V1_MAX_COUNT
+#endif
+#define RP_MAX_PAYLOAD (RP_MAX_FRAME - RP_HEADER_SIZE - RP_CRC_SIZE)
 /* COBS adds one byte per started block of 254; the wire adds the 0x00 delimiter. */
-#define RP_MAX_ENCODED (RP_MAX_FRAME + (RP_MAX_FRAME + 253u) / 254u) /* 258 */
+#define RP_MAX_ENCODED (RP_MAX_FRAME + (RP_MAX_FRAME + 253u) / 254u)
 #define RP_MAX_WIRE (RP_MAX_ENCODED + 1u)
 
-#define RP_MAX_DIM 16u
-#define RP_MAX_JOINTS 16u
-#define RP_MAX_SENSORS 16u
+#define RP_MAX_JOINTS RP_MAX_DIM
+#define RP_MAX_SENSORS RP_MAX_DIM
 #define RP_MAX_NAME 24u
 #define RP_MAX_FW 16u
 #define RP_MAX_VERSIONS 8u
 #define RP_MAX_REASON 64u
-/* Fixed part of a STATE payload; 12*joints + 4*sensors + 4*dim must fit in the rest. */
+/* Fixed part of a STATE payload. */
 #define RP_STATE_FIXED 15u
 
 typedef enum {
@@ -42,7 +69,8 @@ typedef enum {
   RP_RESET = 0x07,
   RP_ACK = 0x08,
   RP_NACK = 0x09,
-  RP_CONFIG = 0x0A
+  RP_CONFIG = 0x0A,
+  RP_HOLD = 0x0B /* version 2 */
 } rp_type_t;
 
 /* Header flags. */
@@ -71,13 +99,18 @@ typedef enum {
 #define RP_ST_SAFE_HOLD 0x0008u
 #define RP_ST_EXPIRED 0x0010u
 #define RP_ST_NEGOTIATED 0x0020u
+#define RP_ST_WATCHDOG_HOLD 0x0040u /* version 2: the watchdog fired in hold mode (not latched) */
+
+/* CAPABILITIES watchdog mode (version 2; a version 1 session always latches). */
+#define RP_WATCHDOG_LATCH 0u
+#define RP_WATCHDOG_HOLD 1u
 
 typedef struct {
   uint8_t version;
   uint8_t type;
   uint16_t seq;
   uint8_t flags;
-  uint8_t len; /* payload length */
+  uint16_t len; /* payload length */
   uint8_t payload[RP_MAX_PAYLOAD];
 } rp_frame_t;
 
@@ -139,6 +172,7 @@ typedef struct {
   uint8_t sensor_count;
   uint16_t rate_hz;
   uint16_t watchdog_ms;
+  uint8_t watchdog_mode; /* RP_WATCHDOG_*; on the wire from version 2 */
   char name[RP_MAX_NAME + 1];
   char fw_version[RP_MAX_FW + 1];
   float low[RP_MAX_DIM];
@@ -195,18 +229,23 @@ typedef struct {
   float high[RP_MAX_DIM];
 } rp_config_t;
 
-/* True when a STATE of this shape fits in one frame. */
-int rp_state_fits(unsigned joints, unsigned sensors, unsigned dim);
+/* Largest decoded frame of a protocol version (0 for a version this build does not speak). */
+unsigned rp_max_frame(unsigned version);
+/* True when a device of this shape can speak this version: its STATE and CAPABILITIES fit. */
+int rp_state_fits(unsigned version, unsigned joints, unsigned sensors, unsigned dim);
 
 /* Pack functions fill f->payload and f->len (header fields untouched); return 0 or -1 when the
  * message does not fit or is out of range. Unpack functions return 0, or RP_E_BAD_LENGTH /
- * RP_E_WRONG_DIM style errors (positive rp_error_t) for malformed payloads. */
+ * RP_E_WRONG_DIM style errors (positive rp_error_t) for malformed payloads.
+ * CAPABILITIES is laid out by its own protocol_version field; STATE limits depend on the
+ * session's version. COMMAND and CONFIG are checked length first (against their own D), then
+ * D against what this build can hold: the caller compares D with the device's. */
 int rp_pack_hello(rp_frame_t *f, const rp_hello_t *m);
 int rp_unpack_hello(const rp_frame_t *f, rp_hello_t *m);
 int rp_pack_capabilities(rp_frame_t *f, const rp_capabilities_t *m);
 int rp_unpack_capabilities(const rp_frame_t *f, rp_capabilities_t *m);
-int rp_pack_state(rp_frame_t *f, const rp_state_t *m);
-int rp_unpack_state(const rp_frame_t *f, rp_state_t *m);
+int rp_pack_state(rp_frame_t *f, const rp_state_t *m, unsigned version);
+int rp_unpack_state(const rp_frame_t *f, rp_state_t *m, unsigned version);
 int rp_pack_command(rp_frame_t *f, const rp_command_t *m);
 int rp_unpack_command(const rp_frame_t *f, rp_command_t *m);
 int rp_pack_heartbeat(rp_frame_t *f, const rp_heartbeat_t *m);

@@ -117,13 +117,17 @@ static size_t random_frame(uint8_t *wire, size_t cap, rp_frame_t *f) {
   f->type = (uint8_t)(rnd() % 12);
   f->seq = (uint16_t)rnd();
   f->flags = (uint8_t)(rnd() % 3);
-  f->len = (uint8_t)(rnd() % (RP_MAX_PAYLOAD + 1));
+  /* Mostly version 1 sizes; one in eight up to the largest (version 2) frame. */
+  f->len = (uint16_t)(rnd() % 8 == 0 ? rnd() % (RP_MAX_PAYLOAD + 1)
+                                     : rnd() % (RP_V1_MAX_FRAME - RP_MIN_FRAME + 1));
   for (i = 0; i < f->len; i++) f->payload[i] = (uint8_t)(rnd() % 3 == 0 ? 0 : rnd());
   if (rnd() % 2 == 0) {
-    /* Well-formed messages with hostile values reach deeper into the bridge. */
-    f->version = 1;
+    /* Well-formed messages with hostile values reach deeper into the bridge (in both versions:
+     * a HELLO picks one, and frames of the other get BAD_VERSION). */
+    f->version = (uint8_t)(1 + rnd() % 2);
     if (rnd() % 8 == 0) {
       rp_hello_t h = {1, {1}};
+      h.versions[0] = (uint8_t)(1 + rnd() % 2);
       f->type = RP_HELLO;
       rp_pack_hello(f, &h);
     } else if (rnd() % 2 == 0) {
@@ -138,8 +142,19 @@ static size_t random_frame(uint8_t *wire, size_t cap, rp_frame_t *f) {
       }
       f->type = RP_COMMAND;
       rp_pack_command(f, &c);
+    } else if (rnd() % 4 == 0) {
+      rp_config_t c;
+      c.watchdog_ms = (uint16_t)(rnd() % 100);
+      c.action_dim = 4;
+      for (i = 0; i < 4; i++) {
+        c.low[i] = -(float)(rnd() % 120) / 100.0f;
+        c.high[i] = (float)(rnd() % 120) / 100.0f;
+      }
+      f->type = RP_CONFIG;
+      rp_pack_config(f, &c);
     } else {
-      f->type = (uint8_t)(RP_HEARTBEAT + rnd() % 3); /* heartbeat, estop, reset */
+      static const uint8_t simple[] = {RP_HEARTBEAT, RP_ESTOP, RP_RESET, RP_HOLD};
+      f->type = simple[rnd() % 4];
       f->len = f->type == RP_HEARTBEAT ? 8 : (f->type == RP_ESTOP ? 1 : 0);
       if (f->type == RP_ESTOP) f->payload[0] = 0;
     }
@@ -158,12 +173,20 @@ static uint64_t hw_now(void *ctx) {
   (void)ctx;
   return fake_clock;
 }
+static rb_bridge_t bridge;
+
+/* Every applied output vector is the safe action, or inside the limits in force. */
 static void hw_apply(void *ctx, const float *o, uint8_t dim) {
   unsigned i;
+  int safe = 1;
   (void)ctx;
+  for (i = 0; i < dim; i++)
+    if (o[i] != bridge.settings.safe[i]) safe = 0;
+  if (safe) return;
   for (i = 0; i < dim; i++) {
-    if (!(o[i] >= -1.0f && o[i] <= 1.0f)) {
-      fprintf(stderr, "fuzz: bridge applied an out-of-range output %f\n", (double)o[i]);
+    if (!(o[i] >= bridge.low[i] && o[i] <= bridge.high[i])) {
+      fprintf(stderr, "fuzz: bridge applied output %u = %f outside [%f, %f]\n", i, (double)o[i],
+              (double)bridge.low[i], (double)bridge.high[i]);
       abort();
     }
   }
@@ -176,10 +199,9 @@ static void hw_read(void *ctx, rp_state_t *s) {
 int main(int argc, char **argv) {
   unsigned long total = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000ul;
   unsigned long k, corrupted_rejected = 0, corrupted = 0;
-  static rb_bridge_t bridge;
   rb_hal_t hal = {NULL, hw_write, hw_now, hw_apply, hw_read};
   rb_settings_t st;
-  uint8_t wire[4096];
+  uint8_t wire[8192];
   unsigned i;
   if (argc > 2) rng_state ^= strtoull(argv[2], NULL, 10) * 0x2545F4914F6CDD1Dull;
   crc_table_init();
@@ -205,7 +227,7 @@ int main(int argc, char **argv) {
     fake_clock += rnd() % 3000;
     if (kind < 4) {
       /* Random bytes, mostly delimited, sometimes long runs. */
-      size_t len = rnd() % (rnd() % 8 == 0 ? 1200 : 300);
+      size_t len = rnd() % (rnd() % 8 == 0 ? 2000 : 300); /* some over the largest frame */
       for (n = 0; n < len; n++) wire[n] = (uint8_t)(rnd() % 16 == 0 ? 0 : rnd());
       wire[n++] = 0;
     } else if (kind < 6) {

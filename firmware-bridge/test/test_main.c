@@ -141,7 +141,7 @@ static void test_frames(void) {
   /* Oversize runs are skipped up to the next delimiter. */
   rp_decoder_init(&d);
   n = 0;
-  for (k = 0; k < 600; k++) wire[n++] = 0x55;
+  for (k = 0; k < (int)RP_MAX_ENCODED + 10; k++) wire[n++] = 0x55;
   wire[n++] = 0;
   n += rp_frame_encode(&f, wire + n, sizeof wire - n);
   k = decode_all(&d, wire, n, out, 8);
@@ -210,13 +210,14 @@ static void test_messages(void) {
   s.action_dim = 12;
   for (i = 0; i < 12; i++) s.positions[i] = (float)i;
   s.outputs[11] = -1.0f;
-  CHECK(rp_pack_state(&f, &s) == 0);
+  CHECK(rp_pack_state(&f, &s, 1) == 0);
   CHECK(f.len == 15 + 144 + 40 + 48);
-  CHECK(rp_unpack_state(&f, &s2) == 0);
+  CHECK(rp_unpack_state(&f, &s2, 1) == 0);
   CHECK(s2.device_time_us == s.device_time_us && s2.last_cmd_seq == 65535 && s2.positions[7] == 7.0f);
   CHECK(s2.outputs[11] == -1.0f);
   s.sensor_count = 11; /* one float too many for a frame */
-  CHECK(rp_pack_state(&f, &s) == -1);
+  CHECK(rp_pack_state(&f, &s, 1) == -1);
+  CHECK(rp_pack_state(&f, &s, 2) == 0); /* version 2 carries it */
 
   h.count = 3;
   h.versions[0] = 1;
@@ -361,7 +362,7 @@ static int last_nack_error(void) {
 static uint16_t last_state_status(void) {
   const rp_frame_t *f = last_of(RP_STATE);
   rp_state_t s;
-  if (!f || rp_unpack_state(f, &s) != 0) return 0xFFFF;
+  if (!f || rp_unpack_state(f, &s, bridge.version) != 0) return 0xFFFF;
   return s.status;
 }
 

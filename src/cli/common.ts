@@ -1,51 +1,138 @@
 /** Small pieces every CLI command uses: argument parsing with clear errors, progress bars, output. */
+import { existsSync, rmSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { ResrtError } from '../util/errors.js';
 
-export function parseIntArg(name: string, min = 1): (value: string) => number {
-  return (value: string) => {
+/**
+ * Commander parsers that reject bad numbers with the fix. The fix's example is the option's default
+ * (commander passes it as `previous`), else `example`: never a value that means something else.
+ */
+export function parseIntArg(
+  name: string,
+  min = 1,
+  example?: number,
+): (value: string, previous?: number) => number {
+  return (value, previous) => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < min) {
+      const eg = previous ?? example ?? Math.max(min, 10);
+      throw new ResrtError(`${name} must be an integer ≥ ${min}, got "${value}"`, `e.g. ${name} ${eg}`);
+    }
+    return n;
+  };
+}
+
+/** As parseIntArg for real numbers in [min, max]; `example` may be a whole hint instead of a value. */
+export function parseFloatArg(
+  name: string,
+  min: number,
+  max: number,
+  example?: number | string,
+): (value: string, previous?: number) => number {
+  return (value, previous) => {
+    const n = value.trim() === '' ? NaN : Number(value);
+    if (!Number.isFinite(n) || n < min || n > max) {
+      const range = max === Infinity ? `≥ ${min}` : `in [${min}, ${max}]`;
+      const eg = previous ?? example ?? min;
       throw new ResrtError(
-        `${name} must be an integer ≥ ${min}, got "${value}"`,
-        `e.g. ${name} ${Math.max(min, 10)}`,
+        `${name} must be a number ${range}, got "${value}"`,
+        typeof eg === 'string' ? eg : `e.g. ${name} ${eg}`,
       );
     }
     return n;
   };
 }
 
-export function parseFloatArg(name: string, min = -Infinity, max = Infinity): (value: string) => number {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n < min || n > max) {
-      throw new ResrtError(
-        `${name} must be a number in [${min}, ${max}], got "${value}"`,
-        `e.g. ${name} ${Math.max(min, 0)}`,
-      );
-    }
-    return n;
-  };
+/** Fails before any work when a file cannot be written where asked: its folder must exist. */
+export function checkOutputFile(path: string, flag: string): void {
+  const dir = dirname(resolve(path));
+  if (!existsSync(dir))
+    throw new ResrtError(
+      `${flag} ${path}: the folder ${dir} does not exist`,
+      `create it first (mkdir -p ${shellQuote(dir)}), or choose another ${flag}`,
+    );
+  if (!statSync(dir).isDirectory())
+    throw new ResrtError(`${flag} ${path}: ${dir} is a file, not a folder`, `choose another ${flag}`);
+  if (existsSync(path) && statSync(path).isDirectory())
+    throw new ResrtError(
+      `${flag} ${path} is a folder`,
+      `give a file path, e.g. ${flag} ${join(path, 'out')}`,
+    );
+}
+
+/**
+ * Runs `work`, which writes into `dir`; if it fails and `dir` did not exist before, the half-made
+ * folder goes, unless `keep(dir)` says it already holds something worth keeping (a checkpoint).
+ */
+export async function inOutputFolder<T>(
+  dir: string,
+  work: () => Promise<T>,
+  keep: (dir: string) => boolean = () => false,
+): Promise<T> {
+  const created = !existsSync(dir);
+  try {
+    return await work();
+  } catch (err) {
+    if (created && existsSync(dir) && !keep(dir)) rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** A word as a POSIX shell reads it back unchanged (for commands we print to be pasted). */
+export function shellQuote(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+const profileNames = ['auto', 'cpu', 'gpu'];
+
+/** --profile of train and learner: auto, or a profile of src/residual/config.ts. */
+export function checkProfile(profile: string): void {
+  if (!profileNames.includes(profile))
+    throw new ResrtError(
+      `--profile ${profile} is not a profile`,
+      'use --profile auto, --profile cpu or --profile gpu (docs/learner.md)',
+    );
 }
 
 export interface Progress {
-  update(done: number, payload?: Record<string, string | number>): void;
+  /** `mark` says something happened worth a line of its own (an evaluation) where there is no bar. */
+  update(done: number, payload?: Record<string, string | number>, mark?: boolean): void;
   stop(): void;
 }
 
-/** A progress bar on stderr (stdout stays clean for --json); silent when stderr is not a terminal. */
-export function progressBar(label: string, total: number, fields = ''): Progress {
-  if (!process.stderr.isTTY) return { update() {}, stop() {} };
+export interface ProgressOptions {
+  /** Default process.stderr (stdout stays clean for --json). */
+  stream?: NodeJS.WritableStream & { isTTY?: boolean };
+  /** Without a terminal: the longest silence between two plain lines. Default 30 s. */
+  intervalMs?: number;
+}
+
+/**
+ * Progress of a long command on stderr: a bar on a terminal; elsewhere (a log file, nohup, CI) a
+ * plain line at the start, at least every 30 s, at every `mark` and at the end. `fields` is a
+ * template such as 'success {success}'; a field not yet known shows as '-'.
+ */
+export function progressBar(
+  label: string,
+  total: number,
+  fields = '',
+  options: ProgressOptions = {},
+): Progress {
+  const stream = options.stream ?? process.stderr;
+  const initial = Object.fromEntries([...fields.matchAll(/\{(\w+)\}/g)].map((m) => [m[1], '-']));
+  if (!stream.isTTY)
+    return plainProgress(stream, label, total, fields, initial, options.intervalMs ?? 30_000);
   const bar = new cliProgress.SingleBar(
     {
       format: `${label} [{bar}] {value}/{total} eta {eta_formatted} ${fields}`,
-      stream: process.stderr,
+      stream,
       hideCursor: true,
       clearOnComplete: true,
     },
     cliProgress.Presets.shades_classic,
   );
-  bar.start(total, 0);
+  bar.start(total, 0, initial);
   return {
     update(done, payload) {
       bar.update(done, payload);
@@ -54,6 +141,51 @@ export function progressBar(label: string, total: number, fields = ''): Progress
       bar.stop();
     },
   };
+}
+
+function plainProgress(
+  stream: NodeJS.WritableStream,
+  label: string,
+  total: number,
+  fields: string,
+  initial: Record<string, string | number>,
+  intervalMs: number,
+): Progress {
+  const started = performance.now();
+  let done = 0;
+  const values: Record<string, string | number> = { ...initial };
+  let last = '';
+  const line = (repeat = true): void => {
+    const text = fields.replace(/\{(\w+)\}/g, (_, k: string) => String(values[k] ?? '-'));
+    const pctDone = total > 0 ? ` (${((100 * done) / total).toFixed(0)}%)` : '';
+    const state = `${label}: ${done}/${total}${pctDone}${text ? ` ${text}` : ''}`;
+    if (!repeat && state === last) return;
+    last = state;
+    stream.write(`${state}, ${clock(performance.now() - started)} elapsed\n`);
+  };
+  line();
+  // The timer's line says "still running" even when nothing moved.
+  const timer = setInterval(() => line(), intervalMs);
+  timer.unref();
+  let stopped = false;
+  return {
+    update(n, payload, mark) {
+      done = n;
+      Object.assign(values, payload);
+      if (mark) line();
+    },
+    stop() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(timer);
+      line(false);
+    },
+  };
+}
+
+function clock(ms: number): string {
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
 }
 
 export function printJson(value: unknown): void {

@@ -40,7 +40,7 @@ export function addMixingFlags(cmd: Command, baselineDefault: string): Command {
     .option(
       '--mix-probes <f>',
       'with --mixing step|scale: fraction of the allowed share spent on whole exploring episodes (default 0.5)',
-      parseFloatArg('--mix-probes', 0, 1),
+      parseFloatArg('--mix-probes', 0, 1, 0.5),
     )
     .option(
       '--baseline <v>',

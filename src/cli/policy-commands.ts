@@ -17,7 +17,7 @@ import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import type { CameraSpec, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
-import { parseFloatArg, parseIntArg, printJson, progressBar } from './common.js';
+import { checkOutputFile, parseFloatArg, parseIntArg, printJson, progressBar } from './common.js';
 import { robotLinkSpec, taskSourceSpec } from './loop-sources.js';
 
 export function registerPolicyCommands(program: Command): void {
@@ -44,12 +44,45 @@ export function registerPolicyCommands(program: Command): void {
       'where training computes: auto | cpu | cuda (auto: CUDA when its provider is installed)',
       'auto',
     )
+    .option(
+      '--threads <n>',
+      'onnxruntime intra-op threads on the CPU (default: cores - 1)',
+      parseIntArg('--threads'),
+    )
+    .option(
+      '--cameras <names>',
+      'cameras the policy reads, comma-separated: auto (every camera the demonstrations recorded), none (the state only), or names',
+      'auto',
+    )
+    .option(
+      '--encoder <channels>',
+      'per camera: output channels of each 3x3 stride-2 convolution, comma-separated',
+      defaultBcConfig.encoderChannels.join(','),
+    )
+    .option(
+      '--embedding <n>',
+      'per camera: embedding width',
+      parseIntArg('--embedding'),
+      defaultBcConfig.embeddingDim,
+    )
+    .option(
+      '--shift <pixels>',
+      'random shift augmentation of camera images, pixels each way (0: off)',
+      parseIntArg('--shift', 0),
+      defaultBcConfig.shiftPad,
+    )
     .action(async (opts: BcCliOptions) => {
-      const hidden = opts.hidden.split(',').map((w) => Number(w));
-      if (hidden.some((w) => !Number.isInteger(w) || w <= 0)) {
+      checkOutputFile(opts.out, '--out');
+      const hidden = positiveList(opts.hidden, '--hidden', '256,256');
+      const encoderChannels = positiveList(opts.encoder, '--encoder', '16,32,32,32');
+      const cameras =
+        opts.cameras === 'auto' || opts.cameras === 'none'
+          ? opts.cameras
+          : opts.cameras.split(',').map((c) => c.trim());
+      if (typeof cameras !== 'string' && cameras.some((c) => c === '')) {
         throw new ResrtError(
-          `--hidden must be comma-separated positive integers, got "${opts.hidden}"`,
-          'e.g. --hidden 256,256',
+          `--cameras has an empty name: "${opts.cameras}"`,
+          'e.g. --cameras top or --cameras top,wrist',
         );
       }
       const demos = readDemos(opts.demos);
@@ -66,6 +99,11 @@ export function registerPolicyCommands(program: Command): void {
           successfulOnly: !opts.allEpisodes,
           seed: opts.seed,
           device: opts.device as 'auto',
+          threads: opts.threads,
+          cameras,
+          encoderChannels,
+          embeddingDim: opts.embedding,
+          shiftPad: opts.shift,
         },
         (p) =>
           bar.update(p.epoch, { loss: p.trainLoss.toExponential(2), val: p.validationLoss.toExponential(2) }),
@@ -75,11 +113,18 @@ export function registerPolicyCommands(program: Command): void {
       saveBcPolicy(result, opts.out);
       console.log(
         `trained on ${result.samples} steps from ${result.episodesUsed} episodes in ${result.seconds.toFixed(1)} s ` +
-          `(train loss ${result.trainLoss.toExponential(2)}, validation ${result.validationLoss.toExponential(2)})`,
+          `(train loss ${result.trainLoss.toExponential(2)}, validation ${result.validationLoss.toExponential(2)})` +
+          (result.cameras.length
+            ? `; cameras ${result.cameras.join(', ')} (frames read in ${result.loadSeconds.toFixed(1)} s)`
+            : ''),
       );
       console.log(
-        `wrote ${opts.out}; onnxruntime matches the trained network to ${result.exportMaxAbsError.toExponential(1)} (limit 1e-5)`,
+        `wrote ${opts.out}; onnxruntime matches the trained network to ${result.exportMaxAbsError.toExponential(1)} (limit ${result.exportTolerance.toExponential(0)})`,
       );
+      if (result.cameras.length)
+        console.log(
+          `inputs observation.state, ${result.cameras.map((c) => `observation.images.${c}`).join(', ')}; outputs action, embedding [${result.embeddingDim}]`,
+        );
     });
 
   program
@@ -91,6 +136,8 @@ export function registerPolicyCommands(program: Command): void {
     .action(async (file: string, opts: { task?: string; json?: boolean }) => {
       const dims = opts.task ? await taskDims(await loadTask(opts.task)) : undefined;
       const report = await inspectOnnx(file, dims);
+      // A file that does not fit (or fails its own checks) is a failed check for scripts and CI.
+      if (!report.fits) process.exitCode = 1;
       if (opts.json) return printJson(report);
       console.log(formatInspectReport(report));
     });
@@ -113,21 +160,7 @@ export function registerPolicyCommands(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(
       async (file: string, opts: { obs: string; residual?: boolean; image: string[]; json?: boolean }) => {
-        let obs: unknown;
-        try {
-          obs = JSON.parse(opts.obs);
-        } catch {
-          throw new ResrtError(
-            `--obs is not valid JSON: ${opts.obs}`,
-            "quote the array for the shell, e.g. --obs '[0.1, 0.2]'",
-          );
-        }
-        if (!Array.isArray(obs) || obs.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
-          throw new ResrtError(
-            '--obs must be a JSON array of finite numbers',
-            "e.g. --obs '[0.1, -0.2, 0.3]'",
-          );
-        }
+        const obs = parseObservation(opts.obs);
         const images: Record<string, string> = {};
         for (const item of opts.image) {
           const eq = item.indexOf('=');
@@ -136,7 +169,7 @@ export function registerPolicyCommands(program: Command): void {
           }
           images[item.slice(0, eq)] = item.slice(eq + 1);
         }
-        const actions = await inferOnce(file, obs as number[], { residual: opts.residual, images });
+        const actions = await inferOnce(file, obs, { residual: opts.residual, images });
         if (opts.json) return printJson({ file, actions });
         actions.forEach((row, i) =>
           console.log(`${actions.length > 1 ? `t+${i}: ` : ''}[${row.map((v) => v.toFixed(5)).join(', ')}]`),
@@ -165,8 +198,12 @@ export function registerPolicyCommands(program: Command): void {
     .option(
       '--rate <hz>',
       'control rate (default: the task or robot rate)',
-      parseFloatArg('--rate', 1, 10000),
-      0,
+      parseFloatArg(
+        '--rate',
+        1,
+        10000,
+        "leave --rate out to run at the task's or robot's own rate, or e.g. --rate 25",
+      ),
     )
     .option('--duration <s>', 'seconds to run', parseFloatArg('--duration', 0.1, 86400), 10)
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 0)
@@ -179,7 +216,7 @@ export function registerPolicyCommands(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (opts: RunCliOptions) => {
       const setup = opts.robot ? await robotLoopSetup(opts) : await simLoopSetup(opts);
-      const rateHz = opts.rate || setup.rateHz;
+      const rateHz = opts.rate ?? setup.rateHz;
       // The loop runs in its own thread: the policy sessions, the safety layer and the simulator
       // or robot link are built there (src/runtime/loop-host.ts).
       const loop = await WorkerControlLoop.create(
@@ -225,6 +262,29 @@ export function registerPolicyCommands(program: Command): void {
       console.log(formatLatencyTable(stats));
       console.log(`episodes finished: ${counted.episodes}, successful: ${counted.successes}`);
     });
+}
+
+/** --obs: a JSON array of finite numbers, with the reason when it is not one. */
+function parseObservation(text: string): number[] {
+  const example = "e.g. --obs '[0.1, -0.2, 0.3]' (single quotes keep the shell from splitting it)";
+  if (/\b(NaN|-?Infinity)\b/.test(text))
+    throw new ResrtError(
+      `--obs holds NaN or Infinity: ${text}`,
+      `give finite numbers only (NaN and Infinity are not JSON, and a policy needs finite observations), ${example}`,
+    );
+  let obs: unknown;
+  try {
+    obs = JSON.parse(text);
+  } catch (err) {
+    throw new ResrtError(
+      `--obs is not JSON: ${(err as Error).message}`,
+      `write a JSON array of numbers, ${example}`,
+    );
+  }
+  if (!Array.isArray(obs) || obs.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
+    throw new ResrtError(`--obs must be a JSON array of finite numbers, got ${text}`, example);
+  }
+  return obs as number[];
 }
 
 interface LoopSetup {
@@ -276,7 +336,10 @@ async function robotLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
     };
   }
   // serialport cannot run in a worker thread: the port stays here, behind shared memory.
-  const robot = await connectRobot(opts.robot!, { actionNames: config.action.names });
+  const robot = await connectRobot(opts.robot!, {
+    actionNames: config.action.names,
+    watchdogMs: config.watchdog?.timeoutMs,
+  });
   const obsDim = observationLength(config, robot.capabilities);
   const bridge = new SharedRobotBridge(robot, {
     toObs: (s) => observeState(config, s, obsDim),
@@ -305,6 +368,22 @@ interface BcCliOptions {
   allEpisodes?: boolean;
   seed: number;
   device: string;
+  threads?: number;
+  cameras: string;
+  encoder: string;
+  embedding: number;
+  shift: number;
+}
+
+function positiveList(text: string, flag: string, example: string): number[] {
+  const values = text.split(',').map((w) => Number(w));
+  if (values.some((w) => !Number.isInteger(w) || w <= 0)) {
+    throw new ResrtError(
+      `${flag} must be comma-separated positive integers, got "${text}"`,
+      `e.g. ${flag} ${example}`,
+    );
+  }
+  return values;
 }
 
 interface RunCliOptions {
@@ -315,7 +394,7 @@ interface RunCliOptions {
   base: string;
   residual?: string;
   scale: number;
-  rate: number;
+  rate?: number;
   duration: number;
   seed: number;
   priority: LoopPriority;

@@ -11,7 +11,7 @@ import { startVirtualRobot } from '../hw/virtual-robot.js';
 import { loadTask } from '../sim/registry.js';
 import type { Env } from '../types.js';
 import { ResrtError } from '../util/errors.js';
-import { parseIntArg } from './common.js';
+import { checkOutputFile, parseIntArg } from './common.js';
 
 export function registerRobotCommands(program: Command): void {
   program
@@ -30,6 +30,7 @@ export function registerRobotCommands(program: Command): void {
       const modes = [opts.serial, opts.mqtt, opts.embeddedBroker].filter(Boolean).length;
       if (modes !== 1)
         throw new ResrtError('choose one transport', 'pass --serial, --mqtt URL or --embedded-broker');
+      checkOutputFile(opts.configOut, '--config-out');
       const task = await loadTask(opts.task);
       let closeBroker: (() => Promise<void>) | null = null;
       let brokerUrl = opts.mqtt;
@@ -71,11 +72,15 @@ interface VirtualCliOptions {
 
 /**
  * A robot as an environment for eval/train. A resrt virtual robot resets its own scene; a real one
- * asks the person at the terminal to reset the cell and press Enter.
+ * asks the person at the terminal to reset the cell and press Enter, and to type "clear" before a
+ * latched e-stop or watchdog fault is cleared.
  */
 export async function openRobotEnv(robotUrl: string, configPath: string, virtual: boolean): Promise<Env> {
   const config = loadRobotConfig(configPath);
-  const robot = await connectRobot(robotUrl, { actionNames: config.action.names });
+  const robot = await connectRobot(robotUrl, {
+    actionNames: config.action.names,
+    watchdogMs: config.watchdog?.timeoutMs,
+  });
   let cameras;
   try {
     cameras = await openCameras(config, robotUrl);
@@ -97,6 +102,25 @@ export async function openRobotEnv(robotUrl: string, configPath: string, virtual
         env.confirmReset();
       });
     },
+    onFaultPrompt: (message) => askToClear(message, () => env.confirmFaultClear()),
   });
   return env;
+}
+
+/** Asks until the person types "clear": a latch is cleared only on a deliberate answer. */
+export function askToClear(
+  message: string,
+  confirm: () => void,
+  input: NodeJS.ReadableStream = process.stdin,
+  output: NodeJS.WritableStream = process.stderr,
+): void {
+  const rl = createInterface({ input, output });
+  output.write(`\n${message}.\n`);
+  const ask = (): void =>
+    rl.question('Type "clear" and press Enter to clear it (Ctrl-C stops): ', (answer) => {
+      if (answer.trim().toLowerCase() !== 'clear') return ask();
+      rl.close();
+      confirm();
+    });
+  ask();
 }

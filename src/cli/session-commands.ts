@@ -1,15 +1,18 @@
 /** `resrt learner` and `resrt actor`: a real-world fine-tuning session (docs/sessions.md). */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
+import { hasCheckpoint } from '../residual/checkpoint.js';
 import { loadRobotConfig } from '../hw/robot-config.js';
 import type { ProfileName } from '../residual/config.js';
 import { runLearnerService } from '../residual/service/index.js';
-import { attachTerminalKeys, runActor } from '../runtime/session/index.js';
+import { attachTerminalKeys, runActor, type ActorOptions } from '../runtime/session/index.js';
 import { loadSafetyConfig } from '../safety/index.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask } from '../sim/registry.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { ResrtError } from '../util/errors.js';
-import { parseFloatArg, parseIntArg } from './common.js';
+import { checkProfile, inOutputFolder, parseFloatArg, parseIntArg } from './common.js';
 
 export function registerSessionCommands(program: Command): void {
   program
@@ -30,41 +33,54 @@ export function registerSessionCommands(program: Command): void {
     .option(
       '--wal-limit <MiB>',
       'the write-ahead log (the dataset) may take this much disk; at the limit nothing more is logged (default 65536)',
-      parseFloatArg('--wal-limit', 0.001),
+      parseFloatArg('--wal-limit', 0.001, Infinity, 65536),
     )
     .option(
       '--min-free <MiB>',
       'log nothing while the disk of --out has less free: room for checkpoints and compaction (default 1024)',
-      parseFloatArg('--min-free', 0),
+      parseFloatArg('--min-free', 0, Infinity, 1024),
     )
     .option(
       '--dashboard-port <port>',
       'serve the dashboard on this port (0 picks one)',
-      parseIntArg('--dashboard-port', 0),
+      parseIntArg('--dashboard-port', 0, 8080),
     )
     .option('--host <addr>', 'dashboard bind address (anything but 127.0.0.1 needs --token)', '127.0.0.1')
     .option('--token <t>', 'dashboard token')
     .action(async (opts: LearnerCliOptions) => {
+      checkProfile(opts.profile);
       if (opts.reward !== 'task' && opts.reward !== 'rlif')
         throw new ResrtError(`--reward ${opts.reward} is not a mode`, 'use --reward task or --reward rlif');
-      const service = await runLearnerService({
-        outDir: opts.out,
-        base: opts.base,
-        brokerUrl: opts.broker,
-        brokerPort: opts.brokerPort,
-        session: opts.session,
-        profile: opts.profile as ProfileName | 'auto',
-        publishEvery: opts.publishEvery,
-        checkpointEverySec: opts.checkpointEvery,
-        rewardMode: opts.reward,
-        resume: opts.resume,
-        walLimitMiB: opts.walLimit,
-        minFreeMiB: opts.minFree,
-        dashboardPort: opts.dashboardPort,
-        host: opts.host,
-        token: opts.token,
-        log: (line) => console.log(line),
-      });
+      if (opts.resume && !hasCheckpoint(opts.out) && !existsSync(join(opts.out, 'wal')))
+        throw new ResrtError(
+          `nothing to resume: ${opts.out} holds no session (no checkpoint.json, no write-ahead log)`,
+          'drop --resume to start a new session there, or pass the --out folder of the session to continue',
+        );
+      // A learner that fails to start leaves no half-made session folder.
+      const isSession = (dir: string): boolean => hasCheckpoint(dir) || existsSync(join(dir, 'wal'));
+      const service = await inOutputFolder(
+        opts.out,
+        () =>
+          runLearnerService({
+            outDir: opts.out,
+            base: opts.base,
+            brokerUrl: opts.broker,
+            brokerPort: opts.brokerPort,
+            session: opts.session,
+            profile: opts.profile as ProfileName | 'auto',
+            publishEvery: opts.publishEvery,
+            checkpointEverySec: opts.checkpointEvery,
+            rewardMode: opts.reward as 'task' | 'rlif',
+            resume: opts.resume,
+            walLimitMiB: opts.walLimit,
+            minFreeMiB: opts.minFree,
+            dashboardPort: opts.dashboardPort,
+            host: opts.host,
+            token: opts.token,
+            log: (line) => console.log(line),
+          }),
+        isSession,
+      );
       console.log(
         `learner on ${service.brokerUrl} (session ${opts.session})${service.dashboardUrl ? `, dashboard ${service.dashboardUrl}` : ''}`,
       );
@@ -92,12 +108,12 @@ export function registerSessionCommands(program: Command): void {
     .option(
       '--spool-limit <MiB>',
       'no new episode while this much is unacknowledged by the learner (default 1024)',
-      parseFloatArg('--spool-limit', 0.001),
+      parseFloatArg('--spool-limit', 0.001, Infinity, 1024),
     )
     .option(
       '--min-free <MiB>',
       'no new episode while the disk of --state has less free (default 256)',
-      parseFloatArg('--min-free', 0),
+      parseFloatArg('--min-free', 0, Infinity, 256),
     )
     .option(
       '--label-timeout <ms>',
@@ -112,7 +128,7 @@ export function registerSessionCommands(program: Command): void {
     .option(
       '--dashboard-port <port>',
       'serve the actor dashboard on this port (0 picks one)',
-      parseIntArg('--dashboard-port', 0),
+      parseIntArg('--dashboard-port', 0, 8080),
     )
     .option('--host <addr>', 'dashboard bind address', '127.0.0.1')
     .option('--token <t>', 'dashboard token');
@@ -122,8 +138,8 @@ export function registerSessionCommands(program: Command): void {
       throw new ResrtError('choose --robot or --task', 'an actor drives one robot or one simulated task');
     // Without --baseline the spec says 'initial-eval', which runActor refuses with the fix.
     const mixing = mixingSpecFromFlags(opts);
-    let robot;
-    let env;
+    let robot: ActorOptions['robot'];
+    let env: MujocoEnv | undefined;
     if (opts.robot) {
       if (!opts.robotConfig)
         throw new ResrtError(
@@ -136,27 +152,30 @@ export function registerSessionCommands(program: Command): void {
     } else {
       env = await MujocoEnv.create(await loadTask(opts.task!));
     }
-    const handle = await runActor({
-      robotId: opts.robotId,
-      brokerUrl: opts.broker,
-      session: opts.session,
-      stateDir: opts.state,
-      base: opts.base,
-      robot,
-      env,
-      rateHz: env ? Math.round(1 / env.controlDt) : undefined,
-      safety: opts.safety ? loadSafetyConfig(opts.safety) : undefined,
-      episodes: opts.episodes,
-      spoolLimitMiB: opts.spoolLimit,
-      minFreeMiB: opts.minFree,
-      labelTimeoutMs: opts.labelTimeout,
-      remoteEstopReset: opts.remoteEstopReset,
-      dashboardPort: opts.dashboardPort,
-      host: opts.host,
-      token: opts.token,
-      mixing,
-      log: (line) => console.log(line),
-    });
+    // An actor that fails to start (a bad base, no broker) leaves no empty --state folder.
+    const handle = await inOutputFolder(opts.state, () =>
+      runActor({
+        robotId: opts.robotId,
+        brokerUrl: opts.broker,
+        session: opts.session,
+        stateDir: opts.state,
+        base: opts.base,
+        robot,
+        env,
+        rateHz: env ? Math.round(1 / env.controlDt) : undefined,
+        safety: opts.safety ? loadSafetyConfig(opts.safety) : undefined,
+        episodes: opts.episodes,
+        spoolLimitMiB: opts.spoolLimit,
+        minFreeMiB: opts.minFree,
+        labelTimeoutMs: opts.labelTimeout,
+        remoteEstopReset: opts.remoteEstopReset,
+        dashboardPort: opts.dashboardPort,
+        host: opts.host,
+        token: opts.token,
+        mixing,
+        log: (line) => console.log(line),
+      }),
+    );
     if (handle.dashboardUrl) console.log(`actor dashboard ${handle.dashboardUrl}`);
     const detach = process.stdin.isTTY ? attachTerminalKeys(handle) : () => {};
     if (process.stdin.isTTY)

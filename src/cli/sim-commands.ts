@@ -18,7 +18,15 @@ import { tileFrames, writeVideo } from '../sim/camera/video.js';
 import type { RgbImage } from '../util/image-codec.js';
 import { renderTrajectoriesSvg, type EpisodeTrace } from '../sim/plot.js';
 import { builtInTasks, loadTask, type AnyTask } from '../sim/registry.js';
-import { formatTable, parseFloatArg, parseIntArg, pct, printJson, progressBar } from './common.js';
+import {
+  checkOutputFile,
+  formatTable,
+  parseFloatArg,
+  parseIntArg,
+  pct,
+  printJson,
+  progressBar,
+} from './common.js';
 
 export function registerSimCommands(program: Command): void {
   program
@@ -72,23 +80,29 @@ export function registerSimCommands(program: Command): void {
     .option(
       '--jitter <std>',
       "per-step action noise, normalized units (default: the task's demo noise)",
-      parseFloatArg('--jitter', 0, 1),
+      parseFloatArg('--jitter', 0, 1, 0.02),
     )
     .option(
       '--bias <std>',
       "per-episode action bias, normalized units (default: the task's demo noise)",
-      parseFloatArg('--bias', 0, 1),
+      parseFloatArg('--bias', 0, 1, 0.01),
     )
     .option(
       '--pause <p>',
       "probability per step of a pause (default: the task's demo noise)",
-      parseFloatArg('--pause', 0, 1),
+      parseFloatArg('--pause', 0, 1, 0.02),
     )
     .option('--clean', 'no noise at all (overrides --jitter/--bias/--pause)')
     .option('--depth', "also record the task cameras' depth (millimetres, in the .frames sidecar)")
     .option('--overwrite', 'replace an existing output file')
     .action(async (opts: CollectCliOptions) => {
+      checkOutputFile(opts.out, '--out');
       const task = await loadTask(opts.task);
+      if (opts.depth && !task.cameras?.names.length)
+        throw new ResrtError(
+          `--depth records the depth of the task's cameras, and task ${task.name} observes state only (no cameras)`,
+          'drop --depth, or collect on a task with cameras, e.g. --task push-cam',
+        );
       const noise = opts.clean ? cleanExpert : demoNoiseFor(task, opts);
       const bar = progressBar(`collect ${task.name}`, opts.episodes, 'success {success}');
       const summary = await collectDemos({

@@ -6,6 +6,7 @@ import { OnnxPolicy } from '../runtime/onnx-policy.js';
 import type { ProfileName, ResidualConfig } from '../residual/config.js';
 import type { MixingSpec } from '../residual/mixing-run.js';
 import type { Env } from '../types.js';
+import { hasCheckpoint } from '../residual/checkpoint.js';
 import { trainResidual, type TrainProgress, type TrainResult } from '../residual/trainer.js';
 import { saveBcPolicy, trainBc } from '../sim/bc.js';
 import { collectDemos } from '../sim/collect.js';
@@ -13,11 +14,18 @@ import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import { ResrtError } from '../util/errors.js';
-import { formatTable, parseIntArg, pct, progressBar, type Progress } from './common.js';
-import { loadComposedPolicy } from './policy-commands.js';
+import {
+  checkProfile,
+  formatTable,
+  inOutputFolder,
+  parseIntArg,
+  pct,
+  progressBar,
+  type Progress,
+} from './common.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { openRobotEnv } from './robot-commands.js';
-import { demoNoiseFor, evaluateOnTask } from './sim-commands.js';
+import { demoNoiseFor } from './sim-commands.js';
 
 export function registerTrainCommands(program: Command): void {
   const train = program
@@ -48,6 +56,12 @@ export function registerTrainCommands(program: Command): void {
     .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2');
   addMixingFlags(train, "the trainer's step-0 evaluation of the base");
   train.action(async (opts: TrainCliOptions) => {
+    checkProfile(opts.profile);
+    if (opts.resume && !hasCheckpoint(opts.out))
+      throw new ResrtError(
+        `nothing to resume: ${opts.out} holds no residual run (no checkpoint.json)`,
+        'drop --resume to start a new run there, or pass the --out folder of the run to continue',
+      );
     const target = opts.robot ? await robotTarget(opts) : await simTarget(await loadTaskOrFail(opts.task));
     const result = await runResidualTraining(target, {
       base: opts.base,
@@ -64,7 +78,11 @@ export function registerTrainCommands(program: Command): void {
       config: parseOverrides(opts.set ?? []),
       mixing: mixingSpecFromFlags(opts),
     });
-    printTrainSummary(target.name, result);
+    printTrainSummary(
+      target.name,
+      result,
+      opts.robot ? null : `resrt eval --task ${opts.task} --base ${opts.base} --residual ${result.onnxPath}`,
+    );
   });
 
   program
@@ -90,7 +108,8 @@ export function registerTrainCommands(program: Command): void {
     )
     .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
     .action(async (opts: DemoCliOptions) => {
-      await runDemo(opts);
+      // A demo that fails leaves no half-made folder it created.
+      await inOutputFolder(opts.out, () => runDemo(opts));
     });
 }
 
@@ -163,6 +182,8 @@ export interface ResidualTrainingOptions {
   config?: Partial<ResidualConfig>;
   mixing?: MixingSpec;
   quiet?: boolean;
+  /** Episodes of the held-out evaluation that ends the run (default: evalEpisodes). */
+  heldOutEpisodes?: number;
 }
 
 /** Where a residual trains: a simulated task, or a robot behind its HardwareEnv. */
@@ -171,6 +192,8 @@ export interface TrainTarget {
   obsDim: number;
   actionDim: number;
   makeEnv: () => Env | Promise<Env>;
+  /** A robot's time is dear: its held-out evaluation skips the base (the step-0 one stands in). */
+  robot: boolean;
 }
 
 async function loadTaskOrFail(task: string | undefined): Promise<AnyTask> {
@@ -182,7 +205,7 @@ export async function simTarget(task: AnyTask): Promise<TrainTarget> {
   const probe = await MujocoEnv.create(task);
   const target = { name: task.name, obsDim: probe.observationSpace.dim, actionDim: probe.actionSpace.dim };
   probe.close();
-  return { ...target, makeEnv: () => MujocoEnv.create(task) };
+  return { ...target, makeEnv: () => MujocoEnv.create(task), robot: false };
 }
 
 /**
@@ -212,6 +235,7 @@ async function robotTarget(opts: TrainCliOptions): Promise<TrainTarget> {
     obsDim: env.observationSpace.dim,
     actionDim: env.actionSpace.dim,
     makeEnv: () => shared,
+    robot: true,
   };
 }
 
@@ -223,53 +247,99 @@ export async function runResidualTraining(
   const base = await OnnxPolicy.load(o.base, dims);
   const demos = o.demos ? readDemos(o.demos) : undefined;
   let bar: Progress | null = null;
+  let lastPhase: TrainProgress['phase'] | null = null;
   const log = o.quiet ? (): void => {} : (line: string): void => console.log(line);
   try {
-    return await trainResidual({
-      makeEnv: target.makeEnv,
-      base,
-      demos,
-      steps: o.steps,
-      outDir: o.outDir,
-      resume: o.resume,
-      seed: o.seed,
-      profile: o.profile,
-      config: o.config,
-      mixing: o.mixing,
-      evalEvery: o.evalEvery,
-      evalEpisodes: o.evalEpisodes,
-      checkpointEvery: o.checkpointEvery,
-      worker: o.worker,
-      taskName: target.name,
-      log,
-      onProgress: (p: TrainProgress) => {
-        bar ??= progressBar(
-          'train',
-          o.steps,
-          '{phase} eval {evalSuccess} train {trainSuccess} Q {q} {ups} upd/s',
-        );
-        bar.update(p.envSteps, {
-          phase: p.phase,
-          evalSuccess: p.evalSuccessRate === null ? '-' : pct(p.evalSuccessRate),
-          trainSuccess: p.trainSuccessRate === null ? '-' : pct(p.trainSuccessRate),
-          q: p.qMean === null ? '-' : p.qMean.toFixed(3),
-          ups: p.updatesPerSec.toFixed(1),
-        });
-      },
-    });
+    // A run that fails before its first checkpoint leaves nothing worth keeping: no half-made folder.
+    return await inOutputFolder(
+      o.outDir,
+      () =>
+        trainResidual({
+          makeEnv: target.makeEnv,
+          base,
+          demos,
+          steps: o.steps,
+          outDir: o.outDir,
+          resume: o.resume,
+          seed: o.seed,
+          profile: o.profile,
+          config: o.config,
+          mixing: o.mixing,
+          evalEvery: o.evalEvery,
+          evalEpisodes: o.evalEpisodes,
+          heldOut: { episodes: o.heldOutEpisodes, base: !target.robot },
+          checkpointEvery: o.checkpointEvery,
+          worker: o.worker,
+          taskName: target.name,
+          log,
+          onProgress: (p: TrainProgress) => {
+            bar ??= progressBar(
+              'train',
+              o.steps,
+              '{phase} eval {evalSuccess} train {trainSuccess} Q {q} {ups} upd/s',
+            );
+            // An evaluation just ended: without a terminal that is a line of its own.
+            const evaluated = lastPhase === 'evaluating' && p.phase !== 'evaluating';
+            lastPhase = p.phase;
+            bar.update(
+              p.envSteps,
+              {
+                phase: p.phase,
+                evalSuccess: p.evalSuccessRate === null ? '-' : pct(p.evalSuccessRate),
+                trainSuccess: p.trainSuccessRate === null ? '-' : pct(p.trainSuccessRate),
+                q: p.qMean === null ? '-' : p.qMean.toFixed(3),
+                ups: p.updatesPerSec.toFixed(1),
+              },
+              evaluated,
+            );
+          },
+        }),
+      hasCheckpoint,
+    );
   } finally {
     (bar as Progress | null)?.stop();
     await base.close();
   }
 }
 
-function printTrainSummary(task: string, r: TrainResult): void {
+function printTrainSummary(task: string, r: TrainResult, reproduce: string | null): void {
   console.log(`\nresidual on ${task}: profile ${r.profile} (${r.profileReason}), engine ${r.backend}`);
+  const h = r.heldOut;
+  const seeds = (first: number, n: number): string => `${n} (seeds ${first}…${first + n - 1})`;
   const rows: (string | number)[][] = [];
-  if (r.baseEval) rows.push(['base alone (step 0)', pct(r.baseEval.successRate), ci(r.baseEval.ci95)]);
-  if (r.finalEval)
-    rows.push([`base + residual (step ${r.envSteps})`, pct(r.finalEval.successRate), ci(r.finalEval.ci95)]);
-  console.log(formatTable(['policy', 'success', '95% CI'], rows));
+  if (h?.base)
+    rows.push([
+      'base alone',
+      `${seeds(h.firstSeed, h.episodes)} held out`,
+      pct(h.base.successRate),
+      ci(h.base.ci95),
+    ]);
+  else if (r.baseEval) {
+    const p = r.curve[0];
+    rows.push([
+      'base alone (step 0, during training)',
+      String(p.evalEpisodes),
+      pct(r.baseEval.successRate),
+      ci(r.baseEval.ci95),
+    ]);
+  }
+  if (h)
+    rows.push([
+      `base + ${r.onnxPath}`,
+      `${seeds(h.firstSeed, h.episodes)} held out`,
+      pct(h.residual.successRate),
+      ci(h.residual.ci95),
+    ]);
+  console.log(formatTable(['policy', 'episodes', 'success', '95% CI'], rows));
+  if (r.curve.length > 1) {
+    const first = r.curve[0];
+    const last = r.curve[r.curve.length - 1];
+    console.log(
+      `during training (curves.csv, the same ${last.evalEpisodes} evaluation episodes each time): ` +
+        `${pct(first.successRate)} at step ${first.envSteps} → ${pct(last.successRate)} at step ${last.envSteps}`,
+    );
+  }
+  if (h && reproduce) console.log(`reproduce: ${reproduce} --seed ${h.firstSeed} --episodes ${h.episodes}`);
   console.log(
     `${r.envSteps} env steps, ${r.updates} updates, ${r.wallSeconds.toFixed(0)} s; residual written to ${r.onnxPath}`,
   );
@@ -322,6 +392,9 @@ async function runDemo(opts: DemoCliOptions): Promise<void> {
   console.log(
     `3/4 residual RL on top of the frozen base: ${opts.steps} environment steps, sparse binary reward`,
   );
+  console.log(
+    `4/4 then base and base + the written residual.onnx on the same ${opts.evalEpisodes} held-out episodes`,
+  );
   const result = await runResidualTraining(await simTarget(task), {
     base: basePath,
     demos: demosPath,
@@ -330,26 +403,17 @@ async function runDemo(opts: DemoCliOptions): Promise<void> {
     seed: opts.seed,
     evalEvery: 0,
     evalEpisodes: 20,
+    heldOutEpisodes: opts.evalEpisodes,
     checkpointEvery: 5000,
   });
-
-  console.log(`4/4 evaluating base and base + residual on the same ${opts.evalEpisodes} held-out episodes`);
-  const evalSeed = 1_000_000;
-  const probe = await MujocoEnv.create(task);
-  const before = await evaluateOnTask(task, await loadComposedPolicy(probe, basePath), {
-    episodes: opts.evalEpisodes,
-    seed: evalSeed,
-    label: 'base',
-  });
-  const after = await evaluateOnTask(task, await loadComposedPolicy(probe, basePath, result.onnxPath), {
-    episodes: opts.evalEpisodes,
-    seed: evalSeed,
-    label: 'base+residual',
-  });
-  probe.close();
+  const held = result.heldOut;
+  const before = held?.base;
+  // A simulated run always ends with both held-out evaluations; anything else is a bug.
+  if (!held || !before) throw new Error('the residual run returned no held-out evaluation of the base');
+  const { residual: after, firstSeed } = held;
   const minutes = (performance.now() - started) / 60_000;
   console.log(
-    `\nresrt demo: ${task.name}, ${opts.evalEpisodes} evaluation episodes each (seeds ${evalSeed}…)`,
+    `\nresrt demo: ${task.name}, ${opts.evalEpisodes} held-out evaluation episodes each (seeds ${firstSeed}…${firstSeed + opts.evalEpisodes - 1})`,
   );
   console.log(
     formatTable(

@@ -3,6 +3,11 @@
  * a step sends one command and returns one control period later with a state that arrived after
  * it. A step never throws inside an episode: a lost link, a faulted robot, a missing state or an
  * unusable action sends the safe action and truncates the episode with info.fault.
+ *
+ * Between episodes the robot is in its safe hold (Robot.hold: the safe action, the watchdog
+ * disarmed), from the end of an episode through the scene reset, so a watchdog that latches does
+ * not fire while a person works. A latch that has fired anyway is cleared only after a person
+ * confirms (onFaultPrompt), never by the environment on its own.
  */
 import { setImmediate as yieldToIo, setTimeout as sleep } from 'node:timers/promises';
 import type { Subscription } from 'rxjs';
@@ -33,6 +38,9 @@ import {
   type RobotConfig,
   type SuccessSpec,
 } from './robot-config.js';
+import { checkWatchdog, describeFault, type FaultKind } from './robot-faults.js';
+
+export type { FaultKind } from './robot-faults.js';
 
 /** Decides whether an episode succeeded. */
 export interface SuccessSource {
@@ -116,6 +124,13 @@ export interface HardwareEnvOptions {
   successSource?: SuccessSource;
   /** Called when a manual reset waits for a person; answer with confirmReset(). */
   onResetPrompt?: (message: string) => void;
+  /**
+   * Called when reset() finds a latched e-stop or watchdog fault: the message says what happened
+   * and what to check. Answer with confirmFaultClear() once the person confirms; reset() then
+   * clears the latch and goes on. A latch cleared by other means (a dashboard) also lets it go on.
+   * Without it, reset() throws on a latched fault.
+   */
+  onFaultPrompt?: (message: string, kind: FaultKind) => void;
   /** How long reset() waits for the link and a fresh state; default 10 s. */
   resetTimeoutMs?: number;
   /** How long past the control period a step waits for a fresh state before it counts as a fault; default 2 periods. */
@@ -143,7 +158,11 @@ export interface HardwareStepInfo extends StepInfo {
   cameras?: CameraHealth[];
 }
 
-type Waiter = { after: number; resolve: (s: RobotState | null) => void; timer: NodeJS.Timeout };
+type Waiter = {
+  accept: (s: RobotState) => boolean;
+  resolve: (s: RobotState | null) => void;
+  timer?: NodeJS.Timeout;
+};
 
 export class HardwareEnv implements Env {
   readonly id: string;
@@ -168,6 +187,7 @@ export class HardwareEnv implements Env {
   private steps = 0;
   private lastObs: Float32Array;
   private confirm: (() => void) | null = null;
+  private faultConfirm: (() => void) | null = null;
   private closed = false;
 
   constructor(
@@ -199,6 +219,7 @@ export class HardwareEnv implements Env {
         `use a sensor index below ${caps.sensorCount}`,
       );
     }
+    checkWatchdog(config, caps.watchdog);
     if (config.rateHz > caps.rateHz) {
       throw new ResrtError(
         `config rateHz ${config.rateHz} is above the device's ${caps.rateHz} Hz: steps would not see fresh states`,
@@ -252,7 +273,7 @@ export class HardwareEnv implements Env {
     if (this.waiters.length === 0) return;
     const still: Waiter[] = [];
     for (const w of this.waiters) {
-      if (s.receivedAtMs > w.after) {
+      if (w.accept(s)) {
         clearTimeout(w.timer);
         w.resolve(s);
       } else still.push(w);
@@ -260,23 +281,27 @@ export class HardwareEnv implements Env {
     this.waiters = still;
   }
 
-  /** The first state that arrived after `afterMs` (performance.now()), or null after timeoutMs. */
-  private stateAfter(afterMs: number, timeoutMs: number): Promise<RobotState | null> {
-    if (this.latest && this.latest.receivedAtMs > afterMs) return Promise.resolve(this.latest);
+  /** The latest or next state that `accept`s, or null after timeoutMs (never, when Infinity). */
+  private waitState(accept: (s: RobotState) => boolean, timeoutMs: number): Promise<RobotState | null> {
+    if (this.latest && accept(this.latest)) return Promise.resolve(this.latest);
     return new Promise((resolve) => {
-      const w: Waiter = {
-        after: afterMs,
-        resolve,
-        timer: setTimeout(
+      const w: Waiter = { accept, resolve };
+      if (Number.isFinite(timeoutMs)) {
+        w.timer = setTimeout(
           () => {
             this.waiters = this.waiters.filter((x) => x !== w);
             resolve(null);
           },
           Math.max(0, timeoutMs),
-        ),
-      };
+        );
+      }
       this.waiters.push(w);
     });
+  }
+
+  /** The first state that arrived after `afterMs` (performance.now()), or null after timeoutMs. */
+  private stateAfter(afterMs: number, timeoutMs: number): Promise<RobotState | null> {
+    return this.waitState((s) => s.receivedAtMs > afterMs, timeoutMs);
   }
 
   private observe(s: RobotState): Float32Array {
@@ -286,7 +311,8 @@ export class HardwareEnv implements Env {
   private faultNow(): string | null {
     if (this.closed) return 'environment closed';
     if (this.status !== 'connected') return `robot link ${this.status}`;
-    if (this.latest?.faulted) return 'robot faulted (e-stop latched)';
+    const s = this.latest;
+    if (s?.faulted) return `robot faulted (${s.faultKind === 'watchdog' ? 'watchdog' : 'e-stop'} latched)`;
     return null;
   }
 
@@ -300,6 +326,20 @@ export class HardwareEnv implements Env {
     const c = this.confirm;
     if (!c) return false;
     this.confirm = null;
+    c();
+    return true;
+  }
+
+  /** True while reset() waits for a person to confirm clearing a latched fault. */
+  get awaitingFaultConfirmation(): boolean {
+    return this.faultConfirm !== null;
+  }
+
+  /** A person confirms a latched fault may be cleared; returns false when none was waiting. */
+  confirmFaultClear(): boolean {
+    const c = this.faultConfirm;
+    if (!c) return false;
+    this.faultConfirm = null;
     c();
     return true;
   }
@@ -331,12 +371,8 @@ export class HardwareEnv implements Env {
     if (this.closed) throw new ResrtError(`${this.id} is closed`, 'create a new environment');
     this.inEpisode = false;
     await this.waitConnected('reset');
-    if (this.latest?.faulted) {
-      throw new ResrtError(
-        `${this.id}: the robot has a latched e-stop`,
-        'check the cell, clear the e-stop on the robot (resetFault), then reset again',
-      );
-    }
+    await this.safeHold();
+    await this.clearLatch();
     const proc = this.config.episode.reset;
     if (proc.mode === 'manual') {
       const prompt = proc.prompt ?? `reset ${this.config.name} by hand, then confirm`;
@@ -344,6 +380,8 @@ export class HardwareEnv implements Env {
       this.options.onResetPrompt?.(prompt);
       await confirmed;
       await this.waitConnected('reset');
+      // Someone may have pressed the e-stop while the scene was reset.
+      await this.clearLatch();
     } else {
       for (const [k, wp] of proc.waypoints.entries()) {
         const action = this.clip(Float32Array.from(wp.action));
@@ -374,8 +412,8 @@ export class HardwareEnv implements Env {
     }
     if (state.faulted) {
       throw new ResrtError(
-        `${this.id}: the robot faulted during reset`,
-        'check the cell, clear the e-stop, reset again',
+        `${this.id}: the robot latched a fault (${state.faultKind ?? 'e-stop or watchdog'}) as the reset finished`,
+        'check the cell, then reset again (you will be asked to confirm clearing the fault)',
       );
     }
     this.lastObs = this.observe(state);
@@ -387,6 +425,74 @@ export class HardwareEnv implements Env {
       : { obs: this.lastObs, info: { success: false } };
   }
 
+  /**
+   * The device's safe hold (the safe action, its watchdog disarmed until the next command), where
+   * the robot offers one: a watchdog that latches must not fire while nobody commands the robot.
+   */
+  private async safeHold(): Promise<void> {
+    if (!this.robot.hold) return;
+    try {
+      await this.robot.hold();
+    } catch (err) {
+      throw new ResrtError(
+        `${this.id}: the robot did not enter its safe hold: ${(err as Error).message.split('\n')[0]}`,
+        'check the robot and its link, then reset again',
+      );
+    }
+  }
+
+  /** Episode over: hold at once (a person may take a while to reset the scene). Errors wait for reset(). */
+  private holdBetweenEpisodes(): boolean {
+    if (!this.robot.hold || this.closed) return false;
+    this.robot.hold().catch(() => undefined);
+    return true;
+  }
+
+  /** A latched fault is cleared only once a person confirms it (or clears it elsewhere). */
+  private async clearLatch(): Promise<void> {
+    const s = this.latest;
+    if (!s?.faulted) return;
+    const kind: FaultKind = s.faultKind ?? 'unknown';
+    const message = describeFault(this.config.name, kind, this.robot.capabilities.watchdog);
+    const prompt = this.options.onFaultPrompt;
+    if (!prompt) {
+      throw new ResrtError(
+        `${this.id}: ${message}`,
+        'clear the latch once the cell is safe (resrt asks for confirmation where a person runs it; the actor dashboard has "reset e-stop")',
+      );
+    }
+    let confirmed = false;
+    const confirmation = new Promise<void>((resolve) => {
+      this.faultConfirm = () => {
+        confirmed = true;
+        resolve();
+      };
+    });
+    const clearedElsewhere = this.waitState((st) => !st.faulted, Infinity);
+    prompt(message, kind);
+    await Promise.race([confirmation, clearedElsewhere]);
+    this.faultConfirm = null;
+    if (this.closed) throw new ResrtError(`${this.id}: environment closed during reset`);
+    if (confirmed) {
+      await this.waitConnected('clearing the fault');
+      try {
+        await this.robot.resetFault();
+      } catch (err) {
+        throw new ResrtError(
+          `${this.id}: the robot refused to clear its ${kind === 'unknown' ? 'fault' : kind} latch: ${(err as Error).message.split('\n')[0]}`,
+          'check the robot and its link, then reset again',
+        );
+      }
+    }
+    const cleared = await this.waitState((st) => !st.faulted, this.resetTimeoutMs);
+    if (!cleared) {
+      throw new ResrtError(
+        `${this.id}: the robot still reports a latched fault ${this.resetTimeoutMs} ms after it was cleared`,
+        'check the robot (a hardware e-stop button may still be pressed), then reset again',
+      );
+    }
+  }
+
   private clip(action: Float32Array): Float32Array {
     for (let i = 0; i < action.length; i++)
       action[i] = Math.min(this.high[i], Math.max(this.low[i], action[i]));
@@ -395,7 +501,8 @@ export class HardwareEnv implements Env {
 
   private endWithFault(fault: string): StepResult {
     const action = Float32Array.from(this.safe);
-    if (!this.closed) this.robot.send({ action, validForMs: this.config.commandValidMs });
+    if (!this.holdBetweenEpisodes() && !this.closed)
+      this.robot.send({ action, validForMs: this.config.commandValidMs });
     this.inEpisode = false;
     const info: HardwareStepInfo = { success: false, fault, action };
     return { obs: this.lastObs, reward: 0, terminated: false, truncated: true, info };
@@ -437,7 +544,10 @@ export class HardwareEnv implements Env {
     const verdict = this.manualLabel.judge() ?? this.success.judge(state);
     const terminated = verdict !== null;
     const truncated = !terminated && this.steps >= this.maxEpisodeSteps;
-    if (terminated || truncated) this.inEpisode = false;
+    if (terminated || truncated) {
+      this.inEpisode = false;
+      this.holdBetweenEpisodes();
+    }
     const info: HardwareStepInfo = {
       success: verdict === true,
       action: cmd,
@@ -503,6 +613,7 @@ export class HardwareEnv implements Env {
     this.inEpisode = false;
     // A manual reset waiting for a person wakes up and fails on the closed environment.
     this.confirmReset();
+    this.confirmFaultClear();
     for (const w of this.waiters) {
       clearTimeout(w.timer);
       w.resolve(null);

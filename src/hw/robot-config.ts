@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import type { RobotState } from '../types.js';
+import { configProblems } from '../util/config-check.js';
 import { ResrtError } from '../util/errors.js';
 import { parseMqttRobotUrl } from './mqtt/topics.js';
 
@@ -113,6 +114,21 @@ const successSchema = z.preprocess(
   ),
 );
 
+// What the device's command watchdog does (docs/serial-protocol.md §3, docs/mqtt-topics.md).
+const watchdogSchema = z.strictObject({
+  /** What happens when commands stop: the device must report exactly this. */
+  onTimeout: z.enum(['latch', 'hold'], {
+    error: 'must be "latch" (a fault a person clears) or "hold" (resume on the next command)',
+  }),
+  /** The timeout, ms; serial devices are configured to it, MQTT devices must already use it. */
+  timeoutMs: z
+    .number({ error: 'must be a number of ms' })
+    .int('must be an integer number of ms')
+    .min(10, 'must be >= 10 ms')
+    .max(60_000, 'must be <= 60000 ms')
+    .optional(),
+});
+
 /**
  * A camera beside the robot: `source` is "mqtt" (JPEG frames on the robot's own MQTT camera topic),
  * a V4L2 device (/dev/video0), any URL or file ffmpeg opens, or lavfi:<filter> (test patterns).
@@ -172,6 +188,8 @@ const configSchema = z
       reset: resetSchema,
       success: successSchema,
     }),
+    /** Absent: whatever the device does (it reports it); present: the device must do exactly this. */
+    watchdog: watchdogSchema.optional(),
   })
   .superRefine((c, ctx) => {
     try {
@@ -244,30 +262,23 @@ export type RobotConfig = z.output<typeof configSchema>;
 export type ResetProcedure = RobotConfig['episode']['reset'];
 export type SuccessSpec = RobotConfig['episode']['success'];
 export type ObservationEntry = RobotConfig['observation'][number];
+export type WatchdogConfig = NonNullable<RobotConfig['watchdog']>;
 export type CameraConfig = NonNullable<RobotConfig['cameras']>[number];
 
-function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
-  return out || '(top level)';
-}
-
-function issueLine(issue: z.core.$ZodIssue): string {
-  const where = formatPath(issue.path);
-  if (issue.code === 'unrecognized_keys') {
-    return `${where}: unknown field(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}; remove them or check the spelling`;
-  }
+function issueLine(issue: z.core.$ZodIssue): { problem: string; fix: string } {
   if (issue.code === 'invalid_type' && issue.input === undefined) {
-    return `${where}: is missing; add it (expected ${issue.expected})`;
+    return { problem: 'is missing', fix: `add it (expected ${issue.expected})` };
   }
-  return `${where}: ${issue.message}`;
+  return { problem: issue.message, fix: '' };
 }
 
 /** Validates an already-parsed config object; `source` names it in errors. */
 export function parseRobotConfig(raw: unknown, source = 'robot config'): RobotConfig {
   const parsed = configSchema.safeParse(raw, { reportInput: true });
   if (parsed.success) return parsed.data;
-  const lines = parsed.error.issues.map((i) => `  - ${issueLine(i)}`);
+  const lines = configProblems(configSchema, parsed.error.issues, issueLine).map(
+    (p) => `  - ${p.path}: ${p.problem}${p.fix ? `; fix: ${p.fix}` : ''}`,
+  );
   throw new ResrtError(
     `${source} is invalid:\n${lines.join('\n')}`,
     'edit the fields listed above (docs/mqtt-topics.md and src/hw/robot-config.ts describe the format)',

@@ -28,14 +28,18 @@ export interface VirtualRobot {
 export async function startVirtualRobot(task: AnyTask, options: VirtualRobotOptions): Promise<VirtualRobot> {
   const plant = await VirtualPlant.create(task, { seed: options.seed, resetDelayMs: options.resetDelayMs });
   if (options.transport === 'serial') {
-    // The serial device latches a watchdog fault; give the host time to pause between episodes
-    // (the scene resets itself after resetDelayMs) before it trips.
-    const link = await startVirtualSerialLink(plant, { watchdogMs: 1000 });
+    // Like the firmware's default, the watchdog latches; between episodes the host holds the
+    // robot (HOLD), so it fires only when a running episode's commands stop.
+    const watchdog = { onTimeout: 'latch', timeoutMs: 500 } as const;
+    const link = await startVirtualSerialLink(plant, {
+      watchdogMs: watchdog.timeoutMs,
+      watchdogMode: watchdog.onTimeout,
+    });
     const robotUrl = `serial:${link.hostPath}`;
     return {
       plant,
       robotUrl,
-      config: virtualRobotConfig(plant, robotUrl),
+      config: { ...virtualRobotConfig(plant, robotUrl), watchdog },
       async close() {
         await link.close();
         plant.close();
@@ -44,7 +48,12 @@ export async function startVirtualRobot(task: AnyTask, options: VirtualRobotOpti
   }
   const robotId = options.transport.robotId ?? `virtual-${task.name}`;
   const robotUrl = `${options.transport.brokerUrl.replace(/\/$/, '')}/${robotId}`;
-  const device = await serveMqttDevice(robotUrl, plant, { watchdogMs: 250, stateOnCommand: true });
+  const watchdog = { onTimeout: 'hold', timeoutMs: 250 } as const;
+  const device = await serveMqttDevice(robotUrl, plant, {
+    watchdogMs: watchdog.timeoutMs,
+    watchdogMode: watchdog.onTimeout,
+    stateOnCommand: true,
+  });
   // The task's cameras go out as a real camera node would send them: JPEG frames on their topics.
   const cameras: CameraPublisher[] = [];
   const specs = plant.cameras.specs;
@@ -66,7 +75,7 @@ export async function startVirtualRobot(task: AnyTask, options: VirtualRobotOpti
   return {
     plant,
     robotUrl,
-    config: virtualRobotConfig(plant, robotUrl),
+    config: { ...virtualRobotConfig(plant, robotUrl), watchdog },
     async close() {
       for (const c of cameras) await c.close();
       await device.close();

@@ -19,6 +19,17 @@ export {
   type ConvSpec,
 } from './layers.js';
 export {
+  convEncoderApply,
+  convEncoderGrid,
+  convEncoderMacs,
+  convEncoderParamSpecs,
+  flattenBatch,
+  initConvEncoder,
+  validateConvEncoderSpec,
+  type ConvEncoderSpec,
+} from './conv-encoder.js';
+export { framesToBatch, randomShifts, type FrameStore } from './image-batch.js';
+export {
   initEngine,
   defaultThreads,
   cudaProviderPath,

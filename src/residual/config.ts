@@ -2,6 +2,7 @@
  * Every knob of the residual learner in one object (CleanRL style), with two named profiles: `gpu`
  * (the ResFiT recipe as published) and `cpu` (sized so a 2-core machine learns in minutes).
  */
+import { nearestName } from '../util/config-check.js';
 import { ResrtError } from '../util/errors.js';
 
 export interface ResidualConfig {
@@ -147,13 +148,17 @@ export function profileFor(engine: { device: string; gpu: boolean }): { name: Pr
 export function makeConfig(profile: ProfileName, overrides: Partial<ResidualConfig> = {}): ResidualConfig {
   const base = profiles[profile];
   if (!base) throw new ResrtError(`unknown profile '${String(profile)}'`, "use 'gpu' or 'cpu'");
-  for (const key of Object.keys(overrides)) {
-    if (!(key in base)) {
-      throw new ResrtError(
-        `unknown residual config key '${key}'`,
-        `known keys: ${Object.keys(base).join(', ')}`,
-      );
-    }
+  const unknown = Object.keys(overrides).filter((key) => !(key in base));
+  if (unknown.length) {
+    const known = Object.keys(base);
+    const named = unknown.map((key) => {
+      const near = nearestName(key, known);
+      return near ? `'${key}' (did you mean '${near}'?)` : `'${key}'`;
+    });
+    throw new ResrtError(
+      `unknown residual config key${unknown.length > 1 ? 's' : ''} ${named.join(', ')}`,
+      `known keys (src/residual/config.ts): ${known.join(', ')}`,
+    );
   }
   const cfg: ResidualConfig = { ...base, ...stripUndefined(overrides) };
   validateConfig(cfg);
@@ -166,9 +171,11 @@ function stripUndefined<T extends object>(o: Partial<T>): Partial<T> {
   return out;
 }
 
+/** Checks every value; all bad ones are reported in one error. */
 export function validateConfig(cfg: ResidualConfig): void {
-  const bad = (what: string, fix: string): never => {
-    throw new ResrtError(`residual config: ${what}`, fix);
+  const problems: { what: string; fix: string }[] = [];
+  const bad = (what: string, fix: string): void => {
+    problems.push({ what, fix });
   };
   const posInt = (k: keyof ResidualConfig): void => {
     const v = cfg[k] as number;
@@ -216,4 +223,10 @@ export function validateConfig(cfg: ResidualConfig): void {
   inRange('heldBackBc', 0, 100);
   if (cfg.criticInput !== 'action' && cfg.criticInput !== 'residual')
     bad(`criticInput = ${String(cfg.criticInput)}`, "criticInput must be 'action' or 'residual'");
+  if (problems.length === 1) throw new ResrtError(`residual config: ${problems[0].what}`, problems[0].fix);
+  if (problems.length > 1)
+    throw new ResrtError(
+      `residual config has ${problems.length} bad values:\n${problems.map((p) => `  - ${p.what}; fix: ${p.fix}`).join('\n')}`,
+      'correct each value listed above (--set key=value, or the config you pass)',
+    );
 }

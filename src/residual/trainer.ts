@@ -34,6 +34,16 @@ import { getRngState, setRngState, type RngState } from './rng-state.js';
 import { writeCurves, type CurvePoint } from './curves.js';
 import { exportResidualOnnx } from './export.js';
 import {
+  evaluateHeldOut,
+  heldOutSeed,
+  periodicEvalSeed,
+  recordOf,
+  recordOfCurvePoint,
+  trainingEpisodeSeed,
+  type EvaluationRecord,
+  type HeldOutResult,
+} from './held-out.js';
+import {
   makeMixer,
   mixingEpisode,
   replayMixer,
@@ -94,6 +104,12 @@ export interface TrainOptions {
   /** Evaluate every this many env steps (at the next episode end); 0 = only at start and end. */
   evalEvery?: number;
   evalEpisodes?: number;
+  /**
+   * The evaluation the run reports, after training: the written residual.onnx with the base, on
+   * held-out seeds (src/residual/held-out.ts). `episodes` defaults to evalEpisodes; `base: false`
+   * skips the base's own held-out evaluation (a robot's time), leaving the step-0 one.
+   */
+  heldOut?: { episodes?: number; base?: boolean };
   /** Checkpoint every this many env steps (at the next episode end); 0 = only at the end. */
   checkpointEvery?: number;
   /** Run the learner in a worker thread (second core). Default true; false is deterministic. */
@@ -139,7 +155,12 @@ export interface TrainResult {
   curve: CurvePoint[];
   /** The first evaluation (the base alone, since the residual starts at zero). */
   baseEval: EvalResult | null;
+  /** The last evaluation during training (null when it happened before a resume). */
   finalEval: EvalResult | null;
+  /** What the run reports: residual.onnx (and the base) on held-out seeds; null if nothing was written. */
+  heldOut: HeldOutResult | null;
+  /** Every evaluation summary.json names, keyed as there. */
+  evaluations: Record<string, EvaluationRecord>;
   onnxPath: string;
   wallSeconds: number;
   resumedFrom: number | null;
@@ -485,7 +506,6 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   log(`engine: ${engine.description}`);
   log(`profile: ${chosen.name} (${chosen.why})`);
 
-  mkdirSync(options.outDir, { recursive: true });
   const manifestExists = existsSync(join(options.outDir, 'checkpoint.json'));
   if (manifestExists && !options.resume) {
     throw new ResrtError(
@@ -497,7 +517,15 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   const env = await options.makeEnv();
   const evalEnv = await options.makeEnv();
   const base = cfg.useBase ? options.base : null;
-  checkDims(env, options.base, options.demos);
+  try {
+    checkDims(env, options.base, options.demos);
+  } catch (err) {
+    await env.close();
+    await evalEnv.close();
+    throw err;
+  }
+  // Only now, with the inputs checked, does the run folder appear.
+  mkdirSync(options.outDir, { recursive: true });
   const O = env.observationSpace.dim;
   const A = env.actionSpace.dim;
   const taskName = options.taskName ?? env.id;
@@ -585,7 +613,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       emitProgress(true);
       const r = await evaluatePolicy(evalEnv, actor, {
         episodes: evalEpisodes,
-        seed: 1_000_000 + seed * 10_000,
+        seed: periodicEvalSeed(seed),
       });
       const p = link.progress();
       state.curve.push({
@@ -653,7 +681,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     const zero = new Float32Array(A);
     let realtime = false;
     while (state.envSteps < options.steps) {
-      const epSeed = seed * 1_000_003 + state.episodes;
+      const epSeed = trainingEpisodeSeed(seed, state.episodes);
       let obs = (await env.reset({ seed: epSeed })).obs;
       base?.reset?.(epSeed);
       let baseAction = base ? Float32Array.from(await base.act(obs)) : zero;
@@ -758,8 +786,34 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     const spec = link.policy()?.spec;
     if (spec) exportResidualOnnx(spec, onnxPath);
     await checkpoint();
+    // What the run reports is the file it wrote, on episodes nothing during training saw.
+    let heldOut: HeldOutResult | null = null;
+    if (spec) {
+      const episodes = options.heldOut?.episodes ?? evalEpisodes;
+      const firstSeed = heldOutSeed(seed, episodes, {
+        periodicEpisodes: evalEpisodes,
+        trainingEpisodes: state.episodes,
+      });
+      phase = 'evaluating';
+      emitProgress(true);
+      heldOut = await evaluateHeldOut({
+        env: evalEnv,
+        base,
+        onnxPath,
+        firstSeed,
+        episodes,
+        evaluateBase: options.heldOut?.base ?? true,
+      });
+    }
     phase = 'done';
     emitProgress(true);
+    const evaluations = runEvaluations(state.curve, periodicEvalSeed(seed), heldOut, state.envSteps);
+    const baseFrom = evaluations.heldOutBase ? 'heldOutBase' : evaluations.initial ? 'initial' : null;
+    const finalFrom = evaluations.heldOutResidual
+      ? 'heldOutResidual'
+      : evaluations.lastInTraining
+        ? 'lastInTraining'
+        : null;
     const p = link.progress();
     writeFileAtomic(
       join(options.outDir, 'summary.json'),
@@ -771,8 +825,11 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
           backend: engine.description,
           envSteps: state.envSteps,
           updates: p?.updates ?? 0,
-          baseSuccess: baseEval?.successRate ?? state.curve[0]?.successRate ?? null,
-          finalSuccess: state.curve[state.curve.length - 1]?.successRate ?? null,
+          baseSuccess: baseFrom ? evaluations[baseFrom].successRate : null,
+          baseSuccessFrom: baseFrom && `evaluations.${baseFrom}`,
+          finalSuccess: finalFrom ? evaluations[finalFrom].successRate : null,
+          finalSuccessFrom: finalFrom && `evaluations.${finalFrom}`,
+          evaluations,
           wallSeconds: wall(),
           config: cfg,
           ...(state.mixing ? { mixing: mixingSummary(state.mixing) } : {}),
@@ -792,6 +849,8 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       curve: state.curve,
       baseEval,
       finalEval,
+      heldOut,
+      evaluations,
       onnxPath,
       wallSeconds: wall(),
       resumedFrom,
@@ -805,6 +864,44 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     await env.close();
     await evalEnv.close();
   }
+}
+
+/** The run's evaluations by name, each saying what it measured and on which episodes. */
+function runEvaluations(
+  curve: readonly CurvePoint[],
+  periodicSeed: number,
+  heldOut: HeldOutResult | null,
+  envSteps: number,
+): Record<string, EvaluationRecord> {
+  const out: Record<string, EvaluationRecord> = {};
+  const periodic = 'on the seeds every evaluation during training uses (curves.csv)';
+  if (curve.length > 0)
+    out.initial = recordOfCurvePoint(
+      `the base alone (the residual starts at zero), evaluated during training at step 0 ${periodic}`,
+      periodicSeed,
+      curve[0],
+    );
+  if (curve.length > 1)
+    out.lastInTraining = recordOfCurvePoint(
+      `base + the learner's latest residual, evaluated during training at its last point ${periodic}`,
+      periodicSeed,
+      curve[curve.length - 1],
+    );
+  if (heldOut?.base)
+    out.heldOutBase = recordOf(
+      'the base alone on held-out seeds, as `resrt eval --base BASE.onnx --seed firstSeed --episodes episodes` runs it',
+      envSteps,
+      heldOut.firstSeed,
+      heldOut.base,
+    );
+  if (heldOut)
+    out.heldOutResidual = recordOf(
+      'base + residual.onnx as written, on held-out seeds, as `resrt eval --base BASE.onnx --residual residual.onnx --seed firstSeed --episodes episodes` runs it',
+      envSteps,
+      heldOut.firstSeed,
+      heldOut.residual,
+    );
+  return out;
 }
 
 function mixingSummary(m: MixingState): Record<string, unknown> {

@@ -40,6 +40,9 @@ export const MetaKey = {
   checksum: 'resrt.checksum',
   normalizationBaked: 'resrt.obs_normalization',
   tanhScale: 'resrt.tanh_scale',
+  /** A visuomotor base's second output: its camera embedding (for residuals that reuse it). */
+  embeddingOutput: 'resrt.embedding_output',
+  embeddingDim: 'resrt.embedding_dim',
 } as const;
 
 function specError(message: string, hint = 'fix the MlpPolicySpec before exporting'): ResrtError {

@@ -70,11 +70,15 @@ export async function inspectOnnx(
             io.inputs.some((i) => /act/i.test(i.name))
           ? 'residual'
           : 'base';
+    // The file's own layout first (what it is), then against the task (whether it fits): a file
+    // that does not fit still shows its own dimensions and normalization.
+    const imageConfig = imageConfigForInspect(path, meta);
+    const own = { residual: kind === 'residual', images: { config: imageConfig } };
     const options = {
       residual: kind === 'residual',
       expectObsDim: task?.obsDim,
       expectActionDim: task?.actionDim,
-      images: { cameras: task?.cameras, config: imageConfigForInspect(path, meta) },
+      images: { cameras: task?.cameras, config: imageConfig },
     };
     const problems: InspectReport['problems'] = [];
     if (checksum === 'mismatch')
@@ -83,7 +87,9 @@ export async function inspectOnnx(
         hint: 're-export or copy the file again',
       });
     let probedDims: readonly number[] | undefined;
-    const inputs = analyzeInputs(io, options);
+    // A symbolic image size is only known from the task's camera.
+    let inputs = analyzeInputs(io, own);
+    if (!inputs.plan && task) inputs = analyzeInputs(io, options);
     if (inputs.plan) {
       try {
         const plan = inputs.plan;
@@ -97,8 +103,10 @@ export async function inspectOnnx(
         });
       }
     }
-    const analysis = analyzeLayout(io, options, probedDims);
-    problems.push(...analysis.problems);
+    const ownAnalysis = analyzeLayout(io, own, probedDims);
+    const taskAnalysis = task ? analyzeLayout(io, options, probedDims) : undefined;
+    problems.push(...(taskAnalysis ?? ownAnalysis).problems);
+    const analysis = { layout: taskAnalysis?.layout ?? ownAnalysis.layout };
     let normalization: NormalizationSource = 'none';
     if (analysis.layout) {
       const sidecarPath = existsSync(`${path}.json`) ? `${path}.json` : undefined;

@@ -88,6 +88,21 @@ export function chooseOutput(io: IoDescription): IoValue | undefined {
   );
 }
 
+function kindMismatch(meta: Record<string, string>, residual: boolean): Problem | null {
+  const kind = meta[MetaKey.kind];
+  if (kind === 'residual' && !residual)
+    return {
+      message: `the file is a residual actor (${MetaKey.kind}=residual), not a base policy`,
+      hint: 'pass it as the residual beside its base: `resrt eval --base BASE.onnx --residual FILE`, or `resrt infer FILE --residual`',
+    };
+  if (kind === 'base' && residual)
+    return {
+      message: `the file is a base policy (${MetaKey.kind}=base), not a residual actor`,
+      hint: 'use it as the base: `resrt eval --base FILE`, or `resrt infer FILE` without --residual; a residual is the residual.onnx that `resrt train` writes',
+    };
+  return null;
+}
+
 /** Input side: which graph input carries what, and its width. */
 export function analyzeInputs(
   io: IoDescription,
@@ -103,6 +118,10 @@ export function analyzeInputs(
       problems: [{ message: 'the graph has no inputs', hint: 're-export with the observation as an input' }],
     };
   if (!options.residual && io.inputs.some(isImageInput)) return analyzeVisuomotorInputs(io, options, output);
+
+  // A file of the other kind is the whole story: its dimensions would only mislead.
+  const kindProblem = kindMismatch(meta, options.residual);
+  if (kindProblem) return { problems: [kindProblem] };
 
   if (!options.residual && io.inputs.length !== 1) {
     problems.push({
@@ -377,18 +396,6 @@ export function analyzeLayout(
         hint: 'the metadata is stale; re-export the model',
       });
     }
-  }
-  const kind = meta[MetaKey.kind];
-  if (kind === 'residual' && !options.residual) {
-    problems.push({
-      message: `the file is a residual actor (${MetaKey.kind}=residual), not a base policy`,
-      hint: 'pass it as the residual (--residual FILE), with a base policy beside it',
-    });
-  } else if (kind === 'base' && options.residual) {
-    problems.push({
-      message: `the file is a base policy (${MetaKey.kind}=base), not a residual actor`,
-      hint: 'pass it as the base policy',
-    });
   }
   if (problems.length) return { problems };
   return {

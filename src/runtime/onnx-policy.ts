@@ -113,8 +113,10 @@ export async function createSession(path: string, threads: number): Promise<ort.
   }
 }
 
-function raise(problem: Problem): never {
-  throw new ResrtError(problem.message, problem.hint);
+/** A problem with the file, named in the message: a command may load two (base and residual). */
+function raise(path: string, problem: Problem): never {
+  const message = problem.message.startsWith(path) ? problem.message : `${path}: ${problem.message}`;
+  throw new ResrtError(message, problem.hint);
 }
 
 /** An ONNX base policy (Policy + ChunkPolicy) or residual actor (ResidualModel). */
@@ -164,11 +166,11 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
         expectActionDim: options.expectActionDim,
         images: {
           cameras: options.cameras,
-          config: imageConfigOf(header.metadata, sidecarFile, options.images),
+          config: imageConfigOf(path, header.metadata, sidecarFile, options.images),
         },
       };
       const inputs = analyzeInputs(io, layoutOptions);
-      if (!inputs.plan) raise(inputs.problems[0]);
+      if (!inputs.plan) raise(path, inputs.problems[0]);
       // Probe: output dims that the graph leaves symbolic are settled by running it once.
       const { plan } = inputs;
       const probe = await runRaw(
@@ -178,7 +180,7 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
         plan.probeBatch,
       );
       const settled = analyzeLayout(io, layoutOptions, probe.dims);
-      if (!settled.layout) raise(settled.problems[0]);
+      if (!settled.layout) raise(path, settled.problems[0]);
       const layout = settled.layout;
       const norm = parseNormalization(header.metadata, layout.obsDim, {
         sidecarPath: sidecarFile,
@@ -192,9 +194,9 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel {
           return readFileSync(p, 'utf8');
         },
       });
-      if (norm.problem) raise(norm.problem);
+      if (norm.problem) raise(path, norm.problem);
       if (options.requireNormalization && norm.source === 'none') {
-        raise({
+        raise(path, {
           message: `${path} carries no observation normalization (no baked Sub/Div, no resrt.obs_mean/resrt.obs_std metadata, no sidecar ${path}.json)`,
           hint: `write {"obs_mean": [...], "obs_std": [...]} to ${path}.json or pass --sidecar FILE; or bake normalization in at export`,
         });
@@ -365,6 +367,7 @@ export function imageTensor(
 
 /** Image configuration: the file's metadata, then its sidecar's "images", then the caller's. */
 function imageConfigOf(
+  path: string,
   meta: Record<string, string>,
   sidecar: string | undefined,
   overrides: Record<string, ImageInputConfig> | undefined,
@@ -374,14 +377,14 @@ function imageConfigOf(
     try {
       fromMeta = JSON.parse(meta[IMAGES_META_KEY]);
     } catch {
-      raise({
+      raise(path, {
         message: `metadata ${IMAGES_META_KEY} is not JSON`,
         hint: 're-export with a JSON object per image input',
       });
     }
   }
   const a = parseImageConfig(fromMeta, `metadata ${IMAGES_META_KEY}`);
-  if (a.problem) raise(a.problem);
+  if (a.problem) raise(path, a.problem);
   let fromSidecar: unknown;
   if (sidecar && existsSync(sidecar)) {
     try {
@@ -391,7 +394,7 @@ function imageConfigOf(
     }
   }
   const b = parseImageConfig(fromSidecar, `sidecar ${sidecar}`);
-  if (b.problem) raise(b.problem);
+  if (b.problem) raise(path, b.problem);
   return mergeImageConfigs(a.config, b.config, overrides);
 }
 

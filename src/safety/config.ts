@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { configProblems } from '../util/config-check.js';
 import { ResrtError } from '../util/errors.js';
 import { f32Down, f32Up } from './f32.js';
 
@@ -144,8 +145,6 @@ function issueHint(issue: z.core.$ZodIssue): string {
   switch (issue.code) {
     case 'invalid_type':
       return `give ${issue.expected === 'array' ? 'an array' : `a ${issue.expected}`} here`;
-    case 'unrecognized_keys':
-      return `remove or rename ${issue.keys.map((k) => `"${k}"`).join(', ')} (allowed keys are listed in docs/safety.md)`;
     case 'invalid_value':
       return `use one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
     case 'invalid_union':
@@ -157,12 +156,6 @@ function issueHint(issue: z.core.$ZodIssue): string {
     default:
       return 'see docs/safety.md for the field';
   }
-}
-
-function pathOf(path: readonly PropertyKey[]): string {
-  return path.length === 0
-    ? '(root)'
-    : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.');
 }
 
 function fail(field: string, problem: string, fix: string): never {
@@ -178,14 +171,24 @@ function expand(value: number | number[], n: number, field: string): Float64Arra
 }
 
 /**
- * Validates a parsed JSON object and returns the typed config. Throws ResrtError naming the first
- * bad field and how to fix it.
+ * Validates a parsed JSON object and returns the typed config. Throws ResrtError naming every bad
+ * field (an unknown key beside the known one it most likely meant) and how to fix each.
  */
-export function parseSafetyConfig(obj: unknown): SafetyConfig {
-  const parsed = safetySchema.safeParse(obj);
+export function parseSafetyConfig(obj: unknown, source = 'safety config'): SafetyConfig {
+  const parsed = safetySchema.safeParse(obj, { reportInput: true });
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    fail(pathOf(issue.path), issue.message, issueHint(issue));
+    const problems = configProblems(safetySchema, parsed.error.issues, (issue) => ({
+      problem: issue.input === undefined ? 'is missing' : issue.message,
+      fix: issueHint(issue),
+    }));
+    if (problems.length === 1) {
+      const [p] = problems;
+      throw new ResrtError(`${source}: ${p.path}: ${p.problem}`, p.fix);
+    }
+    throw new ResrtError(
+      `${source} has ${problems.length} problems:\n${problems.map((p) => `  - ${p.path}: ${p.problem}; fix: ${p.fix}`).join('\n')}`,
+      'correct each field listed above (docs/safety.md describes them all)',
+    );
   }
   resolveSafetyConfig(parsed.data);
   return parsed.data;
@@ -208,7 +211,7 @@ export function loadSafetyConfig(path: string): SafetyConfig {
       'fix the JSON syntax',
     );
   }
-  return parseSafetyConfig(obj);
+  return parseSafetyConfig(obj, `safety config ${path}`);
 }
 
 /**

@@ -1,41 +1,38 @@
 /**
- * Behavior cloning: an MLP from observations to actions (or ACT-style chunks of H future actions),
- * trained on `resrt collect` demonstrations with the training engine (src/nn: one onnxruntime call
- * per minibatch step), exported to ONNX with the observation normalization baked in, and verified
- * by running the exported file in onnxruntime against the trained network.
+ * Behavior cloning: observations (the state, and camera frames when the demonstrations have them)
+ * to actions (or ACT-style chunks of H future actions), trained on `resrt collect` demonstrations
+ * with the training engine (src/nn: one onnxruntime call per minibatch step), exported to ONNX
+ * with the observation normalization baked in, and verified by running the exported file in
+ * onnxruntime against the trained network.
+ *
+ * From pixels (ResFiT/DrQ): a small conv encoder per camera, random-shift augmentation, and an MLP
+ * head over [camera embeddings | normalized state]; frames are decoded from the sidecar once and
+ * held as uint8, converted to floats per batch. The export is a LeRobot-style visuomotor file
+ * (bc-export.ts). A state-only file (or `cameras: 'none'`) trains and exports as it always did.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import type { DenseLayerSpec, MlpPolicySpec } from '../types.js';
+import { writeFileSync } from 'node:fs';
+import type { CameraSpec } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import { Rng } from '../util/rng.js';
 import {
   AdamClock,
-  adamStep,
-  CompiledGraph,
+  convEncoderMacs,
   DoubleBuffer,
-  grad,
-  Graph,
+  framesToBatch,
   initEngine,
-  LAYER_NORM_EPS,
-  mlpApply,
-  mlpParamSpecs,
-  mlpWidths,
-  op,
-  ParamLayout,
+  randomShifts,
   type DevicePreference,
-  type Engine,
-  type MlpSpec,
-  type Value,
+  type FrameStore,
 } from '../nn/index.js';
 import { exportMlpToOnnx, MetaKey } from '../runtime/onnx-export.js';
-import { OnnxPolicy } from '../runtime/onnx-policy.js';
+import { checkExport, exportVisuomotorBc } from './bc-export.js';
+import { type BcCameraChoice, chooseBcCameras, loadFrameStores } from './bc-frames.js';
+import { BcNetwork, type BcInputs } from './bc-network.js';
 import type { DemoSet } from './demos.js';
 
 export interface BcConfig {
-  /** Hidden layer widths. */
+  /** Hidden layer widths of the MLP head. */
   hidden: number[];
   /** LayerNorm after every hidden affine map. */
   layerNorm: boolean;
@@ -53,6 +50,16 @@ export interface BcConfig {
   seed: number;
   /** Where training computes: 'auto' (CUDA when installed and working, else CPU), 'cpu', 'cuda'. */
   device: DevicePreference;
+  /** onnxruntime intra-op threads on the CPU; undefined: the engine's default (RESRT_NN_THREADS, else cores − 1). */
+  threads?: number;
+  /** Cameras the policy reads: 'auto' = every camera the demonstrations recorded, 'none' = the state only. */
+  cameras: BcCameraChoice;
+  /** Per camera: output channels of each 3×3 stride-2 convolution (ResFiT/DrQ-style encoder). */
+  encoderChannels: number[];
+  /** Per camera: width of the embedding the encoder's trunk (linear, LayerNorm, tanh) outputs. */
+  embeddingDim: number;
+  /** Random shift augmentation: up to this many pixels each way, edges replicated (DrQ: 4); 0 = off. */
+  shiftPad: number;
 }
 
 export const defaultBcConfig: BcConfig = {
@@ -67,6 +74,10 @@ export const defaultBcConfig: BcConfig = {
   minObsStd: 1e-3,
   seed: 0,
   device: 'auto',
+  cameras: 'auto',
+  encoderChannels: [16, 32, 32, 32],
+  embeddingDim: 64,
+  shiftPad: 4,
 };
 
 export interface BcProgress {
@@ -74,18 +85,30 @@ export interface BcProgress {
   epochs: number;
   trainLoss: number;
   validationLoss: number;
+  /** Seconds of training so far (after the data was loaded). */
+  seconds: number;
 }
 
 export interface BcResult {
-  spec: MlpPolicySpec;
+  /** The verified ONNX file's bytes. */
+  onnx: Uint8Array;
+  /** The cameras the policy reads (empty: state only). */
+  cameras: string[];
+  /** Width of the `embedding` output (0 without cameras). */
+  embeddingDim: number;
   /** The training engine that ran, in words. */
   backend: string;
   samples: number;
   episodesUsed: number;
   trainLoss: number;
   validationLoss: number;
-  /** Largest |exported ONNX − trained network| over the verification batch. */
+  /** Largest |exported ONNX − trained network| over the verification batch (actions and embedding). */
   exportMaxAbsError: number;
+  /** Limit the export was held to. */
+  exportTolerance: number;
+  /** Seconds reading the demonstrations' frames into memory. */
+  loadSeconds: number;
+  /** Seconds of training and export (after loading). */
   seconds: number;
 }
 
@@ -93,9 +116,16 @@ interface Dataset {
   x: Float32Array;
   y: Float32Array;
   n: number;
+  /** One store per camera, frame i belonging to row i. */
+  frames: FrameStore[];
 }
 
-function buildDataset(demos: DemoSet, episodes: DemoSet['episodes'], h: number): Dataset {
+function buildDataset(
+  demos: DemoSet,
+  episodes: DemoSet['episodes'],
+  h: number,
+  cameras: readonly CameraSpec[],
+): Dataset {
   const { obsDim, actionDim } = demos.header;
   const n = episodes.reduce((s, e) => s + e.actions.length, 0);
   const x = new Float32Array(n * obsDim);
@@ -109,7 +139,72 @@ function buildDataset(demos: DemoSet, episodes: DemoSet['episodes'], h: number):
       for (let k = 0; k < h; k++) y.set(ep.actions[Math.min(t + k, T - 1)], (row * h + k) * actionDim);
     }
   }
-  return { x, y, n };
+  return { x, y, n, frames: loadFrameStores(demos, episodes, cameras) };
+}
+
+/** Reusable buffers for `rows` dataset rows as graph feeds. */
+class Batch implements BcInputs {
+  readonly state: Float32Array;
+  readonly target: Float32Array;
+  readonly images: Float32Array[];
+  private readonly shifts: Int32Array;
+
+  constructor(
+    readonly rows: number,
+    readonly obsDim: number,
+    readonly outDim: number,
+    cameras: readonly CameraSpec[],
+  ) {
+    this.state = new Float32Array(rows * obsDim);
+    this.target = new Float32Array(rows * outDim);
+    this.images = cameras.map((c) => new Float32Array(rows * 3 * c.height * c.width));
+    this.shifts = new Int32Array(2 * rows);
+  }
+
+  /**
+   * Rows `indices` of `data` (padded to `rows` by repeating the last one); camera images shifted
+   * at random by up to `shiftPad` pixels when given an rng.
+   */
+  fill(data: Dataset, indices: ArrayLike<number>, count: number, shift?: { rng: Rng; pad: number }): void {
+    const { obsDim, outDim } = this;
+    const at = (k: number): number => indices[Math.min(k, count - 1)];
+    for (let k = 0; k < this.rows; k++) {
+      const r = at(k);
+      this.state.set(data.x.subarray(r * obsDim, (r + 1) * obsDim), k * obsDim);
+      this.target.set(data.y.subarray(r * outDim, (r + 1) * outDim), k * outDim);
+    }
+    if (this.images.length === 0) return;
+    const rows = Array.from({ length: this.rows }, (_, k) => at(k));
+    data.frames.forEach((store, c) => {
+      const shifts =
+        shift && shift.pad > 0 ? randomShifts(shift.rng, this.rows, shift.pad, this.shifts) : undefined;
+      framesToBatch(store, rows, this.images[c], shifts);
+    });
+  }
+}
+
+function checkConfig(cfg: BcConfig): void {
+  const positiveInt = (n: number): boolean => Number.isInteger(n) && n > 0;
+  if (!positiveInt(cfg.chunkLength))
+    throw new ResrtError(
+      `chunk length must be a positive integer, got ${cfg.chunkLength}`,
+      'e.g. --chunk 1 or --chunk 8',
+    );
+  if (cfg.encoderChannels.length === 0 || !cfg.encoderChannels.every(positiveInt))
+    throw new ResrtError(
+      `encoder channels must be positive integers, got [${cfg.encoderChannels.join(', ')}]`,
+      'e.g. --encoder 16,32,32,32',
+    );
+  if (!positiveInt(cfg.embeddingDim))
+    throw new ResrtError(
+      `embedding width must be a positive integer, got ${cfg.embeddingDim}`,
+      'e.g. --embedding 64',
+    );
+  if (!(Number.isInteger(cfg.shiftPad) && cfg.shiftPad >= 0))
+    throw new ResrtError(
+      `random shift must be a whole number of pixels ≥ 0, got ${cfg.shiftPad}`,
+      'e.g. --shift 4, or --shift 0 for none',
+    );
 }
 
 export async function trainBc(
@@ -119,10 +214,10 @@ export async function trainBc(
   log: (line: string) => void = () => {},
 ): Promise<BcResult> {
   const cfg: BcConfig = { ...defaultBcConfig, ...overrides };
+  checkConfig(cfg);
   const { obsDim, actionDim } = demos.header;
   const h = cfg.chunkLength;
-  if (!Number.isInteger(h) || h < 1)
-    throw new ResrtError(`chunk length must be a positive integer, got ${h}`, 'e.g. --chunk 1 or --chunk 8');
+  const cameras = chooseBcCameras(demos, cfg.cameras);
   const usable = demos.episodes.filter((e) => !cfg.successfulOnly || e.success);
   if (usable.length < 2) {
     throw new ResrtError(
@@ -137,8 +232,15 @@ export async function trainBc(
     [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
   }
   const nVal = Math.min(shuffled.length - 1, Math.round(shuffled.length * cfg.validationFraction));
-  const train = buildDataset(demos, shuffled.slice(nVal), h);
-  const val = nVal > 0 ? buildDataset(demos, shuffled.slice(0, nVal), h) : null;
+  const loadStart = performance.now();
+  const train = buildDataset(demos, shuffled.slice(nVal), h, cameras);
+  const val = nVal > 0 ? buildDataset(demos, shuffled.slice(0, nVal), h, cameras) : null;
+  const loadSeconds = (performance.now() - loadStart) / 1000;
+  if (cameras.length)
+    log(
+      `bc: ${train.n + (val?.n ?? 0)} frames of ${cameras.map((c) => `"${c.name}" ${c.width}x${c.height}`).join(', ')} ` +
+        `held as uint8 (${(train.frames.concat(val?.frames ?? []).reduce((s, f) => s + f.data.length, 0) / 2 ** 20).toFixed(0)} MiB), read in ${loadSeconds.toFixed(1)} s`,
+    );
 
   // Observation statistics over the training set.
   const mean = new Float32Array(obsDim);
@@ -149,16 +251,32 @@ export async function trainBc(
     for (let d = 0; d < obsDim; d++) std[d] += (train.x[i * obsDim + d] - mean[d]) ** 2 / train.n;
   for (let d = 0; d < obsDim; d++) std[d] = Math.max(cfg.minObsStd, Math.sqrt(std[d]));
 
-  const engine = await initEngine({ device: cfg.device });
+  const engine = await initEngine({ device: cfg.device, threads: cfg.threads });
   log(`bc: ${engine.description}`);
   const started = performance.now();
   const outDim = actionDim * h;
+  const encoder = { channels: cfg.encoderChannels, features: cfg.embeddingDim };
   const net = new BcNetwork(
     engine,
-    { inDim: obsDim, hidden: cfg.hidden, outDim, layerNorm: cfg.layerNorm },
+    {
+      stateDim: obsDim,
+      cameras: cameras.map((c) => ({
+        name: c.name,
+        encoder: { ...encoder, height: c.height, width: c.width },
+      })),
+      hidden: cfg.hidden,
+      layerNorm: cfg.layerNorm,
+      outDim,
+    },
     mean,
     std,
   );
+  if (cameras.length) {
+    const macs = net.spec.cameras.reduce((s, c) => s + convEncoderMacs(c.encoder), 0);
+    log(
+      `bc: encoder ${cfg.encoderChannels.join('-')} → ${cfg.embeddingDim} per camera, ${(macs / 1e6).toFixed(1)} M multiply-adds per sample forward`,
+    );
+  }
   const params = new DoubleBuffer(net.layout.size, net.init(rng));
   const m = new DoubleBuffer(net.layout.size);
   const v = new DoubleBuffer(net.layout.size);
@@ -171,22 +289,28 @@ export async function trainBc(
     clipNorm: Infinity,
   });
 
+  // One forward graph, padded to its row count: images are evaluated a batch at a time.
+  const predictRows = Math.min(cameras.length ? cfg.batchSize : 4096, train.n);
+  const predictBatch = new Batch(predictRows, obsDim, outDim, cameras);
   const evalLoss = async (data: Dataset): Promise<number> => {
     let total = 0;
-    for (let s = 0; s < data.n; s += 4096) {
-      const e = Math.min(data.n, s + 4096);
-      const pred = await net.predict(params.front, data.x.subarray(s * obsDim, e * obsDim), e - s);
-      const target = data.y.subarray(s * outDim, e * outDim);
+    const all = Uint32Array.from({ length: data.n }, (_, i) => i);
+    for (let s = 0; s < data.n; s += predictRows) {
+      const count = Math.min(predictRows, data.n - s);
+      predictBatch.fill(data, all.subarray(s, s + count), count);
+      const pred = (await net.predict(params.front, predictBatch, predictRows)).action;
+      const target = data.y.subarray(s * outDim, (s + count) * outDim);
       let sq = 0;
-      for (let i = 0; i < pred.length; i++) sq += (pred[i] - target[i]) ** 2;
+      for (let i = 0; i < count * outDim; i++) sq += (pred[i] - target[i]) ** 2;
       total += sq / outDim;
     }
     return total / data.n;
   };
 
   const order = Uint32Array.from({ length: train.n }, (_, i) => i);
-  const xb = new Float32Array(cfg.batchSize * obsDim);
-  const yb = new Float32Array(cfg.batchSize * outDim);
+  const batchRows = Math.min(cfg.batchSize, train.n);
+  const batch = new Batch(batchRows, obsDim, outDim, cameras);
+  const shift = { rng, pad: cfg.shiftPad };
   let trainLoss = NaN;
   let validationLoss = NaN;
   try {
@@ -197,35 +321,23 @@ export async function trainBc(
       }
       let sum = 0;
       let batches = 0;
-      for (let s = 0; s + cfg.batchSize <= train.n || (s === 0 && train.n > 0); s += cfg.batchSize) {
-        const size = Math.min(cfg.batchSize, train.n - s);
-        for (let k = 0; k < size; k++) {
-          const r = order[s + k];
-          xb.set(train.x.subarray(r * obsDim, (r + 1) * obsDim), k * obsDim);
-          yb.set(train.y.subarray(r * outDim, (r + 1) * outDim), k * outDim);
-        }
-        const scalars = clock.nextScalars();
-        const out = await (
-          await net.trainGraph(size)
-        ).run(
-          {
-            params: params.front,
-            m: m.front,
-            v: v.front,
-            stepSize: scalars.stepSize,
-            epsHat: scalars.epsHat,
-            x: xb.subarray(0, size * obsDim),
-            y: yb.subarray(0, size * outDim),
-          },
-          { 'next:params': params.back, 'next:m': m.back, 'next:v': v.back },
+      // Full batches only (a smaller last one would need a graph of its own).
+      for (let s = 0; s + batchRows <= train.n; s += batchRows) {
+        batch.fill(train, order.subarray(s, s + batchRows), batchRows, shift);
+        const loss = await net.step(
+          batchRows,
+          { params: params.front, m: m.front, v: v.front },
+          { params: params.back, m: m.back, v: v.back },
+          clock.nextScalars(),
+          batch,
+          batch.target,
         );
         params.swap();
         m.swap();
         v.swap();
         clock.commit();
-        sum += out.loss[0];
+        sum += loss;
         batches++;
-        if (size < cfg.batchSize) break;
       }
       trainLoss = sum / Math.max(1, batches);
       if (!Number.isFinite(trainLoss)) {
@@ -235,81 +347,98 @@ export async function trainBc(
         );
       }
       validationLoss = val ? await evalLoss(val) : NaN;
-      onProgress?.({ epoch, epochs: cfg.epochs, trainLoss, validationLoss });
+      onProgress?.({
+        epoch,
+        epochs: cfg.epochs,
+        trainLoss,
+        validationLoss,
+        seconds: (performance.now() - started) / 1000,
+      });
     }
   } catch (err) {
     await net.release();
     throw err;
   }
 
-  const layers = net.denseSpecs(params.front);
-  const spec: MlpPolicySpec = {
-    inputs: [{ name: 'obs', dim: obsDim }],
-    inputNormalization: { mean, std },
-    layers,
-    output: { name: 'action', actionDim, chunkLength: h },
-    metadata: {
-      [MetaKey.kind]: 'base',
-      [MetaKey.obsDim]: String(obsDim),
-      [MetaKey.actionDim]: String(actionDim),
-      [MetaKey.obsNames]: JSON.stringify(demos.header.obsNames),
-      [MetaKey.actionNames]: JSON.stringify(demos.header.actionNames),
-      [MetaKey.chunkLength]: String(h),
-      [MetaKey.controlHz]: String(Math.round(1 / demos.header.controlDt)),
-      [MetaKey.actionLow]: JSON.stringify(new Array(actionDim).fill(-1)),
-      [MetaKey.actionHigh]: JSON.stringify(new Array(actionDim).fill(1)),
-      'resrt.task': demos.header.task,
-      'resrt.trained_by': `resrt bc (${cfg.hidden.join('x')}${cfg.layerNorm ? ', LayerNorm' : ''}, ${cfg.epochs} epochs)`,
-    },
+  const metadata: Record<string, string> = {
+    [MetaKey.kind]: 'base',
+    [MetaKey.obsDim]: String(obsDim),
+    [MetaKey.actionDim]: String(actionDim),
+    [MetaKey.obsNames]: JSON.stringify(demos.header.obsNames),
+    [MetaKey.actionNames]: JSON.stringify(demos.header.actionNames),
+    [MetaKey.chunkLength]: String(h),
+    [MetaKey.controlHz]: String(Math.round(1 / demos.header.controlDt)),
+    [MetaKey.actionLow]: JSON.stringify(new Array(actionDim).fill(-1)),
+    [MetaKey.actionHigh]: JSON.stringify(new Array(actionDim).fill(1)),
+    'resrt.task': demos.header.task,
+    'resrt.trained_by':
+      `resrt bc (${cfg.hidden.join('x')}${cfg.layerNorm ? ', LayerNorm' : ''}, ${cfg.epochs} epochs` +
+      (cameras.length
+        ? `; conv encoder ${cfg.encoderChannels.join('-')} -> ${cfg.embeddingDim} per camera (${cameras.map((c) => c.name).join(', ')}), random shift ${cfg.shiftPad})`
+        : ')'),
   };
-
-  // Verify the export: onnxruntime on the file's bytes must match the trained network.
-  const bytes = exportMlpToOnnx(spec);
-  const probeN = Math.min(256, train.n);
-  const probe = train.x.slice(0, probeN * obsDim);
-  const expected = await net.predict(params.front, probe, probeN);
-  await net.release();
-  const dir = mkdtempSync(join(tmpdir(), 'resrt-bc-'));
-  let got: Float32Array;
+  // The export runs the file in onnxruntime against the trained network. Images: a batch other
+  // than the one the inference graph was built at (1), so a batch-bound op would show.
+  const probeRows = Math.min(cameras.length ? 32 : 256, predictRows);
+  const layers = net.denseSpecs(params.front);
+  let onnx: Uint8Array;
+  let expected: { action: Float32Array; embedding: Float32Array };
   try {
-    writeFileSync(join(dir, 'base.onnx'), bytes);
-    const loaded = await OnnxPolicy.load(join(dir, 'base.onnx'), {
-      expectObsDim: obsDim,
-      expectActionDim: actionDim,
-      warmupRuns: 0,
-    });
-    got = (await loaded.runBatch(probe, probeN)).values;
-    await loaded.close();
+    onnx = cameras.length
+      ? exportVisuomotorBc(net, params.front, cameras, { length: h, actionDim }, metadata)
+      : exportMlpToOnnx({
+          inputs: [{ name: 'obs', dim: obsDim }],
+          inputNormalization: { mean, std },
+          layers,
+          output: { name: 'action', actionDim, chunkLength: h },
+          metadata,
+        });
+    predictBatch.fill(
+      train,
+      Uint32Array.from({ length: probeRows }, (_, i) => i),
+      probeRows,
+    );
+    const out = await net.predict(params.front, predictBatch, predictRows);
+    expected = {
+      action: out.action.slice(0, probeRows * outDim),
+      embedding: out.embedding.slice(0, probeRows * net.embeddingDim),
+    };
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await net.release();
   }
-  let maxErr = 0;
-  for (let i = 0; i < expected.length; i++) maxErr = Math.max(maxErr, Math.abs(expected[i] - got[i]));
-  if (!(maxErr <= 1e-5)) {
+  const check = await checkExport(
+    onnx,
+    { rows: probeRows, state: train.x.slice(0, probeRows * obsDim), cameras, stores: train.frames },
+    expected,
+    { obsDim, actionDim },
+  );
+  const tolerance = cameras.length ? 1e-4 : 1e-5;
+  const maxErr = Math.max(check.action, check.embedding);
+  if (!(maxErr <= tolerance)) {
     throw new ResrtError(
-      `the exported ONNX differs from the trained network by ${maxErr}`,
+      `the exported ONNX differs from the trained network by ${maxErr} (actions ${check.action}, embedding ${check.embedding}; limit ${tolerance})`,
       'this is a bug in the exporter; please report it',
     );
   }
-  exportedBytes.set(spec, bytes);
   return {
-    spec,
+    onnx,
+    cameras: cameras.map((c) => c.name),
+    embeddingDim: net.embeddingDim,
     backend: engine.description,
     samples: train.n,
     episodesUsed: usable.length,
     trainLoss,
     validationLoss,
     exportMaxAbsError: maxErr,
+    exportTolerance: tolerance,
+    loadSeconds,
     seconds: (performance.now() - started) / 1000,
   };
 }
 
-const exportedBytes = new WeakMap<MlpPolicySpec, Uint8Array>();
-
-/** Writes the verified ONNX of a trained spec (atomically: a crash leaves the old file or the new). */
+/** Writes the verified ONNX of a trained policy (atomically: a crash leaves the old file or the new). */
 export function saveBcPolicy(result: BcResult, path: string): void {
-  const bytes = exportedBytes.get(result.spec) ?? exportMlpToOnnx(result.spec);
-  writeFileAtomic(path, bytes);
+  writeFileAtomic(path, result.onnx);
   writeFileSync(
     `${path}.train.json`,
     JSON.stringify(
@@ -319,120 +448,15 @@ export function saveBcPolicy(result: BcResult, path: string): void {
         episodes: result.episodesUsed,
         train_loss: result.trainLoss,
         validation_loss: result.validationLoss,
+        cameras: result.cameras,
+        embedding_dim: result.embeddingDim,
         export_max_abs_error: result.exportMaxAbsError,
+        export_tolerance: result.exportTolerance,
+        load_seconds: result.loadSeconds,
         seconds: result.seconds,
       },
       null,
       2,
     ),
   );
-}
-
-/**
- * The BC network: (x − mean)/std → MLP (ReLU, optional LayerNorm) → linear, as engine graphs over
- * one flat parameter vector: a minibatch step (MSE, gradients, Adam) and a forward pass.
- */
-class BcNetwork {
-  readonly layout: ParamLayout;
-  private readonly steps = new Map<number, Promise<CompiledGraph>>();
-  private readonly forwards = new Map<number, Promise<CompiledGraph>>();
-
-  constructor(
-    readonly engine: Engine,
-    readonly spec: MlpSpec,
-    readonly mean: Float32Array,
-    readonly std: Float32Array,
-  ) {
-    this.layout = new ParamLayout(mlpParamSpecs(spec));
-  }
-
-  /** He initialisation for ReLU layers; a small output layer so initial actions sit near zero. */
-  init(rng: Rng): Float32Array {
-    const flat = new Float32Array(this.layout.size);
-    const widths = mlpWidths(this.spec);
-    for (let l = 0; l + 1 < widths.length; l++) {
-      const last = l + 2 === widths.length;
-      const scale = last ? 0.01 : Math.sqrt(2 / widths[l]);
-      const w = this.layout.view(flat, `l${l}/w`);
-      for (let i = 0; i < w.length; i++) w[i] = rng.normal(0, scale);
-      if (this.spec.layerNorm && !last) this.layout.view(flat, `l${l}/gamma`).fill(1);
-    }
-    return flat;
-  }
-
-  private output(p: ReadonlyMap<string, Value>, x: Value): Value {
-    const g = x.graph;
-    const d = this.spec.inDim;
-    const z = op.div(op.sub(x, g.constant(this.mean, [d])), g.constant(this.std, [d]));
-    return mlpApply(p, z, this.spec);
-  }
-
-  trainGraph(rows: number): Promise<CompiledGraph> {
-    let c = this.steps.get(rows);
-    if (!c) {
-      const g = new Graph(`bc_step_${rows}`);
-      const params = g.input('params', [this.layout.size]);
-      const p = this.layout.unpack(params);
-      const pred = this.output(p, g.input('x', [rows, this.spec.inDim]));
-      const loss = op.mean(op.square(op.sub(pred, g.input('y', [rows, this.spec.outDim]))));
-      const names = this.layout.entries.map((e) => e.name);
-      const grads = grad(
-        loss,
-        names.map((n) => p.get(n) as Value),
-      );
-      const step = adamStep(
-        params,
-        this.layout.pack(new Map(names.map((n, i) => [n, grads[i]]))),
-        g.input('m', [this.layout.size]),
-        g.input('v', [this.layout.size]),
-        { beta1: 0.9, beta2: 0.999, clipNorm: Infinity },
-        { stepSize: g.input('stepSize', []), epsHat: g.input('epsHat', []) },
-      );
-      g.output('next:params', step.params);
-      g.output('next:m', step.m);
-      g.output('next:v', step.v);
-      g.output('loss', op.reshape(loss, [1]));
-      c = CompiledGraph.create(g, this.engine);
-      this.steps.set(rows, c);
-    }
-    return c;
-  }
-
-  async predict(params: Float32Array, x: Float32Array, rows: number): Promise<Float32Array> {
-    let c = this.forwards.get(rows);
-    if (!c) {
-      const g = new Graph(`bc_forward_${rows}`);
-      const p = this.layout.unpack(g.input('params', [this.layout.size]));
-      g.output('y', this.output(p, g.input('x', [rows, this.spec.inDim])));
-      c = CompiledGraph.create(g, this.engine);
-      this.forwards.set(rows, c);
-    }
-    return (await (await c).run({ params, x })).y;
-  }
-
-  denseSpecs(flat: Float32Array): DenseLayerSpec[] {
-    const widths = mlpWidths(this.spec);
-    return widths.slice(0, -1).map((inDim, l) => {
-      const last = l + 2 === widths.length;
-      const view = (name: string): Float32Array => this.layout.view(flat, `l${l}/${name}`).slice();
-      return {
-        inDim,
-        outDim: widths[l + 1],
-        weight: view('w'),
-        bias: view('b'),
-        layerNorm:
-          this.spec.layerNorm && !last
-            ? { gamma: view('gamma'), beta: view('beta'), epsilon: LAYER_NORM_EPS }
-            : undefined,
-        activation: last ? 'linear' : 'relu',
-      };
-    });
-  }
-
-  async release(): Promise<void> {
-    const all = [...this.steps.values(), ...this.forwards.values()];
-    this.steps.clear();
-    this.forwards.clear();
-    await Promise.all(all.map(async (c) => (await c).release()));
-  }
 }

@@ -4,9 +4,10 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, extname, join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { nearestName } from '../util/config-check.js';
 import { ResrtError } from '../util/errors.js';
 import type { TaskDefinition } from './task.js';
+import { exportedTask, importTaskModule } from './task-module.js';
 import { pegInsertTask } from './tasks/peg-insert.js';
 import { pushCamTask } from './tasks/push-cam.js';
 import { pushTask } from './tasks/push.js';
@@ -35,12 +36,11 @@ export async function loadTask(nameOrPath: string): Promise<AnyTask> {
       `unknown task "${nameOrPath}"`,
       looksLikePath
         ? `no file or directory at ${resolve(nameOrPath)}; give a task module (.ts/.js) or a directory with task.ts`
-        : `use a built-in task (${builtInTaskNames().join(', ')}) or a path such as ./my-task.ts (see docs/tasks.md)`,
+        : `${didYouMean(nameOrPath)}use a built-in task (${builtInTaskNames().join(', ')}) or a path such as ./my-task/ (see docs/tasks.md)`,
     );
   }
   const modulePath = resolveModulePath(resolve(nameOrPath));
-  const exported = await importModule(modulePath);
-  const task = validateTask(exported, modulePath);
+  const task = validateTask(exportedTask(await importTaskModule(modulePath), modulePath), modulePath);
   if (typeof task.mjcf !== 'string') {
     const xmlPath = resolve(dirname(modulePath), task.mjcf.path);
     if (!existsSync(xmlPath)) {
@@ -52,6 +52,11 @@ export async function loadTask(nameOrPath: string): Promise<AnyTask> {
     return { ...task, mjcf: readFileSync(xmlPath, 'utf8') };
   }
   return task;
+}
+
+function didYouMean(name: string): string {
+  const near = nearestName(name, builtInTaskNames());
+  return near ? `did you mean ${near}? ` : '';
 }
 
 function resolveModulePath(path: string): string {
@@ -66,25 +71,6 @@ function resolveModulePath(path: string): string {
   );
 }
 
-async function importModule(path: string): Promise<Record<string, unknown>> {
-  const url = pathToFileURL(path).href;
-  try {
-    if (/\.(m?ts|cts)$/.test(path)) {
-      // TypeScript task modules are compiled on the fly, so users need no build step.
-      const { tsImport } = await import('tsx/esm/api');
-      return (await tsImport(url, import.meta.url)) as Record<string, unknown>;
-    }
-    return (await import(url)) as Record<string, unknown>;
-  } catch (err) {
-    if (err instanceof ResrtError) throw err;
-    const message = err instanceof Error ? err.message : String(err);
-    throw new ResrtError(
-      `task module ${path} failed to load: ${message}`,
-      'fix the error in the module; run it with `npx tsx` to see the full trace',
-    );
-  }
-}
-
 const required: Record<string, string> = {
   name: 'string',
   mjcf: 'string or { path }',
@@ -96,14 +82,7 @@ const required: Record<string, string> = {
   success: 'function',
 };
 
-function validateTask(mod: Record<string, unknown>, path: string): AnyTask {
-  const candidate = (mod.default ?? mod.task) as Record<string, unknown> | undefined;
-  if (!candidate || typeof candidate !== 'object') {
-    throw new ResrtError(
-      `task module ${path} exports no task`,
-      'export the task as default: `export default defineTask({...})`',
-    );
-  }
+function validateTask(candidate: Record<string, unknown>, path: string): AnyTask {
   const problems: string[] = [];
   for (const [field, kind] of Object.entries(required)) {
     const v = candidate[field];

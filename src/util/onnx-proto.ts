@@ -296,7 +296,7 @@ export function decodeModelHeader(bytes: Uint8Array, source: string): OnnxModelH
   const notOnnx = (why: string): ResrtError =>
     new ResrtError(
       `${source} is not an ONNX model (${why})`,
-      'pass a .onnx file written by torch.onnx.export or `resrt export`; check that the path points at the model, not a checkpoint (.pt/.pth/.safetensors) or a sidecar JSON',
+      'pass a .onnx file written by torch.onnx.export, `resrt bc` or `resrt train`; check that the path points at the model, not a checkpoint (.pt/.pth/.safetensors) or a sidecar JSON',
     );
   let obj: Record<string, unknown>;
   try {

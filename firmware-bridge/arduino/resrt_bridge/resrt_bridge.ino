@@ -3,6 +3,9 @@
  * The protocol core is the portable C in ../../src; copy (or symlink) resrt_proto.{h,c} and
  * bridge.{h,c} next to this sketch, as the Arduino IDE only compiles files in the sketch folder.
  *
+ * On AVR boards (Uno, Nano: 2 KB of RAM) resrt_proto.h builds protocol version 1 only (256-byte
+ * buffers); resrt's host negotiates it. Boards with more RAM serve version 2 (up to 64 joints).
+ *
  * Example wiring: 3 hobby servos/ESCs driven by analogWrite on PWM pins; positions are read back
  * from potentiometers on A0..A2. Adapt kPwmPins/kAdcPins and the scaling to your hardware.
  */
@@ -70,6 +73,7 @@ void setup() {
   s.sensor_count = 1;
   s.rate_hz = kRateHz;
   s.watchdog_ms = kWatchdogMs;
+  s.watchdog_mode = RP_WATCHDOG_LATCH;  // a fault a person clears (RP_WATCHDOG_HOLD: resume on the next command)
   for (uint8_t i = 0; i < kDim; i++) {
     s.low[i] = -1.0f;
     s.high[i] = 1.0f;

@@ -22,6 +22,9 @@ export const capabilitiesSchema = z
     actionHigh: z.array(finite),
     firmwareVersion: z.string().optional(),
     protocolVersion: z.number().int().optional(),
+    watchdog: z
+      .object({ timeoutMs: finite.refine((v) => v > 0, 'must be > 0'), onTimeout: z.enum(['latch', 'hold']) })
+      .optional(),
   })
   .superRefine((c, ctx) => {
     for (const key of ['actionNames', 'safeAction', 'actionLow', 'actionHigh'] as const) {
@@ -95,7 +98,14 @@ export type DeviceStatus = z.infer<typeof deviceStatusSchema>;
 export const deviceEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('estop'), reason: z.string(), atMs: z.number() }),
   z.object({ type: z.literal('reset'), nonce: z.number().int(), atMs: z.number() }),
-  z.object({ type: z.literal('watchdog'), holding: z.boolean(), atMs: z.number() }),
+  z.object({ type: z.literal('hold'), nonce: z.number().int(), atMs: z.number() }),
+  z.object({
+    type: z.literal('watchdog'),
+    holding: z.boolean(),
+    /** Watchdog mode latch: a fault only a reset clears. */
+    latched: z.boolean().optional(),
+    atMs: z.number(),
+  }),
 ]);
 export type DeviceEvent = z.infer<typeof deviceEventSchema>;
 

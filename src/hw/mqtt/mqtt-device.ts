@@ -1,8 +1,9 @@
 /**
  * The device side of the MQTT bridge: puts a Plant on the broker with the same safety rules as the
  * firmware. Commands are applied only when fresh, in order, well-shaped and finite, then clamped to
- * the capabilities; no valid command within the watchdog timeout holds the plant; an e-stop latches
- * until a reset message.
+ * the capabilities; no valid command within the watchdog timeout holds the plant (and, in watchdog
+ * mode latch, latches a fault); an e-stop latches; a reset message clears both latches; a hold
+ * message is the safe hold between episodes (watchdog disarmed until the next command).
  */
 import { randomBytes } from 'node:crypto';
 import type { Plant } from '../../types.js';
@@ -26,6 +27,12 @@ export interface MqttDeviceOptions extends MqttAuthOptions {
   rateHz?: number;
   /** Hold the plant when no valid command arrived for this long; default 3 periods, at least 50 ms. */
   watchdogMs?: number;
+  /**
+   * What the watchdog does besides holding (docs/mqtt-topics.md): 'hold' (default) resumes on the
+   * next valid command; 'latch' latches a fault that only a reset message clears, like the serial
+   * firmware's default.
+   */
+  watchdogMode?: 'latch' | 'hold';
   /** Tolerated wall-clock disagreement with the controller when checking deadlines; default 25 ms. */
   allowedClockSkewMs?: number;
   /** Also publish a state right after applying each command (lower command→state latency). */
@@ -46,7 +53,10 @@ export interface MqttDeviceCounters {
   outOfOrder: number;
   rejected: Record<PayloadRejectReason, number>;
   ignoredWhileEstopped: number;
+  /** Commands dropped while a watchdog fault was latched (watchdog mode latch). */
+  ignoredWhileFaulted: number;
   watchdogTrips: number;
+  holds: number;
   estops: number;
   resets: number;
   statesPublished: number;
@@ -57,6 +67,7 @@ export interface MqttDevice {
   /** 5 or 4 (3.1.1), whatever the broker accepted. */
   readonly protocolVersion: 4 | 5;
   readonly estopLatched: boolean;
+  readonly watchdogLatched: boolean;
   counters(): MqttDeviceCounters;
   /** Publishes status offline, holds the plant and disconnects. */
   close(): Promise<void>;
@@ -82,6 +93,9 @@ export async function serveMqttDevice(
     throw new ResrtError(`watchdogMs ${watchdogMs} is invalid`, 'use a positive number of ms');
   const skew = options.allowedClockSkewMs ?? 25;
   if (!(skew >= 0)) throw new ResrtError(`allowedClockSkewMs ${skew} is invalid`, 'use 0 or more ms');
+  const watchdogMode = options.watchdogMode ?? 'hold';
+  if (watchdogMode !== 'latch' && watchdogMode !== 'hold')
+    throw new ResrtError(`watchdogMode ${String(watchdogMode)} is invalid`, "use 'latch' or 'hold'");
   const low = Float32Array.from(caps.actionLow);
   const high = Float32Array.from(caps.actionHigh);
 
@@ -94,7 +108,9 @@ export async function serveMqttDevice(
     outOfOrder: 0,
     rejected: { malformed: 0, version: 0, type: 0, dimension: 0, 'non-finite': 0, range: 0 },
     ignoredWhileEstopped: 0,
+    ignoredWhileFaulted: 0,
     watchdogTrips: 0,
+    holds: 0,
     estops: 0,
     resets: 0,
     statesPublished: 0,
@@ -103,6 +119,8 @@ export async function serveMqttDevice(
   const gate = new CommandGate({ allowedClockSkewMs: skew });
   let estopLatched = false;
   let estopReason = '';
+  let watchdogLatched = false;
+  /** The plant holds its safe state; the watchdog is armed only while this is false. */
   let holding = true;
   let stateSeq = 0;
   let closed = false;
@@ -123,7 +141,9 @@ export async function serveMqttDevice(
     holding = true;
     counters.watchdogTrips++;
     plant.hold();
-    publishEvent({ type: 'watchdog', holding: true, atMs: Date.now() });
+    if (watchdogMode === 'latch') watchdogLatched = true;
+    publishEvent({ type: 'watchdog', holding: true, latched: watchdogLatched, atMs: Date.now() });
+    if (watchdogLatched) publishStatus();
   }, watchdogMs);
   watchdog.unref();
 
@@ -135,8 +155,12 @@ export async function serveMqttDevice(
     if (!client.connected) return;
     const status: DeviceStatus = {
       online: true,
-      faulted: estopLatched,
-      reason: estopLatched ? estopReason : undefined,
+      faulted: estopLatched || watchdogLatched,
+      reason: estopLatched
+        ? estopReason
+        : watchdogLatched
+          ? `watchdog: no valid command for ${watchdogMs} ms`
+          : undefined,
       mqtt: link.protocolVersion,
       atMs: Date.now(),
     };
@@ -147,7 +171,10 @@ export async function serveMqttDevice(
     if (!client.connected) return;
     const s = plant.sample();
     const last = gate.lastAccepted;
-    const flags = (estopLatched ? StateFlags.estopLatched : 0) | (holding ? StateFlags.watchdogHold : 0);
+    const flags =
+      (estopLatched ? StateFlags.estopLatched : 0) |
+      (holding ? StateFlags.watchdogHold : 0) |
+      (watchdogLatched ? StateFlags.watchdogLatched : 0);
     stateSeq = (stateSeq + 1) >>> 0;
     try {
       const payload = encodeState({
@@ -184,6 +211,10 @@ export async function serveMqttDevice(
   function onCommand(bytes: Uint8Array): void {
     if (estopLatched) {
       counters.ignoredWhileEstopped++;
+      return;
+    }
+    if (watchdogLatched) {
+      counters.ignoredWhileFaulted++;
       return;
     }
     let cmd;
@@ -246,35 +277,46 @@ export async function serveMqttDevice(
         // keep the fallback reason
       }
       latchEstop(reason);
-    } else if (topic === topics.reset) {
+    } else if (topic === topics.reset || topic === topics.hold) {
+      const type = topic === topics.reset ? 'reset' : 'hold';
       let nonce: number;
       try {
-        nonce = decodeReset(bytes).nonce;
+        nonce = decodeReset(bytes, type).nonce;
       } catch (err) {
         if (err instanceof PayloadError) counters.rejected[err.reason]++;
         return;
       }
-      counters.resets++;
-      estopLatched = false;
-      estopReason = '';
-      // Still holding: the plant moves again only on a fresh command.
+      if (type === 'reset') {
+        counters.resets++;
+        estopLatched = false;
+        estopReason = '';
+        watchdogLatched = false;
+      } else {
+        counters.holds++;
+      }
+      // Both leave the plant holding, the watchdog disarmed: it moves again only on a fresh command.
       holding = true;
       plant.hold();
-      publishEvent({ type: 'reset', nonce, atMs: Date.now() });
-      publishStatus();
+      publishEvent({ type, nonce, atMs: Date.now() });
+      if (type === 'reset') publishStatus();
     }
   });
 
   function announce(): void {
-    client.publish(topics.capabilities, encodeCapabilities(caps), {
-      qos: TOPIC_QOS.capabilities,
-      retain: true,
-    });
+    client.publish(
+      topics.capabilities,
+      encodeCapabilities({ ...caps, watchdog: { timeoutMs: watchdogMs, onTimeout: watchdogMode } }),
+      {
+        qos: TOPIC_QOS.capabilities,
+        retain: true,
+      },
+    );
     publishStatus();
     client.subscribe({
       [topics.cmd]: { qos: TOPIC_QOS.cmd },
       [topics.estop]: { qos: TOPIC_QOS.estop },
       [topics.reset]: { qos: TOPIC_QOS.reset },
+      [topics.hold]: { qos: TOPIC_QOS.hold },
     });
   }
   link.onUp(() => {
@@ -312,6 +354,9 @@ export async function serveMqttDevice(
     protocolVersion: link.protocolVersion,
     get estopLatched() {
       return estopLatched;
+    },
+    get watchdogLatched() {
+      return watchdogLatched;
     },
     counters: () => ({ ...counters, rejected: { ...counters.rejected }, reconnects: link.reconnects }),
     async close() {

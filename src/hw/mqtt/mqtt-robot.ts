@@ -26,7 +26,7 @@ export interface MqttRobotOptions extends MqttAuthOptions {
   stateTimeoutMs?: number;
   /** How long connect() waits for the broker and for the retained capabilities; default 10 s. */
   connectTimeoutMs?: number;
-  /** How long resetFault() waits for the device's confirmation; default 3 s. */
+  /** How long resetFault() and hold() wait for the device's confirmation; default 3 s. */
   resetTimeoutMs?: number;
   protocol?: ProtocolPreference;
   clientId?: string;
@@ -71,7 +71,8 @@ export class MqttRobot implements Robot {
   /** An e-stop the device has not yet reported latched, and when it was last published. */
   private pendingEstop: { reason: string; lastSentAt: number } | null = null;
   private closed = false;
-  private readonly resetWaiters = new Map<number, () => void>();
+  /** resetFault() and hold() calls waiting for the device's event with their nonce. */
+  private readonly confirmWaiters = new Map<number, { type: 'reset' | 'hold'; done: () => void }>();
   private readonly counts = {
     sent: 0,
     notSentOffline: 0,
@@ -135,7 +136,10 @@ export class MqttRobot implements Robot {
       else if (topic === this.topics.status) this.onStatus(parseJson(deviceStatusSchema, bytes));
       else if (topic === this.topics.events) {
         const ev = parseJson(deviceEventSchema, bytes);
-        if (ev?.type === 'reset') this.resetWaiters.get(ev.nonce)?.();
+        if (ev?.type === 'reset' || ev?.type === 'hold') {
+          const w = this.confirmWaiters.get(ev.nonce);
+          if (w?.type === ev.type) w.done();
+        }
       }
     });
     this.subscribe();
@@ -184,8 +188,9 @@ export class MqttRobot implements Robot {
       const slot = decoded.lastCommandSeq % SENT_RING;
       if (this.sentSeq[slot] === decoded.lastCommandSeq) this.latency.record(now - this.sentAt[slot]);
     }
-    const faulted = (decoded.flags & StateFlags.estopLatched) !== 0;
-    if (faulted) this.pendingEstop = null;
+    const estopLatched = (decoded.flags & StateFlags.estopLatched) !== 0;
+    const watchdogLatched = (decoded.flags & StateFlags.watchdogLatched) !== 0;
+    if (estopLatched) this.pendingEstop = null;
     this.stateSubject.next({
       deviceTimeUs: decoded.deviceTimeUs,
       receivedAtMs: now,
@@ -193,7 +198,12 @@ export class MqttRobot implements Robot {
       velocities: decoded.velocities,
       efforts: decoded.efforts,
       sensors: decoded.sensors,
-      faulted,
+      faulted: estopLatched || watchdogLatched,
+      ...(estopLatched
+        ? { faultKind: 'estop' as const }
+        : watchdogLatched
+          ? { faultKind: 'watchdog' as const }
+          : {}),
     });
     this.updateStatus();
   }
@@ -227,7 +237,7 @@ export class MqttRobot implements Robot {
     return this.lastEchoedSeq;
   }
 
-  /** The device reported a latched e-stop in its retained status. */
+  /** The device reported a latched e-stop or watchdog fault in its retained status. */
   get faulted(): boolean {
     return this.deviceFaulted;
   }
@@ -309,37 +319,53 @@ export class MqttRobot implements Robot {
   }
 
   resetFault(): Promise<void> {
+    // A person decided to clear the fault: stop asserting an e-stop the device has not latched yet.
+    if (!this.closed && this.link.connected) this.pendingEstop = null;
+    return this.confirmed('reset').then(() => {
+      this.deviceFaulted = false;
+    });
+  }
+
+  /** The safe hold between episodes: the device holds and disarms its watchdog until the next command. */
+  hold(): Promise<void> {
+    return this.confirmed('hold');
+  }
+
+  /** Publishes a reset or hold with a fresh nonce; resolves when the device's event echoes it. */
+  private confirmed(type: 'reset' | 'hold'): Promise<void> {
     if (this.closed) return Promise.reject(new ResrtError('robot link is closed', 'connect again'));
     if (!this.link.connected) {
       return Promise.reject(
         new ResrtError(
-          `cannot reset ${this.robotId}: the MQTT link is down`,
+          `cannot ${type} ${this.robotId}: the MQTT link is down`,
           'wait for the link to come back and retry',
         ),
       );
     }
-    // A person decided to clear the fault: stop asserting an e-stop the device has not latched yet.
-    this.pendingEstop = null;
     const nonce = randomBytes(4).readUInt32LE(0);
     const timeoutMs = this.options.resetTimeoutMs ?? 3_000;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.resetWaiters.delete(nonce);
+        this.confirmWaiters.delete(nonce);
         reject(
           new ResrtError(
-            `${this.robotId} did not confirm the reset within ${timeoutMs} ms`,
-            'check the device is online (status topic) and retry',
+            `${this.robotId} did not confirm the ${type} within ${timeoutMs} ms`,
+            type === 'hold'
+              ? 'check the device is online (status topic) and runs a resrt version with the hold topic'
+              : 'check the device is online (status topic) and retry',
           ),
         );
       }, timeoutMs);
-      this.resetWaiters.set(nonce, () => {
-        clearTimeout(timer);
-        this.resetWaiters.delete(nonce);
-        this.deviceFaulted = false;
-        resolve();
+      this.confirmWaiters.set(nonce, {
+        type,
+        done: () => {
+          clearTimeout(timer);
+          this.confirmWaiters.delete(nonce);
+          resolve();
+        },
       });
-      this.link.client.publish(this.topics.reset, Buffer.from(encodeReset({ nonce })), {
-        qos: TOPIC_QOS.reset,
+      this.link.client.publish(this.topics[type], Buffer.from(encodeReset({ nonce }, type)), {
+        qos: TOPIC_QOS[type],
       });
     });
   }

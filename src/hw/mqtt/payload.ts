@@ -13,6 +13,8 @@ export const MessageType = {
   state: 2,
   estop: 3,
   reset: 4,
+  // 5 is a camera frame, on its own topic (src/hw/camera/mqtt-camera.ts).
+  hold: 6,
 } as const;
 export type MessageTypeName = keyof typeof MessageType;
 
@@ -33,8 +35,10 @@ export class PayloadError extends ResrtError {
 export const StateFlags = {
   /** An e-stop is latched; only a reset message clears it. */
   estopLatched: 1 << 0,
-  /** The watchdog saw no valid command within its timeout and the plant holds its safe state. */
+  /** The plant holds its safe state: no valid command yet, the watchdog fired, or a hold message. */
   watchdogHold: 1 << 1,
+  /** Watchdog mode latch: the watchdog fired and only a reset message clears it. */
+  watchdogLatched: 1 << 2,
 } as const;
 
 export interface CommandPayload {
@@ -64,6 +68,7 @@ export interface EstopPayload {
   reason: string;
 }
 
+/** Reset and hold: a nonce the device echoes on the events topic when it acted. */
 export interface ResetPayload {
   nonce: number;
 }
@@ -73,7 +78,7 @@ const HEADER = 2; // version u8, type u8
 const COMMAND_HEADER = 24; // + dim u16, session u32, seq u32, validForMs u32, sentAtMs f64
 const STATE_HEADER = 28; // + flags u16, seq u32, deviceTimeUs f64, lastSession u32, lastSeq u32, joints u16, sensors u16
 const ESTOP_HEADER = 4; // + reason length u16, utf-8 reason
-const RESET_SIZE = 8; // + reserved u16, nonce u32
+const NONCE_SIZE = 8; // reset and hold: + reserved u16, nonce u32
 const MAX_DIM = 0xffff;
 const MAX_REASON_BYTES = 1024;
 
@@ -289,19 +294,20 @@ export function decodeEstop(bytes: Uint8Array): EstopPayload {
   return { reason: Buffer.from(bytes.subarray(ESTOP_HEADER)).toString('utf8') };
 }
 
-export function encodeReset(msg: ResetPayload): Uint8Array {
-  if (!isU32(msg.nonce)) throw new PayloadError('range', `reset nonce ${msg.nonce} must be a u32 integer`);
-  const bytes = new Uint8Array(RESET_SIZE);
+/** A reset (type 4) or hold (type 6; type 5 is a camera frame) message: both carry only a nonce. */
+export function encodeReset(msg: ResetPayload, type: 'reset' | 'hold' = 'reset'): Uint8Array {
+  if (!isU32(msg.nonce)) throw new PayloadError('range', `${type} nonce ${msg.nonce} must be a u32 integer`);
+  const bytes = new Uint8Array(NONCE_SIZE);
   const view = new DataView(bytes.buffer);
-  header(view, 'reset');
+  header(view, type);
   view.setUint32(4, msg.nonce, true);
   return bytes;
 }
 
-export function decodeReset(bytes: Uint8Array): ResetPayload {
-  const view = checkHeader(bytes, 'reset', RESET_SIZE);
-  if (bytes.length !== RESET_SIZE) {
-    throw new PayloadError('malformed', `reset payload has ${bytes.length} bytes, expected ${RESET_SIZE}`);
+export function decodeReset(bytes: Uint8Array, type: 'reset' | 'hold' = 'reset'): ResetPayload {
+  const view = checkHeader(bytes, type, NONCE_SIZE);
+  if (bytes.length !== NONCE_SIZE) {
+    throw new PayloadError('malformed', `${type} payload has ${bytes.length} bytes, expected ${NONCE_SIZE}`);
   }
   return { nonce: view.getUint32(4, true) };
 }

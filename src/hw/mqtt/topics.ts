@@ -14,8 +14,10 @@ export interface RobotTopics {
   capabilities: string;
   /** Controller → device, binary, QoS 1: latches the device's e-stop. */
   estop: string;
-  /** Controller → device, binary, QoS 1: clears a latched e-stop. */
+  /** Controller → device, binary, QoS 1: clears a latched e-stop or watchdog fault. */
   reset: string;
+  /** Controller → device, binary, QoS 1: the safe hold between episodes (watchdog disarmed). */
+  hold: string;
   /** Device → all, JSON events (e-stop latched, reset done, watchdog), QoS 1, not retained. */
   events: string;
 }
@@ -27,6 +29,7 @@ export const TOPIC_QOS = {
   capabilities: 1,
   estop: 1,
   reset: 1,
+  hold: 1,
   events: 1,
 } as const satisfies Record<keyof RobotTopics, 0 | 1 | 2>;
 
@@ -51,6 +54,7 @@ export function robotTopics(robotId: string): RobotTopics {
     capabilities: `${base}/capabilities`,
     estop: `${base}/estop`,
     reset: `${base}/reset`,
+    hold: `${base}/hold`,
     events: `${base}/events`,
   };
 }

@@ -8,8 +8,12 @@ export function cobsMaxEncodedLength(length: number): number {
   return length + 1 + Math.floor(length / 254);
 }
 
-export function cobsEncode(src: Uint8Array): Uint8Array {
-  const dst = new Uint8Array(cobsMaxEncodedLength(src.length));
+/**
+ * COBS of src, followed by `zeros` 0x00 bytes (1: the frame delimiter, written in the same buffer
+ * so that a frame on the host's send path costs one allocation here, not two and a copy).
+ */
+export function cobsEncode(src: Uint8Array, zeros = 0): Uint8Array {
+  const dst = new Uint8Array(cobsMaxEncodedLength(src.length) + zeros);
   let codeIdx = 0;
   let o = 1;
   let code = 1;
@@ -30,7 +34,7 @@ export function cobsEncode(src: Uint8Array): Uint8Array {
     }
   }
   dst[codeIdx] = code;
-  return dst.subarray(0, o);
+  return dst.subarray(0, o + zeros);
 }
 
 /**

@@ -19,6 +19,9 @@ export interface DecoderCounters {
   oversize: number;
 }
 
+/** Why a delimited run was dropped (a device answers each with a NACK). */
+export type DropKind = 'crc' | 'cobs' | 'length' | 'oversize';
+
 export class FrameDecoder {
   private readonly buf = new Uint8Array(MAX_ENCODED);
   private readonly raw = new Uint8Array(MAX_FRAME + 2);
@@ -33,8 +36,8 @@ export class FrameDecoder {
     oversize: 0,
   };
 
-  /** Feeds a chunk; calls onFrame for every verified frame completed by it. */
-  push(chunk: Uint8Array, onFrame: (frame: Frame) => void): void {
+  /** Feeds a chunk; calls onFrame for every verified frame completed by it, onDrop for every dropped run, in stream order. */
+  push(chunk: Uint8Array, onFrame: (frame: Frame) => void, onDrop?: (kind: DropKind) => void): void {
     this.counters.bytes += chunk.length;
     for (let i = 0; i < chunk.length; i++) {
       const b = chunk[i];
@@ -51,6 +54,7 @@ export class FrameDecoder {
         this.overflow = false;
         this.len = 0;
         this.counters.oversize++;
+        onDrop?.('oversize');
         continue;
       }
       if (this.len === 0) continue; // repeated delimiters are padding
@@ -58,12 +62,14 @@ export class FrameDecoder {
       this.len = 0;
       if (n < 0) {
         this.counters.cobsErrors++;
+        onDrop?.('cobs');
         continue;
       }
       const parsed = parseFrame(this.raw, n);
       if (!parsed.ok) {
         if (parsed.error === 'crc') this.counters.crcErrors++;
         else this.counters.lengthErrors++;
+        onDrop?.(parsed.error);
         continue;
       }
       this.counters.frames++;

@@ -2,7 +2,7 @@
 import { ResrtError } from '../../util/errors.js';
 import { cobsEncode } from './cobs.js';
 import { crc16 } from './crc.js';
-import { CRC_SIZE, HEADER_SIZE, MAX_FRAME, MAX_PAYLOAD, MIN_FRAME } from './protocol.js';
+import { CRC_SIZE, HEADER_SIZE, MAX_FRAME, MAX_PAYLOAD, MIN_FRAME, versionLimits } from './protocol.js';
 
 export interface Frame {
   version: number;
@@ -13,11 +13,15 @@ export interface Frame {
   payload: Uint8Array;
 }
 
-/** Header + payload + CRC, before COBS. */
+/**
+ * Header + payload + CRC, before COBS. The payload limit is that of the frame's version (a
+ * version this implementation does not speak gets the largest, for fault-injection tests).
+ */
 export function serializeFrame(frame: Frame): Uint8Array {
-  if (frame.payload.length > MAX_PAYLOAD) {
+  const max = versionLimits(frame.version)?.maxPayload ?? MAX_PAYLOAD;
+  if (frame.payload.length > max) {
     throw new ResrtError(
-      `serial frame payload of ${frame.payload.length} bytes exceeds the ${MAX_PAYLOAD}-byte limit`,
+      `serial frame payload of ${frame.payload.length} bytes exceeds the ${max}-byte limit of protocol version ${frame.version}`,
       'send fewer values per message (see docs/serial-protocol.md, "Limits")',
     );
   }
@@ -37,10 +41,7 @@ export function serializeFrame(frame: Frame): Uint8Array {
 
 /** COBS-encodes a serialized frame and appends the 0x00 delimiter. */
 export function wireFromRaw(raw: Uint8Array): Uint8Array {
-  const enc = cobsEncode(raw);
-  const wire = new Uint8Array(enc.length + 1);
-  wire.set(enc);
-  return wire;
+  return cobsEncode(raw, 1);
 }
 
 export function encodeFrame(frame: Frame): Uint8Array {

@@ -9,12 +9,24 @@ import { fileURLToPath } from 'node:url';
 import { ResrtError } from '../../util/errors.js';
 
 export interface HostFirmwareArgs {
+  /** Joints = action dimensions, 1..64 (default 3). */
   joints?: number;
+  /** 0..64 (default 2): the mean position, the plant clock in s, then each sensor's own index. */
+  sensors?: number;
   rateHz?: number;
   watchdogMs?: number;
+  /** What the watchdog does in a version 2 session (default 'latch'). */
+  watchdogMode?: 'latch' | 'hold';
   /** Percent of full scale for the command clamp (default 90). */
   limitPercent?: number;
+  /** The safe action, one value per joint (default zeros). */
+  safe?: number[];
   corruptEvery?: number;
+  /**
+   * Conformance tests: the device clock stands still and the pty is read only on a
+   * "step <us> <nbytes>" line on the child's stdin (see firmware-bridge/host/main.c).
+   */
+  manualClock?: boolean;
   log?: boolean;
 }
 
@@ -33,11 +45,17 @@ export function firmwareDir(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'firmware-bridge');
 }
 
-/** Runs `make` in firmware-bridge/ and returns the host binary's path. */
-export function buildHostFirmware(): string {
+/**
+ * Runs `make` in firmware-bridge/ and returns the host binary's path: the full firmware, or with
+ * 'v1' a build that speaks protocol version 1 only (RP_MAX_VERSION=1, as on a small board).
+ */
+export function buildHostFirmware(variant: 'full' | 'v1' = 'full'): string {
   const dir = firmwareDir();
+  const target = variant === 'v1' ? 'build/resrt-bridge-host-v1' : 'build/resrt-bridge-host';
   try {
-    execFileSync('make', ['-C', dir, '--no-print-directory', '-s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    execFileSync('make', ['-C', dir, '--no-print-directory', '-s', target], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
     if (e.code === 'ENOENT') {
@@ -51,7 +69,7 @@ export function buildHostFirmware(): string {
       'install a C99 compiler (apt-get install build-essential) and run make -C firmware-bridge to see the error',
     );
   }
-  const bin = join(dir, 'build', 'resrt-bridge-host');
+  const bin = join(dir, target);
   if (!existsSync(bin))
     throw new ResrtError(`make succeeded but ${bin} is missing`, 'run make -C firmware-bridge clean all');
   return bin;
@@ -65,12 +83,16 @@ export function spawnHostFirmware(
 ): Promise<HostFirmware> {
   const argv: string[] = [];
   if (args.joints !== undefined) argv.push('--joints', String(args.joints));
+  if (args.sensors !== undefined) argv.push('--sensors', String(args.sensors));
   if (args.rateHz !== undefined) argv.push('--rate', String(args.rateHz));
   if (args.watchdogMs !== undefined) argv.push('--watchdog-ms', String(args.watchdogMs));
+  if (args.watchdogMode !== undefined) argv.push('--watchdog-mode', args.watchdogMode);
   if (args.limitPercent !== undefined) argv.push('--limit', String(args.limitPercent));
+  if (args.safe !== undefined) argv.push('--safe', args.safe.join(','));
   if (args.corruptEvery !== undefined) argv.push('--corrupt-every', String(args.corruptEvery));
+  if (args.manualClock) argv.push('--manual-clock');
   if (args.log) argv.push('--log');
-  const child = spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, argv, { stdio: [args.manualClock ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
     stderr += d.toString();
@@ -80,6 +102,7 @@ export function spawnHostFirmware(
     if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
     return new Promise((res) => {
       const t = setTimeout(() => child.kill('SIGKILL'), 2000);
+      child.stdin?.end();
       child.once('exit', (code) => {
         clearTimeout(t);
         res(code);
@@ -107,14 +130,17 @@ export function spawnHostFirmware(
         ),
       );
     });
-    child.stdout?.on('data', (d: Buffer) => {
+    const onStdout = (d: Buffer): void => {
       out += d.toString();
       const m = /^PTY (\S+)$/m.exec(out);
       if (m) {
         clearTimeout(timer);
         child.removeAllListeners('exit');
+        // Later stdout (the manual clock's answers) belongs to whoever drives the child.
+        child.stdout?.off('data', onStdout);
         res({ path: m[1], child, stderr: () => stderr, stop });
       }
-    });
+    };
+    child.stdout?.on('data', onStdout);
   });
 }

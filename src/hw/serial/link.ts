@@ -11,14 +11,14 @@ import { ResrtError } from '../../util/errors.js';
 import { encodeFrame, type Frame } from './frame.js';
 import { FrameDecoder } from './frame-decoder.js';
 import { decodePayload, encodePayload, messageTypeCode, type Message } from './messages.js';
-import { MessageType, PROTOCOL_VERSION } from './protocol.js';
+import { HANDSHAKE_VERSION, MessageType } from './protocol.js';
 
 export interface SerialLinkOptions {
   /** Default 1_000_000. Pseudo-terminals ignore it, USB CDC devices mostly too; UARTs do not. */
   baudRate?: number;
   /** Heartbeat period, ms (default 50). */
   heartbeatMs?: number;
-  /** No frame for this long means the link is lost, ms (default 250). */
+  /** No frame for this long, once the peer has spoken since the port opened, means the link is lost, ms (default 250). */
   linkTimeoutMs?: number;
   /** Reopen after a loss (default true). */
   reconnect?: boolean;
@@ -76,6 +76,12 @@ export class SerialLink {
   private readonly decoder = new FrameDecoder();
   private txSeq = 0;
   private lastRxMs = 0;
+  /**
+   * Whether the peer sent anything since the port (re)opened. Until it does, silence is not a loss:
+   * a device may still be booting (an Arduino resets when its port opens and spends a second or
+   * two in its bootloader), and the handshake's own timeout bounds the wait.
+   */
+  private heard = false;
   private peerHeartbeatUs = 0;
   private readonly t0 = performance.now();
   private timer: NodeJS.Timeout | null = null;
@@ -92,8 +98,13 @@ export class SerialLink {
     reconnects: 0,
     lastHeartbeatRttMs: NaN,
   };
-  /** Header version of outgoing frames; the robot sets it after negotiation. */
-  version = PROTOCOL_VERSION;
+  /** Header version of outgoing frames (and the session's payload rules); the robot sets it after negotiation. */
+  version = HANDSHAKE_VERSION;
+  /**
+   * Set while a HELLO awaits its answer: the device switches version when it reads the HELLO, so a
+   * heartbeat written meanwhile in the old version would be refused (docs/serial-protocol.md §4).
+   */
+  heartbeatsHeld = false;
 
   private constructor(
     readonly path: string,
@@ -153,7 +164,7 @@ export class SerialLink {
       type: messageTypeCode(message),
       seq,
       flags,
-      payload: encodePayload(message),
+      payload: encodePayload(message, this.version),
     });
     return this.writeBytes(wire) ? seq : null;
   }
@@ -215,10 +226,14 @@ export class SerialLink {
   private attach(port: SerialPort): void {
     this.port = port;
     this.decoder.reset();
+    // A reopened port starts a new session: handshake frames until the next HELLO succeeds.
+    this.version = HANDSHAKE_VERSION;
     this.state = 'up';
+    this.heard = false;
     this.lastRxMs = performance.now();
     port.on('data', (chunk: Buffer) => {
       if (this.port !== port) return;
+      this.heard = true;
       this.lastRxMs = performance.now();
       this.decoder.push(chunk, (frame) => this.onFrameIn(frame));
     });
@@ -232,11 +247,11 @@ export class SerialLink {
     let lastBeat = 0;
     this.timer = setInterval(() => {
       const now = performance.now();
-      if (now - this.lastRxMs > this.opts.linkTimeoutMs) {
+      if (this.heard && now - this.lastRxMs > this.opts.linkTimeoutMs) {
         this.markDown(`no frame for ${Math.round(now - this.lastRxMs)} ms`);
         return;
       }
-      if (now - lastBeat >= this.opts.heartbeatMs - 1) {
+      if (!this.heartbeatsHeld && now - lastBeat >= this.opts.heartbeatMs - 1) {
         lastBeat = now;
         this.sendHeartbeat();
       }
@@ -248,7 +263,7 @@ export class SerialLink {
     // Backoff restarts only once the peer talks: a port that opens but stays silent keeps backing off.
     this.backoffMs = this.opts.backoffInitialMs;
     if (frame.type === MessageType.Heartbeat) {
-      const decoded = decodePayload(frame.type, frame.payload);
+      const decoded = decodePayload(frame.type, frame.payload, this.version);
       if (decoded.ok && decoded.message.type === 'heartbeat') {
         this.peerHeartbeatUs = decoded.message.timeUs;
         if (decoded.message.echoUs !== 0) {

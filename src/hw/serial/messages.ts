@@ -1,17 +1,23 @@
-/** Typed encode/decode of every message payload (little-endian, float32). */
+/**
+ * Typed encode/decode of every message payload (little-endian, float32). The session's protocol
+ * version decides the STATE limits and whether HOLD exists; CAPABILITIES is laid out by its own
+ * version field (version 2 adds the watchdog mode byte).
+ */
 import { ResrtError } from '../../util/errors.js';
 import {
   ErrorCode,
   MAX_DIM,
   MAX_FW,
   MAX_NAME,
-  MAX_PAYLOAD,
   MAX_REASON,
   MAX_VERSIONS,
   MessageType,
   STATE_FIXED,
+  WATCHDOG_MODE_CODE,
   stateFits,
+  versionLimits,
   type ErrorCodeValue,
+  type WatchdogMode,
 } from './protocol.js';
 
 export interface HelloMessage {
@@ -27,6 +33,8 @@ export interface CapabilitiesMessage {
   sensorCount: number;
   rateHz: number;
   watchdogMs: number;
+  /** On the wire from version 2; a version 1 device always latches. */
+  watchdogMode: WatchdogMode;
   name: string;
   firmwareVersion: string;
   low: Float32Array;
@@ -72,6 +80,11 @@ export interface ResetMessage {
   type: 'reset';
 }
 
+/** Version 2: safe action now, watchdog disarmed until the next applied COMMAND. */
+export interface HoldMessage {
+  type: 'hold';
+}
+
 export interface AckMessage {
   type: 'ack';
   ackedType: number;
@@ -102,6 +115,7 @@ export type Message =
   | HeartbeatMessage
   | EstopMessage
   | ResetMessage
+  | HoldMessage
   | AckMessage
   | NackMessage
   | ConfigMessage;
@@ -179,13 +193,26 @@ function checkRange(what: string, v: number, lo: number, hi: number): void {
   }
 }
 
-function checkDim(what: string, n: number, min = 1): void {
-  if (n < min || n > MAX_DIM) {
+function checkDim(what: string, n: number, version: number, min = 1): void {
+  const max = versionLimits(version)?.maxCount ?? MAX_DIM;
+  if (n < min || n > max) {
     throw new ResrtError(
-      `${what} has ${n} values; the protocol carries ${min} to ${MAX_DIM}`,
-      'reduce the action dimension',
+      `${what} has ${n} values; protocol version ${version} carries ${min} to ${max}`,
+      version < 2
+        ? 'use a device and host that speak protocol version 2 (up to 64)'
+        : 'reduce the action dimension',
     );
   }
+}
+
+function shapeError(version: number, j: number, s: number, d: number): ResrtError {
+  const l = versionLimits(version);
+  return new ResrtError(
+    `a STATE of ${j} joints, ${s} sensors and ${d} outputs does not fit protocol version ${version}`,
+    l && version < 2
+      ? `version 1 carries at most 16 of each and 12*joints + 4*sensors + 4*actions <= 234; version 2 carries 64 of each`
+      : `protocol version 2 carries at most ${MAX_DIM} joints, sensors and actions each`,
+  );
 }
 
 /** Message type code of a message. */
@@ -205,6 +232,8 @@ export function messageTypeCode(m: Message): number {
       return MessageType.Estop;
     case 'reset':
       return MessageType.Reset;
+    case 'hold':
+      return MessageType.Hold;
     case 'ack':
       return MessageType.Ack;
     case 'nack':
@@ -214,8 +243,8 @@ export function messageTypeCode(m: Message): number {
   }
 }
 
-/** The payload bytes of a message; throws ResrtError when it cannot be represented. */
-export function encodePayload(m: Message): Uint8Array {
+/** The payload bytes of a message in a session of this version; throws ResrtError when it cannot be represented. */
+export function encodePayload(m: Message, version: number): Uint8Array {
   switch (m.type) {
     case 'hello': {
       checkRange('HELLO version count', m.versions.length, 1, MAX_VERSIONS);
@@ -227,35 +256,26 @@ export function encodePayload(m: Message): Uint8Array {
       const name = boundedUtf8(m.name, MAX_NAME);
       const fw = boundedUtf8(m.firmwareVersion, MAX_FW);
       const d = m.actionDim;
-      checkDim('CAPABILITIES action', d);
+      const v = m.protocolVersion;
+      checkDim('CAPABILITIES action', d, v);
       if (m.low.length !== d || m.high.length !== d || m.safe.length !== d) {
         throw new ResrtError(
           `CAPABILITIES limits must have ${d} values each`,
           'pass low/high/safe of the action dimension',
         );
       }
-      if (!stateFits(m.jointCount, m.sensorCount, d)) {
-        throw new ResrtError(
-          `a STATE of ${m.jointCount} joints, ${m.sensorCount} sensors and ${d} outputs does not fit in one frame`,
-          `keep 12*joints + 4*sensors + 4*actionDim <= ${MAX_PAYLOAD - STATE_FIXED}`,
-        );
-      }
+      if (!stateFits(v, m.jointCount, m.sensorCount, d)) throw shapeError(v, m.jointCount, m.sensorCount, d);
       checkRange('rate (Hz)', m.rateHz, 1, 65535);
       checkRange('watchdog (ms)', m.watchdogMs, 0, 65535);
-      return new Writer(10 + name.length + fw.length + 12 * d)
-        .u8(m.protocolVersion)
+      const w = new Writer((v >= 2 ? 11 : 10) + name.length + fw.length + 12 * d)
+        .u8(v)
         .u8(d)
         .u8(m.jointCount)
         .u8(m.sensorCount)
         .u16(m.rateHz)
-        .u16(m.watchdogMs)
-        .u8(name.length)
-        .raw(name)
-        .u8(fw.length)
-        .raw(fw)
-        .f32s(m.low)
-        .f32s(m.high)
-        .f32s(m.safe).bytes;
+        .u16(m.watchdogMs);
+      if (v >= 2) w.u8(WATCHDOG_MODE_CODE[m.watchdogMode]);
+      return w.u8(name.length).raw(name).u8(fw.length).raw(fw).f32s(m.low).f32s(m.high).f32s(m.safe).bytes;
     }
     case 'state': {
       const j = m.positions.length;
@@ -267,12 +287,7 @@ export function encodePayload(m: Message): Uint8Array {
           'report one value per joint',
         );
       }
-      if (!stateFits(j, s, d)) {
-        throw new ResrtError(
-          `a STATE of ${j} joints, ${s} sensors and ${d} outputs does not fit in one frame`,
-          `keep 12*joints + 4*sensors + 4*actionDim <= ${MAX_PAYLOAD - STATE_FIXED}`,
-        );
-      }
+      if (!stateFits(version, j, s, d)) throw shapeError(version, j, s, d);
       return new Writer(STATE_FIXED + 12 * j + 4 * s + 4 * d)
         .u64(m.deviceTimeUs)
         .u16(m.status)
@@ -287,7 +302,7 @@ export function encodePayload(m: Message): Uint8Array {
         .f32s(m.outputs).bytes;
     }
     case 'command':
-      checkDim('COMMAND action', m.action.length, 0);
+      checkDim('COMMAND action', m.action.length, version, 0);
       checkRange('COMMAND validity (ms)', m.validityMs, 0, 65535);
       return new Writer(3 + 4 * m.action.length).u16(m.validityMs).u8(m.action.length).f32s(m.action).bytes;
     case 'heartbeat':
@@ -297,13 +312,14 @@ export function encodePayload(m: Message): Uint8Array {
       return new Writer(1 + reason.length).u8(reason.length).raw(reason).bytes;
     }
     case 'reset':
+    case 'hold':
       return new Uint8Array(0);
     case 'ack':
       return new Writer(3).u8(m.ackedType).u16(m.ackedSeq).bytes;
     case 'nack':
       return new Writer(6).u8(m.nackedType).u16(m.nackedSeq).u8(m.error).u16(m.detail).bytes;
     case 'config':
-      checkDim('CONFIG limits', m.low.length, 0);
+      checkDim('CONFIG limits', m.low.length, version, 0);
       if (m.high.length !== m.low.length) {
         throw new ResrtError(
           'CONFIG low and high must have the same length',
@@ -318,8 +334,13 @@ export function encodePayload(m: Message): Uint8Array {
 
 const bad = (error: ErrorCodeValue): DecodeResult => ({ ok: false, error });
 
-/** Decodes a payload of the given type; the same validation as the C unpack functions. */
-export function decodePayload(type: number, p: Uint8Array): DecodeResult {
+const watchdogModes: readonly WatchdogMode[] = ['latch', 'hold'];
+
+/**
+ * Decodes a payload of the given type received in a session of this version; the same
+ * validation, in the same order, as the C unpack functions.
+ */
+export function decodePayload(type: number, p: Uint8Array, version: number): DecodeResult {
   const view = new DataView(p.buffer, p.byteOffset, p.byteLength);
   const n = p.length;
   switch (type) {
@@ -331,27 +352,34 @@ export function decodePayload(type: number, p: Uint8Array): DecodeResult {
     }
     case MessageType.Capabilities: {
       if (n < 10) return bad(ErrorCode.BadLength);
+      const v = p[0];
       const d = p[1];
       const jointCount = p[2];
       const sensorCount = p[3];
-      if (d < 1 || !stateFits(jointCount, sensorCount, d)) return bad(ErrorCode.WrongDimension);
-      const nl = p[8];
-      if (nl > MAX_NAME || 10 + nl > n) return bad(ErrorCode.BadLength);
-      const fl = p[9 + nl];
-      if (fl > MAX_FW || n !== 10 + nl + fl + 12 * d) return bad(ErrorCode.BadLength);
-      const o = 10 + nl + fl;
+      if (versionLimits(v) === null) return bad(ErrorCode.BadVersion);
+      const at = v >= 2 ? 9 : 8;
+      if (n < at + 2) return bad(ErrorCode.BadLength);
+      if (d < 1 || !stateFits(v, jointCount, sensorCount, d)) return bad(ErrorCode.WrongDimension);
+      const nl = p[at];
+      if (nl > MAX_NAME || at + 2 + nl > n) return bad(ErrorCode.BadLength);
+      const fl = p[at + 1 + nl];
+      if (fl > MAX_FW || n !== at + 2 + nl + fl + 12 * d) return bad(ErrorCode.BadLength);
+      const watchdogMode = v >= 2 ? watchdogModes[p[8]] : 'latch';
+      if (watchdogMode === undefined) return bad(ErrorCode.BadLength);
+      const o = at + 2 + nl + fl;
       return {
         ok: true,
         message: {
           type: 'capabilities',
-          protocolVersion: p[0],
+          protocolVersion: v,
           actionDim: d,
           jointCount,
           sensorCount,
           rateHz: view.getUint16(4, true),
           watchdogMs: view.getUint16(6, true),
-          name: utf8Decoder.decode(p.subarray(9, 9 + nl)),
-          firmwareVersion: utf8Decoder.decode(p.subarray(10 + nl, 10 + nl + fl)),
+          watchdogMode,
+          name: utf8Decoder.decode(p.subarray(at + 1, at + 1 + nl)),
+          firmwareVersion: utf8Decoder.decode(p.subarray(at + 2 + nl, at + 2 + nl + fl)),
           low: f32s(view, o, d),
           high: f32s(view, o + 4 * d, d),
           safe: f32s(view, o + 8 * d, d),
@@ -363,7 +391,7 @@ export function decodePayload(type: number, p: Uint8Array): DecodeResult {
       const j = p[12];
       const s = p[13];
       const d = p[14];
-      if (!stateFits(j, s, d)) return bad(ErrorCode.WrongDimension);
+      if (!stateFits(version, j, s, d)) return bad(ErrorCode.WrongDimension);
       if (n !== STATE_FIXED + 12 * j + 4 * s + 4 * d) return bad(ErrorCode.BadLength);
       let o = STATE_FIXED;
       const take = (k: number): Float32Array => {
@@ -387,10 +415,12 @@ export function decodePayload(type: number, p: Uint8Array): DecodeResult {
       };
     }
     case MessageType.Command: {
+      // Length against the frame's own D first, then D against what any version carries; the
+      // device compares D with its own.
       if (n < 3) return bad(ErrorCode.BadLength);
       const d = p[2];
-      if (d > MAX_DIM) return bad(ErrorCode.WrongDimension);
       if (n !== 3 + 4 * d) return bad(ErrorCode.BadLength);
+      if (d > MAX_DIM) return bad(ErrorCode.WrongDimension);
       return {
         ok: true,
         message: { type: 'command', validityMs: view.getUint16(0, true), action: f32s(view, 3, d) },
@@ -411,6 +441,10 @@ export function decodePayload(type: number, p: Uint8Array): DecodeResult {
     case MessageType.Reset:
       if (n !== 0) return bad(ErrorCode.BadLength);
       return { ok: true, message: { type: 'reset' } };
+    case MessageType.Hold:
+      if (version < 2) return bad(ErrorCode.UnknownType);
+      if (n !== 0) return bad(ErrorCode.BadLength);
+      return { ok: true, message: { type: 'hold' } };
     case MessageType.Ack:
       if (n !== 3) return bad(ErrorCode.BadLength);
       return { ok: true, message: { type: 'ack', ackedType: p[0], ackedSeq: view.getUint16(1, true) } };
@@ -429,8 +463,8 @@ export function decodePayload(type: number, p: Uint8Array): DecodeResult {
     case MessageType.Config: {
       if (n < 3) return bad(ErrorCode.BadLength);
       const d = p[2];
-      if (d > MAX_DIM) return bad(ErrorCode.WrongDimension);
       if (n !== 3 + 8 * d) return bad(ErrorCode.BadLength);
+      if (d > MAX_DIM) return bad(ErrorCode.WrongDimension);
       return {
         ok: true,
         message: {

@@ -1,24 +1,44 @@
 /**
- * Constants of the resrt serial protocol, version 1 (docs/serial-protocol.md). Mirrors
+ * Constants of the resrt serial protocol, versions 1 and 2 (docs/serial-protocol.md). Mirrors
  * firmware-bridge/src/resrt_proto.h; the codec tests check both produce the same bytes.
  */
 
-export const PROTOCOL_VERSION = 1;
-/** Versions this host implementation speaks, highest first. */
-export const SUPPORTED_VERSIONS: readonly number[] = [1];
+/** The highest version this implementation speaks. */
+export const PROTOCOL_VERSION = 2;
+/** Versions this implementation speaks, highest first. */
+export const SUPPORTED_VERSIONS: readonly number[] = [2, 1];
+/**
+ * The header version a device writes before negotiation, and a host on its HELLO: every peer
+ * reads it, and the frames of that phase (HELLO, HEARTBEAT, ACK, NACK) are alike in all versions.
+ */
+export const HANDSHAKE_VERSION = 1;
 
 export const HEADER_SIZE = 5;
 export const CRC_SIZE = 2;
-/** Largest decoded frame: header + payload + CRC. */
-export const MAX_FRAME = 256;
-export const MAX_PAYLOAD = MAX_FRAME - HEADER_SIZE - CRC_SIZE;
 export const MIN_FRAME = HEADER_SIZE + CRC_SIZE;
+
+/** Per-version limits: a frame is header + payload + CRC; counts are per field (D, J, S). */
+export interface VersionLimits {
+  maxFrame: number;
+  maxPayload: number;
+  maxCount: number;
+}
+const V1: VersionLimits = { maxFrame: 256, maxPayload: 249, maxCount: 16 };
+const V2: VersionLimits = { maxFrame: 1536, maxPayload: 1529, maxCount: 64 };
+
+/** Limits of a protocol version, or null for one this implementation does not speak. */
+export function versionLimits(version: number): VersionLimits | null {
+  return version === 1 ? V1 : version === 2 ? V2 : null;
+}
+
+/** Largest decoded frame of any version spoken here (receive buffers are this big). */
+export const MAX_FRAME = V2.maxFrame;
+export const MAX_PAYLOAD = V2.maxPayload;
 /** COBS adds one byte per started block of 254 (the wire adds the 0x00 delimiter). */
 export const MAX_ENCODED = MAX_FRAME + Math.ceil(MAX_FRAME / 254);
 
-export const MAX_DIM = 16;
-export const MAX_JOINTS = 16;
-export const MAX_SENSORS = 16;
+/** Largest action dimension, joint and sensor count of any version spoken here. */
+export const MAX_DIM = V2.maxCount;
 export const MAX_NAME = 24;
 export const MAX_FW = 16;
 export const MAX_VERSIONS = 8;
@@ -39,6 +59,8 @@ export const MessageType = {
   Ack: 0x08,
   Nack: 0x09,
   Config: 0x0a,
+  /** Version 2. */
+  Hold: 0x0b,
 } as const;
 export type MessageTypeCode = (typeof MessageType)[keyof typeof MessageType];
 
@@ -78,15 +100,23 @@ export const Status = {
   SafeHold: 0x0008,
   Expired: 0x0010,
   Negotiated: 0x0020,
+  /** Version 2: the watchdog fired in hold mode (not latched). */
+  WatchdogHold: 0x0040,
 } as const;
 
-/** True when a STATE of this shape fits in one frame. */
-export function stateFits(joints: number, sensors: number, dim: number): boolean {
+/** What the device's watchdog does when commands stop (CAPABILITIES from version 2). */
+export type WatchdogMode = 'latch' | 'hold';
+export const WATCHDOG_MODE_CODE: Record<WatchdogMode, number> = { latch: 0, hold: 1 };
+
+/** True when a device of this shape can speak this version (its STATE fits one frame). */
+export function stateFits(version: number, joints: number, sensors: number, dim: number): boolean {
+  const l = versionLimits(version);
+  if (l === null) return false;
   return (
-    joints <= MAX_JOINTS &&
-    sensors <= MAX_SENSORS &&
-    dim <= MAX_DIM &&
-    STATE_FIXED + 12 * joints + 4 * sensors + 4 * dim <= MAX_PAYLOAD
+    joints <= l.maxCount &&
+    sensors <= l.maxCount &&
+    dim <= l.maxCount &&
+    STATE_FIXED + 12 * joints + 4 * sensors + 4 * dim <= l.maxPayload
   );
 }
 

@@ -8,7 +8,14 @@ import type { LinkStatus, Robot, RobotCapabilities, RobotCommand, RobotState } f
 import { ResrtError } from '../../util/errors.js';
 import type { Frame } from './frame.js';
 import { SerialLink, type LinkCounters, type SerialLinkOptions } from './link.js';
-import { decodePayload, type CapabilitiesMessage, type NackMessage, type StateMessage } from './messages.js';
+import {
+  decodePayload,
+  messageTypeCode,
+  type CapabilitiesMessage,
+  type Message,
+  type NackMessage,
+  type StateMessage,
+} from './messages.js';
 import {
   FLAG_ACK_REQ,
   MAX_VERSIONS,
@@ -30,7 +37,10 @@ export interface SerialRobotConfig {
 }
 
 export interface SerialRobotOptions extends SerialLinkOptions {
-  /** How long open() (and each reconnect) waits for CAPABILITIES, ms (default 1000). */
+  /**
+   * How long open() (and each reconnect) waits for CAPABILITIES, ms (default 3000: boards that
+   * reset when the port opens, like an Arduino Uno, answer only after their bootloader).
+   */
   handshakeTimeoutMs?: number;
   /** Versions offered in HELLO (default: every version this implementation speaks). */
   protocolVersions?: number[];
@@ -57,6 +67,8 @@ export interface SerialRobotState extends RobotState {
   lastCommandSeq: number;
   estopLatched: boolean;
   watchdogFault: boolean;
+  /** Version 2, watchdog mode hold: the watchdog fired and the device holds (nothing latched). */
+  watchdogHold: boolean;
   clamped: boolean;
   holdingSafe: boolean;
 }
@@ -100,7 +112,6 @@ export class SerialRobot implements Robot {
   /** Every NACK the device sends. */
   readonly nack$: Observable<NackEvent> = this.nackSubject.asObservable();
   private readonly pending = new Map<number, Pending>();
-  private handshake: { resolve: (c: CapabilitiesMessage) => void; reject: (e: Error) => void } | null = null;
   private lastDeviceSeq = -1;
   private estopReason: string | null = null;
   private estopTimer: NodeJS.Timeout | null = null;
@@ -115,11 +126,16 @@ export class SerialRobot implements Robot {
     commandsRefused: 0,
   };
 
+  /** The safe hold between episodes (HOLD, protocol version 2); absent on a version 1 device. */
+  readonly hold?: () => Promise<void>;
+
   private constructor(
     private readonly link: SerialLink,
     readonly capabilities: SerialRobotCapabilities,
     private readonly options: SerialRobotOptions,
-  ) {}
+  ) {
+    if ((capabilities.protocolVersion ?? 1) >= 2) this.hold = () => this.request({ type: 'hold' }, 'HOLD');
+  }
 
   /** Opens the port, negotiates the protocol version and reads the device's capabilities. */
   static async open(path: string, options: SerialRobotOptions = {}): Promise<SerialRobot> {
@@ -158,18 +174,33 @@ export class SerialRobot implements Robot {
   /** HELLO until CAPABILITIES (or a version NACK) arrives; used before the robot exists. */
   private static handshake(link: SerialLink, options: SerialRobotOptions): Promise<CapabilitiesMessage> {
     const versions = options.protocolVersions ?? [...SUPPORTED_VERSIONS];
-    const timeoutMs = options.handshakeTimeoutMs ?? 1000;
+    const timeoutMs = options.handshakeTimeoutMs ?? 3000;
     return new Promise((resolve, reject) => {
       let helloSeq = -1;
       const finish = (fn: () => void): void => {
         clearInterval(retry);
         clearTimeout(timeout);
         off();
+        offDown();
+        link.heartbeatsHeld = false;
         fn();
       };
+      // A link that will not reopen by itself fails the handshake at once, with its reason.
+      const offDown = link.onDown((reason) => {
+        if (options.reconnect === false) {
+          finish(() =>
+            reject(
+              new ResrtError(
+                `serial link ${link.path} lost during the handshake: ${reason}`,
+                'check the device and the cable, then open it again',
+              ),
+            ),
+          );
+        }
+      });
       const off = link.onFrame((frame) => {
         if (frame.type === MessageType.Capabilities) {
-          const d = decodePayload(frame.type, frame.payload);
+          const d = decodePayload(frame.type, frame.payload, frame.version);
           if (d.ok && d.message.type === 'capabilities') {
             const caps = d.message;
             if (!versions.includes(caps.protocolVersion)) {
@@ -187,7 +218,7 @@ export class SerialRobot implements Robot {
             finish(() => resolve(caps));
           }
         } else if (frame.type === MessageType.Nack) {
-          const d = decodePayload(frame.type, frame.payload);
+          const d = decodePayload(frame.type, frame.payload, frame.version);
           if (
             d.ok &&
             d.message.type === 'nack' &&
@@ -206,6 +237,8 @@ export class SerialRobot implements Robot {
           }
         }
       });
+      // Nothing but HELLO until the answer: a frame in the old version could cross the switch.
+      link.heartbeatsHeld = true;
       const sendHello = (): void => {
         const seq = link.send({ type: 'hello', versions });
         if (seq !== null) helloSeq = seq;
@@ -245,10 +278,12 @@ export class SerialRobot implements Robot {
     if (this.estopReason !== null) this.sendEstop();
     try {
       const caps = await SerialRobot.handshake(this.link, this.options);
+      // Another shape or version is another device (or firmware): this robot's users cannot follow.
       const same =
         caps.actionDim === this.capabilities.actionDim &&
         caps.jointCount === this.capabilities.jointCount &&
-        caps.sensorCount === this.capabilities.sensorCount;
+        caps.sensorCount === this.capabilities.sensorCount &&
+        caps.protocolVersion === this.capabilities.protocolVersion;
       if (!same) {
         this.statusSubject.next('lost');
         await this.link.close();
@@ -284,10 +319,16 @@ export class SerialRobot implements Robot {
       { type: 'config', watchdogMs, low: Float32Array.from(low), high: Float32Array.from(high) },
       'CONFIG',
     );
+    // The device's limits and watchdog are now these (its later CAPABILITIES would say so).
+    const caps = this.capabilities;
+    caps.actionLow = Array.from(Float32Array.from(low));
+    caps.actionHigh = Array.from(Float32Array.from(high));
+    caps.watchdogMs = watchdogMs;
+    caps.watchdog = { timeoutMs: watchdogMs, onTimeout: caps.watchdog?.onTimeout ?? 'latch' };
   }
 
   /** Sends a message with ACK requested; resolves on ACK, rejects on NACK, timeout or link loss. */
-  private request(message: Parameters<SerialLink['send']>[0], what: string): Promise<void> {
+  private request(message: Message, what: string): Promise<void> {
     const seq = this.link.send(message, FLAG_ACK_REQ);
     if (seq === null)
       return Promise.reject(
@@ -305,7 +346,7 @@ export class SerialRobot implements Robot {
         );
       }, timeoutMs);
       this.pending.set(seq, {
-        type: message.type === 'config' ? MessageType.Config : MessageType.Reset,
+        type: messageTypeCode(message),
         resolve,
         reject,
         timer,
@@ -331,7 +372,7 @@ export class SerialRobot implements Robot {
       this.stats.dropped++;
       return;
     }
-    const d = decodePayload(frame.type, frame.payload);
+    const d = decodePayload(frame.type, frame.payload, this.link.version);
     if (!d.ok) {
       this.stats.dropped++;
       return;
@@ -387,11 +428,17 @@ export class SerialRobot implements Robot {
       efforts: m.efforts,
       sensors: m.sensors,
       faulted: estopLatched || watchdogFault,
+      ...(estopLatched
+        ? { faultKind: 'estop' as const }
+        : watchdogFault
+          ? { faultKind: 'watchdog' as const }
+          : {}),
       outputs: m.outputs,
       status: m.status,
       lastCommandSeq: m.lastCommandSeq,
       estopLatched,
       watchdogFault,
+      watchdogHold: (m.status & Status.WatchdogHold) !== 0,
       clamped: (m.status & Status.Clamped) !== 0,
       holdingSafe: (m.status & Status.SafeHold) !== 0,
     };
@@ -540,5 +587,6 @@ function toCapabilities(c: CapabilitiesMessage, names?: string[]): SerialRobotCa
     firmwareVersion: c.firmwareVersion,
     protocolVersion: c.protocolVersion,
     watchdogMs: c.watchdogMs,
+    watchdog: { timeoutMs: c.watchdogMs, onTimeout: c.watchdogMode },
   };
 }

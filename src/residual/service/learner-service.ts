@@ -39,6 +39,7 @@ import {
   type LearnerStatus,
 } from '../../runtime/session/protocol.js';
 import { z } from 'zod';
+import { EpisodeCurve } from '../../runtime/dashboard/episode-curve.js';
 import { startDashboard, type Dashboard } from '../../runtime/dashboard/server.js';
 import { EpisodeAssembler, Sequencer, episodeRewards, interventionDemos } from './ingest.js';
 import { TransitionWal, type EpisodeRecord } from './wal.js';
@@ -235,8 +236,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
   let heldBackSteps = 0;
   let mixingShare: number | null = null;
   const mixingShares = new Map<string, number>();
-  const recent: boolean[] = [];
-  const curve: { episodes: number; successRate: number; updates: number }[] = [];
+  const curve = new EpisodeCurve();
   const rewardMode = options.rewardMode ?? 'task';
 
   let totalEpisodes = 0;
@@ -248,15 +248,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       labels++;
       if (e.success) labelledSuccesses++;
     }
-    recent.push(e.success);
-    if (recent.length > 20) recent.shift();
-    const total = (curve[curve.length - 1]?.episodes ?? 0) + 1;
-    curve.push({
-      episodes: total,
-      successRate: recent.filter(Boolean).length / recent.length,
-      updates: learner.updates,
-    });
-    if (curve.length > 1000) curve.splice(0, curve.length - 1000);
+    curve.add(e);
   };
 
   let wal: TransitionWal | null = null;
@@ -600,7 +592,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
       ingested: state.ingested,
       duplicates: sequencer.duplicates,
       episodes: totalEpisodes,
-      successRate: recent.length ? recent.filter(Boolean).length / recent.length : null,
+      successRate: curve.recentRate(),
       interventionRate: logged ? interventionSteps / logged : null,
       heldBackSteps,
       mixingShare,
@@ -634,10 +626,7 @@ export async function runLearnerService(options: LearnerServiceOptions): Promise
         actionDim: A,
         learner: snapshot(),
         robots: Object.fromEntries(actors),
-        curve,
-        returns: episodes
-          .slice(-200)
-          .map((e) => ({ robotId: e.robotId, episode: e.episode, ret: e.ret, success: e.success })),
+        ...curve.snapshot(),
         rejected,
       }),
       command,

@@ -21,7 +21,13 @@ button{margin:1px;padding:3px 8px}
 button.estop{background:#c00;color:#fff;font-weight:bold}
 #conn{font-size:12px;color:#666}
 .row{display:flex;gap:24px;flex-wrap:wrap}
-svg{border:1px solid #ccc;background:#fff}
+svg{border:1px solid #ccc;background:#fff;font:11px system-ui,sans-serif}
+figure{margin:8px 0}
+figcaption{margin-bottom:2px}
+svg .axis{stroke:#444}
+svg .grid{stroke:#eee}
+svg .tick{fill:#444}
+svg .title{fill:#222}
 #storage div{font-size:12px;color:#444}
 #storage div.stopped{color:#c00;font-weight:bold}
 </style></head>
@@ -41,8 +47,12 @@ robot <select id="teleopRobot" data-testid="teleop-robot"></select>
 <span id="teleopState" data-testid="teleop-state">idle</span>
 </div>
 <div class="row">
-<div><div>learning curve: success rate (last 20 episodes) vs episodes</div><svg id="curve" width="420" height="160"></svg></div>
-<div><div>episode returns</div><svg id="returns" width="420" height="160"></svg></div>
+<figure><figcaption>success rate over the last 20 episodes, by episode</figcaption>
+<svg id="curveEpisodes" data-testid="chart-episodes" width="440" height="220"></svg></figure>
+<figure><figcaption>success rate over the last 20 episodes, by env step</figcaption>
+<svg id="curveSteps" data-testid="chart-steps" width="440" height="220"></svg></figure>
+<figure><figcaption>episode returns (green: success, red: failure)</figcaption>
+<svg id="returns" data-testid="chart-returns" width="440" height="220"></svg></figure>
 </div>
 <script>
 const params = new URLSearchParams(location.search);
@@ -58,18 +68,70 @@ function fmt(v, d) { return v === null || v === undefined || Number.isNaN(v) ? '
 function button(label, id, js, cls) {
   return '<button data-testid="' + id + '"' + (cls ? ' class="' + cls + '"' : '') + ' onclick="' + js + '">' + label + '</button>';
 }
-function line(svg, points, yMin, yMax, color) {
-  const el = document.getElementById(svg);
-  const w = el.clientWidth || 420, h = el.clientHeight || 160;
-  if (!points.length) { el.innerHTML = ''; return; }
-  const xs = points.map(p => p[0]);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
-  const sx = x => 4 + (w - 8) * (x - x0) / (x1 - x0);
-  const sy = y => h - 4 - (h - 8) * (y - yMin) / Math.max(1e-9, yMax - yMin);
-  el.innerHTML = '<polyline fill="none" stroke="' + color + '" stroke-width="1.5" points="' +
-    points.map(p => sx(p[0]).toFixed(1) + ',' + sy(p[1]).toFixed(1)).join(' ') + '"/>';
+// Charts drawn as SVG with axes, ticks and units; no libraries.
+const M = {left: 50, right: 14, top: 10, bottom: 40};
+function niceStep(span, count) {
+  const raw = span / count, mag = Math.pow(10, Math.floor(Math.log10(raw))), n = raw / mag;
+  return (n < 1.5 ? 1 : n < 3 ? 2 : n < 7 ? 5 : 10) * mag;
+}
+function ticks(lo, hi, count, integer) {
+  const step = Math.max(integer ? 1 : 0, niceStep(Math.max(hi - lo, 1e-9), count));
+  const out = [];
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  return out;
+}
+function tickText(v, step) {
+  const a = Math.abs(v);
+  if (a >= 1e6) return +(v / 1e6).toFixed(step >= 1e6 ? 0 : 1) + 'M';
+  if (a >= 1e3 && step >= 100) return +(v / 1e3).toFixed(step >= 1e3 ? 0 : 1) + 'k';
+  return String(+v.toFixed(Math.max(0, -Math.floor(Math.log10(step)))));
 }
 function esc(t) { return String(t).replace(/[<>&"]/g, c => '&#' + c.charCodeAt(0) + ';'); }
+// opts: xLabel, yLabel, yMin, yMax, yPercent, lines [[x,y]...], dots [{x,y,color}], evals [{x,y,lo,hi,label}]
+function chart(id, opts) {
+  const el = document.getElementById(id);
+  const w = el.clientWidth || 440, h = el.clientHeight || 220;
+  const pw = w - M.left - M.right, ph = h - M.top - M.bottom;
+  const xsAll = [].concat(opts.line.map(p => p[0]), opts.dots.map(d => d.x), opts.evals.map(e => e.x));
+  // Episodes and env steps are counts: whole-number ticks, from 0.
+  const x1 = Math.max(5, ...xsAll);
+  const xt = ticks(0, x1, 5, true), yt = ticks(opts.yMin, opts.yMax, 4, false);
+  const xStep = xt.length > 1 ? xt[1] - xt[0] : 1, yStep = yt.length > 1 ? yt[1] - yt[0] : 1;
+  const xMax = Math.max(x1, xt[xt.length - 1]);
+  const sx = x => M.left + pw * x / xMax;
+  const sy = y => M.top + ph - ph * (y - opts.yMin) / Math.max(1e-9, opts.yMax - opts.yMin);
+  const out = [];
+  for (const v of yt) {
+    out.push('<line class="grid" x1="' + M.left + '" x2="' + (M.left + pw) + '" y1="' + sy(v) + '" y2="' + sy(v) + '"/>');
+    out.push('<text class="tick" data-axis="y" x="' + (M.left - 6) + '" y="' + (sy(v) + 4) + '" text-anchor="end">' +
+      (opts.yPercent ? Math.round(v * 100) + '%' : tickText(v, yStep)) + '</text>');
+  }
+  for (const v of xt) {
+    out.push('<line class="axis" x1="' + sx(v) + '" x2="' + sx(v) + '" y1="' + (M.top + ph) + '" y2="' + (M.top + ph + 4) + '"/>');
+    out.push('<text class="tick" data-axis="x" x="' + sx(v) + '" y="' + (M.top + ph + 16) + '" text-anchor="middle">' + tickText(v, xStep) + '</text>');
+  }
+  out.push('<line class="axis" x1="' + M.left + '" x2="' + M.left + '" y1="' + M.top + '" y2="' + (M.top + ph) + '"/>');
+  out.push('<line class="axis" x1="' + M.left + '" x2="' + (M.left + pw) + '" y1="' + (M.top + ph) + '" y2="' + (M.top + ph) + '"/>');
+  out.push('<text class="title" data-axis="x" x="' + (M.left + pw / 2) + '" y="' + (h - 6) + '" text-anchor="middle">' + esc(opts.xLabel) + '</text>');
+  out.push('<text class="title" data-axis="y" transform="translate(12,' + (M.top + ph / 2) + ') rotate(-90)" text-anchor="middle">' + esc(opts.yLabel) + '</text>');
+  if (opts.line.length)
+    out.push('<polyline data-series="line" fill="none" stroke="' + opts.color + '" stroke-width="1.5" points="' +
+      opts.line.map(p => sx(p[0]).toFixed(1) + ',' + sy(p[1]).toFixed(1)).join(' ') + '"/>');
+  for (const d of opts.dots)
+    out.push('<circle data-series="dot" cx="' + sx(d.x).toFixed(1) + '" cy="' + sy(d.y).toFixed(1) + '" r="2.2" fill="' + d.color + '"/>');
+  for (const e of opts.evals) {
+    const x = sx(e.x).toFixed(1);
+    out.push('<g data-series="evaluation"><title>' + esc(e.label + ': ' + Math.round(e.y * 100) + '% (95% CI ' + Math.round(e.lo * 100) + '–' + Math.round(e.hi * 100) + '%)') + '</title>' +
+      '<line x1="' + x + '" x2="' + x + '" y1="' + sy(e.lo).toFixed(1) + '" y2="' + sy(e.hi).toFixed(1) + '" stroke="#222"/>' +
+      '<circle cx="' + x + '" cy="' + sy(e.y).toFixed(1) + '" r="4" fill="#fff" stroke="#222" stroke-width="1.5"/></g>');
+  }
+  if (opts.evals.length)
+    out.push('<text class="tick" x="' + (M.left + 6) + '" y="' + (M.top + 10) + '">○ with bar: ' +
+      esc([...new Set(opts.evals.map(e => e.label))].join(', ')) + ', 95% interval</text>');
+  if (!opts.line.length && !opts.dots.length)
+    out.push('<text class="tick" data-empty="1" x="' + (M.left + pw / 2) + '" y="' + (M.top + ph / 2) + '" text-anchor="middle">no episodes yet</text>');
+  el.innerHTML = out.join('');
+}
 // Disk limits (docs/sessions.md): one line per side, red with the reason when it stopped collection.
 function storageLine(id, what, st) {
   if (!st) return '';
@@ -122,10 +184,18 @@ function render(s) {
     robots = ids;
     document.getElementById('teleopRobot').innerHTML = ids.map(id => '<option>' + id + '</option>').join('');
   }
-  line('curve', (s.curve || []).map(p => [p.episodes, p.successRate]), 0, 1, '#06c');
-  const rets = (s.returns || []).map((p, i) => [i, p.ret]);
-  const ys = rets.map(p => p[1]);
-  line('returns', rets, Math.min(0, ...ys), Math.max(1, ...ys), '#c60');
+  const curve = s.curve || [], evals = s.evaluations || [], rets = s.returns || [];
+  const success = {yMin: 0, yMax: 1, yPercent: true, yLabel: 'success rate (%)', color: '#06c', dots: []};
+  chart('curveEpisodes', Object.assign({}, success, {xLabel: 'episodes',
+    line: curve.map(p => [p.episodes, p.successRate]),
+    evals: evals.map(e => ({x: e.episodes, y: e.successRate, lo: e.ciLow, hi: e.ciHigh, label: e.label}))}));
+  chart('curveSteps', Object.assign({}, success, {xLabel: 'env steps',
+    line: curve.map(p => [p.envSteps, p.successRate]),
+    evals: evals.map(e => ({x: e.envSteps, y: e.successRate, lo: e.ciLow, hi: e.ciHigh, label: e.label}))}));
+  const ys = rets.map(p => p.ret);
+  chart('returns', {xLabel: 'episodes', yLabel: 'return (sum of rewards)', yMin: Math.min(0, ...ys), yMax: Math.max(1, ...ys),
+    line: [], evals: [], color: '#c60',
+    dots: rets.map(p => ({x: p.episodes, y: p.ret, color: p.success ? '#2ca02c' : '#d62728'}))});
 }
 function connect() {
   const es = new EventSource('/events' + q);

@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Env, Policy, Robot } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
-import { LatencyHistogram } from '../../util/stats.js';
+import { LatencyHistogram, wilsonInterval } from '../../util/stats.js';
 import { Rng } from '../../util/rng.js';
 import { writeFileAtomic } from '../../util/files.js';
 import { OnnxPolicy } from '../onnx-policy.js';
@@ -27,6 +27,7 @@ import { ActorStorage } from './actor-storage.js';
 import { ActorLink } from './actor-link.js';
 import { ResidualStore, type LoadedResidual } from './residual-store.js';
 import type { ActorStatus, ControlCommand, LearnerStatus } from './protocol.js';
+import { EpisodeCurve } from '../dashboard/episode-curve.js';
 import { startDashboard, type Dashboard } from '../dashboard/server.js';
 import {
   makeMixer,
@@ -192,6 +193,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   if (options.robot) {
     robot = await connectRobot(options.robot.url, {
       actionNames: options.robot.config.action.names,
+      watchdogMs: options.robot.config.watchdog?.timeoutMs,
       username: options.robot.username,
       password: options.robot.password,
     });
@@ -199,6 +201,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       virtualScene: options.robot.virtualScene,
       closeRobot: false,
       onResetPrompt: (m) => log(`reset: ${m} (confirm on the dashboard or with confirm-reset)`),
+      onFaultPrompt: (m) => log(`fault: ${m}; then clear it with "reset e-stop" on the dashboard or key x`),
     });
   } else env = options.env as Env;
   const O = env.observationSpace.dim;
@@ -280,7 +283,20 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   let counterWritten = -1;
   const rng = new Rng((options.seed ?? 0) ^ 0xac70);
   const latency = new LatencyHistogram();
-  const recent: boolean[] = [];
+  // This robot's episodes as the actor dashboard charts them.
+  const curve = new EpisodeCurve();
+  const baseline = options.mixing?.baseline;
+  if (baseline && baseline !== 'initial-eval') {
+    // The base's measured rate the mixer guards (--baseline): an evaluation, drawn at episode 0.
+    const b = 'value' in baseline ? null : wilsonInterval(baseline.successes, baseline.trials);
+    const rate = 'value' in baseline ? baseline.value : baseline.successes / baseline.trials;
+    curve.addEvaluation({
+      successRate: rate,
+      ciLow: b?.low ?? rate,
+      ciHigh: b?.high ?? rate,
+      label: 'base (--baseline)',
+    });
+  }
   const stats = {
     phase: 'starting' as ActorStatus['phase'],
     episode: firstEpisode,
@@ -338,7 +354,6 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   const stopSignal = new Promise<null>((resolve) => (wakeOnStop = () => resolve(null)));
   let finished: Promise<ActorStatus> = Promise.resolve({} as ActorStatus);
   const status = (): ActorStatus => {
-    const done = recent.length;
     return {
       robotId,
       online: stats.phase !== 'stopped',
@@ -346,7 +361,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       episode: stats.episode,
       episodes: stats.episodes,
       successes: stats.successes,
-      recentSuccessRate: done ? recent.filter(Boolean).length / done : null,
+      recentSuccessRate: curve.recentRate(),
       lastReturn: stats.lastReturn,
       residualVersion: composer.version,
       transitions: stats.transitions,
@@ -432,7 +447,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       port: options.dashboardPort,
       host: options.host,
       token: options.token,
-      snapshot: () => ({ role: 'actor', actionDim: A, robots: { [robotId]: status() } }),
+      snapshot: () => ({ role: 'actor', actionDim: A, robots: { [robotId]: status() }, ...curve.snapshot() }),
       command: (robot, c) => {
         if (robot !== robotId && robot !== '') return false;
         control(c);
@@ -682,8 +697,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       if (held || step > 0) {
         stats.episodes++;
         if (success) stats.successes++;
-        recent.push(success);
-        if (recent.length > 20) recent.shift();
+        curve.add({ success, steps: step, ret });
         stats.lastReturn = ret;
       }
       stats.episode++;
