@@ -6,6 +6,8 @@ import { loadComposedPolicy, registerPolicyCommands } from './cli/policy-command
 import { registerTrainCommands } from './cli/train-commands.js';
 import { openRobotEnv, registerRobotCommands } from './cli/robot-commands.js';
 import { registerSessionCommands } from './cli/session-commands.js';
+import { registerServoCommands } from './cli/servo-commands.js';
+import { registerDatasetCommands } from './cli/dataset-commands.js';
 import { evaluatePolicy } from './runtime/evaluate.js';
 import type { AnyTask } from './sim/registry.js';
 import { checkOutputFile, formatTable, parseIntArg, pct, printJson } from './cli/common.js';
@@ -83,6 +85,8 @@ export function buildProgram(): Command {
   registerTrainCommands(program);
   registerRobotCommands(program);
   registerSessionCommands(program);
+  registerServoCommands(program);
+  registerDatasetCommands(program);
 
   return program;
 }

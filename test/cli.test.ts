@@ -24,7 +24,7 @@ describe('resrt CLI', () => {
     const r = await resrt('tasks', '--json');
     expect(r.code).toBe(0);
     const names = (JSON.parse(r.stdout) as { tasks: { name: string }[] }).tasks.map((t) => t.name);
-    expect(names).toEqual(['reach', 'push', 'peg-insert', 'push-cam']);
+    expect(names).toEqual(['reach', 'push', 'peg-insert', 'push-cam', 'so101-pick-place']);
   });
 
   it('eval --json prints one object with the success rate and its 95% interval', async () => {

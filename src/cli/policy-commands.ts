@@ -335,10 +335,12 @@ async function robotLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
       close: async () => {},
     };
   }
-  // serialport cannot run in a worker thread: the port stays here, behind shared memory.
+  // serialport cannot run in a worker thread: the port (serial or servo bus) stays here, behind
+  // shared memory.
   const robot = await connectRobot(opts.robot!, {
     actionNames: config.action.names,
     watchdogMs: config.watchdog?.timeoutMs,
+    config,
   });
   const obsDim = observationLength(config, robot.capabilities);
   const bridge = new SharedRobotBridge(robot, {

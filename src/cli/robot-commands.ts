@@ -80,6 +80,7 @@ export async function openRobotEnv(robotUrl: string, configPath: string, virtual
   const robot = await connectRobot(robotUrl, {
     actionNames: config.action.names,
     watchdogMs: config.watchdog?.timeoutMs,
+    config,
   });
   let cameras;
   try {

@@ -3,10 +3,17 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { hasCheckpoint } from '../residual/checkpoint.js';
-import { loadRobotConfig } from '../hw/robot-config.js';
+import { loadRobotConfig, parseRobotUrl } from '../hw/robot-config.js';
+import { loadCalibration } from '../hw/servo/calibration.js';
+import { LeaderArm } from '../hw/servo/leader-arm.js';
 import type { ProfileName } from '../residual/config.js';
 import { runLearnerService } from '../residual/service/index.js';
-import { attachTerminalKeys, runActor, type ActorOptions } from '../runtime/session/index.js';
+import {
+  attachTerminalKeys,
+  runActor,
+  type ActorHandle,
+  type ActorOptions,
+} from '../runtime/session/index.js';
 import { loadSafetyConfig } from '../safety/index.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask } from '../sim/registry.js';
@@ -131,7 +138,9 @@ export function registerSessionCommands(program: Command): void {
       parseIntArg('--dashboard-port', 0, 8080),
     )
     .option('--host <addr>', 'dashboard bind address', '127.0.0.1')
-    .option('--token <t>', 'dashboard token');
+    .option('--token <t>', 'dashboard token')
+    .option('--leader <url>', 'a leader arm for teleoperation (feetech:/dev/ttyACM1); key i toggles it')
+    .option('--leader-config <file>', "with --leader: the leader arm's robot config (servo section)");
   addMixingFlags(actor, 'required with --mixing (evaluate the base on this robot)');
   actor.action(async (opts: ActorCliOptions) => {
     if (Boolean(opts.robot) === Boolean(opts.task))
@@ -177,6 +186,7 @@ export function registerSessionCommands(program: Command): void {
       }),
     );
     if (handle.dashboardUrl) console.log(`actor dashboard ${handle.dashboardUrl}`);
+    const leader = opts.leader ? await openLeader(opts, handle) : null;
     const detach = process.stdin.isTTY ? attachTerminalKeys(handle) : () => {};
     if (process.stdin.isTTY)
       console.log(
@@ -186,9 +196,47 @@ export function registerSessionCommands(program: Command): void {
     process.once('SIGTERM', () => void handle.stop());
     const status = await handle.done;
     detach();
+    await leader?.close();
     env?.close();
     console.log(`actor stopped: ${JSON.stringify(status)}`);
   });
+}
+
+/** A leader arm whose pose becomes the actor's teleop action while engaged (key i toggles). */
+async function openLeader(opts: ActorCliOptions, handle: ActorHandle): Promise<LeaderArm> {
+  if (!opts.leaderConfig) {
+    throw new ResrtError(
+      '--leader needs --leader-config FILE',
+      "write the leader arm's robot config (docs/servo-bus.md)",
+    );
+  }
+  const url = parseRobotUrl(opts.leader!);
+  const config = loadRobotConfig(opts.leaderConfig);
+  if (url.kind !== 'servo' || !config.servo) {
+    throw new ResrtError(
+      `--leader ${opts.leader} is not a servo arm with a servo config`,
+      'use feetech:/dev/ttyACM1 and a config with a servo section',
+    );
+  }
+  const followerJoints = opts.robotConfig
+    ? loadRobotConfig(opts.robotConfig).action.names
+    : config.action.names;
+  const leader = await LeaderArm.open(url, {
+    section: config.servo,
+    calibration: loadCalibration(config.servo.calibration, config.servo.joints, { robotUrl: opts.leader }),
+    followerJoints,
+    onAction: (a) => handle.setTeleop(a),
+  });
+  if (process.stdin.isTTY) {
+    process.stdin.on('data', (chunk: Buffer) => {
+      if (chunk.toString().toLowerCase().includes('i')) {
+        leader.engage(!leader.isEngaged);
+        console.log(leader.isEngaged ? 'leader arm: intervening' : 'leader arm: released');
+      }
+    });
+    console.log('key i: the leader arm takes over (again: hands back)');
+  }
+  return leader;
 }
 
 interface LearnerCliOptions {
@@ -228,6 +276,8 @@ interface ActorCliOptions extends MixingFlags {
   dashboardPort?: number;
   host: string;
   token?: string;
+  leader?: string;
+  leaderConfig?: string;
 }
 
 function waitForSignal(): Promise<void> {

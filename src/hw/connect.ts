@@ -3,10 +3,13 @@
  * --robot` and the virtual robot use, so that nothing above knows which transport runs.
  */
 import type { Env, Robot } from '../types.js';
+import { ResrtError } from '../util/errors.js';
 import { HardwareEnv, type HardwareEnvOptions } from './hardware-env.js';
 import { MqttRobot } from './mqtt/mqtt-robot.js';
 import { parseRobotUrl, type RobotConfig } from './robot-config.js';
 import { SerialRobot } from './serial/serial-robot.js';
+import { loadCalibration } from './servo/calibration.js';
+import { ServoRobot } from './servo/servo-robot.js';
 
 export interface ConnectOptions {
   /** Names for the action dimensions (the serial protocol carries none). */
@@ -18,10 +21,31 @@ export interface ConnectOptions {
   watchdogMs?: number;
   username?: string;
   password?: string;
+  /** The robot config: a servo arm (feetech:/dynamixel:) needs its `servo` section and calibration. */
+  config?: RobotConfig;
 }
 
 export async function connectRobot(transport: string, options: ConnectOptions = {}): Promise<Robot> {
   const url = parseRobotUrl(transport);
+  if (url.kind === 'servo') {
+    const config = options.config;
+    if (!config?.servo) {
+      throw new ResrtError(
+        `${transport} is a ${url.protocol} servo bus, and its robot config has no "servo" section`,
+        'add the servo section (joints with ids and models, calibration file, onFault) — see docs/servo-bus.md',
+      );
+    }
+    const calibration = loadCalibration(config.servo.calibration, config.servo.joints, {
+      robotUrl: transport,
+    });
+    return ServoRobot.open(url, {
+      name: config.name,
+      section: config.servo,
+      calibration,
+      safeAction: config.action.safe,
+      robotUrl: transport,
+    });
+  }
   if (url.kind === 'serial') {
     return SerialRobot.open(url.path, {
       baudRate: url.baudRate ?? 1_000_000,
@@ -34,6 +58,9 @@ export async function connectRobot(transport: string, options: ConnectOptions = 
     password: options.password,
   });
 }
+
+/** How long a step waits for the state of a lockstep virtual scene. */
+const LOCKSTEP_STATE_GRACE_MS = 2000;
 
 /**
  * A HardwareEnv over a robot. For a resrt virtual robot (`virtualScene`) the simulated scene resets
@@ -48,9 +75,16 @@ export function robotEnv(
   options: HardwareEnvOptions & { virtualScene?: { obsDim: number } } = {},
 ): Env {
   const virtual = options.virtualScene;
-  if (!virtual) return new HardwareEnv(robot, config, options);
-  const env: HardwareEnv = new HardwareEnv(robot, config, {
+  // A lockstep scene does not move while the host is late: wait for its states (ServoRobot's own
+  // link timeout still catches a bus that went quiet).
+  const lockstep = virtual !== undefined && config.servo?.scene?.lockstep === true;
+  const hardwareOptions: HardwareEnvOptions = {
     ...options,
+    ...(lockstep && options.stateGraceMs === undefined ? { stateGraceMs: LOCKSTEP_STATE_GRACE_MS } : {}),
+  };
+  if (!virtual) return new HardwareEnv(robot, config, hardwareOptions);
+  const env: HardwareEnv = new HardwareEnv(robot, config, {
+    ...hardwareOptions,
     onFaultPrompt: () => env.confirmFaultClear(),
   });
   const stepIndex = virtual.obsDim + 2;

@@ -4,23 +4,32 @@
  * (reset procedure, success source). Errors name the field and say how to fix it.
  */
 import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import type { RobotState } from '../types.js';
 import { configProblems } from '../util/config-check.js';
 import { ResrtError } from '../util/errors.js';
 import { parseMqttRobotUrl } from './mqtt/topics.js';
+import { parseServoUrl, servoSectionSchema, type ServoUrl } from './servo/servo-config.js';
 
 export type RobotUrl =
-  { kind: 'serial'; path: string; baudRate?: number } | { kind: 'mqtt'; brokerUrl: string; robotId: string };
+  | { kind: 'serial'; path: string; baudRate?: number }
+  | { kind: 'mqtt'; brokerUrl: string; robotId: string }
+  | ServoUrl;
 
-/** `serial:/dev/ttyUSB0` (optionally `?baud=921600`) or `mqtt://host:port/robot-id` (mqtts:// for TLS). */
+const SCHEMES =
+  'serial:/dev/ttyUSB0, mqtt://host:port/robot-id, feetech:/dev/ttyACM0 or dynamixel:/dev/ttyUSB0';
+
+/**
+ * `serial:/dev/ttyUSB0` (optionally `?baud=921600`), `mqtt://host:port/robot-id` (mqtts:// for TLS),
+ * or a servo bus: `feetech:/dev/ttyACM0`, `dynamixel:/dev/ttyUSB0` (optionally `?baud=1000000`).
+ */
 export function parseRobotUrl(url: string): RobotUrl {
   if (typeof url !== 'string' || url.length === 0) {
-    throw new ResrtError(
-      'robot transport is empty',
-      'write serial:/dev/ttyUSB0 or mqtt://host:port/robot-id',
-    );
+    throw new ResrtError('robot transport is empty', `write ${SCHEMES}`);
   }
+  const servo = parseServoUrl(url);
+  if (servo) return servo;
   if (url.startsWith('serial:')) {
     const rest = url.slice('serial:'.length).replace(/^\/\/(?=\/)/, '');
     const [path, query] = rest.split('?', 2) as [string, string | undefined];
@@ -45,10 +54,7 @@ export function parseRobotUrl(url: string): RobotUrl {
     const { brokerUrl, robotId } = parseMqttRobotUrl(url);
     return { kind: 'mqtt', brokerUrl, robotId };
   }
-  throw new ResrtError(
-    `robot transport ${JSON.stringify(url)} has an unknown scheme`,
-    'write serial:/dev/ttyUSB0 or mqtt://host:port/robot-id',
-  );
+  throw new ResrtError(`robot transport ${JSON.stringify(url)} has an unknown scheme`, `write ${SCHEMES}`);
 }
 
 const finite = () => z.number({ error: 'must be a number' }).refine(Number.isFinite, 'must be finite');
@@ -190,6 +196,8 @@ const configSchema = z
     }),
     /** Absent: whatever the device does (it reports it); present: the device must do exactly this. */
     watchdog: watchdogSchema.optional(),
+    /** Servo-bus arms (feetech:/dynamixel: transports): see src/hw/servo/servo-config.ts. */
+    servo: servoSectionSchema.optional(),
   })
   .superRefine((c, ctx) => {
     try {
@@ -242,6 +250,16 @@ const configSchema = z
       }
     });
     within(c.action.safe, ['action', 'safe'], 'safe action');
+    if (c.servo) {
+      const names = c.servo.joints.map((j) => j.name);
+      if (names.join('\u0000') !== c.action.names.join('\u0000')) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['servo', 'joints'],
+          message: `name the joints [${names.join(', ')}] but action.names is [${c.action.names.join(', ')}]; list the same joints in the same order`,
+        });
+      }
+    }
     const reset = c.episode.reset;
     if (reset.mode === 'home') {
       reset.waypoints.forEach((w, k) => {
@@ -301,7 +319,12 @@ export function loadRobotConfig(path: string): RobotConfig {
       'fix the JSON syntax',
     );
   }
-  return parseRobotConfig(raw, `robot config ${path}`);
+  const config = parseRobotConfig(raw, `robot config ${path}`);
+  // A servo arm's calibration file is named relative to its robot config.
+  if (config.servo && !isAbsolute(config.servo.calibration)) {
+    config.servo.calibration = resolve(dirname(path), config.servo.calibration);
+  }
+  return config;
 }
 
 /** The observation vector a robot state gives under this config's layout (length from observationLength). */

@@ -12,6 +12,7 @@ import { pegInsertTask } from './tasks/peg-insert.js';
 import { pushCamTask } from './tasks/push-cam.js';
 import { pushTask } from './tasks/push.js';
 import { reachTask } from './tasks/reach.js';
+import { so101PickPlaceTask } from './tasks/so101/task.js';
 
 export type AnyTask = TaskDefinition<unknown>;
 
@@ -20,6 +21,7 @@ export const builtInTasks: Record<string, AnyTask> = {
   push: pushTask as AnyTask,
   'peg-insert': pegInsertTask as AnyTask,
   'push-cam': pushCamTask as AnyTask,
+  'so101-pick-place': so101PickPlaceTask as AnyTask,
 };
 
 export function builtInTaskNames(): string[] {

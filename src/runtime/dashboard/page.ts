@@ -4,6 +4,9 @@
  * Keyboard teleop: tick "intervene", pick a robot, hold A/D (axis 0), W/S (axis 1), J/L (axis 2),
  * I/K (axis 3); the page sends the command 20 times a second while the box is ticked, so a closed
  * tab or a lost network goes quiet and the safety layer's teleop timeout hands control back.
+ * Gamepad teleop (the browser's Gamepad API, standard mapping): hold LB (button 4) or tick the box
+ * to intervene; sticks drive axes 0-3 (left x, left y up, right x, right y up), RT − LT axis 4,
+ * B − A axis 5; Y labels the episode a success, X a failure (as s / esc do in LeRobot's HIL-SERL).
  */
 export function dashboardPage(title: string): string {
   const safeTitle = title.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -43,6 +46,7 @@ svg .title{fill:#222}
 </tr></thead><tbody></tbody></table>
 <div>
 <label><input type="checkbox" id="intervene" data-testid="intervene"> intervene (keyboard teleop)</label>
+<span id="gamepad" data-testid="gamepad">no gamepad</span>
 robot <select id="teleopRobot" data-testid="teleop-robot"></select>
 <span id="teleopState" data-testid="teleop-state">idle</span>
 </div>
@@ -209,9 +213,33 @@ const axes = [['a', 'd'], ['s', 'w'], ['j', 'l'], ['k', 'i']];
 addEventListener('keydown', e => { keys.add(e.key.toLowerCase()); });
 addEventListener('keyup', e => { keys.delete(e.key.toLowerCase()); });
 let wasOn = false;
+const DEADZONE = 0.1;
+let padButtons = [];
+function pad() {
+  const pads = navigator.getGamepads ? Array.from(navigator.getGamepads()).filter(Boolean) : [];
+  return pads.length ? pads[0] : null;
+}
+function pressed(p, i) { const b = p.buttons[i]; return b ? (typeof b === 'object' ? b.pressed || b.value > 0.5 : b > 0.5) : false; }
+function value(p, i) { const b = p.buttons[i]; return b ? (typeof b === 'object' ? b.value : b) : 0; }
+function padAction(p, dim) {
+  const dz = v => Math.abs(v) < DEADZONE ? 0 : v;
+  const ax = [dz(p.axes[0] || 0), -dz(p.axes[1] || 0), dz(p.axes[2] || 0), -dz(p.axes[3] || 0), value(p, 7) - value(p, 6), (pressed(p, 1) ? 1 : 0) - (pressed(p, 0) ? 1 : 0)];
+  const out = [];
+  for (let i = 0; i < dim; i++) out.push(Math.max(-1, Math.min(1, ax[i] || 0)));
+  return out;
+}
 setInterval(() => {
-  const on = document.getElementById('intervene').checked;
+  const p = pad();
   const robot = document.getElementById('teleopRobot').value;
+  document.getElementById('gamepad').textContent = p ? 'gamepad: ' + p.id : 'no gamepad';
+  if (p) {
+    // Labels on the press, not while held.
+    if (pressed(p, 3) && !padButtons[3]) control(robot, {cmd: 'label', success: true});
+    if (pressed(p, 2) && !padButtons[2]) control(robot, {cmd: 'label', success: false});
+    padButtons = p.buttons.map((_, i) => pressed(p, i));
+  }
+  const usePad = p && pressed(p, 4);
+  const on = document.getElementById('intervene').checked || usePad;
   if (!on) {
     if (wasOn) post('/api/teleop', {robot, action: null});
     wasOn = false;
@@ -220,10 +248,13 @@ setInterval(() => {
   }
   wasOn = true;
   const dim = actionDim;
-  const action = [];
-  for (let i = 0; i < dim; i++) {
-    const [neg, pos] = axes[i] || ['', ''];
-    action.push((keys.has(pos) ? 0.5 : 0) - (keys.has(neg) ? 0.5 : 0));
+  let action = [];
+  if (p && (usePad || p.axes.some(v => Math.abs(v) >= DEADZONE))) action = padAction(p, dim);
+  else {
+    for (let i = 0; i < dim; i++) {
+      const [neg, pos] = axes[i] || ['', ''];
+      action.push((keys.has(pos) ? 0.5 : 0) - (keys.has(neg) ? 0.5 : 0));
+    }
   }
   document.getElementById('teleopState').textContent = 'sending ' + JSON.stringify(action);
   post('/api/teleop', {robot, action});

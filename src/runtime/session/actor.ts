@@ -194,6 +194,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
     robot = await connectRobot(options.robot.url, {
       actionNames: options.robot.config.action.names,
       watchdogMs: options.robot.config.watchdog?.timeoutMs,
+      config: options.robot.config,
       username: options.robot.username,
       password: options.robot.password,
     });
