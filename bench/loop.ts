@@ -17,6 +17,7 @@
  *
  *   npx tsx bench/loop.ts [--json] [--duration S] [--raw S] [--hz HZ] [--safety] [--no-load]
  *                         [--loops worker-rt,worker,in-thread,two-call] [--scheduler JSON]
+ *   npx tsx bench/loop.ts --camera ...   a 30 Hz loop with a camera and an image-BC base (loop-camera.ts)
  *
  * Aim (issue 22): worker-rt end-to-end p99 <= 1.25x raw p99 and 0 deadline misses in 60 s unloaded;
  * <= 1.5x and <= 0.1% misses with the busy-loop child.
@@ -41,6 +42,11 @@ import { Rng } from '../src/util/rng.js';
 import { ACTION_DIM, OBS_DIM } from './loop-env.js';
 
 const args = process.argv.slice(2);
+if (args.includes('--camera')) {
+  // The camera loop (issue 19) is its own benchmark: a 30 Hz visuomotor loop, bench/loop-camera.ts.
+  await (await import('./loop-camera.js')).runCameraBench(args);
+  process.exit(0);
+}
 const option = (name: string): string | undefined => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
