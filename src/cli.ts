@@ -6,6 +6,7 @@ import { loadComposedPolicy, registerPolicyCommands } from './cli/policy-command
 import { registerTrainCommands } from './cli/train-commands.js';
 import { openRobotEnv, registerRobotCommands } from './cli/robot-commands.js';
 import { registerSessionCommands } from './cli/session-commands.js';
+import { registerRewardCommands } from './cli/reward-commands.js';
 import { registerServoCommands } from './cli/servo-commands.js';
 import { registerDatasetCommands } from './cli/dataset-commands.js';
 import { evaluatePolicy } from './runtime/evaluate.js';
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
 
   registerSimCommands(program);
   registerPolicyCommands(program);
+  registerRewardCommands(program);
 
   program
     .command('eval')

@@ -1,6 +1,7 @@
 /** `resrt learner` and `resrt actor`: a real-world fine-tuning session (docs/sessions.md). */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { SuccessDetector } from '../runtime/success-detector.js';
 import type { Command } from 'commander';
 import { hasCheckpoint } from '../residual/checkpoint.js';
 import { loadRobotConfig, parseRobotUrl } from '../hw/robot-config.js';
@@ -129,6 +130,10 @@ export function registerSessionCommands(program: Command): void {
       0,
     )
     .option(
+      '--success-detector <file.onnx>',
+      "a learned success detector (resrt reward train) as the success source; a person's label overrides it",
+    )
+    .option(
       '--remote-estop-reset',
       'accept e-stop resets from the learner dashboard (default: only where the robot is seen)',
     )
@@ -161,9 +166,13 @@ export function registerSessionCommands(program: Command): void {
     } else {
       env = await MujocoEnv.create(await loadTask(opts.task!));
     }
+    const successDetector = opts.successDetector
+      ? await SuccessDetector.load(opts.successDetector)
+      : undefined;
     // An actor that fails to start (a bad base, no broker) leaves no empty --state folder.
     const handle = await inOutputFolder(opts.state, () =>
       runActor({
+        successDetector,
         robotId: opts.robotId,
         brokerUrl: opts.broker,
         session: opts.session,
@@ -198,6 +207,7 @@ export function registerSessionCommands(program: Command): void {
     detach();
     await leader?.close();
     env?.close();
+    await successDetector?.close();
     console.log(`actor stopped: ${JSON.stringify(status)}`);
   });
 }
@@ -272,6 +282,7 @@ interface ActorCliOptions extends MixingFlags {
   spoolLimit?: number;
   minFree?: number;
   labelTimeout: number;
+  successDetector?: string;
   remoteEstopReset?: boolean;
   dashboardPort?: number;
   host: string;

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
+import { SuccessDetector } from '../runtime/success-detector.js';
 import type { ProfileName, ResidualConfig } from '../residual/config.js';
 import type { MixingSpec } from '../residual/mixing-run.js';
 import type { Env } from '../types.js';
@@ -53,6 +54,10 @@ export function registerTrainCommands(program: Command): void {
       5000,
     )
     .option('--no-worker', 'run the learner in this thread (deterministic, one core)')
+    .option(
+      '--success-detector <file.onnx>',
+      "a learned success detector (resrt reward train) as the training episodes' success source",
+    )
     .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2');
   addMixingFlags(train, "the trainer's step-0 evaluation of the base");
   train.action(async (opts: TrainCliOptions) => {
@@ -77,6 +82,7 @@ export function registerTrainCommands(program: Command): void {
       worker: opts.worker,
       config: parseOverrides(opts.set ?? []),
       mixing: mixingSpecFromFlags(opts),
+      successDetector: opts.successDetector,
     });
     printTrainSummary(
       target.name,
@@ -130,6 +136,7 @@ interface TrainCliOptions extends MixingFlags {
   checkpointEvery: number;
   worker: boolean;
   set?: string[];
+  successDetector?: string;
 }
 
 interface DemoCliOptions {
@@ -182,6 +189,8 @@ export interface ResidualTrainingOptions {
   config?: Partial<ResidualConfig>;
   mixing?: MixingSpec;
   quiet?: boolean;
+  /** A success detector file as the training episodes' success source. */
+  successDetector?: string;
   /** Episodes of the held-out evaluation that ends the run (default: evalEpisodes). */
   heldOutEpisodes?: number;
 }
@@ -223,6 +232,7 @@ async function robotTarget(opts: TrainCliOptions): Promise<TrainTarget> {
     actionSpace: env.actionSpace,
     controlDt: env.controlDt,
     maxEpisodeSteps: env.maxEpisodeSteps,
+    cameras: env.cameras,
     reset: (o) => env.reset(o),
     step: (a) => env.step(a),
     close: async () => {
@@ -246,6 +256,7 @@ export async function runResidualTraining(
   const dims = { expectObsDim: target.obsDim, expectActionDim: target.actionDim };
   const base = await OnnxPolicy.load(o.base, dims);
   const demos = o.demos ? readDemos(o.demos) : undefined;
+  const detector = o.successDetector ? await SuccessDetector.load(o.successDetector) : undefined;
   let bar: Progress | null = null;
   let lastPhase: TrainProgress['phase'] | null = null;
   const log = o.quiet ? (): void => {} : (line: string): void => console.log(line);
@@ -271,6 +282,7 @@ export async function runResidualTraining(
           checkpointEvery: o.checkpointEvery,
           worker: o.worker,
           taskName: target.name,
+          successDetector: detector,
           log,
           onProgress: (p: TrainProgress) => {
             bar ??= progressBar(
@@ -299,6 +311,7 @@ export async function runResidualTraining(
   } finally {
     (bar as Progress | null)?.stop();
     await base.close();
+    await detector?.close();
   }
 }
 

@@ -33,6 +33,7 @@ import {
 import { getRngState, setRngState, type RngState } from './rng-state.js';
 import { writeCurves, type CurvePoint } from './curves.js';
 import { exportResidualOnnx } from './export.js';
+import { checkCameras, detectorOutcome, type SuccessJudge } from '../runtime/success-detector.js';
 import {
   evaluateHeldOut,
   heldOutSeed,
@@ -132,6 +133,12 @@ export interface TrainOptions {
   mixing?: MixingSpec;
   /** Called after every training step with what was executed. */
   onTrainStep?: (s: TrainStepInfo) => void;
+  /**
+   * A learned success detector as the training episodes' success source (reward, termination);
+   * the task's own success is kept beside it (TrainEpisode.trueSuccess). Evaluation still
+   * measures the task's success.
+   */
+  successDetector?: SuccessJudge & { path?: string };
 }
 
 /** A training episode's outcome. */
@@ -141,6 +148,8 @@ export interface TrainEpisode {
   envSteps: number;
   steps: number;
   success: boolean;
+  /** With a success detector: the task's own verdict (`success` is the detector's). */
+  trueSuccess?: boolean;
 }
 
 export interface TrainResult {
@@ -526,6 +535,8 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   }
   // Only now, with the inputs checked, does the run folder appear.
   mkdirSync(options.outDir, { recursive: true });
+  const detector = options.successDetector ?? null;
+  if (detector) checkCameras(detector.cameras, env.cameras ?? [], detector.path ?? 'the success detector');
   const O = env.observationSpace.dim;
   const A = env.actionSpace.dim;
   const taskName = options.taskName ?? env.id;
@@ -686,6 +697,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       base?.reset?.(epSeed);
       let baseAction = base ? Float32Array.from(await base.act(obs)) : zero;
       let success = false;
+      let trueSuccess = false;
       const pending: StepRecord[] = [];
       const plan = mixer ? mixer.beginEpisode() : null;
       if (plan) emitProgress(true, plan.share);
@@ -729,18 +741,22 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
         // the learner, so there the actor only catches the learner up at episode ends.
         if (pendingStep instanceof Promise) realtime = true;
         const step = await pendingStep;
-        if (step.info.success) success = true;
-        const done = step.terminated || step.truncated;
-        const nextBase = base && !step.terminated ? Float32Array.from(await base.act(step.obs)) : zero;
+        if (step.info.success) trueSuccess = true;
+        const outcome = detector
+          ? detectorOutcome({ ...step, envSuccess: !!step.info.success }, await detector.judge(step.frames))
+          : { ...step, success: !!step.info.success };
+        if (outcome.success) success = true;
+        const done = outcome.terminated || outcome.truncated;
+        const nextBase = base && !outcome.terminated ? Float32Array.from(await base.act(step.obs)) : zero;
         pending.push({
           obs,
           baseAction,
           action,
-          reward: step.reward,
+          reward: outcome.reward,
           nextObs: step.obs,
           nextBaseAction: nextBase,
-          terminated: step.terminated,
-          truncated: step.truncated,
+          terminated: outcome.terminated,
+          truncated: outcome.truncated,
           heldBack: w < 1,
         });
         state.envSteps++;
@@ -768,7 +784,13 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
         state.mixing.records.push(rec);
         appendFileSync(mixingPath, JSON.stringify(rec) + '\n');
       }
-      trainEpisodes.push({ episode: state.episodes, envSteps: state.envSteps, steps: t, success });
+      trainEpisodes.push({
+        episode: state.episodes,
+        envSteps: state.envSteps,
+        steps: t,
+        success,
+        ...(detector ? { trueSuccess } : {}),
+      });
       state.episodes++;
       state.recentSuccess.push(success);
       if (state.recentSuccess.length > recentWindow) state.recentSuccess.shift();

@@ -8,6 +8,7 @@
  * Episode phases: reset (scripted, or a person confirms) → run → label (optional: a person says
  * success or failure after a time-limit end) → next episode; pause/resume and e-stop at any time.
  */
+import { checkCameras, detectorOutcome, type SuccessJudge } from '../success-detector.js';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Env, Policy, Robot } from '../../types.js';
@@ -111,6 +112,11 @@ export interface ActorOptions {
   /** Called with every command handed to the robot/env (logging, tests). */
   onCommand?: (action: Float32Array) => void;
   log?: (line: string) => void;
+  /**
+   * A learned success detector (resrt reward train) as the success source: it ends an episode
+   * with reward 1 when it fires. A person's label overrides it.
+   */
+  successDetector?: SuccessJudge & { path?: string };
 }
 
 export interface ActorHandle {
@@ -207,6 +213,8 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   } else env = options.env as Env;
   const O = env.observationSpace.dim;
   const A = env.actionSpace.dim;
+  const detector = options.successDetector ?? null;
+  if (detector) checkCameras(detector.cameras, env.cameras ?? [], detector.path ?? 'the success detector');
   const base: Policy =
     typeof options.base === 'string'
       ? await OnnxPolicy.load(options.base, { expectObsDim: O, expectActionDim: A })
@@ -633,6 +641,13 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
           truncated = false;
           labelled = true;
           pendingLabel = null;
+        } else if (detector) {
+          const judged = detectorOutcome(
+            { reward, terminated, truncated, envSuccess: !!r.info.success },
+            await detector.judge(r.frames),
+          );
+          ({ reward, terminated, truncated } = judged);
+          if (judged.success) success = true;
         } else if (r.info.success) success = true;
         baseStarted = performance.now();
         const nextBase = terminated ? zeros : Float32Array.from(await base.act(nextObs));

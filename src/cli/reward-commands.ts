@@ -1,0 +1,116 @@
+/** `resrt reward train`: a learned success detector from labelled camera frames. */
+import { writeFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { readDemos } from '../sim/demos.js';
+import { labelledEpisodes } from '../sim/reward-data.js';
+import { trainSuccessDetector, type DetectorMetrics } from '../residual/reward-detector.js';
+import { writeFileAtomic } from '../util/files.js';
+import { formatTable, parseFloatArg, parseIntArg, pct, printJson } from './common.js';
+
+interface RewardTrainOptions {
+  data: string;
+  cameras: string;
+  out: string;
+  steps: number;
+  batch: number;
+  lr: number;
+  encoder: string;
+  shift: number;
+  val: number;
+  test: number;
+  seed: number;
+  threads?: number;
+  json?: boolean;
+}
+
+export function registerRewardCommands(program: Command): void {
+  const reward = program.command('reward').description('learned success detectors (reward classifiers)');
+  reward
+    .command('train')
+    .description(
+      'train a success detector (conv encoder + head → P(success)) on episodes labelled success/failure; threshold chosen on a validation split',
+    )
+    .requiredOption(
+      '--data <files>',
+      'comma-separated demonstration files with frames (resrt collect), labelled by their success flags',
+    )
+    .option('--cameras <names>', "cameras to read, comma-separated ('auto': every recorded camera)", 'auto')
+    .option('--out <file.onnx>', 'the detector file', 'detector.onnx')
+    .option('--steps <n>', 'gradient steps', parseIntArg('--steps'), 1500)
+    .option('--batch <n>', 'images per step (half successes)', parseIntArg('--batch', 2), 64)
+    .option('--lr <x>', 'Adam learning rate', parseFloatArg('--lr', 1e-7, 1), 1e-3)
+    .option('--encoder <channels>', 'conv channels per camera, e.g. 16,32,32', '16,32,32')
+    .option('--shift <px>', 'random shift augmentation in pixels (0 = off)', parseIntArg('--shift', 0), 4)
+    .option(
+      '--val <share>',
+      'share of episodes for choosing the threshold',
+      parseFloatArg('--val', 0.01, 0.8),
+      0.2,
+    )
+    .option(
+      '--test <share>',
+      'share of episodes held out for the final measurement',
+      parseFloatArg('--test', 0.01, 0.8),
+      0.2,
+    )
+    .option('--seed <s>', 'seed', parseIntArg('--seed', 0), 0)
+    .option('--threads <n>', 'onnxruntime intra-op threads', parseIntArg('--threads'))
+    .option('--json', 'print one JSON object')
+    .action(async (opts: RewardTrainOptions) => {
+      const files = opts.data.split(',').filter(Boolean);
+      const data = labelledEpisodes(
+        files.map((path) => ({ path, demos: readDemos(path) })),
+        opts.cameras === 'auto' ? 'auto' : opts.cameras.split(',').filter(Boolean),
+      );
+      const log = (line: string): void => void process.stderr.write(`${line}\n`);
+      const result = await trainSuccessDetector(
+        data,
+        {
+          steps: opts.steps,
+          batchSize: opts.batch,
+          learningRate: opts.lr,
+          encoderChannels: opts.encoder.split(',').map(Number),
+          shiftPad: opts.shift,
+          validationFraction: opts.val,
+          testFraction: opts.test,
+          seed: opts.seed,
+          threads: opts.threads,
+        },
+        log,
+      );
+      writeFileAtomic(opts.out, result.onnx);
+      const summary = {
+        detector: opts.out,
+        task: data.task,
+        cameras: data.cameras,
+        threshold: result.threshold,
+        split: result.split,
+        train_frames: result.trainFrames,
+        validation: result.validation,
+        test: result.test,
+        export_max_abs_error: result.exportMaxAbsError,
+        backend: result.backend,
+        seconds: result.seconds,
+      };
+      writeFileSync(`${opts.out}.train.json`, JSON.stringify(summary, null, 2));
+      if (opts.json) return printJson(summary);
+      const row = (name: string, m: DetectorMetrics): (string | number)[] => [
+        name,
+        m.episodes,
+        pct(m.accuracy),
+        Number.isNaN(m.precision) ? '-' : pct(m.precision),
+        Number.isNaN(m.recall) ? '-' : pct(m.recall),
+        `${m.truePositives}/${m.falsePositives}/${m.trueNegatives}/${m.falseNegatives}`,
+        pct(m.finalFrameAccuracy),
+      ];
+      console.log(
+        formatTable(
+          ['split', 'episodes', 'accuracy', 'precision', 'recall', 'TP/FP/TN/FN', 'final frame acc.'],
+          [row('validation', result.validation), row('test', result.test)],
+        ),
+      );
+      console.log(
+        `wrote ${opts.out} (cameras ${data.cameras.map((c) => `${c.name} ${c.width}x${c.height}`).join(', ')}, threshold ${result.threshold.toFixed(3)}, export checked to ${result.exportMaxAbsError.toExponential(1)}) in ${result.seconds.toFixed(0)} s`,
+      );
+    });
+}

@@ -1,0 +1,222 @@
+// The learned success detector through real MuJoCo cameras (push-cam's "top" camera) and real
+// onnxruntime: trained on a small labelled set, judged on held-out episodes, used as the success
+// source of a short residual run, and refused on cameras it was not trained on.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collectDemos } from '../src/sim/collect.js';
+import { readDemos } from '../src/sim/demos.js';
+import { MujocoEnv } from '../src/sim/env.js';
+import { cleanExpert, ImperfectExpert, PrivilegedExpert } from '../src/sim/expert.js';
+import { labelledEpisodes } from '../src/sim/reward-data.js';
+import { pushCamTask } from '../src/sim/tasks/push-cam.js';
+import { trainSuccessDetector, type DetectorResult } from '../src/residual/reward-detector.js';
+import { trainResidual } from '../src/residual/trainer.js';
+import { detectorOutcome, SuccessDetector, type SuccessJudge } from '../src/runtime/success-detector.js';
+import { exportMlpToOnnx } from '../src/runtime/onnx-export.js';
+import type { CameraSpec } from '../src/types.js';
+
+const noisy = { jitterStd: 0.06, biasStd: 0.1, pauseProbability: 0.02, maxPauseSteps: 5 };
+
+describe('success detector', () => {
+  let dir: string;
+  let result: DetectorResult;
+  let detectorPath: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'resrt-detector-test-'));
+    const ok = join(dir, 'ok.jsonl');
+    const bad = join(dir, 'noisy.jsonl');
+    await collectDemos({ task: pushCamTask, episodes: 16, out: ok, seed: 0, noise: cleanExpert });
+    await collectDemos({ task: pushCamTask, episodes: 16, out: bad, seed: 500, noise: noisy });
+    const data = labelledEpisodes(
+      [ok, bad].map((path) => ({ path, demos: readDemos(path) })),
+      ['top'],
+    );
+    expect(data.episodes.filter((e) => e.success).length).toBeGreaterThanOrEqual(16);
+    expect(data.episodes.filter((e) => !e.success).length).toBeGreaterThanOrEqual(6);
+    result = await trainSuccessDetector(data, {
+      steps: 200,
+      batchSize: 32,
+      validationFraction: 0.25,
+      testFraction: 0.25,
+      threads: 1,
+      device: 'cpu',
+    });
+    detectorPath = join(dir, 'detector.onnx');
+    writeFileSync(detectorPath, result.onnx);
+  }, 240_000);
+
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('tells success from failure on held-out episodes, and its export matches the engine', () => {
+    const held = [result.validation, result.test];
+    const right = held.reduce((s, m) => s + m.truePositives + m.trueNegatives, 0);
+    const all = held.reduce((s, m) => s + m.episodes, 0);
+    expect(all).toBeGreaterThanOrEqual(12);
+    // Chance (always "success") is ~70% here; a detector that learned nothing cannot pass.
+    expect(right / all).toBeGreaterThanOrEqual(0.85);
+    expect(result.test.truePositives).toBeGreaterThan(0);
+    expect(result.threshold).toBeGreaterThan(0);
+    expect(result.threshold).toBeLessThan(1);
+    expect(result.exportMaxAbsError).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('loads with its cameras and threshold, and judges frames from the simulator', async () => {
+    const env = await MujocoEnv.create(pushCamTask);
+    const detector = await SuccessDetector.load(detectorPath, env.cameras);
+    try {
+      expect(detector.cameras).toEqual([{ name: 'top', width: 84, height: 84 }]);
+      expect(detector.threshold).toBeCloseTo(result.threshold, 6);
+      const first = env.reset({ seed: 3 });
+      const verdict = await detector.judge(first.frames);
+      expect(verdict.probability).toBeGreaterThanOrEqual(0);
+      expect(verdict.probability).toBeLessThanOrEqual(1);
+      expect(verdict.success).toBe(verdict.probability >= detector.threshold);
+    } finally {
+      await detector.close();
+      env.close();
+    }
+  });
+
+  it('refuses cameras it was not trained on, missing frames and files that are not detectors', async () => {
+    const other: CameraSpec[] = [{ name: 'wrist', width: 84, height: 84, channels: 3, depth: false }];
+    await expect(SuccessDetector.load(detectorPath, other)).rejects.toThrow(
+      /trained on camera "top", which is not here[\s\S]*fix: .*resrt reward train --data/,
+    );
+    const small: CameraSpec[] = [{ name: 'top', width: 64, height: 64, channels: 3, depth: false }];
+    await expect(SuccessDetector.load(detectorPath, small)).rejects.toThrow(
+      /trained on 84x84 RGB frames of camera "top", and here it gives 64x64x3[\s\S]*fix: set camera "top" to 84x84/,
+    );
+    const detector = await SuccessDetector.load(detectorPath);
+    try {
+      await expect(detector.judge(undefined)).rejects.toThrow(
+        /reads camera "top" and this observation has no frame/,
+      );
+      const frame = {
+        width: 42,
+        height: 42,
+        channels: 3,
+        data: new Uint8Array(42 * 42 * 3),
+        capturedAtMs: 0,
+        seq: 0,
+      };
+      await expect(detector.judge({ top: frame })).rejects.toThrow(/trained on 84x84 frames of camera "top"/);
+    } finally {
+      await detector.close();
+    }
+    const policy = join(dir, 'policy.onnx');
+    writeFileSync(
+      policy,
+      exportMlpToOnnx({
+        inputs: [{ name: 'obs', dim: 2 }],
+        layers: [
+          {
+            inDim: 2,
+            outDim: 1,
+            weight: new Float32Array(2),
+            bias: new Float32Array(1),
+            activation: 'linear',
+          },
+        ],
+        output: { name: 'action', actionDim: 1, chunkLength: 1 },
+        metadata: { 'resrt.kind': 'base' },
+      }),
+    );
+    await expect(SuccessDetector.load(policy)).rejects.toThrow(
+      /is not a success detector \(its resrt.kind is "base"\)/,
+    );
+  });
+
+  it('needs both outcomes in the data, and names how to get the missing one', async () => {
+    const ok = join(dir, 'ok.jsonl');
+    const data = labelledEpisodes([{ path: ok, demos: readDemos(ok) }], 'auto');
+    await expect(trainSuccessDetector(data, { steps: 1 })).rejects.toThrow(
+      /0 failed episodes[\s\S]*fix: .*resrt collect --task TASK .*--bias/,
+    );
+  });
+
+  it('is the success source of a residual run, with the true success logged beside it', async () => {
+    const detector = await SuccessDetector.load(detectorPath);
+    // The privileged expert as the base, reading whichever env (training or evaluation) last reset.
+    let current: MujocoEnv | null = null;
+    const expert = new ImperfectExpert(pushCamTask.expert!(), 3, cleanExpert, 0);
+    const base = new PrivilegedExpert(expert, () => (current as MujocoEnv).expertObservation());
+    const run = (judge: SuccessJudge, out: string): ReturnType<typeof trainResidual> =>
+      trainResidual({
+        makeEnv: async () => {
+          const env = await MujocoEnv.create(pushCamTask);
+          const reset = env.reset.bind(env);
+          env.reset = (o) => {
+            current = env;
+            return reset(o);
+          };
+          return env;
+        },
+        base,
+        steps: 200,
+        outDir: join(dir, out),
+        worker: false,
+        evalEpisodes: 1,
+        device: 'cpu',
+        threads: 1,
+        log: () => {},
+        successDetector: judge,
+        // The expert on its own: no residual noise before learning starts.
+        config: { warmupNoise: 0, learningStarts: 10_000 },
+      });
+    try {
+      const r = await run(detector, 'run');
+      expect(r.trainEpisodes.length).toBeGreaterThanOrEqual(4);
+      for (const e of r.trainEpisodes) expect(typeof e.trueSuccess).toBe('boolean');
+      expect(r.trainEpisodes.some((e) => e.success)).toBe(true);
+      // The same detector made never to fire: the clean expert still succeeds, and no training
+      // episode counts it, so the success really comes from the detector.
+      const never: SuccessJudge = {
+        cameras: detector.cameras,
+        threshold: detector.threshold,
+        judge: async (frames) => ({ ...(await detector.judge(frames)), success: false }),
+      };
+      const silent = await run(never, 'silent');
+      expect(silent.trainEpisodes.every((e) => !e.success)).toBe(true);
+      expect(silent.trainEpisodes.filter((e) => e.trueSuccess).length).toBeGreaterThanOrEqual(3);
+    } finally {
+      await detector.close();
+    }
+  }, 120_000);
+
+  it('turns a verdict into the step the learner stores', () => {
+    const yes = { probability: 0.9, success: true };
+    const no = { probability: 0.1, success: false };
+    const running = { reward: 0, terminated: false, truncated: false, envSuccess: false };
+    expect(detectorOutcome(running, yes)).toEqual({
+      reward: 1,
+      terminated: true,
+      truncated: false,
+      success: true,
+    });
+    expect(detectorOutcome(running, no)).toEqual({
+      reward: 0,
+      terminated: false,
+      truncated: false,
+      success: false,
+    });
+    // The env ended on its own success that the detector does not see: cut, not a failure.
+    const envWin = { reward: 1, terminated: true, truncated: false, envSuccess: true };
+    expect(detectorOutcome(envWin, no)).toEqual({
+      reward: 0,
+      terminated: false,
+      truncated: true,
+      success: false,
+    });
+    // A failure the env reports stays terminal.
+    const envFail = { reward: 0, terminated: true, truncated: false, envSuccess: false };
+    expect(detectorOutcome(envFail, no)).toEqual({
+      reward: 0,
+      terminated: true,
+      truncated: false,
+      success: false,
+    });
+  });
+});
