@@ -2,8 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { Subject, BehaviorSubject } from 'rxjs';
 import { ComposedPolicy, type ResidualModel } from '../src/runtime/compose.js';
 import { ControlLoop, formatLatencyTable, passThroughSafety, type LoopEvent } from '../src/runtime/loop.js';
-import { fixedRate, nowMs, type Tick } from '../src/runtime/scheduler.js';
+import { fixedRate, nowMs, type SchedulerOptions, type Tick } from '../src/runtime/scheduler.js';
 import { envSource, robotSource } from '../src/runtime/sources.js';
+import { SafetyLayer } from '../src/safety/index.js';
 import type {
   BoxSpace,
   Env,
@@ -71,27 +72,37 @@ function collect<T>(source: { subscribe(fn: (v: T) => void): unknown }): T[] {
 }
 
 describe('fixedRate scheduler', () => {
-  it('ticks on a grid anchored at the start: no drift', async () => {
-    const hz = 200;
-    const ticks: Tick[] = [];
-    const t0 = nowMs();
-    const sub = fixedRate(hz).subscribe((t) => ticks.push(t));
-    await new Promise((r) => setTimeout(r, 1000));
-    sub.unsubscribe();
-    const elapsed = nowMs() - t0;
-    const last = ticks[ticks.length - 1];
-    // Deadlines never accumulate error: deadline n is start + n * period exactly.
-    expect(last.deadlineMs - ticks[0].deadlineMs).toBeCloseTo((last.index - ticks[0].index) * (1000 / hz), 6);
-    // The grid index keeps up with wall time (skipped deadlines included), within 5%.
-    expect(last.index + 1).toBeGreaterThan(0.95 * (elapsed / 1000) * hz);
-    expect(last.index + 1).toBeLessThanOrEqual(Math.ceil((elapsed / 1000) * hz) + 1);
-    // Ticks fire close to their deadline (generous: CI runs other test files beside this one).
-    const lates = ticks.map((t) => t.firedMs - t.deadlineMs).sort((a, b) => a - b);
-    expect(lates[0]).toBeGreaterThanOrEqual(0);
-    expect(lates[Math.floor(lates.length / 2)]).toBeLessThan(2);
-    // Fired ticks: a loaded 2-core CI box preempts us now and then (skips, not drift).
-    expect(ticks.length).toBeGreaterThan(0.3 * (elapsed / 1000) * hz);
-  });
+  it.each([
+    ['default options', {}],
+    ['polling every 0.1 ms', { pollEveryMs: 0.1 }],
+    ['sleeping on Atomics.wait', { sleep: 'atomics', spinMs: 0.3 }],
+  ] as [string, SchedulerOptions][])(
+    'ticks on a grid anchored at the start: no drift (%s)',
+    async (_, options) => {
+      const hz = 200;
+      const ticks: Tick[] = [];
+      const t0 = nowMs();
+      const sub = fixedRate(hz, options).subscribe((t) => ticks.push(t));
+      await new Promise((r) => setTimeout(r, 1000));
+      sub.unsubscribe();
+      const elapsed = nowMs() - t0;
+      const last = ticks[ticks.length - 1];
+      // Deadlines never accumulate error: deadline n is start + n * period exactly.
+      expect(last.deadlineMs - ticks[0].deadlineMs).toBeCloseTo(
+        (last.index - ticks[0].index) * (1000 / hz),
+        6,
+      );
+      // The grid index keeps up with wall time (skipped deadlines included), within 5%.
+      expect(last.index + 1).toBeGreaterThan(0.95 * (elapsed / 1000) * hz);
+      expect(last.index + 1).toBeLessThanOrEqual(Math.ceil((elapsed / 1000) * hz) + 1);
+      // Ticks fire close to their deadline (generous: CI runs other test files beside this one).
+      const lates = ticks.map((t) => t.firedMs - t.deadlineMs).sort((a, b) => a - b);
+      expect(lates[0]).toBeGreaterThanOrEqual(0);
+      expect(lates[Math.floor(lates.length / 2)]).toBeLessThan(2);
+      // Fired ticks: a loaded 2-core CI box preempts us now and then (skips, not drift).
+      expect(ticks.length).toBeGreaterThan(0.3 * (elapsed / 1000) * hz);
+    },
+  );
 });
 
 describe('ControlLoop with a simulator source', () => {
@@ -266,7 +277,10 @@ class FakeRobot implements Robot {
     this.sent.push({ action: Float32Array.from(command.action), validForMs: command.validForMs });
     return true;
   }
-  estop(): void {}
+  readonly estops: string[] = [];
+  estop(reason: string): void {
+    this.estops.push(reason);
+  }
   async resetFault(): Promise<void> {}
   async close(): Promise<void> {}
   publish(faulted = false): void {
@@ -355,6 +369,45 @@ describe('ControlLoop with a robot source', () => {
     expect(robot.sent.length).toBe(stats.safeActions + 1);
     expect(robot.sent.every((c) => c.action[0] === Math.fround(0.3))).toBe(true);
     expect(stats.events.late_result_dropped).toBe(1);
+  });
+
+  it('estop() latches: the device, the safety layer and every later tick get the safe action', async () => {
+    const robot = new FakeRobot();
+    const safety = new SafetyLayer({ actionDim: 2, safeAction: { kind: 'zero' } }, { clock: nowMs });
+    let policyCalls = 0;
+    const policy: Policy = {
+      actionDim: 2,
+      act: () => {
+        policyCalls++;
+        return Float32Array.of(0.6, -0.6);
+      },
+    };
+    const loop = new ControlLoop({
+      source: robotSource(robot),
+      policy,
+      safety,
+      rateHz: 200,
+      maxObsAgeMs: 1000,
+    });
+    const events = collect<LoopEvent>(loop.events$);
+    robot.publish();
+    await loop.start();
+    for (let i = 0; i < 200 && policyCalls < 5; i++) await new Promise((r) => setTimeout(r, 5));
+    loop.estop('test-button', 'pressed');
+    const callsAtStop = policyCalls;
+    const sentAtStop = robot.sent.length;
+    await new Promise((r) => setTimeout(r, 60));
+    const stats = await loop.stop();
+    expect(loop.estopped).toBe(true);
+    expect(robot.estops).toEqual(['test-button: pressed']);
+    expect(safety.state.estopped).toBe(true);
+    expect(events.find((e) => e.kind === 'estop')?.detail).toBe('test-button: pressed');
+    // The policy is not asked again (a tick already past its policy stage may finish).
+    expect(policyCalls).toBeLessThanOrEqual(callsAtStop + 1);
+    const after = robot.sent.slice(sentAtStop + 1);
+    expect(after.length).toBeGreaterThan(3);
+    for (const c of after) expect(Array.from(c.action)).toEqual([0, 0]);
+    expect(stats.safeActions).toBeGreaterThanOrEqual(after.length - 1);
   });
 
   it('rejects a policy whose action width differs from the robot', () => {

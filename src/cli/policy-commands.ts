@@ -2,13 +2,16 @@
 import type { Command } from 'commander';
 import { ComposedPolicy } from '../runtime/compose.js';
 import { connectRobot } from '../hw/connect.js';
-import { loadRobotConfig, observationLength, observeState } from '../hw/robot-config.js';
-import { ControlLoop, formatLatencyTable } from '../runtime/loop.js';
-import { defaultSafetyConfig, loadSafetyConfig, SafetyLayer } from '../safety/index.js';
+import { loadRobotConfig, observationLength, observeState, parseRobotUrl } from '../hw/robot-config.js';
+import { formatLatencyTable } from '../runtime/loop.js';
+import { WorkerControlLoop } from '../runtime/loop-host.js';
+import type { LoopPriority } from '../runtime/thread-priority.js';
+import type { PlainData, SourceSpec } from '../runtime/loop-plan.js';
+import { SharedRobotBridge } from '../runtime/shared-robot.js';
+import { loadSafetyConfig } from '../safety/index.js';
 import { formatInspectReport, inferOnce, inspectOnnx } from '../runtime/onnx-inspect.js';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
 import { CameraResidual, loadResidual } from '../runtime/camera-residual.js';
-import { envSource, robotSource, type ObservationSource } from '../runtime/sources.js';
 import { defaultBcConfig, saveBcPolicy, trainBc } from '../sim/bc.js';
 import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
@@ -16,6 +19,7 @@ import { loadTask, type AnyTask } from '../sim/registry.js';
 import type { CameraSpec, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { checkOutputFile, parseFloatArg, parseIntArg, printJson, progressBar } from './common.js';
+import { robotLinkSpec, taskSourceSpec } from './loop-sources.js';
 
 export function registerPolicyCommands(program: Command): void {
   program
@@ -204,42 +208,60 @@ export function registerPolicyCommands(program: Command): void {
     )
     .option('--duration <s>', 'seconds to run', parseFloatArg('--duration', 0.1, 86400), 10)
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 0)
+    .option(
+      '--priority <realtime|normal>',
+      "the loop thread's scheduling: realtime (SCHED_FIFO where allowed; says why not otherwise) or normal",
+      parsePriority,
+      'realtime',
+    )
     .option('--json', 'print one JSON object')
     .action(async (opts: RunCliOptions) => {
       const setup = opts.robot ? await robotLoopSetup(opts) : await simLoopSetup(opts);
-      const policy = await loadComposedPolicy(setup.dims, opts.base, opts.residual, opts.scale);
-      const actionDim = setup.dims.actionSpace.dim;
-      const safety = new SafetyLayer(
-        opts.safety ? loadSafetyConfig(opts.safety) : defaultSafetyConfig(actionDim),
-      );
-      const safetyDim = safety.safeAction().length;
-      if (safetyDim !== actionDim) {
-        throw new ResrtError(
-          `the safety config is for ${safetyDim} actions, the ${setup.label} takes ${actionDim}`,
-          'use the safety config written for this robot or task',
-        );
-      }
-      const loop = new ControlLoop({
-        source: setup.source,
-        policy,
-        safety,
-        rateHz: opts.rate ?? setup.rateHz,
-        onEpisodeStart: () => safety.beginEpisode(),
+      const rateHz = opts.rate ?? setup.rateHz;
+      // The loop runs in its own thread: the policy sessions, the safety layer and the simulator
+      // or robot link are built there (src/runtime/loop-host.ts).
+      const loop = await WorkerControlLoop.create(
+        {
+          policy: { base: opts.base, residual: opts.residual, scale: opts.scale },
+          source: setup.source,
+          safety: opts.safety ? loadSafetyConfig(opts.safety) : 'default',
+          rateHz,
+          priority: opts.priority,
+        },
+        { bridge: setup.bridge },
+      ).catch(async (err: unknown) => {
+        await setup.close();
+        throw err;
       });
-      if (!opts.json)
-        console.log(`running ${setup.label} at ${opts.rate ?? setup.rateHz} Hz for ${opts.duration} s`);
+      let episodes = 0;
+      let successes = 0;
+      loop.transitions$.subscribe((t) => {
+        if (t.terminated || t.truncated) {
+          episodes++;
+          if (t.reward > 0) successes++;
+        }
+      });
+      if (!opts.json) {
+        console.log(`running ${setup.label} at ${rateHz} Hz for ${opts.duration} s`);
+        if (loop.fusion !== 'fused' && opts.residual)
+          console.log(`base and residual run as two onnxruntime calls: ${loop.fusion}`);
+        if (opts.priority === 'realtime' && loop.priority.applied !== 'realtime')
+          console.log(`the loop thread runs at normal priority: ${loop.priority.detail}`);
+      }
       const stats = await loop.runFor(opts.duration * 1000);
       await setup.close();
-      safety.close();
+      // On hardware, episodes and success are what a person or a session decides (resrt actor).
+      const counted = setup.countsEpisodes ? { episodes, successes } : { episodes: 0, successes: 0 };
       if (opts.json)
         return printJson({
           target: setup.label,
-          episodes: setup.episodes(),
-          successes: setup.successes(),
+          ...counted,
+          fusion: loop.fusion,
+          priority: loop.priority,
           stats,
         });
       console.log(formatLatencyTable(stats));
-      console.log(`episodes finished: ${setup.episodes()}, successful: ${setup.successes()}`);
+      console.log(`episodes finished: ${counted.episodes}, successful: ${counted.successes}`);
     });
 }
 
@@ -268,11 +290,11 @@ function parseObservation(text: string): number[] {
 
 interface LoopSetup {
   label: string;
-  dims: { observationSpace: { dim: number }; actionSpace: { dim: number } };
-  source: ObservationSource;
+  source: SourceSpec;
   rateHz: number;
-  episodes(): number;
-  successes(): number;
+  countsEpisodes: boolean;
+  /** A robot kept on this thread (serial), seen by the loop thread through shared memory. */
+  bridge?: SharedRobotBridge;
   close(): Promise<void>;
 }
 
@@ -283,24 +305,16 @@ async function simLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
       'e.g. --task push, or --robot mqtt://host/robot-1 --robot-config robot.json',
     );
   const task = await loadTask(opts.task);
-  const env = await MujocoEnv.create(task);
-  const source = envSource(env, { seed: opts.seed });
-  let episodes = 0;
-  let successes = 0;
-  source.transitions$.subscribe((t) => {
-    if (t.terminated || t.truncated) {
-      episodes++;
-      if (t.reward > 0) successes++;
-    }
-  });
+  // The task's own rate; the loop thread builds its own copy of the simulator.
+  const probe = await MujocoEnv.create(task);
+  const rateHz = Math.round(1 / probe.controlDt);
+  probe.close();
   return {
     label: `${task.name} (simulated in real time)`,
-    dims: env,
-    source,
-    rateHz: Math.round(1 / env.controlDt),
-    episodes: () => episodes,
-    successes: () => successes,
-    close: async () => env.close(),
+    source: taskSourceSpec({ task: opts.task, seed: opts.seed }),
+    rateHz,
+    countsEpisodes: true,
+    close: async () => {},
   };
 }
 
@@ -311,25 +325,36 @@ async function robotLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
       'write a robot config (see docs/mqtt-topics.md) or use the one `resrt virtual-robot` wrote',
     );
   const config = loadRobotConfig(opts.robotConfig);
+  const label = `robot ${config.name} at ${opts.robot}`;
+  if (parseRobotUrl(opts.robot!).kind === 'mqtt') {
+    // The MQTT link opens in the loop thread: states and commands never cross this one.
+    return {
+      label,
+      source: robotLinkSpec({ url: opts.robot!, config: structuredClone(config) as PlainData }),
+      rateHz: config.rateHz,
+      countsEpisodes: false,
+      close: async () => {},
+    };
+  }
+  // serialport cannot run in a worker thread: the port (serial or servo bus) stays here, behind
+  // shared memory.
   const robot = await connectRobot(opts.robot!, {
     actionNames: config.action.names,
     watchdogMs: config.watchdog?.timeoutMs,
+    config,
   });
-  const caps = robot.capabilities;
-  const obsDim = observationLength(config, caps);
-  const source = robotSource(robot, {
+  const obsDim = observationLength(config, robot.capabilities);
+  const bridge = new SharedRobotBridge(robot, {
     toObs: (s) => observeState(config, s, obsDim),
     obsDim,
     validForMs: config.commandValidMs,
   });
   return {
-    label: `robot ${config.name} at ${opts.robot}`,
-    dims: { observationSpace: { dim: obsDim }, actionSpace: { dim: caps.actionDim } },
-    source,
+    label,
+    source: bridge.sourceSpec,
     rateHz: config.rateHz,
-    // On hardware, episodes and success are what a person or a session decides (resrt actor).
-    episodes: () => 0,
-    successes: () => 0,
+    countsEpisodes: false,
+    bridge,
     close: () => robot.close(),
   };
 }
@@ -375,7 +400,16 @@ interface RunCliOptions {
   rate?: number;
   duration: number;
   seed: number;
+  priority: LoopPriority;
   json?: boolean;
+}
+
+function parsePriority(value: string): LoopPriority {
+  if (value === 'realtime' || value === 'normal') return value;
+  throw new ResrtError(
+    `--priority: '${value}' is not a scheduling`,
+    'use --priority realtime or --priority normal',
+  );
 }
 
 export async function taskDims(task: AnyTask): Promise<{

@@ -1,10 +1,11 @@
 /**
- * The live control loop: per tick, latest observation -> policy (base + residual) -> safety hook
- * -> actuator, at a fixed rate, with latest-value semantics (a slow stage never builds a backlog),
- * and every failure turned into the safe action plus an event instead of a dead loop.
+ * The live control loop: per tick, latest observation (with its camera frames where the source has
+ * cameras) -> policy (base + residual) -> safety hook -> actuator, at a fixed rate, with
+ * latest-value semantics (a slow stage never builds a backlog), and every failure turned into the
+ * safe action plus an event instead of a dead loop.
  */
 import { Subject, type Observable, type Subscription, EMPTY } from 'rxjs';
-import type { Policy, SafetyDecision, SafetyEvent, SafetyHook, Transition } from '../types.js';
+import type { CameraFrames, Policy, SafetyDecision, SafetyEvent, SafetyHook, Transition } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { LatencyHistogram, type Percentiles } from '../util/stats.js';
 import type { ComposedStep } from './compose.js';
@@ -24,6 +25,8 @@ export type LoopEventKind =
   | 'actuator_error'
   | 'late_result_dropped'
   | 'episode_end'
+  | 'estop'
+  | 'loop_crash'
   | 'started'
   | 'stopped';
 
@@ -138,6 +141,8 @@ export class ControlLoop {
   /** Safe actuations started by overrun ticks, so none overlaps another actuation. */
   private sideActuation: Promise<void> | null = null;
   private state: 'idle' | 'running' | 'stopping' | 'stopped' = 'idle';
+  /** Set by estop(): every later tick sends the safe action without asking the policy. */
+  private estopReason: string | null = null;
 
   constructor(private readonly options: ControlLoopOptions) {
     const { source, policy, rateHz } = options;
@@ -193,6 +198,43 @@ export class ControlLoop {
         void this.stop();
       },
     });
+  }
+
+  /**
+   * Latching emergency stop: from the next tick on, the policy is not asked and every tick sends
+   * what the safety hook gives for no proposal (the safe action, or a SafetyLayer's latched hold).
+   * The hook and the device are told too (SafetyLayer.estop, Robot.estop through the source).
+   * It holds until the loop is stopped; a new loop starts clear.
+   */
+  estop(source: string, detail?: string): void {
+    if (this.estopReason !== null) return;
+    this.estopReason = detail ? `${source}: ${detail}` : source;
+    this.emit('estop', this.ticks, this.estopReason);
+    const hook = this.safety as SafetyHook & { estop?: (source: string, detail?: string) => void };
+    try {
+      hook.estop?.(source, detail);
+    } catch (err) {
+      this.emit('safety_error', this.ticks, `the safety hook's estop failed: ${(err as Error).message}`);
+    }
+    try {
+      this.options.source.estop?.(this.estopReason);
+    } catch (err) {
+      this.emit('actuator_error', this.ticks, `the device e-stop failed: ${(err as Error).message}`);
+    }
+  }
+
+  get estopped(): boolean {
+    return this.estopReason !== null;
+  }
+
+  /**
+   * An error that escaped every stage (a bug in a source's callbacks, a subscriber): reported as
+   * a 'loop_crash' event, then the loop stops, which sends the safe action last.
+   */
+  async crash(err: unknown): Promise<LoopStats> {
+    const message = err instanceof Error ? err.message : String(err);
+    this.emit('loop_crash', this.ticks, `${message}; stopping with the safe action`);
+    return this.stop();
   }
 
   /** Stops ticking, waits for the last tick to finish, sends the safe action last. */
@@ -315,8 +357,10 @@ export class ControlLoop {
       if (this.options.onOverrun !== 'hold' && !this.sideActuation && (!busy || busy.stage === 'policy')) {
         this.safeActions++;
         const safe = this.safeActionNow();
+        const latest = this.options.source.latest();
         const record: ActuationRecord = {
-          obs: this.options.source.latest()?.obs ?? null,
+          obs: latest?.obs ?? null,
+          ...(latest?.frames ? { frames: latest.frames } : {}),
           baseAction: null,
           residual: null,
           safetyEvents: 1,
@@ -353,22 +397,28 @@ export class ControlLoop {
     if (sample) this.hist.obsAge.record(obsAge);
     const fault = source.fault();
     let obs: Float32Array | null = null;
+    let frames: CameraFrames | undefined;
     if (!sample)
       this.emit('no_observation', tick.index, `${source.kind} has not produced an observation yet`);
     else if (fault) this.emit('source_fault', tick.index, fault);
-    else if (obsAge > this.maxObsAgeMs)
+    else if (this.estopReason !== null) {
+      // Latched: no policy output reaches the actuator; the hook decides what "safe" is.
+    } else if (obsAge > this.maxObsAgeMs)
       this.emit(
         'stale_observation',
         tick.index,
         `observation is ${obsAge.toFixed(1)} ms old (limit ${this.maxObsAgeMs} ms)`,
       );
-    else obs = sample.obs;
+    else {
+      obs = sample.obs;
+      frames = sample.frames;
+    }
 
     // 2. Policy (base + residual).
     if (obs) {
       const p0 = nowMs();
       try {
-        const out = await policy.act(obs);
+        const out = await policy.act(obs, frames);
         if (finiteOfLength(out, source.actionDim)) proposed = out;
         else
           this.emit(
@@ -428,6 +478,7 @@ export class ControlLoop {
     flight.stage = 'actuate';
     const record: ActuationRecord = {
       obs,
+      ...(frames ? { frames } : {}),
       baseAction: proposed && composed ? composed.baseAction : null,
       residual: proposed && composed ? composed.residual : null,
       safetyEvents: safetyEvents + (proposed ? 0 : 1),

@@ -140,7 +140,8 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel, Embedding
     private readonly session: ort.InferenceSession,
     readonly layout: OnnxLayout,
     readonly metadata: Readonly<Record<string, string>>,
-    private readonly normalization: { mean: Float32Array; std: Float32Array } | null,
+    /** Observation statistics applied in JS before the graph (metadata or sidecar); null when baked or none. */
+    readonly normalization: { mean: Float32Array; std: Float32Array } | null,
     chunk: ChunkExecutorOptions | undefined,
   ) {
     this.actionDim = layout.actionDim;

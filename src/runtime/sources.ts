@@ -3,7 +3,7 @@
  * per tick, or a robot link (latest state in, command out).
  */
 import { Subject, type Observable, type Subscription } from 'rxjs';
-import type { Env, MaybePromise, Robot, RobotState, Transition } from '../types.js';
+import type { CameraFrames, CameraSpec, Env, MaybePromise, Robot, RobotState, Transition } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { nowMs } from './scheduler.js';
 
@@ -11,12 +11,16 @@ export interface ObservationSample {
   obs: Float32Array;
   /** Host time (nowMs) at which the observation was taken or received. */
   atMs: number;
+  /** The cameras' frames of this observation, from sources with cameras (visuomotor bases read them). */
+  frames?: CameraFrames;
 }
 
 /** What the loop knows about the action it hands to the actuator, for transition records. */
 export interface ActuationRecord {
   /** The observation the action was computed from (null when none was usable). */
   obs: Float32Array | null;
+  /** The camera frames that came with `obs`, if any. */
+  frames?: CameraFrames;
   baseAction: Float32Array | null;
   residual: Float32Array | null;
   safetyEvents: number;
@@ -34,6 +38,8 @@ export interface ObservationSource {
   readonly kind: string;
   readonly obsDim: number;
   readonly actionDim: number;
+  /** The cameras whose frames come with every observation (ObservationSample.frames); absent: none. */
+  readonly cameras?: readonly CameraSpec[];
   /** Only sources with rewards (simulators) emit transitions. */
   readonly transitions$?: Observable<Transition>;
   open(): Promise<void>;
@@ -41,6 +47,8 @@ export interface ObservationSource {
   /** A reason not to trust the latest observation (device fault), or null. */
   fault(): string | null;
   actuate(action: Float32Array, record: ActuationRecord): MaybePromise<ActuationResult>;
+  /** Latching e-stop on the device, where there is one (Robot.estop). */
+  estop?(reason: string): void;
   /** After the last tick: send `safeAction` where there is hardware, release subscriptions. */
   close(safeAction: Float32Array): Promise<void>;
 }
@@ -57,6 +65,10 @@ export interface EnvSource extends ObservationSource {
   readonly episode: number;
 }
 
+function sampleOf(obs: Float32Array, frames: CameraFrames | undefined): ObservationSample {
+  return frames ? { obs, atMs: nowMs(), frames } : { obs, atMs: nowMs() };
+}
+
 /**
  * A simulator as a source: each actuation steps the env once; terminated/truncated (or
  * maxEpisodeSteps, like gymnasium's TimeLimit) resets it. The env stays owned by the caller.
@@ -70,14 +82,16 @@ export function envSource(env: Env, options: EnvSourceOptions = {}): EnvSource {
     options.seed === undefined ? undefined : options.seed + e;
   const reset = async (): Promise<void> => {
     const r = await env.reset({ seed: seedFor(episode) });
-    // Simulators may reuse their observation buffer on the next step; keep our own copy.
-    current = { obs: Float32Array.from(r.obs), atMs: nowMs() };
+    // Simulators may reuse their observation buffer on the next step; keep our own copy. Frames
+    // are fresh per step (the CameraFrame contract): kept by reference.
+    current = sampleOf(Float32Array.from(r.obs), r.frames);
     step = 0;
   };
   return {
     kind: `env:${env.id}`,
     obsDim: env.observationSpace.dim,
     actionDim: env.actionSpace.dim,
+    cameras: env.cameras?.length ? env.cameras : undefined,
     transitions$: transitions.asObservable(),
     get episode() {
       return episode;
@@ -91,15 +105,19 @@ export function envSource(env: Env, options: EnvSourceOptions = {}): EnvSource {
       const nextObs = Float32Array.from(result.obs);
       step++;
       const truncated = result.truncated || (!result.terminated && step >= env.maxEpisodeSteps);
-      current = { obs: nextObs, atMs: nowMs() };
+      current = sampleOf(nextObs, result.frames);
       const executed = Float32Array.from(action);
+      // What the action was computed from: the loop's record, else the observation it acted on.
+      const from = record.obs ? { obs: record.obs, frames: record.frames } : (before ?? current);
       transitions.next({
-        obs: record.obs ?? before?.obs ?? nextObs,
+        obs: from.obs,
+        ...(from.frames ? { frames: from.frames } : {}),
         baseAction: record.baseAction ?? executed,
         residual: record.residual ?? new Float32Array(action.length),
         action: executed,
         reward: result.reward,
         nextObs,
+        ...(result.frames ? { nextFrames: result.frames } : {}),
         terminated: result.terminated,
         truncated,
         intervention: false,
@@ -173,6 +191,7 @@ export function robotSource(robot: Robot, options: RobotSourceOptions = {}): Obs
       return sample;
     },
     fault: () => (state?.faulted ? 'the device reports a latched fault or e-stop' : null),
+    estop: (reason) => robot.estop(reason),
     actuate(action) {
       const ok = robot.send({ action, validForMs });
       return ok ? { ok } : { ok, detail: 'robot.send refused the command (link down or bad shape)' };

@@ -1,0 +1,302 @@
+/**
+ * Graph surgery: a base policy graph and a residual actor graph joined into one ONNX model, so a
+ * control tick runs one onnxruntime session call instead of two.
+ *
+ *   obs ─► base/… ─► base_action ─────────────────────────► output 'base_action' [batch, A]
+ *    │                    │ (the residual's base-action input)
+ *    └──► residual/… ◄────┘ ──────────────────────────────► output 'residual'    [batch, A]
+ *
+ * Weights stay initializers: onnxruntime prepacks constant GEMM operands, which is both faster and
+ * what the two separate sessions compute, bit for bit (weights fed as inputs ran ~1.5x slower and
+ * differed in the last bits). A new residual version is therefore a new fused model.
+ * The composition a = clip(base + scale * r) stays outside the graph (ResidualComposer), where
+ * the scale changes per episode and NaN reaches the loop as NaN. Pure functions over decoded
+ * models; `fused-policy.ts` loads and verifies the result.
+ */
+import protobuf from 'protobufjs';
+import {
+  attr,
+  decodeModel,
+  encodeModel,
+  floatValueInfo,
+  valueShape,
+  type OnnxModel,
+  type OnnxNode,
+  type OnnxValueInfo,
+} from '../util/onnx-proto.js';
+
+export const FusedName = {
+  obs: 'obs',
+  baseObs: 'base_obs',
+  residualObs: 'residual_obs',
+  baseAction: 'base_action',
+  residual: 'residual',
+} as const;
+
+/** What the loader learned about one of the two graphs (a subset of OnnxLayout). */
+export interface GraphRole {
+  /** Graph inputs in row order: [obs] for the base; [obs, base_action] or [obs+base_action] for the residual. */
+  feeds: { name: string; role: 'obs' | 'base_action' | 'obs+base_action' }[];
+  outputName: string;
+  /** Observation width (for the residual: without the base action). */
+  obsDim: number;
+  actionDim: number;
+  chunkLength: number;
+}
+
+export interface FusedGraph {
+  bytes: Uint8Array;
+  /** Observation inputs: one shared input, or one per model when their normalizations differ. */
+  obsInputs: { base: string; residual: string };
+}
+
+export type FusionOutcome = { ok: true; graph: FusedGraph } | { ok: false; reason: string };
+
+const DEFAULT_DOMAINS = new Set(['', 'ai.onnx']);
+
+// ---------------------------------------------------------------------------------------------
+// What a decode → encode round trip through util/onnx-proto.ts keeps. Anything else (subgraphs, model
+// functions, sparse or string tensors) would be dropped silently, so such files are not fused.
+
+const KNOWN_FIELDS: Record<string, Record<number, string | undefined>> = {
+  model: { 1: '', 2: '', 3: '', 4: '', 5: '', 6: '', 7: 'graph', 8: '', 14: '' },
+  graph: { 1: 'node', 2: '', 5: 'tensor', 10: '', 11: '', 12: '', 13: '' },
+  node: { 1: '', 2: '', 3: '', 4: '', 5: 'attribute', 6: '', 7: '' },
+  attribute: { 1: '', 2: '', 3: '', 4: '', 5: 'tensor', 7: '', 8: '', 13: '', 20: '' },
+  tensor: { 1: '', 2: '', 4: '', 5: '', 7: '', 8: '', 9: '', 10: '', 12: '', 13: '', 14: '' },
+};
+
+const FIELD_NAMES: Record<string, Record<number, string>> = {
+  model: { 20: 'training_info', 25: 'functions (model-local functions)', 26: 'configuration' },
+  graph: { 15: 'sparse_initializer', 14: 'quantization_annotation', 16: 'metadata_props' },
+  node: { 8: 'overload', 9: 'metadata_props', 10: 'device_configurations' },
+  attribute: {
+    6: 'g (a subgraph: If/Loop/Scan)',
+    11: 'graphs (subgraphs)',
+    9: 'strings',
+    10: 'tensors',
+    14: 'tp (a type proto)',
+    15: 'type_protos',
+    21: 'ref_attr_name (a function attribute)',
+    22: 'sparse_tensor',
+    23: 'sparse_tensors',
+  },
+  tensor: { 3: 'segment', 6: 'string_data', 11: 'uint64_data', 16: 'metadata_props' },
+};
+
+/** The first protobuf field this module's schema would drop, as a readable path; null if none. */
+export function unsupportedContent(bytes: Uint8Array): string | null {
+  const walk = (reader: protobuf.Reader, end: number, kind: string, path: string): string | null => {
+    const known = KNOWN_FIELDS[kind];
+    const counters: Record<number, number> = {};
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      const field = tag >>> 3;
+      const wire = tag & 7;
+      if (!(field in known)) {
+        const name = FIELD_NAMES[kind][field] ?? `field ${field}`;
+        return `${path || 'model'} has ${name}`;
+      }
+      const child = known[field];
+      if (child && wire === 2) {
+        const len = reader.uint32();
+        const childEnd = reader.pos + len;
+        const index = (counters[field] = (counters[field] ?? -1) + 1);
+        const label =
+          child === 'graph'
+            ? 'graph'
+            : kind === 'graph' && child === 'tensor'
+              ? `initializer[${index}]`
+              : `${child}[${index}]`;
+        const found = walk(reader, childEnd, child, path ? `${path}.${label}` : label);
+        if (found) return found;
+        reader.pos = childEnd;
+      } else {
+        reader.skipType(wire);
+      }
+    }
+    return null;
+  };
+  return walk(protobuf.Reader.create(bytes), bytes.length, 'model', '');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function defaultOpset(model: OnnxModel): number | undefined {
+  return model.opsetImport.find((o) => DEFAULT_DOMAINS.has(o.domain ?? ''))?.version;
+}
+
+function mergeOpsets(base: OnnxModel, residual: OnnxModel): OnnxModel['opsetImport'] | string {
+  const merged = new Map<string, number>();
+  for (const [who, model] of [
+    ['base', base],
+    ['residual', residual],
+  ] as const) {
+    for (const o of model.opsetImport) {
+      const domain = DEFAULT_DOMAINS.has(o.domain ?? '') ? '' : (o.domain as string);
+      const seen = merged.get(domain);
+      if (seen !== undefined && seen !== o.version) {
+        return `the base uses opset ${seen} and the ${who} opset ${o.version} of domain '${domain || 'ai.onnx'}': operators change meaning between opsets, so the two graphs cannot share one model`;
+      }
+      merged.set(domain, o.version);
+    }
+  }
+  return [...merged].map(([domain, version]) => ({ domain, version }));
+}
+
+/** Renames every value of a graph under a prefix; `rename` overrides chosen names (graph inputs). */
+function prefixNodes(nodes: OnnxNode[], prefix: string, rename: Map<string, string>): OnnxNode[] {
+  const map = (name: string): string => (name === '' ? '' : (rename.get(name) ?? `${prefix}${name}`));
+  return nodes.map((n, i) => ({
+    ...n,
+    name: `${prefix}${n.name || `${n.opType}_${i}`}`,
+    input: n.input.map(map),
+    output: n.output.map(map),
+  }));
+}
+
+function checkGraph(model: OnnxModel, who: string, role: GraphRole): string | null {
+  if (role.chunkLength !== 1) {
+    return `the ${who} predicts action chunks (H = ${role.chunkLength}); its chunk executor runs between the base and the residual`;
+  }
+  const external = model.graph.initializer.find(
+    (t) => t.dataLocation === 1 || (t.externalData?.length ?? 0) > 0,
+  );
+  if (external) return `the ${who} keeps initializer '${external.name}' in an external data file`;
+  for (const node of model.graph.node) {
+    if (node.domain && !DEFAULT_DOMAINS.has(node.domain) && node.domain !== 'com.microsoft') {
+      return `the ${who} uses operator ${node.domain}::${node.opType} from a custom domain`;
+    }
+  }
+  return null;
+}
+
+/**
+ * Joins the two graphs. `shareObs`: both models read the same observation vector (no
+ * normalization, baked normalization, or identical statistics applied in JS); otherwise the
+ * fused model takes one observation input per model.
+ */
+export function fuseBaseAndResidual(
+  baseBytes: Uint8Array,
+  base: GraphRole,
+  residualBytes: Uint8Array,
+  residual: GraphRole,
+  options: { shareObs: boolean },
+): FusionOutcome {
+  for (const [who, bytes] of [
+    ['base', baseBytes],
+    ['residual', residualBytes],
+  ] as const) {
+    const unsupported = unsupportedContent(bytes);
+    if (unsupported)
+      return {
+        ok: false,
+        reason: `the ${who} file's ${unsupported}, which resrt's graph surgery does not carry over`,
+      };
+  }
+  const b = decodeModel(baseBytes);
+  const r = decodeModel(residualBytes);
+  const problem = checkGraph(b, 'base', base) ?? checkGraph(r, 'residual', residual);
+  if (problem) return { ok: false, reason: problem };
+  if (base.actionDim !== residual.actionDim) {
+    return {
+      ok: false,
+      reason: `the base outputs ${base.actionDim} action dims, the residual ${residual.actionDim}`,
+    };
+  }
+  if (base.feeds.length !== 1 || base.feeds[0].role !== 'obs') {
+    return {
+      ok: false,
+      reason: `the base takes ${base.feeds.length} inputs; fusion handles one observation input`,
+    };
+  }
+  if (defaultOpset(b) === undefined || defaultOpset(r) === undefined) {
+    return { ok: false, reason: 'a graph declares no default-domain opset' };
+  }
+  const opsets = mergeOpsets(b, r);
+  if (typeof opsets === 'string') return { ok: false, reason: opsets };
+
+  const obsBase = options.shareObs ? FusedName.obs : FusedName.baseObs;
+  const obsResidual = options.shareObs ? FusedName.obs : FusedName.residualObs;
+  const nodes: OnnxNode[] = [];
+  const A = base.actionDim;
+
+  // Base: its observation input becomes the fused one; everything else moves under base/.
+  nodes.push(...prefixNodes(b.graph.node, 'base/', new Map([[base.feeds[0].name, obsBase]])));
+  const baseOut = b.graph.output.find((o) => o.name === base.outputName);
+  if (!baseOut) return { ok: false, reason: `the base graph has no output '${base.outputName}'` };
+  let baseAction = `base/${base.outputName}`;
+  const rank = valueShape(baseOut)?.length;
+  if (rank !== 2) {
+    // [batch, 1, A] (a chunk of one): the residual reads and the loop records [batch, A].
+    nodes.push({
+      name: 'fused/flatten_base',
+      opType: 'Flatten',
+      input: [baseAction],
+      output: ['fused/base_flat'],
+      attribute: [attr.int('axis', 1)],
+    });
+    baseAction = 'fused/base_flat';
+  }
+
+  // Residual: observation and base-action inputs wired to the fused values.
+  const residualInputs = new Map<string, string>();
+  for (const feed of residual.feeds) {
+    if (feed.role === 'obs') residualInputs.set(feed.name, obsResidual);
+    else if (feed.role === 'base_action') residualInputs.set(feed.name, baseAction);
+    else {
+      nodes.push({
+        name: 'fused/concat_residual_input',
+        opType: 'Concat',
+        input: [obsResidual, baseAction],
+        output: [`residual/${feed.name}`],
+        attribute: [attr.int('axis', 1)],
+      });
+    }
+  }
+  // Initializers that are also listed as graph inputs (IR < 4 files) are not feeds here.
+  const initNames = new Set(r.graph.initializer.map((t) => t.name));
+  const residualFeedNames = new Set(residual.feeds.map((f) => f.name));
+  const strayInput = r.graph.input.find((i) => !residualFeedNames.has(i.name) && !initNames.has(i.name));
+  if (strayInput) return { ok: false, reason: `the residual has an extra input '${strayInput.name}'` };
+  nodes.push(...prefixNodes(r.graph.node, 'residual/', residualInputs));
+  if (!r.graph.output.some((o) => o.name === residual.outputName)) {
+    return { ok: false, reason: `the residual graph has no output '${residual.outputName}'` };
+  }
+  nodes.push(
+    { name: 'fused/base_action', opType: 'Identity', input: [baseAction], output: [FusedName.baseAction] },
+    {
+      name: 'fused/residual',
+      opType: 'Identity',
+      input: [`residual/${residual.outputName}`],
+      output: [FusedName.residual],
+    },
+  );
+
+  const inputs: OnnxValueInfo[] = [floatValueInfo(obsBase, ['batch', base.obsDim])];
+  if (!options.shareObs) inputs.push(floatValueInfo(obsResidual, ['batch', residual.obsDim]));
+  const model: OnnxModel = {
+    irVersion: Math.max(Number(b.irVersion), Number(r.irVersion)),
+    producerName: 'resrt',
+    producerVersion: 'fused',
+    opsetImport: opsets,
+    graph: {
+      name: 'resrt_fused_policy',
+      node: nodes,
+      initializer: [
+        ...b.graph.initializer.map((t) => ({ ...t, name: `base/${t.name}` })),
+        ...r.graph.initializer.map((t) => ({ ...t, name: `residual/${t.name}` })),
+      ],
+      input: inputs,
+      output: [
+        floatValueInfo(FusedName.baseAction, ['batch', A]),
+        floatValueInfo(FusedName.residual, ['batch', A]),
+      ],
+    },
+    metadataProps: [],
+  };
+  return {
+    ok: true,
+    graph: { bytes: encodeModel(model), obsInputs: { base: obsBase, residual: obsResidual } },
+  };
+}
