@@ -82,7 +82,7 @@ describe('resrt CLI', () => {
     );
     expect(r4.code).toBe(1);
     expect(r4.stderr).toMatch(/an actor has none[\s\S]*fix: .*--baseline 45\/100/);
-  });
+  }, 240_000);
 
   it('collect → bc → inspect → infer → eval --base works end to end and draws a plot', async () => {
     const dir = tempDir('resrt-cli-');
