@@ -4,8 +4,10 @@
  * scalars (bias corrections) are graph inputs computed here in float64, so one graph serves every
  * step and the step count checkpoints as a plain number.
  */
-import type { Value } from './graph.js';
-import { add, div, minimum, mul, sqrt, square, sub, sumSquares } from './ops.js';
+import { grad } from './autodiff.js';
+import type { Graph, Value } from './graph.js';
+import { add, div, minimum, mul, reshape, sqrt, square, sub, sumSquares } from './ops.js';
+import type { ParamLayout } from './params.js';
 
 export interface AdamConfig {
   lr: number;
@@ -80,4 +82,36 @@ export class AdamClock {
   commit(): void {
     this.step++;
   }
+}
+
+/**
+ * The tail of every one-run training graph: the loss's gradient with respect to each parameter of
+ * `layout`, one Adam step on the flat `params` vector (inputs `m`, `v`, `stepSize`, `epsHat`), and
+ * the outputs `next:params`, `next:m`, `next:v` and `loss` the callers' double buffers expect.
+ */
+export function addAdamUpdate(
+  g: Graph,
+  layout: ParamLayout,
+  params: Value,
+  unpacked: ReadonlyMap<string, Value>,
+  loss: Value,
+  cfg: Pick<AdamConfig, 'beta1' | 'beta2' | 'clipNorm'>,
+): void {
+  const names = layout.entries.map((e) => e.name);
+  const grads = grad(
+    loss,
+    names.map((n) => unpacked.get(n) as Value),
+  );
+  const step = adamStep(
+    params,
+    layout.pack(new Map(names.map((n, i) => [n, grads[i]]))),
+    g.input('m', [layout.size]),
+    g.input('v', [layout.size]),
+    cfg,
+    { stepSize: g.input('stepSize', []), epsHat: g.input('epsHat', []) },
+  );
+  g.output('next:params', step.params);
+  g.output('next:m', step.m);
+  g.output('next:v', step.v);
+  g.output('loss', reshape(loss, [1]));
 }

@@ -13,10 +13,9 @@ import { ResrtError } from '../util/errors.js';
 import {
   AdamClock,
   adamDefaults,
-  adamStep,
+  addAdamUpdate,
   CompiledGraph,
   DoubleBuffer,
-  grad,
   Graph,
   initEngine,
   mlpApply,
@@ -204,23 +203,11 @@ class PpoModel {
       op.add(op.neg(op.mean(surrogate)), op.mul(vLoss, cfg.valueCoef)),
       op.mul(entropy, cfg.entropyCoef),
     );
-    const names = this.layout.entries.map((e) => e.name);
-    const grads = grad(
-      loss,
-      names.map((n) => p.get(n) as Value),
-    );
-    const step = adamStep(
-      params,
-      this.layout.pack(new Map(names.map((n, i) => [n, grads[i]]))),
-      g.input('m', [this.layout.size]),
-      g.input('v', [this.layout.size]),
-      { beta1: adamDefaults.beta1, beta2: adamDefaults.beta2, clipNorm: cfg.gradClip },
-      { stepSize: g.input('stepSize', []), epsHat: g.input('epsHat', []) },
-    );
-    g.output('next:params', step.params);
-    g.output('next:m', step.m);
-    g.output('next:v', step.v);
-    g.output('loss', op.reshape(loss, [1]));
+    addAdamUpdate(g, this.layout, params, p, loss, {
+      beta1: adamDefaults.beta1,
+      beta2: adamDefaults.beta2,
+      clipNorm: cfg.gradClip,
+    });
     return g;
   }
 

@@ -7,11 +7,10 @@
 import type { Rng } from '../util/rng.js';
 import { decodeModel, encodeModel, graphChecksum, type OnnxValueInfo } from '../util/onnx-proto.js';
 import {
-  adamStep,
+  addAdamUpdate,
   CompiledGraph,
   convEncoderApply,
   convEncoderParamSpecs,
-  grad,
   Graph,
   initConvEncoder,
   mlpApply,
@@ -113,23 +112,7 @@ export class DetectorNetwork {
       const loss = op.mean(
         op.add(op.sub(op.relu(z), op.mul(y, z)), op.log(op.add(op.exp(op.neg(op.abs(z))), 1))),
       );
-      const names = this.layout.entries.map((e) => e.name);
-      const grads = grad(
-        loss,
-        names.map((n) => p.get(n) as Value),
-      );
-      const step = adamStep(
-        params,
-        this.layout.pack(new Map(names.map((n, i) => [n, grads[i]]))),
-        g.input('m', [this.layout.size]),
-        g.input('v', [this.layout.size]),
-        { beta1: 0.9, beta2: 0.999, clipNorm: Infinity },
-        { stepSize: g.input('stepSize', []), epsHat: g.input('epsHat', []) },
-      );
-      g.output('next:params', step.params);
-      g.output('next:m', step.m);
-      g.output('next:v', step.v);
-      g.output('loss', op.reshape(loss, [1]));
+      addAdamUpdate(g, this.layout, params, p, loss, { beta1: 0.9, beta2: 0.999, clipNorm: Infinity });
       c = CompiledGraph.create(g, this.engine);
       this.steps.set(rows, c);
     }

@@ -9,11 +9,10 @@
 import type { DenseLayerSpec } from '../types.js';
 import type { Rng } from '../util/rng.js';
 import {
-  adamStep,
+  addAdamUpdate,
   CompiledGraph,
   convEncoderApply,
   convEncoderParamSpecs,
-  grad,
   Graph,
   initConvEncoder,
   LAYER_NORM_EPS,
@@ -141,23 +140,7 @@ export class BcNetwork {
         this.imageInputs(g, rows, (_, k) => `image${k}`),
       );
       const loss = op.mean(op.square(op.sub(action, g.input('y', [rows, this.spec.outDim]))));
-      const names = this.layout.entries.map((e) => e.name);
-      const grads = grad(
-        loss,
-        names.map((n) => p.get(n) as Value),
-      );
-      const step = adamStep(
-        params,
-        this.layout.pack(new Map(names.map((n, i) => [n, grads[i]]))),
-        g.input('m', [this.layout.size]),
-        g.input('v', [this.layout.size]),
-        { beta1: 0.9, beta2: 0.999, clipNorm: Infinity },
-        { stepSize: g.input('stepSize', []), epsHat: g.input('epsHat', []) },
-      );
-      g.output('next:params', step.params);
-      g.output('next:m', step.m);
-      g.output('next:v', step.v);
-      g.output('loss', op.reshape(loss, [1]));
+      addAdamUpdate(g, this.layout, params, p, loss, { beta1: 0.9, beta2: 0.999, clipNorm: Infinity });
       c = CompiledGraph.create(g, this.engine);
       this.steps.set(rows, c);
     }
