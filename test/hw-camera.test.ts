@@ -204,6 +204,8 @@ describe('MQTT camera', () => {
       virtualScene: { obsDim: virtual.plant.obsDim },
       cameras: [source],
       cameraLimits: { maxAgeMs: 150, maxFutureMs: 20 },
+      // The robot's own freshness limit well past the camera's, as the link's: a loaded host's stall must not end the step first.
+      stateGraceMs: 3000,
       closeRobot: false,
     });
     cleanups.push(() => env.close());
