@@ -8,6 +8,8 @@ export default defineConfig({
   test: {
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // The CLI tests run bin/resrt.js: dist/ is compiled from the current source once per run.
+    globalSetup: ['test/build-cli.ts'],
     // Two cores: run test files in at most two forks so timing-sensitive loop tests keep a core.
     pool: 'forks',
     maxWorkers: 2,

@@ -13,6 +13,7 @@ import { readDemos } from '../src/sim/demos.js';
 import { humanLikeExpert } from '../src/sim/expert.js';
 import { builtInTasks } from '../src/sim/registry.js';
 import { tempDir } from './temp-dirs.js';
+import { RESRT_CLI } from './fixtures/cli.js';
 
 const run = promisify(execFile);
 let broker: RunningBroker;
@@ -37,7 +38,7 @@ afterAll(async () => {
 
 // The CLI runs in its own process, as a user runs it; the virtual robot lives in this one.
 async function cli(...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'test/fixtures/cli-entry.ts', ...args], {
+  const { stdout } = await run(process.execPath, [...RESRT_CLI, ...args], {
     maxBuffer: 1 << 24,
   });
   return stdout;

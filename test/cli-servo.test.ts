@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Calibration } from '../src/hw/servo/calibration.js';
 import { startVirtualServoArm } from '../src/hw/servo/virtual/virtual-arm.js';
 import { JOINTS } from '../src/sim/tasks/so101/model.js';
+import { RESRT_CLI } from './fixtures/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'resrt-cli-servo-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -21,18 +22,7 @@ describe('resrt calibrate and servo scan', () => {
       const out = join(dir, 'recorded.json');
       const child = spawn(
         process.execPath,
-        [
-          '--import',
-          'tsx',
-          'test/fixtures/cli-entry.ts',
-          'calibrate',
-          '--robot',
-          arm.robotUrl,
-          '--robot-config',
-          config,
-          '--out',
-          out,
-        ],
+        [...RESRT_CLI, 'calibrate', '--robot', arm.robotUrl, '--robot-config', config, '--out', out],
         { stdio: ['pipe', 'pipe', 'pipe'] },
       );
       let stderr = '';
@@ -66,9 +56,7 @@ describe('resrt calibrate and servo scan', () => {
       }
       const scan = await new Promise<string>((resolve, reject) => {
         const c = spawn(process.execPath, [
-          '--import',
-          'tsx',
-          'test/fixtures/cli-entry.ts',
+          ...RESRT_CLI,
           'servo',
           'scan',
           '--robot',

@@ -1,13 +1,14 @@
-// The CLI through its real entry point (bin/resrt.js runs dist/; here the same main() from source).
+// The CLI through its real entry point, bin/resrt.js (dist/ compiled from the source by test/build-cli.ts).
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from './temp-dirs.js';
+import { RESRT_CLI } from './fixtures/cli.js';
 
 const run = promisify(execFile);
-const cli = ['--import', 'tsx', 'test/fixtures/cli-entry.ts'];
+const cli = RESRT_CLI;
 
 async function resrt(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
   try {

@@ -9,6 +9,7 @@ import type { LoopStats } from '../src/runtime/loop.js';
 import type { PriorityOutcome } from '../src/runtime/thread-priority.js';
 import { exportMlpToOnnx, MetaKey, randomMlpSpec } from '../src/runtime/onnx-export.js';
 import { Rng } from '../src/util/rng.js';
+import { RESRT_CLI } from './fixtures/cli.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'resrt-run-'));
@@ -47,12 +48,7 @@ describe('resrt run', () => {
       '1',
       '--json',
     ];
-    const { stdout } = await run(process.execPath, [
-      '--import',
-      'tsx',
-      'test/fixtures/cli-entry.ts',
-      ...args,
-    ]);
+    const { stdout } = await run(process.execPath, [...RESRT_CLI, ...args]);
     const out = JSON.parse(stdout) as {
       target: string;
       fusion: string;
@@ -79,9 +75,7 @@ describe('resrt run', () => {
       exportMlpToOnnx(randomMlpSpec({ inputs: [{ name: 'obs', dim: 7 }], hidden: [8], actionDim: 2, rng })),
     );
     const failed = await run(process.execPath, [
-      '--import',
-      'tsx',
-      'test/fixtures/cli-entry.ts',
+      ...RESRT_CLI,
       'run',
       '--task',
       'reach',
@@ -100,9 +94,7 @@ describe('resrt run', () => {
 
   it('rejects a --priority it does not know, naming both it knows', async () => {
     const failed = await run(process.execPath, [
-      '--import',
-      'tsx',
-      'test/fixtures/cli-entry.ts',
+      ...RESRT_CLI,
       'run',
       '--task',
       'reach',

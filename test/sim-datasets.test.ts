@@ -19,6 +19,7 @@ import { readLeRobotDataset, writeLeRobotDataset } from '../src/sim/datasets/ler
 import { readRobomimic } from '../src/sim/datasets/robomimic.js';
 import { loadEpisodeFrames, readDemos, type DemoSet } from '../src/sim/demos.js';
 import { builtInTasks } from '../src/sim/registry.js';
+import { RESRT_CLI } from './fixtures/cli.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'resrt-datasets-'));
@@ -26,7 +27,7 @@ const task = builtInTasks['so101-pick-place'];
 let source: DemoSet;
 
 async function cli(...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'test/fixtures/cli-entry.ts', ...args], {
+  const { stdout } = await run(process.execPath, [...RESRT_CLI, ...args], {
     maxBuffer: 1 << 24,
   });
   return stdout;
