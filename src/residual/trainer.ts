@@ -15,6 +15,7 @@ import type { DemoEpisode, DemoSet } from '../sim/demos.js';
 import { mlpForward } from '../runtime/onnx-export.js';
 import { evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
 import { Rng } from '../util/rng.js';
+import { lockRunFolder, type RunLock } from '../util/run-lock.js';
 import { ResrtError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import { initEngine, type DevicePreference } from '../nn/index.js';
@@ -633,6 +634,15 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   let resumedFrom: number | null = null;
   const onnxPath = join(options.outDir, 'residual.onnx');
 
+  // One writer per run folder (a second learner would overwrite this one's checkpoints).
+  let outLock: RunLock;
+  try {
+    outLock = lockRunFolder(options.outDir, 'training run');
+  } catch (err) {
+    await env.close();
+    await evalEnv.close();
+    throw err;
+  }
   try {
     const ready = await link.start({
       cfg,
@@ -964,6 +974,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     await link.close();
     await env.close();
     await evalEnv.close();
+    outLock.release();
   }
 }
 

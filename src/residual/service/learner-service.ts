@@ -18,6 +18,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import mqtt, { type MqttClient } from 'mqtt';
+import { lockRunFolder } from '../../util/run-lock.js';
 import { ResrtError } from '../../util/errors.js';
 import { writeFileAtomic } from '../../util/files.js';
 import { initEngine, type DevicePreference } from '../../nn/index.js';
@@ -151,12 +152,34 @@ interface ServiceState {
 const actorStatusSchema = z.object({ robotId: z.string(), online: z.boolean() }).passthrough();
 
 export async function runLearnerService(options: LearnerServiceOptions): Promise<LearnerService> {
-  const log = options.log ?? ((): void => {});
   checkServiceOptions(options);
+  mkdirSync(options.outDir, { recursive: true });
+  // One learner per session folder: a second would append to the same write-ahead log and checkpoint.
+  const lock = lockRunFolder(options.outDir, 'learner');
+  let service: LearnerService;
+  try {
+    service = await startLearnerService(options);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+  return {
+    ...service,
+    async close() {
+      try {
+        await service.close();
+      } finally {
+        lock.release();
+      }
+    },
+  };
+}
+
+async function startLearnerService(options: LearnerServiceOptions): Promise<LearnerService> {
+  const log = options.log ?? ((): void => {});
   const session = options.session ?? 'default';
   const topics = sessionTopics(session);
   const outDir = options.outDir;
-  mkdirSync(outDir, { recursive: true });
   if (!options.resume && (hasCheckpoint(outDir) || existsSync(join(outDir, 'wal')))) {
     throw new ResrtError(
       `${outDir} already holds a session (checkpoint or write-ahead log)`,
