@@ -240,7 +240,17 @@ export class ServoRobot implements Robot {
       );
     }
     await this.exclusive(async () => {
-      const bits = this.latest?.faultBits ?? [];
+      // Read the servos now: a state published before the person cleared the cause (or one whose
+      // read was already on the wire) would refuse a reset that is safe, or allow one that is not.
+      const fresh = await this.readState();
+      if (!fresh) {
+        throw new ResrtError(
+          "cannot reset the arm's fault: no servo answered the status read",
+          'check the bus cable and power, then reset again',
+        );
+      }
+      this.publish(fresh);
+      const bits = fresh.faultBits;
       const still = this.joints.filter((_, k) => bits[k]);
       if (still.length > 0) {
         const j = still[0];
