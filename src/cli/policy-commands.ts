@@ -11,7 +11,7 @@ import { SharedRobotBridge } from '../runtime/shared-robot.js';
 import { loadSafetyConfig } from '../safety/index.js';
 import { formatInspectReport, inferOnce, inspectOnnx } from '../runtime/onnx-inspect.js';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
-import { CameraResidual, loadResidual } from '../runtime/camera-residual.js';
+import { checkResidualPairing, loadResidual } from '../runtime/camera-residual.js';
 import { defaultBcConfig, saveBcPolicy, trainBc } from '../sim/bc.js';
 import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
@@ -444,13 +444,14 @@ export async function loadComposedPolicy(
   const expect = { expectObsDim: env.observationSpace.dim, expectActionDim: env.actionSpace.dim };
   const base = await OnnxPolicy.load(basePath, { ...expect, cameras: cameraSizes(env) });
   const residual = residualPath ? await loadResidual(residualPath, expect) : null;
-  if (residual instanceof CameraResidual && base.embeddingDim !== residual.embeddingDim) {
-    throw new ResrtError(
-      base.embeddingDim === 0
-        ? `${residualPath} reads the base's embedding, and ${basePath} has no embedding output`
-        : `${residualPath} reads a base embedding of ${residual.embeddingDim} values, ${basePath} gives ${base.embeddingDim}`,
-      'pass the visuomotor base the residual was trained on (--base)',
-    );
+  if (residual) {
+    try {
+      checkResidualPairing(base, residual);
+    } catch (err) {
+      await residual.close();
+      await base.close();
+      throw err;
+    }
   }
   return new ComposedPolicy({ base, residual, scale });
 }
