@@ -133,10 +133,14 @@ export function registerPolicyCommands(program: Command): void {
     .description('inputs, outputs, chunk length and metadata of an ONNX policy, and whether it fits a task')
     .argument('<file.onnx>')
     .option('--task <name|path>', 'check the file against this task')
+    .option(
+      '--base <file.onnx>',
+      'for a residual: check that it pairs with this base (embedding, state and action widths)',
+    )
     .option('--json', 'print one JSON object')
-    .action(async (file: string, opts: { task?: string; json?: boolean }) => {
+    .action(async (file: string, opts: { task?: string; base?: string; json?: boolean }) => {
       const dims = opts.task ? await taskDims(await loadTask(opts.task)) : undefined;
-      const report = await inspectOnnx(file, dims);
+      const report = await inspectOnnx(file, dims, { base: opts.base });
       // A file that does not fit (or fails its own checks) is a failed check for scripts and CI.
       if (!report.fits) process.exitCode = 1;
       if (opts.json) return printJson(report);

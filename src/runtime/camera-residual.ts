@@ -10,7 +10,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { ResrtError } from '../util/errors.js';
-import { decodeModelHeader } from '../util/onnx-proto.js';
+import { decodeModelHeader, type OnnxModelHeader } from '../util/onnx-proto.js';
 import type { ResidualContext, ResidualModel } from './compose.js';
 import { MetaKey } from './onnx-export.js';
 import { createSession, OnnxPolicy, readModelFile, type OnnxPolicyOptions } from './onnx-policy.js';
@@ -41,15 +41,7 @@ export class CameraResidual implements ResidualModel {
     const bytes = readModelFile(path);
     const header = decodeModelHeader(bytes, path);
     const meta = header.metadata;
-    const width = (name: string): number | null => {
-      const input = header.graph.input.find((i) => i.name === name);
-      const dims = input?.type?.tensorType?.shape?.dim;
-      const d = dims?.[1]?.dimValue;
-      return typeof d === 'number' && d > 0 ? d : null;
-    };
-    const E = width(BASE_EMBEDDING_INPUT);
-    const O = width('obs');
-    const A = width('base_action');
+    const { embeddingDim: E, obsDim: O, actionDim: A } = cameraResidualWidths(header);
     const names = header.graph.input.map((i) => i.name).join(', ');
     if (E === null || O === null || A === null) {
       throw new ResrtError(
@@ -78,7 +70,7 @@ export class CameraResidual implements ResidualModel {
       A,
       E,
       Number.isInteger(v) && v >= 0 ? v : 0,
-      meta[RESIDUAL_ENCODER_KEY] ?? 'base-embedding',
+      cameraResidualWidths(header).encoder,
     );
     try {
       await model.run(new Float32Array(O), new Float32Array(A), new Float32Array(E));
@@ -132,12 +124,36 @@ export class CameraResidual implements ResidualModel {
   }
 }
 
-/** True when the file is a camera residual (it reads the base's embedding). */
-export function isCameraResidualFile(path: string): boolean {
-  const header = decodeModelHeader(readModelFile(path), path);
+/** The widths a camera residual's inputs declare (null where not a fixed positive width), and its encoder mode. */
+export function cameraResidualWidths(header: OnnxModelHeader): {
+  embeddingDim: number | null;
+  obsDim: number | null;
+  actionDim: number | null;
+  encoder: string;
+} {
+  const width = (name: string): number | null => {
+    const input = header.graph.input.find((i) => i.name === name);
+    const d = input?.type?.tensorType?.shape?.dim?.[1]?.dimValue;
+    return typeof d === 'number' && d > 0 ? d : null;
+  };
+  return {
+    embeddingDim: width(BASE_EMBEDDING_INPUT),
+    obsDim: width('obs'),
+    actionDim: width('base_action'),
+    encoder: header.metadata[RESIDUAL_ENCODER_KEY] ?? 'base-embedding',
+  };
+}
+
+/** True when the model is a camera residual (it reads the base's embedding). */
+export function isCameraResidualHeader(header: OnnxModelHeader): boolean {
   return (
     RESIDUAL_ENCODER_KEY in header.metadata || header.graph.input.some((i) => i.name === BASE_EMBEDDING_INPUT)
   );
+}
+
+/** True when the file is a camera residual (it reads the base's embedding). */
+export function isCameraResidualFile(path: string): boolean {
+  return isCameraResidualHeader(decodeModelHeader(readModelFile(path), path));
 }
 
 /** Loads a residual file: a camera residual, or a state-only one through OnnxPolicy. */
