@@ -100,6 +100,32 @@ describe('loop thread: visuomotor base + camera residual', () => {
     await v1.close();
   }, 120_000);
 
+  it('two calls (fusion off): the loop thread loads the new camera residual itself, checked here first', async () => {
+    const loop = await WorkerControlLoop.create({
+      ...plan(v1Path),
+      policy: { ...plan(v1Path).policy, fuse: false },
+    });
+    expect(loop.fusion).toBe('fusion turned off');
+    expect(loop.sessionMode).toBe('two-call');
+    const transitions: Transition[] = [];
+    loop.transitions$.subscribe((t) => transitions.push(t));
+    const steps = (version: number): Transition[] =>
+      transitions.filter((t) => t.safetyEvents === 0 && t.policyVersion === version);
+    await loop.start();
+    try {
+      await waitFor('steps of residual version 1', () => steps(1).length >= 2, 30_000);
+      await expect(loop.setResidual(wrongWidthPath)).rejects.toThrow(/reads a base embedding of 5 values/);
+      expect(await loop.setResidual(v3Path)).toBe(3);
+      await waitFor('steps of residual version 3', () => steps(3).length >= 2, 30_000);
+    } finally {
+      await loop.stop();
+    }
+    const reference = await twoCalls(v3Path);
+    const t = steps(3)[0];
+    expect(Array.from(t.action)).toEqual(Array.from(await reference.policy.act(t.obs, t.frames)));
+    await reference.close();
+  }, 120_000);
+
   it('refuses to start with a camera residual trained against another base, naming both files and the fix', async () => {
     const refused = WorkerControlLoop.create(plan(wrongWidthPath));
     await expect(refused).rejects.toThrow(
