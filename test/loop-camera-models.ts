@@ -43,7 +43,7 @@ export async function writeCameraBase(dir: string, seed = 1): Promise<string> {
   const bytes = exportVisuomotorBc(
     net,
     params,
-    [{ name: PUSH_CAM.camera, width: 32, height: 32 }],
+    [{ name: PUSH_CAM.camera, width: 32, height: 32, channels: 3, depth: false }],
     { length: 1, actionDim: PUSH_CAM.actionDim },
     {},
   );
