@@ -105,7 +105,10 @@ export function writeCheckpoint(
   if (c.demos) blobs.demos = c.demos.serialize();
   const files: Manifest['files'] = {};
   let bytes = 0;
-  for (const [key, replay] of [['online', c.online], ['demos', c.demos]] as const) {
+  for (const [key, replay] of [
+    ['online', c.online],
+    ['demos', c.demos],
+  ] as const) {
     const index = replay?.serializeFrameIndex();
     if (!replay?.frames || !index) continue;
     blobs[`${key}-frames`] = index;

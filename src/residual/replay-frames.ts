@@ -127,7 +127,12 @@ export class FramePacker {
         'the environment must render every camera it declares at every step; check its cameras',
       );
     }
-    if (f.width !== c.width || f.height !== c.height || f.channels !== c.channels || f.data.length !== frameBytes(c)) {
+    if (
+      f.width !== c.width ||
+      f.height !== c.height ||
+      f.channels !== c.channels ||
+      f.data.length !== frameBytes(c)
+    ) {
       throw new ResrtError(
         `camera '${c.name}' gave a ${f.width}x${f.height}x${f.channels} frame of ${f.data.length} bytes, replay keeps ${c.width}x${c.height}x${c.channels}`,
         'a camera must keep the size it declared for the whole run; fix its configured size',
@@ -210,7 +215,9 @@ export class ReplayFrames {
     }
     let taken = 0;
     if (frames.continues.length !== count || frames.data.length !== this.cameras.length)
-      this.badPack(`${frames.continues.length} step flags and ${frames.data.length} cameras for ${count} steps`);
+      this.badPack(
+        `${frames.continues.length} step flags and ${frames.data.length} cameras for ${count} steps`,
+      );
     frames.data.forEach((d, c) => {
       if (d.length !== frames.count * this.bytesPerFrame[c])
         this.badPack(`camera ${this.cameras[c].name} has ${d.length} bytes for ${frames.count} frames`);
@@ -354,7 +361,10 @@ export class ReplayFrames {
   }
 
   /** The chunk files an index names (chunk, camera, SHA-256, bytes), for the checkpoint to fetch. */
-  static indexedChunks(index: Uint8Array, source: string): { chunk: number; camera: number; sha256: string; bytes: number }[] {
+  static indexedChunks(
+    index: Uint8Array,
+    source: string,
+  ): { chunk: number; camera: number; sha256: string; bytes: number }[] {
     const saved = readIndex(index, source).saved;
     return saved.chunks.flatMap((ch) =>
       ch.sha256.map((sha256, camera) => ({
@@ -384,7 +394,8 @@ export class ReplayFrames {
       const data = saved.cameras.map((_, c) => {
         const bytes = chunk(ch.index, c);
         const full = f.chunkSlots * f.bytesPerFrame[c];
-        if (bytes.length !== ch.filled * f.bytesPerFrame[c]) corruptIndex(source, `chunk ${ch.index} has ${bytes.length} bytes`);
+        if (bytes.length !== ch.filled * f.bytesPerFrame[c])
+          corruptIndex(source, `chunk ${ch.index} has ${bytes.length} bytes`);
         if (bytes.length === full) return bytes;
         // A partly filled chunk goes on filling: it gets its full size.
         const whole = new Uint8Array(full);
@@ -399,7 +410,11 @@ export class ReplayFrames {
       const s = (saved.firstStep + i) % stepCapacity;
       f.obsRef[s] = refs[i];
       f.nextRef[s] = refs[saved.steps + i];
-      if (![refs[i], refs[saved.steps + i]].every((r) => f.chunks.has(Math.floor(r / f.chunkSlots)) && r < f.framesAdded))
+      if (
+        ![refs[i], refs[saved.steps + i]].every(
+          (r) => f.chunks.has(Math.floor(r / f.chunkSlots)) && r < f.framesAdded,
+        )
+      )
         corruptIndex(source, `step ${saved.firstStep + i} refers to a frame no chunk holds`);
     }
     return f;

@@ -155,6 +155,11 @@ export class ReplayBuffer {
   readonly flags: Uint8Array;
   /** Steps ever added. */
   added = 0;
+  /**
+   * The oldest logical step ever held here: a buffer restored from a saved one holds only the saved
+   * steps, even when its capacity would reach further back.
+   */
+  private firstHeld = 0;
   /** The cameras' frames of every step held, when built with cameras (else null: no cost). */
   frames: ReplayFrames | null;
 
@@ -175,7 +180,7 @@ export class ReplayBuffer {
   }
 
   get size(): number {
-    return Math.min(this.added, this.capacity);
+    return Math.min(this.added - this.firstHeld, this.capacity);
   }
 
   add(step: StepRecord): void {
@@ -299,6 +304,7 @@ export class ReplayBuffer {
     const { obsDim: O, actionDim: A } = from;
     const start = from.added - from.size;
     this.added = start;
+    this.firstHeld = start;
     for (let i = 0; i < from.size; i++) {
       const s = (start + i) % from.capacity;
       this.addState({
@@ -378,6 +384,7 @@ export class ReplayBuffer {
     const flags = bytes.slice(off, off + n);
     // Re-add in logical order so slot positions match the original buffer.
     buf.added = added - n;
+    buf.firstHeld = added - n;
     buf.addState({
       count: n,
       obs,
@@ -428,7 +435,8 @@ export class DualReplay {
   }
 
   sample(batchSize: number, nStep: number, gamma: number, rng: Rng, out?: SampleBatch): SampleBatch {
-    const o = out ?? emptySample(batchSize, this.online.obsDim, this.online.actionDim, this.online.frames?.cameras);
+    const o =
+      out ?? emptySample(batchSize, this.online.obsDim, this.online.actionDim, this.online.frames?.cameras);
     const nd = this.demoRows(batchSize);
     if (nd < batchSize && this.online.size === 0) {
       throw new ResrtError(
