@@ -14,7 +14,11 @@ import type { ReplayBuffer } from '../src/residual/replay.js';
 import { trainResidual } from '../src/residual/trainer.js';
 import { ResrtError } from '../src/util/errors.js';
 import type { CameraFrames, Env, StepResult } from '../src/types.js';
-import { framesRunOptions } from './replay-frames-train-run.js';
+import { collectDemos } from '../src/sim/collect.js';
+import { loadEpisodeFrames, readDemos } from '../src/sim/demos.js';
+import { cleanExpert } from '../src/sim/expert.js';
+import { pushCamTask } from '../src/sim/tasks/push-cam.js';
+import { framesRunOptions, pushCamSmall } from './replay-frames-train-run.js';
 import { waitFor } from './session-fixtures.js';
 import { tempDir } from './temp-dirs.js';
 
@@ -120,6 +124,52 @@ describe('replayFrames in the trainer (push-cam)', () => {
     expect(replayFrameHashes(ckB.online)).toEqual(framesA);
     expect(existsSync(join(outB, 'frames'))).toBe(true);
   }, 180_000);
+
+  it('the learner worker thread gets the frames too (their buffers handed over, not copied)', async () => {
+    const rendered: { obs: string; next: string }[] = [];
+    const out = join(dir, 'worker');
+    const r = await trainResidual({
+      ...framesRunOptions(out, 90, (env, index) => {
+        if (index === 0) recordFrames(env, rendered);
+      }),
+      worker: true,
+    });
+    expect(r.envSteps).toBe(90);
+    const online = readCheckpoint(out)!.online;
+    expect(online.size).toBe(90);
+    for (const [l, h] of replayFrameHashes(online)) expect(h).toEqual(rendered[l]);
+  }, 90_000);
+
+  it('demonstrations go into their replay with their recorded frames, each once', async () => {
+    const demosPath = join(dir, 'demos.jsonl');
+    await collectDemos({
+      task: pushCamTask,
+      episodes: 2,
+      out: demosPath,
+      seed: 5,
+      noise: cleanExpert,
+      cameras: pushCamSmall.cameras,
+    });
+    const demos = readDemos(demosPath);
+    const out = join(dir, 'demos');
+    await trainResidual({
+      ...framesRunOptions(out, 30),
+      demos,
+      demoFrames: (ep) => loadEpisodeFrames(demos, ep),
+    });
+    const replay = readCheckpoint(out)!.demos!;
+    const lengths = demos.episodes.map((ep) => ep.actions.length);
+    expect(replay.size).toBe(lengths[0] + lengths[1]);
+    expect(replay.frames!.framesAdded).toBe(lengths[0] + 1 + lengths[1] + 1);
+    let l = 0;
+    for (const ep of demos.episodes) {
+      const recorded = loadEpisodeFrames(demos, ep);
+      for (let t = 0; t < ep.actions.length; t++, l++) {
+        expect(hash(replay.frames!.stepFrame(l, 'obs', 0))).toBe(topHash(recorded[t]));
+        expect(hash(replay.frames!.stepFrame(l, 'next', 0))).toBe(topHash(recorded[t + 1]));
+      }
+    }
+  }, 90_000);
 
   it('replayFrames on a task without cameras says so', async () => {
     const opts = framesRunOptions(join(dir, 'no-cam'), 30);
