@@ -13,7 +13,12 @@ import { closeSync, readSync, writeSync } from 'node:fs';
 import type { ByteTransport, TransportEnd } from './transport.js';
 
 export interface FdTransportOptions {
-  /** Closes the fd (default fs.closeSync). openSerialFd passes the serial binding's close. */
+  /**
+   * Another fd to write to, where reads and writes go through two (a pair of pipes); default: the
+   * read fd, as on a tty.
+   */
+  writeFd?: number;
+  /** Closes the fd(s) (default fs.closeSync). openSerialFd passes the serial binding's close. */
   closeFd?: (fd: number) => Promise<void> | void;
   /** Polls this often while idle, ms (default 1). */
   idlePollMs?: number;
@@ -42,6 +47,7 @@ export class FdTransport implements ByteTransport {
   private readonly timer: NodeJS.Timeout;
   private readonly maxQueuedBytes: number;
   private readonly closeFd: (fd: number) => Promise<void> | void;
+  private readonly writeFd: number;
   /** Times a write met a full kernel buffer and queued (tests and diagnostics). */
   writesQueued = 0;
 
@@ -52,6 +58,7 @@ export class FdTransport implements ByteTransport {
     this.readBuffer = Buffer.alloc(options.readChunkBytes ?? 4096);
     this.maxQueuedBytes = options.maxQueuedBytes ?? 65536;
     this.closeFd = options.closeFd ?? closeSync;
+    this.writeFd = options.writeFd ?? fd;
     this.timer = setInterval(() => this.poll(), options.idlePollMs ?? 1);
   }
 
@@ -123,13 +130,14 @@ export class FdTransport implements ByteTransport {
     this.queue.length = 0;
     this.queuedBytes = 0;
     await this.closeFd(this.fd);
+    if (this.writeFd !== this.fd) await this.closeFd(this.writeFd);
   }
 
   /** Bytes written (0 when the kernel buffer is full), or -1 when the transport ended. */
   private writeSome(bytes: Uint8Array): number {
     for (;;) {
       try {
-        return writeSync(this.fd, bytes, 0, bytes.length);
+        return writeSync(this.writeFd, bytes, 0, bytes.length);
       } catch (err) {
         const code = errnoCode(err);
         if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return 0;
