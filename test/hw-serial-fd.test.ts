@@ -38,7 +38,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 async function waitFor(what: string, pred: () => boolean, timeoutMs = 5000): Promise<void> {
   const t0 = performance.now();
   while (!pred()) {
-    if (performance.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (performance.now() - t0 > timeoutMs)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(2);
   }
 }
@@ -89,7 +90,8 @@ describe('FdTransport over a real pipe', () => {
     // 200 KiB in 1 KiB writes, a pattern that shows any lost, doubled or reordered byte.
     const total = 200 * 1024;
     const expected = Uint8Array.from({ length: total }, (_, i) => (i * 7 + (i >> 10)) & 0xff);
-    for (let at = 0; at < total; at += 1024) expect(transport.write(expected.subarray(at, at + 1024))).toBe(true);
+    for (let at = 0; at < total; at += 1024)
+      expect(transport.write(expected.subarray(at, at + 1024))).toBe(true);
     // The pipe holds 64 KiB: the rest waits in the queue, and no write blocked or failed.
     expect(transport.writesQueued).toBeGreaterThan(0);
     expect(transport.pendingBytes).toBeGreaterThan(0);
@@ -188,7 +190,10 @@ describe('SerialRobot over an fd to the C firmware bridge on a pty', () => {
     const s = robot.latestState as SerialRobotState;
     expect(s.outputs[2]).toBeCloseTo(0.9, 6); // clamped by the firmware
     stop();
-    await waitFor('the last command confirmed', () => robot.latestState?.lastCommandSeq === robot.lastCommandSeq);
+    await waitFor(
+      'the last command confirmed',
+      () => robot.latestState?.lastCommandSeq === robot.lastCommandSeq,
+    );
     const k = robot.counters();
     expect(k.crcErrors + k.cobsErrors + k.writeErrors).toBe(0);
     expect(k.statesIn).toBeGreaterThanOrEqual(k.commandsSent);

@@ -70,7 +70,10 @@ export class SerialPortTransport implements ByteTransport {
         if (err) this.end({ cause: 'write', reason: `write failed: ${err.message}` });
       });
     } catch (err) {
-      this.end({ cause: 'write', reason: `write failed: ${err instanceof Error ? err.message : String(err)}` });
+      this.end({
+        cause: 'write',
+        reason: `write failed: ${err instanceof Error ? err.message : String(err)}`,
+      });
       return false;
     }
     return true;
