@@ -274,7 +274,7 @@ describe('the serial link inside the control loop thread', () => {
     return { loop, events };
   }
 
-  it('opens the port over an fd in the worker, drives the firmware, e-stops it, and sends the safe action last', async () => {
+  it('opens the port over an fd in the worker, drives the firmware, e-stops it, and stops cleanly', async () => {
     const fw = await firmware();
     const { loop, events } = await runningLoop(fw);
     // Hosted in the loop thread, not behind the main thread's shared-memory bridge.
