@@ -212,6 +212,12 @@ export interface Robot {
    * when the device confirms. Absent where the device cannot do it (serial protocol version 1).
    */
   hold?(): Promise<void>;
+  /**
+   * Takes in what the link has received, now, so the next state$ value is as fresh as the
+   * bytes in the kernel. Links that read by themselves (an fd polled by this call and a timer)
+   * have it; the control loop calls it once per tick before reading the latest state.
+   */
+  poll?(): void;
   close(): Promise<void>;
 }
 

@@ -1,6 +1,6 @@
 // A robot reached through the Robot interface from the control loop's own thread: the MQTT or
-// serial link is opened there (robotLinkSource), so states and commands never cross the main
-// thread. The robots are virtual ones living in this thread: MuJoCo behind a real MQTT broker on
+// serial link is opened there (robotLinkSource; the serial one over a non-blocking fd, not
+// serialport), so states and commands never cross the main thread. The robots are virtual ones living in this thread: MuJoCo behind a real MQTT broker on
 // loopback, and behind the C-protocol device emulation on a socat pseudo-terminal.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,8 +10,6 @@ import { robotLinkSpec } from '../src/cli/loop-sources.js';
 import { startEmbeddedBroker, type RunningBroker } from '../src/hw/mqtt/broker.js';
 import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
 import { BehaviorSubject, Subject } from 'rxjs';
-import { connectRobot } from '../src/hw/connect.js';
-import { observationLength, observeState } from '../src/hw/robot-config.js';
 import type { PlainData } from '../src/runtime/loop-plan.js';
 import { SharedRobotBridge, sharedRobotSource } from '../src/runtime/shared-robot.js';
 import type { LinkStatus, Robot, RobotCommand, RobotState } from '../src/types.js';
@@ -68,25 +66,11 @@ describe('control loop thread with a robot link', () => {
         // A loaded CI box: a state may take a few periods.
         maxObsAgeMs: 200,
       };
-      let bridge: SharedRobotBridge | undefined;
-      let link: Robot | undefined;
-      if (transport === 'serial') {
-        // serialport aborts the process from a worker thread: refused with the way out...
-        await expect(WorkerControlLoop.create(plan)).rejects.toThrow(
-          /not worker-thread safe.*SharedRobotBridge/s,
-        );
-        // ...which is the port on this thread, behind shared memory.
-        link = await connectRobot(robot.robotUrl, { actionNames: robot.config.action.names });
-        const obsDim = observationLength(robot.config, link.capabilities);
-        bridge = new SharedRobotBridge(link, {
-          toObs: (s) => observeState(config, s, obsDim),
-          obsDim,
-          validForMs: config.commandValidMs,
-        });
-        plan.source = bridge.sourceSpec;
-      }
-      const loop = await WorkerControlLoop.create(plan, { bridge });
-      expect(loop.kind).toMatch(/^robot:/);
+      const loop = await WorkerControlLoop.create(plan);
+      // The link lives in the loop thread, not behind the main thread's SharedRobotBridge.
+      expect(loop.kind).toMatch(
+        transport === 'serial' ? / via serial fd in the loop thread$/ : / via mqtt in the loop thread$/,
+      );
       const events: LoopEvent[] = [];
       loop.events$.subscribe((e) => events.push(e));
       const stats = await loop.runFor(1500);
@@ -97,7 +81,6 @@ describe('control loop thread with a robot link', () => {
         i++
       )
         await new Promise((r) => setTimeout(r, 10));
-      await link?.close();
 
       // States came in: the policy ran on them, most ticks.
       expect(stats.latency.policy.count).toBeGreaterThan(0.5 * stats.ticks);

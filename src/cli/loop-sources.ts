@@ -1,9 +1,11 @@
 /**
  * Observation sources a control loop's thread builds for itself (LoopPlan.source): a MuJoCo task
- * stepped in real time, or an MQTT robot link opened in that thread, so its state callbacks and
- * command writes never pass through the main thread's event loop. (Serial links stay on the main
- * thread behind a SharedRobotBridge: serialport's poller cannot run in a worker thread.) They live with the
- * CLI because they wire the simulator and the hardware layer to the runtime.
+ * stepped in real time, or an MQTT or serial robot link opened in that thread, so its state
+ * callbacks and command writes never pass through the main thread's event loop. (A serial link
+ * there runs over a non-blocking fd that the loop polls each tick, not over serialport, whose
+ * poller cannot run in a worker thread; servo buses stay on the main thread behind a
+ * SharedRobotBridge.) They live with the CLI because they wire the simulator and the hardware
+ * layer to the runtime.
  */
 import { isMainThread } from 'node:worker_threads';
 import { connectRobot } from '../hw/connect.js';
@@ -59,23 +61,29 @@ export async function taskSource(raw: PlainData | undefined): Promise<HostedSour
 /** A robot link opened in the loop's thread, observed through its config's observation layout. */
 export async function robotLinkSource(raw: PlainData | undefined): Promise<HostedSource> {
   const args = expectArgs<RobotLinkArgs>(raw, 'url', 'robotLink');
-  if (!isMainThread && parseRobotUrl(args.url).kind === 'serial') {
+  const kind = parseRobotUrl(args.url).kind;
+  if (kind === 'servo' && !isMainThread) {
     throw new ResrtError(
-      `the serial link ${args.url} cannot be opened in the control loop's thread: serialport's native poller is not worker-thread safe (a port opened there aborts the whole process)`,
-      'open the robot on the main thread and hand it to the loop with new SharedRobotBridge(robot), as `resrt run --robot serial:...` does',
+      `the servo bus ${args.url} cannot be opened in the control loop's thread: it runs over serialport, whose native poller is not worker-thread safe (a port opened there aborts the whole process)`,
+      'open the robot on the main thread and hand it to the loop with new SharedRobotBridge(robot), as `resrt run --robot feetech:...` does',
     );
   }
   const config = parseRobotConfig(args.config, `robot config for ${args.url}`);
   const robot = await connectRobot(args.url, {
     actionNames: config.action.names,
+    watchdogMs: config.watchdog?.timeoutMs,
     username: args.username,
     password: args.password,
+    config,
+    // serialport cannot run here; the fd transport is read by the loop's own ticks (Robot.poll).
+    serialTransport: 'fd',
   });
   const obsDim = observationLength(config, robot.capabilities);
   const source = robotSource(robot, {
     toObs: (s) => observeState(config, s, obsDim),
     obsDim,
     validForMs: config.commandValidMs,
+    via: kind === 'serial' ? 'serial fd in the loop thread' : 'mqtt in the loop thread',
   });
   return { source, close: () => robot.close() };
 }

@@ -297,7 +297,7 @@ interface LoopSetup {
   source: SourceSpec;
   rateHz: number;
   countsEpisodes: boolean;
-  /** A robot kept on this thread (serial), seen by the loop thread through shared memory. */
+  /** A robot kept on this thread (servo bus), seen by the loop thread through shared memory. */
   bridge?: SharedRobotBridge;
   close(): Promise<void>;
 }
@@ -330,8 +330,9 @@ async function robotLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
     );
   const config = loadRobotConfig(opts.robotConfig);
   const label = `robot ${config.name} at ${opts.robot}`;
-  if (parseRobotUrl(opts.robot!).kind === 'mqtt') {
-    // The MQTT link opens in the loop thread: states and commands never cross this one.
+  if (parseRobotUrl(opts.robot!).kind !== 'servo') {
+    // The MQTT or serial link opens in the loop thread (a serial one over a non-blocking fd the
+    // loop polls each tick): states and commands never cross this one.
     return {
       label,
       source: robotLinkSpec({ url: opts.robot!, config: structuredClone(config) as PlainData }),
@@ -340,8 +341,8 @@ async function robotLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
       close: async () => {},
     };
   }
-  // serialport cannot run in a worker thread: the port (serial or servo bus) stays here, behind
-  // shared memory.
+  // A servo bus runs over serialport, which cannot run in a worker thread: the port stays here,
+  // behind shared memory.
   const robot = await connectRobot(opts.robot!, {
     actionNames: config.action.names,
     watchdogMs: config.watchdog?.timeoutMs,

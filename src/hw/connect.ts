@@ -8,6 +8,7 @@ import { HardwareEnv, type HardwareEnvOptions } from './hardware-env.js';
 import { MqttRobot } from './mqtt/mqtt-robot.js';
 import { parseRobotUrl, type RobotConfig } from './robot-config.js';
 import { SerialRobot } from './serial/serial-robot.js';
+import type { SerialTransportKind } from './serial/transport.js';
 import { loadCalibration } from './servo/calibration.js';
 import { ServoRobot } from './servo/servo-robot.js';
 
@@ -23,6 +24,12 @@ export interface ConnectOptions {
   password?: string;
   /** The robot config: a servo arm (feetech:/dynamixel:) needs its `servo` section and calibration. */
   config?: RobotConfig;
+  /**
+   * What carries a serial link's bytes: 'fd' (a non-blocking fd polled by the control loop, any
+   * thread) or 'serialport' (main thread only). Default: 'serialport' on the main thread, 'fd' in a
+   * worker thread (the control loop's).
+   */
+  serialTransport?: SerialTransportKind;
 }
 
 export async function connectRobot(transport: string, options: ConnectOptions = {}): Promise<Robot> {
@@ -50,6 +57,7 @@ export async function connectRobot(transport: string, options: ConnectOptions = 
     return SerialRobot.open(url.path, {
       baudRate: url.baudRate ?? 1_000_000,
       actionNames: options.actionNames,
+      ...(options.serialTransport ? { transport: options.serialTransport } : {}),
       ...(options.watchdogMs !== undefined ? { config: { watchdogMs: options.watchdogMs } } : {}),
     });
   }

@@ -1,8 +1,9 @@
 /**
  * A Robot that stays on the main thread, seen from the control loop's thread through shared
  * memory: its latest state (as an observation) in, the loop's commands out. For links whose
- * native bindings cannot live in a worker thread (serialport 13's poller aborts the process when a
- * worker opens a port) and for Robot objects a program built itself.
+ * native bindings cannot live in a worker thread (servo buses: serialport 13's poller aborts the
+ * process when a worker opens a port; serial robots use an fd there instead) and for Robot
+ * objects a program built itself.
  *
  * The loop thread reads the latest observation with no message and no event-loop turn (a seqlock
  * over a SharedArrayBuffer). Its commands go out through a second seqlock plus Atomics.notify;

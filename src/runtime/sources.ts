@@ -3,7 +3,16 @@
  * per tick, or a robot link (latest state in, command out).
  */
 import { Subject, type Observable, type Subscription } from 'rxjs';
-import type { CameraFrames, CameraSpec, Env, MaybePromise, Robot, RobotState, Transition } from '../types.js';
+import type {
+  CameraFrames,
+  CameraSpec,
+  Env,
+  LinkStatus,
+  MaybePromise,
+  Robot,
+  RobotState,
+  Transition,
+} from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { nowMs } from './scheduler.js';
 
@@ -150,6 +159,8 @@ export interface RobotSourceOptions {
   obsDim?: number;
   /** Command validity sent with every command (RobotCommand.validForMs). Default 3 periods. */
   validForMs?: number;
+  /** How the robot is reached, for the source's kind ("robot:NAME via WHAT"). */
+  via?: string;
 }
 
 export function defaultRobotObs(state: RobotState): Float32Array {
@@ -174,32 +185,46 @@ export function robotSource(robot: Robot, options: RobotSourceOptions = {}): Obs
   const validForMs = options.validForMs ?? 3000 / caps.rateHz;
   let state: RobotState | null = null;
   let sample: ObservationSample | null = null;
-  let subscription: Subscription | null = null;
+  let linkStatus: LinkStatus = 'connecting';
+  const subscriptions: Subscription[] = [];
+  const linkDown = (): boolean => linkStatus === 'lost' || linkStatus === 'closed';
   return {
-    kind: `robot:${caps.name}`,
+    kind: options.via ? `robot:${caps.name} via ${options.via}` : `robot:${caps.name}`,
     obsDim,
     actionDim: caps.actionDim,
     async open() {
-      subscription = robot.state$.subscribe((s) => {
-        state = s;
-        sample = null; // converted lazily: at 1 kHz most states are never read
-      });
+      subscriptions.push(
+        robot.state$.subscribe((s) => {
+          state = s;
+          sample = null; // converted lazily: at 1 kHz most states are never read
+        }),
+        robot.status$.subscribe((s) => {
+          linkStatus = s;
+        }),
+      );
     },
     latest() {
+      // The loop reads the latest state once per tick: bytes already in the kernel land first.
+      robot.poll?.();
       if (!state) return null;
       if (!sample) sample = { obs: toObs(state), atMs: state.receivedAtMs };
       return sample;
     },
-    fault: () => (state?.faulted ? 'the device reports a latched fault or e-stop' : null),
+    fault() {
+      if (state?.faulted) return 'the device reports a latched fault or e-stop';
+      // The last state of a link that is gone is no state to act on, however recent.
+      return linkDown() ? `the robot link is ${linkStatus}` : null;
+    },
     estop: (reason) => robot.estop(reason),
     actuate(action) {
+      if (linkDown())
+        return { ok: false, detail: `the robot link is ${linkStatus}; the command may not reach the device` };
       const ok = robot.send({ action, validForMs });
       return ok ? { ok } : { ok, detail: 'robot.send refused the command (link down or bad shape)' };
     },
     async close(safeAction) {
       robot.send({ action: safeAction, validForMs });
-      subscription?.unsubscribe();
-      subscription = null;
+      for (const s of subscriptions.splice(0)) s.unsubscribe();
     },
   };
 }

@@ -15,6 +15,11 @@ export type { SerialDeviceOptions, SerialDeviceServer } from './serial-device.js
 export { DeviceCore } from './device-core.js';
 export type { DeviceCoreOptions, DeviceCounters } from './device-core.js';
 export type { SerialLinkOptions, LinkCounters } from './link.js';
+export { SerialPortTransport } from './transport.js';
+export type { ByteTransport, SerialTransportKind, TransportEnd, TransportOpener } from './transport.js';
+export { FdTransport } from './fd-transport.js';
+export type { FdTransportOptions } from './fd-transport.js';
+export { openSerialFd, closeSerialFd, openFdTransport } from './serial-fd.js';
 export { ErrorCode, MessageType, Status, PROTOCOL_VERSION, SUPPORTED_VERSIONS } from './protocol.js';
 export { buildHostFirmware, spawnHostFirmware, firmwareDir } from './host-firmware.js';
 export type { HostFirmware, HostFirmwareArgs } from './host-firmware.js';

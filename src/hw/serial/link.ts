@@ -1,17 +1,25 @@
 /**
- * The host end of a serial link: a serialport SerialPort that frames messages, sends heartbeats,
- * notices when the peer is gone, and reopens with exponential backoff.
+ * The host end of a serial link: a byte transport (transport.ts) that frames messages, sends
+ * heartbeats, notices when the peer is gone, and reopens with exponential backoff.
  *
- * A pseudo-terminal whose peer died may only show it on the next write (EIO, then 'close'), and a
- * USB adapter pulled out may show nothing at all; so loss is declared on a write error, on
- * 'close'/'error', or when no frame arrived for linkTimeoutMs, whichever comes first.
+ * A pseudo-terminal whose peer died may only show it on the next write or read (EIO), and a USB
+ * adapter pulled out may show nothing at all; so loss is declared when the transport ends (write
+ * error, read error or end of file, port closed) or when no frame arrived for linkTimeoutMs,
+ * whichever comes first.
  */
-import { SerialPort } from 'serialport';
+import { isMainThread } from 'node:worker_threads';
 import { ResrtError } from '../../util/errors.js';
 import { encodeFrame, type Frame } from './frame.js';
 import { FrameDecoder } from './frame-decoder.js';
 import { decodePayload, encodePayload, messageTypeCode, type Message } from './messages.js';
 import { HANDSHAKE_VERSION, MessageType } from './protocol.js';
+import { openFdTransport } from './serial-fd.js';
+import {
+  SerialPortTransport,
+  type ByteTransport,
+  type SerialTransportKind,
+  type TransportOpener,
+} from './transport.js';
 
 export interface SerialLinkOptions {
   /** Default 1_000_000. Pseudo-terminals ignore it, USB CDC devices mostly too; UARTs do not. */
@@ -24,6 +32,12 @@ export interface SerialLinkOptions {
   reconnect?: boolean;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
+  /**
+   * 'serialport': serialport's SerialPort, its bytes arriving as events (main thread only).
+   * 'fd': a non-blocking fd read in poll() (fd-transport.ts), for any thread. Default: 'serialport'
+   * on the main thread, 'fd' in a worker thread.
+   */
+  transport?: SerialTransportKind;
 }
 
 export interface LinkCounters {
@@ -51,6 +65,12 @@ const defaults = {
   reconnect: true,
   backoffInitialMs: 50,
   backoffMaxMs: 2000,
+  transport: (isMainThread ? 'serialport' : 'fd') as SerialTransportKind,
+};
+
+const openers: Record<SerialTransportKind, TransportOpener> = {
+  serialport: (path, baudRate) => SerialPortTransport.open(path, baudRate),
+  fd: openFdTransport,
 };
 
 function checkPositive(name: string, v: number): void {
@@ -62,16 +82,10 @@ function checkPositive(name: string, v: number): void {
   }
 }
 
-function openPort(path: string, baudRate: number): Promise<SerialPort> {
-  return new Promise((resolve, reject) => {
-    const port = new SerialPort({ path, baudRate, autoOpen: false });
-    port.open((err) => (err ? reject(err) : resolve(port)));
-  });
-}
-
 export class SerialLink {
   private readonly opts: Required<SerialLinkOptions>;
-  private port: SerialPort | null = null;
+  private port: ByteTransport | null = null;
+  private readonly openTransport: TransportOpener;
   private state: 'up' | 'down' | 'closed' = 'down';
   private readonly decoder = new FrameDecoder();
   private txSeq = 0;
@@ -117,15 +131,23 @@ export class SerialLink {
     checkPositive('backoffInitialMs', this.opts.backoffInitialMs);
     checkPositive('backoffMaxMs', this.opts.backoffMaxMs);
     this.backoffMs = this.opts.backoffInitialMs;
+    if (!(this.opts.transport in openers)) {
+      throw new ResrtError(
+        `serial link option transport must be 'serialport' or 'fd', got '${String(this.opts.transport)}'`,
+        "pass transport: 'fd' (any thread) or 'serialport' (main thread), or leave it unset",
+      );
+    }
+    this.openTransport = openers[this.opts.transport];
   }
 
   /** Opens the port once; the first open must succeed (later losses reopen by themselves). */
   static async open(path: string, options: SerialLinkOptions = {}): Promise<SerialLink> {
     const link = new SerialLink(path, options);
-    let port: SerialPort;
+    let port: ByteTransport;
     try {
-      port = await openPort(path, link.opts.baudRate);
+      port = await link.openTransport(path, link.opts.baudRate);
     } catch (err) {
+      if (err instanceof ResrtError) throw err;
       throw new ResrtError(
         `cannot open serial port ${path}: ${err instanceof Error ? err.message : String(err)}`,
         'check the device path (ls /dev/tty*), that no other program holds it, and that you may open it (dialout group)',
@@ -133,6 +155,11 @@ export class SerialLink {
     }
     link.attach(port);
     return link;
+  }
+
+  /** Which transport carries the bytes. */
+  get transport(): SerialTransportKind {
+    return this.opts.transport;
   }
 
   get isUp(): boolean {
@@ -173,21 +200,19 @@ export class SerialLink {
   writeBytes(bytes: Uint8Array): boolean {
     const port = this.port;
     if (this.state !== 'up' || port === null) return false;
-    try {
-      port.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), (err) => {
-        if (err) {
-          this.stats.writeErrors++;
-          this.markDown(`write failed: ${err.message}`);
-        }
-      });
-    } catch (err) {
-      this.stats.writeErrors++;
-      this.markDown(`write failed: ${err instanceof Error ? err.message : String(err)}`);
-      return false;
-    }
+    // A failed write ends the transport, which reports it (and counts it) through onEnd.
+    if (!port.write(bytes)) return false;
     this.stats.framesOut++;
     this.stats.bytesOut += bytes.length;
     return true;
+  }
+
+  /**
+   * Reads what the transport has received, now (an fd transport; serialport delivers by events).
+   * The control loop calls it each tick before reading the latest state.
+   */
+  poll(): void {
+    this.port?.poll();
   }
 
   /** Sends a heartbeat now (a RESET is only accepted right after one). */
@@ -220,10 +245,10 @@ export class SerialLink {
     this.stopTimers();
     const port = this.port;
     this.port = null;
-    if (port?.isOpen) await new Promise<void>((resolve) => port.close(() => resolve()));
+    await port?.close();
   }
 
-  private attach(port: SerialPort): void {
+  private attach(port: ByteTransport): void {
     this.port = port;
     this.decoder.reset();
     // A reopened port starts a new session: handshake frames until the next HELLO succeeds.
@@ -231,21 +256,23 @@ export class SerialLink {
     this.state = 'up';
     this.heard = false;
     this.lastRxMs = performance.now();
-    port.on('data', (chunk: Buffer) => {
+    port.onData((chunk) => {
       if (this.port !== port) return;
       this.heard = true;
       this.lastRxMs = performance.now();
       this.decoder.push(chunk, (frame) => this.onFrameIn(frame));
     });
-    port.on('close', () => {
-      if (this.port === port) this.markDown('port closed');
-    });
-    port.on('error', (err: Error) => {
-      if (this.port === port) this.markDown(`port error: ${err.message}`);
+    port.onEnd((end) => {
+      if (this.port !== port) return;
+      if (end.cause === 'write') this.stats.writeErrors++;
+      this.markDown(end.reason);
     });
     const period = Math.min(this.opts.heartbeatMs, this.opts.linkTimeoutMs / 4);
     let lastBeat = 0;
     this.timer = setInterval(() => {
+      // Bytes that are already here count before silence is judged (a blocked thread wakes to both).
+      port.poll();
+      if (this.port !== port) return;
       const now = performance.now();
       if (this.heard && now - this.lastRxMs > this.opts.linkTimeoutMs) {
         this.markDown(`no frame for ${Math.round(now - this.lastRxMs)} ms`);
@@ -289,7 +316,7 @@ export class SerialLink {
     this.stopTimers();
     const port = this.port;
     this.port = null;
-    if (port?.isOpen) port.close(() => undefined);
+    void port?.close().catch(() => undefined);
     for (const l of this.downListeners) l(reason);
     if (this.opts.reconnect) this.scheduleReconnect();
   }
@@ -298,15 +325,16 @@ export class SerialLink {
     if (this.state !== 'down') return;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
-      openPort(this.path, this.opts.baudRate).then(
+      this.openTransport(this.path, this.opts.baudRate).then(
         (port) => {
           if (this.state !== 'down') {
-            port.close(() => undefined);
+            void port.close().catch(() => undefined);
             return;
           }
           this.stats.reconnects++;
           this.attach(port);
-          for (const l of this.upListeners) l();
+          // A transport may end at its first write (a peer gone again): then it never came up.
+          if (this.isUp) for (const l of this.upListeners) l();
         },
         () => {
           this.backoffMs = Math.min(this.backoffMs * 2, this.opts.backoffMaxMs);

@@ -27,6 +27,7 @@ import {
   errorName,
   typeName,
 } from './protocol.js';
+import type { SerialTransportKind } from './transport.js';
 
 export interface SerialRobotConfig {
   /** Device watchdog timeout, ms; default: keep the device's. */
@@ -539,6 +540,16 @@ export class SerialRobot implements Robot {
     this.stopEstopRetry();
     this.link.sendHeartbeat();
     await this.request({ type: 'reset' }, 'RESET');
+  }
+
+  /** Reads what the link received, now: the control loop calls it each tick (Robot.poll). */
+  poll(): void {
+    this.link.poll();
+  }
+
+  /** Which transport carries the link's bytes ('fd' in a worker thread). */
+  get transport(): SerialTransportKind {
+    return this.link.transport;
   }
 
   counters(): SerialRobotCounters {
