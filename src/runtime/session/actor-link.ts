@@ -150,6 +150,11 @@ export class ActorLink {
     });
   }
 
+  publishFrame(camera: string, jpeg: Uint8Array): void {
+    if (!this.client.connected) return;
+    this.client.publish(this.topics.frame(this.o.robotId, camera), Buffer.from(jpeg), { qos: 0 });
+  }
+
   async close(final?: ActorStatus): Promise<void> {
     clearInterval(this.timer);
     if (final && this.client.connected) {
