@@ -5,7 +5,7 @@
 // of the decoded frames, within JPEG tolerance of the actor's), its log holds every transition
 // exactly once across the kill, and both dashboards serve each robot's latest frame as a JPEG.
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { startEmbeddedBroker } from '../src/hw/mqtt/broker.js';
@@ -22,6 +22,9 @@ import { decodeImage } from '../src/util/image-codec.js';
 import { smallLearner, waitFor } from './session-fixtures.js';
 import { spawnLearner as spawnChildLearner, type ChildLearner } from './learner-kills.js';
 import { visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = '/usr/bin/chromium';
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -146,6 +149,41 @@ describe('session cameras', () => {
       );
       expect(frame).toMatchObject({ width: 84, height: 84 });
     }
+
+    // The pages: each robot's latest frame as an image, on the learner's page and on an actor's.
+    if (!existsSync(CHROMIUM))
+      throw new Error(
+        `${CHROMIUM} is missing: install Chromium (apt-get install chromium) to run the dashboard tests`,
+      );
+    const profile = mkdtempSync(join(tmpdir(), 'resrt-chromium-'));
+    cleanups.push(() => rmSync(profile, { recursive: true, force: true }));
+    const browser = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--no-first-run',
+        '--disable-background-networking',
+      ],
+    });
+    cleanups.push(() => browser.close());
+    const page = await browser.newPage();
+    const shown = (testId: string): Promise<unknown> =>
+      page.waitForFunction(
+        (id) => {
+          const img = document.querySelector<HTMLImageElement>(`[data-testid="${id}"]`);
+          return !!img && img.complete && img.naturalWidth === 84 && img.naturalHeight === 84;
+        },
+        testId,
+        { timeout: 30_000 },
+      );
+    await page.goto(`${learnerDashboard}/`);
+    await shown('frame-feat-top');
+    await shown('frame-jpeg-top');
+    await page.goto(actors[0].dashboardUrl!);
+    await shown(`frame-${actors[0].robotId}-top`);
+    expect(await page.locator('#cameras img').count()).toBe(1);
 
     // kill -9 once both actors have transitions acknowledged, then resume; the actors go on.
     await waitFor('acknowledged transitions', () => actors.every((a) => a.status().ackedSeq >= 30), 40_000);

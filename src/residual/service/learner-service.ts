@@ -474,8 +474,11 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
 
   let lastPolicy: Buffer | null = null;
   client.on('connect', () => {
-    client.subscribe([topics.transitionsWildcard, topics.actorStatusWildcard], { qos: 1 });
-    client.subscribe(topics.frameWildcard, { qos: 0 });
+    client.subscribe({
+      [topics.transitionsWildcard]: { qos: 1 },
+      [topics.actorStatusWildcard]: { qos: 1 },
+      [topics.frameWildcard]: { qos: 0 },
+    });
     client.publish(topics.learnerStatus, JSON.stringify(statusOf(true)), { qos: 1, retain: true });
     for (const id of sequencer.robots()) ack(id);
     // Retained messages die with an in-memory broker: say the current residual again.
