@@ -4,7 +4,7 @@
 // JPEG frames; the learner's replay holds [features | state] rows (JPEG: the learner's own features
 // of the decoded frames, within JPEG tolerance of the actor's), its log holds every transition
 // exactly once across the kill, and both dashboards serve each robot's latest frame as a JPEG.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -18,7 +18,10 @@ import { readCheckpoint } from '../src/residual/checkpoint.js';
 import type { LearnerServiceOptions } from '../src/residual/service/learner-service.js';
 import { decodeBatch, encodeBatch, type SessionTransition } from '../src/runtime/session/codec.js';
 import type { CameraFrames, Policy } from '../src/types.js';
-import { decodeImage } from '../src/util/image-codec.js';
+import { decodeImage, encodeRgbJpeg } from '../src/util/image-codec.js';
+import { CameraIngest } from '../src/residual/service/camera-ingest.js';
+import { CameraSender } from '../src/runtime/session/camera-sender.js';
+import { checkSendFrames } from '../src/runtime/session/camera-batch.js';
 import { smallLearner, waitFor } from './session-fixtures.js';
 import { spawnLearner as spawnChildLearner, type ChildLearner } from './learner-kills.js';
 import { visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
@@ -380,3 +383,85 @@ describe('transition batches with cameras', () => {
 
 /** One record's fixed part for O = 2, A = 1 (codec.ts). */
 const recordBytes = 20 + 4 * (2 * 2 + 4 * 1);
+
+describe('camera data the learner cannot use', () => {
+  let dir = '';
+  let basePath = '';
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'resrt-camingest-'));
+    basePath = join(dir, 'base.onnx');
+    writeFileSync(basePath, visuomotorOnnx({ state: O, image: 84, actions: A, chunk: 1, embedding: E }));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const frame = (v: number) => ({
+    kind: 'jpeg' as const,
+    jpeg: { top: encodeRgbJpeg({ width: 84, height: 84, data: new Uint8Array(84 * 84 * 3).fill(v) }) },
+  });
+  const step = (s: number, camera?: SessionTransition['camera']): SessionTransition => ({
+    robotId: 'r',
+    seq: s,
+    episode: 0,
+    step: s,
+    obs: new Float32Array(O).fill(s),
+    baseAction: new Float32Array(A),
+    residual: new Float32Array(A),
+    action: new Float32Array(A),
+    reward: 0,
+    nextObs: new Float32Array(O).fill(s + 1),
+    nextBaseAction: new Float32Array(A),
+    terminated: s === 1,
+    truncated: false,
+    intervention: false,
+    safetyEvents: 0,
+    policyVersion: 0,
+    success: false,
+    labelled: false,
+    ...(camera ? { camera } : {}),
+  });
+
+  it('refuses batches of another feature width or without a camera the base reads, counts steps without camera data, and computes JPEG features with the base', async () => {
+    const ingest = new CameraIngest(await OnnxPolicy.load(basePath, { warmupRuns: 0 }), () => {});
+    try {
+      const batch = (transitions: SessionTransition[]) =>
+        decodeBatch(encodeBatch({ robotId: 'r', obsDim: O, actionDim: A, firstSeq: 0, transitions }));
+      const f5 = { kind: 'features' as const, features: new Float32Array(5) };
+      expect(() => ingest.check(batch([step(0, { obs: f5, next: f5 })]))).toThrow(
+        /r sends 5 camera features, the learner's base embeds 8[\s\S]*same base/,
+      );
+      const side = { kind: 'jpeg' as const, jpeg: { side: frame(1).jpeg.top } };
+      expect(() => ingest.check(batch([step(0, { obs: side, next: side })]))).toThrow(
+        /frames of side, the base also reads top/,
+      );
+      const got: (SessionTransition[] | null)[] = [];
+      ingest.enqueue([step(0, { obs: frame(10), next: frame(200) }), step(1)], (rows) => got.push(rows));
+      const good = [step(0, { obs: frame(10), next: frame(200) }), step(1, { obs: frame(200), next: null })];
+      ingest.enqueue(good, (rows) => got.push(rows));
+      const corrupt = { kind: 'jpeg' as const, jpeg: { top: Uint8Array.of(0xff, 0xd8, 0xff, 0, 1, 2) } };
+      ingest.enqueue([step(0, { obs: corrupt, next: null })], (rows) => got.push(rows));
+      await ingest.drained();
+      expect(got[0]).toBeNull();
+      expect(ingest.missingSteps).toBe(1);
+      expect(got[2]).toBeNull();
+      expect(ingest.failedEpisodes).toBe(1);
+      const rows = got[1]!;
+      expect(rows.map((r) => r.obs.length)).toEqual([E + O, E + O]);
+      // Step 1's observation is step 0's next one: the same features; after termination, zeros.
+      expect(Array.from(rows[1].obs.subarray(0, E))).toEqual(Array.from(rows[0].nextObs.subarray(0, E)));
+      expect(Array.from(rows[0].obs.subarray(0, E))).not.toEqual(Array.from(rows[0].nextObs.subarray(0, E)));
+      expect(Array.from(rows[1].nextObs.subarray(0, E))).toEqual(new Array(E).fill(0));
+      expect(Array.from(rows[0].obs.subarray(E))).toEqual(Array.from(good[0].obs));
+    } finally {
+      await ingest.close();
+    }
+  });
+
+  it('an actor refuses --send-frames features with a base that has no embedding', () => {
+    const plain = { actionDim: A, act: () => new Float32Array(A) };
+    const cams = [{ name: 'top', width: 84, height: 84, channels: 3, depth: false }];
+    expect(() => CameraSender.create('features', plain, cams)).toThrow(
+      /has no embedding output[\s\S]*--send-frames jpeg/,
+    );
+    expect(() => CameraSender.create('jpeg', plain, [])).toThrow(/has no cameras/);
+    expect(() => checkSendFrames('png', undefined)).toThrow(/use one of: features, jpeg, none/);
+  });
+});

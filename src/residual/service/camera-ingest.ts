@@ -106,11 +106,17 @@ export class CameraIngest {
     });
   }
 
+  /** Resolves when every episode queued so far has been handed on. */
+  drained(): Promise<void> {
+    return this.chain;
+  }
+
   /**
    * Puts every queued episode into the replay (the learner logs nothing more once it closes), so
    * the checkpoint at a planned stop holds them all; a kill -9 instead leaves them to the log.
    */
   async close(): Promise<void> {
+    if (this.closed) return;
     await this.chain;
     this.closed = true;
     await this.base.close();
