@@ -42,7 +42,6 @@ import { MixingLog } from './mixing-log.js';
 import type { MixingEpisode } from '../../residual/mixing-run.js';
 import { checkSendFrames, type CameraPayload, type SendFrames } from './camera-batch.js';
 import { CameraSender } from './camera-sender.js';
-import { isEmbeddingSource } from '../compose.js';
 
 export interface ActorRobotOptions {
   /** serial:/dev/ttyACM0, mqtt://host:port/robot-id, ... (see connectRobot). */
@@ -462,11 +461,8 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
   pumpLink = () => link.pump();
   const statusTimer = setInterval(() => {
     link.publishStatus(status());
-    // The learner's dashboard shows each robot's latest frames (twice a second, QoS 0).
-    for (const name of cameras.cameras) {
-      const jpeg = cameras.latest(name);
-      if (jpeg) link.publishFrame(name, jpeg);
-    }
+    // The learner's dashboard shows each robot's latest frames.
+    cameras.eachLatest((name, jpeg) => link.publishFrame(name, jpeg));
   }, 500);
   const emit = (t: SessionTransition): void => {
     storage.emit(t);
@@ -624,10 +620,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
         stats.phase = 'run';
         const t0 = performance.now();
         const raw = composer.residualModel
-          ? await composer.residual(obs, baseAction, {
-              frames,
-              baseEmbedding: isEmbeddingSource(base) ? base.lastEmbedding : null,
-            })
+          ? await composer.residual(obs, baseAction, cameras.residualContext(frames))
           : zeros;
         const residual = exploration(raw);
         // The mixer's weight on the exploring residual at this step (1 without mixing).

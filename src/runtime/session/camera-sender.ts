@@ -6,7 +6,7 @@
 import type { CameraFrame, CameraFrames, CameraSpec, Policy } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
 import { encodeRgbJpeg } from '../../util/image-codec.js';
-import { isEmbeddingSource } from '../compose.js';
+import { isEmbeddingSource, type ResidualContext } from '../compose.js';
 import type { CameraPayload, SendFrames } from './camera-batch.js';
 
 export const DEFAULT_JPEG_QUALITY = 85;
@@ -89,6 +89,19 @@ export class CameraSender {
       this.latestJpeg = new Map();
     }
     return null;
+  }
+
+  /** What a camera residual reads beside the state: the frames and the base's latest embedding. */
+  residualContext(frames: CameraFrames | undefined): ResidualContext {
+    return { frames, baseEmbedding: isEmbeddingSource(this.base) ? this.base.lastEmbedding : null };
+  }
+
+  /** Each camera's latest frame as JPEG (cameras without one yet are left out). */
+  eachLatest(visit: (camera: string, jpeg: Uint8Array) => void): void {
+    for (const name of this.cameras) {
+      const jpeg = this.latest(name);
+      if (jpeg) visit(name, jpeg);
+    }
   }
 
   /** The latest frame of a camera as JPEG, null before one (encoded once per frame). */
