@@ -2,8 +2,10 @@
  * bench/loop --camera: the control loop with one 84x84 camera (push-cam, rendered by MuJoCo ray
  * casting in the loop thread) at 30 Hz, an image-BC base (resrt bc's pixels architecture: conv
  * encoder 16-32-32-32 -> 64, MLP 2x256 with LayerNorm, exported as resrt bc exports it; seeded
- * initial weights, so its cost is a trained one's) and a 2x256 residual on the state, beside raw
- * inference of the same models on a rendered frame in a tight loop in the same run.
+ * initial weights, so its cost is a trained one's) and a 2x256 residual on the state (or, with
+ * `--residual camera`, a camera residual reading the base's embedding beside the state), beside
+ * raw inference of the same models on a rendered frame in a tight loop in the same run: as two
+ * session calls and as the one fused call the loop runs.
  *
  * Stages measured on their own beside the loop: JPEG decode of the frame (what an MQTT camera
  * costs per frame), preprocessing (crop/resize/scale into the base's NCHW float input), the base
@@ -11,6 +13,7 @@
  * and physics are the actuate stage (the simulator steps there).
  *
  *   npx tsx bench/loop.ts --camera [--json] [--duration S] [--raw S] [--hz HZ] [--priority normal]
+ *                                  [--residual state|camera]
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +21,9 @@ import { join } from 'node:path';
 import { formatTable } from '../src/cli/common.js';
 import { taskSourceSpec } from '../src/cli/loop-sources.js';
 import { initEngine } from '../src/nn/index.js';
+import { BASE_EMBEDDING_INPUT, loadResidual, RESIDUAL_ENCODER_KEY } from '../src/runtime/camera-residual.js';
 import { ComposedPolicy } from '../src/runtime/compose.js';
+import { loadLoopPolicy } from '../src/runtime/fused-policy.js';
 import { WorkerControlLoop } from '../src/runtime/loop-host.js';
 import { formatLatencyTable, type LoopStats } from '../src/runtime/loop.js';
 import { exportMlpToOnnx, MetaKey, randomMlpSpec } from '../src/runtime/onnx-export.js';
@@ -52,6 +57,9 @@ export async function runCameraBench(args: string[]): Promise<void> {
   const rawSeconds = positive('--raw', Math.min(10, durationS));
   const hz = positive('--hz', 30);
   const priority = (option('--priority') ?? 'realtime') as LoopPriority;
+  const residualKind = option('--residual') ?? 'state';
+  if (residualKind !== 'state' && residualKind !== 'camera')
+    throw new Error('--residual is state (a residual on the state) or camera (reads the base embedding too)');
   const log = (msg: string): void => {
     if (!json) console.error(msg);
   };
@@ -115,11 +123,14 @@ export async function runCameraBench(args: string[]): Promise<void> {
       await net.release();
     }
     const residualPath = join(dir, 'residual.onnx');
+    const embeddingDim = defaultBcConfig.embeddingDim;
+    const cameraResidual = residualKind === 'camera';
     writeFileSync(
       residualPath,
       exportMlpToOnnx(
         randomMlpSpec({
           inputs: [
+            ...(cameraResidual ? [{ name: BASE_EMBEDDING_INPUT, dim: embeddingDim }] : []),
             { name: 'obs', dim: obsDim },
             { name: 'base_action', dim: actionDim },
           ],
@@ -127,7 +138,12 @@ export async function runCameraBench(args: string[]): Promise<void> {
           actionDim,
           tanhScale: 0.1,
           rng,
-          metadata: { [MetaKey.kind]: 'residual' },
+          metadata: {
+            [MetaKey.kind]: 'residual',
+            ...(cameraResidual
+              ? { [RESIDUAL_ENCODER_KEY]: 'base-embedding', [MetaKey.embeddingDim]: String(embeddingDim) }
+              : {}),
+          },
         }),
       ),
     );
@@ -136,8 +152,10 @@ export async function runCameraBench(args: string[]): Promise<void> {
     log(`raw inference and stages, ${rawSeconds} s...`);
     const cameras = { [camera.name]: { width: camera.width, height: camera.height } };
     const base = await OnnxPolicy.load(basePath, { cameras });
-    const residual = await OnnxPolicy.load(residualPath, { residual: true });
+    const residual = await loadResidual(residualPath);
     const composed = new ComposedPolicy({ base, residual, scale: 1 });
+    const fused = await loadLoopPolicy(basePath, residualPath, { cameras });
+    if (fused.fusion !== 'fused') throw new Error(`base and residual do not fuse: ${fused.fusion}`);
     const frame = frames[camera.name];
     const jpeg = encodeRgbJpeg({ width: frame.width, height: frame.height, data: frame.data });
     const pre = base.imageInputs[0];
@@ -147,8 +165,9 @@ export async function runCameraBench(args: string[]): Promise<void> {
       'decode (JPEG q85)': () => void decodeImage(jpeg, 'bench frame'),
       preprocess: () => preprocessFrame(frame, pre, preOut, 0),
       'base (incl. preprocess)': () => base.runChunk(obs, frames),
-      residual: () => residual.residual(obs, baseAction),
+      residual: () => residual.residual(obs, baseAction, { baseEmbedding: base.lastEmbedding }),
       'base + residual (raw)': () => composed.act(obs, frames),
+      'fused base + residual (raw)': () => fused.policy.act(obs, frames),
     } as const;
     type Stage = keyof typeof stages;
     const names = Object.keys(stages) as Stage[];
@@ -171,6 +190,7 @@ export async function runCameraBench(args: string[]): Promise<void> {
     const raw = Object.fromEntries(names.map((k) => [k, hist[k].summary()])) as Record<Stage, Percentiles>;
     await base.close();
     await residual.close();
+    await fused.close();
 
     log(`loop at ${hz} Hz on ${TASK} in its own thread, ${durationS} s...`);
     const loop = await WorkerControlLoop.create({
@@ -190,7 +210,9 @@ export async function runCameraBench(args: string[]): Promise<void> {
       duration_s: durationS,
       raw_seconds: rawSeconds,
       base: `image BC: conv ${defaultBcConfig.encoderChannels.join('-')} -> ${defaultBcConfig.embeddingDim}, MLP 2x256 LayerNorm -> ${actionDim}`,
-      residual: `MLP ${obsDim}+${actionDim}-256-256-${actionDim}`,
+      residual: cameraResidual
+        ? `camera residual: MLP ${embeddingDim}+${obsDim}+${actionDim}-256-256-${actionDim}`
+        : `MLP ${obsDim}+${actionDim}-256-256-${actionDim}`,
       fusion: loop.fusion,
       priority: loop.priority.applied === 'realtime' ? loop.priority.detail : 'normal',
       raw_stages_ms: raw,

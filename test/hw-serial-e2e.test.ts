@@ -274,8 +274,9 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
     stop();
     const k = robot.counters();
     expect(k.crcErrors).toBeGreaterThan(20);
-    // Every frame the device sent is either received or a counted CRC error.
-    expect(Math.abs(k.framesMissed - k.crcErrors)).toBeLessThanOrEqual(1);
+    // Every CRC error is a frame the host did not take (the sequence shows the gap). A loaded
+    // host can miss more: the device drops whole frames while nobody reads the tty.
+    expect(k.crcErrors).toBeLessThanOrEqual(k.framesMissed + 1);
     expect(k.cobsErrors + k.lengthErrors + k.dropped).toBe(0);
     // The fake plant's second sensor is its clock: a corrupted state would break the identity.
     for (const s of states) {

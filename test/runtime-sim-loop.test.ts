@@ -134,8 +134,9 @@ describe('control loop on the MuJoCo simulator', () => {
       safety: null,
       rateHz: 25,
     });
-    // The frames go to the base's own session; the residual still runs on the state.
-    expect(loop.fusion).toMatch(/base reads camera images \('observation\.images\.top' \(camera top\)\)/);
+    // One session call: the frames are preprocessed into the fused model's image input, and the
+    // state-only residual reads the state beside them.
+    expect(loop.fusion).toBe('fused');
     const transitions: Transition[] = [];
     const problems: string[] = [];
     loop.transitions$.subscribe((t) => transitions.push(t));

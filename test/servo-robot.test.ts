@@ -80,12 +80,16 @@ describe.each([
       expect(after.faulted).toBe(true);
       for (const servo of arm.servos) {
         if (onFault === 'torque-off') expect(servo.torqueOn).toBe(false);
-        else {
-          expect(servo.torqueOn).toBe(true);
-          expect(
-            Math.abs(servo.get(servo.model.registers.goalPosition) - servo.presentCounts()),
-          ).toBeLessThanOrEqual(2);
-        }
+        else expect(servo.torqueOn).toBe(true);
+      }
+      if (onFault === 'hold') {
+        // Held where each joint was when the fault came: a joint still moving then settles back
+        // onto that goal (on a loaded host the check may come well after the hold was written).
+        const settled = () =>
+          arm.servos.every(
+            (sv) => Math.abs(sv.get(sv.model.registers.goalPosition) - sv.presentCounts()) <= 2,
+          );
+        await until('the joints to settle at their held goals', settled);
       }
       expect(robot.currentFault?.reason).toMatch(/e-stop: test/);
       await robot.resetFault();

@@ -14,6 +14,7 @@
 #define _DEFAULT_SOURCE
 
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
@@ -89,9 +90,23 @@ static void hal_write(void *ctx, const uint8_t *data, size_t len) {
       h->written += (uint64_t)w;
       continue;
     }
-    /* Nobody is reading the tty: drop rather than stall the control loop. */
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && ++tries < 3) continue;
     if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      /* Nobody is reading the tty: a frame not yet begun is dropped whole (the host sees a gap
+       * in the sequence), rather than stall the control loop. One already begun is finished
+       * when the reader drains within 50 ms: a torn frame would reach the host as a CRC error
+       * that no real device with a blocking UART driver sends. */
+      struct pollfd pfd;
+      if (off == 0 && ++tries >= 3) {
+        h->write_drops++;
+        return;
+      }
+      if (off == 0) continue;
+      pfd.fd = h->fd;
+      pfd.events = POLLOUT;
+      pfd.revents = 0;
+      if (poll(&pfd, 1, 50) > 0) continue;
+    }
     h->write_drops++;
     return;
   }

@@ -11,7 +11,7 @@ import { SharedRobotBridge } from '../runtime/shared-robot.js';
 import { loadSafetyConfig } from '../safety/index.js';
 import { formatInspectReport, inferOnce, inspectOnnx } from '../runtime/onnx-inspect.js';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
-import { CameraResidual, loadResidual } from '../runtime/camera-residual.js';
+import { checkResidualPairing, loadResidual } from '../runtime/camera-residual.js';
 import { defaultBcConfig, saveBcPolicy, trainBc } from '../sim/bc.js';
 import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
@@ -133,10 +133,14 @@ export function registerPolicyCommands(program: Command): void {
     .description('inputs, outputs, chunk length and metadata of an ONNX policy, and whether it fits a task')
     .argument('<file.onnx>')
     .option('--task <name|path>', 'check the file against this task')
+    .option(
+      '--base <file.onnx>',
+      'for a residual: check that it pairs with this base (embedding, state and action widths)',
+    )
     .option('--json', 'print one JSON object')
-    .action(async (file: string, opts: { task?: string; json?: boolean }) => {
+    .action(async (file: string, opts: { task?: string; base?: string; json?: boolean }) => {
       const dims = opts.task ? await taskDims(await loadTask(opts.task)) : undefined;
-      const report = await inspectOnnx(file, dims);
+      const report = await inspectOnnx(file, dims, { base: opts.base });
       // A file that does not fit (or fails its own checks) is a failed check for scripts and CI.
       if (!report.fits) process.exitCode = 1;
       if (opts.json) return printJson(report);
@@ -444,13 +448,14 @@ export async function loadComposedPolicy(
   const expect = { expectObsDim: env.observationSpace.dim, expectActionDim: env.actionSpace.dim };
   const base = await OnnxPolicy.load(basePath, { ...expect, cameras: cameraSizes(env) });
   const residual = residualPath ? await loadResidual(residualPath, expect) : null;
-  if (residual instanceof CameraResidual && base.embeddingDim !== residual.embeddingDim) {
-    throw new ResrtError(
-      base.embeddingDim === 0
-        ? `${residualPath} reads the base's embedding, and ${basePath} has no embedding output`
-        : `${residualPath} reads a base embedding of ${residual.embeddingDim} values, ${basePath} gives ${base.embeddingDim}`,
-      'pass the visuomotor base the residual was trained on (--base)',
-    );
+  if (residual) {
+    try {
+      checkResidualPairing(base, residual);
+    } catch (err) {
+      await residual.close();
+      await base.close();
+      throw err;
+    }
   }
   return new ComposedPolicy({ base, residual, scale });
 }

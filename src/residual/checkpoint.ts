@@ -4,17 +4,25 @@
  * (outDir/ckpt/<generation>/, every file atomically), and only then does the manifest
  * outDir/checkpoint.json (written atomically, with a SHA-256 per file) switch to it; older
  * generations are removed afterwards. A crash at any point leaves the previous checkpoint intact.
+ *
+ * Replay camera frames (replay-frames.ts) are too large to rewrite at every checkpoint: each chunk
+ * of each camera is a file outDir/frames/<sha256>.bin named by its content, written only when no
+ * file of that name exists (a full chunk never changes, so it is written once), listed in the
+ * manifest with its SHA-256 and verified at load. Frame files no manifest names are removed only
+ * after the manifest has switched, so a crash leaves at most unused files behind.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ResrtError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import { ReplayBuffer, concatBytes } from './replay.js';
+import { ReplayFrames } from './replay-frames.js';
 import type { LearnerState } from './td3.js';
 
 export const CHECKPOINT_FORMAT = 'resrt-residual-checkpoint';
 export const MANIFEST = 'checkpoint.json';
+const FRAMES_DIR = 'frames';
 
 export interface CheckpointContents {
   learner: LearnerState;
@@ -97,6 +105,15 @@ export function writeCheckpoint(
   if (c.demos) blobs.demos = c.demos.serialize();
   const files: Manifest['files'] = {};
   let bytes = 0;
+  for (const [key, replay] of [
+    ['online', c.online],
+    ['demos', c.demos],
+  ] as const) {
+    const index = replay?.serializeFrameIndex();
+    if (!replay?.frames || !index) continue;
+    blobs[`${key}-frames`] = index;
+    bytes += writeFrameChunks(outDir, key, replay.frames, files);
+  }
   for (const [key, blob] of Object.entries(blobs)) {
     const path = join(rel, `${key}.bin`);
     writeFileAtomic(join(outDir, path), blob);
@@ -116,7 +133,43 @@ export function writeCheckpoint(
   for (const name of readdirSync(join(outDir, 'ckpt'))) {
     if (name !== String(generation)) rmSync(join(outDir, 'ckpt', name), { recursive: true, force: true });
   }
+  removeUnlistedFrames(outDir, files);
   return { generation, bytes };
+}
+
+const frameFileKey = (replay: string, chunk: number, camera: number): string =>
+  `${replay}-frames/${chunk}/${camera}`;
+
+/** Writes the chunk files no earlier checkpoint wrote; returns the bytes written. */
+function writeFrameChunks(
+  outDir: string,
+  replay: string,
+  frames: ReplayFrames,
+  files: Manifest['files'],
+): number {
+  mkdirSync(join(outDir, FRAMES_DIR), { recursive: true });
+  let written = 0;
+  for (const f of frames.chunkFiles()) {
+    const path = join(FRAMES_DIR, `${f.sha256}.bin`);
+    const abs = join(outDir, path);
+    // Named by content and written atomically: a file of this name already holds these bytes.
+    if (!existsSync(abs) || statSync(abs).size !== f.bytes.byteLength) {
+      writeFileAtomic(abs, f.bytes);
+      written += f.bytes.byteLength;
+    }
+    files[frameFileKey(replay, f.chunk, f.camera)] = { path, sha256: f.sha256, bytes: f.bytes.byteLength };
+  }
+  return written;
+}
+
+/** Removes frame files (and torn temporaries) the manifest just written does not list. */
+function removeUnlistedFrames(outDir: string, files: Manifest['files']): void {
+  const dir = join(outDir, FRAMES_DIR);
+  if (!existsSync(dir)) return;
+  const listed = new Set(Object.values(files).map((f) => f.path));
+  for (const name of readdirSync(dir)) {
+    if (!listed.has(join(FRAMES_DIR, name))) rmSync(join(dir, name), { force: true });
+  }
 }
 
 function readManifest(outDir: string): Manifest | null {
@@ -158,7 +211,10 @@ export function readCheckpoint(outDir: string): CheckpointContents | null {
         'restore the whole outDir, or delete it to start over',
       );
     }
-    const b = new Uint8Array(readFileSync(path));
+    // A plain Uint8Array over the bytes read (no copy: frame chunks are kept as loaded; a Buffer's
+    // slice() would be a view, which the decoders' slice().buffer must not get).
+    const read = readFileSync(path);
+    const b = new Uint8Array(read.buffer, read.byteOffset, read.byteLength);
     if (b.byteLength !== f.bytes || sha256(b) !== f.sha256) {
       throw new ResrtError(
         `checkpoint file ${path} is corrupt (checksum mismatch)`,
@@ -186,10 +242,28 @@ export function readCheckpoint(outDir: string): CheckpointContents | null {
       'delete the checkpoint to start over',
     );
   }
+  const replay = (key: 'online' | 'demos', bytes: Uint8Array): ReplayBuffer => {
+    const source = `${outDir} (${key === 'online' ? 'online' : 'demo'} replay)`;
+    const buf = ReplayBuffer.deserialize(bytes, source);
+    const index = blob(`${key}-frames`);
+    if (!index) return buf;
+    const chunk = (c: number, camera: number): Uint8Array => {
+      const b = blob(frameFileKey(key, c, camera));
+      if (!b) {
+        throw new ResrtError(
+          `checkpoint in ${outDir} lists no file for frames chunk ${c} of camera ${camera} (${key} replay)`,
+          'restore the whole outDir, or delete it to start over',
+        );
+      }
+      return b;
+    };
+    buf.frames = ReplayFrames.deserialize(index, chunk, buf.capacity, source);
+    return buf;
+  };
   return {
     learner: decodeLearnerState(learnerBytes, outDir),
-    online: ReplayBuffer.deserialize(onlineBytes, `${outDir} (online replay)`),
-    demos: demoBytes ? ReplayBuffer.deserialize(demoBytes, `${outDir} (demo replay)`) : null,
+    online: replay('online', onlineBytes),
+    demos: demoBytes ? replay('demos', demoBytes) : null,
     trainer,
     meta: m.meta,
   };

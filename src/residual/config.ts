@@ -77,6 +77,8 @@ export interface ResidualConfig {
    * 'none': the residual reads the state alone, frames are not used.
    */
   encoder: EncoderMode;
+  /** Keep the cameras' frames in replay (uint8, each once; docs/learner.md "Replay with frames"). */
+  replayFrames: boolean;
 }
 
 /** See ResidualConfig.encoder. */
@@ -125,6 +127,8 @@ const gpuProfile: ResidualConfig = {
   heldBackBc: 0.4,
   // The base's own embedding: the one camera mode built so far (docs/learner.md, "Encoder modes").
   encoder: 'base-embedding',
+  // Off until a mode reads frames from replay (the learned encoder will switch it on).
+  replayFrames: false,
 };
 
 /**
@@ -237,6 +241,8 @@ export function validateConfig(cfg: ResidualConfig): void {
   inRange('heldBackBc', 0, 100);
   if (!ENCODER_MODES.includes(cfg.encoder))
     bad(`encoder = ${String(cfg.encoder)}`, `encoder must be one of: ${ENCODER_MODES.join(', ')}`);
+  for (const k of ['layerNorm', 'normalizeObs', 'useBase', 'replayFrames'] as const)
+    if (typeof cfg[k] !== 'boolean') bad(`${k} = ${String(cfg[k])}`, `${k} must be true or false`);
   if (cfg.criticInput !== 'action' && cfg.criticInput !== 'residual')
     bad(`criticInput = ${String(cfg.criticInput)}`, "criticInput must be 'action' or 'residual'");
   if (problems.length === 1) throw new ResrtError(`residual config: ${problems[0].what}`, problems[0].fix);

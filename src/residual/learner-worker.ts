@@ -89,7 +89,8 @@ export class LearnerHost {
     const engine = await initEngine({ device: init.device, threads: init.threads });
     let demos: ReplayBuffer | null = null;
     if (init.demos && init.demos.count > 0) {
-      demos = new ReplayBuffer(init.demos.count, init.dims.obsDim, init.dims.actionDim);
+      const frameCameras = init.demos.frames ? init.dims.frameCameras : undefined;
+      demos = new ReplayBuffer(init.demos.count, init.dims.obsDim, init.dims.actionDim, frameCameras);
       demos.addBatch(init.demos);
       // Demo episodes are complete; the last step of each carries its own flag.
     }

@@ -2,10 +2,20 @@
  * Replay for the residual learner: typed-array ring buffers of steps stored in episode order, an
  * n-step sampler that never crosses an episode end (and bootstraps through truncation but not
  * through termination), symmetric online/demo batches (RLPD), and a compact binary form for
- * checkpoints.
+ * checkpoints. Optionally the cameras' frames beside the state (replay-frames.ts), each kept once.
  */
+import type { CameraFrames } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import type { Rng } from '../util/rng.js';
+import {
+  FramePacker,
+  ReplayFrames,
+  describeCameras,
+  emptySampledFrames,
+  type FrameCamera,
+  type SampledFrames,
+  type StepFrames,
+} from './replay-frames.js';
 
 const TERMINATED = 1;
 const TRUNCATED = 2;
@@ -29,6 +39,9 @@ export interface StepRecord {
    * a StepMix tail, a scaled residual). The learner keeps its actor near what was executed there.
    */
   heldBack?: boolean;
+  /** The cameras' frames of obs and of nextObs (by reference), for a replay that keeps frames. */
+  frames?: CameraFrames;
+  nextFrames?: CameraFrames;
 }
 
 /** Steps packed into flat arrays (for messages between threads). */
@@ -48,6 +61,8 @@ export interface StepBatch {
    * old held-back steps are plain off-policy data.
    */
   mixingShare?: number;
+  /** The steps' camera frames, each once, for a replay that keeps frames. */
+  frames?: StepFrames;
 }
 
 /** A sampled training batch with n-step targets already folded in. */
@@ -64,6 +79,11 @@ export interface SampleBatch {
   discount: Float32Array;
   /** 1 where the first step was held back by conservative mixing (StepRecord.heldBack), else 0. */
   heldBack: Float32Array;
+  /**
+   * The rows' obs frames and their n-step next-obs frames, [B, H, W, C] uint8 per camera; filled
+   * only when present (emptySample with cameras), so a learner that reads no frames copies none.
+   */
+  frames?: SampledFrames;
 }
 
 export function emptyStepBatch(count: number, obsDim: number, actionDim: number): StepBatch {
@@ -79,8 +99,15 @@ export function emptyStepBatch(count: number, obsDim: number, actionDim: number)
   };
 }
 
-export function packSteps(steps: readonly StepRecord[], obsDim: number, actionDim: number): StepBatch {
+/** `frames` packs the steps' frames too (one packer per stream of steps: it links packs of an episode). */
+export function packSteps(
+  steps: readonly StepRecord[],
+  obsDim: number,
+  actionDim: number,
+  frames?: FramePacker,
+): StepBatch {
   const b = emptyStepBatch(steps.length, obsDim, actionDim);
+  if (frames) b.frames = frames.pack(steps);
   steps.forEach((s, i) => {
     b.obs.set(s.obs, i * obsDim);
     b.baseAction.set(s.baseAction, i * actionDim);
@@ -94,8 +121,14 @@ export function packSteps(steps: readonly StepRecord[], obsDim: number, actionDi
   return b;
 }
 
-export function emptySample(size: number, obsDim: number, actionDim: number): SampleBatch {
+export function emptySample(
+  size: number,
+  obsDim: number,
+  actionDim: number,
+  cameras?: readonly FrameCamera[],
+): SampleBatch {
   return {
+    ...(cameras?.length ? { frames: emptySampledFrames(size, cameras) } : {}),
     size,
     obs: new Float32Array(size * obsDim),
     baseAction: new Float32Array(size * actionDim),
@@ -122,12 +155,21 @@ export class ReplayBuffer {
   readonly flags: Uint8Array;
   /** Steps ever added. */
   added = 0;
+  /**
+   * The oldest logical step ever held here: a buffer restored from a saved one holds only the saved
+   * steps, even when its capacity would reach further back.
+   */
+  private firstHeld = 0;
+  /** The cameras' frames of every step held, when built with cameras (else null: no cost). */
+  frames: ReplayFrames | null;
 
   constructor(
     readonly capacity: number,
     readonly obsDim: number,
     readonly actionDim: number,
+    frameCameras?: readonly FrameCamera[],
   ) {
+    this.frames = frameCameras?.length ? new ReplayFrames(frameCameras, capacity) : null;
     this.obs = new Float32Array(capacity * obsDim);
     this.baseAction = new Float32Array(capacity * actionDim);
     this.action = new Float32Array(capacity * actionDim);
@@ -138,7 +180,7 @@ export class ReplayBuffer {
   }
 
   get size(): number {
-    return Math.min(this.added, this.capacity);
+    return Math.min(this.added - this.firstHeld, this.capacity);
   }
 
   add(step: StepRecord): void {
@@ -146,6 +188,18 @@ export class ReplayBuffer {
   }
 
   addBatch(b: StepBatch): void {
+    const first = this.added;
+    if (b.frames && !this.frames) {
+      throw new ResrtError(
+        `replay: a batch of ${b.count} steps brings camera frames, and this replay keeps none`,
+        'build the replay with the cameras whose frames it keeps (ReplayBuffer frameCameras)',
+      );
+    }
+    this.addState(b);
+    this.frames?.addSteps(first, b.count, b.frames, this.added - this.size);
+  }
+
+  private addState(b: StepBatch): void {
     const { obsDim: O, actionDim: A } = this;
     if (b.obs.length !== b.count * O || b.action.length !== b.count * A) {
       throw new ResrtError(
@@ -174,6 +228,7 @@ export class ReplayBuffer {
     if (this.added === 0) return;
     const s = (this.added - 1) % this.capacity;
     if ((this.flags[s] & (TERMINATED | TRUNCATED)) === 0) this.flags[s] |= TRUNCATED;
+    this.frames?.breakChain();
   }
 
   /**
@@ -208,6 +263,15 @@ export class ReplayBuffer {
     out.discount[row] = terminated ? 0 : disc;
     out.nextObs.set(this.nextObs.subarray(last * O, (last + 1) * O), row * O);
     out.nextBaseAction.set(this.nextBaseAction.subarray(last * A, (last + 1) * A), row * A);
+    if (out.frames) {
+      if (!this.frames) {
+        throw new ResrtError(
+          'replay: a batch asks for camera frames, and this replay keeps none',
+          'keep frames in every replay a batch draws from (online and demonstrations), or sample without frames',
+        );
+      }
+      this.frames.writeSample(s0, last, out.frames, row);
+    }
   }
 
   /** A uniformly random stored logical index. */
@@ -231,12 +295,19 @@ export class ReplayBuffer {
         'resume with bufferSize at least as large as the original run',
       );
     }
+    if (!!from.frames !== !!this.frames) {
+      throw new ResrtError(
+        `the saved replay keeps ${from.frames ? `frames of ${describeCameras(from.frames.cameras)}` : 'no camera frames'}, this run ${this.frames ? `keeps frames of ${describeCameras(this.frames.cameras)}` : 'keeps none'}`,
+        'resume with replayFrames as the run started, or use a new outDir',
+      );
+    }
     const { obsDim: O, actionDim: A } = from;
     const start = from.added - from.size;
     this.added = start;
+    this.firstHeld = start;
     for (let i = 0; i < from.size; i++) {
       const s = (start + i) % from.capacity;
-      this.addBatch({
+      this.addState({
         count: 1,
         obs: from.obs.subarray(s * O, (s + 1) * O),
         baseAction: from.baseAction.subarray(s * A, (s + 1) * A),
@@ -247,9 +318,10 @@ export class ReplayBuffer {
         flags: from.flags.subarray(s, s + 1),
       });
     }
+    if (this.frames && from.frames) this.frames.adopt(from.frames, start, from.added);
   }
 
-  /** Only the filled part, in logical order, so a resumed buffer is identical. */
+  /** Only the filled part, in logical order, so a resumed buffer is identical (frames: serializeFrameIndex). */
   serialize(): Uint8Array {
     const n = this.size;
     const { obsDim: O, actionDim: A } = this;
@@ -276,6 +348,12 @@ export class ReplayBuffer {
     return concatBytes(parts);
   }
 
+  /** The frames' index for the steps `serialize` writes (the frames themselves: frames.chunkFiles()). */
+  serializeFrameIndex(): Uint8Array | null {
+    return this.frames?.serializeIndex(this.added - this.size, this.size) ?? null;
+  }
+
+  /** The state part; a checkpoint then sets `frames` from the frames saved beside it (ReplayFrames.deserialize). */
   static deserialize(bytes: Uint8Array, source: string): ReplayBuffer {
     const corrupt = (what: string): never => {
       throw new ResrtError(
@@ -306,7 +384,8 @@ export class ReplayBuffer {
     const flags = bytes.slice(off, off + n);
     // Re-add in logical order so slot positions match the original buffer.
     buf.added = added - n;
-    buf.addBatch({
+    buf.firstHeld = added - n;
+    buf.addState({
       count: n,
       obs,
       baseAction: base,
@@ -340,7 +419,14 @@ export class DualReplay {
     readonly online: ReplayBuffer,
     readonly demos: ReplayBuffer | null,
     readonly demoFraction: number,
-  ) {}
+  ) {
+    if (demos && demos.size > 0 && !!demos.frames !== !!online.frames) {
+      throw new ResrtError(
+        `replay: the online replay keeps ${online.frames ? 'camera frames' : 'no frames'} and the demonstrations ${demos.frames ? 'do' : 'do not'}`,
+        'batches mix both, so frames must be kept in both or neither: relabel the demonstrations with their frames',
+      );
+    }
+  }
 
   demoRows(batchSize: number): number {
     if (!this.demos || this.demos.size === 0) return 0;
@@ -349,7 +435,8 @@ export class DualReplay {
   }
 
   sample(batchSize: number, nStep: number, gamma: number, rng: Rng, out?: SampleBatch): SampleBatch {
-    const o = out ?? emptySample(batchSize, this.online.obsDim, this.online.actionDim);
+    const o =
+      out ?? emptySample(batchSize, this.online.obsDim, this.online.actionDim, this.online.frames?.cameras);
     const nd = this.demoRows(batchSize);
     if (nd < batchSize && this.online.size === 0) {
       throw new ResrtError(

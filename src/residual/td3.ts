@@ -20,6 +20,7 @@ import { ResrtError } from '../util/errors.js';
 import { criticInputDim, type ResidualConfig } from './config.js';
 import { denseSpecs, initParams, network } from './networks.js';
 import { DualReplay, ReplayBuffer, emptySample, type SampleBatch } from './replay.js';
+import type { FrameCamera } from './replay-frames.js';
 import { getRngState, setRngState, type RngState } from './rng-state.js';
 import {
   buildActGraph,
@@ -36,6 +37,8 @@ import {
 export interface LearnerDims {
   obsDim: number;
   actionDim: number;
+  /** Cameras whose frames the online replay keeps (ResidualConfig.replayFrames); absent: none. */
+  frameCameras?: readonly FrameCamera[];
 }
 
 export interface UpdateStats {
@@ -138,7 +141,11 @@ export class ResidualLearner {
     };
     this.actorClock = new AdamClock({ ...adamDefaults, lr: cfg.actorLr, clipNorm: cfg.gradClip });
     this.criticClock = new AdamClock({ ...adamDefaults, lr: cfg.criticLr, clipNorm: cfg.gradClip });
-    this.replay = new DualReplay(new ReplayBuffer(cfg.bufferSize, O, A), demos, cfg.demoFraction);
+    this.replay = new DualReplay(
+      new ReplayBuffer(cfg.bufferSize, O, A, dims.frameCameras),
+      demos,
+      cfg.demoFraction,
+    );
     const B = cfg.batchSize;
     this.sample = emptySample(B, O, A);
     this.obsN = new Float32Array(B * O);

@@ -21,6 +21,8 @@ import { writeFileAtomic } from '../util/files.js';
 import { initEngine, type DevicePreference } from '../nn/index.js';
 import { makeConfig, profileFor, type ProfileName, type ResidualConfig } from './config.js';
 import { packSteps, type StepBatch, type StepRecord } from './replay.js';
+import { FramePacker } from './replay-frames.js';
+import { replayFrameCameras } from './trainer-frames.js';
 import {
   LearnerHost,
   errorMessage,
@@ -351,7 +353,8 @@ class WorkerLink implements LearnerLink {
 
   push(batch: StepBatch): void {
     if (this.failure) throw this.failure;
-    this.post({ type: 'push', batch });
+    // Frames are packed fresh for each batch: hand their buffers over instead of copying them.
+    this.post({ type: 'push', batch }, batch.frames?.data.map((d) => d.buffer as ArrayBuffer) ?? []);
   }
 
   async advance(target: number, atLeast: number): Promise<void> {
@@ -501,6 +504,7 @@ export async function relabelDemos(
       // No base query after termination: its features are never bootstrapped from (discount 0).
       const nextFeat = features ? (terminated ? noFeatures : features.read()) : null;
       steps.push({
+        ...(frames ? { frames: frames[t], nextFrames: frames[t + 1] } : {}),
         obs: withFeatures(featHere, ep.obs[t]),
         baseAction: baseHere,
         action: ep.actions[t],
@@ -604,8 +608,9 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   const features = cameraFeatures(cfg, env, base);
   const E = features?.dim ?? 0;
   if (features) log(`camera features: encoder ${features.mode}, ${E} values per observation`);
-  // What the base or the residual reads of the cameras, so demonstrations must carry it.
-  const readsCameras = features !== null || (base !== null && hasImageInputs(base));
+  const frameCameras = replayFrameCameras(cfg, env, log);
+  // What the base, the residual or replay reads of the cameras, so demonstrations must carry it.
+  const readsCameras = features !== null || frameCameras !== null || (base !== null && hasImageInputs(base));
   const demoSteps = options.demos
     ? await relabelDemos(options.demos, base, A, {
         frames: options.demoFrames,
@@ -646,10 +651,12 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   try {
     const ready = await link.start({
       cfg,
-      dims: { obsDim: LO, actionDim: A },
+      dims: { obsDim: LO, actionDim: A, ...(frameCameras ? { frameCameras } : {}) },
       featureDim: E,
       seed,
-      demos: demoSteps.length ? packSteps(demoSteps, LO, A) : null,
+      demos: demoSteps.length
+        ? packSteps(demoSteps, LO, A, frameCameras ? new FramePacker(frameCameras) : undefined)
+        : null,
       outDir: options.outDir,
       resume: !!options.resume,
       device: engine.device,
@@ -773,11 +780,13 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     const slack = cfg.utd * 16;
 
     const zero = new Float32Array(A);
+    const onlineFrames = frameCameras ? new FramePacker(frameCameras) : undefined;
     let realtime = false;
     while (state.envSteps < options.steps) {
       const epSeed = trainingEpisodeSeed(seed, state.episodes);
       const first = await env.reset({ seed: epSeed });
       let obs = first.obs;
+      let frames = first.frames;
       base?.reset?.(epSeed);
       let baseAction = base ? Float32Array.from(await base.act(obs, first.frames)) : zero;
       let feat = features ? features.read() : null;
@@ -787,7 +796,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       const plan = mixer ? mixer.beginEpisode() : null;
       if (plan) emitProgress(true, plan.share);
       const stepPack = (steps: StepRecord[]): StepBatch => {
-        const batch = packSteps(steps, LO, A);
+        const batch = packSteps(steps, LO, A, onlineFrames);
         if (plan) batch.mixingShare = plan.share;
         return batch;
       };
@@ -846,6 +855,8 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
           terminated: outcome.terminated,
           truncated: outcome.truncated,
           heldBack: w < 1,
+          frames,
+          nextFrames: step.frames,
         });
         state.envSteps++;
         // Steps travel in small packs; the learner only needs them before it samples them.
@@ -860,6 +871,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
         }
         emitProgress();
         obs = step.obs;
+        frames = step.frames;
         baseAction = nextBase;
         feat = nextFeat;
         if (done || state.envSteps >= options.steps) {

@@ -10,7 +10,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { ResrtError } from '../util/errors.js';
-import { decodeModelHeader } from '../util/onnx-proto.js';
+import { decodeModelHeader, type OnnxModelHeader } from '../util/onnx-proto.js';
 import type { ResidualContext, ResidualModel } from './compose.js';
 import { MetaKey } from './onnx-export.js';
 import { createSession, OnnxPolicy, readModelFile, type OnnxPolicyOptions } from './onnx-policy.js';
@@ -31,19 +31,17 @@ export class CameraResidual implements ResidualModel {
     readonly encoder: string,
   ) {}
 
+  /** The graph output that carries the residual ('residual' as exported, else the first). */
+  get outputName(): string {
+    const names = this.session.outputNames;
+    return names.includes('residual') ? 'residual' : names[0];
+  }
+
   static async load(path: string, options: OnnxPolicyOptions = {}): Promise<CameraResidual> {
     const bytes = readModelFile(path);
     const header = decodeModelHeader(bytes, path);
     const meta = header.metadata;
-    const width = (name: string): number | null => {
-      const input = header.graph.input.find((i) => i.name === name);
-      const dims = input?.type?.tensorType?.shape?.dim;
-      const d = dims?.[1]?.dimValue;
-      return typeof d === 'number' && d > 0 ? d : null;
-    };
-    const E = width(BASE_EMBEDDING_INPUT);
-    const O = width('obs');
-    const A = width('base_action');
+    const { embeddingDim: E, obsDim: O, actionDim: A } = cameraResidualWidths(header);
     const names = header.graph.input.map((i) => i.name).join(', ');
     if (E === null || O === null || A === null) {
       throw new ResrtError(
@@ -72,7 +70,7 @@ export class CameraResidual implements ResidualModel {
       A,
       E,
       Number.isInteger(v) && v >= 0 ? v : 0,
-      meta[RESIDUAL_ENCODER_KEY] ?? 'base-embedding',
+      cameraResidualWidths(header).encoder,
     );
     try {
       await model.run(new Float32Array(O), new Float32Array(A), new Float32Array(E));
@@ -117,7 +115,7 @@ export class CameraResidual implements ResidualModel {
       obs: new ort.Tensor('float32', obs, [1, this.obsDim]),
       base_action: new ort.Tensor('float32', base, [1, this.actionDim]),
     });
-    const r = out.residual ?? out[this.session.outputNames[0]];
+    const r = out[this.outputName];
     return Float32Array.from(r.data as Float32Array);
   }
 
@@ -126,19 +124,97 @@ export class CameraResidual implements ResidualModel {
   }
 }
 
-/** True when the file is a camera residual (it reads the base's embedding). */
-export function isCameraResidualFile(path: string): boolean {
-  const header = decodeModelHeader(readModelFile(path), path);
+/** The widths a camera residual's inputs declare (null where not a fixed positive width), and its encoder mode. */
+export function cameraResidualWidths(header: OnnxModelHeader): {
+  embeddingDim: number | null;
+  obsDim: number | null;
+  actionDim: number | null;
+  encoder: string;
+} {
+  const width = (name: string): number | null => {
+    const input = header.graph.input.find((i) => i.name === name);
+    const d = input?.type?.tensorType?.shape?.dim?.[1]?.dimValue;
+    return typeof d === 'number' && d > 0 ? d : null;
+  };
+  return {
+    embeddingDim: width(BASE_EMBEDDING_INPUT),
+    obsDim: width('obs'),
+    actionDim: width('base_action'),
+    encoder: header.metadata[RESIDUAL_ENCODER_KEY] ?? 'base-embedding',
+  };
+}
+
+/** True when the model is a camera residual (it reads the base's embedding). */
+export function isCameraResidualHeader(header: OnnxModelHeader): boolean {
   return (
     RESIDUAL_ENCODER_KEY in header.metadata || header.graph.input.some((i) => i.name === BASE_EMBEDDING_INPUT)
   );
+}
+
+/** True when the file is a camera residual (it reads the base's embedding). */
+export function isCameraResidualFile(path: string): boolean {
+  return isCameraResidualHeader(decodeModelHeader(readModelFile(path), path));
 }
 
 /** Loads a residual file: a camera residual, or a state-only one through OnnxPolicy. */
 export async function loadResidual(
   path: string,
   options: OnnxPolicyOptions = {},
-): Promise<ResidualModel & { close(): Promise<void> }> {
+): Promise<CameraResidual | OnnxPolicy> {
   if (isCameraResidualFile(path)) return CameraResidual.load(path, options);
   return OnnxPolicy.load(path, { ...options, residual: true });
+}
+
+/** What the pairing check reads of a base: its file, widths and embedding output. */
+export interface PairingBase {
+  readonly path: string;
+  readonly obsDim: number;
+  readonly actionDim: number;
+  /** 0 when the base has no embedding output. */
+  readonly embeddingDim: number;
+  /** False for a visuomotor base without a state input: its obsDim then says nothing. */
+  readonly readsState: boolean;
+}
+
+/** What the pairing check reads of a residual (CameraResidual or a state-only OnnxPolicy). */
+export interface PairingResidual {
+  readonly path: string;
+  readonly obsDim: number;
+  readonly actionDim: number;
+}
+
+/**
+ * Whether a residual file can correct this base: the same state and action widths and, for a
+ * camera residual, an embedding output of the width it was trained on. A residual trained against
+ * another base would read a different embedding (or none), so it is refused before it runs, naming
+ * both files. Used by `resrt eval`, `resrt run`, the loop's residual hot swap and `inspect --base`.
+ */
+export function checkResidualPairing(base: PairingBase, residual: PairingResidual): void {
+  const retrain = `train the residual against this base: resrt train --base ${base.path} --task TASK (or pass the base the residual was trained with)`;
+  if (residual instanceof CameraResidual) {
+    if (base.embeddingDim === 0) {
+      throw new ResrtError(
+        `${residual.path} reads the base's embedding, and ${base.path} has no embedding output (the camera residual reads ${residual.embeddingDim} embedding values)`,
+        `${retrain}; a visuomotor base exported by \`resrt bc --cameras\` has one`,
+      );
+    }
+    if (base.embeddingDim !== residual.embeddingDim) {
+      throw new ResrtError(
+        `${residual.path} reads a base embedding of ${residual.embeddingDim} values, ${base.path} gives ${base.embeddingDim}`,
+        retrain,
+      );
+    }
+  }
+  if (base.readsState && base.obsDim !== residual.obsDim) {
+    throw new ResrtError(
+      `${residual.path} reads ${residual.obsDim} state values, ${base.path} reads ${base.obsDim}`,
+      retrain,
+    );
+  }
+  if (base.actionDim !== residual.actionDim) {
+    throw new ResrtError(
+      `${residual.path} corrects ${residual.actionDim} action values, ${base.path} outputs ${base.actionDim}`,
+      retrain,
+    );
+  }
 }

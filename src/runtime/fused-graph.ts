@@ -3,9 +3,13 @@
  * control tick runs one onnxruntime session call instead of two.
  *
  *   obs ─► base/… ─► base_action ─────────────────────────► output 'base_action' [batch, A]
- *    │                    │ (the residual's base-action input)
+ *    │    (images)  └─► embedding (visuomotor bases)
+ *    │                    │ (the residual's base-action and base_embedding inputs)
  *    └──► residual/… ◄────┘ ──────────────────────────────► output 'residual'    [batch, A]
  *
+ * A visuomotor base keeps its image inputs under their own names (the caller preprocesses frames
+ * into them as for the base alone); a camera residual's `base_embedding` input is wired to the
+ * base's embedding output, so the embedding never leaves the graph.
  * Weights stay initializers: onnxruntime prepacks constant GEMM operands, which is both faster and
  * what the two separate sessions compute, bit for bit (weights fed as inputs ran ~1.5x slower and
  * differed in the last bits). A new residual version is therefore a new fused model.
@@ -35,8 +39,15 @@ export const FusedName = {
 
 /** What the loader learned about one of the two graphs (a subset of OnnxLayout). */
 export interface GraphRole {
-  /** Graph inputs in row order: [obs] for the base; [obs, base_action] or [obs+base_action] for the residual. */
-  feeds: { name: string; role: 'obs' | 'base_action' | 'obs+base_action' }[];
+  /**
+   * Vector inputs in row order: [obs] for the base; [obs, base_action], [obs+base_action] or (a
+   * camera residual) [base_embedding, obs, base_action] for the residual.
+   */
+  feeds: { name: string; role: 'obs' | 'base_action' | 'obs+base_action' | 'embedding' }[];
+  /** The base's image inputs (graph input names); they stay inputs of the fused model. */
+  imageInputs?: readonly string[];
+  /** The base's embedding output, which a camera residual reads; null without one. */
+  embeddingOutput?: string | null;
   outputName: string;
   /** Observation width (for the residual: without the base action). */
   obsDim: number;
@@ -221,8 +232,25 @@ export function fuseBaseAndResidual(
   const nodes: OnnxNode[] = [];
   const A = base.actionDim;
 
+  // Image inputs keep their names (the loop feeds them as it feeds the base alone).
+  const imageInputs: OnnxValueInfo[] = [];
+  const reserved = new Set<string>(Object.values(FusedName));
+  for (const name of base.imageInputs ?? []) {
+    const info = b.graph.input.find((i) => i.name === name);
+    if (!info) return { ok: false, reason: `the base graph has no image input '${name}'` };
+    if (reserved.has(name)) {
+      return {
+        ok: false,
+        reason: `the base's image input '${name}' has a name the fused model uses for another input`,
+      };
+    }
+    imageInputs.push(info);
+  }
+
   // Base: its observation input becomes the fused one; everything else moves under base/.
-  nodes.push(...prefixNodes(b.graph.node, 'base/', new Map([[base.feeds[0].name, obsBase]])));
+  const baseInputs = new Map<string, string>([[base.feeds[0].name, obsBase]]);
+  for (const info of imageInputs) baseInputs.set(info.name, info.name);
+  nodes.push(...prefixNodes(b.graph.node, 'base/', baseInputs));
   const baseOut = b.graph.output.find((o) => o.name === base.outputName);
   if (!baseOut) return { ok: false, reason: `the base graph has no output '${base.outputName}'` };
   let baseAction = `base/${base.outputName}`;
@@ -244,7 +272,16 @@ export function fuseBaseAndResidual(
   for (const feed of residual.feeds) {
     if (feed.role === 'obs') residualInputs.set(feed.name, obsResidual);
     else if (feed.role === 'base_action') residualInputs.set(feed.name, baseAction);
-    else {
+    else if (feed.role === 'embedding') {
+      const embedding = base.embeddingOutput;
+      if (!embedding || !b.graph.output.some((o) => o.name === embedding)) {
+        return {
+          ok: false,
+          reason: `the residual reads the base's embedding and the base graph has no embedding output`,
+        };
+      }
+      residualInputs.set(feed.name, `base/${embedding}`);
+    } else {
       nodes.push({
         name: 'fused/concat_residual_input',
         opType: 'Concat',
@@ -275,6 +312,7 @@ export function fuseBaseAndResidual(
 
   const inputs: OnnxValueInfo[] = [floatValueInfo(obsBase, ['batch', base.obsDim])];
   if (!options.shareObs) inputs.push(floatValueInfo(obsResidual, ['batch', residual.obsDim]));
+  inputs.push(...imageInputs);
   const model: OnnxModel = {
     irVersion: Math.max(Number(b.irVersion), Number(r.irVersion)),
     producerName: 'resrt',

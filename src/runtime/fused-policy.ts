@@ -1,19 +1,31 @@
 /**
  * Base + residual as one onnxruntime call per control step: the two ONNX files joined by graph
  * surgery (fused-graph.ts), run through a synchronous session (ort-sync.ts), and checked when it is
- * planned to give exactly what the two sessions give. Where the layouts do not allow it (action
- * chunks, a base that reads camera images, different opsets, graph content the surgery cannot
- * carry), `loadLoopPolicy` returns the two-call ComposedPolicy and says why.
+ * planned to give exactly what the two sessions give. A visuomotor base keeps its image inputs
+ * (frames are preprocessed into preallocated tensors before the call) and a camera residual reads
+ * the base's embedding inside the graph. Where the layouts do not allow it (action chunks, a base
+ * without a state input, different opsets, graph content the surgery cannot carry),
+ * `loadLoopPolicy` returns the two-call ComposedPolicy and says why.
  */
 import * as ort from 'onnxruntime-node';
-import type { Policy } from '../types.js';
+import type { CameraFrame, CameraFrames, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
+import {
+  CameraResidual,
+  BASE_EMBEDDING_INPUT,
+  checkResidualPairing,
+  loadResidual,
+} from './camera-residual.js';
 import { ComposedPolicy, ResidualComposer, type ComposedStep } from './compose.js';
 import type { ChunkExecutorOptions } from './chunk.js';
 import { fuseBaseAndResidual, type GraphRole } from './fused-graph.js';
-import { OnnxPolicy, readModelFile } from './onnx-policy.js';
+import { imageTensor, OnnxPolicy, readModelFile } from './onnx-policy.js';
 import { openPolicySession, type Feeds, type Fetches, type PolicySession } from './ort-sync.js';
+import { checkFrame, imageSize, preprocessFrame, type ImagePreprocess } from './preprocess.js';
+
+/** A residual the loop can run: a state-only actor (OnnxPolicy) or a camera residual. */
+export type LoopResidual = OnnxPolicy | CameraResidual;
 
 export type Normalization = { mean: Float32Array; std: Float32Array } | null;
 
@@ -29,6 +41,8 @@ export interface FusedPlan {
   residualNorm: Normalization;
   obsDim: number;
   actionDim: number;
+  /** A visuomotor base's image inputs: frames are preprocessed into them before each call. */
+  images: ImagePreprocess[];
   /** The residual's resrt.version: recorded in every transition. */
   version: number;
 }
@@ -42,14 +56,34 @@ function sameNormalization(a: Normalization, b: Normalization): boolean {
   return true;
 }
 
-function graphRole(p: OnnxPolicy): GraphRole {
+function graphRole(p: LoopResidual): GraphRole {
+  if (p instanceof CameraResidual) {
+    return {
+      feeds: [
+        { name: BASE_EMBEDDING_INPUT, role: 'embedding' },
+        { name: 'obs', role: 'obs' },
+        { name: 'base_action', role: 'base_action' },
+      ],
+      outputName: p.outputName,
+      obsDim: p.obsDim,
+      actionDim: p.actionDim,
+      chunkLength: 1,
+    };
+  }
   return {
     feeds: p.layout.feeds.map((f) => ({ name: f.name, role: f.role })),
     outputName: p.layout.outputName,
     obsDim: p.obsDim,
     actionDim: p.layout.actionDim,
     chunkLength: p.layout.chunkLength,
+    imageInputs: p.imageInputs.map((i) => i.input),
+    embeddingOutput: p.embeddingOutput,
   };
+}
+
+/** Observation statistics applied in JS before the residual's graph (a camera residual bakes its own). */
+function residualNormalization(r: LoopResidual): Normalization {
+  return r instanceof CameraResidual ? null : r.normalization;
 }
 
 /** Writes (obs - mean) / std into `out`: the expression OnnxPolicy.runBatch uses, so results match. */
@@ -69,6 +103,8 @@ class FusedSession {
   readonly residualObs: Float32Array | null;
   readonly baseOut: Float32Array;
   readonly residualOut: Float32Array;
+  /** One preallocated buffer per image input, written in place each step. */
+  private readonly images: { spec: ImagePreprocess; data: Float32Array | Uint8Array }[];
 
   constructor(
     readonly plan: FusedPlan,
@@ -83,13 +119,23 @@ class FusedSession {
     this.feeds = { [obsInputs.base]: new ort.Tensor('float32', this.baseObs, [1, obsDim]) };
     if (this.residualObs)
       this.feeds[obsInputs.residual] = new ort.Tensor('float32', this.residualObs, [1, obsDim]);
+    this.images = plan.images.map((spec) => {
+      const data =
+        spec.dtype === 'float32' ? new Float32Array(imageSize(spec)) : new Uint8Array(imageSize(spec));
+      this.feeds[spec.input] = imageTensor(spec, 1, data);
+      return { spec, data };
+    });
     this.fetches = {
       base_action: new ort.Tensor('float32', this.baseOut, [1, actionDim]),
       residual: new ort.Tensor('float32', this.residualOut, [1, actionDim]),
     };
   }
 
-  run(obs: Float32Array): void | Promise<void> {
+  /** A missing or malformed frame throws (naming the camera) before the call: the loop's safe action. */
+  run(obs: Float32Array, frames: CameraFrames | undefined): void | Promise<void> {
+    for (const { spec, data } of this.images) {
+      preprocessFrame(checkFrame(frames?.[spec.camera], spec), spec, data, 0);
+    }
     normalizeInto(obs, this.plan.baseNorm, this.baseObs);
     if (this.residualObs) normalizeInto(obs, this.plan.residualNorm, this.residualObs);
     return this.session.run(this.feeds, this.fetches);
@@ -125,36 +171,38 @@ export class FusedPolicy implements Policy {
    */
   static async plan(
     base: OnnxPolicy,
-    residual: OnnxPolicy,
+    residual: LoopResidual,
     options: { checkRows?: number; forcePublicApi?: boolean } = {},
   ): Promise<{ plan: FusedPlan } | { reason: string }> {
-    if (base.layout.residual || !residual.layout.residual) {
+    if (base.layout.residual || (residual instanceof OnnxPolicy && !residual.layout.residual)) {
       throw new ResrtError('FusedPolicy.plan takes (base policy, residual actor)');
     }
-    if (base.imageInputs.length > 0) {
-      const inputs = base.imageInputs.map((i) => `'${i.input}' (camera ${i.camera})`).join(', ');
+    if (!base.readsState) {
       return {
-        reason: `the base reads camera images (${inputs}); fusion joins state-only graphs, so the frames go to the base's own session`,
+        reason:
+          "the base reads no state vector beside its images; fusion feeds the state through the base's state input",
       };
     }
     if (base.obsDim !== residual.obsDim) {
       return { reason: `the base reads ${base.obsDim} observation values, the residual ${residual.obsDim}` };
     }
+    const residualNorm = residualNormalization(residual);
     const outcome = fuseBaseAndResidual(
       readModelFile(base.path),
       graphRole(base),
       readModelFile(residual.path),
       graphRole(residual),
-      { shareObs: sameNormalization(base.normalization, residual.normalization) },
+      { shareObs: sameNormalization(base.normalization, residualNorm) },
     );
     if (!outcome.ok) return { reason: outcome.reason };
     const plan: FusedPlan = {
       bytes: outcome.graph.bytes,
       obsInputs: outcome.graph.obsInputs,
       baseNorm: base.normalization,
-      residualNorm: residual.normalization,
+      residualNorm,
       obsDim: base.obsDim,
       actionDim: base.actionDim,
+      images: base.imageInputs.map((i) => ({ ...i })),
       version: residual.version,
     };
     let policy: FusedPolicy;
@@ -215,6 +263,13 @@ export class FusedPolicy implements Policy {
         'export the new residual for the same robot/task',
       );
     }
+    const inputs = (p: FusedPlan): string => p.images.map((i) => `${i.input}<-${i.camera}`).join(', ');
+    if (inputs(plan) !== inputs(this.current.plan)) {
+      throw new ResrtError(
+        `the new fused model reads images ${inputs(plan) || 'none'}, the running one ${inputs(this.current.plan) || 'none'}`,
+        'plan the new residual against the base the loop runs',
+      );
+    }
     const session = await openPolicySession(plan.bytes, `residual version ${plan.version}`, 1, {
       forcePublicApi: this.mode === 'public-api',
     });
@@ -224,7 +279,7 @@ export class FusedPolicy implements Policy {
     old.session.release();
   }
 
-  act(obs: Float32Array): Float32Array | Promise<Float32Array> {
+  act(obs: Float32Array, frames?: CameraFrames): Float32Array | Promise<Float32Array> {
     if (obs.length !== this.obsDim) {
       throw new ResrtError(
         `the policy takes ${this.obsDim} observation values, got ${obs.length}`,
@@ -232,7 +287,7 @@ export class FusedPolicy implements Policy {
       );
     }
     const session = this.current;
-    const ran = session.run(obs);
+    const ran = session.run(obs, frames);
     if (!ran) return this.finish(session, obs);
     const done = ran.then(() => this.finish(session, obs));
     this.running = done.catch(() => undefined);
@@ -260,17 +315,21 @@ export class FusedPolicy implements Policy {
     return action;
   }
 
-  /** Null when the fused outputs equal the two sessions' on random observations, else why not. */
-  private async compareWith(base: OnnxPolicy, residual: OnnxPolicy, rows: number): Promise<string | null> {
+  /**
+   * Null when the fused outputs equal the two sessions' on random observations (and random camera
+   * frames for a visuomotor base), else why not.
+   */
+  private async compareWith(base: OnnxPolicy, residual: LoopResidual, rows: number): Promise<string | null> {
     const rng = new Rng(0x5eed);
-    const norm = base.normalization ?? residual.normalization;
+    const norm = base.normalization ?? residualNormalization(residual);
     const obs = new Float32Array(this.obsDim);
     for (let n = 0; n < rows; n++) {
       for (let j = 0; j < obs.length; j++)
         obs[j] = norm ? norm.mean[j] + norm.std[j] * rng.normal(0, 1) : rng.normal(0, 1);
-      const baseAction = await base.runChunk(obs);
-      const r = await residual.residual(obs, baseAction);
-      await this.act(obs);
+      const frames = base.imageInputs.length ? randomFrames(base.imageInputs, rng) : undefined;
+      const baseAction = await base.runChunk(obs, frames);
+      const r = await residual.residual(obs, baseAction, { frames, baseEmbedding: base.lastEmbedding });
+      await this.act(obs, frames);
       const step = this.lastStep as ComposedStep;
       for (let i = 0; i < this.actionDim; i++) {
         if (!Object.is(step.baseAction[i], baseAction[i]) || !Object.is(step.residual[i], r[i])) {
@@ -281,6 +340,24 @@ export class FusedPolicy implements Policy {
     this.lastStep = null;
     return null;
   }
+}
+
+/** One frame of uniform random RGB per camera, at the size its input takes. */
+function randomFrames(specs: readonly ImagePreprocess[], rng: Rng): CameraFrames {
+  const frames: Record<string, CameraFrame> = {};
+  for (const spec of specs) {
+    const data = new Uint8Array(spec.width * spec.height * 3);
+    for (let i = 0; i < data.length; i++) data[i] = rng.int(256);
+    frames[spec.camera] = {
+      width: spec.width,
+      height: spec.height,
+      channels: 3,
+      data,
+      capturedAtMs: 0,
+      seq: 0,
+    };
+  }
+  return frames;
 }
 
 export interface LoopPolicyOptions {
@@ -314,10 +391,12 @@ export async function loadLoopPolicy(
 ): Promise<LoopPolicy> {
   const expect = { expectObsDim: options.expectObsDim, expectActionDim: options.expectActionDim };
   const base = await OnnxPolicy.load(basePath, { ...expect, chunk: options.chunk, cameras: options.cameras });
-  let residual: OnnxPolicy | null = null;
+  let residual: LoopResidual | null = null;
   try {
-    residual = residualPath ? await OnnxPolicy.load(residualPath, { ...expect, residual: true }) : null;
+    residual = residualPath ? await loadResidual(residualPath, expect) : null;
+    if (residual) checkResidualPairing(base, residual);
   } catch (err) {
+    await residual?.close();
     await base.close();
     throw err;
   }
@@ -341,31 +420,64 @@ export async function loadLoopPolicy(
   return { policy, fusion: 'fused', plan: planned.plan, close: () => policy.close() };
 }
 
-/**
- * A new residual file for a running fused loop: loaded, fused with the base and verified here (off
- * the control thread), ready for FusedPolicy.replace there.
- */
-export async function planResidualSwap(
+export interface ResidualFileOptions {
+  expectObsDim?: number;
+  expectActionDim?: number;
+  /** The source's cameras: a visuomotor base's image inputs are checked against them. */
+  cameras?: Record<string, { width: number; height: number }>;
+}
+
+/** Loads base and residual, checks that they pair, hands both to `use`, and closes them. */
+async function withPairedFiles<T>(
   basePath: string,
   residualPath: string,
-  options: { expectObsDim?: number; expectActionDim?: number } = {},
-): Promise<FusedPlan> {
-  const base = await OnnxPolicy.load(basePath, options);
+  options: ResidualFileOptions,
+  use: (base: OnnxPolicy, residual: LoopResidual) => Promise<T>,
+): Promise<T> {
+  const expect = { expectObsDim: options.expectObsDim, expectActionDim: options.expectActionDim };
+  const base = await OnnxPolicy.load(basePath, { ...expect, cameras: options.cameras });
   try {
-    const residual = await OnnxPolicy.load(residualPath, { ...options, residual: true });
+    const residual = await loadResidual(residualPath, expect);
     try {
-      const planned = await FusedPolicy.plan(base, residual);
-      if ('reason' in planned) {
-        throw new ResrtError(
-          `${residualPath} cannot be fused with ${basePath}: ${planned.reason}`,
-          'export the residual like the one the loop started with (same opset and layout), or restart the loop with it',
-        );
-      }
-      return planned.plan;
+      checkResidualPairing(base, residual);
+      return await use(base, residual);
     } finally {
       await residual.close();
     }
   } finally {
     await base.close();
   }
+}
+
+/**
+ * A new residual file for a two-call loop, checked here (off the control thread) against the base
+ * the loop runs: the loop thread then only loads it.
+ */
+export async function checkResidualSwap(
+  basePath: string,
+  residualPath: string,
+  options: ResidualFileOptions = {},
+): Promise<void> {
+  await withPairedFiles(basePath, residualPath, options, async () => undefined);
+}
+
+/**
+ * A new residual file for a running fused loop: loaded, checked against the base, fused with it
+ * and verified here (off the control thread), ready for FusedPolicy.replace there.
+ */
+export async function planResidualSwap(
+  basePath: string,
+  residualPath: string,
+  options: ResidualFileOptions = {},
+): Promise<FusedPlan> {
+  return withPairedFiles(basePath, residualPath, options, async (base, residual) => {
+    const planned = await FusedPolicy.plan(base, residual);
+    if ('reason' in planned) {
+      throw new ResrtError(
+        `${residualPath} cannot be fused with ${basePath}: ${planned.reason}`,
+        'export the residual like the one the loop started with (same opset and layout), or restart the loop with it',
+      );
+    }
+    return planned.plan;
+  });
 }

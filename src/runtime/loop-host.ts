@@ -8,7 +8,7 @@ import type { Worker } from 'node:worker_threads';
 import type { CameraFrames, Transition } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { startModuleWorker, siblingModule } from '../util/module-worker.js';
-import { planResidualSwap } from './fused-policy.js';
+import { checkResidualSwap, planResidualSwap } from './fused-policy.js';
 import type { LoopEvent, LoopStats } from './loop.js';
 import type { LoopPlan } from './loop-plan.js';
 import type { ErrorInfo, FromLoop, LoopWorkerData, ToLoop } from './loop-worker.js';
@@ -59,6 +59,8 @@ export class WorkerControlLoop {
   readonly kind: string;
   readonly obsDim: number;
   readonly actionDim: number;
+  /** The source's cameras (name -> size). */
+  readonly cameras: Record<string, { width: number; height: number }>;
   /** The loop thread's scheduling: what plan.priority got, or why not and how to allow it. */
   readonly priority: PriorityOutcome;
   private readonly events = new Subject<LoopEvent>();
@@ -85,6 +87,7 @@ export class WorkerControlLoop {
     this.kind = ready.kind;
     this.obsDim = ready.obsDim;
     this.actionDim = ready.actionDim;
+    this.cameras = ready.cameras;
     this.priority = ready.priority;
     this.latestStats = emptyStats(plan.rateHz);
     this.events$ = this.events.asObservable();
@@ -202,17 +205,16 @@ export class WorkerControlLoop {
   async setResidual(path: string): Promise<number> {
     if (this.state === 'stopped' || this.state === 'stopping')
       throw new ResrtError('the control loop has stopped; start a new one with this residual');
-    const msg: ToLoop =
-      this.fusion === 'fused'
-        ? {
-            type: 'residual',
-            id: this.nextId++,
-            plan: await planResidualSwap(this.plan.policy.base, path, {
-              expectObsDim: this.obsDim,
-              expectActionDim: this.actionDim,
-            }),
-          }
-        : { type: 'residual', id: this.nextId++, path };
+    // Checked (and, for a fused loop, fused and verified) in this thread against the running base.
+    const files = { expectObsDim: this.obsDim, expectActionDim: this.actionDim, cameras: this.cameras };
+    let msg: ToLoop;
+    if (this.fusion === 'fused') {
+      const plan = await planResidualSwap(this.plan.policy.base, path, files);
+      msg = { type: 'residual', id: this.nextId++, plan };
+    } else {
+      await checkResidualSwap(this.plan.policy.base, path, files);
+      msg = { type: 'residual', id: this.nextId++, path };
+    }
     return new Promise<number>((resolve, reject) => {
       this.pending.set(msg.id, { resolve, reject });
       this.send(msg);

@@ -85,8 +85,8 @@ export function loopThreadScheduler(applied: LoopPriority): SchedulerOptions {
 
 /**
  * An Atomics.wait sleep stands the thread's event loop still, so the result of an asynchronous
- * onnxruntime call (two-call policies: camera bases, chunk executors) would land only when the
- * thread wakes before the next deadline, a whole period late. Only a fused policy, which runs
+ * onnxruntime call (two-call policies: chunk executors, pairs that do not fuse) would land only
+ * when the thread wakes before the next deadline, a whole period late. Only a fused policy, which runs
  * synchronously inside the tick, may sleep that way; the others sleep on a timer.
  */
 function schedulerFor(

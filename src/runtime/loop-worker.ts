@@ -8,6 +8,7 @@
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { Transition } from '../types.js';
 import { ResrtError } from '../util/errors.js';
+import { CameraResidual, loadResidual } from './camera-residual.js';
 import { FusedPolicy, type FusedPlan } from './fused-policy.js';
 import type { LoopEvent, LoopStats } from './loop.js';
 import { buildLoop, loopThreadScheduler, type BuiltLoop, type LoopPlan } from './loop-plan.js';
@@ -36,6 +37,8 @@ export type FromLoop =
       kind: string;
       obsDim: number;
       actionDim: number;
+      /** The source's cameras (name -> size): a residual swap loads the base against them. */
+      cameras: Record<string, { width: number; height: number }>;
       /** The loop thread's performance.timeOrigin: its event times are relative to it. */
       timeOrigin: number;
       priority: PriorityOutcome;
@@ -164,6 +167,9 @@ export async function serveLoop(port: MessagePort, data: LoopWorkerData): Promis
     kind: built.source.kind,
     obsDim: built.source.obsDim,
     actionDim: built.source.actionDim,
+    cameras: Object.fromEntries(
+      (built.source.cameras ?? []).map((c) => [c.name, { width: c.width, height: c.height }]),
+    ),
     timeOrigin: performance.timeOrigin,
     priority,
   });
@@ -177,9 +183,9 @@ async function swapResidual(built: BuiltLoop, msg: Extract<ToLoop, { type: 'resi
     return policy.version;
   }
   if (!msg.path) throw new ResrtError('internal: a two-call loop needs the new residual file');
-  // Two calls: a new residual session, built here. It blocks this thread while onnxruntime loads it.
-  const next = await OnnxPolicy.load(msg.path, {
-    residual: true,
+  // Two calls: a new residual session (state-only or camera; paired with the base on the main
+  // thread), built here. It blocks this thread while onnxruntime loads it.
+  const next = await loadResidual(msg.path, {
     expectObsDim: source.obsDim,
     expectActionDim: source.actionDim,
   });
@@ -187,7 +193,8 @@ async function swapResidual(built: BuiltLoop, msg: Extract<ToLoop, { type: 'resi
   policy.setResidual(next);
   // A tick may still be inside the old session's run (the public API resolves a turn later);
   // close it once that turn is surely over.
-  if (old instanceof OnnxPolicy) setTimeout(() => void old.close(), 1000).unref();
+  if (old instanceof OnnxPolicy || old instanceof CameraResidual)
+    setTimeout(() => void old.close(), 1000).unref();
   return next.version;
 }
 

@@ -19,7 +19,15 @@ import {
   parseNormalization,
 } from './onnx-layout.js';
 import { createSession, describeIo, OnnxPolicy, readModelFile, runRaw } from './onnx-policy.js';
-import { decodeModelHeader, graphChecksum } from '../util/onnx-proto.js';
+import { decodeModelHeader, graphChecksum, type OnnxModelHeader } from '../util/onnx-proto.js';
+import {
+  BASE_EMBEDDING_INPUT,
+  CameraResidual,
+  cameraResidualWidths,
+  checkResidualPairing,
+  isCameraResidualHeader,
+  loadResidual,
+} from './camera-residual.js';
 
 export interface InspectReport {
   path: string;
@@ -41,15 +49,67 @@ export interface InspectReport {
   normalization: NormalizationSource;
   checksum: 'ok' | 'mismatch' | 'absent';
   metadata: Record<string, string>;
-  /** Whether the file loads and fits the task (when given); `problems` says why not. */
+  /** A camera residual (it reads the base's embedding beside the state); absent otherwise. */
+  cameraResidual?: { encoder: string; embeddingDim: number | null };
+  /** With a base (`inspect RESIDUAL --base BASE`): whether the two files pair (checkResidualPairing). */
+  pairing?: { base: string; fits: boolean };
+  /** Whether the file loads and fits the task and base (when given); `problems` says why not. */
   fits: boolean;
   problems: { message: string; hint: string }[];
 }
 
+export interface InspectTask {
+  obsDim: number;
+  actionDim: number;
+  cameras?: Record<string, { width: number; height: number }>;
+}
+
+/** What a file is and whether it fits; `options.base` checks a residual against that base. */
 export async function inspectOnnx(
   path: string,
-  task?: { obsDim: number; actionDim: number; cameras?: Record<string, { width: number; height: number }> },
+  task?: InspectTask,
+  options: { base?: string } = {},
 ): Promise<InspectReport> {
+  const report = await inspectFile(path, task);
+  if (options.base === undefined) return report;
+  const problem = await pairingProblem(options.base, path, report.kind, task);
+  if (problem) report.problems.push(problem);
+  report.pairing = { base: options.base, fits: problem === null };
+  report.fits = report.problems.length === 0;
+  return report;
+}
+
+/** Null when the residual file pairs with the base (both loaded as `resrt run` loads them), else why not. */
+async function pairingProblem(
+  basePath: string,
+  residualPath: string,
+  kind: InspectReport['kind'],
+  task: InspectTask | undefined,
+): Promise<InspectReport['problems'][number] | null> {
+  if (kind !== 'residual') {
+    return {
+      message: `${residualPath} is a base policy; --base pairs a residual with its base`,
+      hint: `inspect the residual file: resrt inspect RESIDUAL.onnx --base ${basePath}`,
+    };
+  }
+  const expect = { expectObsDim: task?.obsDim, expectActionDim: task?.actionDim };
+  let base: OnnxPolicy | null = null;
+  let residual: Awaited<ReturnType<typeof loadResidual>> | null = null;
+  try {
+    base = await OnnxPolicy.load(basePath, { ...expect, cameras: task?.cameras, warmupRuns: 0 });
+    residual = await loadResidual(residualPath, expect);
+    checkResidualPairing(base, residual);
+    return null;
+  } catch (err) {
+    if (!(err instanceof ResrtError)) throw err;
+    return { message: err.message.split('\n')[0], hint: err.hint ?? '' };
+  } finally {
+    await residual?.close();
+    await base?.close();
+  }
+}
+
+async function inspectFile(path: string, task?: InspectTask): Promise<InspectReport> {
   const bytes = readModelFile(path);
   const header = decodeModelHeader(bytes, path);
   const meta = header.metadata;
@@ -70,6 +130,9 @@ export async function inspectOnnx(
             io.inputs.some((i) => /act/i.test(i.name))
           ? 'residual'
           : 'base';
+    if (isCameraResidualHeader(header)) {
+      return await inspectCameraResidual(path, header, io, checksum, task);
+    }
     // The file's own layout first (what it is), then against the task (whether it fits): a file
     // that does not fit still shows its own dimensions and normalization.
     const imageConfig = imageConfigForInspect(path, meta);
@@ -182,8 +245,13 @@ export function formatInspectReport(r: InspectReport): string {
   const shape = (v: IoValue): string => `  ${v.name.padEnd(16)} ${v.type.padEnd(8)} [${v.shape.join(', ')}]`;
   const lines = [
     `${r.path} (${(r.sizeBytes / 1024).toFixed(1)} KiB, IR ${r.irVersion}, opset ${r.opsets.map((o) => `${o.domain} ${o.version}`).join(', ')}${r.producer ? `, by ${r.producer}` : ''})`,
-    `kind: ${r.kind}   obs dim: ${r.obsDim ?? '?'}   action dim: ${r.actionDim ?? '?'}   chunk length: ${r.chunkLength ?? '?'}   batch: ${r.dynamicBatch ? 'dynamic' : 'fixed'}`,
+    `kind: ${r.cameraResidual ? 'camera residual' : r.kind}   obs dim: ${r.obsDim ?? '?'}   action dim: ${r.actionDim ?? '?'}   chunk length: ${r.chunkLength ?? '?'}   batch: ${r.dynamicBatch ? 'dynamic' : 'fixed'}`,
     `normalization: ${r.normalization}   checksum: ${r.checksum}`,
+    ...(r.cameraResidual
+      ? [
+          `encoder: ${r.cameraResidual.encoder}   embedding dim: ${r.cameraResidual.embeddingDim ?? '?'} (pair it with a base whose embedding output is that wide)`,
+        ]
+      : []),
     'inputs:',
     ...r.inputs.map((v) => {
       const role = r.roles.find((x) => x.input === v.name);
@@ -200,6 +268,7 @@ export function formatInspectReport(r: InspectReport): string {
       lines.push(`  ${k} = ${v.length > 100 ? `${v.slice(0, 97)}...` : v}`);
     }
   }
+  if (r.pairing) lines.push(`pairs with ${r.pairing.base}: ${r.pairing.fits ? 'yes' : 'NO'}`);
   if (r.fits) lines.push('fits: yes');
   else {
     lines.push('fits: NO');
@@ -273,4 +342,77 @@ export async function inferOnce(
   } finally {
     await policy.close();
   }
+}
+
+/**
+ * A camera residual: inputs base_embedding, obs, base_action by name (not the state-only layout
+ * analysis, which takes at most two vector inputs). It fits when CameraResidual loads it against
+ * the task's widths.
+ */
+async function inspectCameraResidual(
+  path: string,
+  header: OnnxModelHeader,
+  io: ReturnType<typeof describeIo>,
+  checksum: InspectReport['checksum'],
+  task: InspectTask | undefined,
+): Promise<InspectReport> {
+  const widths = cameraResidualWidths(header);
+  const problems: InspectReport['problems'] = [];
+  if (checksum === 'mismatch')
+    problems.push({
+      message: 'the graph does not match resrt.checksum (modified or truncated after export)',
+      hint: 're-export or copy the file again',
+    });
+  try {
+    const loaded = await CameraResidual.load(path, {
+      expectObsDim: task?.obsDim,
+      expectActionDim: task?.actionDim,
+    });
+    await loaded.close();
+  } catch (err) {
+    if (!(err instanceof ResrtError)) throw err;
+    problems.push({ message: err.message.split('\n')[0], hint: err.hint ?? '' });
+  }
+  let normalization: NormalizationSource = 'none';
+  if (widths.obsDim !== null) {
+    const norm = parseNormalization(header.metadata, widths.obsDim, {
+      sidecarPath: undefined,
+      sidecarExplicit: false,
+      readSidecar: (p) => readFileSync(p, 'utf8'),
+    });
+    normalization = norm.source;
+    if (norm.problem) problems.push(norm.problem);
+  }
+  const roleOf = (name: string): { role: string; detail: string } => {
+    if (name === BASE_EMBEDDING_INPUT)
+      return {
+        role: 'base embedding',
+        detail: `${widths.embeddingDim ?? '?'} float32 values per sample: the visuomotor base's embedding output (encoder ${widths.encoder})`,
+      };
+    if (name === 'obs') return { role: 'state', detail: `${widths.obsDim ?? '?'} float32 values per sample` };
+    if (name === 'base_action')
+      return { role: 'base action', detail: `${widths.actionDim ?? '?'} float32 values per sample` };
+    return { role: 'unmapped', detail: 'see the problems below' };
+  };
+  return {
+    path,
+    sizeBytes: statSync(path).size,
+    irVersion: header.irVersion,
+    opsets: header.opsetImport.map((o) => ({ domain: o.domain || 'ai.onnx', version: o.version })),
+    producer: [header.producerName, header.producerVersion].filter(Boolean).join(' '),
+    inputs: io.inputs,
+    outputs: io.outputs,
+    roles: io.inputs.map((i) => ({ input: i.name, ...roleOf(i.name) })),
+    kind: 'residual',
+    cameraResidual: { encoder: widths.encoder, embeddingDim: widths.embeddingDim },
+    obsDim: widths.obsDim,
+    actionDim: widths.actionDim,
+    chunkLength: 1,
+    dynamicBatch: typeof io.inputs[0]?.shape[0] === 'string',
+    normalization,
+    checksum,
+    metadata: header.metadata,
+    fits: problems.length === 0,
+    problems,
+  };
 }

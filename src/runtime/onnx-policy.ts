@@ -249,6 +249,11 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel, Embedding
     return this.layout.images;
   }
 
+  /** False for a visuomotor base without a state input (it ignores the state vector). */
+  get readsState(): boolean {
+    return this.layout.residual || this.layout.feeds.length > 0;
+  }
+
   /**
    * One observation (and, for visuomotor bases, its camera frames) -> the flat [H * A] chunk
    * (H = 1 for plain policies). NaN rows come back as is.
@@ -279,9 +284,7 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel, Embedding
     blankImages = false,
   ): Promise<OnnxRunResult> {
     const { obsDim, actionDim, residual, inputWidth } = this.layout;
-    // A visuomotor base without a state input ignores the state vector it is handed.
-    const readsState = residual || this.layout.feeds.length > 0;
-    if (readsState && obs.length !== batch * obsDim) {
+    if (this.readsState && obs.length !== batch * obsDim) {
       throw new ResrtError(
         `${this.path}: got ${obs.length} observation values for batch ${batch} x obs dim ${obsDim}`,
         'pass the observation vector the policy was trained on',

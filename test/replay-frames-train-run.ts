@@ -1,0 +1,51 @@
+// The push-cam run test/replay-frames-train.test.ts trains with replayFrames on, in the test process
+// and (to be killed) in test/replay-frames-train-child.ts: both build it here, so they are the same.
+import type { TrainOptions } from '../src/residual/trainer.js';
+import { MujocoEnv } from '../src/sim/env.js';
+import { pushCamTask } from '../src/sim/tasks/push-cam.js';
+import type { Env, Policy } from '../src/types.js';
+
+/** push-cam's real camera, rendered at 32×32 to keep the run short; 30-step episodes. */
+export const pushCamSmall = { cameras: { width: 32, height: 32 }, maxEpisodeSteps: 30 };
+
+/** Never acts: the run learns from scratch (useBase false), so the base is only its action size. */
+const noBase: Policy = { actionDim: 3, act: () => new Float32Array(3) };
+
+export function framesRunOptions(
+  outDir: string,
+  steps: number,
+  onEnv: (env: Env, index: number) => void = () => {},
+): TrainOptions {
+  let made = 0;
+  return {
+    makeEnv: async () => {
+      const env = await MujocoEnv.create(pushCamTask, pushCamSmall);
+      onEnv(env, made++);
+      return env;
+    },
+    base: noBase,
+    steps,
+    outDir,
+    seed: 4,
+    profile: 'cpu',
+    worker: false,
+    evalEpisodes: 1,
+    heldOut: { episodes: 1, base: false },
+    // A checkpoint at every episode end: the kill lands between or inside them.
+    checkpointEvery: 30,
+    log: () => {},
+    config: {
+      actorHidden: [16, 16],
+      criticHidden: [16, 16],
+      numCritics: 2,
+      batchSize: 16,
+      learningStarts: 45,
+      criticWarmupSteps: 5,
+      useBase: false,
+      encoder: 'none',
+      replayFrames: true,
+      // Smaller than the run: the ring wraps, and the checkpoint holds the newest 100 steps.
+      bufferSize: 100,
+    },
+  };
+}
