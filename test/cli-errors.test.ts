@@ -236,6 +236,16 @@ const badInputs: BadInput[] = [
     after: (f) => expect(existsSync(join(f.dir, 'new-state'))).toBe(false),
   },
   {
+    name: 'an actor asked to send frames in an unknown form',
+    args: (f) => [
+      ...['actor', '--robot-id', 'arm', '--broker', 'mqtt://127.0.0.1:1', '--task', 'reach'],
+      ...['--base', f.base, '--state', join(f.dir, 'frames-state'), '--send-frames', 'png'],
+    ],
+    cause: /--send-frames png/,
+    fix: /use one of: features, jpeg, none/,
+    after: (f) => expect(existsSync(join(f.dir, 'frames-state'))).toBe(false),
+  },
+  {
     name: 'a misspelt residual config key',
     args: (f) => [
       'train',

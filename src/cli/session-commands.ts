@@ -20,6 +20,7 @@ import { MujocoEnv } from '../sim/env.js';
 import { loadTask } from '../sim/registry.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { ResrtError } from '../util/errors.js';
+import { checkSendFrames } from '../runtime/session/camera-batch.js';
 import { checkProfile, inOutputFolder, parseFloatArg, parseIntArg } from './common.js';
 
 export function registerSessionCommands(program: Command): void {
@@ -144,6 +145,16 @@ export function registerSessionCommands(program: Command): void {
     )
     .option('--host <addr>', 'dashboard bind address', '127.0.0.1')
     .option('--token <t>', 'dashboard token')
+    .option(
+      '--send-frames <mode>',
+      "what each transition carries of the cameras: features (the base's embedding), jpeg (every frame), none",
+      'none',
+    )
+    .option(
+      '--jpeg-quality <q>',
+      'with --send-frames jpeg: JPEG quality 1-100',
+      parseIntArg('--jpeg-quality', 1, 85),
+    )
     .option('--leader <url>', 'a leader arm for teleoperation (feetech:/dev/ttyACM1); key i toggles it')
     .option('--leader-config <file>', "with --leader: the leader arm's robot config (servo section)");
   addMixingFlags(actor, 'required with --mixing (evaluate the base on this robot)');
@@ -191,6 +202,8 @@ export function registerSessionCommands(program: Command): void {
         host: opts.host,
         token: opts.token,
         mixing,
+        sendFrames: checkSendFrames(opts.sendFrames, opts.jpegQuality),
+        jpegQuality: opts.jpegQuality,
         log: (line) => console.log(line),
       }),
     );
@@ -269,6 +282,8 @@ interface LearnerCliOptions {
 
 interface ActorCliOptions extends MixingFlags {
   robotId: string;
+  sendFrames: string;
+  jpegQuality?: number;
   broker: string;
   base: string;
   state: string;

@@ -45,6 +45,7 @@ import { startDashboard, type Dashboard } from '../../runtime/dashboard/server.j
 import { EpisodeAssembler, Sequencer, episodeRewards, interventionDemos } from './ingest.js';
 import { TransitionWal, type EpisodeRecord } from './wal.js';
 import { WalStorage } from './wal-storage.js';
+import { CameraIngest, LatestFrames } from './camera-ingest.js';
 
 export interface LearnerServiceOptions {
   /** Checkpoints, the write-ahead log and the exported residual go here. */
@@ -126,6 +127,8 @@ export interface LearnerSnapshot {
   trainingError: string | null;
   /** The write-ahead log against its limit; `stopped` says why nothing is logged. */
   storage: ReturnType<WalStorage['status']>;
+  /** A camera session: feature width, steps logged without camera data, episodes whose frames failed. */
+  camera: { featureDim: number; missingSteps: number; failedEpisodes: number } | null;
   last: UpdateStats | null;
 }
 
@@ -190,8 +193,9 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
   // -- dimensions and the learner -------------------------------------------------------------
   let obsDim = options.obsDim;
   let actionDim = options.actionDim;
+  let base: OnnxPolicy | null = null;
   if (options.base) {
-    const base = await OnnxPolicy.load(options.base, { warmupRuns: 0 });
+    base = await OnnxPolicy.load(options.base, { warmupRuns: 0 });
     if (
       (obsDim !== undefined && obsDim !== base.obsDim) ||
       (actionDim !== undefined && actionDim !== base.actionDim)
@@ -202,7 +206,6 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
       );
     obsDim = base.obsDim;
     actionDim = base.actionDim;
-    await base.close();
   }
   if (!obsDim || !actionDim)
     throw new ResrtError('the learner needs the observation and action widths', 'pass --base BASE.onnx');
@@ -214,11 +217,25 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
       ? { name: options.profile, why: 'chosen' }
       : profileFor(engine);
   const cfg = makeConfig(chosen.name, options.config);
+  // A base with an embedding and encoder base-embedding: the residual learns on [features | state].
+  const cameraIngest =
+    base && base.embeddingDim > 0 && cfg.encoder === 'base-embedding' ? new CameraIngest(base, log) : null;
+  if (!cameraIngest) await base?.close();
+  const E = cameraIngest?.featureDim ?? 0;
+  const W = E + O;
+  if (E) log(`learner: camera session, ${E} base-embedding features per observation`);
   log(`learner: ${engine.description}, profile ${chosen.name}`);
   const seed = options.seed ?? 0;
-  const demos = new ReplayBuffer(options.demoCapacity ?? 50_000, O, A);
-  const learner = await ResidualLearner.create(engine, cfg, { obsDim: O, actionDim: A }, seed, demos);
-  const meta = { session, obsDim: O, actionDim: A, config: cfg, rewardMode: options.rewardMode ?? 'task' };
+  const demos = new ReplayBuffer(options.demoCapacity ?? 50_000, W, A);
+  const learner = await ResidualLearner.create(engine, cfg, { obsDim: W, actionDim: A }, seed, demos);
+  const meta = {
+    session,
+    obsDim: O,
+    actionDim: A,
+    config: cfg,
+    rewardMode: options.rewardMode ?? 'task',
+    ...(E ? { featureDim: E } : {}),
+  };
 
   let state: ServiceState = { replayed: {}, ingested: 0, version: 0 };
   if (options.resume) {
@@ -288,17 +305,19 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
     }
     if (!alreadyReplayed) {
       const rewards = episodeRewards(ep, rewardMode);
-      learner.replay.online.addBatch(
-        packSteps(
-          ep.map((t, i) => ({ ...t, reward: rewards[i] })),
-          O,
-          A,
-        ),
-      );
-      const demoSteps = interventionDemos(ep, rewards);
-      if (demoSteps.length) demos.addBatch(packSteps(demoSteps, O, A));
-      state.replayed[robotId] = last.seq;
-      state.ingested += ep.length;
+      const steps = ep.map((t, i) => ({ ...t, reward: rewards[i] }));
+      // Replayed and its watermark moved together, so a checkpoint never holds half of it.
+      const intoReplay = (rows: SessionTransition[] | null): void => {
+        if (rows) {
+          learner.replay.online.addBatch(packSteps(rows, W, A));
+          const demoSteps = interventionDemos(rows, rewards);
+          if (demoSteps.length) demos.addBatch(packSteps(demoSteps, W, A));
+          state.ingested += ep.length;
+        }
+        state.replayed[robotId] = last.seq;
+      };
+      if (cameraIngest) cameraIngest.enqueue(steps, intoReplay);
+      else intoReplay(steps);
     }
     const record: EpisodeRecord = {
       robotId,
@@ -402,6 +421,7 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
   });
   client.on('error', () => {});
   const actors = new Map<string, ActorStatus>();
+  const latestFrames = new LatestFrames(topics.frameWildcard.slice(0, -3));
   let rejected = 0;
 
   const ack = (robotId: string): void => {
@@ -424,6 +444,7 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
       ({ batch, ackedSeq } = decodeEnvelope(new Uint8Array(payload)));
       if (batch.robotId !== robotId || batch.obsDim !== O || batch.actionDim !== A)
         throw new Error(`robot ${batch.robotId} obs/action ${batch.obsDim}/${batch.actionDim}`);
+      cameraIngest?.check(batch);
     } catch (err) {
       rejected++;
       log(`rejected a batch on ${robotId}: ${(err as Error).message.split('\n')[0]}`);
@@ -453,7 +474,11 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
 
   let lastPolicy: Buffer | null = null;
   client.on('connect', () => {
-    client.subscribe([topics.transitionsWildcard, topics.actorStatusWildcard], { qos: 1 });
+    client.subscribe({
+      [topics.transitionsWildcard]: { qos: 1 },
+      [topics.actorStatusWildcard]: { qos: 1 },
+      [topics.frameWildcard]: { qos: 0 },
+    });
     client.publish(topics.learnerStatus, JSON.stringify(statusOf(true)), { qos: 1, retain: true });
     for (const id of sequencer.robots()) ack(id);
     // Retained messages die with an in-memory broker: say the current residual again.
@@ -461,6 +486,7 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
     else if (state.version > 0) publish();
   });
   client.on('message', (topic, payload) => {
+    if (latestFrames.offer(topic, payload)) return;
     const robotId = lastLevel(topic);
     if (topic === topics.transitions(robotId)) onBatch(robotId, payload);
     else if (topic === topics.actorStatus(robotId)) {
@@ -481,7 +507,8 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
   const publish = (): void => {
     const spec = residualPolicySpec({
       layers: learner.actorLayers(),
-      obsDim: O,
+      obsDim: W,
+      featureDim: E,
       actionDim: A,
       actionScale: cfg.actionScale,
       useBase: cfg.useBase,
@@ -627,6 +654,13 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
       trainingError,
       last,
       storage: walStorage.status(),
+      camera: cameraIngest
+        ? {
+            featureDim: E,
+            missingSteps: cameraIngest.missingSteps,
+            failedEpisodes: cameraIngest.failedEpisodes,
+          }
+        : null,
     };
   };
 
@@ -652,6 +686,7 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
         ...curve.snapshot(),
         rejected,
       }),
+      frame: (robotId, camera) => latestFrames.get(robotId, camera),
       command,
       teleop: (robotId, action) => {
         if (!robotId) return false;
@@ -684,6 +719,7 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
     cancelPump?.();
     cancelPump = null;
     await slice;
+    await cameraIngest?.close();
     await dashboard?.close();
     dashboard = null;
     if (client.connected) {

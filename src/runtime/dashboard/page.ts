@@ -44,6 +44,7 @@ svg .title{fill:#222}
 <th class="l">robot</th><th>phase</th><th>residual</th><th>episodes</th><th>success (last 20)</th>
 <th>last return</th><th>exploring share</th><th>interventions</th><th>safety events</th><th>loop p50/p99 ms</th><th>unacked</th><th class="l">controls</th>
 </tr></thead><tbody></tbody></table>
+<div id="cameras" data-testid="cameras" class="row"></div>
 <div>
 <label><input type="checkbox" id="intervene" data-testid="intervene"> intervene (keyboard teleop)</label>
 <span id="gamepad" data-testid="gamepad">no gamepad</span>
@@ -67,6 +68,26 @@ let actionDim = 2;
 function post(path, body) {
   return fetch(path + q, {method: 'POST', headers: {'content-type': 'application/json', 'x-resrt': '1'}, body: JSON.stringify(body)});
 }
+// Each robot's latest camera frames: the images are made once per set of cameras and their
+// sources refreshed every second (rebuilding them with the table every 250 ms would flicker).
+let cameraKeys = '';
+function frameUrl(robot, camera) {
+  return '/frame/' + encodeURIComponent(robot) + '/' + encodeURIComponent(camera) + '.jpg' + (q ? q + '&' : '?') + 't=' + Date.now();
+}
+function renderCameras(pairs) {
+  const keys = JSON.stringify(pairs);
+  if (keys === cameraKeys) return;
+  cameraKeys = keys;
+  document.getElementById('cameras').innerHTML = pairs.map(([robot, camera]) =>
+    '<figure><figcaption>' + esc(robot + ' / ' + camera) + '</figcaption><img width="168" data-robot="' + encodeURIComponent(robot) +
+    '" data-camera="' + encodeURIComponent(camera) + '" data-testid="' + esc('frame-' + robot + '-' + camera) + '" alt="latest frame"></figure>').join('');
+  refreshFrames();
+}
+function refreshFrames() {
+  for (const img of document.querySelectorAll('#cameras img'))
+    img.src = frameUrl(decodeURIComponent(img.dataset.robot), decodeURIComponent(img.dataset.camera));
+}
+setInterval(refreshFrames, 1000);
 function control(robot, c) { return post('/api/control', Object.assign({robot}, c)); }
 function fmt(v, d) { return v === null || v === undefined || Number.isNaN(v) ? '–' : Number(v).toFixed(d); }
 function button(label, id, js, cls) {
@@ -184,6 +205,7 @@ function render(s) {
       button('reset done', 'confirm-reset-' + id, "control(" + rid + ", {cmd:'confirm-reset'})") +
       '</td></tr>';
   }).join('');
+  renderCameras(ids.flatMap(id => (s.robots[id].cameras || []).map(c => [id, c])));
   if (ids.join() !== robots.join()) {
     robots = ids;
     document.getElementById('teleopRobot').innerHTML = ids.map(id => '<option>' + id + '</option>').join('');

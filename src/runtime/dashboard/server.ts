@@ -26,6 +26,8 @@ export interface DashboardOptions {
   /** A button: robotId '' means "every robot". Returns false for an unknown robot. */
   command: (robotId: string, c: ControlCommand) => boolean;
   teleop: (robotId: string, action: number[] | null) => boolean;
+  /** A robot's camera's latest frame as JPEG (GET /frame/{robot}/{camera}.jpg); null: none yet. */
+  frame?: (robotId: string, camera: string) => Uint8Array | null;
   /** SSE push period. Default 250 ms. */
   intervalMs?: number;
 }
@@ -88,6 +90,15 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     }
     if (req.method === 'GET' && url.pathname === '/') return send(res, 200, page, 'text/html; charset=utf-8');
     if (req.method === 'GET' && url.pathname === '/api/snapshot') return send(res, 200, options.snapshot());
+    const frameRoute = /^\/frame\/([^/]+)\/([^/]+)\.jpg$/.exec(url.pathname);
+    if (req.method === 'GET' && frameRoute) {
+      const jpeg =
+        options.frame?.(decodeURIComponent(frameRoute[1]), decodeURIComponent(frameRoute[2])) ?? null;
+      if (!jpeg) return send(res, 404, { error: 'no frame from this robot and camera yet' });
+      res.writeHead(200, { 'content-type': 'image/jpeg', 'cache-control': 'no-store' });
+      res.end(Buffer.from(jpeg.buffer, jpeg.byteOffset, jpeg.byteLength));
+      return;
+    }
     if (req.method === 'GET' && url.pathname === '/events') {
       res.writeHead(200, {
         'content-type': 'text/event-stream',

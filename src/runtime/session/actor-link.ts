@@ -144,10 +144,17 @@ export class ActorLink {
 
   publishStatus(status: ActorStatus): void {
     if (!this.client.connected) return;
+    // QoS 1: the embedded broker (aedes) forwards a retained QoS 0 message to no live subscriber,
+    // so the learner's dashboard never listed its robots.
     this.client.publish(this.topics.actorStatus(this.o.robotId), JSON.stringify(status), {
-      qos: 0,
+      qos: 1,
       retain: true,
     });
+  }
+
+  publishFrame(camera: string, jpeg: Uint8Array): void {
+    if (!this.client.connected) return;
+    this.client.publish(this.topics.frame(this.o.robotId, camera), Buffer.from(jpeg), { qos: 0 });
   }
 
   async close(final?: ActorStatus): Promise<void> {

@@ -11,7 +11,7 @@
 import { checkCameras, detectorOutcome, type SuccessJudge } from '../success-detector.js';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Env, Policy, Robot } from '../../types.js';
+import type { CameraFrames, Env, Policy, Robot } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
 import { LatencyHistogram, wilsonInterval } from '../../util/stats.js';
 import { Rng } from '../../util/rng.js';
@@ -40,6 +40,8 @@ import {
 import type { ConservativeMixer, EpisodePlan } from '../../safety/mixing.js';
 import { MixingLog } from './mixing-log.js';
 import type { MixingEpisode } from '../../residual/mixing-run.js';
+import { checkSendFrames, type CameraPayload, type SendFrames } from './camera-batch.js';
+import { CameraSender } from './camera-sender.js';
 
 export interface ActorRobotOptions {
   /** serial:/dev/ttyACM0, mqtt://host:port/robot-id, ... (see connectRobot). */
@@ -109,6 +111,13 @@ export interface ActorOptions {
    * and replayed at restart.
    */
   mixing?: MixingSpec;
+  /**
+   * What each transition carries of the cameras (docs/sessions.md "Cameras"): the base's embedding
+   * ('features'), every frame as JPEG ('jpeg', at `jpegQuality`, default 85), or nothing ('none',
+   * the default).
+   */
+  sendFrames?: SendFrames;
+  jpegQuality?: number;
   /** Called with every command handed to the robot/env (logging, tests). */
   onCommand?: (action: Float32Array) => void;
   log?: (line: string) => void;
@@ -211,14 +220,20 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       onFaultPrompt: (m) => log(`fault: ${m}; then clear it with "reset e-stop" on the dashboard or key x`),
     });
   } else env = options.env as Env;
+  const sendFrames = checkSendFrames(options.sendFrames, options.jpegQuality);
   const O = env.observationSpace.dim;
   const A = env.actionSpace.dim;
   const detector = options.successDetector ?? null;
   if (detector) checkCameras(detector.cameras, env.cameras ?? [], detector.path ?? 'the success detector');
   const base: Policy =
     typeof options.base === 'string'
-      ? await OnnxPolicy.load(options.base, { expectObsDim: O, expectActionDim: A })
+      ? await OnnxPolicy.load(options.base, {
+          expectObsDim: O,
+          expectActionDim: A,
+          cameras: Object.fromEntries((env.cameras ?? []).map((c) => [c.name, c])),
+        })
       : options.base;
+  const cameras = CameraSender.create(sendFrames, base, env.cameras ?? [], options.jpegQuality);
   if (base.actionDim !== A) {
     throw new ResrtError(
       `the base policy outputs ${base.actionDim} action dims, ${env.id} takes ${A}`,
@@ -382,6 +397,8 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       learnerOnline: learner?.online ?? false,
       brokerConnected: link.connected,
       mixingShare: plan?.share ?? mixer?.allowedShare().share ?? null,
+      cameras: [...cameras.cameras],
+      cameraStepsMissing: cameras.missing,
       storage: storage.status(),
     };
   };
@@ -442,7 +459,11 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
 
   // -- batching (ActorStorage) ---------------------------------------------------------------------
   pumpLink = () => link.pump();
-  const statusTimer = setInterval(() => link.publishStatus(status()), 500);
+  const statusTimer = setInterval(() => {
+    link.publishStatus(status());
+    // The learner's dashboard shows each robot's latest frames.
+    cameras.eachLatest((name, jpeg) => link.publishFrame(name, jpeg));
+  }, 500);
   const emit = (t: SessionTransition): void => {
     storage.emit(t);
     stats.transitions++;
@@ -457,6 +478,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       host: options.host,
       token: options.token,
       snapshot: () => ({ role: 'actor', actionDim: A, robots: { [robotId]: status() }, ...curve.snapshot() }),
+      frame: (robot, camera) => (robot === robotId ? cameras.latest(camera) : null),
       command: (robot, c) => {
         if (robot !== robotId && robot !== '') return false;
         control(c);
@@ -562,6 +584,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       pendingLabel = null;
       const epSeed = seed0 * 1_000_003 + stats.episode;
       let obs: Float32Array;
+      let frames: CameraFrames | undefined;
       try {
         const resetting = Promise.resolve(env.reset({ seed: epSeed }));
         // A reset can wait on a person indefinitely; stop() must not.
@@ -569,6 +592,7 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
         const result = await Promise.race([keepSceneRunning(resetting), stopSignal]);
         if (result === null) break;
         obs = Float32Array.from(result.obs);
+        frames = result.frames;
       } catch (err) {
         log(`reset failed: ${(err as Error).message.split('\n')[0]}`);
         await sleep(200);
@@ -579,7 +603,8 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
       plan = mixer?.beginEpisode() ?? null;
       let obsAt = performance.now();
       let baseStarted = performance.now();
-      let baseAction = Float32Array.from(await base.act(obs));
+      let baseAction = Float32Array.from(await base.act(obs, frames));
+      let obsCamera: CameraPayload | null = cameras.capture(frames);
       // Loop latency = base + residual + safety for one observation (the base runs one step ahead).
       let baseMs = performance.now() - baseStarted;
       let held: SessionTransition | null = null;
@@ -594,7 +619,9 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
         }
         stats.phase = 'run';
         const t0 = performance.now();
-        const raw = composer.residualModel ? await composer.residual(obs, baseAction) : zeros;
+        const raw = composer.residualModel
+          ? await composer.residual(obs, baseAction, cameras.residualContext(frames))
+          : zeros;
         const residual = exploration(raw);
         // The mixer's weight on the exploring residual at this step (1 without mixing).
         const weight = plan ? plan.weightAt(step) : 1;
@@ -650,7 +677,9 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
           if (judged.success) success = true;
         } else if (r.info.success) success = true;
         baseStarted = performance.now();
-        const nextBase = terminated ? zeros : Float32Array.from(await base.act(nextObs));
+        const nextBase = terminated ? zeros : Float32Array.from(await base.act(nextObs, r.frames));
+        // After termination the base is not queried: no features to send (the learner uses zeros).
+        const nextCamera = terminated ? cameras.see(r.frames) : cameras.capture(r.frames);
         baseMs = performance.now() - baseStarted;
         if (held) emit(held);
         held = {
@@ -673,7 +702,12 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
           success: success && (terminated || truncated),
           labelled,
           ...(plan ? { heldBack: weight < 1, mixingShare: plan.share } : {}),
+          ...(obsCamera && (terminated || nextCamera)
+            ? { camera: { obs: obsCamera, next: nextCamera } }
+            : {}),
         };
+        obsCamera = nextCamera;
+        frames = r.frames;
         ret += reward;
         obs = nextObs;
         baseAction = nextBase;

@@ -13,15 +13,32 @@
  * else 0: older decoders read the byte as padding and the two new flag bits as unknown, so the
  * format number stays 1.
  *
+ * Format 2 is format 1 with a camera section (src/runtime/session/camera-batch.ts): after firstSeq
+ * the camera header, and after each record its camera flags and payloads. A batch without camera
+ * data is written as format 1, byte for byte what it was, and both formats decode.
+ *
  * Sequence numbers inside a batch are consecutive (firstSeq + i): actors number their transitions
  * and never reorder them, which is what makes (robotId, seq) a dedupe key.
  */
 import { crc32 } from 'node:zlib';
 import type { Transition } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
+import {
+  cameraLayoutOf,
+  cameraSectionBytes,
+  readCameraHeader,
+  readRecordCamera,
+  writeCameraHeader,
+  writeRecordCamera,
+  type CameraLayout,
+  type CameraPayload,
+  type TransitionCamera,
+} from './camera-batch.js';
 
 export const BATCH_MAGIC = 0x31425452; // 'RTB1' little-endian
 export const BATCH_FORMAT = 1;
+/** Format 1 plus camera sections (features or JPEG frames per transition). */
+export const BATCH_FORMAT_CAMERAS = 2;
 
 export const Flag = {
   terminated: 1,
@@ -52,6 +69,8 @@ export interface SessionTransition extends Transition {
   heldBack?: boolean;
   /** With conservative mixing: the episode's planned exploring share s*, to 1/255. */
   mixingShare?: number;
+  /** A camera session's features or JPEG frames of obs and nextObs (batch format 2). */
+  camera?: TransitionCamera;
 }
 
 export interface TransitionBatch {
@@ -60,6 +79,8 @@ export interface TransitionBatch {
   actionDim: number;
   firstSeq: number;
   transitions: SessionTransition[];
+  /** What the camera payloads hold (format 2); absent for a batch without camera data. */
+  camera?: CameraLayout;
 }
 
 export class BatchFormatError extends ResrtError {
@@ -87,11 +108,13 @@ export function encodeBatch(batch: TransitionBatch): Uint8Array {
   const id = Buffer.from(batch.robotId, 'utf8');
   const N = transitions.length;
   const headerBytes = 4 + 2 + 2 + id.byteLength + 2 + 2 + 4 + 8;
-  const total = headerBytes + N * recordBytes(O, A) + 4;
+  const camera = cameraLayoutOf(transitions);
+  const total =
+    headerBytes + N * recordBytes(O, A) + (camera ? cameraSectionBytes(camera, transitions) : 0) + 4;
   const buf = Buffer.alloc(total);
   let o = 0;
   o = buf.writeUInt32LE(BATCH_MAGIC, o);
-  o = buf.writeUInt8(BATCH_FORMAT, o);
+  o = buf.writeUInt8(camera ? BATCH_FORMAT_CAMERAS : BATCH_FORMAT, o);
   o = buf.writeUInt8(0, o);
   o = buf.writeUInt16LE(id.byteLength, o);
   o += id.copy(buf, o);
@@ -99,6 +122,7 @@ export function encodeBatch(batch: TransitionBatch): Uint8Array {
   o = buf.writeUInt16LE(A, o);
   o = buf.writeUInt32LE(N, o);
   o = buf.writeDoubleLE(batch.firstSeq, o);
+  if (camera) o = writeCameraHeader(buf, o, camera);
   const put = (v: Float32Array, n: number, what: string): void => {
     if (v.length !== n) throw new BatchFormatError(`${what} has ${v.length} values, expected ${n}`);
     for (let i = 0; i < n; i++) o = buf.writeFloatLE(v[i], o);
@@ -128,7 +152,9 @@ export function encodeBatch(batch: TransitionBatch): Uint8Array {
     put(t.action, A, 'action');
     put(t.nextObs, O, 'nextObs');
     put(t.nextBaseAction, A, 'nextBaseAction');
+    if (camera) o = writeRecordCamera(buf, o, camera, transitions, i);
   });
+  if (o + 4 !== total) throw new BatchFormatError(`wrote ${o + 4} bytes, sized ${total}`);
   buf.writeUInt32LE(crc32(buf.subarray(0, o)), o);
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
@@ -137,7 +163,9 @@ export function decodeBatch(bytes: Uint8Array): TransitionBatch {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (buf.byteLength < 28) throw new BatchFormatError(`${buf.byteLength} bytes is too short`);
   if (buf.readUInt32LE(0) !== BATCH_MAGIC) throw new BatchFormatError('bad magic');
-  if (buf.readUInt8(4) !== BATCH_FORMAT) throw new BatchFormatError(`format ${buf.readUInt8(4)} is unknown`);
+  const format = buf.readUInt8(4);
+  if (format !== BATCH_FORMAT && format !== BATCH_FORMAT_CAMERAS)
+    throw new BatchFormatError(`format ${format} is unknown`);
   const body = buf.byteLength - 4;
   if (crc32(buf.subarray(0, body)) !== buf.readUInt32LE(body)) throw new BatchFormatError('CRC-32 mismatch');
   const idLen = buf.readUInt16LE(6);
@@ -150,9 +178,13 @@ export function decodeBatch(bytes: Uint8Array): TransitionBatch {
   const N = buf.readUInt32LE(o + 4);
   const firstSeq = buf.readDoubleLE(o + 8);
   o += 16;
-  if (o + N * recordBytes(O, A) !== body)
+  let camera: CameraLayout | undefined;
+  if (format === BATCH_FORMAT_CAMERAS) ({ layout: camera, o } = readCameraHeader(buf, o, body));
+  // Camera records vary in length; without them the records must fill the body exactly.
+  if (camera ? o + N * recordBytes(O, A) > body : o + N * recordBytes(O, A) !== body)
     throw new BatchFormatError(`${N} records of O=${O}, A=${A} do not fill ${body - o} bytes`);
   if (!Number.isSafeInteger(firstSeq) || firstSeq < 0) throw new BatchFormatError(`firstSeq ${firstSeq}`);
+  let previousNext: CameraPayload | null = null;
   const take = (n: number): Float32Array => {
     const v = new Float32Array(n);
     for (let i = 0; i < n; i++, o += 4) v[i] = buf.readFloatLE(o);
@@ -160,6 +192,7 @@ export function decodeBatch(bytes: Uint8Array): TransitionBatch {
   };
   const transitions: SessionTransition[] = [];
   for (let i = 0; i < N; i++) {
+    if (o + recordBytes(O, A) > body) throw new BatchFormatError(`record ${i} runs past the end`);
     const episode = buf.readUInt32LE(o);
     const step = buf.readUInt32LE(o + 4);
     const policyVersion = buf.readUInt32LE(o + 8);
@@ -174,6 +207,11 @@ export function decodeBatch(bytes: Uint8Array): TransitionBatch {
     const action = take(A);
     const nextObs = take(O);
     const nextBaseAction = take(A);
+    let cameraPart: TransitionCamera | undefined;
+    if (camera) {
+      ({ camera: cameraPart, o } = readRecordCamera(buf, o, body, camera, previousNext));
+      previousNext = cameraPart?.next ?? null;
+    }
     transitions.push({
       robotId,
       seq: firstSeq + i,
@@ -195,9 +233,11 @@ export function decodeBatch(bytes: Uint8Array): TransitionBatch {
       labelled: (flags & Flag.labelled) !== 0,
       ...((flags & Flag.heldBack) !== 0 ? { heldBack: true } : {}),
       ...((flags & Flag.mixed) !== 0 ? { mixingShare: shareByte / 255 } : {}),
+      ...(cameraPart ? { camera: cameraPart } : {}),
     });
   }
-  return { robotId, obsDim: O, actionDim: A, firstSeq, transitions };
+  if (o !== body) throw new BatchFormatError(`${body - o} bytes left after ${N} records`);
+  return { robotId, obsDim: O, actionDim: A, firstSeq, transitions, ...(camera ? { camera } : {}) };
 }
 
 export const ENVELOPE_MAGIC = 0x31585452; // 'RTX1'

@@ -24,6 +24,9 @@ export interface SessionTopics {
   /** Actor → anyone: live numbers (JSON, QoS 0; retained will: offline). */
   actorStatus(robotId: string): string;
   actorStatusWildcard: string;
+  /** Actor → dashboards: a camera's latest frame as JPEG (binary, QoS 0, twice a second). */
+  frame(robotId: string, camera: string): string;
+  frameWildcard: string;
 }
 
 export function sessionTopics(session: string): SessionTopics {
@@ -40,6 +43,8 @@ export function sessionTopics(session: string): SessionTopics {
     teleop: (id) => `${root}/teleop/${checkRobotId(id)}`,
     actorStatus: (id) => `${root}/actor/${checkRobotId(id)}`,
     actorStatusWildcard: `${root}/actor/+`,
+    frame: (id, camera) => `${root}/frame/${checkRobotId(id)}/${camera}`,
+    frameWildcard: `${root}/frame/+/+`,
   };
 }
 
@@ -206,4 +211,8 @@ export interface ActorStatus {
   mixingShare: number | null;
   /** The spool against its limit and the disk against its reserve. */
   storage: StorageStatus;
+  /** The robot's cameras (their latest frames: /frame/{robot}/{camera}.jpg on the dashboards). */
+  cameras?: string[];
+  /** Steps sent without camera data in a camera session (no frame, or no embedding). */
+  cameraStepsMissing?: number;
 }

@@ -6,12 +6,14 @@
  */
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { OnnxPolicy } from '../onnx-policy.js';
+import { loadResidual } from '../camera-residual.js';
+import type { ResidualModel } from '../compose.js';
 import { writeFileAtomic } from '../../util/files.js';
 import { decodePolicyMessage, sha256Hex, type PolicyHeader } from './protocol.js';
 
 export interface LoadedResidual {
-  policy: OnnxPolicy;
+  /** A state-only residual, or a camera residual reading the base's embedding too. */
+  policy: ResidualModel & { close(): Promise<void> };
   header: PolicyHeader;
 }
 
@@ -53,9 +55,8 @@ export class ResidualStore {
     }
   }
 
-  private load(path: string): Promise<OnnxPolicy> {
-    return OnnxPolicy.load(path, {
-      residual: true,
+  private load(path: string): Promise<LoadedResidual['policy']> {
+    return loadResidual(path, {
       expectObsDim: this.obsDim,
       expectActionDim: this.actionDim,
       warmupRuns: 2,
@@ -85,7 +86,7 @@ export class ResidualStore {
       }
       const staged = join(this.dir, `.residual-v${header.version}.onnx`);
       writeFileAtomic(staged, onnx);
-      let policy: OnnxPolicy;
+      let policy: LoadedResidual['policy'];
       try {
         policy = await this.load(staged);
       } finally {
