@@ -173,12 +173,13 @@ describe('session cameras', () => {
     cleanups.push(() => browser.close());
     const page = await browser.newPage();
     const shown = (testId: string): Promise<unknown> =>
+      // A string runs in the page (the tests are typechecked without the DOM's types).
       page.waitForFunction(
-        (id) => {
-          const img = document.querySelector<HTMLImageElement>(`[data-testid="${id}"]`);
+        `(() => {
+          const img = document.querySelector('[data-testid="${testId}"]');
           return !!img && img.complete && img.naturalWidth === 84 && img.naturalHeight === 84;
-        },
-        testId,
+        })()`,
+        undefined,
         { timeout: 30_000 },
       );
     await page.goto(`${learnerDashboard}/`);
