@@ -10,13 +10,11 @@
  * usage: npx tsx bench/session-cameras.ts [--json] [--seconds S] [--jpeg-quality Q]
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import mqtt from 'mqtt';
 import { formatTable } from '../src/cli/common.js';
-import type { LearnerServiceOptions } from '../src/residual/service/learner-service.js';
+import { startLearnerChild } from './learner-child.js';
 import { runActor } from '../src/runtime/session/actor.js';
 import { decodeEnvelope } from '../src/runtime/session/codec.js';
 import { sessionTopics } from '../src/runtime/session/protocol.js';
@@ -38,32 +36,6 @@ if (!(seconds > 0) || !(Number.isInteger(quality) && quality >= 1 && quality <= 
   process.exit(2);
 }
 
-const repo = resolve(import.meta.dirname, '..');
-
-async function startLearner(
-  options: LearnerServiceOptions,
-): Promise<{ brokerUrl: string; stop(): Promise<void> }> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', join(repo, 'src/residual/service/child.ts'), JSON.stringify(options)],
-    { cwd: repo, stdio: ['ignore', 'pipe', 'ignore'] },
-  );
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const brokerUrl = await new Promise<string>((resolveUrl, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      if (l.startsWith('READY ')) resolveUrl((JSON.parse(l.slice(6)) as { brokerUrl: string }).brokerUrl);
-    });
-    void exited.then(() => reject(new Error('the learner exited before it was ready')));
-  });
-  return {
-    brokerUrl,
-    async stop() {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 interface Row {
   mode: SendFrames;
   bytesPerTransition: number;
@@ -77,15 +49,18 @@ async function measure(mode: SendFrames): Promise<Row> {
   try {
     const basePath = join(dir, 'base.onnx');
     writeFileSync(basePath, visuomotorOnnx({ state: 12, image: 84, actions: 3, chunk: 1, embedding: 8 }));
-    const learner = await startLearner({
-      outDir: join(dir, 'learner'),
-      brokerPort: 0,
-      base: basePath,
-      profile: 'cpu',
-      config: smallLearner,
-      publishEvery: 50,
-      checkpointEverySec: 3600,
-    });
+    const learner = await startLearnerChild(
+      {
+        outDir: join(dir, 'learner'),
+        brokerPort: 0,
+        base: basePath,
+        profile: 'cpu',
+        config: smallLearner,
+        publishEvery: 50,
+        checkpointEverySec: 3600,
+      },
+      'ignore',
+    );
     const seen = new Set<number>();
     let bytes = 0;
     let sent = 0;

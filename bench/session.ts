@@ -15,12 +15,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { formatTable } from '../src/cli/common.js';
+import { startLearnerChild } from './learner-child.js';
 import type { BoxSpace, Env, ResetResult, StepResult } from '../src/types.js';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { resolve } from 'node:path';
 import mqtt from 'mqtt';
-import type { LearnerServiceOptions } from '../src/residual/service/learner-service.js';
 import { learnerStatusSchema, parseJson, sessionTopics } from '../src/runtime/session/protocol.js';
 import { runActor } from '../src/runtime/session/actor.js';
 import { Rng } from '../src/util/rng.js';
@@ -89,37 +86,11 @@ interface Row {
   unackedAtEnd: number;
 }
 
-const repo = resolve(import.meta.dirname, '..');
-
-async function startLearner(
-  options: LearnerServiceOptions,
-): Promise<{ brokerUrl: string; stop(): Promise<void> }> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', join(repo, 'src/residual/service/child.ts'), JSON.stringify(options)],
-    { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const brokerUrl = await new Promise<string>((resolveUrl, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      if (l.startsWith('READY ')) resolveUrl((JSON.parse(l.slice(6)) as { brokerUrl: string }).brokerUrl);
-    });
-    void exited.then(() => reject(new Error('the learner exited before it was ready')));
-  });
-  return {
-    brokerUrl,
-    async stop() {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 async function measure(n: number): Promise<Row> {
   const dir = mkdtempSync(join(tmpdir(), 'resrt-bench-session-'));
   const basePath = join(dir, 'base.onnx');
   writeWeakReachBase(basePath);
-  const learner = await startLearner({
+  const learner = await startLearnerChild({
     outDir: join(dir, 'learner'),
     brokerPort: 0,
     base: basePath,
