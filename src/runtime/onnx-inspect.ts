@@ -14,6 +14,7 @@ import { MetaKey } from './onnx-export.js';
 import {
   analyzeInputs,
   analyzeLayout,
+  type IoDescription,
   type IoValue,
   type NormalizationSource,
   parseNormalization,
@@ -196,13 +197,7 @@ async function inspectFile(path: string, task?: InspectTask): Promise<InspectRep
       return { input: input.name, role: 'unmapped', detail: 'see the problems below' };
     });
     return {
-      path,
-      sizeBytes: statSync(path).size,
-      irVersion: header.irVersion,
-      opsets: header.opsetImport.map((o) => ({ domain: o.domain || 'ai.onnx', version: o.version })),
-      producer: [header.producerName, header.producerVersion].filter(Boolean).join(' '),
-      inputs: io.inputs,
-      outputs: io.outputs,
+      ...fileFacts(path, header, io),
       roles,
       kind,
       obsDim: analysis.layout?.obsDim ?? null,
@@ -344,6 +339,19 @@ export async function inferOnce(
   }
 }
 
+/** What every report says of the file itself, whatever kind of model it holds. */
+function fileFacts(path: string, header: OnnxModelHeader, io: IoDescription) {
+  return {
+    path,
+    sizeBytes: statSync(path).size,
+    irVersion: header.irVersion,
+    opsets: header.opsetImport.map((o) => ({ domain: o.domain || 'ai.onnx', version: o.version })),
+    producer: [header.producerName, header.producerVersion].filter(Boolean).join(' '),
+    inputs: io.inputs,
+    outputs: io.outputs,
+  };
+}
+
 /**
  * A camera residual: inputs base_embedding, obs, base_action by name (not the state-only layout
  * analysis, which takes at most two vector inputs). It fits when CameraResidual loads it against
@@ -395,13 +403,7 @@ async function inspectCameraResidual(
     return { role: 'unmapped', detail: 'see the problems below' };
   };
   return {
-    path,
-    sizeBytes: statSync(path).size,
-    irVersion: header.irVersion,
-    opsets: header.opsetImport.map((o) => ({ domain: o.domain || 'ai.onnx', version: o.version })),
-    producer: [header.producerName, header.producerVersion].filter(Boolean).join(' '),
-    inputs: io.inputs,
-    outputs: io.outputs,
+    ...fileFacts(path, header, io),
     roles: io.inputs.map((i) => ({ input: i.name, ...roleOf(i.name) })),
     kind: 'residual',
     cameraResidual: { encoder: widths.encoder, embeddingDim: widths.embeddingDim },
