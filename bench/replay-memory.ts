@@ -22,6 +22,7 @@ import { MujocoEnv } from '../src/sim/env.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
 import type { CameraFrames } from '../src/types.js';
 import { Rng } from '../src/util/rng.js';
+import { untrainedLearnerState } from '../test/fixtures/learner-state.js';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(name);
@@ -124,16 +125,7 @@ if (withCheckpoint) {
   const dir = mkdtempSync(join(tmpdir(), 'resrt-bench-replayframes-'));
   try {
     const contents = {
-      learner: {
-        tensors: [],
-        updates: 0,
-        actorUpdates: 0,
-        actorAdamStep: 0,
-        criticAdamStep: 0,
-        rng: new Rng(1).getState(),
-        obsMean: null,
-        obsStd: null,
-      },
+      learner: untrainedLearnerState(),
       online: replay,
       demos: null,
       trainer: {},

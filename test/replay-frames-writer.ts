@@ -5,7 +5,7 @@
 import { readCheckpoint, writeCheckpoint } from '../src/residual/checkpoint.js';
 import { ReplayBuffer, packSteps } from '../src/residual/replay.js';
 import { FramePacker } from '../src/residual/replay-frames.js';
-import { Rng } from '../src/util/rng.js';
+import { untrainedLearnerState } from './fixtures/learner-state.js';
 import { A, O, episodeSteps, writerCameras, writerCapacity } from './replay-frames-fixtures.js';
 
 const outDir = process.argv[2];
@@ -20,16 +20,7 @@ for (;;) {
   buf.addBatch(packSteps(steps, O, A, new FramePacker(writerCameras)));
   process.stdout.write('WRITING\n');
   writeCheckpoint(outDir, {
-    learner: {
-      tensors: [],
-      updates: 0,
-      actorUpdates: 0,
-      actorAdamStep: 0,
-      criticAdamStep: 0,
-      rng: new Rng(1).getState(),
-      obsMean: null,
-      obsStd: null,
-    },
+    learner: untrainedLearnerState(),
     online: buf,
     demos: null,
     trainer: { added: buf.added },

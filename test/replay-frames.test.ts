@@ -14,6 +14,7 @@ import { DualReplay, ReplayBuffer, emptySample, packSteps, type StepRecord } fro
 import { FramePacker, ReplayFrames, type FrameCamera } from '../src/residual/replay-frames.js';
 import { ResrtError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
+import { untrainedLearnerState } from './fixtures/learner-state.js';
 import {
   A,
   O,
@@ -56,16 +57,7 @@ function lengths(seed: number, total: number): number[] {
   return out;
 }
 
-const learnerState = {
-  tensors: [],
-  updates: 0,
-  actorUpdates: 0,
-  actorAdamStep: 0,
-  criticAdamStep: 0,
-  rng: new Rng(1).getState(),
-  obsMean: null,
-  obsStd: null,
-};
+const learnerState = untrainedLearnerState();
 
 describe('ReplayFrames', () => {
   it('stores each frame once: an episode of T steps takes T + 1 slots, shared across packs', () => {
