@@ -1,10 +1,10 @@
 // Teleoperation beyond the keyboard: a leader arm on its own (virtual) servo bus drives the
 // follower arm through the safety layer as an intervention; a synthetic gamepad driven by the test
 // in headless Chromium intervenes and labels episodes on the dashboard.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { launchChromium, type HeadlessChromium } from './fixtures/chromium.js';
 import { filter, firstValueFrom } from 'rxjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connectRobot } from '../src/hw/connect.js';
@@ -109,12 +109,10 @@ describe('leader arm', () => {
 });
 
 describe('gamepad on the dashboard (Chromium)', () => {
-  let browser: BrowserContext | null = null;
-  afterAll(async () => browser?.close());
+  let chrome: HeadlessChromium | null = null;
+  afterAll(async () => chrome?.close());
 
   it('a synthetic gamepad intervenes while LB is held, maps sticks and triggers to the action, and labels with Y/X', async () => {
-    const CHROMIUM = '/usr/bin/chromium';
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
     const safety = new SafetyLayer({ actionDim: 6 });
     const teleops: (number[] | null)[] = [];
     const commands: ControlCommand[] = [];
@@ -133,18 +131,9 @@ describe('gamepad on the dashboard (Chromium)', () => {
       },
       intervalMs: 50,
     });
-    const profile = mkdtempSync(join(tmpdir(), 'resrt-chromium-'));
     try {
-      browser = await chromium.launchPersistentContext(profile, {
-        executablePath: CHROMIUM,
-        args: [
-          '--headless',
-          '--no-sandbox',
-          '--disable-gpu',
-          '--no-first-run',
-          '--disable-background-networking',
-        ],
-      });
+      chrome = await launchChromium();
+      const browser = chrome.browser;
       const page = browser.pages()[0] ?? (await browser.newPage());
       // The synthetic gamepad: the page reads navigator.getGamepads(); the test sets its state.
       await page.addInitScript(() => {
@@ -217,10 +206,9 @@ describe('gamepad on the dashboard (Chromium)', () => {
       await setPad([0, 0, 0, 0], {});
       await until('the release', () => teleops[teleops.length - 1] === null);
     } finally {
-      await browser?.close();
-      browser = null;
+      await chrome?.close();
+      chrome = null;
       await dash.close();
-      rmSync(profile, { recursive: true, force: true });
     }
   }, 90_000);
 });

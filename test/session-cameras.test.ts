@@ -5,7 +5,7 @@
 // of the decoded frames, within JPEG tolerance of the actor's), its log holds every transition
 // exactly once across the kill, and both dashboards serve each robot's latest frame as a JPEG.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { startEmbeddedBroker } from '../src/hw/mqtt/broker.js';
@@ -25,9 +25,7 @@ import { checkSendFrames } from '../src/runtime/session/camera-batch.js';
 import { smallLearner, waitFor } from './session-fixtures.js';
 import { spawnLearner as spawnChildLearner, type ChildLearner } from './learner-kills.js';
 import { visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
-import { chromium } from 'playwright-core';
-
-const CHROMIUM = '/usr/bin/chromium';
+import { launchChromium } from './fixtures/chromium.js';
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -154,23 +152,9 @@ describe('session cameras', () => {
     }
 
     // The pages: each robot's latest frame as an image, on the learner's page and on an actor's.
-    if (!existsSync(CHROMIUM))
-      throw new Error(
-        `${CHROMIUM} is missing: install Chromium (apt-get install chromium) to run the dashboard tests`,
-      );
-    const profile = mkdtempSync(join(tmpdir(), 'resrt-chromium-'));
-    cleanups.push(() => rmSync(profile, { recursive: true, force: true }));
-    const browser = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-      ],
-    });
-    cleanups.push(() => browser.close());
+    const chrome = await launchChromium();
+    cleanups.push(() => chrome.close());
+    const browser = chrome.browser;
     const page = await browser.newPage();
     const shown = (testId: string): Promise<unknown> =>
       // A string runs in the page (the tests are typechecked without the DOM's types).

@@ -3,19 +3,19 @@
 // success button reaches the learner through the actor; on the actor page, keyboard teleop
 // intervenes and the e-stop button stops the actor on its next tick.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
+import { launchChromium, type HeadlessChromium } from './fixtures/chromium.js';
 import { runLearnerService, type LearnerService } from '../src/residual/service/learner-service.js';
 import { runActor, type ActorHandle } from '../src/runtime/session/actor.js';
 import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
 import { builtInTasks } from '../src/sim/registry.js';
 import { smallLearner, waitFor, writeWeakReachBase } from './session-fixtures.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 let dir: string;
-let profile: string;
+let chrome: HeadlessChromium | undefined;
 let browser: BrowserContext;
 let learner: LearnerService;
 let actor: ActorHandle;
@@ -24,11 +24,6 @@ const commands: { at: number }[] = [];
 const applied: { at: number }[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(
-      `${CHROMIUM} is missing: install Chromium (Debian/Ubuntu: sudo apt-get install chromium) to run the dashboard tests`,
-    );
-  }
   dir = mkdtempSync(join(tmpdir(), 'resrt-dash-'));
   const basePath = join(dir, 'base.onnx');
   writeWeakReachBase(basePath);
@@ -58,30 +53,16 @@ beforeAll(async () => {
     dashboardPort: 0,
     onCommand: () => commands.push({ at: performance.now() }),
   });
-  profile = mkdtempSync(join(tmpdir(), 'resrt-chromium-'));
-  // A fresh profile per run (playwright passes it as --user-data-dir).
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  chrome = await launchChromium();
+  browser = chrome.browser;
 }, 90_000);
 
 afterAll(async () => {
-  await browser?.close();
+  await chrome?.close();
   await actor?.stop();
   await robot?.close();
   await learner?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
 const numberIn = async (page: Page, testId: string): Promise<number> =>
