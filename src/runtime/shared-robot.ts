@@ -15,7 +15,12 @@ import type { Subscription } from 'rxjs';
 import type { LinkStatus, Robot, RobotState } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import type { HostedSource, PlainData, SourceSpec } from './loop-plan.js';
-import { defaultRobotObs, type ObservationSample, type ObservationSource } from './sources.js';
+import {
+  defaultRobotObs,
+  linkDownReason,
+  type ObservationSample,
+  type ObservationSource,
+} from './sources.js';
 
 // Header words (Int32) of both slots: [0] sequence (odd while written), then slot-specific.
 const SEQ = 0;
@@ -226,14 +231,12 @@ export function sharedRobotSource(raw: PlainData | undefined): HostedSource {
     fault() {
       if (Atomics.load(state.words, STATE_FAULTED) === 1)
         return 'the device reports a latched fault or e-stop';
-      const status = statusCodes[Atomics.load(state.words, STATE_STATUS)];
-      return status === 'lost' || status === 'closed' ? `the robot link is ${status}` : null;
+      return linkDownReason(statusCodes[Atomics.load(state.words, STATE_STATUS)]);
     },
     actuate(action) {
-      const status = statusCodes[Atomics.load(state.words, STATE_STATUS)];
+      const down = linkDownReason(statusCodes[Atomics.load(state.words, STATE_STATUS)]);
       send(action);
-      if (status === 'lost' || status === 'closed')
-        return { ok: false, detail: `the robot link is ${status}; the command may not reach the device` };
+      if (down) return { ok: false, detail: `${down}; the command may not reach the device` };
       return { ok: true };
     },
     async close(safeAction) {

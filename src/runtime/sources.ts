@@ -163,6 +163,11 @@ export interface RobotSourceOptions {
   via?: string;
 }
 
+/** Why a robot link in this status is no link to act on (null when it is up or still connecting). */
+export function linkDownReason(status: LinkStatus): string | null {
+  return status === 'lost' || status === 'closed' ? `the robot link is ${status}` : null;
+}
+
 export function defaultRobotObs(state: RobotState): Float32Array {
   const out = new Float32Array(state.positions.length + state.velocities.length + state.sensors.length);
   out.set(state.positions, 0);
@@ -187,7 +192,6 @@ export function robotSource(robot: Robot, options: RobotSourceOptions = {}): Obs
   let sample: ObservationSample | null = null;
   let linkStatus: LinkStatus = 'connecting';
   const subscriptions: Subscription[] = [];
-  const linkDown = (): boolean => linkStatus === 'lost' || linkStatus === 'closed';
   return {
     kind: options.via ? `robot:${caps.name} via ${options.via}` : `robot:${caps.name}`,
     obsDim,
@@ -213,12 +217,12 @@ export function robotSource(robot: Robot, options: RobotSourceOptions = {}): Obs
     fault() {
       if (state?.faulted) return 'the device reports a latched fault or e-stop';
       // The last state of a link that is gone is no state to act on, however recent.
-      return linkDown() ? `the robot link is ${linkStatus}` : null;
+      return linkDownReason(linkStatus);
     },
     estop: (reason) => robot.estop(reason),
     actuate(action) {
-      if (linkDown())
-        return { ok: false, detail: `the robot link is ${linkStatus}; the command may not reach the device` };
+      const down = linkDownReason(linkStatus);
+      if (down) return { ok: false, detail: `${down}; the command may not reach the device` };
       const ok = robot.send({ action, validForMs });
       return ok ? { ok } : { ok, detail: 'robot.send refused the command (link down or bad shape)' };
     },
