@@ -12,6 +12,7 @@ import {
   type Engine,
   type Value,
 } from '../src/nn/index.js';
+import { spatialSoftmax } from '../src/nn/conv-encoder.js';
 import { ResrtError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 import * as ref from './nn-reference.js';
@@ -309,6 +310,12 @@ const cases: OpCase[] = [
     shapes: [[2, 1, 5, 5], [2, 1, 3, 3], [2], [18, 3]],
     engine: ([x, w, b, l]) => op.matmul(op.flatten(op.conv2d(x, w, b)), l),
     ref: ([x, w, b, l]) => ref.matmul(ref.reshape(ref.conv2d(x, w, b, 1, 0), [2, 18]), l),
+  },
+  {
+    name: 'spatial softmax (keypoints: expected x, y of each map)',
+    shapes: [[2, 3, 4, 5]],
+    engine: ([x]) => spatialSoftmax(x),
+    ref: ([x]) => ref.spatialSoftmax(x),
   },
   {
     name: 'a value used twice accumulates its gradient',

@@ -268,6 +268,33 @@ export function conv2d(x: T, w: T, b: T | null, stride: number, p: number): T {
  * ∂f/∂x for every element of `inputs[which]` by central differences in float64 (step 1e-6 relative
  * to the element, at least 1e-6).
  */
+/** maps [B, K, h, w] → [B, 2K]: per map a softmax over its cells, then the expected x (all K), then y; cell centres in [−1, 1]. */
+export function spatialSoftmax(maps: T): T {
+  const [b, k, h, w] = maps.shape;
+  const out = new Float64Array(b * 2 * k);
+  for (let n = 0; n < b; n++) {
+    for (let c = 0; c < k; c++) {
+      const base = (n * k + c) * h * w;
+      let peak = -Infinity;
+      for (let i = 0; i < h * w; i++) peak = Math.max(peak, maps.data[base + i]);
+      let total = 0;
+      let ex = 0;
+      let ey = 0;
+      for (let r = 0; r < h; r++) {
+        for (let col = 0; col < w; col++) {
+          const e = Math.exp(maps.data[base + r * w + col] - peak);
+          total += e;
+          ex += e * (w > 1 ? (2 * col) / (w - 1) - 1 : 0);
+          ey += e * (h > 1 ? (2 * r) / (h - 1) - 1 : 0);
+        }
+      }
+      out[n * 2 * k + c] = ex / total;
+      out[n * 2 * k + k + c] = ey / total;
+    }
+  }
+  return new T([b, 2 * k], out);
+}
+
 export function numericGrad(f: (inputs: T[]) => number, inputs: T[], which: number): Float64Array {
   const x = inputs[which];
   const g = new Float64Array(x.size);

@@ -28,6 +28,7 @@ import { inspectOnnx } from '../src/runtime/onnx-inspect.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { checkExport, exportVisuomotorBc } from '../src/sim/bc-export.js';
 import { BcNetwork } from '../src/sim/bc-network.js';
+import { spatialSoftmax } from '../src/nn/conv-encoder.js';
 import { saveBcPolicy, trainBc, type BcProgress } from '../src/sim/bc.js';
 import { collectDemos } from '../src/sim/collect.js';
 import { readDemos, type DemoSet } from '../src/sim/demos.js';
@@ -63,62 +64,87 @@ function encoderRef(x: T, p: Map<string, T>, spec: ConvEncoderSpec): T {
     h = ref.relu(ref.conv2d(h, p.get(`conv${i}/w`)!, p.get(`conv${i}/b`)!, 2, 1));
   });
   const n = h.shape[0];
-  const flat = ref.reshape(h, [n, h.size / n]);
-  const z = ref.add(ref.matmul(flat, p.get('trunk/w')!), p.get('trunk/b')!);
+  const pooled =
+    spec.pooling === 'spatial-softmax'
+      ? ref.spatialSoftmax(ref.conv2d(h, p.get('keypoints/w')!, null, 1, 0))
+      : ref.reshape(h, [n, h.size / n]);
+  const z = ref.add(ref.matmul(pooled, p.get('trunk/w')!), p.get('trunk/b')!);
   return ref.tanh(ref.layerNorm(z, p.get('trunk/gamma')!, p.get('trunk/beta')!, 1e-5));
 }
 
 describe('conv encoder', () => {
-  it('values and gradients (image and every parameter) equal a float64 reference', async () => {
-    const spec: ConvEncoderSpec = { height: 9, width: 7, channels: [3, 4], features: 5 };
-    const specs = convEncoderParamSpecs(spec, '');
-    expect(specs.map((s) => s.name)).toEqual([
-      'conv0/w',
-      'conv0/b',
-      'conv1/w',
-      'conv1/b',
-      'trunk/w',
-      'trunk/b',
-      'trunk/gamma',
-      'trunk/beta',
-    ]);
-    // 9x7 -> 5x4 -> 3x2: the trunk reads 4 * 3 * 2 values.
-    expect(specs.find((s) => s.name === 'trunk/w')?.shape).toEqual([24, 5]);
-    const rng = new Rng(4);
-    const shapes = [[2, 3, 9, 7], ...specs.map((s) => [...s.shape])];
-    const values = shapes.map((s, i) =>
-      Float32Array.from({ length: s.reduce((a, b) => a * b, 1) }, () =>
-        i === 0 ? rng.uniform() : rng.normal(i === 7 ? 1 : 0, 0.5),
-      ),
-    );
-    const g = new Graph('encoder_check');
-    const inputs = shapes.map((s, i) => g.input(i === 0 ? 'image' : specs[i - 1].name, s));
-    const params = new Map(specs.map((s, i) => [s.name, inputs[i + 1]]));
-    const y = convEncoderApply(params, inputs[0], spec, '');
-    expect(y.shape).toEqual([2, 5]);
-    const r = Float32Array.from({ length: 10 }, () => rng.normal());
-    const grads = grad(op.sum(op.mul(y, g.input('r', [2, 5]))), inputs);
-    g.output('y', y);
-    grads.forEach((gv, i) => g.output(`g${i}`, gv));
-    const compiled = await CompiledGraph.create(g, engine);
-    const feeds = Object.fromEntries([
-      ...inputs.map((v, i) => [v.name, values[i]] as const),
-      ['r', r] as const,
-    ]);
-    const out = await compiled.run(feeds);
-    await compiled.release();
+  const poolings: { pooling: ConvEncoderSpec['pooling']; names: string[]; trunkIn: number }[] = [
+    // 9x7 -> 5x4 -> 3x2: flattened, the trunk reads 4 * 3 * 2 values; as keypoints, an x and y per map.
+    { pooling: undefined, names: [], trunkIn: 24 },
+    { pooling: 'spatial-softmax', names: ['keypoints/w'], trunkIn: 8 },
+  ];
+  for (const { pooling, names, trunkIn } of poolings) {
+    it(`values and gradients (image and every parameter) equal a float64 reference, pooling ${pooling ?? 'flatten'}`, async () => {
+      const spec: ConvEncoderSpec = { height: 9, width: 7, channels: [3, 4], features: 5, pooling };
+      const specs = convEncoderParamSpecs(spec, '');
+      expect(specs.map((s) => s.name)).toEqual([
+        'conv0/w',
+        'conv0/b',
+        'conv1/w',
+        'conv1/b',
+        ...names,
+        'trunk/w',
+        'trunk/b',
+        'trunk/gamma',
+        'trunk/beta',
+      ]);
+      expect(specs.find((s) => s.name === 'trunk/w')?.shape).toEqual([trunkIn, 5]);
+      const rng = new Rng(4);
+      const shapes = [[2, 3, 9, 7], ...specs.map((s) => [...s.shape])];
+      const gammaAt = 1 + specs.findIndex((s) => s.name === 'trunk/gamma');
+      const values = shapes.map((s, i) =>
+        Float32Array.from({ length: s.reduce((a, b) => a * b, 1) }, () =>
+          i === 0 ? rng.uniform() : rng.normal(i === gammaAt ? 1 : 0, 0.5),
+        ),
+      );
+      const g = new Graph('encoder_check');
+      const inputs = shapes.map((s, i) => g.input(i === 0 ? 'image' : specs[i - 1].name, s));
+      const params = new Map(specs.map((s, i) => [s.name, inputs[i + 1]]));
+      const y = convEncoderApply(params, inputs[0], spec, '');
+      expect(y.shape).toEqual([2, 5]);
+      const r = Float32Array.from({ length: 10 }, () => rng.normal());
+      const grads = grad(op.sum(op.mul(y, g.input('r', [2, 5]))), inputs);
+      g.output('y', y);
+      grads.forEach((gv, i) => g.output(`g${i}`, gv));
+      const compiled = await CompiledGraph.create(g, engine);
+      const feeds = Object.fromEntries([
+        ...inputs.map((v, i) => [v.name, values[i]] as const),
+        ['r', r] as const,
+      ]);
+      const out = await compiled.run(feeds);
+      await compiled.release();
 
-    const ts = shapes.map((s, i) => T.of(s, values[i]));
-    const forward = (xs: T[]): T =>
-      encoderRef(xs[0], new Map(specs.map((s, i) => [s.name, xs[i + 1]])), spec);
-    expect(ref.relError(out.y, forward(ts).data)).toBeLessThan(1e-4);
-    const rT = T.of([2, 5], r);
-    const loss = (xs: T[]): number => ref.mul(forward(xs), rT).data.reduce((a, b) => a + b, 0);
-    ts.forEach((_, i) => {
-      const want = ref.numericGrad(loss, ts, i);
-      expect(want.some((v) => v !== 0)).toBe(true);
-      expect(ref.relError(out[`g${i}`], want), `gradient of ${inputs[i].name}`).toBeLessThan(1e-4);
+      const ts = shapes.map((s, i) => T.of(s, values[i]));
+      const forward = (xs: T[]): T =>
+        encoderRef(xs[0], new Map(specs.map((s, i) => [s.name, xs[i + 1]])), spec);
+      expect(ref.relError(out.y, forward(ts).data)).toBeLessThan(1e-4);
+      const rT = T.of([2, 5], r);
+      const loss = (xs: T[]): number => ref.mul(forward(xs), rT).data.reduce((a, b) => a + b, 0);
+      ts.forEach((_, i) => {
+        const want = ref.numericGrad(loss, ts, i);
+        expect(want.some((v) => v !== 0)).toBe(true);
+        expect(ref.relError(out[`g${i}`], want), `gradient of ${inputs[i].name}`).toBeLessThan(1e-4);
+      });
     });
+  }
+
+  it('spatial softmax puts a keypoint where its map peaks', async () => {
+    // One 3x5 map, sharply peaked at row 2, column 1: x = 2*1/4 - 1 = -0.5, y = 2*2/2 - 1 = 1.
+    const g = new Graph('peak');
+    const maps = g.input('maps', [1, 1, 3, 5]);
+    g.output('xy', spatialSoftmax(maps));
+    const compiled = await CompiledGraph.create(g, engine);
+    const data = new Float32Array(15).fill(-20);
+    data[2 * 5 + 1] = 20;
+    const out = await compiled.run({ maps: data });
+    await compiled.release();
+    expect(out.xy[0]).toBeCloseTo(-0.5, 5);
+    expect(out.xy[1]).toBeCloseTo(1, 5);
   });
 });
 
@@ -179,7 +205,7 @@ describe('random shift augmentation', () => {
 });
 
 describe('visuomotor export', () => {
-  it('matches the engine forward at other batch sizes, actions as chunks and the embedding', async () => {
+  it('matches the engine forward at other batch sizes, actions as chunks and the embedding (flattened and keypoint pooling)', async () => {
     const cameras = [
       { name: 'top', width: 20, height: 16, channels: 3, depth: false },
       { name: 'wrist', width: 12, height: 12, channels: 3, depth: false },
@@ -189,9 +215,15 @@ describe('visuomotor export', () => {
       engine,
       {
         stateDim: 5,
+        // The wrist camera's keypoints check that spatial-softmax pooling exports batch-free too.
         cameras: cameras.map((c) => ({
           name: c.name,
-          encoder: { ...encoder, height: c.height, width: c.width },
+          encoder: {
+            ...encoder,
+            height: c.height,
+            width: c.width,
+            pooling: c.name === 'wrist' ? ('spatial-softmax' as const) : ('flatten' as const),
+          },
         })),
         hidden: [16],
         layerNorm: true,

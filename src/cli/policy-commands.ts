@@ -13,6 +13,7 @@ import { formatInspectReport, inferOnce, inspectOnnx } from '../runtime/onnx-ins
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
 import { checkResidualPairing, loadResidual } from '../runtime/camera-residual.js';
 import { defaultBcConfig, saveBcPolicy, trainBc } from '../sim/bc.js';
+import type { ConvEncoderPooling } from '../nn/index.js';
 import { readDemos } from '../sim/demos.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
@@ -67,6 +68,11 @@ export function registerPolicyCommands(program: Command): void {
       defaultBcConfig.embeddingDim,
     )
     .option(
+      '--pooling <kind>',
+      'per camera: how the last feature map reaches the embedding: flatten (every cell) or spatial-softmax (an expected x, y per keypoint map; precise positions)',
+      defaultBcConfig.encoderPooling,
+    )
+    .option(
       '--shift <pixels>',
       'random shift augmentation of camera images, pixels each way (0: off)',
       parseIntArg('--shift', 0),
@@ -104,6 +110,7 @@ export function registerPolicyCommands(program: Command): void {
           cameras,
           encoderChannels,
           embeddingDim: opts.embedding,
+          encoderPooling: opts.pooling as ConvEncoderPooling,
           shiftPad: opts.shift,
         },
         (p) =>
@@ -380,6 +387,7 @@ interface BcCliOptions {
   cameras: string;
   encoder: string;
   embedding: number;
+  pooling: string;
   shift: number;
 }
 

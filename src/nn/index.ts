@@ -22,11 +22,13 @@ export {
   convEncoderApply,
   convEncoderGrid,
   convEncoderMacs,
+  CONV_ENCODER_POOLINGS,
   convEncoderParamSpecs,
   flattenBatch,
   initConvEncoder,
   validateConvEncoderSpec,
   type ConvEncoderSpec,
+  type ConvEncoderPooling,
 } from './conv-encoder.js';
 export { framesToBatch, randomShifts, type FrameStore } from './image-batch.js';
 export {

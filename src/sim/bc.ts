@@ -18,10 +18,12 @@ import { Rng } from '../util/rng.js';
 import {
   AdamClock,
   convEncoderMacs,
+  CONV_ENCODER_POOLINGS,
   DoubleBuffer,
   framesToBatch,
   initEngine,
   randomShifts,
+  type ConvEncoderPooling,
   type DevicePreference,
   type FrameStore,
 } from '../nn/index.js';
@@ -58,6 +60,8 @@ export interface BcConfig {
   encoderChannels: number[];
   /** Per camera: width of the embedding the encoder's trunk (linear, LayerNorm, tanh) outputs. */
   embeddingDim: number;
+  /** Per camera: how the last feature map reaches the trunk (ConvEncoderSpec.pooling says why). */
+  encoderPooling: ConvEncoderPooling;
   /** Random shift augmentation: up to this many pixels each way, edges replicated (DrQ: 4); 0 = off. */
   shiftPad: number;
 }
@@ -77,6 +81,7 @@ export const defaultBcConfig: BcConfig = {
   cameras: 'auto',
   encoderChannels: [16, 32, 32, 32],
   embeddingDim: 64,
+  encoderPooling: 'flatten',
   shiftPad: 4,
 };
 
@@ -195,6 +200,11 @@ function checkConfig(cfg: BcConfig): void {
       `encoder channels must be positive integers, got [${cfg.encoderChannels.join(', ')}]`,
       'e.g. --encoder 16,32,32,32',
     );
+  if (!CONV_ENCODER_POOLINGS.includes(cfg.encoderPooling))
+    throw new ResrtError(
+      `encoder pooling must be one of ${CONV_ENCODER_POOLINGS.join(', ')}, got ${String(cfg.encoderPooling)}`,
+      'e.g. --pooling spatial-softmax',
+    );
   if (!positiveInt(cfg.embeddingDim))
     throw new ResrtError(
       `embedding width must be a positive integer, got ${cfg.embeddingDim}`,
@@ -255,7 +265,7 @@ export async function trainBc(
   log(`bc: ${engine.description}`);
   const started = performance.now();
   const outDim = actionDim * h;
-  const encoder = { channels: cfg.encoderChannels, features: cfg.embeddingDim };
+  const encoder = { channels: cfg.encoderChannels, features: cfg.embeddingDim, pooling: cfg.encoderPooling };
   const net = new BcNetwork(
     engine,
     {
