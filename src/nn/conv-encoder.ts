@@ -13,7 +13,22 @@ import { attr } from '../util/onnx-proto.js';
 import type { Rng } from '../util/rng.js';
 import type { Value } from './graph.js';
 import { convApply, convParamSpecs, LAYER_NORM_EPS, type ConvSpec } from './layers.js';
-import { add, concat, conv2d, div, exp, layerNorm, matmul, max, mul, reshape, stopGradient, sub, sum, tanh } from './ops.js';
+import {
+  add,
+  concat,
+  conv2d,
+  div,
+  exp,
+  layerNorm,
+  matmul,
+  max,
+  mul,
+  reshape,
+  stopGradient,
+  sub,
+  sum,
+  tanh,
+} from './ops.js';
 import type { ParamLayout, ParamSpec } from './params.js';
 
 export interface ConvEncoderSpec {
@@ -88,7 +103,9 @@ export function validateConvEncoderSpec(spec: ConvEncoderSpec): void {
     throw new Error(`conv encoder: channels [${spec.channels.join(', ')}] must be positive integers`);
   if (!positive(spec.features)) throw new Error(`conv encoder: ${spec.features} features`);
   if (spec.pooling !== undefined && !CONV_ENCODER_POOLINGS.includes(spec.pooling))
-    throw new Error(`conv encoder: pooling ${String(spec.pooling)} is not one of ${CONV_ENCODER_POOLINGS.join(', ')}`);
+    throw new Error(
+      `conv encoder: pooling ${String(spec.pooling)} is not one of ${CONV_ENCODER_POOLINGS.join(', ')}`,
+    );
 }
 
 /** Width of the trunk's input: every cell of the last map, or an (x, y) per keypoint map. */
@@ -105,7 +122,8 @@ export function convEncoderParamSpecs(spec: ConvEncoderSpec, prefix: string): Pa
   validateConvEncoderSpec(spec);
   const out = convLayers(spec).flatMap((conv, i) => convParamSpecs(`${prefix}conv${i}`, conv));
   // No bias: a constant added to a whole map does not move its softmax.
-  if (spec.pooling === 'spatial-softmax') out.push(convParamSpecs(`${prefix}keypoints`, keypointConv(spec))[0]);
+  if (spec.pooling === 'spatial-softmax')
+    out.push(convParamSpecs(`${prefix}keypoints`, keypointConv(spec))[0]);
   out.push(
     { name: `${prefix}trunk/w`, shape: [pooledWidth(spec), spec.features] },
     { name: `${prefix}trunk/b`, shape: [spec.features] },
