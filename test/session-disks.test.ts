@@ -15,7 +15,8 @@ import {
   type LearnerServiceOptions,
 } from '../src/residual/service/learner-service.js';
 import { TransitionWal } from '../src/residual/service/wal.js';
-import { runActor, type ActorHandle } from '../src/runtime/session/actor.js';
+import { runActor } from '../src/runtime/session/actor.js';
+import type { ActorHandle } from '../src/runtime/session/actor-handle.js';
 import { Spool } from '../src/runtime/session/spool.js';
 import { ResrtError } from '../src/util/errors.js';
 import { PointMassEnv } from './residual-pointmass.js';
