@@ -12,7 +12,7 @@ import { startEmbeddedBroker } from '../src/hw/mqtt/broker.js';
 import { runActor } from '../src/runtime/session/actor.js';
 import type { ActorHandle } from '../src/runtime/session/actor-handle.js';
 import { TransitionWal } from '../src/residual/service/wal.js';
-import type { LearnerServiceOptions } from '../src/residual/service/learner-service.js';
+import type { LearnerServiceOptions } from '../src/residual/service/service-options.js';
 import { EpisodeAssembler, episodeRewards } from '../src/residual/service/ingest.js';
 import { ReplayBuffer, packSteps } from '../src/residual/replay.js';
 import { readCheckpoint } from '../src/residual/checkpoint.js';

@@ -16,7 +16,7 @@ import { MujocoEnv } from '../src/sim/env.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
 import { TransitionWal } from '../src/residual/service/wal.js';
 import { readCheckpoint } from '../src/residual/checkpoint.js';
-import type { LearnerServiceOptions } from '../src/residual/service/learner-service.js';
+import type { LearnerServiceOptions } from '../src/residual/service/service-options.js';
 import { decodeBatch, encodeBatch, type SessionTransition } from '../src/runtime/session/codec.js';
 import type { CameraFrames, Policy } from '../src/types.js';
 import { decodeImage, encodeRgbJpeg } from '../src/util/image-codec.js';
