@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { LearnerServiceOptions } from '../src/residual/service/learner-service.js';
+import type { LearnerServiceOptions } from '../src/residual/service/service-options.js';
 
 const repo = resolve(import.meta.dirname, '..');
 

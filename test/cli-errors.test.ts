@@ -213,6 +213,13 @@ const badInputs: BadInput[] = [
     after: (f) => expect(existsSync(join(f.dir, 'wrong-run'))).toBe(false),
   },
   {
+    name: 'learner --encoder that is not an encoder mode',
+    args: (f) => ['learner', '--out', join(f.dir, 'encoder-session'), '--encoder', 'pixels'],
+    cause: /--encoder pixels is not an encoder mode/,
+    fix: /use one of: base-embedding, none/,
+    after: (f) => expect(existsSync(join(f.dir, 'encoder-session'))).toBe(false),
+  },
+  {
     name: 'learner --resume with nothing to resume',
     args: (f) => ['learner', '--out', join(f.dir, 'empty-session'), '--resume'],
     cause: /nothing to resume: .*empty-session holds no session/,

@@ -9,11 +9,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { startEmbeddedBroker, type RunningBroker } from '../src/hw/mqtt/broker.js';
-import { runActor, type ActorHandle } from '../src/runtime/session/actor.js';
+import { runActor } from '../src/runtime/session/actor.js';
+import type { ActorHandle } from '../src/runtime/session/actor-handle.js';
 import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
 import { builtInTasks } from '../src/sim/registry.js';
 import { TransitionWal } from '../src/residual/service/wal.js';
-import type { LearnerServiceOptions } from '../src/residual/service/learner-service.js';
+import type { LearnerServiceOptions } from '../src/residual/service/service-options.js';
 import { smallLearner, waitFor, writeWeakReachBase } from './session-fixtures.js';
 import { killSoak, spawnLearner as spawnChildLearner, type ChildLearner } from './learner-kills.js';
 

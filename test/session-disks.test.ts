@@ -9,13 +9,11 @@ import { tmpdir } from 'node:os';
 import { RecordLog } from '../src/runtime/session/record-log.js';
 import { packSegment } from '../src/runtime/session/segment-pack.js';
 import { parseRecords } from '../src/runtime/session/record-frame.js';
-import {
-  runLearnerService,
-  type LearnerService,
-  type LearnerServiceOptions,
-} from '../src/residual/service/learner-service.js';
+import { runLearnerService, type LearnerService } from '../src/residual/service/learner-service.js';
+import type { LearnerServiceOptions } from '../src/residual/service/service-options.js';
 import { TransitionWal } from '../src/residual/service/wal.js';
-import { runActor, type ActorHandle } from '../src/runtime/session/actor.js';
+import { runActor } from '../src/runtime/session/actor.js';
+import type { ActorHandle } from '../src/runtime/session/actor-handle.js';
 import { Spool } from '../src/runtime/session/spool.js';
 import { ResrtError } from '../src/util/errors.js';
 import { PointMassEnv } from './residual-pointmass.js';

@@ -3,6 +3,7 @@ import { existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { ResrtError } from '../util/errors.js';
+import { ENCODER_MODES, type EncoderMode, type ResidualConfig } from '../residual/config.js';
 
 /**
  * Commander parsers that reject bad numbers with the fix. The fix's example is the option's default
@@ -93,6 +94,18 @@ export function checkProfile(profile: string): void {
       `--profile ${profile} is not a profile`,
       'use --profile auto, --profile cpu or --profile gpu (docs/learner.md)',
     );
+}
+
+/** --encoder of train and learner: the residual config's encoder mode; absent: the profile's. */
+export function encoderFlag(mode: string | undefined): Partial<ResidualConfig> {
+  if (mode === undefined) return {};
+  if (!(ENCODER_MODES as readonly string[]).includes(mode)) {
+    throw new ResrtError(
+      `--encoder ${mode} is not an encoder mode`,
+      `use one of: ${ENCODER_MODES.join(', ')}`,
+    );
+  }
+  return { encoder: mode as EncoderMode };
 }
 
 export interface Progress {

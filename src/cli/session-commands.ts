@@ -7,7 +7,7 @@ import { hasCheckpoint } from '../residual/checkpoint.js';
 import { loadRobotConfig, parseRobotUrl } from '../hw/robot-config.js';
 import { loadCalibration } from '../hw/servo/calibration.js';
 import { LeaderArm } from '../hw/servo/leader-arm.js';
-import type { ProfileName } from '../residual/config.js';
+import { ENCODER_MODES, type ProfileName } from '../residual/config.js';
 import { runLearnerService } from '../residual/service/index.js';
 import {
   attachTerminalKeys,
@@ -21,7 +21,7 @@ import { loadTask } from '../sim/registry.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { ResrtError } from '../util/errors.js';
 import { checkSendFrames } from '../runtime/session/camera-batch.js';
-import { checkProfile, inOutputFolder, parseFloatArg, parseIntArg } from './common.js';
+import { checkProfile, encoderFlag, inOutputFolder, parseFloatArg, parseIntArg } from './common.js';
 
 export function registerSessionCommands(program: Command): void {
   program
@@ -38,6 +38,10 @@ export function registerSessionCommands(program: Command): void {
     .option('--publish-every <n>', 'publish a residual every n updates', parseIntArg('--publish-every'))
     .option('--checkpoint-every <s>', 'checkpoint every s seconds', parseIntArg('--checkpoint-every'))
     .option('--reward <mode>', 'task | rlif (interventions are the reward signal)', 'task')
+    .option(
+      '--encoder <mode>',
+      `what the residual sees of the cameras with a camera base: ${ENCODER_MODES.join(' | ')} (default: the profile's, base-embedding)`,
+    )
     .option('--resume', 'continue the session in --out after a crash or stop')
     .option(
       '--wal-limit <MiB>',
@@ -60,6 +64,7 @@ export function registerSessionCommands(program: Command): void {
       checkProfile(opts.profile);
       if (opts.reward !== 'task' && opts.reward !== 'rlif')
         throw new ResrtError(`--reward ${opts.reward} is not a mode`, 'use --reward task or --reward rlif');
+      const config = encoderFlag(opts.encoder);
       if (opts.resume && !hasCheckpoint(opts.out) && !existsSync(join(opts.out, 'wal')))
         throw new ResrtError(
           `nothing to resume: ${opts.out} holds no session (no checkpoint.json, no write-ahead log)`,
@@ -77,6 +82,7 @@ export function registerSessionCommands(program: Command): void {
             brokerPort: opts.brokerPort,
             session: opts.session,
             profile: opts.profile as ProfileName | 'auto',
+            config,
             publishEvery: opts.publishEvery,
             checkpointEverySec: opts.checkpointEvery,
             rewardMode: opts.reward as 'task' | 'rlif',
@@ -272,6 +278,7 @@ interface LearnerCliOptions {
   publishEvery?: number;
   checkpointEvery?: number;
   reward: string;
+  encoder?: string;
   resume?: boolean;
   walLimit?: number;
   minFree?: number;

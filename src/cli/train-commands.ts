@@ -4,12 +4,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
 import { SuccessDetector } from '../runtime/success-detector.js';
-import {
-  ENCODER_MODES,
-  type EncoderMode,
-  type ProfileName,
-  type ResidualConfig,
-} from '../residual/config.js';
+import { ENCODER_MODES, type ProfileName, type ResidualConfig } from '../residual/config.js';
 import type { MixingSpec } from '../residual/mixing-run.js';
 import type { CameraSpec, Env } from '../types.js';
 import { hasCheckpoint } from '../residual/checkpoint.js';
@@ -22,6 +17,7 @@ import { loadTask, type AnyTask } from '../sim/registry.js';
 import { ResrtError } from '../util/errors.js';
 import {
   checkProfile,
+  encoderFlag,
   formatTable,
   inOutputFolder,
   parseIntArg,
@@ -148,17 +144,6 @@ interface TrainCliOptions extends MixingFlags {
   encoder?: string;
   set?: string[];
   successDetector?: string;
-}
-
-function encoderFlag(mode: string | undefined): Partial<ResidualConfig> {
-  if (mode === undefined) return {};
-  if (!(ENCODER_MODES as readonly string[]).includes(mode)) {
-    throw new ResrtError(
-      `--encoder ${mode} is not an encoder mode`,
-      `use one of: ${ENCODER_MODES.join(', ')}`,
-    );
-  }
-  return { encoder: mode as EncoderMode };
 }
 
 interface DemoCliOptions {

@@ -4,7 +4,8 @@
  * `READY {"brokerUrl": ..., "dashboardUrl": ...}` on stdout once it listens, logs to stderr, and
  * closes cleanly (checkpoint, log flush) on SIGTERM or SIGINT.
  */
-import { runLearnerService, type LearnerServiceOptions } from './learner-service.js';
+import { runLearnerService } from './learner-service.js';
+import type { LearnerServiceOptions } from './service-options.js';
 
 const options = JSON.parse(process.argv[2] ?? '{}') as LearnerServiceOptions;
 const service = await runLearnerService({ ...options, log: (l) => process.stderr.write(`${l}\n`) });

@@ -1,5 +1,7 @@
 /** Real-world sessions, actor side: what `resrt actor` calls (see docs/sessions.md). */
-export { runActor, type ActorOptions, type ActorRobotOptions, type ActorHandle } from './actor.js';
+export { runActor } from './actor.js';
+export type { ActorHandle } from './actor-handle.js';
+export type { ActorOptions, ActorRobotOptions } from './actor-options.js';
 export { attachTerminalKeys, applyKey, KEY_BINDINGS, type KeyAction } from './keys.js';
 export {
   sessionTopics,

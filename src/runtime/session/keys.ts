@@ -9,7 +9,7 @@
  * Single key presses, no Enter: a TTY is put into raw mode while attached.
  */
 import type { Readable } from 'node:stream';
-import type { ActorHandle } from './actor.js';
+import type { ActorHandle } from './actor-handle.js';
 
 export type KeyAction =
   'estop' | 'reset-estop' | 'success' | 'failure' | 'pause-resume' | 'reset-done' | 'stop';
