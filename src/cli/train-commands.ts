@@ -68,6 +68,10 @@ export function registerTrainCommands(program: Command): void {
       '--encoder <mode>',
       `what the residual sees of the cameras on a task with cameras: ${ENCODER_MODES.join(' | ')} (default: the profile's, base-embedding)`,
     )
+    .option(
+      '--encoder-file <file.onnx>',
+      'with --encoder file: a frozen encoder ONNX, one observation.images.<camera> input per camera -> features [batch, E]',
+    )
     .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2');
   addMixingFlags(train, "the trainer's step-0 evaluation of the base");
   train.action(async (opts: TrainCliOptions) => {
@@ -90,7 +94,7 @@ export function registerTrainCommands(program: Command): void {
       evalEpisodes: opts.evalEpisodes,
       checkpointEvery: opts.checkpointEvery,
       worker: opts.worker,
-      config: { ...parseOverrides(opts.set ?? []), ...encoderFlag(opts.encoder) },
+      config: { ...parseOverrides(opts.set ?? []), ...encoderFlag(opts.encoder, opts.encoderFile) },
       mixing: mixingSpecFromFlags(opts),
       successDetector: opts.successDetector,
     });
@@ -146,19 +150,32 @@ interface TrainCliOptions extends MixingFlags {
   checkpointEvery: number;
   worker: boolean;
   encoder?: string;
+  encoderFile?: string;
   set?: string[];
   successDetector?: string;
 }
 
-function encoderFlag(mode: string | undefined): Partial<ResidualConfig> {
-  if (mode === undefined) return {};
-  if (!(ENCODER_MODES as readonly string[]).includes(mode)) {
+function encoderFlag(mode: string | undefined, file: string | undefined): Partial<ResidualConfig> {
+  if (mode === undefined && file === undefined) return {};
+  if (mode !== undefined && !(ENCODER_MODES as readonly string[]).includes(mode)) {
     throw new ResrtError(
       `--encoder ${mode} is not an encoder mode`,
       `use one of: ${ENCODER_MODES.join(', ')}`,
     );
   }
-  return { encoder: mode as EncoderMode };
+  if (file !== undefined && mode !== 'file') {
+    throw new ResrtError(
+      `--encoder-file ${file} is read only with --encoder file${mode ? ` (this run has --encoder ${mode})` : ''}`,
+      `pass --encoder file --encoder-file ${file}, or drop --encoder-file`,
+    );
+  }
+  if (mode === 'file' && file === undefined) {
+    throw new ResrtError(
+      '--encoder file needs the encoder ONNX',
+      'pass --encoder-file ENCODER.onnx (one observation.images.<camera> input per camera, features [batch, E] out)',
+    );
+  }
+  return { encoder: mode as EncoderMode, ...(file !== undefined ? { encoderFile: file } : {}) };
 }
 
 interface DemoCliOptions {
