@@ -19,9 +19,19 @@ import { MetaKey } from './onnx-export.js';
 import { createSession, describeIo, readModelFile, type OnnxPolicyOptions } from './onnx-policy.js';
 import type { ImagePreprocess } from './preprocess.js';
 
-/** True when a residual file reads camera images itself (an image input of rank 4). */
+/**
+ * True when a file is a residual that reads camera images itself: an image input (rank 4) in a
+ * file that says it is a residual (resrt.kind, resrt.residual_encoder) or takes the base action.
+ * A visuomotor base has image inputs too, and none of the rest.
+ */
 export function isImageResidualHeader(header: OnnxModelHeader): boolean {
-  return header.graph.input.some((i) => (i.type?.tensorType?.shape?.dim?.length ?? 0) === 4);
+  const inputs = header.graph.input;
+  const meta = header.metadata;
+  const residual =
+    meta[MetaKey.kind] === 'residual' ||
+    MetaKey.residualEncoder in meta ||
+    inputs.some((i) => i.name === 'base_action');
+  return residual && inputs.some((i) => (i.type?.tensorType?.shape?.dim?.length ?? 0) === 4);
 }
 
 export class ImageResidual implements ResidualModel {
