@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildProgram } from '../src/cli.js';
 import { loadComposedPolicy } from '../src/cli/policy-commands.js';
+import { cameraFeatures } from '../src/residual/camera-features.js';
 import { readCheckpoint } from '../src/residual/checkpoint.js';
 import { makeConfig } from '../src/residual/config.js';
 import { exportResidualOnnx } from '../src/residual/export.js';
@@ -106,7 +107,9 @@ beforeAll(async () => {
 describe('encoder mode file', () => {
   it('resrt train --encoder file runs on push-cam with demonstrations, checkpoints and resumes; the one exported residual equals encoder-then-residual', async () => {
     const first = await resrt(...trainArgs(300, encoderPath));
-    expect(first).toMatch(/camera features: encoder file, 8 values per observation/);
+    expect(first).toMatch(
+      /camera features: encoder file from .*encoder\.onnx \(cameras top\), 8 values per observation/,
+    );
     expect(readCheckpoint(runDir)?.meta.encoderChecksum).toMatch(/^sha256:[0-9a-f]{64}$/);
     const resumed = await resrt(...trainArgs(400, encoderPath, '--resume'));
     expect(resumed).toMatch(/resumed from .* at 300 env steps/);
@@ -271,6 +274,16 @@ describe('encoder mode file', () => {
       /frames\["top"\]/,
     );
     await encoder.close();
+    // A from-scratch run has no base for the residual file to correct.
+    await fails(
+      cameraFeatures(
+        makeConfig('cpu', { encoder: 'file', encoderFile: encoderPath, useBase: false }),
+        { id: 'push-cam', cameras: [{ name: 'top', width: 84, height: 84, channels: 3, depth: false }] },
+        null,
+      ),
+      /encoder file corrects a base, and this run has no base/,
+      /train with a base \(--base, useBase true\)/,
+    );
     // Config and flags.
     expect(() => makeConfig('cpu', { encoder: 'file' })).toThrow(
       /--encoder file --encoder-file ENCODER\.onnx/,

@@ -109,7 +109,12 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   let demoSteps: StepRecord[] = [];
   try {
     features = await cameraFeatures(cfg, env, base);
-    if (features) log(`camera features: encoder ${features.mode}, ${features.dim} values per observation`);
+    if (features) {
+      const from = features.encoder
+        ? ` from ${features.encoder.path} (cameras ${features.encoder.cameras.join(', ')})`
+        : '';
+      log(`camera features: encoder ${features.mode}${from}, ${features.dim} values per observation`);
+    }
     frameCameras = replayFrameCameras(cfg, env, log);
     // What the base, the residual or replay reads of the cameras, so demonstrations must carry it.
     const readsCameras =
