@@ -97,15 +97,39 @@ export function checkProfile(profile: string): void {
 }
 
 /** --encoder of train and learner: the residual config's encoder mode; absent: the profile's. */
-export function encoderFlag(mode: string | undefined): Partial<ResidualConfig> {
-  if (mode === undefined) return {};
-  if (!(ENCODER_MODES as readonly string[]).includes(mode)) {
+/**
+ * `--encoder` (and `--encoder-file`) as config. `allowed` is what the command can serve: a learner
+ * session computes camera features from the base's embedding only, so it refuses the other modes
+ * instead of quietly learning from the state alone.
+ */
+export function encoderFlag(
+  mode: string | undefined,
+  file?: string,
+  allowed: readonly EncoderMode[] = ENCODER_MODES,
+): Partial<ResidualConfig> {
+  if (mode === undefined && file === undefined) return {};
+  if (mode !== undefined && !(allowed as readonly string[]).includes(mode)) {
+    const known = (ENCODER_MODES as readonly string[]).includes(mode);
     throw new ResrtError(
-      `--encoder ${mode} is not an encoder mode`,
-      `use one of: ${ENCODER_MODES.join(', ')}`,
+      known ? `--encoder ${mode} is not served by this command` : `--encoder ${mode} is not an encoder mode`,
+      known
+        ? `use one of: ${allowed.join(', ')} (resrt train takes every mode: ${ENCODER_MODES.join(', ')})`
+        : `use one of: ${allowed.join(', ')}`,
     );
   }
-  return { encoder: mode as EncoderMode };
+  if (file !== undefined && mode !== 'file') {
+    throw new ResrtError(
+      `--encoder-file ${file} is read only with --encoder file${mode ? ` (this run has --encoder ${mode})` : ''}`,
+      `pass --encoder file --encoder-file ${file}, or drop --encoder-file`,
+    );
+  }
+  if (mode === 'file' && file === undefined) {
+    throw new ResrtError(
+      '--encoder file needs the encoder ONNX',
+      'pass --encoder-file ENCODER.onnx (one observation.images.<camera> input per camera, features [batch, E] out)',
+    );
+  }
+  return { encoder: mode as EncoderMode, ...(file !== undefined ? { encoderFile: file } : {}) };
 }
 
 export interface Progress {

@@ -456,7 +456,9 @@ export async function loadComposedPolicy(
 ): Promise<Policy> {
   const expect = { expectObsDim: env.observationSpace.dim, expectActionDim: env.actionSpace.dim };
   const base = await OnnxPolicy.load(basePath, { ...expect, cameras: cameraSizes(env) });
-  const residual = residualPath ? await loadResidual(residualPath, expect) : null;
+  const residual = residualPath
+    ? await loadResidual(residualPath, { ...expect, cameras: cameraSizes(env) })
+    : null;
   if (residual) {
     try {
       checkResidualPairing(base, residual);

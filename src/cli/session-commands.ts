@@ -64,7 +64,8 @@ export function registerSessionCommands(program: Command): void {
       checkProfile(opts.profile);
       if (opts.reward !== 'task' && opts.reward !== 'rlif')
         throw new ResrtError(`--reward ${opts.reward} is not a mode`, 'use --reward task or --reward rlif');
-      const config = encoderFlag(opts.encoder);
+      // The learner service computes camera features from the base's embedding (or none).
+      const config = encoderFlag(opts.encoder, undefined, ['base-embedding', 'none']);
       if (opts.resume && !hasCheckpoint(opts.out) && !existsSync(join(opts.out, 'wal')))
         throw new ResrtError(
           `nothing to resume: ${opts.out} holds no session (no checkpoint.json, no write-ahead log)`,

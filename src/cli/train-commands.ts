@@ -64,6 +64,10 @@ export function registerTrainCommands(program: Command): void {
       '--encoder <mode>',
       `what the residual sees of the cameras on a task with cameras: ${ENCODER_MODES.join(' | ')} (default: the profile's, base-embedding)`,
     )
+    .option(
+      '--encoder-file <file.onnx>',
+      'with --encoder file: a frozen encoder ONNX, one observation.images.<camera> input per camera -> features [batch, E]',
+    )
     .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2');
   addMixingFlags(train, "the trainer's step-0 evaluation of the base");
   train.action(async (opts: TrainCliOptions) => {
@@ -86,7 +90,7 @@ export function registerTrainCommands(program: Command): void {
       evalEpisodes: opts.evalEpisodes,
       checkpointEvery: opts.checkpointEvery,
       worker: opts.worker,
-      config: { ...parseOverrides(opts.set ?? []), ...encoderFlag(opts.encoder) },
+      config: { ...parseOverrides(opts.set ?? []), ...encoderFlag(opts.encoder, opts.encoderFile) },
       mixing: mixingSpecFromFlags(opts),
       successDetector: opts.successDetector,
     });
@@ -142,6 +146,7 @@ interface TrainCliOptions extends MixingFlags {
   checkpointEvery: number;
   worker: boolean;
   encoder?: string;
+  encoderFile?: string;
   set?: string[];
   successDetector?: string;
 }

@@ -1,11 +1,15 @@
 /**
- * What a residual sees of the cameras (ResidualConfig.encoder). In `base-embedding` mode the
- * features are the frozen base's own `embedding` output, read right after the base acted on the
- * observation, so they cost nothing beyond the base's forward pass; the trainer caches them in
- * replay in front of the state, so the learner's observation is [features | state].
+ * What a residual sees of the cameras (ResidualConfig.encoder), as features computed once per env
+ * step and cached in replay in front of the state, so the learner's observation is
+ * [features | state]:
+ * - `base-embedding`: the frozen base's own `embedding` output, read right after the base acted on
+ *   the observation, so it costs nothing beyond the base's forward pass;
+ * - `file`: a frozen encoder ONNX given by the user (src/runtime/frame-encoder.ts), one session
+ *   call on the observation's frames; the exported residual carries it.
  */
 import { isEmbeddingSource } from '../runtime/compose.js';
-import type { Env, Policy } from '../types.js';
+import { FrameEncoder } from '../runtime/frame-encoder.js';
+import type { CameraFrames, Env, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import type { ResidualConfig } from './config.js';
 
@@ -13,21 +17,28 @@ export interface CameraFeatures {
   readonly mode: ResidualConfig['encoder'];
   /** Feature width E. */
   readonly dim: number;
-  /** The features of the observation the base acted on last (a fresh copy). */
-  read(): Float32Array;
+  /** The encoder the exported residual carries (mode file); null when the base computes them. */
+  readonly encoder: FrameEncoder | null;
+  /**
+   * The features of this observation (a fresh copy); call it after the base acted on the
+   * observation (base-embedding reads the base's latest embedding, file encodes `frames`).
+   */
+  read(frames: CameraFrames | undefined): Promise<Float32Array>;
+  close(): Promise<void>;
 }
 
 /**
  * The camera features for this run, or null when the residual reads the state alone (no cameras,
- * or encoder 'none'). Throws, naming the fix, when the mode cannot work with this base.
+ * or encoder 'none'). Throws, naming the fix, when the mode cannot work with this base or file.
  */
-export function cameraFeatures(
+export async function cameraFeatures(
   cfg: ResidualConfig,
   env: Pick<Env, 'id' | 'cameras'>,
   base: Policy | null,
-): CameraFeatures | null {
+): Promise<CameraFeatures | null> {
   const cameras = env.cameras ?? [];
   if (cameras.length === 0 || cfg.encoder === 'none') return null;
+  if (cfg.encoder === 'file') return fileFeatures(cfg, env, base);
   const names = cameras.map((c) => c.name).join(', ');
   if (!base) {
     throw new ResrtError(
@@ -45,7 +56,8 @@ export function cameraFeatures(
   return {
     mode: cfg.encoder,
     dim,
-    read(): Float32Array {
+    encoder: null,
+    read(): Promise<Float32Array> {
       const e = base.lastEmbedding;
       if (!e || e.length !== dim) {
         throw new ResrtError(
@@ -53,8 +65,35 @@ export function cameraFeatures(
           'a chunked or stateful base must report its embedding with every action; use a base exported by `resrt bc --cameras`',
         );
       }
-      return Float32Array.from(e);
+      return Promise.resolve(Float32Array.from(e));
     },
+    close: () => Promise.resolve(),
+  };
+}
+
+async function fileFeatures(
+  cfg: ResidualConfig,
+  env: Pick<Env, 'id' | 'cameras'>,
+  base: Policy | null,
+): Promise<CameraFeatures> {
+  if (!base) {
+    // The exported file would be a whole policy reading images and state; the runtime loads
+    // residuals that read images beside a base only.
+    throw new ResrtError(
+      `encoder file corrects a base, and this run has no base (useBase is false) on ${env.id}`,
+      'train with a base (--base, useBase true), or pass --encoder none to learn from the state alone',
+    );
+  }
+  const sizes = Object.fromEntries(
+    (env.cameras ?? []).map((c) => [c.name, { width: c.width, height: c.height }]),
+  );
+  const encoder = await FrameEncoder.load(cfg.encoderFile, sizes);
+  return {
+    mode: 'file',
+    dim: encoder.featureDim,
+    encoder,
+    read: (frames) => encoder.encode(frames),
+    close: () => encoder.close(),
   };
 }
 

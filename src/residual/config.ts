@@ -74,16 +74,22 @@ export interface ResidualConfig {
    * it); the actor reads [features | state | base action], the critics [features | state | action].
    * 'base-embedding': the frozen base's `embedding` output (resrt bc --cameras exports one),
    *   computed once per env step when the base acts and cached in replay as a float vector.
+   * 'file': a frozen encoder ONNX given by the user (encoderFile; e.g. a pretrained ResNet or
+   *   DINO exported with one `observation.images.<camera>` input per camera and a [batch, E]
+   *   output), run once per env step on the observation's frames, cached in replay the same way,
+   *   and carried inside the exported residual.
    * 'none': the residual reads the state alone, frames are not used.
    */
   encoder: EncoderMode;
+  /** The encoder ONNX of encoder 'file' (a path); '' for every other mode. */
+  encoderFile: string;
   /** Keep the cameras' frames in replay (uint8, each once; docs/learner.md "Replay with frames"). */
   replayFrames: boolean;
 }
 
 /** See ResidualConfig.encoder. */
-export type EncoderMode = 'base-embedding' | 'none';
-export const ENCODER_MODES: readonly EncoderMode[] = ['base-embedding', 'none'];
+export type EncoderMode = 'base-embedding' | 'file' | 'none';
+export const ENCODER_MODES: readonly EncoderMode[] = ['base-embedding', 'file', 'none'];
 
 export type ProfileName = 'gpu' | 'cpu';
 
@@ -127,6 +133,7 @@ const gpuProfile: ResidualConfig = {
   heldBackBc: 0.4,
   // The base's own embedding: the one camera mode built so far (docs/learner.md, "Encoder modes").
   encoder: 'base-embedding',
+  encoderFile: '',
   // Off until a mode reads frames from replay (the learned encoder will switch it on).
   replayFrames: false,
 };
@@ -241,6 +248,18 @@ export function validateConfig(cfg: ResidualConfig): void {
   inRange('heldBackBc', 0, 100);
   if (!ENCODER_MODES.includes(cfg.encoder))
     bad(`encoder = ${String(cfg.encoder)}`, `encoder must be one of: ${ENCODER_MODES.join(', ')}`);
+  if (typeof cfg.encoderFile !== 'string')
+    bad(`encoderFile = ${String(cfg.encoderFile)}`, 'encoderFile must be a path to an encoder ONNX file');
+  else if (cfg.encoder === 'file' && cfg.encoderFile === '')
+    bad(
+      'encoder = file without encoderFile',
+      'name the encoder ONNX: --encoder file --encoder-file ENCODER.onnx',
+    );
+  else if (cfg.encoder !== 'file' && cfg.encoderFile !== '')
+    bad(
+      `encoderFile = ${cfg.encoderFile} with encoder = ${cfg.encoder}`,
+      'the encoder file is read only in encoder mode file: pass --encoder file, or drop --encoder-file',
+    );
   for (const k of ['layerNorm', 'normalizeObs', 'useBase', 'replayFrames'] as const)
     if (typeof cfg[k] !== 'boolean') bad(`${k} = ${String(cfg[k])}`, `${k} must be true or false`);
   if (cfg.criticInput !== 'action' && cfg.criticInput !== 'residual')

@@ -2,11 +2,20 @@
  * The residual actor as data (MlpPolicySpec: inputs [obs, base_action], observation normalization
  * baked in, tanh × actionScale output, metadata kind=residual) and as an ONNX file through the
  * runtime's exporter. A from-scratch actor (no base input) exports as a plain base policy. A camera
- * residual in base-embedding mode reads [base_embedding, obs, base_action] (src/runtime/camera-residual.ts).
+ * residual in base-embedding mode reads [base_embedding, obs, base_action] (src/runtime/camera-residual.ts);
+ * one whose features come from an encoder graph (modes file, learned) carries that graph, its
+ * features wired into the MLP's feature input, and reads [images, obs, base_action]
+ * (src/runtime/image-residual.ts).
  */
 import type { DenseLayerSpec, MlpPolicySpec } from '../types.js';
 import { exportMlpToOnnx, MetaKey } from '../runtime/onnx-export.js';
 import { BASE_EMBEDDING_INPUT, RESIDUAL_ENCODER_KEY } from '../runtime/camera-residual.js';
+import { prependEncoder } from '../runtime/fused-graph.js';
+import { imagesMetadata } from '../runtime/image-feeds.js';
+import { IMAGES_META_KEY } from '../runtime/image-inputs.js';
+import type { ImagePreprocess } from '../runtime/preprocess.js';
+import { ResrtError } from '../util/errors.js';
+import { decodeModel, encodeModel, graphChecksum } from '../util/onnx-proto.js';
 import { writeFileAtomic } from '../util/files.js';
 
 export interface ResidualSpecInput {
@@ -23,6 +32,8 @@ export interface ResidualSpecInput {
   obsStd: Float32Array | null;
   /** Learner version (actor updates) recorded as resrt.version. */
   version: number;
+  /** Where the leading featureDim columns come from (ResidualConfig.encoder); default base-embedding. */
+  encoder?: string;
   metadata?: Record<string, string>;
 }
 
@@ -54,7 +65,9 @@ export function residualPolicySpec(r: ResidualSpecInput): MlpPolicySpec {
     metadata: {
       [MetaKey.kind]: r.useBase ? 'residual' : 'base',
       [MetaKey.obsDim]: String(r.obsDim - E),
-      ...(E > 0 ? { [RESIDUAL_ENCODER_KEY]: 'base-embedding', [MetaKey.embeddingDim]: String(E) } : {}),
+      ...(E > 0
+        ? { [RESIDUAL_ENCODER_KEY]: r.encoder ?? 'base-embedding', [MetaKey.embeddingDim]: String(E) }
+        : {}),
       [MetaKey.version]: String(r.version),
       'resrt.trained_by': r.useBase ? 'resrt residual TD3 (ResFiT)' : 'resrt TD3 from scratch (RLPD)',
       ...r.metadata,
@@ -62,9 +75,57 @@ export function residualPolicySpec(r: ResidualSpecInput): MlpPolicySpec {
   };
 }
 
-/** Writes the spec as ONNX (atomically) and returns the bytes. */
-export function exportResidualOnnx(spec: MlpPolicySpec, path?: string): Uint8Array {
-  const bytes = exportMlpToOnnx(spec);
+/** An encoder graph an exported residual carries: image inputs -> features [batch, E]. */
+export interface CarriedEncoder {
+  /** resrt.residual_encoder of the file: 'file' or 'learned'. */
+  readonly mode: string;
+  readonly bytes: Uint8Array;
+  /** Its image inputs with the preprocessing they were trained with. */
+  readonly images: readonly ImagePreprocess[];
+  readonly outputName: string;
+}
+
+/**
+ * Writes the spec as ONNX (atomically) and returns the bytes; with `encoder`, the one file that
+ * holds encoder and residual (the spec's base_embedding input takes the encoder's features).
+ */
+export function exportResidualOnnx(spec: MlpPolicySpec, path?: string, encoder?: CarriedEncoder): Uint8Array {
+  const mlp = exportMlpToOnnx(spec);
+  const bytes = encoder ? carryEncoder(mlp, encoder) : mlp;
   if (path) writeFileAtomic(path, bytes);
   return bytes;
+}
+
+function carryEncoder(mlp: Uint8Array, encoder: CarriedEncoder): Uint8Array {
+  const imageShapes = Object.fromEntries(
+    encoder.images.map((s) => [
+      s.input,
+      s.layout === 'NCHW' ? [0, 3, s.height, s.width] : [0, s.height, s.width, 3],
+    ]),
+  );
+  const merged = prependEncoder(
+    encoder.bytes,
+    { imageInputs: encoder.images.map((s) => s.input), outputName: encoder.outputName, imageShapes },
+    mlp,
+    BASE_EMBEDDING_INPUT,
+  );
+  if (!merged.ok) {
+    throw new ResrtError(
+      `cannot write the residual with its encoder (${encoder.mode}): ${merged.reason}`,
+      'export the encoder with standard operators at opset 17 or later and its weights inside the file',
+    );
+  }
+  const { model } = merged;
+  const meta = new Map((decodeModel(mlp).metadataProps ?? []).map((p) => [p.key, p.value]));
+  // The features are the encoder's, not a base's embedding; the images' preprocessing is the one trained with.
+  meta.delete(MetaKey.checksum);
+  meta.delete(MetaKey.embeddingDim);
+  meta.set(RESIDUAL_ENCODER_KEY, encoder.mode);
+  meta.set(IMAGES_META_KEY, imagesMetadata(encoder.images));
+  model.metadataProps = [...meta].map(([key, value]) => ({ key, value }));
+  // The checksum hashes the graph field only, so adding it does not change what it hashes.
+  const checksum = graphChecksum(encodeModel(model));
+  if (!checksum) throw new Error('internal: encoded model has no graph');
+  model.metadataProps.push({ key: MetaKey.checksum, value: checksum });
+  return encodeModel(model);
 }

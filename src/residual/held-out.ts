@@ -110,8 +110,13 @@ export async function evaluateHeldOut(o: HeldOutOptions): Promise<HeldOutResult>
       seed: o.firstSeed,
       onEpisode: () => o.onEpisode?.(++done, total),
     });
-  // A residual file may read the base's camera embedding (CameraResidual); loadResidual picks.
-  const written = o.base ? await loadResidual(o.onnxPath, dims) : await OnnxPolicy.load(o.onnxPath, dims);
+  // A residual file may read the base's camera embedding or the frames themselves; loadResidual picks.
+  const cameras = Object.fromEntries(
+    (o.env.cameras ?? []).map((c) => [c.name, { width: c.width, height: c.height }]),
+  );
+  const written = o.base
+    ? await loadResidual(o.onnxPath, { ...dims, cameras })
+    : await OnnxPolicy.load(o.onnxPath, dims);
   try {
     const base = o.evaluateBase && o.base ? await run(new ComposedPolicy({ base: o.base })) : null;
     const residual = await run(

@@ -189,6 +189,7 @@ export class LearnerHost {
       obsMean: l.obsMean,
       obsStd: l.obsStd,
       version: l.actorUpdates,
+      encoder: l.cfg.encoder,
     });
   }
 

@@ -37,7 +37,7 @@ export class ResidualActor implements Policy {
   }
   async act(obs: Float32Array, frames?: CameraFrames): Promise<Float32Array> {
     const baseAction = this.base ? await this.base.act(obs, frames) : new Float32Array(this.actionDim);
-    const res = this.residual(obs, baseAction, this.features?.read() ?? null);
+    const res = this.residual(obs, baseAction, this.features ? await this.features.read(frames) : null);
     this.lastBase = baseAction;
     this.lastResidual = res;
     return compose(baseAction, res);

@@ -52,14 +52,14 @@ export async function relabelDemos(
     const T = ep.actions.length;
     const frames = cameras.length ? demoFramesOf(demos, ep, index, camera.frames, cameras) : undefined;
     let baseHere = base ? Float32Array.from(await base.act(ep.obs[0], frames?.[0])) : zero;
-    let featHere = features ? features.read() : null;
+    let featHere = features ? await features.read(frames?.[0]) : null;
     for (let t = 0; t < T; t++) {
       const last = t === T - 1;
       const terminated = last && ep.terminated;
       const nextBase =
         base && !terminated ? Float32Array.from(await base.act(ep.obs[t + 1], frames?.[t + 1])) : zero;
       // No base query after termination: its features are never bootstrapped from (discount 0).
-      const nextFeat = features ? (terminated ? noFeatures : features.read()) : null;
+      const nextFeat = features ? (terminated ? noFeatures : await features.read(frames?.[t + 1])) : null;
       steps.push({
         ...(frames ? { frames: frames[t], nextFrames: frames[t + 1] } : {}),
         obs: withFeatures(featHere, ep.obs[t]),

@@ -21,7 +21,7 @@ import { replayFrameCameras } from './trainer-frames.js';
 import { getRngState, setRngState } from './rng-state.js';
 import { writeCurves } from './curves.js';
 import { exportResidualOnnx } from './export.js';
-import { cameraFeatures, withFeatures } from './camera-features.js';
+import { cameraFeatures, withFeatures, type CameraFeatures } from './camera-features.js';
 import {
   evaluateHeldOut,
   heldOutSeed,
@@ -104,24 +104,42 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   const A = env.actionSpace.dim;
   const taskName = options.taskName ?? env.id;
 
-  const features = cameraFeatures(cfg, env, base);
+  let features: CameraFeatures | null = null;
+  let frameCameras: ReturnType<typeof replayFrameCameras> = null;
+  let demoSteps: StepRecord[] = [];
+  try {
+    features = await cameraFeatures(cfg, env, base);
+    if (features) {
+      const from = features.encoder
+        ? ` from ${features.encoder.path} (cameras ${features.encoder.cameras.join(', ')})`
+        : '';
+      log(`camera features: encoder ${features.mode}${from}, ${features.dim} values per observation`);
+    }
+    frameCameras = replayFrameCameras(cfg, env, log);
+    // What the base, the residual or replay reads of the cameras, so demonstrations must carry it.
+    const readsCameras =
+      features !== null || frameCameras !== null || (base !== null && hasImageInputs(base));
+    demoSteps = options.demos
+      ? await relabelDemos(options.demos, base, A, {
+          frames: options.demoFrames,
+          features,
+          cameras: readsCameras ? (env.cameras ?? []).map((c) => c.name) : [],
+        })
+      : [];
+  } catch (err) {
+    await features?.close();
+    await env.close();
+    await evalEnv.close();
+    throw err;
+  }
   const E = features?.dim ?? 0;
-  if (features) log(`camera features: encoder ${features.mode}, ${E} values per observation`);
-  const frameCameras = replayFrameCameras(cfg, env, log);
-  // What the base, the residual or replay reads of the cameras, so demonstrations must carry it.
-  const readsCameras = features !== null || frameCameras !== null || (base !== null && hasImageInputs(base));
-  const demoSteps = options.demos
-    ? await relabelDemos(options.demos, base, A, {
-        frames: options.demoFrames,
-        features,
-        cameras: readsCameras ? (env.cameras ?? []).map((c) => c.name) : [],
-      })
-    : [];
   // The learner observes [features | state].
   const LO = E + O;
   const useWorker = options.worker ?? true;
   const link: LearnerLink = useWorker ? new WorkerLink() : new InProcessLink();
-  const meta = { task: taskName, obsDim: LO, actionDim: A, config: cfg, seed };
+  // A file encoder's graph is part of what the checkpointed features mean: a resume must use it.
+  const encoderChecksum = features?.encoder ? { encoderChecksum: features.encoder.checksum } : {};
+  const meta = { task: taskName, obsDim: LO, actionDim: A, config: cfg, seed, ...encoderChecksum };
   const rng = new Rng((seed ^ 0x5eed1e55) >>> 0);
   let state: TrainerState = {
     envSteps: 0,
@@ -143,6 +161,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   try {
     outLock = lockRunFolder(options.outDir, 'training run');
   } catch (err) {
+    await features?.close();
     await env.close();
     await evalEnv.close();
     throw err;
@@ -288,7 +307,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       let frames = first.frames;
       base?.reset?.(epSeed);
       let baseAction = base ? Float32Array.from(await base.act(obs, first.frames)) : zero;
-      let feat = features ? features.read() : null;
+      let feat = features ? await features.read(first.frames) : null;
       let success = false;
       let trueSuccess = false;
       const pending: StepRecord[] = [];
@@ -343,7 +362,11 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
         const nextBase =
           base && !outcome.terminated ? Float32Array.from(await base.act(step.obs, step.frames)) : zero;
         // After termination the base is not queried; those features are never bootstrapped from.
-        const nextFeat = features ? (outcome.terminated ? new Float32Array(E) : features.read()) : null;
+        const nextFeat = features
+          ? outcome.terminated
+            ? new Float32Array(E)
+            : await features.read(step.frames)
+          : null;
         pending.push({
           obs: withFeatures(feat, obs),
           baseAction,
@@ -406,7 +429,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     await link.advance(targetUpdates(state.envSteps), targetUpdates(state.envSteps));
     finalEval = state.lastEvalAt === state.envSteps && state.curve.length ? null : await runEval();
     const spec = link.policy()?.spec;
-    if (spec) exportResidualOnnx(spec, onnxPath);
+    if (spec) exportResidualOnnx(spec, onnxPath, features?.encoder ?? undefined);
     await checkpoint();
     // What the run reports is the file it wrote, on episodes nothing during training saw.
     let heldOut: HeldOutResult | null = null;
@@ -466,6 +489,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     throw asDivergence(err, options.outDir);
   } finally {
     await link.close();
+    await features?.close();
     await env.close();
     await evalEnv.close();
     outLock.release();

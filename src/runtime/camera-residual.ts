@@ -5,8 +5,9 @@
  *   obs            [batch, O]  the state vector
  *   base_action    [batch, A]  the base's action (normalized, as the robot takes it)
  * and returns `residual` [batch, A]. Normalization of [embedding | state] is baked into the graph.
- * `loadResidual` picks this loader for such files and OnnxPolicy's for state-only residuals, so
- * `resrt eval --residual`, `resrt run` and the trainer load one residual file either way.
+ * `loadResidual` picks this loader for such files, ImageResidual's (image-residual.ts) for
+ * residuals that carry their own encoder (modes file, learned) and OnnxPolicy's for state-only
+ * residuals, so `resrt eval --residual`, `resrt run` and the trainer load one residual file either way.
  */
 import * as ort from 'onnxruntime-node';
 import { ResrtError } from '../util/errors.js';
@@ -14,9 +15,10 @@ import { decodeModelHeader, type OnnxModelHeader } from '../util/onnx-proto.js';
 import type { ResidualContext, ResidualModel } from './compose.js';
 import { MetaKey } from './onnx-export.js';
 import { createSession, OnnxPolicy, readModelFile, type OnnxPolicyOptions } from './onnx-policy.js';
+import { ImageResidual, isImageResidualHeader } from './image-residual.js';
 
 /** Metadata key naming the encoder mode a camera residual was trained with. */
-export const RESIDUAL_ENCODER_KEY = 'resrt.residual_encoder';
+export const RESIDUAL_ENCODER_KEY = MetaKey.residualEncoder;
 /** The graph input that carries the base's embedding. */
 export const BASE_EMBEDDING_INPUT = 'base_embedding';
 
@@ -144,24 +146,26 @@ export function cameraResidualWidths(header: OnnxModelHeader): {
   };
 }
 
-/** True when the model is a camera residual (it reads the base's embedding). */
+/** True when the model is a camera residual that reads the base's embedding. */
 export function isCameraResidualHeader(header: OnnxModelHeader): boolean {
+  if (isImageResidualHeader(header)) return false;
   return (
     RESIDUAL_ENCODER_KEY in header.metadata || header.graph.input.some((i) => i.name === BASE_EMBEDDING_INPUT)
   );
 }
 
-/** True when the file is a camera residual (it reads the base's embedding). */
-export function isCameraResidualFile(path: string): boolean {
-  return isCameraResidualHeader(decodeModelHeader(readModelFile(path), path));
-}
+/** Any residual file as the runtime runs it. */
+export type LoadedResidual = OnnxPolicy | CameraResidual | ImageResidual;
 
-/** Loads a residual file: a camera residual, or a state-only one through OnnxPolicy. */
-export async function loadResidual(
-  path: string,
-  options: OnnxPolicyOptions = {},
-): Promise<CameraResidual | OnnxPolicy> {
-  if (isCameraResidualFile(path)) return CameraResidual.load(path, options);
+/**
+ * Loads a residual file: one that reads images (its encoder inside), one that reads the base's
+ * embedding, or a state-only one through OnnxPolicy. `options.cameras` checks an image residual's
+ * cameras against the task or robot.
+ */
+export async function loadResidual(path: string, options: OnnxPolicyOptions = {}): Promise<LoadedResidual> {
+  const header = decodeModelHeader(readModelFile(path), path);
+  if (isImageResidualHeader(header)) return ImageResidual.load(path, options);
+  if (isCameraResidualHeader(header)) return CameraResidual.load(path, options);
   return OnnxPolicy.load(path, { ...options, residual: true });
 }
 

@@ -166,7 +166,7 @@ function prefixNodes(nodes: OnnxNode[], prefix: string, rename: Map<string, stri
   }));
 }
 
-function checkGraph(model: OnnxModel, who: string, role: GraphRole): string | null {
+function checkGraph(model: OnnxModel, who: string, role: Pick<GraphRole, 'chunkLength'>): string | null {
   if (role.chunkLength !== 1) {
     return `the ${who} predicts action chunks (H = ${role.chunkLength}); its chunk executor runs between the base and the residual`;
   }
@@ -337,4 +337,109 @@ export function fuseBaseAndResidual(
     ok: true,
     graph: { bytes: encodeModel(model), obsInputs: { base: obsBase, residual: obsResidual } },
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// An image encoder in front of a residual: one residual file that reads images.
+
+/**
+ * The default-domain opset the residual MLP is written at (onnx-export.ts). None of its operators
+ * (Concat, Sub, Div, Gemm, LayerNormalization, Relu, Tanh, Mul) has changed meaning in a later
+ * opset, so it runs unchanged at the encoder's opset when that is at least this one.
+ */
+export const RESIDUAL_MLP_MIN_OPSET = 17;
+
+/** Why an encoder graph cannot be carried into a residual file; null when it can. */
+export function encoderGraphProblem(bytes: Uint8Array): string | null {
+  const unsupported = unsupportedContent(bytes);
+  if (unsupported) return `its ${unsupported}, which resrt's graph surgery does not carry over`;
+  const model = decodeModel(bytes);
+  const problem = checkGraph(model, 'encoder', { chunkLength: 1 });
+  if (problem) return problem;
+  const opset = defaultOpset(model);
+  if (opset === undefined) return 'it declares no default-domain opset';
+  if (opset < RESIDUAL_MLP_MIN_OPSET) {
+    return `it uses opset ${opset}; the residual it feeds needs opset ${RESIDUAL_MLP_MIN_OPSET} or later (LayerNormalization) in the same file`;
+  }
+  return null;
+}
+
+/**
+ * Joins a frozen encoder (image inputs -> `encoderOutput` [batch, E]) and a residual MLP whose
+ * input `featureInput` takes those features, into one graph:
+ *
+ *   observation.images.<camera> ─► encoder/… ─► features ─┐
+ *   obs ──────────────────────────────────────────────────┼─► residual/… ─► residual [batch, A]
+ *   base_action ──────────────────────────────────────────┘
+ *
+ * Image inputs keep the encoder's names, types and shapes; `imageShapes` may fix their height and
+ * width (an encoder exported with symbolic sizes, resolved against the cameras it was trained on).
+ * The merged model has no metadata: the caller writes it.
+ */
+export function prependEncoder(
+  encoderBytes: Uint8Array,
+  encoder: { imageInputs: readonly string[]; outputName: string; imageShapes?: Record<string, number[]> },
+  residualBytes: Uint8Array,
+  featureInput: string,
+): { ok: true; model: OnnxModel } | { ok: false; reason: string } {
+  const problem = encoderGraphProblem(encoderBytes);
+  if (problem) return { ok: false, reason: `the encoder cannot be merged into the residual: ${problem}` };
+  const e = decodeModel(encoderBytes);
+  const r = decodeModel(residualBytes);
+  if (!e.graph.output.some((o) => o.name === encoder.outputName)) {
+    return { ok: false, reason: `the encoder graph has no output '${encoder.outputName}'` };
+  }
+  const residualInputs = new Set(r.graph.input.map((i) => i.name));
+  if (!residualInputs.has(featureInput)) {
+    return { ok: false, reason: `the residual graph has no feature input '${featureInput}'` };
+  }
+  const imageInputs: OnnxValueInfo[] = [];
+  for (const name of encoder.imageInputs) {
+    const info = e.graph.input.find((i) => i.name === name);
+    if (!info) return { ok: false, reason: `the encoder graph has no image input '${name}'` };
+    if (residualInputs.has(name)) {
+      return { ok: false, reason: `the encoder's image input '${name}' is also an input of the residual` };
+    }
+    const shape = encoder.imageShapes?.[name];
+    const dims = info.type?.tensorType?.shape?.dim;
+    if (shape && dims?.length === shape.length) {
+      // The batch axis stays as exported; height and width become the sizes trained with.
+      shape.forEach((d, k) => {
+        if (k > 0) dims[k] = { dimValue: d };
+      });
+    }
+    imageInputs.push(info);
+  }
+  const encoderNames = new Map(encoder.imageInputs.map((n) => [n, n]));
+  const features = `encoder/${encoder.outputName}`;
+  const residualNames = new Map<string, string>([[featureInput, features]]);
+  for (const name of residualInputs) if (name !== featureInput) residualNames.set(name, name);
+  for (const o of r.graph.output) residualNames.set(o.name, o.name);
+  // The residual's opset is the floor; a later encoder opset runs the residual's operators unchanged.
+  const opsetImport = e.opsetImport.map((o) =>
+    DEFAULT_DOMAINS.has(o.domain ?? '')
+      ? { domain: '', version: Math.max(Number(o.version), defaultOpset(r) ?? 0) }
+      : o,
+  );
+  const model: OnnxModel = {
+    irVersion: Math.max(Number(e.irVersion), Number(r.irVersion)),
+    producerName: 'resrt',
+    producerVersion: r.producerVersion,
+    opsetImport,
+    graph: {
+      name: 'resrt_image_residual',
+      node: [
+        ...prefixNodes(e.graph.node, 'encoder/', encoderNames),
+        ...prefixNodes(r.graph.node, 'residual/', residualNames),
+      ],
+      initializer: [
+        ...e.graph.initializer.map((t) => ({ ...t, name: `encoder/${t.name}` })),
+        ...r.graph.initializer.map((t) => ({ ...t, name: `residual/${t.name}` })),
+      ],
+      input: [...imageInputs, ...r.graph.input.filter((i) => i.name !== featureInput)],
+      output: r.graph.output,
+    },
+    metadataProps: [],
+  };
+  return { ok: true, model };
 }

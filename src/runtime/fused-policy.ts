@@ -16,16 +16,19 @@ import {
   BASE_EMBEDDING_INPUT,
   checkResidualPairing,
   loadResidual,
+  type LoadedResidual,
 } from './camera-residual.js';
+import { ImageResidual } from './image-residual.js';
 import { ComposedPolicy, ResidualComposer, type ComposedStep } from './compose.js';
 import type { ChunkExecutorOptions } from './chunk.js';
 import { fuseBaseAndResidual, type GraphRole } from './fused-graph.js';
-import { imageTensor, OnnxPolicy, readModelFile } from './onnx-policy.js';
+import { imageTensor } from './image-feeds.js';
+import { OnnxPolicy, readModelFile } from './onnx-policy.js';
 import { openPolicySession, type Feeds, type Fetches, type PolicySession } from './ort-sync.js';
 import { checkFrame, imageSize, preprocessFrame, type ImagePreprocess } from './preprocess.js';
 
-/** A residual the loop can run: a state-only actor (OnnxPolicy) or a camera residual. */
-export type LoopResidual = OnnxPolicy | CameraResidual;
+/** A residual the loop can run: a state-only actor (OnnxPolicy), or one that reads the cameras. */
+export type LoopResidual = LoadedResidual;
 
 export type Normalization = { mean: Float32Array; std: Float32Array } | null;
 
@@ -56,7 +59,7 @@ function sameNormalization(a: Normalization, b: Normalization): boolean {
   return true;
 }
 
-function graphRole(p: LoopResidual): GraphRole {
+function graphRole(p: OnnxPolicy | CameraResidual): GraphRole {
   if (p instanceof CameraResidual) {
     return {
       feeds: [
@@ -82,7 +85,7 @@ function graphRole(p: LoopResidual): GraphRole {
 }
 
 /** Observation statistics applied in JS before the residual's graph (a camera residual bakes its own). */
-function residualNormalization(r: LoopResidual): Normalization {
+function residualNormalization(r: OnnxPolicy | CameraResidual): Normalization {
   return r instanceof CameraResidual ? null : r.normalization;
 }
 
@@ -181,6 +184,11 @@ export class FusedPolicy implements Policy {
       return {
         reason:
           "the base reads no state vector beside its images; fusion feeds the state through the base's state input",
+      };
+    }
+    if (residual instanceof ImageResidual) {
+      return {
+        reason: `the residual reads camera images through its own encoder (${residual.encoder}); it runs as its own session call beside the base`,
       };
     }
     if (base.obsDim !== residual.obsDim) {
@@ -319,7 +327,11 @@ export class FusedPolicy implements Policy {
    * Null when the fused outputs equal the two sessions' on random observations (and random camera
    * frames for a visuomotor base), else why not.
    */
-  private async compareWith(base: OnnxPolicy, residual: LoopResidual, rows: number): Promise<string | null> {
+  private async compareWith(
+    base: OnnxPolicy,
+    residual: OnnxPolicy | CameraResidual,
+    rows: number,
+  ): Promise<string | null> {
     const rng = new Rng(0x5eed);
     const norm = base.normalization ?? residualNormalization(residual);
     const obs = new Float32Array(this.obsDim);
@@ -393,7 +405,9 @@ export async function loadLoopPolicy(
   const base = await OnnxPolicy.load(basePath, { ...expect, chunk: options.chunk, cameras: options.cameras });
   let residual: LoopResidual | null = null;
   try {
-    residual = residualPath ? await loadResidual(residualPath, expect) : null;
+    residual = residualPath
+      ? await loadResidual(residualPath, { ...expect, cameras: options.cameras })
+      : null;
     if (residual) checkResidualPairing(base, residual);
   } catch (err) {
     await residual?.close();
@@ -437,7 +451,7 @@ async function withPairedFiles<T>(
   const expect = { expectObsDim: options.expectObsDim, expectActionDim: options.expectActionDim };
   const base = await OnnxPolicy.load(basePath, { ...expect, cameras: options.cameras });
   try {
-    const residual = await loadResidual(residualPath, expect);
+    const residual = await loadResidual(residualPath, { ...expect, cameras: options.cameras });
     try {
       checkResidualPairing(base, residual);
       return await use(base, residual);

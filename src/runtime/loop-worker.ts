@@ -9,6 +9,7 @@ import { isMainThread, parentPort, workerData, type MessagePort } from 'node:wor
 import type { Transition } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { CameraResidual, loadResidual } from './camera-residual.js';
+import { ImageResidual } from './image-residual.js';
 import { FusedPolicy, type FusedPlan } from './fused-policy.js';
 import type { LoopEvent, LoopStats } from './loop.js';
 import { buildLoop, loopThreadScheduler, type BuiltLoop, type LoopPlan } from './loop-plan.js';
@@ -193,7 +194,7 @@ async function swapResidual(built: BuiltLoop, msg: Extract<ToLoop, { type: 'resi
   policy.setResidual(next);
   // A tick may still be inside the old session's run (the public API resolves a turn later);
   // close it once that turn is surely over.
-  if (old instanceof OnnxPolicy || old instanceof CameraResidual)
+  if (old instanceof OnnxPolicy || old instanceof CameraResidual || old instanceof ImageResidual)
     setTimeout(() => void old.close(), 1000).unref();
   return next.version;
 }

@@ -43,6 +43,8 @@ export const MetaKey = {
   /** A visuomotor base's second output: its camera embedding (for residuals that reuse it). */
   embeddingOutput: 'resrt.embedding_output',
   embeddingDim: 'resrt.embedding_dim',
+  /** A residual that reads the cameras: its encoder mode (base-embedding, file, learned). */
+  residualEncoder: 'resrt.residual_encoder',
 } as const;
 
 function specError(message: string, hint = 'fix the MlpPolicySpec before exporting'): ResrtError {

@@ -29,6 +29,8 @@ import {
   isCameraResidualHeader,
   loadResidual,
 } from './camera-residual.js';
+import { analyzeImageInputs } from './image-feeds.js';
+import { ImageResidual, isImageResidualHeader } from './image-residual.js';
 
 export interface InspectReport {
   path: string;
@@ -52,6 +54,8 @@ export interface InspectReport {
   metadata: Record<string, string>;
   /** A camera residual (it reads the base's embedding beside the state); absent otherwise. */
   cameraResidual?: { encoder: string; embeddingDim: number | null };
+  /** A residual that reads camera images through the encoder inside it; absent otherwise. */
+  imageResidual?: { encoder: string; cameras: string[] };
   /** With a base (`inspect RESIDUAL --base BASE`): whether the two files pair (checkResidualPairing). */
   pairing?: { base: string; fits: boolean };
   /** Whether the file loads and fits the task and base (when given); `problems` says why not. */
@@ -131,6 +135,9 @@ async function inspectFile(path: string, task?: InspectTask): Promise<InspectRep
             io.inputs.some((i) => /act/i.test(i.name))
           ? 'residual'
           : 'base';
+    if (isImageResidualHeader(header)) {
+      return await inspectImageResidual(path, header, io, checksum, task);
+    }
     if (isCameraResidualHeader(header)) {
       return await inspectCameraResidual(path, header, io, checksum, task);
     }
@@ -240,11 +247,16 @@ export function formatInspectReport(r: InspectReport): string {
   const shape = (v: IoValue): string => `  ${v.name.padEnd(16)} ${v.type.padEnd(8)} [${v.shape.join(', ')}]`;
   const lines = [
     `${r.path} (${(r.sizeBytes / 1024).toFixed(1)} KiB, IR ${r.irVersion}, opset ${r.opsets.map((o) => `${o.domain} ${o.version}`).join(', ')}${r.producer ? `, by ${r.producer}` : ''})`,
-    `kind: ${r.cameraResidual ? 'camera residual' : r.kind}   obs dim: ${r.obsDim ?? '?'}   action dim: ${r.actionDim ?? '?'}   chunk length: ${r.chunkLength ?? '?'}   batch: ${r.dynamicBatch ? 'dynamic' : 'fixed'}`,
+    `kind: ${r.cameraResidual ? 'camera residual' : r.imageResidual ? 'residual that reads images' : r.kind}   obs dim: ${r.obsDim ?? '?'}   action dim: ${r.actionDim ?? '?'}   chunk length: ${r.chunkLength ?? '?'}   batch: ${r.dynamicBatch ? 'dynamic' : 'fixed'}`,
     `normalization: ${r.normalization}   checksum: ${r.checksum}`,
     ...(r.cameraResidual
       ? [
           `encoder: ${r.cameraResidual.encoder}   embedding dim: ${r.cameraResidual.embeddingDim ?? '?'} (pair it with a base whose embedding output is that wide)`,
+        ]
+      : []),
+    ...(r.imageResidual
+      ? [
+          `encoder: ${r.imageResidual.encoder}, inside the file   cameras: ${r.imageResidual.cameras.join(', ') || '?'} (it reads their frames itself; any base with the same state and action widths)`,
         ]
       : []),
     'inputs:',
@@ -349,6 +361,79 @@ function fileFacts(path: string, header: OnnxModelHeader, io: IoDescription) {
     producer: [header.producerName, header.producerVersion].filter(Boolean).join(' '),
     inputs: io.inputs,
     outputs: io.outputs,
+  };
+}
+
+/**
+ * A residual that reads images (modes file, learned): its image inputs as the task's cameras feed
+ * them, obs and base_action by name. It fits when ImageResidual loads it against the task.
+ */
+async function inspectImageResidual(
+  path: string,
+  header: OnnxModelHeader,
+  io: ReturnType<typeof describeIo>,
+  checksum: InspectReport['checksum'],
+  task: InspectTask | undefined,
+): Promise<InspectReport> {
+  const problems: InspectReport['problems'] = [];
+  if (checksum === 'mismatch')
+    problems.push({
+      message: 'the graph does not match resrt.checksum (modified or truncated after export)',
+      hint: 're-export or copy the file again',
+    });
+  let loaded: ImageResidual | null = null;
+  try {
+    loaded = await ImageResidual.load(path, {
+      expectObsDim: task?.obsDim,
+      expectActionDim: task?.actionDim,
+      cameras: task?.cameras,
+    });
+  } catch (err) {
+    if (!(err instanceof ResrtError)) throw err;
+    problems.push({ message: err.message.split('\n')[0], hint: err.hint ?? '' });
+  } finally {
+    await loaded?.close();
+  }
+  const { images } = analyzeImageInputs(io.inputs, {
+    cameras: task?.cameras,
+    config: imageConfigForInspect(path, header.metadata),
+  });
+  const width = (name: string): number | null => {
+    const d = io.inputs.find((i) => i.name === name)?.shape[1];
+    return typeof d === 'number' ? d : null;
+  };
+  const roles = io.inputs.map((input) => {
+    const image = images.find((i) => i.input === input.name);
+    if (image)
+      return { input: input.name, role: `camera ${image.camera}`, detail: describeImageInput(image) };
+    if (input.name === 'obs')
+      return { input: input.name, role: 'state', detail: `${width('obs') ?? '?'} float32 values per sample` };
+    if (input.name === 'base_action')
+      return {
+        input: input.name,
+        role: 'base action',
+        detail: `${width('base_action') ?? '?'} float32 values per sample`,
+      };
+    return { input: input.name, role: 'unmapped', detail: 'see the problems below' };
+  });
+  return {
+    ...fileFacts(path, header, io),
+    roles,
+    kind: 'residual',
+    imageResidual: {
+      encoder: header.metadata[MetaKey.residualEncoder] ?? '?',
+      cameras: [...new Set(images.map((i) => i.camera))],
+    },
+    obsDim: width('obs'),
+    actionDim: width('base_action'),
+    chunkLength: 1,
+    dynamicBatch: typeof io.inputs.find((i) => i.name === 'obs')?.shape[0] === 'string',
+    // The residual's normalization is baked into the graph by the exporter.
+    normalization: header.metadata[MetaKey.normalizationBaked] === 'baked' ? 'baked' : 'none',
+    checksum,
+    metadata: header.metadata,
+    fits: problems.length === 0,
+    problems,
   };
 }
 

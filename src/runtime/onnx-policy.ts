@@ -16,17 +16,12 @@ import {
   type FeedPlan,
   type IoDescription,
   type OnnxLayout,
-  type Problem,
 } from './onnx-layout.js';
 import { decodeModelHeader, graphChecksum, type OnnxModelHeader } from '../util/onnx-proto.js';
 import { MetaKey } from './onnx-export.js';
-import {
-  IMAGES_META_KEY,
-  type ImageInputConfig,
-  mergeImageConfigs,
-  parseImageConfig,
-} from './image-inputs.js';
-import { checkFrame, type ImagePreprocess, imageSize, preprocessFrame } from './preprocess.js';
+import type { ImageInputConfig } from './image-inputs.js';
+import { frameTensors, imageConfigOf, imageTensor, raiseFor } from './image-feeds.js';
+import { type ImagePreprocess, imageSize } from './preprocess.js';
 
 export interface OnnxPolicyOptions {
   /** The task's observation width; a mismatch is an error naming both numbers. */
@@ -115,12 +110,6 @@ export async function createSession(path: string, threads: number): Promise<ort.
   }
 }
 
-/** A problem with the file, named in the message: a command may load two (base and residual). */
-function raise(path: string, problem: Problem): never {
-  const message = problem.message.startsWith(path) ? problem.message : `${path}: ${problem.message}`;
-  throw new ResrtError(message, problem.hint);
-}
-
 /** An ONNX base policy (Policy + ChunkPolicy) or residual actor (ResidualModel). */
 export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel, EmbeddingSource {
   readonly actionDim: number;
@@ -189,7 +178,7 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel, Embedding
         },
       };
       const inputs = analyzeInputs(io, layoutOptions);
-      if (!inputs.plan) raise(path, inputs.problems[0]);
+      if (!inputs.plan) raiseFor(path, inputs.problems[0]);
       // Probe: output dims that the graph leaves symbolic are settled by running it once.
       const { plan } = inputs;
       const probe = await runRaw(
@@ -199,7 +188,7 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel, Embedding
         plan.probeBatch,
       );
       const settled = analyzeLayout(io, layoutOptions, probe.dims);
-      if (!settled.layout) raise(path, settled.problems[0]);
+      if (!settled.layout) raiseFor(path, settled.problems[0]);
       const layout = settled.layout;
       const norm = parseNormalization(header.metadata, layout.obsDim, {
         sidecarPath: sidecarFile,
@@ -213,9 +202,9 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel, Embedding
           return readFileSync(p, 'utf8');
         },
       });
-      if (norm.problem) raise(path, norm.problem);
+      if (norm.problem) raiseFor(path, norm.problem);
       if (options.requireNormalization && norm.source === 'none') {
-        raise(path, {
+        raiseFor(path, {
           message: `${path} carries no observation normalization (no baked Sub/Div, no resrt.obs_mean/resrt.obs_std metadata, no sidecar ${path}.json)`,
           hint: `write {"obs_mean": [...], "obs_std": [...]} to ${path}.json or pass --sidecar FILE; or bake normalization in at export`,
         });
@@ -340,19 +329,8 @@ export class OnnxPolicy implements Policy, ChunkPolicy, ResidualModel, Embedding
   ): Record<string, ort.Tensor> | undefined {
     const specs = this.layout.images;
     if (specs.length === 0 || blank) return undefined;
-    if (!frames || frames.length !== batch) {
-      // Names the first camera missing, with the fix.
-      checkFrame(undefined, specs[0]);
-    }
-    const tensors: Record<string, ort.Tensor> = {};
-    for (const spec of specs) {
-      const size = imageSize(spec);
-      const data = spec.dtype === 'float32' ? new Float32Array(batch * size) : new Uint8Array(batch * size);
-      for (let n = 0; n < batch; n++)
-        preprocessFrame(checkFrame(frames![n][spec.camera], spec), spec, data, n * size);
-      tensors[spec.input] = imageTensor(spec, batch, data);
-    }
-    return tensors;
+    // Without frames, frameTensors names the first camera missing, with the fix.
+    return frameTensors(specs, frames ?? [], batch);
   }
 
   /**
@@ -398,52 +376,6 @@ function embedding(
     );
   }
   return { output: name, dim };
-}
-
-/** An image input tensor, [batch, 3, H, W] or [batch, H, W, 3]. */
-export function imageTensor(
-  spec: ImagePreprocess,
-  batch: number,
-  data: Float32Array | Uint8Array,
-): ort.Tensor {
-  const dims =
-    spec.layout === 'NCHW' ? [batch, 3, spec.height, spec.width] : [batch, spec.height, spec.width, 3];
-  return data instanceof Float32Array
-    ? new ort.Tensor('float32', data, dims)
-    : new ort.Tensor('uint8', data, dims);
-}
-
-/** Image configuration: the file's metadata, then its sidecar's "images", then the caller's. */
-function imageConfigOf(
-  path: string,
-  meta: Record<string, string>,
-  sidecar: string | undefined,
-  overrides: Record<string, ImageInputConfig> | undefined,
-): Record<string, ImageInputConfig> {
-  let fromMeta: unknown;
-  if (IMAGES_META_KEY in meta) {
-    try {
-      fromMeta = JSON.parse(meta[IMAGES_META_KEY]);
-    } catch {
-      raise(path, {
-        message: `metadata ${IMAGES_META_KEY} is not JSON`,
-        hint: 're-export with a JSON object per image input',
-      });
-    }
-  }
-  const a = parseImageConfig(fromMeta, `metadata ${IMAGES_META_KEY}`);
-  if (a.problem) raise(path, a.problem);
-  let fromSidecar: unknown;
-  if (sidecar && existsSync(sidecar)) {
-    try {
-      fromSidecar = (JSON.parse(readFileSync(sidecar, 'utf8')) as { images?: unknown }).images;
-    } catch {
-      fromSidecar = undefined; // parseNormalization reports an unreadable sidecar with its fix.
-    }
-  }
-  const b = parseImageConfig(fromSidecar, `sidecar ${sidecar}`);
-  if (b.problem) raise(path, b.problem);
-  return mergeImageConfigs(a.config, b.config, overrides);
 }
 
 /**

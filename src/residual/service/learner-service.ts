@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { lockRunFolder } from '../../util/run-lock.js';
 import { ResrtError } from '../../util/errors.js';
 import { initEngine } from '../../nn/index.js';
-import { makeConfig, profileFor } from '../config.js';
+import { makeConfig, profileFor, type EncoderMode } from '../config.js';
 import { ReplayBuffer } from '../replay.js';
 import { ResidualLearner, type UpdateStats } from '../td3.js';
 import { readCheckpoint, writeCheckpoint, hasCheckpoint } from '../checkpoint.js';
@@ -93,6 +93,9 @@ interface ServiceState extends ReplayProgress {
   version: number;
 }
 
+/** The camera modes a learner session can serve (camera-ingest.ts). */
+const SESSION_ENCODERS: readonly EncoderMode[] = ['base-embedding', 'none'];
+
 export async function runLearnerService(options: LearnerServiceOptions): Promise<LearnerService> {
   checkServiceOptions(options);
   mkdirSync(options.outDir, { recursive: true });
@@ -154,7 +157,22 @@ async function startLearnerService(options: LearnerServiceOptions): Promise<Lear
     options.profile && options.profile !== 'auto'
       ? { name: options.profile, why: 'chosen' }
       : profileFor(engine);
-  const cfg = makeConfig(chosen.name, options.config);
+  // A session computes camera features from the base's embedding only (camera-ingest.ts); a profile
+  // whose own default is another mode gets base-embedding here, and an explicit other mode is refused.
+  const asked = options.config?.encoder;
+  if (asked !== undefined && !SESSION_ENCODERS.includes(asked)) {
+    throw new ResrtError(
+      `encoder ${asked}: a learner session serves ${SESSION_ENCODERS.join(' and ')} only`,
+      "pass --encoder base-embedding (the base's own embedding) or --encoder none, or train offline with `resrt train --encoder " +
+        asked +
+        '`',
+    );
+  }
+  const profileConfig = makeConfig(chosen.name);
+  const cfg = makeConfig(chosen.name, {
+    ...(SESSION_ENCODERS.includes(profileConfig.encoder) ? {} : { encoder: 'base-embedding' }),
+    ...options.config,
+  });
   // A base with an embedding and encoder base-embedding: the residual learns on [features | state].
   const cameraIngest =
     base && base.embeddingDim > 0 && cfg.encoder === 'base-embedding' ? new CameraIngest(base, log) : null;
