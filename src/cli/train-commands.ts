@@ -66,7 +66,7 @@ export function registerTrainCommands(program: Command): void {
     )
     .option(
       '--encoder <mode>',
-      `what the residual sees of the cameras on a task with cameras: ${ENCODER_MODES.join(' | ')} (default: the profile's, base-embedding)`,
+      `what the residual sees of the cameras on a task with cameras: ${ENCODER_MODES.join(' | ')} (default: the profile's: cpu base-embedding, gpu learned)`,
     )
     .option('--set <key=value...>', 'override a config value, e.g. --set actorLr=3e-4 --set numCritics=2');
   addMixingFlags(train, "the trainer's step-0 evaluation of the base");
