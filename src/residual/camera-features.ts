@@ -27,7 +27,8 @@ export function cameraFeatures(
   base: Policy | null,
 ): CameraFeatures | null {
   const cameras = env.cameras ?? [];
-  if (cameras.length === 0 || cfg.encoder === 'none') return null;
+  // 'learned' features change as the encoder trains, so the learner computes them from replay's frames.
+  if (cameras.length === 0 || cfg.encoder === 'none' || cfg.encoder === 'learned') return null;
   const names = cameras.map((c) => c.name).join(', ');
   if (!base) {
     throw new ResrtError(
