@@ -3,7 +3,8 @@
  * update on push-cam's shape (state 12, action 3, one 84×84 RGB camera) with the learned
  * conv encoder (frames from replay, random shift, encoder forward and backward in the critic step)
  * against `base-embedding` (the base's 64 features cached in front of the state), one onnxruntime
- * thread, at each batch size. Replay holds random frames and states; the work does not depend on
+ * thread, at each batch size: wall-clock updates/s and process CPU time per update (less
+ * sensitive to other processes on a shared machine). Replay holds random frames and states; the work does not depend on
  * their values.
  *
  *   npx tsx bench/learned-encoder.ts [--obs 12] [--act 4] [--batches 256,64] [--seconds 10] [--threads 1]
@@ -27,7 +28,7 @@ async function updatesPerSec(
   batchSize: number,
   dims: { obs: number; act: number },
   seconds: number,
-): Promise<number> {
+): Promise<{ ups: number; cpuMs: number }> {
   const cfg = makeConfig('cpu', { encoder: mode, batchSize, criticWarmupSteps: 0 });
   const learned = mode === 'learned';
   const obsDim = learned ? dims.obs : BASE_EMBEDDING + dims.obs;
@@ -70,6 +71,7 @@ async function updatesPerSec(
   learner.replay.online.addBatch(packSteps(steps, obsDim, dims.act, packer));
   for (let i = 0; i < 4; i++) await learner.update();
   const t = performance.now();
+  const cpu0 = process.cpuUsage();
   let n = 0;
   // An even count keeps critic-only and critic+actor updates in their 1:1 proportion.
   while (n < 4 || n % 2 === 1 || performance.now() - t < seconds * 1000) {
@@ -77,8 +79,9 @@ async function updatesPerSec(
     n++;
   }
   const ups = (n * 1000) / (performance.now() - t);
+  const cpu = process.cpuUsage(cpu0);
   await learner.dispose();
-  return ups;
+  return { ups, cpuMs: (cpu.user + cpu.system) / 1000 / n };
 }
 
 const program = new Command()
@@ -96,6 +99,8 @@ for (const batch of o.batches.split(',').map(Number)) {
   const frozen = await updatesPerSec(engine, 'base-embedding', batch, dims, Number(o.seconds));
   const learned = await updatesPerSec(engine, 'learned', batch, dims, Number(o.seconds));
   console.log(
-    `batch ${batch}: base-embedding ${frozen.toFixed(1)} updates/s, learned ${learned.toFixed(1)} updates/s (${(frozen / learned).toFixed(1)}x the cost)`,
+    `batch ${batch}: base-embedding ${frozen.ups.toFixed(2)} updates/s (${frozen.cpuMs.toFixed(1)} CPU-ms/update), ` +
+      `learned ${learned.ups.toFixed(2)} updates/s (${learned.cpuMs.toFixed(1)} CPU-ms/update); ` +
+      `learned/base-embedding: ${(frozen.ups / learned.ups).toFixed(1)}x wall, ${(learned.cpuMs / frozen.cpuMs).toFixed(1)}x CPU time`,
   );
 }

@@ -275,7 +275,7 @@ describe('learned encoder in the TD3 update (float64 reference, ≤ 1e-4 relativ
     // The features do move the actor loss, and still no gradient reaches the encoder from it.
     const attached = gradOf((p) => piRef(f64(state.actor), p), state.encoder);
     expect(Math.max(...attached.map(Math.abs))).toBeGreaterThan(1e-3);
-    expect(out.actorGradEncoder.every((v) => v === 0)).toBe(true);
+    expect(Array.from(out.actorGradEncoder).every((v) => v === 0)).toBe(true);
   });
 
   it('one whole update: Adam on the encoder at the critic rate with the critic step, Polyak encoder target', async () => {
