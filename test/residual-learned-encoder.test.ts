@@ -87,6 +87,10 @@ const state = {
   encoder: randomParams(encoderNet.layout),
   encoderTarget: randomParams(encoderNet.layout),
 };
+const images = {
+  obs: f32(B * 3 * H * W, () => rng.uniform()),
+  next: f32(B * 3 * H * W, () => rng.uniform()),
+};
 const batch = {
   obs: f32(B * O, () => rng.normal()),
   base: f32(B * A, () => rng.range(-0.5, 0.5)),
@@ -97,8 +101,8 @@ const batch = {
   nextBase: f32(B * A, () => rng.range(-0.5, 0.5)),
   noise: f32(B * A, () => Math.max(-0.1, Math.min(0.1, rng.normal(0, 0.05)))),
   heads: BigInt64Array.from([1, 0], (h) => BigInt(h)),
-  [obsImagesInput(0)]: f32(B * 3 * H * W, () => rng.uniform()),
-  [nextImagesInput(0)]: f32(B * 3 * H * W, () => rng.uniform()),
+  [obsImagesInput(0)]: images.obs,
+  [nextImagesInput(0)]: images.next,
 };
 const heldBack = Float32Array.from([1, 0, 0, 1]);
 const bcWeight = 0.4;
@@ -144,7 +148,7 @@ const baseT = t([B, A], batch.base);
 /** The TD target through the target encoder, target actor and target critic (both heads drawn). */
 function targetRef(): Float64Array {
   const nextObs = ref.concat(
-    [encoderRef(f64(state.encoderTarget), batch[nextImagesInput(0)]), t([B, O], batch.nextObs)],
+    [encoderRef(f64(state.encoderTarget), images.next), t([B, O], batch.nextObs)],
     1,
   );
   const nextBase = t([B, A], batch.nextBase);
@@ -165,7 +169,7 @@ function targetRef(): Float64Array {
 const y = targetRef();
 
 const obsWith = (encoder: Float64Array): T =>
-  ref.concat([encoderRef(encoder, batch[obsImagesInput(0)]), t([B, O], batch.obs)], 1);
+  ref.concat([encoderRef(encoder, images.obs), t([B, O], batch.obs)], 1);
 
 function criticLossRef(critic: Float64Array, encoder: Float64Array): number {
   const q = qRef(critic, criticInRef(obsWith(encoder), baseT, t([B, A], batch.action)));

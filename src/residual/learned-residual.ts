@@ -7,14 +7,7 @@
  * `obs`, `base_action`, output `residual`, metadata `resrt.residual_encoder=learned`.
  */
 import type { CameraFrames, MlpPolicySpec } from '../types.js';
-import {
-  Graph,
-  LAYER_NORM_EPS,
-  convEncoderApply,
-  convEncoderGrid,
-  op,
-  type Value,
-} from '../nn/index.js';
+import { Graph, LAYER_NORM_EPS, convEncoderApply, convEncoderGrid, op, type Value } from '../nn/index.js';
 import { IMAGES_META_KEY } from '../runtime/image-inputs.js';
 import { BATCH_AXIS, MetaKey, RESRT_METADATA_FORMAT } from '../runtime/onnx-export.js';
 import { RESIDUAL_ENCODER_KEY } from '../runtime/camera-residual.js';
@@ -124,14 +117,20 @@ function convStride2(
  * The residual ONNX with its encoder: the published spec's MLP (normalization baked, tanh ×
  * actionScale) over [encoder(images) | obs | base_action], the parameters as constants.
  */
-export function exportLearnedResidualOnnx(spec: MlpPolicySpec, encoder: PublishedEncoder, path?: string): Uint8Array {
+export function exportLearnedResidualOnnx(
+  spec: MlpPolicySpec,
+  encoder: PublishedEncoder,
+  path?: string,
+): Uint8Array {
   const names = spec.inputs.map((i) => i.name);
   if (names[0] !== LEARNED_FEATURES_INPUT || !names.includes('obs') || !names.includes('base_action'))
     throw new Error(`internal: a learned residual spec has inputs ${names.join(', ')}`);
   const g = new Graph('resrt_residual');
   const params = new Map<string, Value>();
   for (const [name, p] of Object.entries(encoder.params)) params.set(name, g.constant(p.data, p.shape));
-  const images = encoder.cameras.map((c) => g.input(residualImageInput(c.name), [1, 3, c.encoder.height, c.encoder.width]));
+  const images = encoder.cameras.map((c) =>
+    g.input(residualImageInput(c.name), [1, 3, c.encoder.height, c.encoder.width]),
+  );
   const features = encoder.cameras.map((c, k) => convEncoderApply(params, images[k], c.encoder, `enc${k}/`));
   const rest = spec.inputs.slice(1).map((i) => g.input(i.name, [1, i.dim]));
   let x = op.concat([...features, ...rest], 1);
@@ -140,7 +139,10 @@ export function exportLearnedResidualOnnx(spec: MlpPolicySpec, encoder: Publishe
     x = op.div(op.sub(x, g.constant(mean, [mean.length])), g.constant(std, [std.length]));
   }
   spec.layers.forEach((layer) => {
-    x = op.add(op.matmul(x, g.constant(layer.weight, [layer.inDim, layer.outDim])), g.constant(layer.bias, [layer.outDim]));
+    x = op.add(
+      op.matmul(x, g.constant(layer.weight, [layer.inDim, layer.outDim])),
+      g.constant(layer.bias, [layer.outDim]),
+    );
     if (layer.layerNorm)
       x = op.layerNorm(
         x,

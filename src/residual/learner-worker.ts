@@ -207,7 +207,10 @@ export class LearnerHost {
     if (!net) return undefined;
     const flat = this.learner.params('encoder');
     const params = Object.fromEntries(
-      net.layout.entries.map((e) => [e.name, { shape: [...e.shape], data: net.layout.view(flat, e.name).slice() }]),
+      net.layout.entries.map((e) => [
+        e.name,
+        { shape: [...e.shape], data: net.layout.view(flat, e.name).slice() },
+      ]),
     );
     return { cameras: net.cameras, params };
   }
