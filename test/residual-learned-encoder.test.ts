@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AdamClock, CompiledGraph, Graph, initEngine, op, type Engine } from '../src/nn/index.js';
-import { makeConfig } from '../src/residual/config.js';
+import { makeConfig, profiles } from '../src/residual/config.js';
+import { ResrtError } from '../src/util/errors.js';
 import { learnedEncoderNet, nextImagesInput, obsImagesInput } from '../src/residual/learned-encoder.js';
 import { network, type Network } from '../src/residual/networks.js';
 import {
@@ -345,5 +346,36 @@ describe('learned encoder in the TD3 update (float64 reference, ≤ 1e-4 relativ
         delta(target, state.encoderTarget),
       ),
     ).toBeLessThan(TOL);
+  });
+});
+
+describe("encoder 'learned' config", () => {
+  it('is the gpu profile default (the cpu one keeps the frozen base embedding) and switches replayFrames on', () => {
+    expect(profiles.gpu.encoder).toBe('learned');
+    expect(profiles.cpu.encoder).toBe('base-embedding');
+    expect(makeConfig('gpu').replayFrames).toBe(true);
+    expect(makeConfig('cpu').replayFrames).toBe(false);
+    expect(makeConfig('cpu', { encoder: 'learned' }).replayFrames).toBe(true);
+    expect(makeConfig('gpu', { encoder: 'none' }).replayFrames).toBe(false);
+  });
+
+  it('refuses learned without frames in replay, bad encoder sizes and non-RGB cameras, naming the fix', () => {
+    const err = (f: () => unknown): ResrtError => {
+      try {
+        f();
+      } catch (e) {
+        expect(e).toBeInstanceOf(ResrtError);
+        return e as ResrtError;
+      }
+      throw new Error('no error');
+    };
+    expect(err(() => makeConfig('cpu', { encoder: 'learned', replayFrames: false })).hint).toMatch(
+      /set replayFrames true/,
+    );
+    const sizes = err(() => makeConfig('gpu', { encoderChannels: [], encoderFeatures: 0 }));
+    expect(sizes.message).toMatch(/encoderChannels = \[\][\s\S]*encoderFeatures = 0/);
+    const gray = err(() => learnedEncoderNet(cfg, [{ name: 'wrist', width: 8, height: 8, channels: 1 }]));
+    expect(gray.message).toMatch(/wrist 8x8x1 is not 3-channel/);
+    expect(gray.hint).toMatch(/--encoder none/);
   });
 });
