@@ -148,6 +148,13 @@ describe("encoder 'learned' in the trainer (push-cam)", () => {
     await learner.dispose();
   }, 120_000);
 
+  it('trains in the learner worker thread too (the encoder published across threads)', async () => {
+    const out = join(dir, 'worker');
+    const r = await trainResidual({ ...framesRunOptions(out, 90, () => {}, learned), worker: true });
+    expect(r.updates).toBeGreaterThan(40);
+    expect(metadataOf(readFileSync(r.onnxPath))['resrt.residual_encoder']).toBe('learned');
+  }, 90_000);
+
   it('a run killed with SIGKILL and resumed writes the same residual.onnx as the uninterrupted one', async () => {
     const outA = join(dir, 'uninterrupted');
     const a = await trainResidual(framesRunOptions(outA, steps, () => {}, learned));
