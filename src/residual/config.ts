@@ -159,8 +159,10 @@ const cpuProfile: ResidualConfig = {
   bufferSize: 300_000,
   learningStarts: 1000,
   criticWarmupSteps: 500,
-  // A frozen mode: an update with the learned conv encoder costs ~N× a base-embedding update on
-  // one wasm thread (MEASURED_BELOW), which the 2-core budget cannot pay at UTD 1.
+  // A frozen mode: on push-cam's shape an update with the learned conv encoder costs ~22× a
+  // base-embedding update on one onnxruntime thread (batch 256: 270 vs 11.8 CPU-ms, 2.0 vs 42
+  // updates/s; batch 64: ~10×; `npx tsx bench/learned-encoder.ts`, 2026-12-06 on this 2-core
+  // machine under load), which UTD 1 at tens of env steps per second cannot pay.
   encoder: 'base-embedding',
 };
 
