@@ -1,5 +1,6 @@
 // The push-cam run test/replay-frames-train.test.ts trains with replayFrames on, in the test process
 // and (to be killed) in test/replay-frames-train-child.ts: both build it here, so they are the same.
+import type { ResidualConfig } from '../src/residual/config.js';
 import type { TrainOptions } from '../src/residual/trainer.js';
 import { MujocoEnv } from '../src/sim/env.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
@@ -15,6 +16,8 @@ export function framesRunOptions(
   outDir: string,
   steps: number,
   onEnv: (env: Env, index: number) => void = () => {},
+  /** Config on top of the run's (test/residual-learned-train.test.ts trains the learned encoder). */
+  config: Partial<ResidualConfig> = {},
 ): TrainOptions {
   let made = 0;
   return {
@@ -46,6 +49,7 @@ export function framesRunOptions(
       replayFrames: true,
       // Smaller than the run: the ring wraps, and the checkpoint holds the newest 100 steps.
       bufferSize: 100,
+      ...config,
     },
   };
 }

@@ -62,7 +62,7 @@ export function registerTrainCommands(program: Command): void {
     )
     .option(
       '--encoder <mode>',
-      `what the residual sees of the cameras on a task with cameras: ${ENCODER_MODES.join(' | ')} (default: the profile's, base-embedding)`,
+      `what the residual sees of the cameras on a task with cameras: ${ENCODER_MODES.join(' | ')} (default: the profile's: cpu base-embedding, gpu learned)`,
     )
     .option(
       '--encoder-file <file.onnx>',

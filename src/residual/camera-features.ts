@@ -37,7 +37,8 @@ export async function cameraFeatures(
   base: Policy | null,
 ): Promise<CameraFeatures | null> {
   const cameras = env.cameras ?? [];
-  if (cameras.length === 0 || cfg.encoder === 'none') return null;
+  // 'learned' features change as the encoder trains, so the learner computes them from replay's frames.
+  if (cameras.length === 0 || cfg.encoder === 'none' || cfg.encoder === 'learned') return null;
   if (cfg.encoder === 'file') return fileFeatures(cfg, env, base);
   const names = cameras.map((c) => c.name).join(', ');
   if (!base) {

@@ -79,17 +79,23 @@ export interface ResidualConfig {
    *   output), run once per env step on the observation's frames, cached in replay the same way,
    *   and carried inside the exported residual.
    * 'none': the residual reads the state alone, frames are not used.
+   * 'learned': one conv encoder per camera (ResFiT/DrQ) trained by the critic loss alone on frames
+   *   sampled from replay with random shift (pad 4); the actor reads its features detached.
    */
   encoder: EncoderMode;
   /** The encoder ONNX of encoder 'file' (a path); '' for every other mode. */
   encoderFile: string;
+  /** 'learned' encoder: output channels of each 3×3 stride-2 convolution (src/nn/conv-encoder.ts). */
+  encoderChannels: number[];
+  /** 'learned' encoder: features per camera (the LayerNorm'd tanh trunk's width). */
+  encoderFeatures: number;
   /** Keep the cameras' frames in replay (uint8, each once; docs/learner.md "Replay with frames"). */
   replayFrames: boolean;
 }
 
 /** See ResidualConfig.encoder. */
-export type EncoderMode = 'base-embedding' | 'file' | 'none';
-export const ENCODER_MODES: readonly EncoderMode[] = ['base-embedding', 'file', 'none'];
+export type EncoderMode = 'base-embedding' | 'file' | 'none' | 'learned';
+export const ENCODER_MODES: readonly EncoderMode[] = ['base-embedding', 'file', 'none', 'learned'];
 
 export type ProfileName = 'gpu' | 'cpu';
 
@@ -131,10 +137,14 @@ const gpuProfile: ResidualConfig = {
   useBase: true,
   criticInput: 'residual',
   heldBackBc: 0.4,
-  // The base's own embedding: the one camera mode built so far (docs/learner.md, "Encoder modes").
-  encoder: 'base-embedding',
+  // ResFiT as published: a GPU runs the conv encoder's forward and backward on every batch cheaply.
+  encoder: 'learned',
   encoderFile: '',
-  // Off until a mode reads frames from replay (the learned encoder will switch it on).
+  // DrQ's encoder as the BC-from-pixels base uses it (src/sim/bc.ts), 64 features per camera.
+  encoderChannels: [16, 32, 32, 32],
+  encoderFeatures: 64,
+  // makeConfig turns it on for 'learned' (the encoder reads frames from replay); off otherwise,
+  // since the frozen modes cache features and frames would only cost memory.
   replayFrames: false,
 };
 
@@ -156,6 +166,11 @@ const cpuProfile: ResidualConfig = {
   bufferSize: 300_000,
   learningStarts: 1000,
   criticWarmupSteps: 500,
+  // A frozen mode: on push-cam's shape an update with the learned conv encoder costs ~22× a
+  // base-embedding update on one onnxruntime thread (batch 256: 270 vs 11.8 CPU-ms, 2.0 vs 42
+  // updates/s; batch 64: ~10×; `npx tsx bench/learned-encoder.ts`, 2026-12-06 on this 2-core
+  // machine under load), which UTD 1 at tens of env steps per second cannot pay.
+  encoder: 'base-embedding',
 };
 
 export const profiles: Record<ProfileName, ResidualConfig> = { gpu: gpuProfile, cpu: cpuProfile };
@@ -186,6 +201,8 @@ export function makeConfig(profile: ProfileName, overrides: Partial<ResidualConf
     );
   }
   const cfg: ResidualConfig = { ...base, ...stripUndefined(overrides) };
+  // The learned encoder trains on frames sampled from replay, so replay must keep them.
+  if (cfg.encoder === 'learned' && overrides.replayFrames === undefined) cfg.replayFrames = true;
   validateConfig(cfg);
   return cfg;
 }
@@ -246,6 +263,21 @@ export function validateConfig(cfg: ResidualConfig): void {
   inRange('demoFraction', 0, 1);
   inRange('warmupNoise', 0, 10);
   inRange('heldBackBc', 0, 100);
+  if (
+    !Array.isArray(cfg.encoderChannels) ||
+    cfg.encoderChannels.length === 0 ||
+    cfg.encoderChannels.some((c) => !Number.isInteger(c) || c <= 0 || c > 1024)
+  )
+    bad(
+      `encoderChannels = ${JSON.stringify(cfg.encoderChannels)}`,
+      'encoderChannels must be a non-empty list of channel counts in 1..1024, e.g. [16, 32, 32, 32]',
+    );
+  posInt('encoderFeatures');
+  if (cfg.encoder === 'learned' && !cfg.replayFrames)
+    bad(
+      'encoder learned with replayFrames false',
+      'the learned encoder reads frames from replay: set replayFrames true',
+    );
   if (!ENCODER_MODES.includes(cfg.encoder))
     bad(`encoder = ${String(cfg.encoder)}`, `encoder must be one of: ${ENCODER_MODES.join(', ')}`);
   if (typeof cfg.encoderFile !== 'string')

@@ -17,6 +17,7 @@ import type { ImagePreprocess } from '../runtime/preprocess.js';
 import { ResrtError } from '../util/errors.js';
 import { decodeModel, encodeModel, graphChecksum } from '../util/onnx-proto.js';
 import { writeFileAtomic } from '../util/files.js';
+import { LEARNED_FEATURES_INPUT } from './learned-residual.js';
 
 export interface ResidualSpecInput {
   layers: DenseLayerSpec[];
@@ -24,6 +25,11 @@ export interface ResidualSpecInput {
   obsDim: number;
   /** Leading observation columns that are the base's embedding (0: a state-only residual). */
   featureDim?: number;
+  /**
+   * Width of the learned encoder's features (encoder 'learned'), a first input `learned_features`
+   * the acting side computes from the frames (learned-residual.ts); not part of `obsDim`.
+   */
+  learnedFeatures?: number;
   actionDim: number;
   actionScale: number;
   /** False for RLPD from scratch: the actor sees only the observation. */
@@ -39,17 +45,20 @@ export interface ResidualSpecInput {
 
 export function residualPolicySpec(r: ResidualSpecInput): MlpPolicySpec {
   const E = r.featureDim ?? 0;
+  const L = r.learnedFeatures ?? 0;
   const inputs = E > 0 ? [{ name: BASE_EMBEDDING_INPUT, dim: E }] : [];
+  if (L > 0) inputs.push({ name: LEARNED_FEATURES_INPUT, dim: L });
   inputs.push({ name: 'obs', dim: r.obsDim - E });
   if (r.useBase) inputs.push({ name: 'base_action', dim: r.actionDim });
-  const width = r.obsDim + (r.useBase ? r.actionDim : 0);
+  const width = L + r.obsDim + (r.useBase ? r.actionDim : 0);
   let inputNormalization: MlpPolicySpec['inputNormalization'];
   if (r.obsMean && r.obsStd) {
-    // The base action is already normalized to [-1, 1]: identity for its columns.
+    // The learned features (tanh, in (−1, 1)) and the base action (normalized to [-1, 1]) pass
+    // unchanged: identity for their columns.
     const mean = new Float32Array(width);
     const std = new Float32Array(width).fill(1);
-    mean.set(r.obsMean);
-    std.set(r.obsStd);
+    mean.set(r.obsMean, L);
+    std.set(r.obsStd, L);
     inputNormalization = { mean, std };
   }
   return {
@@ -68,6 +77,7 @@ export function residualPolicySpec(r: ResidualSpecInput): MlpPolicySpec {
       ...(E > 0
         ? { [RESIDUAL_ENCODER_KEY]: r.encoder ?? 'base-embedding', [MetaKey.embeddingDim]: String(E) }
         : {}),
+      ...(L > 0 ? { [RESIDUAL_ENCODER_KEY]: 'learned' } : {}),
       [MetaKey.version]: String(r.version),
       'resrt.trained_by': r.useBase ? 'resrt residual TD3 (ResFiT)' : 'resrt TD3 from scratch (RLPD)',
       ...r.metadata,

@@ -14,6 +14,7 @@ import { ReplayBuffer, type StepBatch } from './replay.js';
 import { DivergenceError, ResidualLearner, type LearnerDims, type UpdateStats } from './td3.js';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { residualPolicySpec } from './export.js';
+import type { PublishedEncoder } from './learned-residual.js';
 
 export interface HostInit {
   cfg: ResidualConfig;
@@ -47,6 +48,8 @@ export interface HostReady {
 export interface PublishedPolicy {
   spec: MlpPolicySpec;
   version: number;
+  /** The learned encoders (encoder 'learned'): the spec's first input is their features. */
+  encoder?: PublishedEncoder;
 }
 
 export interface HostProgress {
@@ -109,8 +112,13 @@ export class LearnerHost {
         resumedTrainer = saved.trainer;
         // The actor continues with exactly the policy it was acting with at the checkpoint.
         this.lastPublishedAt = saved.lastPublishedAt;
-        this.lastPublished = saved.published
-          ? { spec: specFromJson(saved.published.spec), version: saved.published.version }
+        const published = saved.published;
+        this.lastPublished = published
+          ? {
+              spec: specFromJson(published.spec),
+              version: published.version,
+              ...(published.encoder ? { encoder: specFromJson<PublishedEncoder>(published.encoder) } : {}),
+            }
           : null;
       }
     }
@@ -183,6 +191,7 @@ export class LearnerHost {
       layers: l.actorLayers(),
       obsDim: l.dims.obsDim,
       featureDim: this.init.featureDim ?? 0,
+      learnedFeatures: l.encoder?.features ?? 0,
       actionDim: l.dims.actionDim,
       actionScale: l.cfg.actionScale,
       useBase: l.cfg.useBase,
@@ -193,9 +202,28 @@ export class LearnerHost {
     });
   }
 
+  /** The learned encoders' current parameters (copies), or undefined without a learned encoder. */
+  publishedEncoder(): PublishedEncoder | undefined {
+    const net = this.learner.encoder;
+    if (!net) return undefined;
+    const flat = this.learner.params('encoder');
+    const params = Object.fromEntries(
+      net.layout.entries.map((e) => [
+        e.name,
+        { shape: [...e.shape], data: net.layout.view(flat, e.name).slice() },
+      ]),
+    );
+    return { cameras: net.cameras, params };
+  }
+
   publish(): void {
     this.lastPublishedAt = this.learner.updates;
-    this.lastPublished = { spec: this.policySpec(), version: this.learner.actorUpdates };
+    const encoder = this.publishedEncoder();
+    this.lastPublished = {
+      spec: this.policySpec(),
+      version: this.learner.actorUpdates,
+      ...(encoder ? { encoder } : {}),
+    };
     this.emit({ type: 'policy', policy: this.lastPublished });
   }
 
@@ -205,7 +233,11 @@ export class LearnerHost {
       trainer,
       lastPublishedAt: this.lastPublishedAt,
       published: this.lastPublished
-        ? { spec: specToJson(this.lastPublished.spec), version: this.lastPublished.version }
+        ? {
+            spec: specToJson(this.lastPublished.spec),
+            version: this.lastPublished.version,
+            ...(this.lastPublished.encoder ? { encoder: specToJson(this.lastPublished.encoder) } : {}),
+          }
         : null,
     };
     return writeCheckpoint(this.init.outDir, {
@@ -226,22 +258,22 @@ export class LearnerHost {
 interface SavedHostState {
   trainer: unknown;
   lastPublishedAt: number;
-  published: { spec: unknown; version: number } | null;
+  published: { spec: unknown; version: number; encoder?: unknown } | null;
 }
 
-/** MlpPolicySpec with every Float32Array as a plain array (float32 values survive JSON exactly). */
-function specToJson(spec: MlpPolicySpec): unknown {
+/** MlpPolicySpec (or any data) with every Float32Array as a plain array (float32 values survive JSON exactly). */
+function specToJson(spec: object): unknown {
   return JSON.parse(
     JSON.stringify(spec, (_k, v: unknown) => (v instanceof Float32Array ? { f32: Array.from(v) } : v)),
   );
 }
 
-export function specFromJson(json: unknown): MlpPolicySpec {
+export function specFromJson<Spec = MlpPolicySpec>(json: unknown): Spec {
   return JSON.parse(JSON.stringify(json), (_k, v: unknown) =>
     v && typeof v === 'object' && 'f32' in v && Array.isArray((v as { f32: unknown }).f32)
       ? Float32Array.from((v as { f32: number[] }).f32)
       : v,
-  ) as MlpPolicySpec;
+  ) as Spec;
 }
 
 /**

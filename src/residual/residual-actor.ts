@@ -2,6 +2,7 @@
 import type { CameraFrames, MlpPolicySpec, Policy } from '../types.js';
 import { mlpForward } from '../runtime/onnx-export.js';
 import type { CameraFeatures } from './camera-features.js';
+import { encodeFrames, LEARNED_FEATURES_INPUT, type PublishedEncoder } from './learned-residual.js';
 
 /** Base + published residual, no exploration noise: what evaluation and the export run. */
 export class ResidualActor implements Policy {
@@ -13,18 +14,30 @@ export class ResidualActor implements Policy {
     private readonly spec: () => MlpPolicySpec | null,
     actionDim: number,
     private readonly features: CameraFeatures | null = null,
+    /** The learned encoders published with the spec (encoder 'learned'); they read the frames. */
+    private readonly encoder: () => PublishedEncoder | undefined = () => undefined,
   ) {
     this.actionDim = actionDim;
   }
   reset(seed?: number): void {
     this.base?.reset?.(seed);
   }
-  /** r(features, obs, a_base), its inputs fed by name as the export names them. */
-  residual(obs: Float32Array, baseAction: Float32Array, features: Float32Array | null = null): Float32Array {
+  /**
+   * r(features, obs, a_base), its inputs fed by name as the export names them; a learned encoder's
+   * features come from `frames`.
+   */
+  residual(
+    obs: Float32Array,
+    baseAction: Float32Array,
+    features: Float32Array | null = null,
+    frames?: CameraFrames,
+  ): Float32Array {
     const spec = this.spec();
     if (!spec) return new Float32Array(this.actionDim);
+    const encoder = spec.inputs[0]?.name === LEARNED_FEATURES_INPUT ? this.encoder() : undefined;
     const parts: Record<string, Float32Array | null> = {
       base_embedding: features,
+      [LEARNED_FEATURES_INPUT]: encoder ? encodeFrames(encoder, frames) : null,
       obs,
       base_action: baseAction,
     };
@@ -37,7 +50,12 @@ export class ResidualActor implements Policy {
   }
   async act(obs: Float32Array, frames?: CameraFrames): Promise<Float32Array> {
     const baseAction = this.base ? await this.base.act(obs, frames) : new Float32Array(this.actionDim);
-    const res = this.residual(obs, baseAction, this.features ? await this.features.read(frames) : null);
+    const res = this.residual(
+      obs,
+      baseAction,
+      this.features ? await this.features.read(frames) : null,
+      frames,
+    );
     this.lastBase = baseAction;
     this.lastResidual = res;
     return compose(baseAction, res);

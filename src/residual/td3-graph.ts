@@ -10,10 +10,32 @@
  *   Adam with global-norm clipping on each network, then Polyak targets θ̄ ← θ̄ + τ(θ − θ̄).
  *
  * Q_i(s, a) reads [s | a], or by default [s | a_base | (a − a_base)/actionScale] (criticInput).
+ *
+ * With a learned encoder (ResFiT) s is [φ(images) | state]: the critics read φ of the online
+ * encoder, which their loss trains (Adam at the critic's rate, clipped on its own); the actor reads
+ * stopgrad(φ), so its loss moves no encoder weight; the TD target reads φ̄ of the target encoder,
+ * Polyak-averaged like the critics.
  */
-import { adamStep, grad, Graph, mlpApply, op, polyak, type AdamScalars, type Value } from '../nn/index.js';
+import {
+  adamStep,
+  grad,
+  Graph,
+  mlpApply,
+  op,
+  polyak,
+  type AdamScalars,
+  type ParamLayout,
+  type Value,
+} from '../nn/index.js';
 import { criticSplitsResidual, type ResidualConfig } from './config.js';
 import type { Network } from './networks.js';
+import {
+  encodeCameras,
+  imageInputs,
+  nextImagesInput,
+  obsImagesInput,
+  type LearnedEncoderNet,
+} from './learned-encoder.js';
 
 /** The flat vectors a learner keeps; each is one graph input `<key>` and one output `next:<key>`. */
 export const STATE_KEYS = [
@@ -25,8 +47,25 @@ export const STATE_KEYS = [
   'actorAdam/v',
   'criticAdam/m',
   'criticAdam/v',
+  'encoder',
+  'encoderTarget',
+  'encoderAdam/m',
+  'encoderAdam/v',
 ] as const;
 export type StateKey = (typeof STATE_KEYS)[number];
+
+/** The state vectors of these networks (the encoder's only with a learned encoder). */
+export function stateKeysOf(nets: Td3Nets): StateKey[] {
+  return STATE_KEYS.filter((k) => nets.encoder || !k.startsWith('encoder'));
+}
+
+/** The parameter layout a state vector is laid out in. */
+export function layoutOf(nets: Td3Nets, key: StateKey): ParamLayout {
+  if (key.startsWith('actor')) return nets.actor.layout;
+  if (key.startsWith('critic')) return nets.critic.layout;
+  if (!nets.encoder) throw new Error(`internal: ${key} without a learned encoder`);
+  return nets.encoder.layout;
+}
 
 export const next = (key: StateKey): string => `next:${key}`;
 
@@ -36,6 +75,8 @@ export const STATS = ['criticLoss', 'qMean', 'qAbsMean', 'criticGradNorm', 'acto
 export interface Td3Nets {
   actor: Network;
   critic: Network;
+  /** The per-camera conv encoders of encoder mode 'learned'; absent otherwise. */
+  encoder?: LearnedEncoderNet;
 }
 
 export interface Td3Dims {
@@ -92,12 +133,18 @@ export interface Batch extends TargetBatch {
   action: Value;
 }
 
-function targetInputs(g: Graph, dims: Td3Dims, rows: number, cfg: ResidualConfig): TargetBatch {
-  const { obsDim: O, actionDim: A } = dims;
+function targetInputs(
+  g: Graph,
+  dims: Td3Dims,
+  rows: number,
+  cfg: ResidualConfig,
+  nextObs: Value = g.input('nextObs', [rows, dims.obsDim]),
+): TargetBatch {
+  const { actionDim: A } = dims;
   return {
     reward: g.input('reward', [rows]),
     discount: g.input('discount', [rows]),
-    nextObs: g.input('nextObs', [rows, O]),
+    nextObs,
     nextBase: g.input('nextBase', [rows, A]),
     noise: g.input('noise', [rows, A]),
     heads: g.input('heads', [cfg.targetSubset], 'int64'),
@@ -130,12 +177,50 @@ function adamScalars(g: Graph, net: 'actor' | 'critic'): AdamScalars {
 
 /** ∂loss/∂(each tensor of `params`), packed as one flat vector in the layout's order. */
 export function flatGradient(loss: Value, net: Network, params: Tensors): Value {
-  const names = net.layout.entries.map((e) => e.name);
+  return flatGradients(loss, [{ layout: net.layout, params }])[0];
+}
+
+/** One backward pass for several parameter vectors: ∂loss/∂ each, packed flat in its layout. */
+export function flatGradients(
+  loss: Value,
+  parts: readonly { layout: ParamLayout; params: Tensors }[],
+): Value[] {
+  const names = parts.map((p) => p.layout.entries.map((e) => e.name));
   const gs = grad(
     loss,
-    names.map((n) => params.get(n) as Value),
+    parts.flatMap((p, i) => names[i].map((n) => p.params.get(n) as Value)),
   );
-  return net.layout.pack(new Map(names.map((n, i) => [n, gs[i]])));
+  let at = 0;
+  return parts.map((p, i) => p.layout.pack(new Map(names[i].map((n) => [n, gs[at++]]))));
+}
+
+/**
+ * The batch with the learned features in front of the state: [φ | s] for the critic step,
+ * [stopgrad φ | s] for the actor step, [φ̄ | s'] (target encoder) for the TD target. Inputs
+ * `encoder`, `encoderTarget` and the images of obs and next obs (`images/<k>`, `nextImages/<k>`).
+ */
+export function encodedBatches(
+  g: Graph,
+  encoder: LearnedEncoderNet,
+  b: Batch,
+  p: { encoder: Tensors; encoderTarget: Tensors },
+): { critic: Batch; actor: Batch } {
+  const rows = b.obs.shape[0];
+  const features = encodeCameras(
+    encoder,
+    p.encoder,
+    imageInputs(g, encoder, rows, (_, k) => obsImagesInput(k)),
+  );
+  const nextFeatures = encodeCameras(
+    encoder,
+    p.encoderTarget,
+    imageInputs(g, encoder, rows, (_, k) => nextImagesInput(k)),
+  );
+  const nextObs = op.concat([nextFeatures, b.nextObs], 1);
+  return {
+    critic: { ...b, obs: op.concat([features, b.obs], 1), nextObs },
+    actor: { ...b, obs: op.concat([op.stopGradient(features), b.obs], 1), nextObs },
+  };
 }
 
 /** The batch as graph inputs `obs`, `base`, `action`, `reward`, `discount`, `nextObs`, `nextBase`, `noise`, `heads`. */
@@ -197,13 +282,26 @@ export function buildUpdateGraph(
 ): Graph {
   const B = cfg.batchSize;
   const g = new Graph(withActor ? 'td3_critic_actor_update' : 'td3_critic_update');
-  const flat = (key: StateKey, net: Network): Value => g.input(key, [net.layout.size]);
-  const critic = flat('critic', nets.critic);
-  const criticTarget = flat('criticTarget', nets.critic);
-  const actorTarget = flat('actorTarget', nets.actor);
+  const flat = (key: StateKey): Value => g.input(key, [layoutOf(nets, key).size]);
+  const critic = flat('critic');
+  const criticTarget = flat('criticTarget');
+  const actorTarget = flat('actorTarget');
   const criticP = nets.critic.layout.unpack(critic);
-  const b = batchInputs(g, dims, B, cfg);
+  const batch = batchInputs(g, dims, B, cfg);
   const adam = { beta1: 0.9, beta2: 0.999, clipNorm: cfg.gradClip };
+  const criticScalars = adamScalars(g, 'critic');
+
+  // 0. The learned encoder's features in front of the state (the batch unchanged without one).
+  const encoder = nets.encoder ? flat('encoder') : null;
+  const encoderTarget = nets.encoder ? flat('encoderTarget') : null;
+  const encoderP = encoder && nets.encoder ? nets.encoder.layout.unpack(encoder) : null;
+  const encoded =
+    nets.encoder && encoderP && encoderTarget
+      ? encodedBatches(g, nets.encoder, batch, {
+          encoder: encoderP,
+          encoderTarget: nets.encoder.layout.unpack(encoderTarget),
+        })
+      : { critic: batch, actor: batch };
 
   // 1–2. TD target from the target networks, critic step on the executed actions.
   const { loss: lossQ, q } = criticLoss(
@@ -215,40 +313,52 @@ export function buildUpdateGraph(
       actorTarget: nets.actor.layout.unpack(actorTarget),
       criticTarget: nets.critic.layout.unpack(criticTarget),
     },
-    b,
+    encoded.critic,
   );
-  const c = adamStep(
-    critic,
-    flatGradient(lossQ, nets.critic, criticP),
-    flat('criticAdam/m', nets.critic),
-    flat('criticAdam/v', nets.critic),
-    adam,
-    adamScalars(g, 'critic'),
-  );
+  const [criticGrad, encoderGrad] = flatGradients(lossQ, [
+    { layout: nets.critic.layout, params: criticP },
+    ...(nets.encoder && encoderP ? [{ layout: nets.encoder.layout, params: encoderP }] : []),
+  ]);
+  const c = adamStep(critic, criticGrad, flat('criticAdam/m'), flat('criticAdam/v'), adam, criticScalars);
   g.output(next('critic'), c.params);
   g.output(next('criticAdam/m'), c.m);
   g.output(next('criticAdam/v'), c.v);
   g.output(next('criticTarget'), polyak(criticTarget, c.params, cfg.tau));
+  // The encoder steps with the critic (same rate and step count, so the same Adam scalars).
+  if (encoder && encoderTarget) {
+    const e = adamStep(
+      encoder,
+      encoderGrad,
+      flat('encoderAdam/m'),
+      flat('encoderAdam/v'),
+      adam,
+      criticScalars,
+    );
+    g.output(next('encoder'), e.params);
+    g.output(next('encoderAdam/m'), e.m);
+    g.output(next('encoderAdam/v'), e.v);
+    g.output(next('encoderTarget'), polyak(encoderTarget, e.params, cfg.tau));
+  }
   const qAbsMean = op.mean(op.abs(q));
   const stats: Value[] = [lossQ, op.mean(q), qAbsMean, c.gradNorm];
 
   // 3. Actor step on the ensemble mean of the updated critic, then its target.
   if (withActor) {
-    const actor = flat('actor', nets.actor);
+    const actor = flat('actor');
     const actorP = nets.actor.layout.unpack(actor);
     const lossPi = actorLoss(
       nets,
       cfg,
       dims,
       { actor: actorP, critic: nets.critic.layout.unpack(c.params) },
-      b,
+      encoded.actor,
       { heldBack: g.input('heldBack', [B]), weight: g.input('bcWeight', []), qAbsMean },
     );
     const a = adamStep(
       actor,
       flatGradient(lossPi, nets.actor, actorP),
-      flat('actorAdam/m', nets.actor),
-      flat('actorAdam/v', nets.actor),
+      flat('actorAdam/m'),
+      flat('actorAdam/v'),
       adam,
       adamScalars(g, 'actor'),
     );
@@ -270,11 +380,19 @@ export function buildUpdateGraph(
   return g;
 }
 
-/** The residual for `rows` (normalized observation, base action) rows: input `actor.*`, `obs`, `base`. */
+/**
+ * The residual for `rows` (normalized observation, base action) rows: input `actor`, `obs`,
+ * `base`, and with a learned encoder `encoder` and the images `images/<k>`.
+ */
 export function buildActGraph(nets: Td3Nets, cfg: ResidualConfig, dims: Td3Dims, rows: number): Graph {
   const g = new Graph(`td3_act_${rows}`);
   const actor = nets.actor.layout.unpack(g.input('actor', [nets.actor.layout.size]));
-  const obs = g.input('obs', [rows, dims.obsDim]);
+  let obs = g.input('obs', [rows, dims.obsDim]);
+  if (nets.encoder) {
+    const encoder = nets.encoder.layout.unpack(g.input('encoder', [nets.encoder.layout.size]));
+    const images = imageInputs(g, nets.encoder, rows, (_, k) => obsImagesInput(k));
+    obs = op.concat([encodeCameras(nets.encoder, encoder, images), obs], 1);
+  }
   const base = g.input('base', [rows, dims.actionDim]);
   g.output('residual', residualOf(nets, actor, obs, base, cfg, dims.baseDim));
   return g;
@@ -285,7 +403,13 @@ export function buildTargetGraph(nets: Td3Nets, cfg: ResidualConfig, dims: Td3Di
   const g = new Graph(`td3_target_${rows}`);
   const actorTarget = nets.actor.layout.unpack(g.input('actorTarget', [nets.actor.layout.size]));
   const criticTarget = nets.critic.layout.unpack(g.input('criticTarget', [nets.critic.layout.size]));
-  const b = targetInputs(g, dims, rows, cfg);
+  let nextObs = g.input('nextObs', [rows, dims.obsDim]);
+  if (nets.encoder) {
+    const target = nets.encoder.layout.unpack(g.input('encoderTarget', [nets.encoder.layout.size]));
+    const images = imageInputs(g, nets.encoder, rows, (_, k) => nextImagesInput(k));
+    nextObs = op.concat([encodeCameras(nets.encoder, target, images), nextObs], 1);
+  }
+  const b = targetInputs(g, dims, rows, cfg, nextObs);
   g.output('y', tdTarget(nets, cfg, dims, actorTarget, criticTarget, b));
   return g;
 }

@@ -19,6 +19,14 @@ import { Rng } from '../util/rng.js';
 import { ResrtError } from '../util/errors.js';
 import { criticInputDim, type ResidualConfig } from './config.js';
 import { denseSpecs, initParams, network } from './networks.js';
+import {
+  initLearnedEncoder,
+  learnedEncoderNet,
+  obsImagesInput,
+  nextImagesInput,
+  ShiftedImages,
+  type LearnedEncoderNet,
+} from './learned-encoder.js';
 import { DualReplay, ReplayBuffer, emptySample, type SampleBatch } from './replay.js';
 import type { FrameCamera } from './replay-frames.js';
 import { getRngState, setRngState, type RngState } from './rng-state.js';
@@ -26,8 +34,9 @@ import {
   buildActGraph,
   buildTargetGraph,
   buildUpdateGraph,
+  layoutOf,
   next,
-  STATE_KEYS,
+  stateKeysOf,
   STATS,
   type StateKey,
   type Td3Dims,
@@ -37,7 +46,10 @@ import {
 export interface LearnerDims {
   obsDim: number;
   actionDim: number;
-  /** Cameras whose frames the online replay keeps (ResidualConfig.replayFrames); absent: none. */
+  /**
+   * Cameras whose frames the online replay keeps (ResidualConfig.replayFrames); absent: none. With
+   * encoder 'learned' the learner trains a conv encoder per camera on them.
+   */
   frameCameras?: readonly FrameCamera[];
 }
 
@@ -92,7 +104,9 @@ export class ResidualLearner {
   /** Width of the base-action input (0 when learning from scratch). */
   readonly baseDim: number;
   private readonly shape: Td3Dims;
-  private readonly state: Record<StateKey, DoubleBuffer>;
+  private readonly state: Partial<Record<StateKey, DoubleBuffer>>;
+  /** The float images of an update (encoder 'learned'), else null. */
+  private readonly images: ShiftedImages | null;
   private readonly actorClock: AdamClock;
   private readonly criticClock: AdamClock;
   private readonly sample: SampleBatch;
@@ -119,10 +133,12 @@ export class ResidualLearner {
     const { obsDim: O, actionDim: A } = dims;
     this.baseDim = cfg.useBase ? A : 0;
     this.shape = { obsDim: O, actionDim: A, baseDim: this.baseDim };
-    this.nets = ResidualLearner.networks(cfg, this.shape);
+    this.nets = ResidualLearner.networks(cfg, this.shape, dims.frameCameras);
     const init = new Rng(seed);
     const actorSeed = init.nextUint32();
     const criticSeed = init.nextUint32();
+    // Drawn only with an encoder, so the other modes' streams stay as they were.
+    const encoderSeed = this.nets.encoder ? init.nextUint32() : 0;
     this.rng = init.fork();
     // Online and target networks share their seed, so the targets start equal to the online nets.
     const actor = initParams(this.nets.actor, actorSeed, true);
@@ -139,6 +155,13 @@ export class ResidualLearner {
       'criticAdam/m': buffer(critic.length),
       'criticAdam/v': buffer(critic.length),
     };
+    if (this.nets.encoder) {
+      const encoder = initLearnedEncoder(this.nets.encoder, encoderSeed);
+      this.state.encoder = buffer(encoder);
+      this.state.encoderTarget = buffer(encoder);
+      this.state['encoderAdam/m'] = buffer(encoder.length);
+      this.state['encoderAdam/v'] = buffer(encoder.length);
+    }
     this.actorClock = new AdamClock({ ...adamDefaults, lr: cfg.actorLr, clipNorm: cfg.gradClip });
     this.criticClock = new AdamClock({ ...adamDefaults, lr: cfg.criticLr, clipNorm: cfg.gradClip });
     this.replay = new DualReplay(
@@ -147,7 +170,9 @@ export class ResidualLearner {
       cfg.demoFraction,
     );
     const B = cfg.batchSize;
-    this.sample = emptySample(B, O, A);
+    // Frames are copied into batches only when the encoder reads them.
+    this.sample = emptySample(B, O, A, this.nets.encoder ? dims.frameCameras : undefined);
+    this.images = this.nets.encoder ? new ShiftedImages(this.nets.encoder, B) : null;
     this.obsN = new Float32Array(B * O);
     this.nextObsN = new Float32Array(B * O);
     this.noise = new Float32Array(B * A);
@@ -155,12 +180,25 @@ export class ResidualLearner {
     this.headIdx = new BigInt64Array(cfg.targetSubset);
   }
 
-  private static networks(cfg: ResidualConfig, dims: Td3Dims): Td3Nets {
+  private static networks(
+    cfg: ResidualConfig,
+    dims: Td3Dims,
+    frameCameras?: readonly FrameCamera[],
+  ): Td3Nets {
     const { obsDim: O, actionDim: A, baseDim: D } = dims;
+    const encoder: LearnedEncoderNet | undefined =
+      cfg.encoder === 'learned' && frameCameras?.length ? learnedEncoderNet(cfg, frameCameras) : undefined;
+    const F = encoder?.features ?? 0;
     return {
-      actor: network('actor', { inDim: O + D, hidden: cfg.actorHidden, outDim: A, layerNorm: cfg.layerNorm }),
+      ...(encoder ? { encoder } : {}),
+      actor: network('actor', {
+        inDim: F + O + D,
+        hidden: cfg.actorHidden,
+        outDim: A,
+        layerNorm: cfg.layerNorm,
+      }),
       critic: network('critic', {
-        inDim: criticInputDim(cfg, O, A),
+        inDim: F + criticInputDim(cfg, O, A),
         hidden: cfg.criticHidden,
         outDim: 1,
         layerNorm: cfg.layerNorm,
@@ -178,7 +216,7 @@ export class ResidualLearner {
     demos: ReplayBuffer | null = null,
   ): Promise<ResidualLearner> {
     const d: Td3Dims = { ...dims, baseDim: cfg.useBase ? dims.actionDim : 0 };
-    const nets = ResidualLearner.networks(cfg, d);
+    const nets = ResidualLearner.networks(cfg, d, dims.frameCameras);
     const [criticStep, fullStep] = await Promise.all([
       CompiledGraph.create(buildUpdateGraph(nets, cfg, d, false), engine),
       CompiledGraph.create(buildUpdateGraph(nets, cfg, d, true), engine),
@@ -188,7 +226,18 @@ export class ResidualLearner {
 
   /** The current values of one state vector (a view; do not keep it across updates). */
   params(key: StateKey): Float32Array {
-    return this.state[key].front;
+    return this.buffer(key).front;
+  }
+
+  private buffer(key: StateKey): DoubleBuffer {
+    const b = this.state[key];
+    if (!b) throw new Error(`ResidualLearner: no ${key} (the learner has no learned encoder)`);
+    return b;
+  }
+
+  /** The learned encoder (encoder mode 'learned' on a run with cameras), else null. */
+  get encoder(): LearnedEncoderNet | null {
+    return this.nets.encoder ?? null;
   }
 
   /** The actor's layers as data (copies), for MlpPolicySpec / export. */
@@ -249,11 +298,11 @@ export class ResidualLearner {
   }
 
   private feedsOf(keys: readonly StateKey[]): Record<string, Float32Array> {
-    return Object.fromEntries(keys.map((k) => [k, this.state[k].front]));
+    return Object.fromEntries(keys.map((k) => [k, this.buffer(k).front]));
   }
 
   private intoOf(keys: readonly StateKey[]): Record<string, Float32Array> {
-    return Object.fromEntries(keys.map((k) => [next(k), this.state[k].back]));
+    return Object.fromEntries(keys.map((k) => [next(k), this.buffer(k).back]));
   }
 
   /** A forward-only graph for `rows` rows, compiled on first use. */
@@ -270,14 +319,23 @@ export class ResidualLearner {
     return c;
   }
 
-  /** Residual for a batch of (obs, base) rows, in action units (what the actor thread adds). */
-  async act(obs: Float32Array, baseAction: Float32Array, rows: number): Promise<Float32Array> {
+  /**
+   * Residual for a batch of (obs, base) rows, in action units (what the actor thread adds); with a
+   * learned encoder, `images` holds each camera's [rows, 3, H, W] floats in [0, 1].
+   */
+  async act(
+    obs: Float32Array,
+    baseAction: Float32Array,
+    rows: number,
+    images: readonly Float32Array[] = [],
+  ): Promise<Float32Array> {
     const { actionDim: A } = this.dims;
     const graph = await this.graphFor(this.actGraphs, rows, () =>
       buildActGraph(this.nets, this.cfg, this.shape, rows),
     );
     const out = await graph.run({
-      ...this.feedsOf(['actor']),
+      ...this.feedsOf(this.nets.encoder ? ['actor', 'encoder'] : ['actor']),
+      ...this.imageFeeds(images, obsImagesInput),
       obs: this.normalized(obs, rows),
       base: this.baseDim ? baseAction.subarray(0, rows * A) : new Float32Array(rows * A),
     });
@@ -303,14 +361,24 @@ export class ResidualLearner {
    * y = R + discount · min_{i ∈ heads} Q̄_i(s', clip(a_base' + clip(π̄(s', a_base') + noise, ±scale), ±1))
    * on plain arrays (observations not yet normalized; `noise` already clipped), for tests and diagnostics.
    */
-  async tdTargetValues(s: SampleBatch, heads: number[], noise: Float32Array): Promise<Float32Array> {
+  async tdTargetValues(
+    s: SampleBatch,
+    heads: number[],
+    noise: Float32Array,
+    nextImages: readonly Float32Array[] = [],
+  ): Promise<Float32Array> {
     const rows = s.size;
     const { actionDim: A } = this.dims;
     const graph = await this.graphFor(this.targetGraphs, rows, () =>
       buildTargetGraph(this.nets, { ...this.cfg, targetSubset: heads.length }, this.shape, rows),
     );
     const out = await graph.run({
-      ...this.feedsOf(['actorTarget', 'criticTarget']),
+      ...this.feedsOf(
+        this.nets.encoder
+          ? ['actorTarget', 'criticTarget', 'encoderTarget']
+          : ['actorTarget', 'criticTarget'],
+      ),
+      ...this.imageFeeds(nextImages, nextImagesInput),
       reward: s.reward,
       discount: s.discount,
       nextObs: this.normalized(s.nextObs, rows),
@@ -319,6 +387,17 @@ export class ResidualLearner {
       heads: BigInt64Array.from(heads, (h) => BigInt(h)),
     });
     return out.y;
+  }
+
+  /** One image input per camera of the learned encoder (none without one). */
+  private imageFeeds(
+    images: readonly Float32Array[],
+    name: (k: number) => string,
+  ): Record<string, Float32Array> {
+    const cameras = this.nets.encoder?.cameras.length ?? 0;
+    if (images.length !== cameras)
+      throw new Error(`ResidualLearner: ${images.length} image batches for ${cameras} cameras`);
+    return Object.fromEntries(images.map((img, k) => [name(k), img]));
   }
 
   async update(): Promise<UpdateStats> {
@@ -343,6 +422,7 @@ export class ResidualLearner {
     const s = this.replay.sample(B, cfg.nStep, cfg.gamma, this.rng, this.sample);
     this.normalized(s.obs, B, this.obsN);
     this.normalized(s.nextObs, B, this.nextObsN);
+    if (this.images && s.frames) this.images.fill(s.frames, this.rng);
     const heads = this.chooseHeads();
     heads.forEach((h, i) => (this.headIdx[i] = BigInt(h)));
     for (let i = 0; i < this.noise.length; i++) {
@@ -355,6 +435,8 @@ export class ResidualLearner {
     const heldBack = doActor && bcWeight > 0 ? heldBackRows(s.heldBack, B) : 0;
 
     const criticKeys: StateKey[] = ['critic', 'criticTarget', 'criticAdam/m', 'criticAdam/v'];
+    // The encoder trains with the critic.
+    if (this.nets.encoder) criticKeys.push('encoder', 'encoderTarget', 'encoderAdam/m', 'encoderAdam/v');
     const actorKeys: StateKey[] = doActor ? ['actor', 'actorTarget', 'actorAdam/m', 'actorAdam/v'] : [];
     const critic = this.criticClock.nextScalars();
     const feeds: Record<string, Float32Array | BigInt64Array> = {
@@ -370,6 +452,7 @@ export class ResidualLearner {
       heads: this.headIdx,
       'critic/stepSize': critic.stepSize,
       'critic/epsHat': critic.epsHat,
+      ...(this.images ? this.images.feeds() : {}),
     };
     if (doActor) {
       const actor = this.actorClock.nextScalars();
@@ -386,7 +469,7 @@ export class ResidualLearner {
     if (!Number.isFinite(criticLoss)) throw new DivergenceError(this.updates, `critic loss ${criticLoss}`);
     if (doActor && !Number.isFinite(actorLossValue))
       throw new DivergenceError(this.updates, `actor loss ${actorLossValue}`);
-    for (const k of [...criticKeys, ...actorKeys]) this.state[k].swap();
+    for (const k of [...criticKeys, ...actorKeys]) this.buffer(k).swap();
     this.criticClock.commit();
     if (doActor) {
       this.actorClock.commit();
@@ -401,13 +484,13 @@ export class ResidualLearner {
   getState(): LearnerState {
     this.assertIdle('getState');
     const tensors: LearnerState['tensors'] = [];
-    for (const key of STATE_KEYS) {
-      const net = key.startsWith('actor') ? this.nets.actor : this.nets.critic;
-      for (const e of net.layout.entries)
+    for (const key of stateKeysOf(this.nets)) {
+      const layout = layoutOf(this.nets, key);
+      for (const e of layout.entries)
         tensors.push({
           name: `${key}/${e.name}`,
           shape: [...e.shape],
-          data: net.layout.view(this.state[key].front, e.name).slice(),
+          data: layout.view(this.params(key), e.name).slice(),
         });
     }
     return {
@@ -425,9 +508,9 @@ export class ResidualLearner {
   setState(state: LearnerState, source: string): void {
     this.assertIdle('setState');
     const byName = new Map(state.tensors.map((t) => [t.name, t]));
-    for (const key of STATE_KEYS) {
-      const net = key.startsWith('actor') ? this.nets.actor : this.nets.critic;
-      for (const e of net.layout.entries) {
+    for (const key of stateKeysOf(this.nets)) {
+      const layout = layoutOf(this.nets, key);
+      for (const e of layout.entries) {
         const name = `${key}/${e.name}`;
         const t = byName.get(name);
         if (!t || t.shape.length !== e.shape.length || t.shape.some((d, i) => d !== e.shape[i])) {
@@ -436,7 +519,7 @@ export class ResidualLearner {
             'resume with the same network sizes (config) and task the checkpoint was written with, or start a new outDir',
           );
         }
-        net.layout.view(this.state[key].front, e.name).set(t.data);
+        layout.view(this.params(key), e.name).set(t.data);
       }
     }
     this.updates = state.updates;

@@ -22,6 +22,8 @@ export function replayFrameCameras(
 ): FrameCamera[] | null {
   if (!cfg.replayFrames) return null;
   const cameras = frameCamerasOf(env.cameras ?? []);
+  // A state-only task ignores the encoder mode, so the frames the learned encoder switched on too.
+  if (cameras.length === 0 && cfg.encoder === 'learned') return null;
   if (cameras.length === 0) {
     throw new ResrtError(
       `replayFrames is on, and ${env.id} has no cameras whose frames replay could keep`,

@@ -21,6 +21,7 @@ import { replayFrameCameras } from './trainer-frames.js';
 import { getRngState, setRngState } from './rng-state.js';
 import { writeCurves } from './curves.js';
 import { exportResidualOnnx } from './export.js';
+import { exportLearnedResidualOnnx } from './learned-residual.js';
 import { cameraFeatures, withFeatures, type CameraFeatures } from './camera-features.js';
 import {
   evaluateHeldOut,
@@ -198,7 +199,14 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     const wallBefore = state.wallSeconds;
     const wall = (): number => wallBefore + (performance.now() - t0) / 1000;
 
-    const actor = new ResidualActor(base, () => link.policy()?.spec ?? null, A, features);
+    // The spec and the encoder it reads come from one published policy.
+    const actor = new ResidualActor(
+      base,
+      () => link.policy()?.spec ?? null,
+      A,
+      features,
+      () => link.policy()?.encoder,
+    );
     let lastProgressAt = 0;
     let phase: TrainProgress['phase'] = state.envSteps < cfg.learningStarts ? 'warmup' : 'training';
     let mixingShare: number | undefined;
@@ -330,7 +338,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
           if (state.envSteps < cfg.learningStarts) {
             for (let i = 0; i < A; i++) res[i] = (rng.uniform() * 2 - 1) * cfg.warmupNoise * cfg.actionScale;
           } else {
-            const r = actor.residual(obs, baseAction, feat);
+            const r = actor.residual(obs, baseAction, feat, frames);
             for (let i = 0; i < A; i++) {
               const v = r[i] + rng.normal(0, cfg.explorationStd);
               res[i] = Math.max(-cfg.actionScale, Math.min(cfg.actionScale, v));
@@ -428,8 +436,10 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     // Let the learner finish what it owes, then evaluate, export and checkpoint the final state.
     await link.advance(targetUpdates(state.envSteps), targetUpdates(state.envSteps));
     finalEval = state.lastEvalAt === state.envSteps && state.curve.length ? null : await runEval();
-    const spec = link.policy()?.spec;
-    if (spec) exportResidualOnnx(spec, onnxPath, features?.encoder ?? undefined);
+    const published = link.policy();
+    const spec = published?.spec;
+    if (spec && published.encoder) exportLearnedResidualOnnx(spec, published.encoder, onnxPath);
+    else if (spec) exportResidualOnnx(spec, onnxPath, features?.encoder ?? undefined);
     await checkpoint();
     // What the run reports is the file it wrote, on episodes nothing during training saw.
     let heldOut: HeldOutResult | null = null;
