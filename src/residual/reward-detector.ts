@@ -150,7 +150,7 @@ function checkConfig(cfg: DetectorConfig): void {
     );
   if (!posInt(cfg.steps)) bad(`steps = ${cfg.steps}`, 'e.g. --steps 1500');
   if (!posInt(cfg.batchSize) || cfg.batchSize < 2) bad(`batch size ${cfg.batchSize}`, 'e.g. --batch 64');
-  if (!(Number.isInteger(cfg.miningRounds) && cfg.miningRounds >= 0 && cfg.miningRounds < cfg.steps))
+  if (!(Number.isInteger(cfg.miningRounds) && cfg.miningRounds >= 0))
     bad(
       `${cfg.miningRounds} rounds of hard-negative mining in ${cfg.steps} steps`,
       'e.g. --mining-rounds 2 (0 = off)',
