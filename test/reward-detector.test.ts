@@ -11,11 +11,7 @@ import { MujocoEnv } from '../src/sim/env.js';
 import { cleanExpert, ImperfectExpert, PrivilegedExpert } from '../src/sim/expert.js';
 import { labelledEpisodes } from '../src/sim/reward-data.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
-import {
-  pickMinedNegatives,
-  trainSuccessDetector,
-  type DetectorResult,
-} from '../src/residual/reward-detector.js';
+import { trainSuccessDetector, type DetectorResult } from '../src/residual/reward-detector.js';
 import {
   chooseThreshold,
   detectorMetrics,
@@ -231,7 +227,7 @@ describe('success detector', () => {
   });
 });
 
-describe('success detector verdicts, threshold and mined negatives', () => {
+describe('success detector verdicts and threshold', () => {
   // success: the label; max: the highest P(success) over the episode's observations (what the
   // verdict uses); final: the last observation's.
   const ep = (success: boolean, max: number, final = max): EpisodeScores => ({ success, max, final });
@@ -285,18 +281,5 @@ describe('success detector verdicts, threshold and mined negatives', () => {
     const neverTh = chooseThreshold(never);
     expect(neverTh).toBeGreaterThan(0.1);
     expect(neverTh).toBeLessThan(0.4);
-  });
-
-  it("mines each episode's highest-scoring candidates", () => {
-    const minable = [[10, 11, 12, 13], [20], [30, 31, 32]];
-    const scores = [0.1, 0.9, 0.3, 0.7, 0.05, 0.2, 0.6, 0.4];
-    expect(pickMinedNegatives(minable, scores, 2)).toEqual([
-      { index: 11, score: 0.9 },
-      { index: 13, score: 0.7 },
-      { index: 20, score: 0.05 },
-      { index: 31, score: 0.6 },
-      { index: 32, score: 0.4 },
-    ]);
-    expect(() => pickMinedNegatives(minable, scores.slice(1), 2)).toThrow(/7 scores for 8 candidates/);
   });
 });

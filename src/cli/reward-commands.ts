@@ -17,7 +17,6 @@ interface RewardTrainOptions {
   lr: number;
   encoder: string;
   shift: number;
-  miningRounds: number;
   val: number;
   test: number;
   seed: number;
@@ -43,12 +42,6 @@ export function registerRewardCommands(program: Command): void {
     .option('--lr <x>', 'Adam learning rate', parseFloatArg('--lr', 1e-7, 1), 1e-3)
     .option('--encoder <channels>', 'conv channels per camera, e.g. 16,32,32', '16,32,32')
     .option('--shift <px>', 'random shift augmentation in pixels (0 = off)', parseIntArg('--shift', 0), 4)
-    .option(
-      '--mining-rounds <n>',
-      "rounds of hard-negative mining: each training episode's most success-like observations become negatives (0 = off)",
-      parseIntArg('--mining-rounds', 0),
-      2,
-    )
     .option(
       '--val <share>',
       'share of episodes for choosing the threshold',
@@ -79,7 +72,6 @@ export function registerRewardCommands(program: Command): void {
           learningRate: opts.lr,
           encoderChannels: opts.encoder.split(',').map(Number),
           shiftPad: opts.shift,
-          miningRounds: opts.miningRounds,
           validationFraction: opts.val,
           testFraction: opts.test,
           seed: opts.seed,

@@ -3,10 +3,9 @@
  * frames of episodes labelled success or failure. Episodes are split by episode (never by frame)
  * into train, validation and test; the network (reward-detector-network.ts) learns from the
  * final frames of successful episodes (positives) and frames of every episode before its end
- * (negatives), in balanced minibatches with random shift; during training it mines hard negatives
- * (each training episode's observations it scores highest, other than a success's end); the
- * threshold is chosen on the validation episodes' verdicts; precision, recall and accuracy are
- * measured on validation and test; the ONNX export is checked against the engine's forward pass.
+ * (negatives), in balanced minibatches with random shift; the threshold is chosen on the
+ * validation episodes' verdicts (reward-detector-verdict.ts); precision, recall and accuracy are measured on validation and test; the
+ * ONNX export is checked against the engine's forward pass.
  *
  * An episode's verdict is what `resrt train` and `resrt actor` will do with the detector: the
  * episode counts as a success when the detector fires on any observation after a step.
@@ -89,17 +88,6 @@ export interface DetectorConfig {
    * push differ from the success frame by less than a pixel, so they are not failures to learn.
    */
   ambiguousSteps: number;
-  /**
-   * Rounds of hard-negative mining, evenly spaced through training (0 = none). A verdict is the
-   * largest score over an episode's observations, so a failed episode is judged by its single
-   * most success-like frame (the puck passing just outside the goal); random and end-of-episode
-   * negatives rarely include it. Each round scores every candidate observation of the training
-   * episodes and keeps each episode's `minedPerEpisode` highest as negatives.
-   */
-  miningRounds: number;
-  minedPerEpisode: number;
-  /** Share of each batch's negative half drawn from the mined frames once there are some. */
-  minedShare: number;
   seed: number;
   device: DevicePreference;
   threads?: number;
@@ -118,9 +106,6 @@ export const defaultDetectorConfig: DetectorConfig = {
   negativesPerEpisode: 8,
   hardNegatives: 8,
   ambiguousSteps: 2,
-  miningRounds: 2,
-  minedPerEpisode: 2,
-  minedShare: 0.5,
   seed: 0,
   device: 'auto',
 };
@@ -131,7 +116,7 @@ export interface DetectorResult {
   validation: DetectorMetrics;
   test: DetectorMetrics;
   split: { train: number; validation: number; test: number };
-  trainFrames: { positives: number; negatives: number; mined: number };
+  trainFrames: { positives: number; negatives: number };
   finalLoss: number;
   exportMaxAbsError: number;
   backend: string;
@@ -150,14 +135,6 @@ function checkConfig(cfg: DetectorConfig): void {
     );
   if (!posInt(cfg.steps)) bad(`steps = ${cfg.steps}`, 'e.g. --steps 1500');
   if (!posInt(cfg.batchSize) || cfg.batchSize < 2) bad(`batch size ${cfg.batchSize}`, 'e.g. --batch 64');
-  if (!(Number.isInteger(cfg.miningRounds) && cfg.miningRounds >= 0))
-    bad(
-      `${cfg.miningRounds} rounds of hard-negative mining in ${cfg.steps} steps`,
-      'e.g. --mining-rounds 2 (0 = off)',
-    );
-  if (!posInt(cfg.minedPerEpisode)) bad(`${cfg.minedPerEpisode} mined negatives per episode`, 'e.g. 2');
-  if (!(cfg.minedShare >= 0 && cfg.minedShare <= 1))
-    bad(`mined share ${cfg.minedShare} of the negatives`, 'give a share in [0, 1], e.g. 0.5');
   if (!(
     cfg.validationFraction > 0 &&
     cfg.testFraction > 0 &&
@@ -170,7 +147,7 @@ function checkConfig(cfg: DetectorConfig): void {
 }
 
 /** Successes and failures shuffled apart and dealt into the three splits in proportion. */
-export function splitEpisodes(
+function splitEpisodes(
   episodes: readonly DetectorEpisode[],
   cfg: DetectorConfig,
   rng: Rng,
@@ -204,76 +181,46 @@ export function splitEpisodes(
   return out;
 }
 
-/**
- * Every observation of the training episodes, one store per camera, and the pools batches draw
- * from (indices into the stores).
- */
-interface TrainingSet {
-  stores: FrameStore[];
-  /** The final observation of each successful episode. */
-  positives: number[];
-  /** Each failure's final observation, the hard negatives before each end, and random others. */
-  negatives: number[];
-  /** Per episode, what mining may pick: observations 1… up to the end (a success's end and the ambiguous steps before it excluded). */
-  minable: number[][];
-}
-
-function trainingSet(
+/** The training frames: each train episode's chosen observations copied into one store per camera. */
+function trainingFrames(
   episodes: readonly DetectorEpisode[],
   cameras: readonly DetectorCamera[],
   cfg: DetectorConfig,
   rng: Rng,
-): TrainingSet {
-  const loaded = episodes.map((ep) => ({ ep, stores: checkStores(ep, cameras) }));
-  const total = loaded.reduce((n, e) => n + e.stores[0].count, 0);
+): { stores: FrameStore[]; positives: number[]; negatives: number[] } {
+  const chosen: { stores: FrameStore[]; t: number; label: boolean }[] = [];
+  for (const ep of episodes) {
+    const stores = checkStores(ep, cameras);
+    const last = stores[0].count - 1;
+    if (ep.success) chosen.push({ stores, t: last, label: true });
+    else chosen.push({ stores, t: last, label: false });
+    // Candidates: every observation before the end, less the ambiguous ones before a success.
+    const end = ep.success ? last - cfg.ambiguousSteps : last;
+    const candidates = Array.from({ length: Math.max(0, end) }, (_, t) => t);
+    for (const t of candidates.splice(Math.max(0, candidates.length - cfg.hardNegatives)))
+      chosen.push({ stores, t, label: false });
+    for (let k = 0; k < cfg.negativesPerEpisode && candidates.length; k++) {
+      const i = rng.int(candidates.length);
+      chosen.push({ stores, t: candidates[i], label: false });
+      candidates.splice(i, 1);
+    }
+  }
   const stores = cameras.map((c): FrameStore => ({
     height: c.height,
     width: c.width,
-    data: new Uint8Array(total * c.height * c.width * 3),
-    count: total,
+    data: new Uint8Array(chosen.length * c.height * c.width * 3),
+    count: chosen.length,
   }));
-  const set: TrainingSet = { stores, positives: [], negatives: [], minable: [] };
-  let offset = 0;
-  for (const { ep, stores: own } of loaded) {
-    own.forEach((s, k) => stores[k].data.set(s.data, offset * s.height * s.width * 3));
-    const last = own[0].count - 1;
-    (ep.success ? set.positives : set.negatives).push(offset + last);
-    // Candidates: every observation before the end, less the ambiguous ones before a success.
-    const end = ep.success ? last - cfg.ambiguousSteps : last;
-    const candidates = Array.from({ length: Math.max(0, end) }, (_, t) => offset + t);
-    // Observation 0 (the reset) is never judged; mining looks where the verdict looks.
-    set.minable.push(ep.success ? candidates.slice(1) : [...candidates.slice(1), offset + last]);
-    set.negatives.push(...candidates.splice(Math.max(0, candidates.length - cfg.hardNegatives)));
-    for (let k = 0; k < cfg.negativesPerEpisode && candidates.length; k++) {
-      const i = rng.int(candidates.length);
-      set.negatives.push(candidates[i]);
-      candidates.splice(i, 1);
-    }
-    offset += own[0].count;
-  }
-  return set;
-}
-
-/**
- * Hard negatives from scores: per episode (one list of candidate indices each, scored in the
- * same order in `scores`), the `perEpisode` highest-scoring candidates with their scores.
- */
-export function pickMinedNegatives(
-  minable: readonly (readonly number[])[],
-  scores: ArrayLike<number>,
-  perEpisode: number,
-): { index: number; score: number }[] {
-  const mined: { index: number; score: number }[] = [];
-  let at = 0;
-  for (const candidates of minable) {
-    const ranked = candidates.map((index, k) => ({ index, score: scores[at + k] }));
-    ranked.sort((a, b) => b.score - a.score);
-    mined.push(...ranked.slice(0, perEpisode));
-    at += candidates.length;
-  }
-  if (at !== scores.length)
-    throw new Error(`pickMinedNegatives: ${scores.length} scores for ${at} candidates`);
-  return mined;
+  const positives: number[] = [];
+  const negatives: number[] = [];
+  chosen.forEach((row, i) => {
+    stores.forEach((s, k) => {
+      const size = s.height * s.width * 3;
+      s.data.set(row.stores[k].data.subarray(row.t * size, (row.t + 1) * size), i * size);
+    });
+    (row.label ? positives : negatives).push(i);
+  });
+  return { stores, positives, negatives };
 }
 
 function checkStores(ep: DetectorEpisode, cameras: readonly DetectorCamera[]): FrameStore[] {
@@ -290,26 +237,6 @@ function checkStores(ep: DetectorEpisode, cameras: readonly DetectorCamera[]): F
   return stores;
 }
 
-/** P(success) of the observations `indices` of `stores`, `rows` at a time. */
-async function scoreFrames(
-  net: DetectorNetwork,
-  params: Float32Array,
-  stores: readonly FrameStore[],
-  indices: readonly number[],
-  rows: number,
-  images: Float32Array[],
-): Promise<Float32Array> {
-  const out = new Float32Array(indices.length);
-  for (let s = 0; s < indices.length; s += rows) {
-    const count = Math.min(rows, indices.length - s);
-    const idx = Array.from({ length: rows }, (_, k) => indices[s + Math.min(k, count - 1)]);
-    stores.forEach((store, k) => framesToBatch(store, idx, images[k]));
-    const z = await net.logits(params, images, rows);
-    for (let k = 0; k < count; k++) out[s + k] = sigmoid(z[k]);
-  }
-  return out;
-}
-
 async function scoreEpisodes(
   net: DetectorNetwork,
   params: Float32Array,
@@ -322,16 +249,21 @@ async function scoreEpisodes(
   for (const ep of episodes) {
     const stores = checkStores(ep, cameras);
     const n = stores[0].count;
+    let max = -Infinity;
+    let final = 0;
     // Observation 0 (the reset) is never judged: the detector runs after each step.
-    const p = await scoreFrames(
-      net,
-      params,
-      stores,
-      Array.from({ length: n - 1 }, (_, t) => t + 1),
-      rows,
-      images,
-    );
-    out.push({ success: ep.success, final: p[n - 2], max: Math.max(...p) });
+    for (let s = 1; s < n; s += rows) {
+      const count = Math.min(rows, n - s);
+      const idx = Array.from({ length: rows }, (_, k) => s + Math.min(k, count - 1));
+      stores.forEach((store, k) => framesToBatch(store, idx, images[k]));
+      const z = await net.logits(params, images, rows);
+      for (let k = 0; k < count; k++) {
+        const p = sigmoid(z[k]);
+        max = Math.max(max, p);
+        if (s + k === n - 1) final = p;
+      }
+    }
+    out.push({ success: ep.success, final, max });
   }
   return out;
 }
@@ -346,13 +278,10 @@ export async function trainSuccessDetector(
   const rng = new Rng(cfg.seed);
   const split = splitEpisodes(data.episodes, cfg, rng);
   const { cameras } = data;
-  const train = trainingSet(split.train, cameras, cfg, rng);
+  const train = trainingFrames(split.train, cameras, cfg, rng);
   log(
     `reward: ${split.train.length} train / ${split.validation.length} validation / ${split.test.length} test episodes; ` +
-      `${train.positives.length} success and ${train.negatives.length} other frames of ${cameras.map((c) => `"${c.name}" ${c.width}x${c.height}`).join(', ')} to learn from` +
-      (cfg.miningRounds > 0
-        ? `, and ${cfg.miningRounds} rounds of hard-negative mining over ${train.minable.reduce((n, c) => n + c.length, 0)} observations`
-        : ''),
+      `${train.positives.length} success and ${train.negatives.length} other frames of ${cameras.map((c) => `"${c.name}" ${c.width}x${c.height}`).join(', ')} to learn from`,
   );
   const engine = await initEngine({ device: cfg.device, threads: cfg.threads });
   log(`reward: ${engine.description}`);
@@ -385,31 +314,13 @@ export async function trainSuccessDetector(
   const indices = new Int32Array(rows);
   const shifts = new Int32Array(2 * rows);
   let finalLoss = NaN;
-  const allMinable = train.minable.flat();
-  const miningSteps = new Set(
-    Array.from({ length: cfg.miningRounds }, (_, r) =>
-      Math.round(((r + 1) * cfg.steps) / (cfg.miningRounds + 1)),
-    ),
-  );
-  let mined: number[] = [];
   try {
     let sum = 0;
     for (let step = 1; step <= cfg.steps; step++) {
-      if (miningSteps.has(step)) {
-        const scores = await scoreFrames(net, params.front, train.stores, allMinable, rows, images);
-        const picked = pickMinedNegatives(train.minable, scores, cfg.minedPerEpisode);
-        mined = picked.map((m) => m.index);
-        const fooled = picked.filter((m) => m.score >= 0.5).length;
-        log(
-          `reward: step ${step}: mined ${mined.length} hard negatives (${fooled} scored ≥ 0.5) from ${allMinable.length} observations`,
-        );
-      }
-      // Balanced: successes are one frame per successful episode, the rest are many; once mined,
-      // a share of the negatives are the frames the detector found most success-like.
-      const minedRows = mined.length ? Math.round((rows / 2) * cfg.minedShare) : 0;
+      // Balanced: successes are one frame per successful episode, the rest are many.
       for (let k = 0; k < rows; k++) {
         const positive = k < rows / 2;
-        const pool = positive ? train.positives : k < rows / 2 + minedRows ? mined : train.negatives;
+        const pool = positive ? train.positives : train.negatives;
         indices[k] = pool[rng.int(pool.length)];
         labels[k] = positive ? 1 : 0;
       }
@@ -475,11 +386,7 @@ export async function trainSuccessDetector(
       validation,
       test,
       split: { train: split.train.length, validation: split.validation.length, test: split.test.length },
-      trainFrames: {
-        positives: train.positives.length,
-        negatives: train.negatives.length,
-        mined: mined.length,
-      },
+      trainFrames: { positives: train.positives.length, negatives: train.negatives.length },
       finalLoss,
       exportMaxAbsError,
       backend: engine.description,
