@@ -12,6 +12,11 @@ import { cleanExpert, ImperfectExpert, PrivilegedExpert } from '../src/sim/exper
 import { labelledEpisodes } from '../src/sim/reward-data.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
 import { trainSuccessDetector, type DetectorResult } from '../src/residual/reward-detector.js';
+import {
+  chooseThreshold,
+  detectorMetrics,
+  type EpisodeScores,
+} from '../src/residual/reward-detector-verdict.js';
 import { trainResidual } from '../src/residual/trainer.js';
 import { detectorOutcome, SuccessDetector, type SuccessJudge } from '../src/runtime/success-detector.js';
 import { exportMlpToOnnx } from '../src/runtime/onnx-export.js';
@@ -219,5 +224,62 @@ describe('success detector', () => {
       truncated: false,
       success: false,
     });
+  });
+});
+
+describe('success detector verdicts and threshold', () => {
+  // success: the label; max: the highest P(success) over the episode's observations (what the
+  // verdict uses); final: the last observation's.
+  const ep = (success: boolean, max: number, final = max): EpisodeScores => ({ success, max, final });
+
+  it('judges an episode by its most success-like observation, not its last', () => {
+    const scores = [
+      ep(true, 0.9),
+      ep(true, 0.3), // missed
+      ep(false, 0.8, 0.1), // the puck passed near the goal: fired mid-episode
+      ep(false, 0.2),
+      ep(false, 0.1),
+    ];
+    const m = detectorMetrics(scores, 0.5);
+    expect([m.truePositives, m.falsePositives, m.trueNegatives, m.falseNegatives]).toEqual([1, 1, 2, 1]);
+    expect(m.accuracy).toBeCloseTo(3 / 5, 12);
+    expect(m.precision).toBeCloseTo(1 / 2, 12);
+    expect(m.recall).toBeCloseTo(1 / 2, 12);
+    // The final observations alone: 0.9, 0.3, 0.1, 0.2, 0.1 against 0.5 get 4 of 5 right.
+    expect(m.finalFrameAccuracy).toBeCloseTo(4 / 5, 12);
+    expect(Number.isNaN(detectorMetrics([ep(false, 0.1)], 0.5).precision)).toBe(true);
+  });
+
+  it('chooses the threshold on episode verdicts, in the middle of the best range on the logit scale', () => {
+    // A failure fires at 0.75 mid-episode though its last frame is 0.05: judged per final frame,
+    // any threshold above 0.05 would look right for it; judged per episode it must be above 0.75.
+    const scores = [ep(true, 0.95), ep(true, 0.9), ep(false, 0.75, 0.05), ep(false, 0.2)];
+    const th = chooseThreshold(scores);
+    expect(th).toBeGreaterThan(0.75);
+    expect(th).toBeLessThan(0.9);
+    const logit = (p: number): number => Math.log(p / (1 - p));
+    expect(logit(th)).toBeCloseTo((logit(0.75) + logit(0.9)) / 2, 6);
+    expect(detectorMetrics(scores, th).accuracy).toBe(1);
+    // Overlapping classes: the best achievable accuracy (5 of 6 here), not a per-frame optimum.
+    const mixed = [
+      ep(true, 0.9),
+      ep(true, 0.8),
+      ep(true, 0.4),
+      ep(false, 0.6),
+      ep(false, 0.3),
+      ep(false, 0.1),
+    ];
+    // 5 of 6 is reached between 0.3 and 0.4 (one FP) and between 0.6 and 0.8 (one FN), not in
+    // between (both); equally balanced, so the higher range: fewer false rewards.
+    const mixedTh = chooseThreshold(mixed);
+    expect(detectorMetrics(mixed, mixedTh).accuracy).toBeCloseTo(5 / 6, 12);
+    expect(mixedTh).toBeGreaterThan(0.6);
+    expect(mixedTh).toBeLessThan(0.8);
+    // Equal accuracy (3 of 5) firing above 0.1 (one FN, one FP) or never: the balanced accuracy
+    // prefers a detector that finds half the successes to one that finds none.
+    const never = [ep(true, 0.1), ep(true, 0.4), ep(false, 0.1), ep(false, 0.1), ep(false, 0.8)];
+    const neverTh = chooseThreshold(never);
+    expect(neverTh).toBeGreaterThan(0.1);
+    expect(neverTh).toBeLessThan(0.4);
   });
 });

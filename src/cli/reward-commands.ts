@@ -3,7 +3,8 @@ import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { readDemos } from '../sim/demos.js';
 import { labelledEpisodes } from '../sim/reward-data.js';
-import { trainSuccessDetector, type DetectorMetrics } from '../residual/reward-detector.js';
+import { trainSuccessDetector } from '../residual/reward-detector.js';
+import type { DetectorMetrics } from '../residual/reward-detector-verdict.js';
 import { writeFileAtomic } from '../util/files.js';
 import { formatTable, parseFloatArg, parseIntArg, pct, printJson } from './common.js';
 

@@ -4,7 +4,7 @@
  * into train, validation and test; the network (reward-detector-network.ts) learns from the
  * final frames of successful episodes (positives) and frames of every episode before its end
  * (negatives), in balanced minibatches with random shift; the threshold is chosen on the
- * validation episodes; precision, recall and accuracy are measured on validation and test; the
+ * validation episodes' verdicts (reward-detector-verdict.ts); precision, recall and accuracy are measured on validation and test; the
  * ONNX export is checked against the engine's forward pass.
  *
  * An episode's verdict is what `resrt train` and `resrt actor` will do with the detector: the
@@ -35,6 +35,13 @@ import {
   type DetectorCamera,
 } from '../runtime/success-detector.js';
 import { DetectorNetwork } from './reward-detector-network.js';
+import {
+  chooseThreshold,
+  detectorMetrics,
+  sigmoid,
+  type DetectorMetrics,
+  type EpisodeScores,
+} from './reward-detector-verdict.js';
 
 /** One labelled episode: its outcome and, loaded on demand, its frames. */
 export interface DetectorEpisode {
@@ -102,22 +109,6 @@ export const defaultDetectorConfig: DetectorConfig = {
   seed: 0,
   device: 'auto',
 };
-
-/** Episode-level counts and rates. */
-export interface DetectorMetrics {
-  episodes: number;
-  truePositives: number;
-  falsePositives: number;
-  trueNegatives: number;
-  falseNegatives: number;
-  accuracy: number;
-  /** NaN when the detector fired on no episode. */
-  precision: number;
-  /** NaN without successful episodes. */
-  recall: number;
-  /** Accuracy of the final observation alone (success frame vs a failure's last frame). */
-  finalFrameAccuracy: number;
-}
 
 export interface DetectorResult {
   onnx: Uint8Array;
@@ -246,15 +237,6 @@ function checkStores(ep: DetectorEpisode, cameras: readonly DetectorCamera[]): F
   return stores;
 }
 
-/** Per episode: P(success) of its final observation and the largest over observations 1…T. */
-interface EpisodeScores {
-  success: boolean;
-  final: number;
-  max: number;
-}
-
-const sigmoid = (z: number): number => 1 / (1 + Math.exp(-z));
-
 async function scoreEpisodes(
   net: DetectorNetwork,
   params: Float32Array,
@@ -284,59 +266,6 @@ async function scoreEpisodes(
     out.push({ success: ep.success, final, max });
   }
   return out;
-}
-
-export function detectorMetrics(scores: readonly EpisodeScores[], threshold: number): DetectorMetrics {
-  let tp = 0;
-  let fp = 0;
-  let tn = 0;
-  let fn = 0;
-  let finalRight = 0;
-  for (const s of scores) {
-    const fired = s.max >= threshold;
-    if (fired && s.success) tp++;
-    else if (fired) fp++;
-    else if (s.success) fn++;
-    else tn++;
-    if (s.final >= threshold === s.success) finalRight++;
-  }
-  const n = scores.length;
-  return {
-    episodes: n,
-    truePositives: tp,
-    falsePositives: fp,
-    trueNegatives: tn,
-    falseNegatives: fn,
-    accuracy: (tp + tn) / n,
-    precision: tp / (tp + fp),
-    recall: tp / (tp + fn),
-    finalFrameAccuracy: finalRight / n,
-  };
-}
-
-/**
- * The threshold with the best episode accuracy on `scores`; among equally good ones the middle of
- * the range (on the logit scale), so it sits away from both classes.
- */
-export function chooseThreshold(scores: readonly EpisodeScores[]): number {
-  const logit = (p: number): number => Math.log(p / (1 - p));
-  const clampP = (p: number): number => Math.min(1 - 1e-6, Math.max(1e-6, p));
-  const cuts = [...new Set(scores.map((s) => clampP(s.max)))].sort((a, b) => a - b);
-  // Candidates: below everything, between neighbours, above everything.
-  const candidates = [clampP(cuts[0] / 2)];
-  for (let i = 0; i + 1 < cuts.length; i++)
-    candidates.push(sigmoid((logit(cuts[i]) + logit(cuts[i + 1])) / 2));
-  candidates.push(clampP((1 + cuts[cuts.length - 1]) / 2));
-  let best = -1;
-  let bestSet: number[] = [];
-  for (const c of candidates) {
-    const acc = detectorMetrics(scores, c).accuracy;
-    if (acc > best + 1e-12) {
-      best = acc;
-      bestSet = [c];
-    } else if (Math.abs(acc - best) <= 1e-12) bestSet.push(c);
-  }
-  return sigmoid((logit(bestSet[0]) + logit(bestSet[bestSet.length - 1])) / 2);
 }
 
 export async function trainSuccessDetector(
