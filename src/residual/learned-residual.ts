@@ -9,11 +9,11 @@
 import type { CameraFrames, MlpPolicySpec } from '../types.js';
 import { Graph, LAYER_NORM_EPS, convEncoderApply, convEncoderGrid, op, type Value } from '../nn/index.js';
 import { IMAGES_META_KEY } from '../runtime/image-inputs.js';
-import { BATCH_AXIS, MetaKey, RESRT_METADATA_FORMAT } from '../runtime/onnx-export.js';
+import { batchFreeModel, MetaKey, RESRT_METADATA_FORMAT } from '../runtime/onnx-export.js';
 import { RESIDUAL_ENCODER_KEY } from '../runtime/camera-residual.js';
 import { ResrtError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
-import { decodeModel, encodeModel, graphChecksum, type OnnxValueInfo } from '../util/onnx-proto.js';
+import { encodeModel, graphChecksum } from '../util/onnx-proto.js';
 import type { LearnedCamera } from './learned-encoder.js';
 
 /** The published spec's input that carries the learned features (the acting side fills it). */
@@ -157,16 +157,7 @@ export function exportLearnedResidualOnnx(
   if (scale === undefined) throw new Error('internal: a learned residual spec without tanhScale');
   g.output(spec.output.name, op.mul(op.tanh(x), scale));
 
-  const model = decodeModel(g.encode());
-  // Built at batch 1; every op is batch-agnostic (the export test runs another batch).
-  const dynamic = (v: OnnxValueInfo): void => {
-    const dims = v.type?.tensorType?.shape?.dim;
-    if (dims?.length) dims[0] = { dimParam: BATCH_AXIS };
-  };
-  model.graph.input.forEach(dynamic);
-  model.graph.output.forEach(dynamic);
-  model.producerName = 'resrt';
-  model.producerVersion = RESRT_METADATA_FORMAT;
+  const model = batchFreeModel(g.encode());
   const imageMeta = Object.fromEntries(
     encoder.cameras.map((c) => [
       residualImageInput(c.name),

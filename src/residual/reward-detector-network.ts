@@ -5,7 +5,7 @@
  * the same forward pass, with the parameters as constants, is the exported file.
  */
 import type { Rng } from '../util/rng.js';
-import { decodeModel, encodeModel, graphChecksum, type OnnxValueInfo } from '../util/onnx-proto.js';
+import { encodeModel, graphChecksum } from '../util/onnx-proto.js';
 import {
   addAdamUpdate,
   CompiledGraph,
@@ -23,7 +23,7 @@ import {
   type MlpSpec,
   type Value,
 } from '../nn/index.js';
-import { BATCH_AXIS, MetaKey, RESRT_METADATA_FORMAT } from '../runtime/onnx-export.js';
+import { batchFreeModel, MetaKey, RESRT_METADATA_FORMAT } from '../runtime/onnx-export.js';
 import {
   DETECTOR_KIND,
   DetectorMeta,
@@ -172,16 +172,7 @@ export class DetectorNetwork {
     g.output(LOGIT_OUTPUT, z);
     // σ(z) = 1 / (1 + e^(−z)); e^(−z) overflowing to ∞ gives exactly 0.
     g.output(PROBABILITY_OUTPUT, op.div(1, op.add(op.exp(op.neg(z)), 1)));
-    const model = decodeModel(g.encode());
-    // Built at batch 1; every op is batch-agnostic (the export check runs another batch).
-    const dynamic = (v: OnnxValueInfo): void => {
-      const dims = v.type?.tensorType?.shape?.dim;
-      if (dims?.length) dims[0] = { dimParam: BATCH_AXIS };
-    };
-    model.graph.input.forEach(dynamic);
-    model.graph.output.forEach(dynamic);
-    model.producerName = 'resrt';
-    model.producerVersion = RESRT_METADATA_FORMAT;
+    const model = batchFreeModel(g.encode());
     const cameras: DetectorCamera[] = this.spec.cameras.map((c) => ({
       name: c.name,
       width: c.encoder.width,

@@ -6,6 +6,7 @@ import type { DenseLayerSpec, MlpPolicySpec } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import {
   attr,
+  decodeModel,
   encodeModel,
   floatTensor,
   floatValueInfo,
@@ -14,6 +15,7 @@ import {
   type OnnxModel,
   type OnnxNode,
   type OnnxTensor,
+  type OnnxValueInfo,
 } from '../util/onnx-proto.js';
 
 export const ONNX_OPSET = 17;
@@ -21,6 +23,24 @@ export const ONNX_IR_VERSION = 8;
 /** Version of the resrt metadata convention written into `resrt.format`. */
 export const RESRT_METADATA_FORMAT = '1';
 export const BATCH_AXIS = 'batch';
+
+/**
+ * A graph the training engine built at batch 1 as an ONNX model whose inputs and outputs name a
+ * dynamic batch axis instead; valid because every engine op leaves the batch axis out of its
+ * constants (each caller's export check runs another batch size).
+ */
+export function batchFreeModel(encodedGraph: Uint8Array): OnnxModel {
+  const model = decodeModel(encodedGraph);
+  const dynamic = (v: OnnxValueInfo): void => {
+    const dims = v.type?.tensorType?.shape?.dim;
+    if (dims?.length) dims[0] = { dimParam: BATCH_AXIS };
+  };
+  model.graph.input.forEach(dynamic);
+  model.graph.output.forEach(dynamic);
+  model.producerName = 'resrt';
+  model.producerVersion = RESRT_METADATA_FORMAT;
+  return model;
+}
 
 /** Metadata keys of the convention (docs/onnx-policies.md). */
 export const MetaKey = {

@@ -15,10 +15,10 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import type { CameraFrame, CameraFrames, CameraSpec } from '../types.js';
 import { ResrtError } from '../util/errors.js';
-import { decodeModel, encodeModel, graphChecksum, type OnnxValueInfo } from '../util/onnx-proto.js';
+import { encodeModel, graphChecksum } from '../util/onnx-proto.js';
 import { framesToBatch, type FrameStore } from '../nn/index.js';
 import { IMAGES_META_KEY } from '../runtime/image-inputs.js';
-import { BATCH_AXIS, MetaKey, RESRT_METADATA_FORMAT } from '../runtime/onnx-export.js';
+import { batchFreeModel, MetaKey, RESRT_METADATA_FORMAT } from '../runtime/onnx-export.js';
 import { createSession, OnnxPolicy } from '../runtime/onnx-policy.js';
 import type { BcNetwork } from './bc-network.js';
 
@@ -40,17 +40,8 @@ export function exportVisuomotorBc(
     { state: STATE_INPUT, image: imageInputName, action: ACTION_OUTPUT, embedding: EMBEDDING_OUTPUT },
     chunk,
   );
-  const model = decodeModel(graph.encode());
-  // The engine builds at batch 1; every op is batch-agnostic (checked by running another batch).
-  const dynamic = (v: OnnxValueInfo): void => {
-    const dims = v.type?.tensorType?.shape?.dim;
-    if (dims?.length) dims[0] = { dimParam: BATCH_AXIS };
-  };
-  model.graph.input.forEach(dynamic);
-  model.graph.output.forEach(dynamic);
+  const model = batchFreeModel(graph.encode());
   model.graph.name = 'resrt_policy';
-  model.producerName = 'resrt';
-  model.producerVersion = RESRT_METADATA_FORMAT;
   const images = Object.fromEntries(
     cameras.map((c) => [
       imageInputName(c.name),
