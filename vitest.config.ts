@@ -2,7 +2,11 @@ import { defineConfig } from 'vitest/config';
 
 // Files whose pass condition depends on wall-clock pacing: robots in real time, actors that must keep
 // their periods. They run after every other file, one at a time.
-const paced = ['test/session-fleet.test.ts', 'test/session-fleet-mosquitto.test.ts'];
+const paced = [
+  'test/session-fleet.test.ts',
+  'test/session-fleet-mosquitto.test.ts',
+  'test/session-fleet-cameras.test.ts',
+];
 
 export default defineConfig({
   test: {

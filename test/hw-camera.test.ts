@@ -16,6 +16,7 @@ import { cameraTopic } from '../src/hw/mqtt/topics.js';
 import { MqttRobot } from '../src/hw/mqtt/mqtt-robot.js';
 import { startVirtualRobot } from '../src/hw/virtual-robot.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
+import { builtInTasks } from '../src/sim/registry.js';
 import type { CameraFrame, CameraSource } from '../src/types.js';
 import type { HardwareStepInfo } from '../src/hw/hardware-env.js';
 import { encodeRgbJpeg } from '../src/util/image-codec.js';
@@ -220,6 +221,8 @@ describe('MQTT camera', () => {
     expect(stale.truncated).toBe(true);
     expect(info.fault).toMatch(/camera "wrist" frame \d+ is \d+ ms old \(limit 150 ms\)/);
     expect(Array.from(info.action)).toEqual(virtual.config.action.safe);
+    // The step returns the last good observation with its frames, so a visuomotor policy can act on it.
+    expect(stale.frames?.wrist).toBeDefined();
     // Future-dated frames stop the next reset with the reason.
     frames.next(frameAt(seq++, performance.now() + 5000));
     const shortReset = robotEnv(robot, virtual.config, {
@@ -235,6 +238,34 @@ describe('MQTT camera', () => {
       /dated \d+\.\d ms in the future[\s\S]*fix: check the camera/,
     );
   }, 60_000);
+});
+
+describe("a robot config's cameras in robotEnv", () => {
+  // That they open and deliver frames: openRobotEnv's end-to-end test below goes through robotEnv.
+  needsFfmpeg(
+    'one that cannot open fails the reset with its cause',
+    async () => {
+      const broker = await startEmbeddedBroker({ port: 0 });
+      cleanups.push(() => broker.close());
+      const virtual = await startVirtualRobot(builtInTasks.reach, { transport: { brokerUrl: broker.url } });
+      cleanups.push(() => virtual.close());
+      const robot = await connectRobot(virtual.robotUrl, { actionNames: virtual.config.action.names });
+      cleanups.push(() => robot.close());
+      const side = { name: 'side', source: '/nonexistent/camera.mp4', width: 16, height: 16 };
+      const env = robotEnv(
+        robot,
+        { ...virtual.config, cameras: [side] },
+        { virtualScene: { obsDim: virtual.plant.obsDim }, closeRobot: false },
+      );
+      cleanups.push(() => env.close());
+      // The spec is the config's at once: a policy can be checked against it before any frame.
+      expect(env.cameras).toEqual([{ name: 'side', width: 16, height: 16, channels: 3, depth: false }]);
+      await expect(env.reset()).rejects.toThrow(
+        /camera side \(\/nonexistent\/camera.mp4\) delivered no frame: ffmpeg exited[\s\S]*No such file[\s\S]*fix:/,
+      );
+    },
+    60_000,
+  );
 });
 
 describe('a visuomotor base on a robot', () => {

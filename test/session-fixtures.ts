@@ -1,9 +1,10 @@
-// Shared pieces of the session tests: a deliberately weak ONNX base for `reach`, small learner
-// settings for two shared cores, and polling helpers.
+// Shared pieces of the session tests: deliberately weak ONNX bases (reach, the puck, the camera
+// puck), small learner settings for two shared cores, and polling helpers.
 import { writeFileSync } from 'node:fs';
 import { exportMlpToOnnx, MetaKey } from '../src/runtime/onnx-export.js';
 import type { ResidualConfig } from '../src/residual/config.js';
 import { puckBase } from './fixtures/puck-task.js';
+import { visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
 
 /** A linear base `action = obs · weight + bias` (weight row-major [obs, action]) as an ONNX file. */
 function writeLinearBase(path: string, obsDim: number, weight: Float32Array, bias: number[]): void {
@@ -32,17 +33,51 @@ export function writeWeakReachBase(path: string): void {
   writeLinearBase(path, O, weight, [0.04, -0.03]);
 }
 
-/** The puck fixture's biased proportional base (test/fixtures/puck-task.ts) as a linear ONNX policy. */
-export function writeBiasedPuckBase(path: string): void {
+/** The puck fixture's biased proportional controller as weights [obs 4, action 2] and a bias. */
+function biasedPuckWeights(): { weight: Float32Array; bias: number[] } {
   const { gain, biasX } = puckBase;
-  const O = 4;
   const A = 2;
-  const weight = new Float32Array(O * A);
+  const weight = new Float32Array(4 * A);
   weight[0 * A + 0] = -gain; // vx = K·(goal_x − x) + bias
   weight[2 * A + 0] = gain;
   weight[1 * A + 1] = -gain; // vy = K·(goal_y − y)
   weight[3 * A + 1] = gain;
-  writeLinearBase(path, O, weight, [biasX, 0]);
+  return { weight, bias: [biasX, 0] };
+}
+
+/** The puck fixture's biased proportional base (test/fixtures/puck-task.ts) as a linear ONNX policy. */
+export function writeBiasedPuckBase(path: string): void {
+  const { weight, bias } = biasedPuckWeights();
+  writeLinearBase(path, 4, weight, bias);
+}
+
+/** Width of the camera puck base's embedding. */
+export const PUCK_CAM_EMBEDDING = 8;
+
+/**
+ * The same biased controller as a visuomotor base for puckCamTask: `observation.state` and the
+ * 32×32 `observation.images.top` in, `action` = tanh(K·(goal − position) + bias) (the state alone:
+ * the image's rows of the head are zero) and `embedding`, a seeded random conv encoding of the
+ * frame, out. The bias is the base's flaw the residual must learn to cancel; the embedding is what
+ * a camera residual reads beside the state.
+ */
+export function writeBiasedPuckCamBase(path: string): void {
+  const { weight: state, bias } = biasedPuckWeights();
+  const image = 32;
+  const side = Math.floor((image - 3) / 2) + 1;
+  const weight = new Float32Array((4 + side * side * 4) * 2);
+  weight.set(state);
+  writeFileSync(
+    path,
+    visuomotorOnnx({
+      state: 4,
+      image,
+      actions: 2,
+      chunk: 1,
+      embedding: PUCK_CAM_EMBEDDING,
+      head: { weight, bias: Float32Array.from(bias) },
+    }),
+  );
 }
 
 /** Learner settings a 2-core machine trains at a few dozen updates per second. */

@@ -2,7 +2,6 @@
 import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
-import { openCameras } from '../hw/camera/open.js';
 import { connectRobot, robotEnv } from '../hw/connect.js';
 import { startEmbeddedBroker } from '../hw/mqtt/broker.js';
 import { HardwareEnv } from '../hw/hardware-env.js';
@@ -82,20 +81,12 @@ export async function openRobotEnv(robotUrl: string, configPath: string, virtual
     watchdogMs: config.watchdog?.timeoutMs,
     config,
   });
-  let cameras;
-  try {
-    cameras = await openCameras(config, robotUrl);
-  } catch (err) {
-    await robot.close();
-    throw err;
-  }
-  const withCameras = { cameras, cameraLimits: config.cameraLimits };
+  // robotEnv opens the config's cameras.
   if (virtual) {
     const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
-    return robotEnv(robot, config, { virtualScene: { obsDim }, ...withCameras });
+    return robotEnv(robot, config, { virtualScene: { obsDim } });
   }
-  const env: HardwareEnv = new HardwareEnv(robot, config, {
-    ...withCameras,
+  const env: HardwareEnv = robotEnv(robot, config, {
     onResetPrompt: (message) => {
       const rl = createInterface({ input: process.stdin, output: process.stderr });
       rl.question(`${message} — press Enter when the cell is reset `, () => {

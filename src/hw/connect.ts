@@ -2,8 +2,9 @@
  * From a transport string to a Robot, and from a robot to an environment: what `resrt run/eval
  * --robot` and the virtual robot use, so that nothing above knows which transport runs.
  */
-import type { Env, Robot } from '../types.js';
+import type { Robot } from '../types.js';
 import { ResrtError } from '../util/errors.js';
+import { openCamerasInBackground } from './camera/open.js';
 import { HardwareEnv, type HardwareEnvOptions } from './hardware-env.js';
 import { MqttRobot } from './mqtt/mqtt-robot.js';
 import { parseRobotUrl, type RobotConfig } from './robot-config.js';
@@ -71,7 +72,9 @@ export async function connectRobot(transport: string, options: ConnectOptions = 
 const LOCKSTEP_STATE_GRACE_MS = 2000;
 
 /**
- * A HardwareEnv over a robot. For a resrt virtual robot (`virtualScene`) the simulated scene resets
+ * A HardwareEnv over a robot, with the robot config's cameras unless `options.cameras` gives them
+ * (those open in the background and are closed with the env; an MQTT camera reads the robot's own
+ * camera topic). For a resrt virtual robot (`virtualScene`) the simulated scene resets
  * itself, so a manual reset is confirmed as soon as the robot reports a fresh scene (step counter
  * back at zero), and a latched fault is cleared as part of the reset: there is no cell and no person
  * to ask. For a real robot the caller's onResetPrompt and onFaultPrompt ask a person, and latched
@@ -81,13 +84,19 @@ export function robotEnv(
   robot: Robot,
   config: RobotConfig,
   options: HardwareEnvOptions & { virtualScene?: { obsDim: number } } = {},
-): Env {
+): HardwareEnv {
   const virtual = options.virtualScene;
   // A lockstep scene does not move while the host is late: wait for its states (ServoRobot's own
   // link timeout still catches a bus that went quiet).
   const lockstep = virtual !== undefined && config.servo?.scene?.lockstep === true;
   const hardwareOptions: HardwareEnvOptions = {
     ...options,
+    cameras:
+      options.cameras ??
+      openCamerasInBackground(config, robot instanceof MqttRobot ? robot.url : config.transport),
+    cameraLimits: options.cameraLimits ?? config.cameraLimits,
+    // The env owns the cameras it opened.
+    closeCameras: options.cameras ? options.closeCameras : true,
     ...(lockstep && options.stateGraceMs === undefined ? { stateGraceMs: LOCKSTEP_STATE_GRACE_MS } : {}),
   };
   if (!virtual) return new HardwareEnv(robot, config, hardwareOptions);

@@ -186,6 +186,8 @@ export class HardwareEnv implements Env {
   private inEpisode = false;
   private steps = 0;
   private lastObs: Float32Array;
+  /** The cameras' frames of lastObs (none before the first reset, or without cameras). */
+  private lastFrames: Record<string, CameraFrame> | undefined;
   private confirm: (() => void) | null = null;
   private faultConfirm: (() => void) | null = null;
   private closed = false;
@@ -418,6 +420,7 @@ export class HardwareEnv implements Env {
     }
     this.lastObs = this.observe(state);
     const frames = await this.framesForReset(state);
+    this.lastFrames = frames;
     this.inEpisode = true;
     this.clock.restart();
     return frames
@@ -505,7 +508,11 @@ export class HardwareEnv implements Env {
       this.robot.send({ action, validForMs: this.config.commandValidMs });
     this.inEpisode = false;
     const info: HardwareStepInfo = { success: false, fault, action };
-    return { obs: this.lastObs, reward: 0, terminated: false, truncated: true, info };
+    // The last good observation with its frames: a visuomotor policy can still act on it (the
+    // session actor asks its base for the next base action of every step).
+    const result: StepResult = { obs: this.lastObs, reward: 0, terminated: false, truncated: true, info };
+    if (this.lastFrames) result.frames = this.lastFrames;
+    return result;
   }
 
   async step(action: ArrayLike<number>): Promise<StepResult> {
@@ -541,6 +548,7 @@ export class HardwareEnv implements Env {
     if (seen?.fault) return this.endWithFault(seen.fault);
     this.steps++;
     this.lastObs = this.observe(state);
+    this.lastFrames = seen?.frames;
     const verdict = this.manualLabel.judge() ?? this.success.judge(state);
     const terminated = verdict !== null;
     const truncated = !terminated && this.steps >= this.maxEpisodeSteps;

@@ -87,6 +87,8 @@ export class MqttRobot implements Robot {
     readonly capabilities: RobotCapabilities,
     private readonly options: MqttRobotOptions,
     readonly robotId: string,
+    /** mqtt://host:port/robot-id: where the robot's own topics (and its MQTT cameras) are. */
+    readonly url: string,
   ) {
     this.status$ = this.statusSubject.pipe(distinctUntilChanged());
   }
@@ -114,7 +116,7 @@ export class MqttRobot implements Robot {
       await link.close();
       throw err;
     }
-    const robot = new MqttRobot(link, topics, capabilities, options, robotId);
+    const robot = new MqttRobot(link, topics, capabilities, options, robotId, url);
     robot.start();
     return robot;
   }
