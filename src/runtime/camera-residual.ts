@@ -14,7 +14,13 @@ import { ResrtError } from '../util/errors.js';
 import { decodeModelHeader, type OnnxModelHeader } from '../util/onnx-proto.js';
 import type { ResidualContext, ResidualModel } from './compose.js';
 import { MetaKey } from './onnx-export.js';
-import { createSession, OnnxPolicy, readModelFile, type OnnxPolicyOptions } from './onnx-policy.js';
+import {
+  checkResidualWidths,
+  createSession,
+  OnnxPolicy,
+  readModelFile,
+  type OnnxPolicyOptions,
+} from './onnx-policy.js';
 import { ImageResidual, isImageResidualHeader } from './image-residual.js';
 
 /** Metadata key naming the encoder mode a camera residual was trained with. */
@@ -51,18 +57,7 @@ export class CameraResidual implements ResidualModel {
         'export it with `resrt train --encoder base-embedding`, or load a state-only residual (inputs obs, base_action)',
       );
     }
-    if (options.expectObsDim !== undefined && O !== options.expectObsDim) {
-      throw new ResrtError(
-        `${path} reads ${O} state values, the task or robot gives ${options.expectObsDim}`,
-        'use the residual trained for this task (resrt inspect FILE shows its inputs)',
-      );
-    }
-    if (options.expectActionDim !== undefined && A !== options.expectActionDim) {
-      throw new ResrtError(
-        `${path} corrects ${A} action values, the task or robot takes ${options.expectActionDim}`,
-        'use the residual trained for this task and base',
-      );
-    }
+    checkResidualWidths(path, O, A, options);
     const session = await createSession(path, options.intraOpThreads ?? 1);
     const v = Number(meta[MetaKey.version]);
     const model = new CameraResidual(

@@ -16,7 +16,13 @@ import { decodeModelHeader, type OnnxModelHeader } from '../util/onnx-proto.js';
 import type { ResidualContext, ResidualModel } from './compose.js';
 import { analyzeImageInputs, frameTensors, imageConfigOf, raiseFor } from './image-feeds.js';
 import { MetaKey } from './onnx-export.js';
-import { createSession, describeIo, readModelFile, type OnnxPolicyOptions } from './onnx-policy.js';
+import {
+  checkResidualWidths,
+  createSession,
+  describeIo,
+  readModelFile,
+  type OnnxPolicyOptions,
+} from './onnx-policy.js';
 import type { ImagePreprocess } from './preprocess.js';
 
 /**
@@ -76,18 +82,7 @@ export class ImageResidual implements ResidualModel {
           hint: 'export it with `resrt train --encoder file --encoder-file ENCODER.onnx`, or load a state-only residual (inputs obs, base_action)',
         });
       }
-      if (options.expectObsDim !== undefined && O !== options.expectObsDim) {
-        throw new ResrtError(
-          `${path} reads ${O} state values, the task or robot gives ${options.expectObsDim}`,
-          'use the residual trained for this task (resrt inspect FILE shows its inputs)',
-        );
-      }
-      if (options.expectActionDim !== undefined && A !== options.expectActionDim) {
-        throw new ResrtError(
-          `${path} corrects ${A} action values, the task or robot takes ${options.expectActionDim}`,
-          'use the residual trained for this task and base',
-        );
-      }
+      checkResidualWidths(path, O, A, options);
       const outputName = session.outputNames.includes('residual') ? 'residual' : session.outputNames[0];
       const v = Number(meta[MetaKey.version]);
       const model = new ImageResidual(

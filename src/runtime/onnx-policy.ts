@@ -440,3 +440,24 @@ export async function runRaw(
   for (const name of extraOutputs) extra[name] = out[name].data as Float32Array;
   return { values: tensor.data as Float32Array, dims: tensor.dims, extra };
 }
+
+/** A residual file's state and action widths against the task's or robot's, with the fix. */
+export function checkResidualWidths(
+  path: string,
+  obsDim: number,
+  actionDim: number,
+  options: OnnxPolicyOptions,
+): void {
+  if (options.expectObsDim !== undefined && obsDim !== options.expectObsDim) {
+    throw new ResrtError(
+      `${path} reads ${obsDim} state values, the task or robot gives ${options.expectObsDim}`,
+      'use the residual trained for this task (resrt inspect FILE shows its inputs)',
+    );
+  }
+  if (options.expectActionDim !== undefined && actionDim !== options.expectActionDim) {
+    throw new ResrtError(
+      `${path} corrects ${actionDim} action values, the task or robot takes ${options.expectActionDim}`,
+      'use the residual trained for this task and base',
+    );
+  }
+}
