@@ -322,3 +322,52 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return den === 0 ? num : num / den;
 }
+
+/** A flat parameter vector's layout, as the engine's ParamLayout gives it. */
+export interface FlatLayout {
+  entry(name: string): { shape: readonly number[]; offset: number; size: number };
+}
+
+/** The tensor `name` of a flat parameter vector. */
+export function paramOf(layout: FlatLayout, flat: Float64Array, name: string): T {
+  const e = layout.entry(name);
+  return T.of([...e.shape], flat.subarray(e.offset, e.offset + e.size));
+}
+
+/** The learner's MLP: [linear → LayerNorm → ReLU] per hidden layer, then linear (`l<i>/w, b, gamma, beta`). */
+export function mlp(
+  net: { layout: FlatLayout; spec: { hidden: readonly number[] } },
+  flat: Float64Array,
+  x: T,
+): T {
+  const p = (name: string): T => paramOf(net.layout, flat, name);
+  const layers = net.spec.hidden.length + 1;
+  let h = x;
+  for (let l = 0; l < layers; l++) {
+    h = add(matmul(h, p(`l${l}/w`)), p(`l${l}/b`));
+    if (l + 1 < layers) h = relu(layerNorm(h, p(`l${l}/gamma`), p(`l${l}/beta`), 1e-5));
+  }
+  return h;
+}
+
+/**
+ * The conv encoder: (x − 0.5) → [conv 3×3 stride 2 pad 1 → ReLU] per channel count → flatten, or
+ * keypoints (1×1 conv, spatial softmax) → linear → LayerNorm → tanh; `p` names its parameters.
+ */
+export function convEncoder(
+  x: T,
+  p: (name: string) => T,
+  spec: { channels: readonly number[]; pooling?: string },
+): T {
+  let h = sub(x, scalar(0.5));
+  spec.channels.forEach((_, i) => {
+    h = relu(conv2d(h, p(`conv${i}/w`), p(`conv${i}/b`), 2, 1));
+  });
+  const n = h.shape[0];
+  const pooled =
+    spec.pooling === 'spatial-softmax'
+      ? spatialSoftmax(conv2d(h, p('keypoints/w'), null, 1, 0))
+      : reshape(h, [n, h.size / n]);
+  const z = add(matmul(pooled, p('trunk/w')), p('trunk/b'));
+  return tanh(layerNorm(z, p('trunk/gamma'), p('trunk/beta'), 1e-5));
+}

@@ -111,31 +111,13 @@ const bcWeight = 0.4;
 // -- float64 reference --------------------------------------------------------------------------------
 
 const t = (shape: number[], v: ArrayLike<number>): T => T.of(shape, v);
-const param = (layout: Network['layout'], flat: Float64Array, name: string): T => {
-  const e = layout.entry(name);
-  return T.of([...e.shape], flat.subarray(e.offset, e.offset + e.size));
-};
 
-/** tanh(LN(flatten(relu(conv(relu(conv(x − 0.5)))))·W + b)), stride 2, pad 1. */
-function encoderRef(flat: Float64Array, images: Float32Array): T {
-  const p = (name: string): T => param(encoderNet.layout, flat, `enc0/${name}`);
-  let x = ref.sub(t([B, 3, H, W], images), ref.scalar(0.5));
-  for (let i = 0; i < cfg.encoderChannels.length; i++)
-    x = ref.relu(ref.conv2d(x, p(`conv${i}/w`), p(`conv${i}/b`), 2, 1));
-  const z = ref.add(ref.matmul(ref.reshape(x, [B, x.size / B]), p('trunk/w')), p('trunk/b'));
-  return ref.tanh(ref.layerNorm(z, p('trunk/gamma'), p('trunk/beta'), 1e-5));
-}
-
-function mlp(net: Network, flat: Float64Array, x: T): T {
-  const p = (name: string): T => param(net.layout, flat, name);
-  const layers = net.spec.hidden.length + 1;
-  let h = x;
-  for (let l = 0; l < layers; l++) {
-    h = ref.add(ref.matmul(h, p(`l${l}/w`)), p(`l${l}/b`));
-    if (l + 1 < layers) h = ref.relu(ref.layerNorm(h, p(`l${l}/gamma`), p(`l${l}/beta`), 1e-5));
-  }
-  return h;
-}
+/** The camera's conv encoder (enc0/…) on the batch's images. */
+const encoderRef = (flat: Float64Array, images: Float32Array): T =>
+  ref.convEncoder(t([B, 3, H, W], images), (name) => ref.paramOf(encoderNet.layout, flat, `enc0/${name}`), {
+    channels: cfg.encoderChannels,
+  });
+const mlp = ref.mlp;
 
 const scale = cfg.actionScale;
 const residualRef = (actor: Float64Array, obs: T, base: T): T =>

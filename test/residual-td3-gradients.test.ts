@@ -92,19 +92,7 @@ const bcWeight = 0.4;
 
 // -- float64 reference --------------------------------------------------------------------------------
 
-function mlp(net: Network, flat: Float64Array, x: T): T {
-  const p = (name: string): T => {
-    const e = net.layout.entry(name);
-    return T.of([...e.shape], flat.subarray(e.offset, e.offset + e.size));
-  };
-  const layers = net.spec.hidden.length + 1;
-  let h = x;
-  for (let l = 0; l < layers; l++) {
-    h = ref.add(ref.matmul(h, p(`l${l}/w`)), p(`l${l}/b`));
-    if (l + 1 < layers) h = ref.relu(ref.layerNorm(h, p(`l${l}/gamma`), p(`l${l}/beta`), 1e-5));
-  }
-  return h;
-}
+const mlp = ref.mlp;
 
 const t = (shape: number[], v: ArrayLike<number>): T => T.of(shape, v);
 const scale = cfg.actionScale;
@@ -250,7 +238,11 @@ describe('TD3 losses and their gradients equal the float64 reference (≤ 1e-4 r
     expect(ref.relError(noBc, gp)).toBeGreaterThan(0.01);
     expect(Math.hypot(...gq)).toBeGreaterThan(cfg.gradClip);
     // The min over the drawn pair differs from the min over all heads somewhere (else REDQ is moot).
-    const yAll = targetRef(Float64Array.from(state.actorTarget), Float64Array.from(state.criticTarget), [0, 1, 2]);
+    const yAll = targetRef(
+      Float64Array.from(state.actorTarget),
+      Float64Array.from(state.criticTarget),
+      [0, 1, 2],
+    );
     expect(ref.relError(yAll, y)).toBeGreaterThan(0.01);
   });
 

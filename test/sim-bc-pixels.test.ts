@@ -57,21 +57,6 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Float64 reference of the encoder: (x − 0.5) → [conv 3×3/2 pad 1 → ReLU]* → flatten → linear → LN → tanh. */
-function encoderRef(x: T, p: Map<string, T>, spec: ConvEncoderSpec): T {
-  let h = ref.sub(x, ref.scalar(0.5));
-  spec.channels.forEach((_, i) => {
-    h = ref.relu(ref.conv2d(h, p.get(`conv${i}/w`)!, p.get(`conv${i}/b`)!, 2, 1));
-  });
-  const n = h.shape[0];
-  const pooled =
-    spec.pooling === 'spatial-softmax'
-      ? ref.spatialSoftmax(ref.conv2d(h, p.get('keypoints/w')!, null, 1, 0))
-      : ref.reshape(h, [n, h.size / n]);
-  const z = ref.add(ref.matmul(pooled, p.get('trunk/w')!), p.get('trunk/b')!);
-  return ref.tanh(ref.layerNorm(z, p.get('trunk/gamma')!, p.get('trunk/beta')!, 1e-5));
-}
-
 describe('conv encoder', () => {
   const poolings: { pooling: ConvEncoderSpec['pooling']; names: string[]; trunkIn: number }[] = [
     // 9x7 -> 5x4 -> 3x2: flattened, the trunk reads 4 * 3 * 2 values; as keypoints, an x and y per map.
@@ -121,7 +106,7 @@ describe('conv encoder', () => {
 
       const ts = shapes.map((s, i) => T.of(s, values[i]));
       const forward = (xs: T[]): T =>
-        encoderRef(xs[0], new Map(specs.map((s, i) => [s.name, xs[i + 1]])), spec);
+        ref.convEncoder(xs[0], (name) => xs[1 + specs.findIndex((s) => s.name === name)], spec);
       expect(ref.relError(out.y, forward(ts).data)).toBeLessThan(1e-4);
       const rT = T.of([2, 5], r);
       const loss = (xs: T[]): number => ref.mul(forward(xs), rT).data.reduce((a, b) => a + b, 0);
