@@ -4,10 +4,9 @@
  * SIGKILL in a child process and resumed from its last checkpoint ends exactly as the
  * uninterrupted run (updates, curve, residual.onnx, replay and its frames).
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readCheckpoint } from '../src/residual/checkpoint.js';
 import type { ReplayBuffer } from '../src/residual/replay.js';
@@ -18,12 +17,10 @@ import { collectDemos } from '../src/sim/collect.js';
 import { loadEpisodeFrames, readDemos } from '../src/sim/demos.js';
 import { cleanExpert } from '../src/sim/expert.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
-import { framesRunOptions, pushCamSmall } from './replay-frames-train-run.js';
-import { waitFor } from './session-fixtures.js';
+import { framesRunOptions, killFramesRunAtCheckpoint, pushCamSmall } from './replay-frames-train-run.js';
 import { tempDir } from './temp-dirs.js';
 
 const dir = tempDir('resrt-replayframes-train-');
-const repo = resolve(import.meta.dirname, '..');
 const steps = 300;
 
 const hash = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -80,34 +77,8 @@ describe('replayFrames in the trainer (push-cam)', () => {
 
     // The same run in a child process, killed once it has checkpointed twice (mid-run, maybe mid-write).
     const outB = join(dir, 'b');
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(repo, 'test/replay-frames-train-child.ts'), outB, String(10 * steps)],
-      { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    const generation = (): number => {
-      try {
-        return (JSON.parse(readFileSync(join(outB, 'checkpoint.json'), 'utf8')) as { generation: number })
-          .generation;
-      } catch {
-        return 0;
-      }
-    };
-    try {
-      await waitFor(
-        "the child's second checkpoint",
-        () => child.exitCode !== null || generation() >= 2,
-        90_000,
-        5,
-      );
-    } finally {
-      child.kill('SIGKILL');
-      await exited;
-    }
-    expect(child.signalCode, stderr).toBe('SIGKILL');
+    const killed = await killFramesRunAtCheckpoint(outB, 10 * steps, 2);
+    expect(killed.signal, killed.stderr).toBe('SIGKILL');
 
     const b = await trainResidual({ ...framesRunOptions(outB, steps), resume: true });
     expect(b.resumedFrom).toBeGreaterThanOrEqual(60);

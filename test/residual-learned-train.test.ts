@@ -5,9 +5,8 @@
  * acting side's plain forward compute it; a run killed with SIGKILL and resumed writes the same
  * residual.onnx, byte for byte, as the uninterrupted run.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { framesToBatch, initEngine } from '../src/nn/index.js';
@@ -22,12 +21,10 @@ import type { PublishedEncoder } from '../src/residual/learned-residual.js';
 import type { CameraFrames } from '../src/types.js';
 import { decodeModel } from '../src/util/onnx-proto.js';
 import { Rng } from '../src/util/rng.js';
-import { framesRunOptions } from './replay-frames-train-run.js';
-import { waitFor } from './session-fixtures.js';
+import { framesRunOptions, killFramesRunAtCheckpoint } from './replay-frames-train-run.js';
 import { tempDir } from './temp-dirs.js';
 
 const dir = tempDir('resrt-learned-train-');
-const repo = resolve(import.meta.dirname, '..');
 const steps = 210;
 const learned: Partial<ResidualConfig> = {
   encoder: 'learned',
@@ -159,42 +156,9 @@ describe("encoder 'learned' in the trainer (push-cam)", () => {
     const outA = join(dir, 'uninterrupted');
     const a = await trainResidual(framesRunOptions(outA, steps, () => {}, learned));
     const outB = join(dir, 'killed');
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(repo, 'test/replay-frames-train-child.ts'),
-        outB,
-        String(10 * steps),
-        JSON.stringify(learned),
-      ],
-      { cwd: repo, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    const generation = (): number => {
-      try {
-        return (JSON.parse(readFileSync(join(outB, 'checkpoint.json'), 'utf8')) as { generation: number })
-          .generation;
-      } catch {
-        return 0;
-      }
-    };
-    try {
-      // Past learningStarts (45): the checkpoint holds a trained encoder and its Adam state.
-      await waitFor(
-        "the child's third checkpoint",
-        () => child.exitCode !== null || generation() >= 3,
-        90_000,
-        5,
-      );
-    } finally {
-      child.kill('SIGKILL');
-      await exited;
-    }
-    expect(child.signalCode, stderr).toBe('SIGKILL');
+    // Past learningStarts (45): the third checkpoint holds a trained encoder and its Adam state.
+    const killed = await killFramesRunAtCheckpoint(outB, 10 * steps, 3, learned);
+    expect(killed.signal, killed.stderr).toBe('SIGKILL');
     const b = await trainResidual({ ...framesRunOptions(outB, steps, () => {}, learned), resume: true });
     expect(b.resumedFrom).toBeGreaterThanOrEqual(60);
     expect(b.resumedFrom).toBeLessThan(steps);
