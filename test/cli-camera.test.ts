@@ -3,24 +3,14 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
-import { buildProgram } from '../src/cli.js';
+import { afterAll, describe, expect, it } from 'vitest';
 import { readDemos } from '../src/sim/demos.js';
+import { resrtInProcess } from './fixtures/cli-in-process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'resrt-cli-camera-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** The CLI in-process (cli.test.ts covers the real entry point); returns what it printed. */
-async function resrt(...args: string[]): Promise<string> {
-  const lines: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
-  try {
-    await buildProgram().parseAsync(['node', 'resrt', ...args]);
-  } finally {
-    log.mockRestore();
-  }
-  return lines.join('\n');
-}
+const resrt = resrtInProcess;
 
 const evalVideo = (task: string, out: string): Promise<string> =>
   resrt('eval', '--task', task, '--policy', 'expert', '--episodes', '1', '--video', out);

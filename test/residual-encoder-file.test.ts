@@ -8,8 +8,7 @@
  */
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it, vi } from 'vitest';
-import { buildProgram } from '../src/cli.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { loadComposedPolicy } from '../src/cli/policy-commands.js';
 import { cameraFeatures } from '../src/residual/camera-features.js';
 import { readCheckpoint } from '../src/residual/checkpoint.js';
@@ -30,6 +29,7 @@ import { Rng } from '../src/util/rng.js';
 import { encoderOnnx } from './fixtures/encoder-onnx.js';
 import { PUSH_CAM, writeCameraBase } from './loop-camera-models.js';
 import { tempDir } from './temp-dirs.js';
+import { resrtInProcess } from './fixtures/cli-in-process.js';
 
 const dir = tempDir('resrt-encoder-file-');
 const cameras = { top: { width: 84, height: 84 } };
@@ -46,17 +46,7 @@ function writeEncoder(name: string, options: Partial<Parameters<typeof encoderOn
   return path;
 }
 
-/** The CLI in-process; returns what it printed. */
-async function resrt(...args: string[]): Promise<string> {
-  const lines: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
-  try {
-    await buildProgram().parseAsync(['node', 'resrt', ...args]);
-  } finally {
-    log.mockRestore();
-  }
-  return lines.join('\n');
-}
+const resrt = resrtInProcess;
 
 const trainArgs = (steps: number, encoder: string, ...extra: string[]): string[] => [
   'train',

@@ -7,8 +7,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { buildProgram } from '../src/cli.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CompiledGraph,
   convEncoderApply,
@@ -40,6 +39,7 @@ import { ResrtError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 import * as ref from './nn-reference.js';
 import { T } from './nn-reference.js';
+import { resrtInProcess } from './fixtures/cli-in-process.js';
 
 let engine: Engine;
 const dir = mkdtempSync(join(tmpdir(), 'resrt-bc-pixels-'));
@@ -357,19 +357,10 @@ describe('BC from pixels on push-cam demonstrations', () => {
 describe('resrt bc from pixels (CLI)', () => {
   /** `resrt bc` on the push-cam demonstrations, in-process; returns what it printed. */
   async function bc(out: string, ...args: string[]): Promise<string> {
-    const lines: string[] = [];
-    const log = vi
-      .spyOn(console, 'log')
-      .mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
-    try {
-      const demos = join(dir, 'push-cam.jsonl');
-      await buildProgram().parseAsync(['node', 'resrt', 'bc', '--demos', demos, '--out', out, ...args]);
-      if (existsSync(out))
-        await buildProgram().parseAsync(['node', 'resrt', 'inspect', out, '--task', 'push-cam']);
-    } finally {
-      log.mockRestore();
-    }
-    return lines.join('\n');
+    const demos = join(dir, 'push-cam.jsonl');
+    const printed = [await resrtInProcess('bc', '--demos', demos, '--out', out, ...args)];
+    if (existsSync(out)) printed.push(await resrtInProcess('inspect', out, '--task', 'push-cam'));
+    return printed.join('\n');
   }
 
   it('trains on push-cam demonstrations and the file inspects against push-cam without flags', async () => {
