@@ -374,7 +374,11 @@ describe('PeriodClock', () => {
     for (let i = 0; i < 10; i++) await clock.tick();
     const elapsed = performance.now() - t0;
     expect(elapsed).toBeGreaterThanOrEqual(99);
-    expect(elapsed).toBeLessThan(200);
+    // On the period's grid ten ticks take ~100 ms. A loaded machine may wake the clock late; a wake a
+    // whole period late must then show as an overrun, counted by the tick after it (asserting a time
+    // bound here would test the machine's load, not the clock).
+    await clock.tick();
+    if (elapsed >= 200) expect(clock.overruns).toBeGreaterThan(0);
     const overruns = clock.overruns; // a loaded box may already have caused some
     await new Promise((r) => setTimeout(r, 35));
     const late = await clock.tick();
