@@ -45,6 +45,8 @@ export interface FleetSpec {
   noiseFreeRise: number;
   /** Learner updates before the fleet stops. */
   updates: number;
+  /** The learner's actor learning rate (default 3e-5). */
+  actorLr?: number;
 }
 
 export interface FleetResult {
@@ -81,7 +83,13 @@ export async function runFleetOf(
     seed: 1,
     // Four heads and a slow actor: on this task the residual then climbs steadily instead of
     // overshooting (offline, seed 0: 29% → 100% by 2k env steps; actor lr 1e-4 swung 41–86%).
-    config: { ...smallLearner, numCritics: 4, learningStarts: 500, criticWarmupSteps: 200, actorLr: 3e-5 },
+    config: {
+      ...smallLearner,
+      numCritics: 4,
+      learningStarts: 500,
+      criticWarmupSteps: 200,
+      actorLr: spec.actorLr ?? 3e-5,
+    },
     publishEvery: 10,
   });
   cleanups.push(() => learner.close());
