@@ -2,8 +2,8 @@
  * Camera residuals (issue 20), encoder mode base-embedding: the residual reads the frozen visuomotor
  * base's `embedding` output beside the state. Through real MuJoCo cameras and real onnxruntime: a
  * small image-BC base trained here on push-cam demonstrations, the exported residual against the
- * learner's own forward pass, the composed policy on the task, a seeded run that beats its base,
- * and the bad inputs with their fixes.
+ * learner's own forward pass, the composed policy on the task, and the bad inputs with their fixes.
+ * The seeded run that beats its base is test/residual-camera-puck.test.ts.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
