@@ -149,10 +149,12 @@ const gpuProfile: ResidualConfig = {
 };
 
 /**
- * Two cores, wasm. On one wasm thread an update's cost is matmul FLOPs plus a fixed ~400 kernel
- * launches, so heads and UTD are what cut wall-clock: 2 heads (TD3's clipped double Q; REDQ's
- * subset is then both) and UTD 1 at 2×256 keep roughly one update per env step at tens of env
- * steps per second; a larger critic lr makes up for fewer updates.
+ * Two cores. Chosen when the learner ran on tfjs-wasm, where an update cost matmul FLOPs plus a
+ * fixed ~400 kernel launches on one thread, so heads and UTD were what cut wall-clock: 2 heads
+ * (TD3's clipped double Q; REDQ's subset is then both) and UTD 1 at 2×256, with a larger critic lr
+ * to make up for fewer updates. Kept on the onnxruntime engine (src/nn), which runs this shape at
+ * ~117 updates/s on one thread: push still crosses 95% at 14.2k env steps with it, and on push-cam
+ * UTD 3 (3× the updates) ended below UTD 1 at 30k (BENCHMARKS.md "Learning", "Learning on push-cam").
  */
 const cpuProfile: ResidualConfig = {
   ...gpuProfile,
