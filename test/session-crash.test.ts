@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { startEmbeddedBroker, type RunningBroker } from '../src/hw/mqtt/broker.js';
+import { startEmbeddedBroker, type RunningBroker } from '../src/util/mqtt-broker.js';
 import { runActor } from '../src/runtime/session/actor.js';
 import type { ActorHandle } from '../src/runtime/session/actor-handle.js';
 import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
