@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { startEmbeddedBroker, type RunningBroker } from '../src/hw/mqtt/broker.js';
+import { startEmbeddedBroker, type RunningBroker } from '../src/util/mqtt-broker.js';
 import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
 import { saveBcPolicy, trainBc } from '../src/sim/bc.js';
 import { collectDemos } from '../src/sim/collect.js';

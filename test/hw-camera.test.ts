@@ -11,7 +11,7 @@ import { FfmpegCamera } from '../src/hw/camera/ffmpeg-camera.js';
 import { FrameMonitor } from '../src/hw/camera/frame-monitor.js';
 import { encodeCameraFrame, MqttCamera } from '../src/hw/camera/mqtt-camera.js';
 import { connectRobot, robotEnv } from '../src/hw/connect.js';
-import { startEmbeddedBroker } from '../src/hw/mqtt/broker.js';
+import { startEmbeddedBroker } from '../src/util/mqtt-broker.js';
 import { cameraTopic } from '../src/hw/mqtt/topics.js';
 import { MqttRobot } from '../src/hw/mqtt/mqtt-robot.js';
 import { startVirtualRobot } from '../src/hw/virtual-robot.js';

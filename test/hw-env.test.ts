@@ -1,7 +1,7 @@
 import { BehaviorSubject, ReplaySubject } from 'rxjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HardwareEnv, PeriodClock, type HardwareStepInfo } from '../src/hw/hardware-env.js';
-import { startEmbeddedBroker, type RunningBroker } from '../src/hw/mqtt/broker.js';
+import { startEmbeddedBroker, type RunningBroker } from '../src/util/mqtt-broker.js';
 import { FollowerPlant } from '../src/hw/mqtt/follower-plant.js';
 import { serveMqttDevice, type MqttDevice } from '../src/hw/mqtt/mqtt-device.js';
 import { MqttRobot } from '../src/hw/mqtt/mqtt-robot.js';

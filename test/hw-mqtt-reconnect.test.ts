@@ -5,7 +5,7 @@ import {
   startEmbeddedBroker,
   startMosquitto,
   type RunningBroker,
-} from '../src/hw/mqtt/broker.js';
+} from '../src/util/mqtt-broker.js';
 import { FollowerPlant } from '../src/hw/mqtt/follower-plant.js';
 import { serveMqttDevice } from '../src/hw/mqtt/mqtt-device.js';
 import { MqttRobot } from '../src/hw/mqtt/mqtt-robot.js';

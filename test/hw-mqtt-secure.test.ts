@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEmbeddedBroker, type RunningBroker } from '../src/hw/mqtt/broker.js';
+import { startEmbeddedBroker, type RunningBroker } from '../src/util/mqtt-broker.js';
 import { FollowerPlant } from '../src/hw/mqtt/follower-plant.js';
 import { serveMqttDevice } from '../src/hw/mqtt/mqtt-device.js';
 import { MqttRobot } from '../src/hw/mqtt/mqtt-robot.js';

@@ -6,7 +6,7 @@ import {
   startEmbeddedBroker,
   startMosquitto,
   type RunningBroker,
-} from '../src/hw/mqtt/broker.js';
+} from '../src/util/mqtt-broker.js';
 import { FollowerPlant } from '../src/hw/mqtt/follower-plant.js';
 import { serveMqttDevice, type MqttDeviceOptions } from '../src/hw/mqtt/mqtt-device.js';
 import { MqttRobot, type MqttRobotOptions } from '../src/hw/mqtt/mqtt-robot.js';

@@ -2,7 +2,7 @@
 // pseudo-terminal pair, driven through Robot → HardwareEnv exactly as a physical robot would be.
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectRobot, robotEnv } from '../src/hw/connect.js';
-import { startEmbeddedBroker, type RunningBroker } from '../src/hw/mqtt/broker.js';
+import { startEmbeddedBroker, type RunningBroker } from '../src/util/mqtt-broker.js';
 import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
 import { evaluatePolicy } from '../src/runtime/evaluate.js';
 import { cleanExpert, ImperfectExpert } from '../src/sim/expert.js';

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { startEmbeddedBroker } from '../src/hw/mqtt/broker.js';
+import { startEmbeddedBroker } from '../src/util/mqtt-broker.js';
 import { runActor } from '../src/runtime/session/actor.js';
 import type { ActorHandle } from '../src/runtime/session/actor-handle.js';
 import { TransitionWal } from '../src/residual/service/wal.js';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { robotLinkSpec } from '../src/cli/loop-sources.js';
-import { startEmbeddedBroker, type RunningBroker } from '../src/hw/mqtt/broker.js';
+import { startEmbeddedBroker, type RunningBroker } from '../src/util/mqtt-broker.js';
 import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
 import { BehaviorSubject, Subject } from 'rxjs';
 import type { PlainData } from '../src/runtime/loop-plan.js';

@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { startEmbeddedBroker } from '../src/hw/mqtt/broker.js';
+import { startEmbeddedBroker } from '../src/util/mqtt-broker.js';
 import { runActor } from '../src/runtime/session/actor.js';
 import type { ActorHandle } from '../src/runtime/session/actor-handle.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';

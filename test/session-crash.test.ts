@@ -8,9 +8,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { startEmbeddedBroker, type RunningBroker } from '../src/hw/mqtt/broker.js';
+import { startEmbeddedBroker, type RunningBroker } from '../src/util/mqtt-broker.js';
 import { runActor } from '../src/runtime/session/actor.js';
 import type { ActorHandle } from '../src/runtime/session/actor-handle.js';
+import { actorRobot } from '../src/hw/actor-robot.js';
 import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
 import { builtInTasks } from '../src/sim/registry.js';
 import { TransitionWal } from '../src/residual/service/wal.js';
@@ -84,7 +85,7 @@ describe('session crash safety', () => {
         base: basePath,
         seed: k,
         resendMs: 500,
-        robot: { url: v.robotUrl, config: v.config, virtualScene: { obsDim: v.plant.obsDim } },
+        robot: actorRobot({ url: v.robotUrl, config: v.config, virtualScene: { obsDim: v.plant.obsDim } }),
         onCommand: (action) => mine.push(key(action)),
       });
       actors.push(a);

@@ -11,6 +11,7 @@ import { launchChromium, type HeadlessChromium } from './fixtures/chromium.js';
 import { runLearnerService, type LearnerService } from '../src/residual/service/learner-service.js';
 import { runActor } from '../src/runtime/session/actor.js';
 import type { ActorHandle } from '../src/runtime/session/actor-handle.js';
+import { actorRobot } from '../src/hw/actor-robot.js';
 import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
 import { builtInTasks } from '../src/sim/registry.js';
 import { smallLearner, waitFor, writeWeakReachBase } from './session-fixtures.js';
@@ -49,7 +50,11 @@ beforeAll(async () => {
     brokerUrl: learner.brokerUrl,
     stateDir: join(dir, 'arm'),
     base: basePath,
-    robot: { url: robot.robotUrl, config: robot.config, virtualScene: { obsDim: robot.plant.obsDim } },
+    robot: actorRobot({
+      url: robot.robotUrl,
+      config: robot.config,
+      virtualScene: { obsDim: robot.plant.obsDim },
+    }),
     labelTimeoutMs: 1500,
     dashboardPort: 0,
     onCommand: () => commands.push({ at: performance.now() }),

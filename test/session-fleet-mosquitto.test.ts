@@ -1,6 +1,6 @@
 // The same fleet over mosquitto (MQTT 5), where installed; CI requires it. See session-fleet-run.ts.
 import { afterEach, describe, it } from 'vitest';
-import { findMosquitto, startMosquitto } from '../src/hw/mqtt/broker.js';
+import { findMosquitto, startMosquitto } from '../src/util/mqtt-broker.js';
 import { runFleet } from './session-fleet-run.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];

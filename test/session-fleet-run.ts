@@ -20,6 +20,7 @@ import {
 import type { EpisodeRecord } from '../src/residual/service/wal.js';
 import { runActor, type ActorHandle } from '../src/runtime/session/index.js';
 import type { SendFrames } from '../src/runtime/session/camera-batch.js';
+import { actorRobot } from '../src/hw/actor-robot.js';
 import { startVirtualRobot, type VirtualRobot } from '../src/hw/virtual-robot.js';
 import { MujocoEnv } from '../src/sim/env.js';
 import type { AnyTask } from '../src/sim/registry.js';
@@ -114,11 +115,11 @@ export async function runFleetOf(
       // renderer, JPEG encoder and broker share this process with the learner: on the loaded 2-core
       // machine frames arrived past the default 200 ms age limit and cut episodes short (14 of
       // 110 in one fleet), so the fleet allows 1 s, as test/hw-camera.test.ts does.
-      robot: {
+      robot: actorRobot({
         url: v.robotUrl,
         config: { ...v.config, cameraLimits: { maxAgeMs: 1000 } },
         virtualScene: { obsDim: v.plant.obsDim },
-      },
+      }),
       sendFrames,
       onCommand: () => seen.add(a?.status().residualVersion ?? 0),
     });

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { connectRobot, robotEnv } from '../hw/connect.js';
-import { startEmbeddedBroker } from '../hw/mqtt/broker.js';
+import { startEmbeddedBroker } from '../util/mqtt-broker.js';
 import { HardwareEnv } from '../hw/hardware-env.js';
 import { loadRobotConfig } from '../hw/robot-config.js';
 import { startVirtualRobot } from '../hw/virtual-robot.js';

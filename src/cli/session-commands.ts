@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { SuccessDetector } from '../runtime/success-detector.js';
 import type { Command } from 'commander';
 import { hasCheckpoint } from '../residual/checkpoint.js';
+import { actorRobot } from '../hw/actor-robot.js';
 import { loadRobotConfig, parseRobotUrl } from '../hw/robot-config.js';
 import { loadCalibration } from '../hw/servo/calibration.js';
 import { LeaderArm } from '../hw/servo/leader-arm.js';
@@ -180,7 +181,7 @@ export function registerSessionCommands(program: Command): void {
         );
       const config = loadRobotConfig(opts.robotConfig);
       const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
-      robot = { url: opts.robot, config, virtualScene: opts.virtual ? { obsDim } : undefined };
+      robot = actorRobot({ url: opts.robot, config, virtualScene: opts.virtual ? { obsDim } : undefined });
     } else {
       env = await MujocoEnv.create(await loadTask(opts.task!));
     }

@@ -6,7 +6,12 @@ export {
   type MqttDeviceOptions,
   type MqttDeviceCounters,
 } from './mqtt-device.js';
-export { startEmbeddedBroker, startMosquitto, findMosquitto, type RunningBroker } from './broker.js';
+export {
+  startEmbeddedBroker,
+  startMosquitto,
+  findMosquitto,
+  type RunningBroker,
+} from '../../util/mqtt-broker.js';
 export { FollowerPlant, type FollowerPlantOptions } from './follower-plant.js';
 export { robotTopics, parseMqttRobotUrl, TOPIC_ROOT, TOPIC_QOS, type RobotTopics } from './topics.js';
 export type { MqttAuthOptions, MqttTlsOptions, ProtocolPreference } from './connection.js';

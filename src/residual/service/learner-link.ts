@@ -4,7 +4,7 @@
  * and acknowledgements, residuals, control commands and teleoperation out.
  */
 import mqtt, { type MqttClient } from 'mqtt';
-import { startEmbeddedBroker, type RunningBroker } from '../../hw/mqtt/broker.js';
+import { startEmbeddedBroker, type RunningBroker } from '../../util/mqtt-broker.js';
 import {
   lastLevel,
   parseJson,

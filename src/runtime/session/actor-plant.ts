@@ -4,8 +4,6 @@
  * virtual scene kept running through its own reset, and a simulator's pacing.
  */
 import type { Env, Robot } from '../../types.js';
-import { connectRobot, robotEnv } from '../../hw/connect.js';
-import { HardwareEnv } from '../../hw/hardware-env.js';
 import type { ActorOptions } from './actor-options.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -19,25 +17,15 @@ export class ActorPlant {
     /** The device behind env, or null for a simulator. */
     readonly robot: Robot | null,
     private readonly options: ActorOptions,
+    /** Where a person's reset confirmation goes (the robot's env), if anywhere. */
+    private readonly onConfirmReset?: () => void,
   ) {}
 
-  /** Connects the robot (options.robot) or takes the simulator (options.env). */
+  /** Opens the robot (options.robot.open) or takes the simulator (options.env). */
   static async open(options: ActorOptions, log: (line: string) => void): Promise<ActorPlant> {
     if (!options.robot) return new ActorPlant(options.env as Env, null, options);
-    const robot = await connectRobot(options.robot.url, {
-      actionNames: options.robot.config.action.names,
-      watchdogMs: options.robot.config.watchdog?.timeoutMs,
-      config: options.robot.config,
-      username: options.robot.username,
-      password: options.robot.password,
-    });
-    const env = robotEnv(robot, options.robot.config, {
-      virtualScene: options.robot.virtualScene,
-      closeRobot: false,
-      onResetPrompt: (m) => log(`reset: ${m} (confirm on the dashboard or with confirm-reset)`),
-      onFaultPrompt: (m) => log(`fault: ${m}; then clear it with "reset e-stop" on the dashboard or key x`),
-    });
-    return new ActorPlant(env, robot, options);
+    const { robot, env, confirmReset } = await options.robot.open(log);
+    return new ActorPlant(env, robot, options, confirmReset);
   }
 
   /** Hands the safe action to the device once, explicitly; a simulator needs nothing. */
@@ -45,7 +33,7 @@ export class ActorPlant {
     // Nothing more goes to the device: its watchdog holds the safe state; say it once explicitly.
     if (!this.robot) return;
     this.options.onCommand?.(action);
-    this.robot.send({ action, validForMs: this.options.robot?.config.commandValidMs ?? 100 });
+    this.robot.send({ action, validForMs: this.options.robot?.commandValidMs ?? 100 });
   }
 
   /**
@@ -59,7 +47,7 @@ export class ActorPlant {
     const virtual = this.options.robot?.virtualScene;
     const robot = this.robot;
     if (!virtual || !robot) return reset;
-    const periodMs = 1000 / (this.options.robot?.config.rateHz ?? 50);
+    const periodMs = 1000 / (this.options.robot?.rateHz ?? 50);
     const hold = setInterval(() => {
       const action = safeAction();
       if (!action) return;
@@ -86,9 +74,9 @@ export class ActorPlant {
     await sleep(Math.max(0, this.simNextAt - now));
   }
 
-  /** A person confirms a manual reset: only a hardware env waits for one (a virtual scene resets itself). */
+  /** A person confirms a manual reset: only a robot's env waits for one (a virtual scene resets itself). */
   confirmReset(): void {
-    if (this.env instanceof HardwareEnv) this.env.confirmReset();
+    this.onConfirmReset?.();
   }
 
   /** Closes what this plant opened: the robot and its env (a given simulator stays its owner's). */

@@ -1,7 +1,7 @@
 /** Real-world sessions, actor side: what `resrt actor` calls (see docs/sessions.md). */
 export { runActor } from './actor.js';
 export type { ActorHandle } from './actor-handle.js';
-export type { ActorOptions, ActorRobotOptions } from './actor-options.js';
+export type { ActorOptions, ActorRobotOptions, OpenedRobot, RobotOpener } from './actor-options.js';
 export { attachTerminalKeys, applyKey, KEY_BINDINGS, type KeyAction } from './keys.js';
 export {
   sessionTopics,

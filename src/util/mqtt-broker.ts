@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { createServer as createTlsServer } from 'node:tls';
 import { Aedes } from 'aedes';
-import { ResrtError } from '../../util/errors.js';
+import { ResrtError } from './errors.js';
 
 export interface RunningBroker {
   /** mqtt://host:port (append /robot-id for a robot URL). */

@@ -1,0 +1,64 @@
+/**
+ * A session actor's robot (`runActor`'s `robot` option): the opener that connects it and wraps it
+ * as an Env, and the two numbers of its config the actor reads itself. The runtime imports nothing
+ * of hw; the CLI (and tests) hand this in, as `resrt run` hands the loop its robot.
+ */
+import type { Env, Robot } from '../types.js';
+import { connectRobot, robotEnv } from './connect.js';
+import type { RobotConfig } from './robot-config.js';
+
+export interface ActorRobotSpec {
+  /** serial:/dev/ttyACM0, mqtt://host:port/robot-id, ... (see connectRobot). */
+  url: string;
+  config: RobotConfig;
+  /** A resrt virtual robot (it resets its own scene): its task observation width. */
+  virtualScene?: { obsDim: number };
+  username?: string;
+  password?: string;
+}
+
+/** The robot opened for an actor: the device, its Env, and the person's reset confirmation. */
+export interface OpenedActorRobot {
+  robot: Robot;
+  env: Env;
+  confirmReset: () => void;
+}
+
+/**
+ * Connects the robot and wraps it as a HardwareEnv that leaves the robot open (the actor closes
+ * it after the env); reset and fault prompts go to `log`.
+ */
+export async function openActorRobot(
+  spec: ActorRobotSpec,
+  log: (line: string) => void,
+): Promise<OpenedActorRobot> {
+  const robot = await connectRobot(spec.url, {
+    actionNames: spec.config.action.names,
+    watchdogMs: spec.config.watchdog?.timeoutMs,
+    config: spec.config,
+    username: spec.username,
+    password: spec.password,
+  });
+  const env = robotEnv(robot, spec.config, {
+    virtualScene: spec.virtualScene,
+    closeRobot: false,
+    onResetPrompt: (m) => log(`reset: ${m} (confirm on the dashboard or with confirm-reset)`),
+    onFaultPrompt: (m) => log(`fault: ${m}; then clear it with "reset e-stop" on the dashboard or key x`),
+  });
+  return { robot, env, confirmReset: () => void env.confirmReset() };
+}
+
+/** `runActor`'s `robot` option for this robot (runtime's ActorRobotOptions, structurally). */
+export function actorRobot(spec: ActorRobotSpec): {
+  open: (log: (line: string) => void) => Promise<OpenedActorRobot>;
+  commandValidMs: number;
+  rateHz: number;
+  virtualScene?: { obsDim: number };
+} {
+  return {
+    open: (log) => openActorRobot(spec, log),
+    commandValidMs: spec.config.commandValidMs,
+    rateHz: spec.config.rateHz,
+    virtualScene: spec.virtualScene,
+  };
+}
