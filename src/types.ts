@@ -221,6 +221,31 @@ export interface Robot {
   close(): Promise<void>;
 }
 
+/** A robot opened for a session actor: the device, its Env, and where a person's reset confirmation goes. */
+export interface OpenedRobot {
+  robot: Robot;
+  env: Env;
+  /** A manual reset confirmed (dashboard, key r, API); absent: the env needs none. */
+  confirmReset?: () => void;
+}
+
+/**
+ * Connects the robot and wraps it as an Env (hw's `openActorRobot`); prompts for a person go to
+ * `log`. The actor closes the env, then the robot.
+ */
+export type RobotOpener = (log: (line: string) => void) => Promise<OpenedRobot>;
+
+/** A session actor's robot (`runActor`'s `robot`; hw's `actorRobot(...)` builds it from a URL and a robot config). */
+export interface ActorRobotOptions {
+  open: RobotOpener;
+  /** How long the explicit safe command at a stop stays valid (config commandValidMs). Default 100. */
+  commandValidMs?: number;
+  /** The robot's control rate (config rateHz): a virtual scene is held at it. Default 50. */
+  rateHz?: number;
+  /** A resrt virtual robot (it resets its own scene): its task observation width. */
+  virtualScene?: { obsDim: number };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Safety: the control loop calls one hook per tick; src/safety implements it.
 

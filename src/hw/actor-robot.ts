@@ -3,7 +3,7 @@
  * as an Env, and the two numbers of its config the actor reads itself. The runtime imports nothing
  * of hw; the CLI (and tests) hand this in, as `resrt run` hands the loop its robot.
  */
-import type { Env, Robot } from '../types.js';
+import type { ActorRobotOptions, OpenedRobot } from '../types.js';
 import { connectRobot, robotEnv } from './connect.js';
 import type { RobotConfig } from './robot-config.js';
 
@@ -17,13 +17,6 @@ export interface ActorRobotSpec {
   password?: string;
 }
 
-/** The robot opened for an actor: the device, its Env, and the person's reset confirmation. */
-export interface OpenedActorRobot {
-  robot: Robot;
-  env: Env;
-  confirmReset: () => void;
-}
-
 /**
  * Connects the robot and wraps it as a HardwareEnv that leaves the robot open (the actor closes
  * it after the env); reset and fault prompts go to `log`.
@@ -31,7 +24,7 @@ export interface OpenedActorRobot {
 export async function openActorRobot(
   spec: ActorRobotSpec,
   log: (line: string) => void,
-): Promise<OpenedActorRobot> {
+): Promise<OpenedRobot> {
   const robot = await connectRobot(spec.url, {
     actionNames: spec.config.action.names,
     watchdogMs: spec.config.watchdog?.timeoutMs,
@@ -48,13 +41,8 @@ export async function openActorRobot(
   return { robot, env, confirmReset: () => void env.confirmReset() };
 }
 
-/** `runActor`'s `robot` option for this robot (runtime's ActorRobotOptions, structurally). */
-export function actorRobot(spec: ActorRobotSpec): {
-  open: (log: (line: string) => void) => Promise<OpenedActorRobot>;
-  commandValidMs: number;
-  rateHz: number;
-  virtualScene?: { obsDim: number };
-} {
+/** `runActor`'s `robot` option for this robot. */
+export function actorRobot(spec: ActorRobotSpec): ActorRobotOptions {
   return {
     open: (log) => openActorRobot(spec, log),
     commandValidMs: spec.config.commandValidMs,

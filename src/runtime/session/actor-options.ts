@@ -2,37 +2,14 @@
  * What `runActor` takes, and the checks on it that need nothing opened yet: a bad option is an
  * error naming it and its fix before a robot is connected or a file written.
  */
-import type { Env, Policy, Robot } from '../../types.js';
+import type { ActorRobotOptions, Env, Policy } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
 import type { SuccessJudge } from '../success-detector.js';
 import type { SafetyConfigInput } from '../../safety/config.js';
 import { validateMixingSpec, type MixingSpec } from '../../residual/mixing-run.js';
 import type { SendFrames } from './camera-batch.js';
 
-/** A robot opened for an actor: the device, its Env, and where a person's reset confirmation goes. */
-export interface OpenedRobot {
-  robot: Robot;
-  env: Env;
-  /** A manual reset confirmed (dashboard, key r, API); absent: the env needs none. */
-  confirmReset?: () => void;
-}
-
-/**
- * Connects the robot and wraps it as an Env (hw's `openActorRobot`); prompts for a person go to
- * `log`. The actor closes the env, then the robot.
- */
-export type RobotOpener = (log: (line: string) => void) => Promise<OpenedRobot>;
-
-/** A robot for the actor (hw's `actorRobot(...)` builds this from a URL and a robot config). */
-export interface ActorRobotOptions {
-  open: RobotOpener;
-  /** How long the explicit safe command at a stop stays valid (config commandValidMs). Default 100. */
-  commandValidMs?: number;
-  /** The robot's control rate (config rateHz): a virtual scene is held at it. Default 50. */
-  rateHz?: number;
-  /** A resrt virtual robot (it resets its own scene): its task observation width. */
-  virtualScene?: { obsDim: number };
-}
+export type { ActorRobotOptions, OpenedRobot, RobotOpener } from '../../types.js';
 
 export interface ActorOptions {
   robotId: string;
