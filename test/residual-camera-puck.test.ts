@@ -12,13 +12,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { readCheckpoint } from '../src/residual/checkpoint.js';
-import { specFromJson } from '../src/residual/learner-worker.js';
 import { trainResidual } from '../src/residual/trainer.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { MujocoEnv } from '../src/sim/env.js';
+import { publishedSpec } from './fixtures/published-spec.js';
 import { puckCamTask } from './fixtures/puck-task.js';
-import { PUCK_CAM_EMBEDDING, smallLearner, writeBiasedPuckCamBase } from './session-fixtures.js';
+import { PUCK_CAM_EMBEDDING, puckLearner, writeBiasedPuckCamBase } from './session-fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'resrt-campuck-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -45,19 +44,10 @@ it('a seeded camera residual on [embedding | state] beats its visuomotor base by
       evalEpisodes: 100,
       heldOut: { episodes: 100 },
       log: () => {},
-      config: {
-        ...smallLearner,
-        numCritics: 4,
-        learningStarts: 500,
-        criticWarmupSteps: 200,
-        actorLr: 1e-5,
-        encoder: 'base-embedding',
-      },
+      config: { ...puckLearner, actorLr: 1e-5, encoder: 'base-embedding' },
     });
     // The residual read the camera through the base's embedding.
-    const saved = readCheckpoint(out)!.trainer as { published: { spec: unknown } };
-    const spec = specFromJson(saved.published.spec);
-    expect(spec.inputs.map((i) => [i.name, i.dim])).toEqual([
+    expect(publishedSpec(out).inputs.map((i) => [i.name, i.dim])).toEqual([
       ['base_embedding', PUCK_CAM_EMBEDDING],
       ['obs', 4],
       ['base_action', 2],

@@ -25,10 +25,8 @@ import { MujocoEnv } from '../src/sim/env.js';
 import { cleanExpert } from '../src/sim/expert.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
 import { ResrtError } from '../src/util/errors.js';
-import { readCheckpoint } from '../src/residual/checkpoint.js';
-import { specFromJson } from '../src/residual/learner-worker.js';
-import type { MlpPolicySpec } from '../src/types.js';
 import { Rng } from '../src/util/rng.js';
+import { publishedSpec } from './fixtures/published-spec.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'resrt-vision-'));
 // A narrower pose spread keeps the goal in view and lets a BC base trained in seconds succeed
@@ -74,13 +72,6 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const quiet = (): void => {};
-
-/** The residual the trainer last acted with (published by the learner, kept in the checkpoint). */
-function publishedSpec(outDir: string): MlpPolicySpec {
-  const ck = readCheckpoint(outDir)!;
-  const saved = ck.trainer as { published: { spec: unknown } };
-  return specFromJson(saved.published.spec);
-}
 
 describe('camera residual, encoder base-embedding', () => {
   it("exports [base_embedding | obs | base_action] -> residual equal to the learner's forward (onnxruntime, 1e-4)", async () => {

@@ -29,7 +29,7 @@ import { loadResidual } from '../src/runtime/camera-residual.js';
 import { ComposedPolicy } from '../src/runtime/compose.js';
 import { evaluatePolicy } from '../src/runtime/evaluate.js';
 import { puckTask } from './fixtures/puck-task.js';
-import { smallLearner, waitFor, writeBiasedPuckBase } from './session-fixtures.js';
+import { puckLearner, waitFor, writeBiasedPuckBase } from './session-fixtures.js';
 
 /** What differs between the fleets. */
 export interface FleetSpec {
@@ -46,7 +46,7 @@ export interface FleetSpec {
   noiseFreeRise: number;
   /** Learner updates before the fleet stops. */
   updates: number;
-  /** The learner's actor learning rate (default 3e-5). */
+  /** The learner's actor learning rate (default: puckLearner's, 3e-5). */
   actorLr?: number;
 }
 
@@ -82,15 +82,7 @@ export async function runFleetOf(
     base: basePath,
     profile: 'cpu',
     seed: 1,
-    // Four heads and a slow actor: on this task the residual then climbs steadily instead of
-    // overshooting (offline, seed 0: 29% → 100% by 2k env steps; actor lr 1e-4 swung 41–86%).
-    config: {
-      ...smallLearner,
-      numCritics: 4,
-      learningStarts: 500,
-      criticWarmupSteps: 200,
-      actorLr: spec.actorLr ?? 3e-5,
-    },
+    config: { ...puckLearner, actorLr: spec.actorLr ?? puckLearner.actorLr },
     publishEvery: 10,
   });
   cleanups.push(() => learner.close());
