@@ -9,6 +9,7 @@ import type { RngState } from './rng-state.js';
 import type { CurvePoint } from './curves.js';
 import type { EvaluationRecord, HeldOutResult } from './held-out.js';
 import type { MixingEpisode, MixingSpec, MixingState } from './mixing-run.js';
+import type { KeptEvaluation } from './kept-residual.js';
 
 export interface TrainProgress {
   envSteps: number;
@@ -72,6 +73,12 @@ export interface TrainOptions {
    * skips the base's own held-out evaluation (a robot's time), leaving the step-0 one.
    */
   heldOut?: { episodes?: number; base?: boolean };
+  /**
+   * Which residual the run writes as residual.onnx: 'final' (default) the weights training ended
+   * with; 'best' those of the periodic evaluation with the highest success rate, the final one
+   * included (kept-residual.ts). 'best' needs evalEvery > 0: a simulator, not a robot's time.
+   */
+  keep?: 'final' | 'best';
   /** Checkpoint every this many env steps (at the next episode end); 0 = only at the end. */
   checkpointEvery?: number;
   /** Run the learner in a worker thread (second core). Default true; false is deterministic. */
@@ -132,6 +139,8 @@ export interface TrainResult {
   /** Every evaluation summary.json names, keyed as there. */
   evaluations: Record<string, EvaluationRecord>;
   onnxPath: string;
+  /** With keep 'best': the evaluation whose residual residual.onnx holds. */
+  kept: KeptEvaluation | null;
   wallSeconds: number;
   resumedFrom: number | null;
   /**

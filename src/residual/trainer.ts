@@ -22,6 +22,7 @@ import { getRngState, setRngState } from './rng-state.js';
 import { writeCurves } from './curves.js';
 import { exportResidualOnnx } from './export.js';
 import { exportLearnedResidualOnnx } from './learned-residual.js';
+import { KeptResidual } from './kept-residual.js';
 import { cameraFeatures, withFeatures, type CameraFeatures } from './camera-features.js';
 import {
   evaluateHeldOut,
@@ -68,6 +69,13 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     );
   }
   if (options.mixing) validateMixingSpec(options.mixing);
+  const keep = options.keep ?? 'final';
+  if (keep === 'best' && evalEvery <= 0) {
+    throw new ResrtError(
+      'keeping the best residual needs periodic evaluations to choose among, and evalEvery is 0',
+      'pass --eval-every N (e.g. --eval-every 2500) with --keep best, or --keep final',
+    );
+  }
   const device = options.device ?? 'auto';
   // The acting thread runs no engine, but the profile follows the learner's device.
   const engine = await initEngine({ device, threads: options.threads });
@@ -234,6 +242,16 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       });
     };
 
+    // The published residual as one ONNX file (its encoder inside, or chaining the base's embedding).
+    const exportPublished = (path: string): boolean => {
+      const published = link.policy();
+      if (published?.spec && published.encoder)
+        exportLearnedResidualOnnx(published.spec, published.encoder, path);
+      else if (published?.spec) exportResidualOnnx(published.spec, path, features?.encoder ?? undefined);
+      return !!published?.spec;
+    };
+    const kept = keep === 'best' ? KeptResidual.open(options.outDir, !!options.resume) : null;
+
     const runEval = async (): Promise<EvalResult> => {
       const before = phase;
       phase = 'evaluating';
@@ -259,6 +277,10 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
         updatesPerSec: p?.updatesPerSec ?? null,
       });
       state.lastEvalAt = state.envSteps;
+      kept?.offer(
+        { envSteps: state.envSteps, successRate: r.successRate, evalEpisodes: r.episodes },
+        exportPublished,
+      );
       writeCurves(
         options.outDir,
         state.curve,
@@ -436,14 +458,23 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     // Let the learner finish what it owes, then evaluate, export and checkpoint the final state.
     await link.advance(targetUpdates(state.envSteps), targetUpdates(state.envSteps));
     finalEval = state.lastEvalAt === state.envSteps && state.curve.length ? null : await runEval();
-    const published = link.policy();
-    const spec = published?.spec;
-    if (spec && published.encoder) exportLearnedResidualOnnx(spec, published.encoder, onnxPath);
-    else if (spec) exportResidualOnnx(spec, onnxPath, features?.encoder ?? undefined);
+    // The final evaluation was offered to `kept` too: the kept residual is at least as good.
+    const wrote = kept?.copyTo(onnxPath) || exportPublished(onnxPath);
+    if (kept?.kept) {
+      const k = kept.kept;
+      const last = state.curve[state.curve.length - 1];
+      const rate = (x: number): string => `${(100 * x).toFixed(1)}%`;
+      log(
+        k.envSteps === state.envSteps
+          ? `kept the final residual: its evaluation (${rate(k.successRate)} of ${k.evalEpisodes}) is the best`
+          : `kept the residual evaluated at ${k.envSteps} env steps (${rate(k.successRate)} of ` +
+              `${k.evalEpisodes}); the final one scored ${rate(last.successRate)}`,
+      );
+    }
     await checkpoint();
     // What the run reports is the file it wrote, on episodes nothing during training saw.
     let heldOut: HeldOutResult | null = null;
-    if (spec) {
+    if (wrote) {
       const episodes = options.heldOut?.episodes ?? evalEpisodes;
       const firstSeed = heldOutSeed(seed, episodes, {
         periodicEpisodes: evalEpisodes,
@@ -490,6 +521,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       heldOut,
       evaluations,
       onnxPath,
+      kept: kept?.kept ?? null,
       wallSeconds: wall(),
       resumedFrom,
       trainEpisodes,
