@@ -382,9 +382,12 @@ describe('a small disk that fills up (tmpfs)', () => {
         /MiB free, less than the 1\.00 MiB kept for checkpoints and compaction \(--min-free\)/,
       );
       expect(lines.some((l) => l.includes('cannot write'))).toBe(false);
-      const held = actor.status().ackedSeq;
+      // Nothing more is logged, so nothing past it is acknowledged (an acknowledgement of what was
+      // logged before the stop may still be on its way to the actor on a loaded machine).
+      const held = learner.snapshot().watermarks.feeder;
       await new Promise((r) => setTimeout(r, 600));
-      expect(actor.status().ackedSeq).toBe(held);
+      expect(learner.snapshot().watermarks.feeder).toBe(held);
+      expect(actor.status().ackedSeq).toBeLessThanOrEqual(held);
       expect(actor.status().pendingTransitions).toBeGreaterThan(0);
       small.release();
       await waitFor('logging again', () => learner.snapshot().storage.stopped === null, 20_000);
