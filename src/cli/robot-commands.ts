@@ -5,10 +5,10 @@ import type { Command } from 'commander';
 import { connectRobot, robotEnv } from '../hw/connect.js';
 import { startEmbeddedBroker } from '../util/mqtt-broker.js';
 import { HardwareEnv } from '../hw/hardware-env.js';
-import { loadRobotConfig } from '../hw/robot-config.js';
+import { loadRobotConfig, type RobotConfig } from '../hw/robot-config.js';
 import { startVirtualRobot } from '../hw/virtual-robot.js';
 import { loadTask } from '../sim/registry.js';
-import type { Env } from '../types.js';
+import type { Env, Robot } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { checkOutputFile, parseIntArg } from './common.js';
 
@@ -81,6 +81,16 @@ export async function openRobotEnv(robotUrl: string, configPath: string, virtual
     watchdogMs: config.watchdog?.timeoutMs,
     config,
   });
+  try {
+    return robotEnvFor(robot, config, virtual);
+  } catch (err) {
+    // The config does not fit the robot: nothing took the robot, so it is closed here.
+    await robot.close();
+    throw err;
+  }
+}
+
+function robotEnvFor(robot: Robot, config: RobotConfig, virtual: boolean): Env {
   // robotEnv opens the config's cameras.
   if (virtual) {
     const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);

@@ -32,12 +32,19 @@ export async function openActorRobot(
     username: spec.username,
     password: spec.password,
   });
-  const env = robotEnv(robot, spec.config, {
-    virtualScene: spec.virtualScene,
-    closeRobot: false,
-    onResetPrompt: (m) => log(`reset: ${m} (confirm on the dashboard or with confirm-reset)`),
-    onFaultPrompt: (m) => log(`fault: ${m}; then clear it with "reset e-stop" on the dashboard or key x`),
-  });
+  let env: ReturnType<typeof robotEnv>;
+  try {
+    env = robotEnv(robot, spec.config, {
+      virtualScene: spec.virtualScene,
+      closeRobot: false,
+      onResetPrompt: (m) => log(`reset: ${m} (confirm on the dashboard or with confirm-reset)`),
+      onFaultPrompt: (m) => log(`fault: ${m}; then clear it with "reset e-stop" on the dashboard or key x`),
+    });
+  } catch (err) {
+    // The config does not fit the robot: the actor gets no robot to close, so it is closed here.
+    await robot.close();
+    throw err;
+  }
   return { robot, env, confirmReset: () => void env.confirmReset() };
 }
 

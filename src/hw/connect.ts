@@ -85,20 +85,36 @@ export function robotEnv(
   config: RobotConfig,
   options: HardwareEnvOptions & { virtualScene?: { obsDim: number } } = {},
 ): HardwareEnv {
-  const virtual = options.virtualScene;
   // A lockstep scene does not move while the host is late: wait for its states (ServoRobot's own
   // link timeout still catches a bus that went quiet).
-  const lockstep = virtual !== undefined && config.servo?.scene?.lockstep === true;
+  const lockstep = options.virtualScene !== undefined && config.servo?.scene?.lockstep === true;
+  const opened = options.cameras
+    ? null
+    : openCamerasInBackground(config, robot instanceof MqttRobot ? robot.url : config.transport);
   const hardwareOptions: HardwareEnvOptions = {
     ...options,
-    cameras:
-      options.cameras ??
-      openCamerasInBackground(config, robot instanceof MqttRobot ? robot.url : config.transport),
+    cameras: options.cameras ?? opened ?? [],
     cameraLimits: options.cameraLimits ?? config.cameraLimits,
     // The env owns the cameras it opened.
-    closeCameras: options.cameras ? options.closeCameras : true,
+    closeCameras: opened ? true : options.closeCameras,
     ...(lockstep && options.stateGraceMs === undefined ? { stateGraceMs: LOCKSTEP_STATE_GRACE_MS } : {}),
   };
+  try {
+    return wrapRobot(robot, config, hardwareOptions, options.virtualScene);
+  } catch (err) {
+    // The config does not fit the robot: no env took the cameras opened for it (an ffmpeg child,
+    // an MQTT client), so they are closed here.
+    for (const camera of opened ?? []) void camera.close();
+    throw err;
+  }
+}
+
+function wrapRobot(
+  robot: Robot,
+  config: RobotConfig,
+  hardwareOptions: HardwareEnvOptions,
+  virtual: { obsDim: number } | undefined,
+): HardwareEnv {
   if (!virtual) return new HardwareEnv(robot, config, hardwareOptions);
   const env: HardwareEnv = new HardwareEnv(robot, config, {
     ...hardwareOptions,
