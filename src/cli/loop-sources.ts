@@ -70,8 +70,6 @@ export async function robotLinkSource(raw: PlainData | undefined): Promise<Hoste
   }
   const config = parseRobotConfig(args.config, `robot config for ${args.url}`);
   const robot = await connectRobot(args.url, {
-    actionNames: config.action.names,
-    watchdogMs: config.watchdog?.timeoutMs,
     username: args.username,
     password: args.password,
     config,

@@ -350,11 +350,7 @@ async function robotLoopSetup(opts: RunCliOptions): Promise<LoopSetup> {
   }
   // A servo bus runs over serialport, which cannot run in a worker thread: the port stays here,
   // behind shared memory.
-  const robot = await connectRobot(opts.robot!, {
-    actionNames: config.action.names,
-    watchdogMs: config.watchdog?.timeoutMs,
-    config,
-  });
+  const robot = await connectRobot(opts.robot!, { config });
   const obsDim = observationLength(config, robot.capabilities);
   const bridge = new SharedRobotBridge(robot, {
     toObs: (s) => observeState(config, s, obsDim),

@@ -2,7 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
-import { connectRobot, robotEnv } from '../hw/connect.js';
+import { connectRobotEnv, robotEnv } from '../hw/connect.js';
 import { startEmbeddedBroker } from '../util/mqtt-broker.js';
 import { HardwareEnv } from '../hw/hardware-env.js';
 import { loadRobotConfig, type RobotConfig } from '../hw/robot-config.js';
@@ -76,18 +76,8 @@ interface VirtualCliOptions {
  */
 export async function openRobotEnv(robotUrl: string, configPath: string, virtual: boolean): Promise<Env> {
   const config = loadRobotConfig(configPath);
-  const robot = await connectRobot(robotUrl, {
-    actionNames: config.action.names,
-    watchdogMs: config.watchdog?.timeoutMs,
-    config,
-  });
-  try {
-    return robotEnvFor(robot, config, virtual);
-  } catch (err) {
-    // The config does not fit the robot: nothing took the robot, so it is closed here.
-    await robot.close();
-    throw err;
-  }
+  const { env } = await connectRobotEnv(robotUrl, { config }, (robot) => robotEnvFor(robot, config, virtual));
+  return env;
 }
 
 function robotEnvFor(robot: Robot, config: RobotConfig, virtual: boolean): Env {

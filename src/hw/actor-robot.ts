@@ -4,7 +4,7 @@
  * of hw; the CLI (and tests) hand this in, as `resrt run` hands the loop its robot.
  */
 import type { ActorRobotOptions, OpenedRobot } from '../types.js';
-import { connectRobot, robotEnv } from './connect.js';
+import { connectRobotEnv, robotEnv } from './connect.js';
 import type { RobotConfig } from './robot-config.js';
 
 export interface ActorRobotSpec {
@@ -25,26 +25,17 @@ export async function openActorRobot(
   spec: ActorRobotSpec,
   log: (line: string) => void,
 ): Promise<OpenedRobot> {
-  const robot = await connectRobot(spec.url, {
-    actionNames: spec.config.action.names,
-    watchdogMs: spec.config.watchdog?.timeoutMs,
-    config: spec.config,
-    username: spec.username,
-    password: spec.password,
-  });
-  let env: ReturnType<typeof robotEnv>;
-  try {
-    env = robotEnv(robot, spec.config, {
-      virtualScene: spec.virtualScene,
-      closeRobot: false,
-      onResetPrompt: (m) => log(`reset: ${m} (confirm on the dashboard or with confirm-reset)`),
-      onFaultPrompt: (m) => log(`fault: ${m}; then clear it with "reset e-stop" on the dashboard or key x`),
-    });
-  } catch (err) {
-    // The config does not fit the robot: the actor gets no robot to close, so it is closed here.
-    await robot.close();
-    throw err;
-  }
+  const { robot, env } = await connectRobotEnv(
+    spec.url,
+    { config: spec.config, username: spec.username, password: spec.password },
+    (connected) =>
+      robotEnv(connected, spec.config, {
+        virtualScene: spec.virtualScene,
+        closeRobot: false,
+        onResetPrompt: (m) => log(`reset: ${m} (confirm on the dashboard or with confirm-reset)`),
+        onFaultPrompt: (m) => log(`fault: ${m}; then clear it with "reset e-stop" on the dashboard or key x`),
+      }),
+  );
   return { robot, env, confirmReset: () => void env.confirmReset() };
 }
 

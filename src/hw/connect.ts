@@ -23,7 +23,10 @@ export interface ConnectOptions {
   watchdogMs?: number;
   username?: string;
   password?: string;
-  /** The robot config: a servo arm (feetech:/dynamixel:) needs its `servo` section and calibration. */
+  /**
+   * The robot config: a servo arm (feetech:/dynamixel:) needs its `servo` section and calibration,
+   * and it gives actionNames (action.names) and watchdogMs (watchdog.timeoutMs) unless those are set.
+   */
   config?: RobotConfig;
   /**
    * What carries a serial link's bytes: 'fd' (a non-blocking fd polled by the control loop, any
@@ -33,7 +36,12 @@ export interface ConnectOptions {
   serialTransport?: SerialTransportKind;
 }
 
-export async function connectRobot(transport: string, options: ConnectOptions = {}): Promise<Robot> {
+export async function connectRobot(transport: string, given: ConnectOptions = {}): Promise<Robot> {
+  const options: ConnectOptions = {
+    actionNames: given.config?.action.names,
+    watchdogMs: given.config?.watchdog?.timeoutMs,
+    ...given,
+  };
   const url = parseRobotUrl(transport);
   if (url.kind === 'servo') {
     const config = options.config;
@@ -68,6 +76,24 @@ export async function connectRobot(transport: string, options: ConnectOptions = 
   });
 }
 
+/**
+ * Connects the robot and hands it to `wrap` (robotEnv with the caller's prompts). When the config
+ * does not fit the robot (wrap throws), nothing took the robot: it is closed before the error goes on.
+ */
+export async function connectRobotEnv<E>(
+  transport: string,
+  options: ConnectOptions,
+  wrap: (robot: Robot) => E,
+): Promise<{ robot: Robot; env: E }> {
+  const robot = await connectRobot(transport, options);
+  try {
+    return { robot, env: wrap(robot) };
+  } catch (err) {
+    await robot.close();
+    throw err;
+  }
+}
+
 /** How long a step waits for the state of a lockstep virtual scene. */
 const LOCKSTEP_STATE_GRACE_MS = 2000;
 
@@ -93,7 +119,7 @@ export function robotEnv(
     : openCamerasInBackground(config, robot instanceof MqttRobot ? robot.url : config.transport);
   const hardwareOptions: HardwareEnvOptions = {
     ...options,
-    cameras: options.cameras ?? opened ?? [],
+    cameras: opened ?? options.cameras,
     cameraLimits: options.cameraLimits ?? config.cameraLimits,
     // The env owns the cameras it opened.
     closeCameras: opened ? true : options.closeCameras,
