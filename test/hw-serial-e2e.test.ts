@@ -112,10 +112,14 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
     expect(s.sensors[0]).toBeCloseTo((s.positions[0] + s.positions[1] + s.positions[2]) / 3, 4);
     // A steady stream both ways: waited for, not assumed, since a loaded machine fires fewer
     // 5 ms timers before the plant arrives (10 commands had not gone out at a load of 5).
-    await waitFor('a steady stream of commands and states', () => {
-      const n = robot.counters();
-      return n.commandsSent > 10 && n.statesIn > 10;
-    }, 10_000);
+    await waitFor(
+      'a steady stream of commands and states',
+      () => {
+        const n = robot.counters();
+        return n.commandsSent > 10 && n.statesIn > 10;
+      },
+      10_000,
+    );
     stop();
     // One STATE per applied command: the device confirms the last one sent, whatever the load.
     await waitFor(
@@ -302,6 +306,25 @@ describe('SerialRobot over a pty to the C firmware bridge', () => {
     expect(robot.send(cmd(0.1, 0.1, 0.1))).toBe(false);
     await expect(robot.resetFault()).rejects.toThrow(ResrtError);
     expect(robot.counters().linkLosses).toBe(1);
+  });
+
+  it('keeps the link when the host thread, not the device, went quiet for longer than the link timeout', async () => {
+    const { robot } = await start();
+    const stop = stream(robot, [0.1, 0.1, 0.1]);
+    cleanups.push(async () => stop());
+    await waitFor('states flowing', () => robot.counters().statesIn > 5);
+    const statuses: string[] = [];
+    robot.status$.subscribe((s) => statuses.push(s));
+    // The firmware keeps sending its states; this thread cannot read them for 3x linkTimeoutMs
+    // (a long synchronous step on the host, or a loaded machine that did not schedule it).
+    const blockedUntil = performance.now() + 450;
+    while (performance.now() < blockedUntil) {
+      // blocked
+    }
+    const statesBefore = robot.counters().statesIn;
+    await waitFor('states after the stall', () => robot.counters().statesIn > statesBefore + 5);
+    expect(statuses).not.toContain('lost');
+    expect(robot.counters().linkLosses).toBe(0);
   });
 
   it('carries 64 joints, 64 sensors and 64 actions in version 2 frames, host to firmware and back', async () => {

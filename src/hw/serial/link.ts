@@ -269,12 +269,19 @@ export class SerialLink {
     });
     const period = Math.min(this.opts.heartbeatMs, this.opts.linkTimeoutMs / 4);
     let lastBeat = 0;
+    let lastCheck = performance.now();
     this.timer = setInterval(() => {
       // Bytes that are already here count before silence is judged (a blocked thread wakes to both).
       port.poll();
       if (this.port !== port) return;
       const now = performance.now();
-      if (this.heard && now - this.lastRxMs > this.opts.linkTimeoutMs) {
+      // This check itself came late: the thread was blocked (a long synchronous step, a loaded
+      // machine), and bytes the peer sent meanwhile may still wait behind this timer as 'data'
+      // events (serialport delivers them on this event loop). The silence is judged on the next
+      // check, after they have landed, so a host stall is not taken for a dead peer.
+      const stalled = now - lastCheck > 2 * period;
+      lastCheck = now;
+      if (!stalled && this.heard && now - this.lastRxMs > this.opts.linkTimeoutMs) {
         this.markDown(`no frame for ${Math.round(now - this.lastRxMs)} ms`);
         return;
       }
