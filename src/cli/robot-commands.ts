@@ -2,7 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
-import { connectRobotEnv, robotEnv } from '../hw/connect.js';
+import { connectRobotEnv, robotEnv, virtualSceneOf } from '../hw/connect.js';
 import { startEmbeddedBroker } from '../util/mqtt-broker.js';
 import { HardwareEnv } from '../hw/hardware-env.js';
 import { loadRobotConfig, type RobotConfig } from '../hw/robot-config.js';
@@ -83,8 +83,7 @@ export async function openRobotEnv(robotUrl: string, configPath: string, virtual
 function robotEnvFor(robot: Robot, config: RobotConfig, virtual: boolean): Env {
   // robotEnv opens the config's cameras.
   if (virtual) {
-    const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
-    return robotEnv(robot, config, { virtualScene: { obsDim } });
+    return robotEnv(robot, config, { virtualScene: virtualSceneOf(config) });
   }
   const env: HardwareEnv = robotEnv(robot, config, {
     onResetPrompt: (message) => {

@@ -5,6 +5,7 @@ import { SuccessDetector } from '../runtime/success-detector.js';
 import type { Command } from 'commander';
 import { hasCheckpoint } from '../residual/checkpoint.js';
 import { actorRobot } from '../hw/actor-robot.js';
+import { virtualSceneOf } from '../hw/connect.js';
 import { loadRobotConfig, parseRobotUrl } from '../hw/robot-config.js';
 import { loadCalibration } from '../hw/servo/calibration.js';
 import { LeaderArm } from '../hw/servo/leader-arm.js';
@@ -180,8 +181,11 @@ export function registerSessionCommands(program: Command): void {
           'use the robot config written for this robot',
         );
       const config = loadRobotConfig(opts.robotConfig);
-      const obsDim = config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0);
-      robot = actorRobot({ url: opts.robot, config, virtualScene: opts.virtual ? { obsDim } : undefined });
+      robot = actorRobot({
+        url: opts.robot,
+        config,
+        virtualScene: opts.virtual ? virtualSceneOf(config) : undefined,
+      });
     } else {
       env = await MujocoEnv.create(await loadTask(opts.task!));
     }

@@ -94,6 +94,14 @@ export async function connectRobotEnv<E>(
   }
 }
 
+/**
+ * The scene of a resrt virtual robot, from the config it wrote (virtual-plant.ts): the observation
+ * is the first obsDim sensors, and the scene's episode and step counters follow them.
+ */
+export function virtualSceneOf(config: RobotConfig): { obsDim: number } {
+  return { obsDim: config.observation.reduce((n, e) => n + (e.indices?.length ?? 0), 0) };
+}
+
 /** How long a step waits for the state of a lockstep virtual scene. */
 const LOCKSTEP_STATE_GRACE_MS = 2000;
 
