@@ -67,6 +67,8 @@ export class MqttRobot implements Robot {
   private readonly startedAt = performance.now();
   private deviceFaulted = false;
   private lastStateAt = -Infinity;
+  /** When this thread last came back from a stall (see the state timer). */
+  private listeningSinceMs = -Infinity;
   private stateTimer: NodeJS.Timeout | null = null;
   /** An e-stop the device has not yet reported latched, and when it was last published. */
   private pendingEstop: { reason: string; lastSentAt: number } | null = null;
@@ -148,7 +150,15 @@ export class MqttRobot implements Robot {
     this.link.onUp(() => this.subscribe());
     this.link.onDown(() => this.updateStatus());
     const check = Math.max(10, Math.min(100, this.stateTimeoutMs / 4));
+    let lastCheck = performance.now();
     this.stateTimer = setInterval(() => {
+      // A check that itself came late means this thread was blocked (a long synchronous step, a
+      // loaded machine): states the device sent meanwhile still wait behind this timer on the
+      // socket, or were never sent where device and broker share this thread. Silence counts
+      // only from here on, so a host stall is not taken for a silent device.
+      const now = performance.now();
+      if (now - lastCheck > 2 * check) this.listeningSinceMs = now;
+      lastCheck = now;
       this.updateStatus();
       this.repeatEstop();
     }, check);
@@ -213,7 +223,10 @@ export class MqttRobot implements Robot {
   private updateStatus(): void {
     if (this.closed) return;
     const now = performance.now();
-    const fresh = now - this.lastStateAt <= this.stateTimeoutMs;
+    // A stall of this thread restarts the silence clock, but only for a device already heard.
+    const heardAt =
+      this.lastStateAt === -Infinity ? -Infinity : Math.max(this.lastStateAt, this.listeningSinceMs);
+    const fresh = now - heardAt <= this.stateTimeoutMs;
     const up = this.link.connected && this.deviceOnline !== false;
     if (up && fresh) this.statusSubject.next('connected');
     else if (this.statusSubject.value === 'connecting' && up && now - this.startedAt <= this.stateTimeoutMs)

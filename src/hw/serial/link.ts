@@ -270,19 +270,22 @@ export class SerialLink {
     const period = Math.min(this.opts.heartbeatMs, this.opts.linkTimeoutMs / 4);
     let lastBeat = 0;
     let lastCheck = performance.now();
+    let listeningSince = lastCheck;
     this.timer = setInterval(() => {
       // Bytes that are already here count before silence is judged (a blocked thread wakes to both).
       port.poll();
       if (this.port !== port) return;
       const now = performance.now();
       // This check itself came late: the thread was blocked (a long synchronous step, a loaded
-      // machine), and bytes the peer sent meanwhile may still wait behind this timer as 'data'
-      // events (serialport delivers them on this event loop). The silence is judged on the next
-      // check, after they have landed, so a host stall is not taken for a dead peer.
-      const stalled = now - lastCheck > 2 * period;
+      // machine). Bytes the peer sent meanwhile may still wait behind this timer as 'data' events
+      // (serialport delivers them on this event loop), or were never sent where the peer shares
+      // this thread (a virtual device). Silence counts only from here on, so a host stall is not
+      // taken for a dead peer.
+      if (now - lastCheck > 2 * period) listeningSince = now;
       lastCheck = now;
-      if (!stalled && this.heard && now - this.lastRxMs > this.opts.linkTimeoutMs) {
-        this.markDown(`no frame for ${Math.round(now - this.lastRxMs)} ms`);
+      const silentMs = now - Math.max(this.lastRxMs, listeningSince);
+      if (this.heard && silentMs > this.opts.linkTimeoutMs) {
+        this.markDown(`no frame for ${Math.round(silentMs)} ms`);
         return;
       }
       if (!this.heartbeatsHeld && now - lastBeat >= this.opts.heartbeatMs - 1) {
