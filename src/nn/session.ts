@@ -3,6 +3,7 @@
  * on both), intra-op threads and optimization level chosen deliberately, and outputs written into
  * caller-owned buffers (onnxruntime's preallocated outputs) so a training step copies nothing back.
  */
+import '../util/ort-telemetry.js';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';

@@ -2,6 +2,7 @@
  * The acting side's link to the learner: in a worker thread (WorkerLink, the default) or in-process
  * (InProcessLink, deterministic). Both drive the same LearnerHost (./learner-worker.ts).
  */
+import '../util/ort-telemetry.js';
 import { Worker } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';

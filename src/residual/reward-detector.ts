@@ -10,6 +10,7 @@
  * An episode's verdict is what `resrt train` and `resrt actor` will do with the detector: the
  * episode counts as a success when the detector fires on any observation after a step.
  */
+import '../util/ort-telemetry.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

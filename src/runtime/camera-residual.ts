@@ -9,6 +9,7 @@
  * residuals that carry their own encoder (modes file, learned) and OnnxPolicy's for state-only
  * residuals, so `resrt eval --residual`, `resrt run` and the trainer load one residual file either way.
  */
+import '../util/ort-telemetry.js';
 import * as ort from 'onnxruntime-node';
 import { ResrtError } from '../util/errors.js';
 import { decodeModelHeader, type OnnxModelHeader } from '../util/onnx-proto.js';

@@ -7,6 +7,7 @@
  * without a state input, different opsets, graph content the surgery cannot carry),
  * `loadLoopPolicy` returns the two-call ComposedPolicy and says why.
  */
+import '../util/ort-telemetry.js';
 import * as ort from 'onnxruntime-node';
 import type { CameraFrame, CameraFrames, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';

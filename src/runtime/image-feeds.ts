@@ -4,6 +4,7 @@
  * (metadata `resrt.images`, then a sidecar's "images", then the caller's) and one tensor builder,
  * over preprocess.ts, so every such model sees a frame exactly as the others do.
  */
+import '../util/ort-telemetry.js';
 import { existsSync, readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import type { CameraFrames } from '../types.js';

@@ -9,6 +9,7 @@
  * the current observation's frames. `loadResidual` (camera-residual.ts) picks this loader for any
  * residual file with image inputs.
  */
+import '../util/ort-telemetry.js';
 import * as ort from 'onnxruntime-node';
 import type { CameraFrames } from '../types.js';
 import { ResrtError } from '../util/errors.js';

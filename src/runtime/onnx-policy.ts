@@ -3,6 +3,7 @@
  * and torch.onnx.export files alike. The I/O layout is worked out from the graph, the resrt
  * metadata and one probe run, and checked against the task before the first control tick.
  */
+import '../util/ort-telemetry.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import type { CameraFrames, MaybePromise, Policy } from '../types.js';

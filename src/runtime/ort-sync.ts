@@ -9,6 +9,7 @@
  * into preallocated output tensors; this module opens sessions through it when it is there, and
  * through the public API (one turn per call) when a future onnxruntime-node moves it.
  */
+import '../util/ort-telemetry.js';
 import { createRequire } from 'node:module';
 import * as ort from 'onnxruntime-node';
 import { ResrtError } from '../util/errors.js';

@@ -10,6 +10,7 @@
  * `resrt.kind = success-detector`, `resrt.detector.cameras` ([{name, width, height}]) and
  * `resrt.detector.threshold`.
  */
+import '../util/ort-telemetry.js';
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import type { CameraFrames, CameraSpec } from '../types.js';

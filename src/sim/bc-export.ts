@@ -9,6 +9,7 @@
  * carries what the loader needs (docs/onnx-policies.md), so `resrt eval` and `resrt inspect` take
  * it without flags.
  */
+import '../util/ort-telemetry.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

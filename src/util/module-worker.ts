@@ -4,6 +4,7 @@
  * through its API and then imports the .ts entry: hooks registered by the parent's --import do not
  * reach worker threads on Node 20.
  */
+import './ort-telemetry.js';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
