@@ -227,7 +227,11 @@ async function main(): Promise<void> {
     .option('--seconds <s>', 'measuring time per row', '8')
     .option('--device <d>', 'auto | cpu | cuda', 'cpu')
     .option('--threads <list>', 'comma-separated intra-op thread counts (default: the engine default)')
-    .option('--spinning <list>', 'idle pool threads: off (sleep, the engine default), on (spin), or off,on', 'off')
+    .option(
+      '--spinning <list>',
+      'idle pool threads: off (sleep, the engine default), on (spin), or off,on',
+      'off',
+    )
     .option(
       '--rows <list>',
       'cpu, gpu, jax-2x256, jax-2x128, jax-10x256',

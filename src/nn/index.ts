@@ -7,7 +7,15 @@ export { Graph, Value, sizeOf, sameShape, NN_OPSET, type DType, type TapeEntry }
 export * as op from './ops.js';
 export { grad } from './autodiff.js';
 export { ParamLayout, DoubleBuffer, type ParamSpec, type ParamEntry } from './params.js';
-export { adamStep, addAdamUpdate, polyak, AdamClock, adamDefaults, type AdamConfig, type AdamScalars } from './optim.js';
+export {
+  adamStep,
+  addAdamUpdate,
+  polyak,
+  AdamClock,
+  adamDefaults,
+  type AdamConfig,
+  type AdamScalars,
+} from './optim.js';
 export {
   mlpApply,
   mlpParamSpecs,

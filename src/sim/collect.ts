@@ -43,7 +43,10 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
   if (existsSync(out) && !options.overwrite) {
     throw new ResrtError(`${out} already exists`, 'choose another --out, or pass --overwrite');
   }
-  const env = await MujocoEnv.create(task, { randomization: options.randomization, cameras: options.cameras });
+  const env = await MujocoEnv.create(task, {
+    randomization: options.randomization,
+    cameras: options.cameras,
+  });
   const expert = new ImperfectExpert(task.expert(), env.actionSpace.dim, options.noise, options.seed ?? 0);
   // Written under a temporary name until the first episode is complete, so a failure before that
   // leaves nothing half-made at the requested path.

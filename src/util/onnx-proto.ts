@@ -256,7 +256,11 @@ export const attr = {
 };
 
 /** A tensor value of the given element type; string dims are symbolic (e.g. a batch axis). */
-export function tensorValueInfo(name: string, elemType: number, dims: readonly (number | string)[]): OnnxValueInfo {
+export function tensorValueInfo(
+  name: string,
+  elemType: number,
+  dims: readonly (number | string)[],
+): OnnxValueInfo {
   return {
     name,
     type: {
