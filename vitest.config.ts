@@ -14,6 +14,9 @@ export default defineConfig({
     hookTimeout: 60_000,
     // The CLI tests run bin/resrt.js: dist/ is compiled from the current source once per run.
     globalSetup: ['test/build-cli.ts'],
+    // Test files that open onnxruntime sessions without loading a resrt module first (which would
+    // set it, src/util/ort-telemetry.ts) must not report to Microsoft or leave files behind either.
+    env: { ORT_DISABLE_TELEMETRY: '1' },
     // Two cores: run test files in at most two forks so timing-sensitive loop tests keep a core.
     pool: 'forks',
     maxWorkers: 2,
