@@ -15,6 +15,6 @@
  */
 import { isMainThread } from 'node:worker_threads';
 
-export const ORT_TELEMETRY_SWITCH = 'ORT_DISABLE_TELEMETRY';
+const ORT_TELEMETRY_SWITCH = 'ORT_DISABLE_TELEMETRY';
 
 if (isMainThread && process.env[ORT_TELEMETRY_SWITCH] === undefined) process.env[ORT_TELEMETRY_SWITCH] = '1';

@@ -8,6 +8,7 @@ import { BehaviorSubject, ReplaySubject, distinctUntilChanged, type Observable }
 import type { LinkStatus, Robot, RobotCapabilities, RobotCommand, RobotState } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
 import { LatencyHistogram, type Percentiles } from '../../util/stats.js';
+import { SilenceClock } from '../silence-clock.js';
 import { MqttLink, type MqttAuthOptions, type ProtocolPreference } from './connection.js';
 import {
   decodeCapabilities,
@@ -66,9 +67,8 @@ export class MqttRobot implements Robot {
   private deviceOnline: boolean | null = null;
   private readonly startedAt = performance.now();
   private deviceFaulted = false;
-  private lastStateAt = -Infinity;
-  /** When this thread last came back from a stall (see the state timer). */
-  private listeningSinceMs = -Infinity;
+  /** The device's silence: states received, and stalls of this thread (silence-clock.ts). */
+  private readonly silence: SilenceClock;
   private stateTimer: NodeJS.Timeout | null = null;
   /** An e-stop the device has not yet reported latched, and when it was last published. */
   private pendingEstop: { reason: string; lastSentAt: number } | null = null;
@@ -93,6 +93,7 @@ export class MqttRobot implements Robot {
     readonly url: string,
   ) {
     this.status$ = this.statusSubject.pipe(distinctUntilChanged());
+    this.silence = new SilenceClock(this.stateCheckMs);
   }
 
   /** Connects to `mqtt://host:port/robot-id`, reads the retained capabilities and follows state and status. */
@@ -131,6 +132,11 @@ export class MqttRobot implements Robot {
     return this.options.stateTimeoutMs ?? Math.max(250, 5000 / this.capabilities.rateHz);
   }
 
+  /** How often the link status is judged against stateTimeoutMs. */
+  private get stateCheckMs(): number {
+    return Math.max(10, Math.min(100, this.stateTimeoutMs / 4));
+  }
+
   private start(): void {
     const client = this.link.client;
     client.on('message', (topic, payload) => {
@@ -149,19 +155,11 @@ export class MqttRobot implements Robot {
     this.subscribe();
     this.link.onUp(() => this.subscribe());
     this.link.onDown(() => this.updateStatus());
-    const check = Math.max(10, Math.min(100, this.stateTimeoutMs / 4));
-    let lastCheck = performance.now();
     this.stateTimer = setInterval(() => {
-      // A check that itself came late means this thread was blocked (a long synchronous step, a
-      // loaded machine): states the device sent meanwhile still wait behind this timer on the
-      // socket, or were never sent where device and broker share this thread. Silence counts
-      // only from here on, so a host stall is not taken for a silent device.
-      const now = performance.now();
-      if (now - lastCheck > 2 * check) this.listeningSinceMs = now;
-      lastCheck = now;
+      this.silence.checked(performance.now());
       this.updateStatus();
       this.repeatEstop();
-    }, check);
+    }, this.stateCheckMs);
     this.stateTimer.unref();
   }
 
@@ -194,7 +192,7 @@ export class MqttRobot implements Robot {
     }
     const now = performance.now();
     this.counts.statesReceived++;
-    this.lastStateAt = now;
+    this.silence.heard(now);
     if (decoded.lastCommandSession === this.session && decoded.lastCommandSeq > this.lastEchoedSeq) {
       this.lastEchoedSeq = decoded.lastCommandSeq;
       const slot = decoded.lastCommandSeq % SENT_RING;
@@ -223,10 +221,7 @@ export class MqttRobot implements Robot {
   private updateStatus(): void {
     if (this.closed) return;
     const now = performance.now();
-    // A stall of this thread restarts the silence clock, but only for a device already heard.
-    const heardAt =
-      this.lastStateAt === -Infinity ? -Infinity : Math.max(this.lastStateAt, this.listeningSinceMs);
-    const fresh = now - heardAt <= this.stateTimeoutMs;
+    const fresh = this.silence.silentMs(now) <= this.stateTimeoutMs;
     const up = this.link.connected && this.deviceOnline !== false;
     if (up && fresh) this.statusSubject.next('connected');
     else if (this.statusSubject.value === 'connecting' && up && now - this.startedAt <= this.stateTimeoutMs)

@@ -12,6 +12,7 @@ import { ResrtError } from '../../util/errors.js';
 import { encodeFrame, type Frame } from './frame.js';
 import { FrameDecoder } from './frame-decoder.js';
 import { decodePayload, encodePayload, messageTypeCode, type Message } from './messages.js';
+import { SilenceClock } from '../silence-clock.js';
 import { HANDSHAKE_VERSION, MessageType } from './protocol.js';
 import { openFdTransport } from './serial-fd.js';
 import {
@@ -89,13 +90,6 @@ export class SerialLink {
   private state: 'up' | 'down' | 'closed' = 'down';
   private readonly decoder = new FrameDecoder();
   private txSeq = 0;
-  private lastRxMs = 0;
-  /**
-   * Whether the peer sent anything since the port (re)opened. Until it does, silence is not a loss:
-   * a device may still be booting (an Arduino resets when its port opens and spends a second or
-   * two in its bootloader), and the handshake's own timeout bounds the wait.
-   */
-  private heard = false;
   private peerHeartbeatUs = 0;
   private readonly t0 = performance.now();
   private timer: NodeJS.Timeout | null = null;
@@ -254,12 +248,14 @@ export class SerialLink {
     // A reopened port starts a new session: handshake frames until the next HELLO succeeds.
     this.version = HANDSHAKE_VERSION;
     this.state = 'up';
-    this.heard = false;
-    this.lastRxMs = performance.now();
+    const period = Math.min(this.opts.heartbeatMs, this.opts.linkTimeoutMs / 4);
+    // The peer's silence since this port opened. Until the peer sent anything, silence is not a
+    // loss: a device may still be booting (an Arduino resets when its port opens and spends a
+    // second or two in its bootloader), and the handshake's own timeout bounds the wait.
+    const silence = new SilenceClock(period);
     port.onData((chunk) => {
       if (this.port !== port) return;
-      this.heard = true;
-      this.lastRxMs = performance.now();
+      silence.heard(performance.now());
       this.decoder.push(chunk, (frame) => this.onFrameIn(frame));
     });
     port.onEnd((end) => {
@@ -267,24 +263,16 @@ export class SerialLink {
       if (end.cause === 'write') this.stats.writeErrors++;
       this.markDown(end.reason);
     });
-    const period = Math.min(this.opts.heartbeatMs, this.opts.linkTimeoutMs / 4);
     let lastBeat = 0;
-    let lastCheck = performance.now();
-    let listeningSince = lastCheck;
     this.timer = setInterval(() => {
       // Bytes that are already here count before silence is judged (a blocked thread wakes to both).
       port.poll();
       if (this.port !== port) return;
       const now = performance.now();
-      // This check itself came late: the thread was blocked (a long synchronous step, a loaded
-      // machine). Bytes the peer sent meanwhile may still wait behind this timer as 'data' events
-      // (serialport delivers them on this event loop), or were never sent where the peer shares
-      // this thread (a virtual device). Silence counts only from here on, so a host stall is not
-      // taken for a dead peer.
-      if (now - lastCheck > 2 * period) listeningSince = now;
-      lastCheck = now;
-      const silentMs = now - Math.max(this.lastRxMs, listeningSince);
-      if (this.heard && silentMs > this.opts.linkTimeoutMs) {
+      // A stall of this thread restarts the clock (silence-clock.ts says why).
+      silence.checked(now);
+      const silentMs = silence.silentMs(now);
+      if (silence.everHeard && silentMs > this.opts.linkTimeoutMs) {
         this.markDown(`no frame for ${Math.round(silentMs)} ms`);
         return;
       }
