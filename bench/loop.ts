@@ -137,6 +137,7 @@ async function rawInference(seconds: number, plan: FusedPlan): Promise<Record<Ra
   const nativeResidual = await openPolicySession(readFileSync(residualPath), 'residual');
   const fused = await openPolicySession(plan.bytes, 'fused');
   const fusedFetches = { base_action: baseAction, residual: residualOut };
+  const runFused = (): void | Promise<void> => fused.run({ obs }, fusedFetches);
   const runs: Record<RawKind, () => Promise<void> | void> = {
     'two calls, public API': async () => {
       const a = (await publicBase.run({ obs })).action as ort.Tensor;
@@ -146,8 +147,8 @@ async function rawInference(seconds: number, plan: FusedPlan): Promise<Record<Ra
       nativeBase.run({ obs }, { action: baseAction });
       nativeResidual.run({ obs, base_action: baseAction }, { action: residualOut });
     },
-    'fused, native': () => fused.run({ obs }, fusedFetches),
-    'fused, paced': () => fused.run({ obs }, fusedFetches),
+    'fused, native': runFused,
+    'fused, paced': runFused,
   };
   const pacing = loopThreadScheduler('realtime');
   const period = 1000 / hz;
