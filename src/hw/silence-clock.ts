@@ -3,9 +3,9 @@
  * silence on a timer that shares the event loop with the peer's bytes: after the thread was blocked
  * (a long synchronous step, a loaded machine), that timer runs first on waking, while what the peer
  * sent meanwhile still waits behind it (socket or serial 'data' events), or was never sent where the
- * peer shares this thread (a virtual device, the embedded broker). So a check that itself came late,
+ * peer shares this thread (a virtual device). So a check that itself came late,
  * more than two check periods after the last, restarts the clock: a host stall is not taken for a
- * dead peer. Used by SerialLink and MqttRobot.
+ * dead peer. Used by SerialLink.
  */
 export class SilenceClock {
   private lastHeardMs = -Infinity;

@@ -8,7 +8,6 @@ import { BehaviorSubject, ReplaySubject, distinctUntilChanged, type Observable }
 import type { LinkStatus, Robot, RobotCapabilities, RobotCommand, RobotState } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
 import { LatencyHistogram, type Percentiles } from '../../util/stats.js';
-import { SilenceClock } from '../silence-clock.js';
 import { MqttLink, type MqttAuthOptions, type ProtocolPreference } from './connection.js';
 import {
   decodeCapabilities,
@@ -67,8 +66,7 @@ export class MqttRobot implements Robot {
   private deviceOnline: boolean | null = null;
   private readonly startedAt = performance.now();
   private deviceFaulted = false;
-  /** The device's silence: states received, and stalls of this thread (silence-clock.ts). */
-  private readonly silence: SilenceClock;
+  private lastStateAt = -Infinity;
   private stateTimer: NodeJS.Timeout | null = null;
   /** An e-stop the device has not yet reported latched, and when it was last published. */
   private pendingEstop: { reason: string; lastSentAt: number } | null = null;
@@ -93,7 +91,6 @@ export class MqttRobot implements Robot {
     readonly url: string,
   ) {
     this.status$ = this.statusSubject.pipe(distinctUntilChanged());
-    this.silence = new SilenceClock(this.stateCheckMs);
   }
 
   /** Connects to `mqtt://host:port/robot-id`, reads the retained capabilities and follows state and status. */
@@ -132,11 +129,6 @@ export class MqttRobot implements Robot {
     return this.options.stateTimeoutMs ?? Math.max(250, 5000 / this.capabilities.rateHz);
   }
 
-  /** How often the link status is judged against stateTimeoutMs. */
-  private get stateCheckMs(): number {
-    return Math.max(10, Math.min(100, this.stateTimeoutMs / 4));
-  }
-
   private start(): void {
     const client = this.link.client;
     client.on('message', (topic, payload) => {
@@ -155,11 +147,11 @@ export class MqttRobot implements Robot {
     this.subscribe();
     this.link.onUp(() => this.subscribe());
     this.link.onDown(() => this.updateStatus());
+    const check = Math.max(10, Math.min(100, this.stateTimeoutMs / 4));
     this.stateTimer = setInterval(() => {
-      this.silence.checked(performance.now());
       this.updateStatus();
       this.repeatEstop();
-    }, this.stateCheckMs);
+    }, check);
     this.stateTimer.unref();
   }
 
@@ -192,7 +184,7 @@ export class MqttRobot implements Robot {
     }
     const now = performance.now();
     this.counts.statesReceived++;
-    this.silence.heard(now);
+    this.lastStateAt = now;
     if (decoded.lastCommandSession === this.session && decoded.lastCommandSeq > this.lastEchoedSeq) {
       this.lastEchoedSeq = decoded.lastCommandSeq;
       const slot = decoded.lastCommandSeq % SENT_RING;
@@ -221,7 +213,7 @@ export class MqttRobot implements Robot {
   private updateStatus(): void {
     if (this.closed) return;
     const now = performance.now();
-    const fresh = this.silence.silentMs(now) <= this.stateTimeoutMs;
+    const fresh = now - this.lastStateAt <= this.stateTimeoutMs;
     const up = this.link.connected && this.deviceOnline !== false;
     if (up && fresh) this.statusSubject.next('connected');
     else if (this.statusSubject.value === 'connecting' && up && now - this.startedAt <= this.stateTimeoutMs)
