@@ -43,7 +43,26 @@ console.log('opened');
 `,
   );
   const inherited = { ...process.env };
-  delete inherited.ORT_DISABLE_TELEMETRY;
+  // onnxruntime also stays quiet on its own on a CI runner (it looks for these variables, names
+  // read from its library), which would hide whether the switch works; and XDG_CACHE_HOME would
+  // move its cache out of the child's home. Each case here says what it wants instead.
+  for (const name of [
+    'ORT_DISABLE_TELEMETRY',
+    'XDG_CACHE_HOME',
+    'CI',
+    'TF_BUILD',
+    'GITHUB_ACTIONS',
+    'GITLAB_CI',
+    'CIRCLECI',
+    'TRAVIS',
+    'JENKINS_URL',
+    'CODEBUILD_BUILD_ID',
+    'BUILDKITE',
+    'TEAMCITY_VERSION',
+    'APPVEYOR',
+    'BITBUCKET_BUILD_NUMBER',
+  ])
+    delete inherited[name];
   const r = spawnSync(process.execPath, [script], {
     env: { ...inherited, TMPDIR: tmp, HOME: home, ...env },
     encoding: 'utf8',

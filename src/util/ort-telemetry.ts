@@ -9,6 +9,8 @@
  * out nor fill its disk, so resrt opts out through onnxruntime's own switch, read once when it
  * creates its environment (at the first session): ORT_DISABLE_TELEMETRY=1. Whoever wants the
  * telemetry sets ORT_DISABLE_TELEMETRY=0 before starting resrt; an explicit value is kept.
+ * (onnxruntime itself stays quiet where CI, GITHUB_ACTIONS or another CI service's variable is
+ * set, so a CI runner never shows the traces a robot or a workstation would collect.)
  *
  * Only the main thread's process.env reaches native code (a worker's is a copy), and onnxruntime's
  * environment is one per process: hence modules that start workers import this too.
