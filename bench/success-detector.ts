@@ -4,8 +4,9 @@
  * task's own success, and the detector (`resrt reward train` file) judging the top camera's frames.
  * Both are evaluated on the task's true success. The residual here reads the privileged state
  * (push-cam's observation plus the goal, as the `push` task's 16 values) on top of a noisy
- * privileged scripted expert as the base: the state-based reference the issue allows until the
- * vision learner lands; the detector still sees only the camera.
+ * privileged scripted expert as the base; the detector sees only the camera. (The same comparison
+ * from the camera, over an image-BC base: `resrt train --success-detector` against `resrt train`,
+ * BENCHMARKS.md "Success detector".)
  *
  *   npx tsx bench/success-detector.ts --detector detector.onnx [--steps 6000] [--eval-episodes 100] [--seed 0] [--json]
  */
@@ -14,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatTable, pct } from '../src/cli/common.js';
 import { trainResidual, type TrainResult } from '../src/residual/trainer.js';
+import { detectorAgreement } from '../src/residual/trainer-report.js';
 import { SuccessDetector } from '../src/runtime/success-detector.js';
 import { MujocoEnv } from '../src/sim/env.js';
 import { ImperfectExpert } from '../src/sim/expert.js';
@@ -88,8 +90,7 @@ const detector = await SuccessDetector.load(detectorPath);
 const truth = await run(undefined);
 const learned = await run(detector);
 await detector.close();
-const agree =
-  learned.trainEpisodes.filter((e) => e.success === e.trueSuccess).length / learned.trainEpisodes.length;
+const agree = detectorAgreement(learned.trainEpisodes)?.agreement ?? NaN;
 const rate = (r: TrainResult): number => r.finalEval?.successRate ?? r.curve[r.curve.length - 1].successRate;
 const out = {
   task: 'push-cam (privileged state residual; detector on the top camera)',

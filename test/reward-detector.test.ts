@@ -1,7 +1,7 @@
 // The learned success detector through real MuJoCo cameras (push-cam's "top" camera) and real
 // onnxruntime: trained on a small labelled set, judged on held-out episodes, used as the success
 // source of a short residual run, and refused on cameras it was not trained on.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +18,7 @@ import {
   type EpisodeScores,
 } from '../src/residual/reward-detector-verdict.js';
 import { trainResidual } from '../src/residual/trainer.js';
+import { detectorAgreement } from '../src/residual/trainer-report.js';
 import { detectorOutcome, SuccessDetector, type SuccessJudge } from '../src/runtime/success-detector.js';
 import { exportMlpToOnnx } from '../src/runtime/onnx-export.js';
 import type { CameraSpec } from '../src/types.js';
@@ -187,6 +188,21 @@ describe('success detector', () => {
       const silent = await run(never, 'silent');
       expect(silent.trainEpisodes.every((e) => !e.success)).toBe(true);
       expect(silent.trainEpisodes.filter((e) => e.trueSuccess).length).toBeGreaterThanOrEqual(3);
+      // summary.json says how often the detector and the task called the episodes successful: here
+      // the silenced detector never did while the task did, which is what the CLI warns about the
+      // other way round (a detector calling far more successes than the task).
+      const summary = (out: string): { successDetector?: unknown } =>
+        JSON.parse(readFileSync(join(dir, out, 'summary.json'), 'utf8'));
+      const n = silent.trainEpisodes.length;
+      const taskWins = silent.trainEpisodes.filter((e) => e.trueSuccess).length;
+      expect(summary('silent').successDetector).toEqual({
+        episodes: n,
+        detectorSuccess: 0,
+        taskSuccess: taskWins / n,
+        agreement: (n - taskWins) / n,
+      });
+      expect(summary('run').successDetector).toEqual(detectorAgreement(r.trainEpisodes));
+      expect(detectorAgreement(r.trainEpisodes.map(({ trueSuccess: _, ...e }) => e))).toBeNull();
     } finally {
       await detector.close();
     }

@@ -8,6 +8,7 @@ import { ENCODER_MODES, type ProfileName, type ResidualConfig } from '../residua
 import type { MixingSpec } from '../residual/mixing-run.js';
 import type { CameraSpec, Env } from '../types.js';
 import { hasCheckpoint } from '../residual/checkpoint.js';
+import { detectorAgreement } from '../residual/trainer-report.js';
 import { trainResidual, type TrainProgress, type TrainResult } from '../residual/trainer.js';
 import { saveBcPolicy, trainBc } from '../sim/bc.js';
 import { collectDemos } from '../sim/collect.js';
@@ -392,11 +393,27 @@ function printTrainSummary(task: string, r: TrainResult, reproduce: string | nul
       `${r.onnxPath} is the residual of the best evaluation (--keep best): ${pct(r.kept.successRate)} of ` +
         `${r.kept.evalEpisodes} at step ${r.kept.envSteps}`,
     );
+  const agreement = detectorAgreement(r.trainEpisodes);
+  if (agreement) {
+    console.log(
+      `success detector: ${pct(agreement.detectorSuccess)} of ${agreement.episodes} training episodes ` +
+        `called successful, by the task ${pct(agreement.taskSuccess)} (they agree on ${pct(agreement.agreement)})`,
+    );
+    if (agreement.detectorSuccess - agreement.taskSuccess > DETECTOR_WARN_MARGIN)
+      console.log(
+        'warning: the detector calls far more episodes successful than the task: the learner may have found ' +
+          "what the detector rewards without doing the task; train the detector on this learner's episodes " +
+          '(docs/success-detector.md)',
+      );
+  }
   if (h && reproduce) console.log(`reproduce: ${reproduce} --seed ${h.firstSeed} --episodes ${h.episodes}`);
   console.log(
     `${r.envSteps} env steps, ${r.updates} updates, ${r.wallSeconds.toFixed(0)} s; residual written to ${r.onnxPath}`,
   );
 }
+
+/** How far (a share of episodes) the detector's success may run ahead of the task's before a warning. */
+const DETECTOR_WARN_MARGIN = 0.2;
 
 function ci(i: { low: number; high: number }): string {
   return `${pct(i.low)}–${pct(i.high)}`;

@@ -5,6 +5,36 @@ import type { ProfileName, ResidualConfig } from './config.js';
 import type { CurvePoint } from './curves.js';
 import { recordOf, recordOfCurvePoint, type EvaluationRecord, type HeldOutResult } from './held-out.js';
 import type { MixingEpisode, MixingState } from './mixing-run.js';
+import type { TrainEpisode } from './trainer-types.js';
+
+/**
+ * With a success detector as the success source: how often it and the task called the training
+ * episodes successful. A learner can find what a detector calls success without doing the task
+ * (docs/success-detector.md); where the task can judge too (simulation), this shows it.
+ */
+export interface DetectorAgreement {
+  /** Training episodes the task judged as well. */
+  episodes: number;
+  /** Share of them the detector called successful. */
+  detectorSuccess: number;
+  /** Share of them the task called successful. */
+  taskSuccess: number;
+  /** Share on which the two agree. */
+  agreement: number;
+}
+
+/** The detector's verdicts against the task's over the training episodes; null without a detector. */
+export function detectorAgreement(episodes: readonly TrainEpisode[]): DetectorAgreement | null {
+  const judged = episodes.filter((e) => e.trueSuccess !== undefined);
+  if (judged.length === 0) return null;
+  const share = (f: (e: TrainEpisode) => boolean): number => judged.filter(f).length / judged.length;
+  return {
+    episodes: judged.length,
+    detectorSuccess: share((e) => e.success),
+    taskSuccess: share((e) => e.trueSuccess === true),
+    agreement: share((e) => e.success === e.trueSuccess),
+  };
+}
 
 /** The run's evaluations by name, each saying what it measured and on which episodes. */
 export function runEvaluations(
@@ -73,6 +103,7 @@ export function writeRunSummary(
     wallSeconds: number;
     config: ResidualConfig;
     mixing?: MixingState;
+    successDetector?: DetectorAgreement | null;
   },
 ): void {
   const evaluations = run.evaluations;
@@ -100,6 +131,7 @@ export function writeRunSummary(
         wallSeconds: run.wallSeconds,
         config: run.config,
         ...(run.mixing ? { mixing: mixingSummary(run.mixing) } : {}),
+        ...(run.successDetector ? { successDetector: run.successDetector } : {}),
       },
       null,
       2,

@@ -35,7 +35,7 @@ import { makeMixer, mixingEpisode, replayMixer, validateMixingSpec } from './mix
 import { InProcessLink, WorkerLink, asDivergence, type LearnerLink } from './learner-link.js';
 import { ResidualActor, compose } from './residual-actor.js';
 import { checkDims, hasImageInputs, relabelDemos } from './trainer-inputs.js';
-import { runEvaluations, writeRunSummary } from './trainer-report.js';
+import { detectorAgreement, runEvaluations, writeRunSummary } from './trainer-report.js';
 import type { TrainOptions, TrainProgress, TrainResult, TrainerState } from './trainer-types.js';
 
 // Other modules import these from './trainer.js'; they live beside it, one job per file.
@@ -506,6 +506,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       wallSeconds: wall(),
       config: cfg,
       ...(state.mixing ? { mixing: state.mixing } : {}),
+      successDetector: detectorAgreement(trainEpisodes),
     });
     return {
       profile: chosen.name,
