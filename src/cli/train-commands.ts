@@ -402,8 +402,8 @@ function printTrainSummary(task: string, r: TrainResult, reproduce: string | nul
     if (agreement.detectorSuccess - agreement.taskSuccess > DETECTOR_WARN_MARGIN)
       console.log(
         'warning: the detector calls far more episodes successful than the task: the learner may have found ' +
-          "what the detector rewards without doing the task; train the detector on this learner's episodes " +
-          '(docs/success-detector.md)',
+          'what the detector rewards without doing the task; judge this residual by the held-out table ' +
+          "above (the task's success), not by the detector (docs/success-detector.md)",
       );
   }
   if (h && reproduce) console.log(`reproduce: ${reproduce} --seed ${h.firstSeed} --episodes ${h.episodes}`);
