@@ -1,5 +1,6 @@
 /** `resrt tasks`, `resrt collect` and the simulator side of `resrt eval`. */
 import { writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
 import type { CameraFrame, Policy } from '../types.js';
@@ -27,6 +28,7 @@ import {
   printJson,
   progressBar,
 } from './common.js';
+import { loadComposedPolicy } from './policy-commands.js';
 
 export function registerSimCommands(program: Command): void {
   program
@@ -72,24 +74,29 @@ export function registerSimCommands(program: Command): void {
 
   program
     .command('collect')
-    .description('record scripted-expert demonstrations to a JSON Lines file')
+    .description("record scripted-expert demonstrations (or a policy's rollouts) to a JSON Lines file")
     .requiredOption('--task <name|path>', 'built-in task name or path to a task module')
     .requiredOption('--out <file>', 'output file (.jsonl)')
+    .option(
+      '--base <file.onnx>',
+      "record this ONNX policy's rollouts instead of the expert's (e.g. failures for `resrt reward train`)",
+    )
+    .option('--residual <file.onnx>', 'with --base: add this ONNX residual')
     .option('--episodes <n>', 'number of episodes', parseIntArg('--episodes'), 100)
     .option('--seed <s>', 'first episode seed', parseIntArg('--seed', 0), 0)
     .option(
       '--jitter <std>',
-      "per-step action noise, normalized units (default: the task's demo noise)",
+      "per-step action noise, normalized units (default: the task's demo noise; with --base, 0)",
       parseFloatArg('--jitter', 0, 1, 0.02),
     )
     .option(
       '--bias <std>',
-      "per-episode action bias, normalized units (default: the task's demo noise)",
+      "per-episode action bias, normalized units (default: the task's demo noise; with --base, 0)",
       parseFloatArg('--bias', 0, 1, 0.01),
     )
     .option(
       '--pause <p>',
-      "probability per step of a pause (default: the task's demo noise)",
+      "probability per step of a pause (default: the task's demo noise; with --base, 0)",
       parseFloatArg('--pause', 0, 1, 0.02),
     )
     .option('--clean', 'no noise at all (overrides --jitter/--bias/--pause)')
@@ -97,13 +104,24 @@ export function registerSimCommands(program: Command): void {
     .option('--overwrite', 'replace an existing output file')
     .action(async (opts: CollectCliOptions) => {
       checkOutputFile(opts.out, '--out');
+      if (opts.residual && !opts.base)
+        throw new ResrtError('--residual needs --base', 'pass the base policy the residual was trained on');
       const task = await loadTask(opts.task);
       if (opts.depth && !task.cameras?.names.length)
         throw new ResrtError(
           `--depth records the depth of the task's cameras, and task ${task.name} observes state only (no cameras)`,
           'drop --depth, or collect on a task with cameras, e.g. --task push-cam',
         );
-      const noise = opts.clean ? cleanExpert : demoNoiseFor(task, opts);
+      // A policy's rollouts are recorded as it acts unless noise is asked for.
+      const noise = opts.clean
+        ? cleanExpert
+        : demoNoiseFor(opts.base ? { demoNoise: cleanExpert } : task, opts);
+      const policy = opts.base
+        ? {
+            create: (env: MujocoEnv) => loadComposedPolicy(env, opts.base!, opts.residual),
+            source: `policy ${basename(opts.base)}${opts.residual ? ` + residual ${basename(opts.residual)}` : ''}`,
+          }
+        : undefined;
       const bar = progressBar(`collect ${task.name}`, opts.episodes, 'success {success}');
       const summary = await collectDemos({
         task,
@@ -111,20 +129,21 @@ export function registerSimCommands(program: Command): void {
         out: opts.out,
         seed: opts.seed,
         noise,
+        policy,
         overwrite: opts.overwrite,
         cameras: opts.depth ? { depth: true } : undefined,
         onEpisode: (done, ok) => bar.update(done, { success: pct(ok / done) }),
       });
       bar.stop();
       console.log(
-        `wrote ${summary.episodes} episodes (${summary.steps} steps, ${summary.successes} successful) of ${task.name} to ${opts.out}`,
+        `wrote ${summary.episodes} ${opts.base ? 'rollouts' : 'episodes'} (${summary.steps} steps, ${summary.successes} successful) of ${task.name} to ${opts.out}`,
       );
     });
 }
 
 /** The task's own human-like noise, with any flag given on the command line taking precedence. */
 export function demoNoiseFor(
-  task: AnyTask,
+  task: Pick<AnyTask, 'demoNoise'>,
   flags: { jitter?: number; bias?: number; pause?: number },
 ): ExpertNoise {
   const base = task.demoNoise ?? humanLikeExpert;
@@ -139,6 +158,8 @@ export function demoNoiseFor(
 interface CollectCliOptions {
   task: string;
   out: string;
+  base?: string;
+  residual?: string;
   episodes: number;
   seed: number;
   jitter?: number;

@@ -1,12 +1,16 @@
-/** `resrt collect`: scripted-expert demonstrations written episode by episode (see demos.ts). */
+/**
+ * `resrt collect`: scripted-expert demonstrations, or a policy's rollouts, written episode by
+ * episode (see demos.ts). Rollouts of a base policy are the failures (and successes) a success
+ * detector must tell apart once a learner acts like that base (docs/success-detector.md).
+ */
 import { existsSync, renameSync } from 'node:fs';
 import { basename } from 'node:path';
-import type { CameraFrames } from '../types.js';
+import type { CameraFrames, Policy } from '../types.js';
 import type { SimCameraOptions } from './camera/sim-cameras.js';
 import { ResrtError } from '../util/errors.js';
 import { DemoWriter } from './demos.js';
 import { MujocoEnv, type Randomization } from './env.js';
-import { type ExpertNoise, ImperfectExpert } from './expert.js';
+import { type ExpertNoise, ImperfectExpert, NoisyPolicy, PrivilegedExpert } from './expert.js';
 import type { AnyTask } from './registry.js';
 
 export interface CollectOptions {
@@ -14,7 +18,13 @@ export interface CollectOptions {
   episodes: number;
   out: string;
   seed?: number;
+  /** Noise on every action, the expert's or the policy's. */
   noise: ExpertNoise;
+  /**
+   * Record this policy's rollouts instead of the scripted expert's; `source` names it in the
+   * file's header (e.g. "policy base.onnx").
+   */
+  policy?: { create(env: MujocoEnv): Policy | Promise<Policy>; source: string };
   randomization?: Partial<Randomization>;
   /** Cameras to record (default: the task's own; e.g. { depth: true } to add depth). */
   cameras?: SimCameraOptions;
@@ -34,10 +44,10 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
   if (!Number.isInteger(episodes) || episodes <= 0) {
     throw new ResrtError(`--episodes must be a positive integer, got ${episodes}`, 'e.g. --episodes 100');
   }
-  if (!task.expert) {
+  if (!options.policy && !task.expert) {
     throw new ResrtError(
       `task ${task.name} has no scripted expert`,
-      'add expert() to the task module, or record demonstrations another way',
+      "add expert() to the task module, or record a policy's rollouts with --base FILE.onnx",
     );
   }
   if (existsSync(out) && !options.overwrite) {
@@ -47,7 +57,13 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
     randomization: options.randomization,
     cameras: options.cameras,
   });
-  const expert = new ImperfectExpert(task.expert(), env.actionSpace.dim, options.noise, options.seed ?? 0);
+  let actor: Policy;
+  try {
+    actor = await createActor(env, options);
+  } catch (err) {
+    env.close();
+    throw err;
+  }
   // Written under a temporary name until the first episode is complete, so a failure before that
   // leaves nothing half-made at the requested path.
   const partial = `${out}.partial`;
@@ -66,7 +82,7 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
       obsNames: [...env.observationSpace.names],
       actionNames: [...env.actionSpace.names],
       controlDt: env.controlDt,
-      source: `scripted expert (jitter ${options.noise.jitterStd}, bias ${options.noise.biasStd}, pauses ${options.noise.pauseProbability})`,
+      source: `${options.policy?.source ?? 'scripted expert'} (jitter ${options.noise.jitterStd}, bias ${options.noise.biasStd}, pauses ${options.noise.pauseProbability})`,
       ...(cameras.length ? { cameras: [...cameras], framesFile: basename(framesOut) } : {}),
     },
     { framesPath: framesPartial },
@@ -79,14 +95,13 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
       const seed = (options.seed ?? 0) + ep;
       const first = env.reset({ seed });
       let obs = first.obs;
-      expert.reset(seed);
+      actor.reset?.(seed);
       const observations = [obs];
       const frames: CameraFrames[] = first.frames ? [first.frames] : [];
       const actions: Float32Array[] = [];
       const rewards: number[] = [];
       for (;;) {
-        // Privileged experts (push-cam) act on state the recorded observation leaves out.
-        const action = expert.act(task.privilegedObservation ? env.expertObservation() : obs);
+        const action = await actor.act(obs, frames.at(-1));
         const r = env.step(action);
         actions.push(action);
         rewards.push(r.reward);
@@ -121,4 +136,23 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
     env.close();
   }
   return { episodes, successes, steps };
+}
+
+/** The policy that acts: the given one, or the task's expert (with the simulator's privileged state). */
+async function createActor(env: MujocoEnv, options: CollectOptions): Promise<Policy> {
+  const seed = options.seed ?? 0;
+  if (options.policy) {
+    const policy = await options.policy.create(env);
+    if (policy.actionDim !== env.actionSpace.dim)
+      throw new ResrtError(
+        `the policy emits ${policy.actionDim} actions but task ${options.task.name} takes ${env.actionSpace.dim}`,
+        'use a policy trained for this task (check it with `resrt inspect FILE.onnx --task T`)',
+      );
+    return new NoisyPolicy(policy, options.noise, seed);
+  }
+  const expert = new ImperfectExpert(options.task.expert!(), env.actionSpace.dim, options.noise, seed);
+  // Privileged experts (push-cam) act on state the recorded observation leaves out.
+  return options.task.privilegedObservation
+    ? new PrivilegedExpert(expert, () => env.expertObservation())
+    : expert;
 }

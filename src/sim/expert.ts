@@ -27,34 +27,35 @@ export const humanLikeExpert: ExpertNoise = {
   maxPauseSteps: 5,
 };
 
-export class ImperfectExpert implements Policy {
-  readonly actionDim: number;
+/**
+ * The noise of an imperfect demonstrator on any stream of clean actions: a per-episode bias,
+ * per-step jitter, and pauses that hold the previous action. Seeded per episode, so an episode's
+ * noise does not depend on the episodes before it.
+ */
+export class ActionNoise {
   private rng: Rng;
   private bias: Float32Array;
   private held: Float32Array | null = null;
   private pauseLeft = 0;
 
   constructor(
-    private readonly controller: ExpertController,
-    actionDim: number,
+    readonly actionDim: number,
     private readonly noise: ExpertNoise,
     seed = 0,
   ) {
-    this.actionDim = actionDim;
     this.rng = new Rng(seed);
     this.bias = new Float32Array(actionDim);
   }
 
   reset(seed?: number): void {
     if (seed !== undefined) this.rng = new Rng(seed ^ 0x5eed);
-    this.controller.reset();
     for (let i = 0; i < this.actionDim; i++) this.bias[i] = this.rng.normal(0, this.noise.biasStd);
     this.held = null;
     this.pauseLeft = 0;
   }
 
-  act(obs: Float32Array): Float32Array {
-    const clean = this.controller.act(obs);
+  /** The action sent instead of `clean`, clipped to [-1, 1]. */
+  apply(clean: Float32Array): Float32Array {
     if (this.pauseLeft > 0 && this.held) {
       this.pauseLeft--;
       return Float32Array.from(this.held);
@@ -71,6 +72,58 @@ export class ImperfectExpert implements Policy {
     }
     this.held = out;
     return out;
+  }
+}
+
+export class ImperfectExpert implements Policy {
+  readonly actionDim: number;
+  private readonly noise: ActionNoise;
+
+  constructor(
+    private readonly controller: ExpertController,
+    actionDim: number,
+    noise: ExpertNoise,
+    seed = 0,
+  ) {
+    this.actionDim = actionDim;
+    this.noise = new ActionNoise(actionDim, noise, seed);
+  }
+
+  reset(seed?: number): void {
+    this.noise.reset(seed);
+    this.controller.reset();
+  }
+
+  act(obs: Float32Array): Float32Array {
+    // The controller steps even through a pause: its phase follows the scene, not the noise.
+    return this.noise.apply(this.controller.act(obs));
+  }
+}
+
+/**
+ * Any policy with a demonstrator's noise on its actions: `resrt collect --base` records a
+ * policy's rollouts this way (the failures a success detector must learn to reject).
+ */
+export class NoisyPolicy implements Policy {
+  readonly actionDim: number;
+  private readonly noise: ActionNoise;
+
+  constructor(
+    private readonly policy: Policy,
+    noise: ExpertNoise,
+    seed = 0,
+  ) {
+    this.actionDim = policy.actionDim;
+    this.noise = new ActionNoise(policy.actionDim, noise, seed);
+  }
+
+  reset(seed?: number): void {
+    this.noise.reset(seed);
+    this.policy.reset?.(seed);
+  }
+
+  async act(obs: Float32Array, frames?: CameraFrames): Promise<Float32Array> {
+    return this.noise.apply(await this.policy.act(obs, frames));
   }
 }
 
