@@ -19,6 +19,7 @@ import {
 } from '../src/residual/reward-detector-verdict.js';
 import { trainResidual } from '../src/residual/trainer.js';
 import { detectorAgreement } from '../src/residual/trainer-report.js';
+import { detectorAgreementLines } from '../src/cli/train-commands.js';
 import { detectorOutcome, SuccessDetector, type SuccessJudge } from '../src/runtime/success-detector.js';
 import { exportMlpToOnnx } from '../src/runtime/onnx-export.js';
 import type { CameraSpec } from '../src/types.js';
@@ -297,5 +298,25 @@ describe('success detector verdicts and threshold', () => {
     const neverTh = chooseThreshold(never);
     expect(neverTh).toBeGreaterThan(0.1);
     expect(neverTh).toBeLessThan(0.4);
+  });
+
+  it('tells the user of `train --success-detector` how far the detector and the task agree, and what to do when it runs ahead', () => {
+    expect(detectorAgreementLines(null, null)).toEqual([]);
+    const close = { episodes: 40, detectorSuccess: 0.5, taskSuccess: 0.35, agreement: 0.85 };
+    expect(detectorAgreementLines(close, 'resrt collect …')).toEqual([
+      'success detector: 50.0% of 40 training episodes called successful, by the task 35.0% (they agree on 85.0%)',
+    ]);
+    const ahead = { episodes: 255, detectorSuccess: 0.596, taskSuccess: 0.184, agreement: 0.588 };
+    const sim = detectorAgreementLines(
+      ahead,
+      'resrt collect --task push-cam --base b.onnx --residual r.onnx --out rollouts.jsonl',
+    );
+    expect(sim).toHaveLength(2);
+    expect(sim[1]).toMatch(/^warning: the detector calls far more episodes successful than the task/);
+    expect(sim[1]).toContain(
+      '`resrt collect --task push-cam --base b.onnx --residual r.onnx --out rollouts.jsonl`',
+    );
+    // On a robot there is no simulator to collect in: a person's labels are the data.
+    expect(detectorAgreementLines(ahead, null)[1]).toContain('labelled by a person');
   });
 });

@@ -8,7 +8,7 @@ import { ENCODER_MODES, type ProfileName, type ResidualConfig } from '../residua
 import type { MixingSpec } from '../residual/mixing-run.js';
 import type { CameraSpec, Env } from '../types.js';
 import { hasCheckpoint } from '../residual/checkpoint.js';
-import { detectorAgreement } from '../residual/trainer-report.js';
+import { detectorAgreement, type DetectorAgreement } from '../residual/trainer-report.js';
 import { trainResidual, type TrainProgress, type TrainResult } from '../residual/trainer.js';
 import { saveBcPolicy, trainBc } from '../sim/bc.js';
 import { collectDemos } from '../sim/collect.js';
@@ -110,6 +110,9 @@ export function registerTrainCommands(program: Command): void {
       target.name,
       result,
       opts.robot ? null : `resrt eval --task ${opts.task} --base ${opts.base} --residual ${result.onnxPath}`,
+      opts.robot
+        ? null
+        : `resrt collect --task ${opts.task} --base ${opts.base} --residual ${result.onnxPath} --out rollouts.jsonl`,
     );
   });
 
@@ -351,7 +354,13 @@ export async function runResidualTraining(
   }
 }
 
-function printTrainSummary(task: string, r: TrainResult, reproduce: string | null): void {
+/** `collectRollouts`: the command that records this residual's rollouts (in simulation; null on a robot). */
+function printTrainSummary(
+  task: string,
+  r: TrainResult,
+  reproduce: string | null,
+  collectRollouts: string | null,
+): void {
   console.log(`\nresidual on ${task}: profile ${r.profile} (${r.profileReason}), engine ${r.backend}`);
   const h = r.heldOut;
   const seeds = (first: number, n: number): string => `${n} (seeds ${first}…${first + n - 1})`;
@@ -393,19 +402,8 @@ function printTrainSummary(task: string, r: TrainResult, reproduce: string | nul
       `${r.onnxPath} is the residual of the best evaluation (--keep best): ${pct(r.kept.successRate)} of ` +
         `${r.kept.evalEpisodes} at step ${r.kept.envSteps}`,
     );
-  const agreement = detectorAgreement(r.trainEpisodes);
-  if (agreement) {
-    console.log(
-      `success detector: ${pct(agreement.detectorSuccess)} of ${agreement.episodes} training episodes ` +
-        `called successful, by the task ${pct(agreement.taskSuccess)} (they agree on ${pct(agreement.agreement)})`,
-    );
-    if (agreement.detectorSuccess - agreement.taskSuccess > DETECTOR_WARN_MARGIN)
-      console.log(
-        'warning: the detector calls far more episodes successful than the task: the learner may have found ' +
-          'what the detector rewards without doing the task; judge this residual by the held-out table ' +
-          "above (the task's success), not by the detector (docs/success-detector.md)",
-      );
-  }
+  for (const line of detectorAgreementLines(detectorAgreement(r.trainEpisodes), collectRollouts))
+    console.log(line);
   if (h && reproduce) console.log(`reproduce: ${reproduce} --seed ${h.firstSeed} --episodes ${h.episodes}`);
   console.log(
     `${r.envSteps} env steps, ${r.updates} updates, ${r.wallSeconds.toFixed(0)} s; residual written to ${r.onnxPath}`,
@@ -414,6 +412,32 @@ function printTrainSummary(task: string, r: TrainResult, reproduce: string | nul
 
 /** How far (a share of episodes) the detector's success may run ahead of the task's before a warning. */
 const DETECTOR_WARN_MARGIN = 0.2;
+
+/**
+ * What `train --success-detector` prints about its detector: how often it and the task called the
+ * training episodes successful, and a warning (with what to do) when the detector runs more than
+ * 20 points ahead. No lines without a detector.
+ */
+export function detectorAgreementLines(
+  agreement: DetectorAgreement | null,
+  collectRollouts: string | null,
+): string[] {
+  if (!agreement) return [];
+  const lines = [
+    `success detector: ${pct(agreement.detectorSuccess)} of ${agreement.episodes} training episodes ` +
+      `called successful, by the task ${pct(agreement.taskSuccess)} (they agree on ${pct(agreement.agreement)})`,
+  ];
+  if (agreement.detectorSuccess - agreement.taskSuccess > DETECTOR_WARN_MARGIN)
+    lines.push(
+      'warning: the detector calls far more episodes successful than the task: the learner may have found ' +
+        'what the detector rewards without doing the task; judge this residual by the held-out table ' +
+        "above (the task's success), not by the detector, and train the detector again with this residual's " +
+        (collectRollouts
+          ? `rollouts among its data (\`${collectRollouts}\`; docs/success-detector.md)`
+          : 'episodes, labelled by a person, among its data (docs/success-detector.md)'),
+    );
+  return lines;
+}
 
 function ci(i: { low: number; high: number }): string {
   return `${pct(i.low)}–${pct(i.high)}`;
