@@ -27,6 +27,9 @@ import { smallLearner, waitFor } from './session-fixtures.js';
 import { spawnLearner as spawnChildLearner, type ChildLearner } from './learner-kills.js';
 import { visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
 import { launchChromium } from './fixtures/chromium.js';
+import { resrtInProcess } from './fixtures/cli-in-process.js';
+import { loadEpisodeFrames, readDemos } from '../src/sim/demos.js';
+import { labelledEpisodes } from '../src/sim/reward-data.js';
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -38,8 +41,12 @@ const A = 3;
 const E = 8;
 const key = (a: ArrayLike<number>): string => Array.from(a, (v) => Math.fround(v)).join(',');
 
-/** The base the actor acts with, remembering the embedding of every state it acted on. */
-function recordingBase(base: OnnxPolicy, seen: Map<string, Float32Array>): Policy {
+/** The base the actor acts with, remembering the embedding (and top frame) of every state it acted on. */
+function recordingBase(
+  base: OnnxPolicy,
+  seen: Map<string, Float32Array>,
+  seenFrames: Map<string, Uint8Array>,
+): Policy {
   return {
     actionDim: base.actionDim,
     embeddingDim: base.embeddingDim,
@@ -49,6 +56,7 @@ function recordingBase(base: OnnxPolicy, seen: Map<string, Float32Array>): Polic
     async act(obs: Float32Array, frames?: CameraFrames) {
       const a = await base.act(obs, frames);
       seen.set(key(obs), Float32Array.from(base.lastEmbedding!));
+      if (frames?.top) seenFrames.set(key(obs), Uint8Array.from(frames.top.data));
       return a;
     },
   } as Policy;
@@ -106,6 +114,7 @@ describe('session cameras', () => {
 
     const modes = { feat: 'features', jpeg: 'jpeg' } as const;
     const seen = new Map<string, Map<string, Float32Array>>();
+    const seenFrames = new Map<string, Uint8Array>();
     const actors: ActorHandle[] = [];
     for (const [index, [robotId, sendFrames]] of Object.entries(modes).entries()) {
       const env = await MujocoEnv.create(pushCamTask, { maxEpisodeSteps: 40, seed: index + 1 });
@@ -118,7 +127,7 @@ describe('session cameras', () => {
         brokerUrl: broker.url,
         session: 'cams',
         stateDir: join(dir, robotId),
-        base: recordingBase(base, seen.get(robotId)!),
+        base: recordingBase(base, seen.get(robotId)!, seenFrames),
         env,
         sendFrames,
         jpegQuality: 90,
@@ -192,6 +201,10 @@ describe('session cameras', () => {
         ),
       60_000,
     );
+    // A person's verdict on the JPEG robot: it ends the episode at the next step, as a success.
+    const episodesBefore = actors[1].status().episodes;
+    actors[1].label(true);
+    await waitFor('the labelled episode to end', () => actors[1].status().episodes > episodesBefore, 30_000);
     for (const a of actors) a.pause();
     await waitFor(
       'every transition acknowledged',
@@ -279,6 +292,54 @@ describe('session cameras', () => {
     expect(worst).toBeLessThan(0.25);
     expect(meanDiff).toBeLessThan(0.05);
     expect(meanDiff).toBeLessThan(sumSpread / (close - 1) / 5);
+
+    // The session as detector data: the labelled episode, with the frames of every observation
+    // (the terminal one too), as `resrt reward train` reads them.
+    const labelledFile = join(dir, 'labelled.jsonl');
+    const printed = await resrtInProcess(
+      'import',
+      'session',
+      outDir,
+      '--out',
+      labelledFile,
+      '--labelled-only',
+      '--task',
+      'push-cam',
+    );
+    const finished = done[0].episodes + done[1].episodes;
+    expect(printed).toContain(`left out: ${finished - 1} episodes no person labelled`);
+    expect(printed).toMatch(
+      /imported 1 episodes \(\d+ steps, 1 successful\) from session .*cameras top 84x84/,
+    );
+    const demos = readDemos(labelledFile);
+    expect(demos.header).toMatchObject({
+      task: 'push-cam',
+      cameras: [{ name: 'top', width: 84, height: 84 }],
+    });
+    const [ep] = demos.episodes;
+    expect(ep).toMatchObject({ success: true, terminated: true, truncated: false });
+    expect(ep.rewards.at(-1)).toBe(1);
+    const frames = loadEpisodeFrames(demos, ep);
+    expect(frames).toHaveLength(ep.obs.length);
+    // Each observation's frame is the one the base acted on, through JPEG at quality 90.
+    for (let t = 0; t < ep.actions.length; t++) {
+      const acted = seenFrames.get(key(ep.obs[t]));
+      expect(acted, `observation ${t} was acted on`).toBeDefined();
+      const got = frames[t].top.data;
+      let diff = 0;
+      for (let i = 0; i < got.length; i++) diff += Math.abs(got[i] - acted![i]);
+      expect(diff / got.length).toBeLessThan(4);
+    }
+    expect(frames.at(-1)!.top).toMatchObject({ width: 84, height: 84 });
+    const stores = labelledEpisodes([{ path: labelledFile, demos }], ['top']).episodes[0].load();
+    expect(stores[0].count).toBe(ep.obs.length);
+    // Without --labelled-only: every finished episode of the JPEG robot.
+    const allFile = join(dir, 'all.jsonl');
+    const printedAll = await resrtInProcess('import', 'session', outDir, '--out', allFile);
+    expect(printedAll).toContain(
+      `left out: ${done[0].episodes} episodes without frames of every observation`,
+    );
+    expect(readDemos(allFile).episodes).toHaveLength(done[1].episodes);
   }, 120_000);
 });
 

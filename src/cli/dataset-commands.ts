@@ -1,12 +1,10 @@
 /**
- * `resrt import lerobot|robomimic` and `resrt export lerobot`: demonstrations in and out of the
+ * `resrt import lerobot|robomimic|session` and `resrt export lerobot`: demonstrations in and out of the
  * formats robot-learning people already have (src/sim/datasets).
  */
 import { existsSync, renameSync, rmSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
 import type { Command } from 'commander';
-import { TransitionWal } from '../residual/service/wal.js';
-import type { SessionTransition } from '../runtime/session/codec.js';
 import { checkDatasetFitsTask } from '../sim/datasets/check.js';
 import { readLeRobotDataset, writeLeRobotDataset } from '../sim/datasets/lerobot.js';
 import { readRobomimic } from '../sim/datasets/robomimic.js';
@@ -16,6 +14,7 @@ import { loadTask } from '../sim/registry.js';
 import type { CameraFrames, CameraSpec } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { parseFloatArg } from './common.js';
+import { readSessionEpisodes } from './session-episodes.js';
 
 export function registerDatasetCommands(program: Command): void {
   const imp = program
@@ -73,6 +72,41 @@ export function registerDatasetCommands(program: Command): void {
       );
     });
 
+  imp
+    .command('session <dir>')
+    .description(
+      "a stopped learner's session folder (its write-ahead log) → demos .jsonl (+ .frames where the actors sent --send-frames jpeg): e.g. episodes a person labelled, for `resrt reward train`",
+    )
+    .requiredOption('--out <file>', 'demo file to write (.jsonl; camera frames go to <file>.frames)')
+    .option('--labelled-only', 'only the episodes whose outcome a person labelled (dashboard, key, MQTT)')
+    .option('--fps <hz>', "the robots' control rate", parseFloatArg('--fps', 0.1, 1000), 25)
+    .option(
+      '--task <name|path>',
+      'check the episodes against this task and name them after it (reward train pools files of one task)',
+    )
+    .option('--overwrite', 'replace an existing output file')
+    .action(async (dir: string, opts: ImportCliOptions & { labelledOnly?: boolean; fps: number }) => {
+      const r = readSessionEpisodes(dir, opts.fps, { labelledOnly: opts.labelledOnly });
+      if (r.withoutFrames > 0)
+        console.log(
+          `left out: ${r.withoutFrames} episodes without frames of every observation (their actor ran with --send-frames features or none, or without its cameras)`,
+        );
+      if (opts.labelledOnly) console.log(`left out: ${r.unlabelled} episodes no person labelled`);
+      if (r.set.episodes.length === 0)
+        throw new ResrtError(
+          `${dir} has no ${opts.labelledOnly ? 'labelled ' : ''}finished episodes${r.frames || r.withoutFrames ? ' with frames' : ''} to import`,
+          opts.labelledOnly
+            ? "label episodes while the actor runs (the dashboard's success/failure buttons, the terminal keys, or MQTT), or import without --labelled-only"
+            : 'run the actors until episodes end (resrt actor), then stop the learner and import again',
+        );
+      await finishImport(
+        r.set,
+        opts,
+        `session ${dir}${r.frames ? `, cameras ${r.frames.cameras.map((c) => `${c.name} ${c.width}x${c.height}`).join(', ')}` : ''}`,
+        r.frames ? { cameras: r.frames.cameras, load: async (ep) => r.frames!.load(ep) } : undefined,
+      );
+    });
+
   const exp = program
     .command('export')
     .description('export demonstrations or session episodes for other tools');
@@ -91,7 +125,9 @@ export function registerDatasetCommands(program: Command): void {
       if (Boolean(opts.demos) === Boolean(opts.session)) {
         throw new ResrtError('export lerobot needs one source', 'pass --demos FILE or --session DIR');
       }
-      const set = opts.demos ? readDemos(opts.demos) : readSession(opts.session!, opts.fps);
+      const set = opts.demos
+        ? readDemos(opts.demos)
+        : readSessionEpisodes(opts.session!, opts.fps, { frames: false }).set;
       if (set.episodes.length === 0)
         throw new ResrtError('there are no finished episodes to export', 'record some first');
       const { info, encoders, skipped } = await writeLeRobotDataset(opts.out, set, {
@@ -200,58 +236,4 @@ async function finishImport(
   console.log(
     `imported ${set.episodes.length} episodes (${steps} steps, ${successes} successful) from ${what} to ${opts.out}${frames ? ` (camera frames in ${framesOut})` : ''}`,
   );
-}
-
-/** A stopped learner's session: its logged transitions, grouped into finished episodes. */
-function readSession(dir: string, fps: number): DemoSet {
-  const walDir = join(dir, 'wal');
-  if (!existsSync(walDir))
-    throw new ResrtError(`${dir} has no write-ahead log (wal/)`, "pass the learner's --out folder");
-  const episodes = new Map<string, SessionTransition[]>();
-  let obsDim = 0;
-  let actionDim = 0;
-  const wal = TransitionWal.open(walDir, {
-    transitions(batch) {
-      obsDim = batch.obsDim;
-      actionDim = batch.actionDim;
-      for (const t of batch.transitions) {
-        const key = `${t.robotId}/${t.episode}`;
-        (episodes.get(key) ?? episodes.set(key, []).get(key)!).push(t);
-      }
-    },
-    episode() {},
-  });
-  wal.close();
-  const out: DemoEpisode[] = [];
-  for (const ts of episodes.values()) {
-    ts.sort((a, b) => a.step - b.step);
-    const last = ts[ts.length - 1];
-    if (!(last.terminated || last.truncated)) continue;
-    out.push({
-      episode: out.length,
-      seed: last.episode,
-      success: last.success,
-      terminated: last.terminated,
-      truncated: last.truncated,
-      obs: [...ts.map((t) => t.obs), last.nextObs],
-      actions: ts.map((t) => t.action),
-      rewards: ts.map((t) => t.reward),
-    });
-  }
-  return {
-    header: {
-      format: 'resrt-demos',
-      version: 1,
-      task: 'session',
-      obsDim,
-      actionDim,
-      obsNames: Array.from({ length: obsDim }, (_, i) => `obs[${i}]`),
-      actionNames: Array.from({ length: actionDim }, (_, i) => `action[${i}]`),
-      controlDt: 1 / fps,
-      createdAt: new Date().toISOString(),
-      source: `session ${dir}`,
-    },
-    episodes: out,
-    tornTail: false,
-  };
 }

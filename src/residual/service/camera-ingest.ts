@@ -134,7 +134,8 @@ export class CameraIngest {
     ep.forEach((t, i) => {
       if (obsFrom[i] === -1) obsJob.push(nextJob[i - 1]);
       else obsJob.push(jobs.push({ payload: cams[i].obs, state: t.obs }) - 1);
-      const next = cams[i].next;
+      // A terminal observation's frames (JPEG sessions send them) stay zeros, as the trainer stores them.
+      const next = t.terminated ? null : cams[i].next;
       nextJob.push(next ? jobs.push({ payload: next, state: t.nextObs }) - 1 : -1);
     });
     const features = await this.features(jobs);

@@ -357,8 +357,9 @@ export async function runActor(options: ActorOptions): Promise<ActorHandle> {
         } else if (r.info.success) success = true;
         baseStarted = performance.now();
         const nextBase = terminated ? zeros : Float32Array.from(await base.act(nextObs, r.frames));
-        // After termination the base is not queried: no features to send (the learner uses zeros).
-        const nextCamera = terminated ? cameras.see(r.frames) : cameras.capture(r.frames);
+        // After termination the base is not queried: no features to send (the learner uses zeros),
+        // but JPEG frames go: the last observation is what a success detector learns from.
+        const nextCamera = terminated ? cameras.captureTerminal(r.frames) : cameras.capture(r.frames);
         baseMs = performance.now() - baseStarted;
         if (held) emit(held);
         held = {

@@ -24,7 +24,10 @@ export type CameraPayload =
 /** What a transition carries of its cameras: its observation's, and its next observation's. */
 export interface TransitionCamera {
   obs: CameraPayload;
-  /** Null after termination: the learner never bootstraps from it (its features are zeros). */
+  /**
+   * After termination: JPEG frames (kept in the log for `resrt import session`), or null; the
+   * learner never bootstraps from it either way (its features are zeros).
+   */
   next: CameraPayload | null;
 }
 

@@ -82,7 +82,16 @@ export class CameraSender {
     return { kind: 'jpeg', jpeg };
   }
 
-  /** Keeps the frames for the dashboards only (a terminal observation sends none); null. */
+  /**
+   * The payload of an episode's last observation, which the base does not act on: its frames as
+   * JPEG (the success a person saw, what a success detector learns from; `resrt import session`),
+   * and nothing in the other modes (there are no features without a base call).
+   */
+  captureTerminal(frames: CameraFrames | undefined): CameraPayload | null {
+    return this.mode === 'jpeg' ? this.capture(frames) : this.see(frames);
+  }
+
+  /** Keeps the frames for the dashboards only; null. */
   see(frames: CameraFrames | undefined): null {
     if (frames) {
       this.latestFrames = frames;
