@@ -226,6 +226,13 @@ const badInputs: BadInput[] = [
     fix: /drop --resume/,
   },
   {
+    name: "import session from a folder that is not a learner's",
+    args: (f) => ['import', 'session', join(f.dir, 'empty-session'), '--out', join(f.dir, 'labelled.jsonl')],
+    cause: /empty-session has no write-ahead log \(wal\/\)/,
+    fix: /the folder the learner wrote/,
+    after: (f) => expect(existsSync(join(f.dir, 'labelled.jsonl'))).toBe(false),
+  },
+  {
     name: 'a learner whose base is missing',
     args: (f) => ['learner', '--out', join(f.dir, 'new-session'), '--base', join(f.dir, 'missing.onnx')],
     cause: /policy file .*missing\.onnx does not exist/,

@@ -41,7 +41,10 @@ export function readSessionEpisodes(
 ): SessionEpisodes {
   const walDir = join(dir, 'wal');
   if (!existsSync(walDir))
-    throw new ResrtError(`${dir} has no write-ahead log (wal/)`, "pass the learner's --out folder");
+    throw new ResrtError(
+      `${dir} has no write-ahead log (wal/)`,
+      'pass the folder the learner wrote (`resrt learner --out DIR`)',
+    );
   const episodes = new Map<string, SessionTransition[]>();
   let obsDim = 0;
   let actionDim = 0;
