@@ -73,20 +73,10 @@ describe('resrt collect', () => {
     const basePath = join(dir, 'base.onnx');
     // push-cam: 12 state values and the 84 x 84 "top" camera; 3 actions.
     writeFileSync(basePath, visuomotorOnnx({ state: 12, image: 84, actions: 3, chunk: 1 }));
+    const collect = (...args: string[]): Promise<string> =>
+      resrtInProcess('collect', '--task', 'push-cam', ...args);
     const out = join(dir, 'rollouts.jsonl');
-    const printed = await resrtInProcess(
-      'collect',
-      '--task',
-      'push-cam',
-      '--base',
-      basePath,
-      '--episodes',
-      '3',
-      '--seed',
-      '40',
-      '--out',
-      out,
-    );
+    const printed = await collect('--base', basePath, '--episodes', '3', '--seed', '40', '--out', out);
     expect(printed).toMatch(/wrote 3 rollouts \(\d+ steps, \d+ successful\) of push-cam/);
     const demos = readDemos(out);
     expect(demos.header.source).toBe('policy base.onnx (jitter 0, bias 0, pauses 0)');
@@ -110,21 +100,7 @@ describe('resrt collect', () => {
 
     // With noise asked for, the recorded actions leave the policy's.
     const noisy = join(dir, 'noisy.jsonl');
-    await resrtInProcess(
-      'collect',
-      '--task',
-      'push-cam',
-      '--base',
-      basePath,
-      '--episodes',
-      '1',
-      '--seed',
-      '40',
-      '--jitter',
-      '0.2',
-      '--out',
-      noisy,
-    );
+    await collect('--base', basePath, '--episodes', '1', '--seed', '40', '--jitter', '0.2', '--out', noisy);
     const first = readDemos(noisy).episodes[0];
     expect(readDemos(noisy).header.source).toMatch(/^policy base\.onnx \(jitter 0\.2,/);
     expect(first.actions[0]).not.toEqual(demos.episodes[0].actions[0]);
@@ -132,23 +108,11 @@ describe('resrt collect', () => {
     // A policy for another task is refused before anything is written.
     writeFileSync(basePath, visuomotorOnnx({ state: 12, image: 84, actions: 2, chunk: 1 }));
     const wrong = join(dir, 'wrong.jsonl');
-    await expect(
-      resrtInProcess('collect', '--task', 'push-cam', '--base', basePath, '--episodes', '1', '--out', wrong),
-    ).rejects.toThrow(/action/);
+    await expect(collect('--base', basePath, '--episodes', '1', '--out', wrong)).rejects.toThrow(/action/);
     expect(existsSync(wrong) || existsSync(`${wrong}.partial`) || existsSync(`${wrong}.frames`)).toBe(false);
-    await expect(
-      resrtInProcess(
-        'collect',
-        '--task',
-        'push-cam',
-        '--residual',
-        basePath,
-        '--episodes',
-        '1',
-        '--out',
-        wrong,
-      ),
-    ).rejects.toThrow(/--residual needs --base/);
+    await expect(collect('--residual', basePath, '--episodes', '1', '--out', wrong)).rejects.toThrow(
+      /--residual needs --base/,
+    );
   }, 60_000);
 
   it('rejects a file that is not a demonstration file', () => {
