@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectDemos } from '../src/sim/collect.js';
-import { readDemos } from '../src/sim/demos.js';
+import { readDemos, type DemoSet } from '../src/sim/demos.js';
 import { MujocoEnv } from '../src/sim/env.js';
 import { cleanExpert, ImperfectExpert, PrivilegedExpert } from '../src/sim/expert.js';
 import { labelledEpisodes } from '../src/sim/reward-data.js';
@@ -318,5 +318,35 @@ describe('success detector verdicts and threshold', () => {
     );
     // On a robot there is no simulator to collect in: a person's labels are the data.
     expect(detectorAgreementLines(ahead, null)[1]).toContain('labelled by a person');
+  });
+
+  it('pools files of one task, and says how to name the task of an imported session', () => {
+    const set = (task: string): DemoSet => ({
+      header: {
+        format: 'resrt-demos',
+        version: 1,
+        task,
+        obsDim: 1,
+        actionDim: 1,
+        obsNames: ['x'],
+        actionNames: ['a'],
+        controlDt: 0.04,
+        createdAt: '',
+        source: 'test',
+        cameras: [{ name: 'top', width: 84, height: 84, channels: 3, depth: false }],
+      },
+      episodes: [],
+      tornTail: false,
+    });
+    const pooled = [
+      { path: 'ok.jsonl', demos: set('push-cam') },
+      { path: 'labelled.jsonl', demos: set('session') },
+    ];
+    expect(() => labelledEpisodes(pooled, ['top'])).toThrow(
+      /labelled\.jsonl records task session, ok\.jsonl task push-cam[\s\S]*resrt import session DIR --out FILE --task T/,
+    );
+    expect(() => labelledEpisodes([pooled[0], { path: 'b.jsonl', demos: set('push') }], ['top'])).toThrow(
+      /train a detector on episodes of one task/,
+    );
   });
 });

@@ -28,7 +28,9 @@ export function labelledEpisodes(
     if (demos.header.task !== first.demos.header.task) {
       throw new ResrtError(
         `${path} records task ${demos.header.task}, ${first.path} task ${first.demos.header.task}`,
-        'train a detector on episodes of one task',
+        demos.header.task === 'session' || first.demos.header.task === 'session'
+          ? "name the session's task when you import it: `resrt import session DIR --out FILE --task T`"
+          : 'train a detector on episodes of one task',
       );
     }
     if (!demos.header.cameras?.length) {
