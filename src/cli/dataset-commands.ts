@@ -103,7 +103,7 @@ export function registerDatasetCommands(program: Command): void {
         r.set,
         opts,
         `session ${dir}${r.frames ? `, cameras ${r.frames.cameras.map((c) => `${c.name} ${c.width}x${c.height}`).join(', ')}` : ''}`,
-        r.frames ? { cameras: r.frames.cameras, load: async (ep) => r.frames!.load(ep) } : undefined,
+        r.frames ?? undefined,
       );
     });
 
@@ -159,7 +159,7 @@ interface ExportCliOptions {
 
 interface ImportedFrames {
   cameras: CameraSpec[];
-  load: (ep: DemoEpisode) => Promise<CameraFrames[]>;
+  load: (ep: DemoEpisode) => CameraFrames[] | Promise<CameraFrames[]>;
 }
 
 async function finishImport(

@@ -7,12 +7,11 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { TransitionWal } from '../residual/service/wal.js';
-import type { CameraPayload } from '../runtime/session/camera-batch.js';
+import { decodeJpegPayload, type CameraPayload } from '../runtime/session/camera-batch.js';
 import type { SessionTransition } from '../runtime/session/codec.js';
 import type { DemoEpisode, DemoSet } from '../sim/demos.js';
 import type { CameraFrames, CameraSpec } from '../types.js';
 import { ResrtError } from '../util/errors.js';
-import { decodeImage } from '../util/image-codec.js';
 
 export interface SessionEpisodes {
   set: DemoSet;
@@ -97,16 +96,9 @@ export function readSessionEpisodes(
     if (jpegs) frameLists.push(jpegs);
   }
 
-  const decode = (jpeg: JpegFrames, where: string): CameraFrames =>
-    Object.fromEntries(
-      Object.entries(jpeg).map(([name, bytes]) => {
-        const img = decodeImage(bytes, `${where}, camera "${name}"`);
-        return [name, { ...img, channels: 3, capturedAtMs: 0, seq: 0 }];
-      }),
-    );
   let frames: SessionEpisodes['frames'] = null;
   if (frameLists.length > 0) {
-    const first = decode(frameLists[0][0], `${dir} episode 0`);
+    const first = decodeJpegPayload(frameLists[0][0], `${dir} episode 0`);
     const cameras: CameraSpec[] = Object.entries(first).map(([name, f]) => ({
       name,
       width: f.width,
@@ -118,7 +110,7 @@ export function readSessionEpisodes(
       cameras,
       load: (ep) =>
         frameLists[ep.episode].map((jpeg, t) => {
-          const decoded = decode(jpeg, `${dir} episode ${ep.episode} observation ${t}`);
+          const decoded = decodeJpegPayload(jpeg, `${dir} episode ${ep.episode} observation ${t}`);
           for (const c of cameras) {
             const f = decoded[c.name];
             if (!f || f.width !== c.width || f.height !== c.height)

@@ -2,7 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
-import { evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
+import { checkPolicyActions, evaluatePolicy, type EvalResult } from '../runtime/evaluate.js';
 import type { CameraFrame, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { collectDemos } from '../sim/collect.js';
@@ -190,12 +190,11 @@ export async function evaluateOnTask(
 ): Promise<EvalResult> {
   const env = await MujocoEnv.create(task);
   const policy = typeof policyOrFactory === 'function' ? await policyOrFactory(env) : policyOrFactory;
-  if (policy.actionDim !== env.actionSpace.dim) {
+  try {
+    checkPolicyActions(policy, env, task.name);
+  } catch (err) {
     env.close();
-    throw new ResrtError(
-      `the policy emits ${policy.actionDim} actions but task ${task.name} takes ${env.actionSpace.dim}`,
-      'use a policy trained for this task (check it with `resrt inspect FILE.onnx --task T`)',
-    );
+    throw err;
   }
   const plotCount = opts.plot ? (opts.plotEpisodes ?? 6) : 0;
   const traces: EpisodeTrace[] = [];

@@ -3,6 +3,7 @@
  * hardware environments (both are awaited).
  */
 import type { CameraFrames, Env, Policy } from '../types.js';
+import { ResrtError } from '../util/errors.js';
 import { type Interval, wilsonInterval } from '../util/stats.js';
 
 export interface EpisodeRecord {
@@ -30,6 +31,15 @@ export interface EvalOptions {
   onEpisode?: (record: EpisodeRecord, index: number) => void;
   /** Called after every reset and every step (trajectory plots, videos of the camera frames). */
   onStep?: (episode: number, obs: Float32Array, frames?: CameraFrames) => void;
+}
+
+/** Throws, naming the fix, when a policy emits another number of actions than the task takes. */
+export function checkPolicyActions(policy: Policy, env: Pick<Env, 'actionSpace'>, taskName: string): void {
+  if (policy.actionDim !== env.actionSpace.dim)
+    throw new ResrtError(
+      `the policy emits ${policy.actionDim} actions but task ${taskName} takes ${env.actionSpace.dim}`,
+      'use a policy trained for this task (check it with `resrt inspect FILE.onnx --task T`)',
+    );
 }
 
 export async function evaluatePolicy(env: Env, policy: Policy, options: EvalOptions): Promise<EvalResult> {

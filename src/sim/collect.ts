@@ -12,6 +12,7 @@ import { DemoWriter } from './demos.js';
 import { MujocoEnv, type Randomization } from './env.js';
 import { type ExpertNoise, ImperfectExpert, NoisyPolicy, PrivilegedExpert } from './expert.js';
 import type { AnyTask } from './registry.js';
+import { checkPolicyActions } from '../runtime/evaluate.js';
 
 export interface CollectOptions {
   task: AnyTask;
@@ -143,11 +144,7 @@ async function createActor(env: MujocoEnv, options: CollectOptions): Promise<Pol
   const seed = options.seed ?? 0;
   if (options.policy) {
     const policy = await options.policy.create(env);
-    if (policy.actionDim !== env.actionSpace.dim)
-      throw new ResrtError(
-        `the policy emits ${policy.actionDim} actions but task ${options.task.name} takes ${env.actionSpace.dim}`,
-        'use a policy trained for this task (check it with `resrt inspect FILE.onnx --task T`)',
-      );
+    checkPolicyActions(policy, env, options.task.name);
     return new NoisyPolicy(policy, options.noise, seed);
   }
   const expert = new ImperfectExpert(options.task.expert!(), env.actionSpace.dim, options.noise, seed);

@@ -10,6 +10,7 @@
  * watermark, so a checkpoint taken meanwhile (or a kill -9) has the log feed it again on resume.
  */
 import {
+  decodeJpegPayload,
   samePayload,
   type CameraPayload,
   type TransitionCamera,
@@ -18,7 +19,6 @@ import type { SessionTransition, TransitionBatch } from '../../runtime/session/c
 import type { OnnxPolicy } from '../../runtime/onnx-policy.js';
 import type { CameraFrames } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
-import { decodeImage } from '../../util/image-codec.js';
 import { withFeatures } from '../camera-features.js';
 
 /** A session transition with [features | state] observations, ready for packSteps. */
@@ -162,15 +162,7 @@ export class CameraIngest {
         out[k] = j.payload.features;
         return;
       }
-      const jpeg = j.payload.jpeg;
-      frames.push(
-        Object.fromEntries(
-          Object.entries(jpeg).map(([name, bytes]) => {
-            const img = decodeImage(bytes, `camera "${name}" frame`);
-            return [name, { ...img, channels: 3, capturedAtMs: 0, seq: 0 }];
-          }),
-        ),
-      );
+      frames.push(decodeJpegPayload(j.payload.jpeg));
       rows.push(k);
     });
     if (rows.length) {

@@ -14,6 +14,7 @@
  */
 import type { CameraFrames } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
+import { decodeImage } from '../../util/image-codec.js';
 
 export type SendFrames = 'features' | 'jpeg' | 'none';
 export const SEND_FRAMES_MODES: readonly SendFrames[] = ['features', 'jpeg', 'none'];
@@ -32,6 +33,19 @@ export interface TransitionCamera {
 }
 
 export type CameraLayout = { kind: 'features'; featureDim: number } | { kind: 'jpeg'; cameras: string[] };
+
+/**
+ * A JPEG payload's frames, decoded to RGB; `where` (e.g. "episode 3 observation 7") prefixes the
+ * name of a frame that does not decode.
+ */
+export function decodeJpegPayload(jpeg: Readonly<Record<string, Uint8Array>>, where?: string): CameraFrames {
+  return Object.fromEntries(
+    Object.entries(jpeg).map(([name, bytes]) => {
+      const img = decodeImage(bytes, `${where ? `${where}, ` : ''}camera "${name}" frame`);
+      return [name, { ...img, channels: 3, capturedAtMs: 0, seq: 0 }];
+    }),
+  );
+}
 
 export const CameraFlag = { obs: 1, obsIsPreviousNext: 2, next: 4 } as const;
 
