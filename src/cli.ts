@@ -7,6 +7,7 @@ import { registerTrainCommands } from './cli/train-commands.js';
 import { openRobotEnv, registerRobotCommands } from './cli/robot-commands.js';
 import { registerSessionCommands } from './cli/session-commands.js';
 import { registerRewardCommands } from './cli/reward-commands.js';
+import { registerEncoderCommands } from './cli/encoder-commands.js';
 import { registerServoCommands } from './cli/servo-commands.js';
 import { registerDatasetCommands } from './cli/dataset-commands.js';
 import { evaluatePolicy } from './runtime/evaluate.js';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerSimCommands(program);
   registerPolicyCommands(program);
   registerRewardCommands(program);
+  registerEncoderCommands(program);
 
   program
     .command('eval')

@@ -233,6 +233,22 @@ const badInputs: BadInput[] = [
     after: (f) => expect(existsSync(join(f.dir, 'labelled.jsonl'))).toBe(false),
   },
   {
+    name: 'a state encoder trained on demonstrations without environment state',
+    args: (f) => [
+      'encoder',
+      'train',
+      '--demos',
+      f.pushDemos,
+      '--targets',
+      'goal_x,goal_y',
+      '--out',
+      join(f.dir, 'loc.onnx'),
+    ],
+    cause: /the demonstrations of push record no environment state/,
+    fix: /`resrt collect --task push-cam --episodes 400 --out demos\.jsonl`/,
+    after: (f) => expect(existsSync(join(f.dir, 'loc.onnx'))).toBe(false),
+  },
+  {
     name: 'a learner whose base is missing',
     args: (f) => ['learner', '--out', join(f.dir, 'new-session'), '--base', join(f.dir, 'missing.onnx')],
     cause: /policy file .*missing\.onnx does not exist/,

@@ -246,3 +246,15 @@ export function formatTable(header: string[], rows: (string | number)[][]): stri
 export function pct(x: number): string {
   return `${(100 * x).toFixed(1)}%`;
 }
+
+/** A flag of comma-separated positive integers (layer widths, conv channels). */
+export function positiveList(text: string, flag: string, example: string): number[] {
+  const values = text.split(',').map((w) => Number(w));
+  if (values.some((w) => !Number.isInteger(w) || w <= 0)) {
+    throw new ResrtError(
+      `${flag} must be comma-separated positive integers, got "${text}"`,
+      `e.g. ${flag} ${example}`,
+    );
+  }
+  return values;
+}

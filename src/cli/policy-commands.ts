@@ -19,7 +19,7 @@ import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import type { CameraSpec, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
-import { checkOutputFile, parseFloatArg, parseIntArg, printJson, progressBar } from './common.js';
+import { checkOutputFile, parseFloatArg, parseIntArg, positiveList, printJson, progressBar } from './common.js';
 import { robotLinkSpec, taskSourceSpec } from './loop-sources.js';
 
 export function registerPolicyCommands(program: Command): void {
@@ -385,17 +385,6 @@ interface BcCliOptions {
   embedding: number;
   pooling: string;
   shift: number;
-}
-
-function positiveList(text: string, flag: string, example: string): number[] {
-  const values = text.split(',').map((w) => Number(w));
-  if (values.some((w) => !Number.isInteger(w) || w <= 0)) {
-    throw new ResrtError(
-      `${flag} must be comma-separated positive integers, got "${text}"`,
-      `e.g. ${flag} ${example}`,
-    );
-  }
-  return values;
 }
 
 interface RunCliOptions {

@@ -17,7 +17,7 @@ import * as ort from 'onnxruntime-node';
 import type { CameraFrame, CameraFrames, CameraSpec } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { encodeModel, graphChecksum } from '../util/onnx-proto.js';
-import { framesToBatch, type FrameStore } from '../nn/index.js';
+import { framesToBatch, type FrameStore, type Graph } from '../nn/index.js';
 import { IMAGES_META_KEY } from '../runtime/image-inputs.js';
 import { batchFreeModel, MetaKey, RESRT_METADATA_FORMAT } from '../runtime/onnx-export.js';
 import { createSession, OnnxPolicy } from '../runtime/onnx-policy.js';
@@ -41,15 +41,7 @@ export function exportVisuomotorBc(
     { state: STATE_INPUT, image: imageInputName, action: ACTION_OUTPUT, embedding: EMBEDDING_OUTPUT },
     chunk,
   );
-  const model = batchFreeModel(graph.encode());
-  model.graph.name = 'resrt_policy';
-  const images = Object.fromEntries(
-    cameras.map((c) => [
-      imageInputName(c.name),
-      { camera: c.name, scale: 1 / 255, resize: 'crop-resize', layout: 'NCHW', channel_order: 'RGB' },
-    ]),
-  );
-  const meta: Record<string, string> = {
+  return encodeWithImages(graph, 'resrt_policy', cameras, {
     ...metadata,
     [MetaKey.format]: RESRT_METADATA_FORMAT,
     [MetaKey.kind]: 'base',
@@ -58,8 +50,28 @@ export function exportVisuomotorBc(
     [MetaKey.normalizationBaked]: 'baked',
     [MetaKey.embeddingOutput]: EMBEDDING_OUTPUT,
     [MetaKey.embeddingDim]: String(net.embeddingDim),
-    [IMAGES_META_KEY]: JSON.stringify(images),
-  };
+  });
+}
+
+/**
+ * A graph with batch-free shapes, its camera inputs' preprocessing (uint8 RGB frames scaled to
+ * [0, 1], NCHW) and `metadata` written into it, and the checksum of its graph.
+ */
+export function encodeWithImages(
+  graph: Graph,
+  name: string,
+  cameras: readonly CameraSpec[],
+  metadata: Record<string, string>,
+): Uint8Array {
+  const model = batchFreeModel(graph.encode());
+  model.graph.name = name;
+  const images = Object.fromEntries(
+    cameras.map((c) => [
+      imageInputName(c.name),
+      { camera: c.name, scale: 1 / 255, resize: 'crop-resize', layout: 'NCHW', channel_order: 'RGB' },
+    ]),
+  );
+  const meta: Record<string, string> = { ...metadata, [IMAGES_META_KEY]: JSON.stringify(images) };
   model.metadataProps = Object.entries(meta).map(([key, value]) => ({ key, value }));
   // The checksum hashes the graph field only, so adding it does not change what it hashes.
   const checksum = graphChecksum(encodeModel(model));
@@ -125,7 +137,7 @@ export async function checkExport(
   }
 }
 
-function probeFrames(probe: ExportProbe): CameraFrames[] {
+export function probeFrames(probe: Pick<ExportProbe, 'rows' | 'cameras' | 'stores'>): CameraFrames[] {
   return Array.from({ length: probe.rows }, (_, n) =>
     Object.fromEntries(
       probe.cameras.map((c, k): [string, CameraFrame] => {

@@ -33,6 +33,7 @@ export interface BcCamera {
 }
 
 export interface BcNetworkSpec {
+  /** 0: the network reads its cameras alone (no state input; a state estimator). */
   stateDim: number;
   /** Cameras read through their own encoder; empty for a state-only policy. */
   cameras: readonly BcCamera[];
@@ -70,6 +71,8 @@ export class BcNetwork {
     readonly mean: Float32Array,
     readonly std: Float32Array,
   ) {
+    if (spec.stateDim === 0 && spec.cameras.length === 0)
+      throw new Error('internal: a BC network reads a state, a camera, or both');
     this.embeddingDim = spec.cameras.reduce((s, c) => s + c.encoder.features, 0);
     this.head = {
       inDim: this.embeddingDim + spec.stateDim,
@@ -102,18 +105,24 @@ export class BcNetwork {
   /** action [B, outDim] and, with cameras, the embedding [B, embeddingDim] it was computed from. */
   forward(
     p: ReadonlyMap<string, Value>,
-    state: Value,
+    state: Value | null,
     images: readonly Value[],
   ): { action: Value; embedding: Value | null } {
-    const g = state.graph;
     const d = this.spec.stateDim;
-    const z = op.div(op.sub(state, g.constant(this.mean, [d])), g.constant(this.std, [d]));
-    if (this.spec.cameras.length === 0) return { action: mlpApply(p, z, this.head), embedding: null };
+    const z = state
+      ? op.div(op.sub(state, state.graph.constant(this.mean, [d])), state.graph.constant(this.std, [d]))
+      : null;
+    if (this.spec.cameras.length === 0) return { action: mlpApply(p, z!, this.head), embedding: null };
     const features = this.spec.cameras.map((c, k) =>
       convEncoderApply(p, images[k], c.encoder, encoderPrefix(k)),
     );
     const embedding = op.concat(features, 1);
-    return { action: mlpApply(p, op.concat([embedding, z], 1), this.head), embedding };
+    return { action: mlpApply(p, z ? op.concat([embedding, z], 1) : embedding, this.head), embedding };
+  }
+
+  /** The state input, or null for a network that reads its cameras alone. */
+  private stateInput(g: Graph, rows: number, name: string): Value | null {
+    return this.spec.stateDim > 0 ? g.input(name, [rows, this.spec.stateDim]) : null;
   }
 
   private imageInputs(g: Graph, rows: number, name: (c: BcCamera, k: number) => string): Value[] {
@@ -121,7 +130,7 @@ export class BcNetwork {
   }
 
   private feeds(inputs: BcInputs): Record<string, Float32Array> {
-    const feeds: Record<string, Float32Array> = { x: inputs.state };
+    const feeds: Record<string, Float32Array> = this.spec.stateDim > 0 ? { x: inputs.state } : {};
     inputs.images.forEach((img, k) => (feeds[`image${k}`] = img));
     return feeds;
   }
@@ -133,7 +142,7 @@ export class BcNetwork {
       const g = new Graph(`bc_step_${rows}`);
       const params = g.input('params', [this.layout.size]);
       const p = this.layout.unpack(params);
-      const state = g.input('x', [rows, this.spec.stateDim]);
+      const state = this.stateInput(g, rows, 'x');
       const { action } = this.forward(
         p,
         state,
@@ -171,7 +180,7 @@ export class BcNetwork {
     if (!c) {
       const g = new Graph(`bc_forward_${rows}`);
       const p = this.layout.unpack(g.input('params', [this.layout.size]));
-      const state = g.input('x', [rows, this.spec.stateDim]);
+      const state = this.stateInput(g, rows, 'x');
       const { action, embedding } = this.forward(
         p,
         state,
@@ -194,14 +203,15 @@ export class BcNetwork {
    */
   inferenceGraph(
     flat: Float32Array,
-    names: { state: string; image: (camera: string) => string; action: string; embedding: string },
+    /** `embedding` null: no embedding output (a state estimator's file has its one output). */
+    names: { state: string; image: (camera: string) => string; action: string; embedding: string | null },
     chunk: { length: number; actionDim: number },
   ): Graph {
     const g = new Graph('resrt_visuomotor_bc');
     const p = new Map(
       this.layout.entries.map((e) => [e.name, g.constant(this.layout.view(flat, e.name), e.shape)]),
     );
-    const state = g.input(names.state, [1, this.spec.stateDim]);
+    const state = this.stateInput(g, 1, names.state);
     const { action, embedding } = this.forward(
       p,
       state,
@@ -215,7 +225,7 @@ export class BcNetwork {
           })
         : action;
     g.output(names.action, out);
-    if (embedding) g.output(names.embedding, embedding);
+    if (embedding && names.embedding) g.output(names.embedding, embedding);
     return g;
   }
 

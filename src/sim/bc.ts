@@ -16,21 +16,17 @@ import { ResrtError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import { Rng } from '../util/rng.js';
 import {
-  AdamClock,
   convEncoderMacs,
   CONV_ENCODER_POOLINGS,
-  DoubleBuffer,
-  framesToBatch,
   initEngine,
-  randomShifts,
   type ConvEncoderPooling,
   type DevicePreference,
-  type FrameStore,
 } from '../nn/index.js';
 import { exportMlpToOnnx, MetaKey } from '../runtime/onnx-export.js';
 import { checkExport, exportVisuomotorBc } from './bc-export.js';
 import { type BcCameraChoice, chooseBcCameras, loadFrameStores } from './bc-frames.js';
-import { BcNetwork, type BcInputs } from './bc-network.js';
+import { type BcDataset, type BcFit, type BcFitProgress, fitBcNetwork } from './bc-fit.js';
+import { BcNetwork } from './bc-network.js';
 import type { DemoSet } from './demos.js';
 
 export interface BcConfig {
@@ -85,14 +81,7 @@ export const defaultBcConfig: BcConfig = {
   shiftPad: 4,
 };
 
-export interface BcProgress {
-  epoch: number;
-  epochs: number;
-  trainLoss: number;
-  validationLoss: number;
-  /** Seconds of training so far (after the data was loaded). */
-  seconds: number;
-}
+export type BcProgress = BcFitProgress;
 
 export interface BcResult {
   /** The verified ONNX file's bytes. */
@@ -117,20 +106,12 @@ export interface BcResult {
   seconds: number;
 }
 
-interface Dataset {
-  x: Float32Array;
-  y: Float32Array;
-  n: number;
-  /** One store per camera, frame i belonging to row i. */
-  frames: FrameStore[];
-}
-
 function buildDataset(
   demos: DemoSet,
   episodes: DemoSet['episodes'],
   h: number,
   cameras: readonly CameraSpec[],
-): Dataset {
+): BcDataset {
   const { obsDim, actionDim } = demos.header;
   const n = episodes.reduce((s, e) => s + e.actions.length, 0);
   const x = new Float32Array(n * obsDim);
@@ -145,47 +126,6 @@ function buildDataset(
     }
   }
   return { x, y, n, frames: loadFrameStores(demos, episodes, cameras) };
-}
-
-/** Reusable buffers for `rows` dataset rows as graph feeds. */
-class Batch implements BcInputs {
-  readonly state: Float32Array;
-  readonly target: Float32Array;
-  readonly images: Float32Array[];
-  private readonly shifts: Int32Array;
-
-  constructor(
-    readonly rows: number,
-    readonly obsDim: number,
-    readonly outDim: number,
-    cameras: readonly CameraSpec[],
-  ) {
-    this.state = new Float32Array(rows * obsDim);
-    this.target = new Float32Array(rows * outDim);
-    this.images = cameras.map((c) => new Float32Array(rows * 3 * c.height * c.width));
-    this.shifts = new Int32Array(2 * rows);
-  }
-
-  /**
-   * Rows `indices` of `data` (padded to `rows` by repeating the last one); camera images shifted
-   * at random by up to `shiftPad` pixels when given an rng.
-   */
-  fill(data: Dataset, indices: ArrayLike<number>, count: number, shift?: { rng: Rng; pad: number }): void {
-    const { obsDim, outDim } = this;
-    const at = (k: number): number => indices[Math.min(k, count - 1)];
-    for (let k = 0; k < this.rows; k++) {
-      const r = at(k);
-      this.state.set(data.x.subarray(r * obsDim, (r + 1) * obsDim), k * obsDim);
-      this.target.set(data.y.subarray(r * outDim, (r + 1) * outDim), k * outDim);
-    }
-    if (this.images.length === 0) return;
-    const rows = Array.from({ length: this.rows }, (_, k) => at(k));
-    data.frames.forEach((store, c) => {
-      const shifts =
-        shift && shift.pad > 0 ? randomShifts(shift.rng, this.rows, shift.pad, this.shifts) : undefined;
-      framesToBatch(store, rows, this.images[c], shifts);
-    });
-  }
 }
 
 function checkConfig(cfg: BcConfig): void {
@@ -287,88 +227,28 @@ export async function trainBc(
       `bc: encoder ${cfg.encoderChannels.join('-')} → ${cfg.embeddingDim} per camera, ${(macs / 1e6).toFixed(1)} M multiply-adds per sample forward`,
     );
   }
-  const params = new DoubleBuffer(net.layout.size, net.init(rng));
-  const m = new DoubleBuffer(net.layout.size);
-  const v = new DoubleBuffer(net.layout.size);
-  // tf.train.adam's defaults (ε = 1e-7, no clipping), which BC was tuned with.
-  const clock = new AdamClock({
-    lr: cfg.learningRate,
-    beta1: 0.9,
-    beta2: 0.999,
-    eps: 1e-7,
-    clipNorm: Infinity,
-  });
-
-  // One forward graph, padded to its row count: images are evaluated a batch at a time.
-  const predictRows = Math.min(cameras.length ? cfg.batchSize : 4096, train.n);
-  const predictBatch = new Batch(predictRows, obsDim, outDim, cameras);
-  const evalLoss = async (data: Dataset): Promise<number> => {
-    let total = 0;
-    const all = Uint32Array.from({ length: data.n }, (_, i) => i);
-    for (let s = 0; s < data.n; s += predictRows) {
-      const count = Math.min(predictRows, data.n - s);
-      predictBatch.fill(data, all.subarray(s, s + count), count);
-      const pred = (await net.predict(params.front, predictBatch, predictRows)).action;
-      const target = data.y.subarray(s * outDim, (s + count) * outDim);
-      let sq = 0;
-      for (let i = 0; i < count * outDim; i++) sq += (pred[i] - target[i]) ** 2;
-      total += sq / outDim;
-    }
-    return total / data.n;
-  };
-
-  const order = Uint32Array.from({ length: train.n }, (_, i) => i);
-  const batchRows = Math.min(cfg.batchSize, train.n);
-  const batch = new Batch(batchRows, obsDim, outDim, cameras);
-  const shift = { rng, pad: cfg.shiftPad };
-  let trainLoss = NaN;
-  let validationLoss = NaN;
+  let fit: BcFit;
   try {
-    for (let epoch = 1; epoch <= cfg.epochs; epoch++) {
-      for (let i = order.length - 1; i > 0; i--) {
-        const j = rng.int(i + 1);
-        [order[i], order[j]] = [order[j], order[i]];
-      }
-      let sum = 0;
-      let batches = 0;
-      // Full batches only (a smaller last one would need a graph of its own).
-      for (let s = 0; s + batchRows <= train.n; s += batchRows) {
-        batch.fill(train, order.subarray(s, s + batchRows), batchRows, shift);
-        const loss = await net.step(
-          batchRows,
-          { params: params.front, m: m.front, v: v.front },
-          { params: params.back, m: m.back, v: v.back },
-          clock.nextScalars(),
-          batch,
-          batch.target,
-        );
-        params.swap();
-        m.swap();
-        v.swap();
-        clock.commit();
-        sum += loss;
-        batches++;
-      }
-      trainLoss = sum / Math.max(1, batches);
-      if (!Number.isFinite(trainLoss)) {
-        throw new ResrtError(
-          `BC diverged at epoch ${epoch} (loss ${trainLoss})`,
-          'lower --lr, or check the demonstrations for NaN',
-        );
-      }
-      validationLoss = val ? await evalLoss(val) : NaN;
-      onProgress?.({
-        epoch,
+    fit = await fitBcNetwork(
+      net,
+      net.init(rng),
+      train,
+      val,
+      {
         epochs: cfg.epochs,
-        trainLoss,
-        validationLoss,
-        seconds: (performance.now() - started) / 1000,
-      });
-    }
+        batchSize: cfg.batchSize,
+        learningRate: cfg.learningRate,
+        shiftPad: cfg.shiftPad,
+        cameras,
+      },
+      rng,
+      onProgress,
+    );
   } catch (err) {
     await net.release();
     throw err;
   }
+  const { trainLoss, validationLoss } = fit;
 
   const metadata: Record<string, string> = {
     [MetaKey.kind]: 'base',
@@ -389,13 +269,13 @@ export async function trainBc(
   };
   // The export runs the file in onnxruntime against the trained network. Images: a batch other
   // than the one the inference graph was built at (1), so a batch-bound op would show.
-  const probeRows = Math.min(cameras.length ? 32 : 256, predictRows);
-  const layers = net.denseSpecs(params.front);
+  const probeRows = Math.min(cameras.length ? 32 : 256, cameras.length ? cfg.batchSize : 4096, train.n);
+  const layers = net.denseSpecs(fit.params);
   let onnx: Uint8Array;
   let expected: { action: Float32Array; embedding: Float32Array };
   try {
     onnx = cameras.length
-      ? exportVisuomotorBc(net, params.front, cameras, { length: h, actionDim }, metadata)
+      ? exportVisuomotorBc(net, fit.params, cameras, { length: h, actionDim }, metadata)
       : exportMlpToOnnx({
           inputs: [{ name: 'obs', dim: obsDim }],
           inputNormalization: { mean, std },
@@ -403,12 +283,7 @@ export async function trainBc(
           output: { name: 'action', actionDim, chunkLength: h },
           metadata,
         });
-    predictBatch.fill(
-      train,
-      Uint32Array.from({ length: probeRows }, (_, i) => i),
-      probeRows,
-    );
-    const out = await net.predict(params.front, predictBatch, predictRows);
+    const out = await fit.predictFirst(train, probeRows);
     expected = {
       action: out.action.slice(0, probeRows * outDim),
       embedding: out.embedding.slice(0, probeRows * net.embeddingDim),

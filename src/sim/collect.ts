@@ -74,6 +74,8 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
   if (cameras.length > 0 && existsSync(framesOut) && !options.overwrite) {
     throw new ResrtError(`${framesOut} already exists`, 'choose another --out, or pass --overwrite');
   }
+  // Privileged state (push-cam's goal) is recorded as the label a state estimator learns from.
+  const envStateNames = task.privilegedObservation?.names;
   const writer = DemoWriter.create(
     partial,
     {
@@ -85,6 +87,7 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
       controlDt: env.controlDt,
       source: `${options.policy?.source ?? 'scripted expert'} (jitter ${options.noise.jitterStd}, bias ${options.noise.biasStd}, pauses ${options.noise.pauseProbability})`,
       ...(cameras.length ? { cameras: [...cameras], framesFile: basename(framesOut) } : {}),
+      ...(envStateNames ? { environmentStateNames: [...envStateNames] } : {}),
     },
     { framesPath: framesPartial },
   );
@@ -99,6 +102,7 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
       actor.reset?.(seed);
       const observations = [obs];
       const frames: CameraFrames[] = first.frames ? [first.frames] : [];
+      const envStates = envStateNames ? [env.expertObservation()] : [];
       const actions: Float32Array[] = [];
       const rewards: number[] = [];
       for (;;) {
@@ -108,6 +112,7 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
         rewards.push(r.reward);
         observations.push(r.obs);
         if (r.frames) frames.push(r.frames);
+        if (envStateNames) envStates.push(env.expertObservation());
         obs = r.obs;
         if (r.terminated || r.truncated) {
           writer.append({
@@ -119,6 +124,7 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
             actions,
             rewards,
             ...(cameras.length ? { frames } : {}),
+            ...(envStateNames ? { environmentState: envStates } : {}),
           });
           if (r.info.success) successes++;
           steps += actions.length;

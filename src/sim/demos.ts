@@ -16,6 +16,11 @@
  * names the binary sidecar holding their frames ("framesFile", beside this file; see
  * demo-frames.ts); each episode line adds "frames": {"offset", "bytes"}, its byte range there.
  * Files without cameras are exactly as before.
+ *
+ * A simulated task with privileged state (push-cam's goal, which only the camera shows) also records
+ * it, LeRobot's `observation.environment_state`: the header names it ("environmentStateNames") and
+ * each episode adds "environmentState" (T + 1 rows). No policy reads it; it is the label a state
+ * estimator learns from the frames (`resrt encoder train`, src/sim/state-encoder.ts).
  */
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -38,6 +43,8 @@ export interface DemoHeader {
   cameras?: CameraSpec[];
   /** File name (beside this file) of the frames sidecar. */
   framesFile?: string;
+  /** Names of the simulator's privileged state recorded per observation (absent: none recorded). */
+  environmentStateNames?: string[];
 }
 
 export interface DemoEpisode {
@@ -55,6 +62,8 @@ export interface DemoEpisode {
   frames?: CameraFrames[];
   /** Reading: where this episode's frames are in the sidecar (load them with loadEpisodeFrames). */
   frameRange?: FrameRange;
+  /** The simulator's privileged state at each observation (T + 1), when the header names it. */
+  environmentState?: Float32Array[];
 }
 
 export interface DemoSet {
@@ -123,6 +132,13 @@ export class DemoWriter {
       // The frames are on disk before the line that points at them.
       range = this.frames.appendEpisode(episode.frames);
     }
+    const envState = this.header.environmentStateNames ? episode.environmentState : undefined;
+    if (this.header.environmentStateNames && envState?.length !== obs.length) {
+      throw new ResrtError(
+        `demo episode has ${envState?.length ?? 0} environment states for ${obs.length} observations`,
+        'record the environment state of every observation (the reset and every step)',
+      );
+    }
     const line = JSON.stringify({
       episode: this.count,
       seed: episode.seed,
@@ -133,6 +149,7 @@ export class DemoWriter {
       actions: actions.map(roundRow),
       rewards,
       ...(range ? { frames: range } : {}),
+      ...(envState ? { environmentState: envState.map(roundRow) } : {}),
     });
     this.writeLine(line);
     this.count++;
@@ -201,6 +218,7 @@ export function readDemos(path: string): DemoSet {
       actions: number[][];
       rewards: number[];
       frames?: FrameRange;
+      environmentState?: number[][];
     };
     const ep: DemoEpisode = {
       episode: raw.episode,
@@ -213,6 +231,7 @@ export function readDemos(path: string): DemoSet {
       rewards: raw.rewards,
     };
     if (raw.frames) ep.frameRange = raw.frames;
+    if (raw.environmentState) ep.environmentState = raw.environmentState.map((r) => Float32Array.from(r));
     checkEpisode(path, header, ep, i + 1);
     episodes.push(ep);
   }
@@ -256,4 +275,12 @@ function checkEpisode(path: string, header: DemoHeader, ep: DemoEpisode, line: n
   for (const a of ep.actions)
     if (a.length !== header.actionDim) bad(`action of length ${a.length}, header says ${header.actionDim}`);
   if (header.cameras?.length && !ep.frameRange) bad('the header lists cameras but the episode has no frames');
+  const envNames = header.environmentStateNames;
+  if (envNames) {
+    if (ep.environmentState?.length !== ep.obs.length)
+      bad('the header names an environment state but the episode has none for some observations');
+    for (const e of ep.environmentState!)
+      if (e.length !== envNames.length)
+        bad(`environment state of length ${e.length}, header names ${envNames.length}`);
+  }
 }
