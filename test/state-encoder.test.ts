@@ -36,7 +36,7 @@ beforeAll(async () => {
   demos = readDemos(out);
   trained = await trainStateEncoder(demos, {
     targets: GOAL,
-    epochs: 12,
+    epochs: 20,
     encoderChannels: [16, 32, 32],
     hidden: [64],
     device: 'cpu',
