@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FrameEncoder } from '../src/runtime/frame-encoder.js';
+import { formatInspectReport, inspectOnnx } from '../src/runtime/onnx-inspect.js';
 import { collectDemos } from '../src/sim/collect.js';
 import { DemoWriter, readDemos, type DemoSet } from '../src/sim/demos.js';
 import { MujocoEnv } from '../src/sim/env.js';
@@ -116,6 +117,20 @@ describe('state encoder', () => {
     expect(JSON.parse(meta[StateEncoderMeta.targets])).toEqual(GOAL);
     const mean = JSON.parse(meta[StateEncoderMeta.mean]) as number[];
     const std = JSON.parse(meta[StateEncoderMeta.std]) as number[];
+    // `resrt inspect` says what it is and that it loads against push-cam's camera.
+    const report = await inspectOnnx(path, {
+      obsDim: 12,
+      actionDim: 3,
+      cameras: { top: { width: 84, height: 84 } },
+    });
+    expect(report).toMatchObject({
+      kind: 'encoder',
+      fits: true,
+      encoder: { featureDim: 2, cameras: ['top'] },
+    });
+    expect(formatInspectReport(report)).toMatch(
+      /kind: camera encoder \(for a residual: --encoder file --encoder-file /,
+    );
     const env = await MujocoEnv.create(pushCamTask);
     const encoder = await FrameEncoder.load(path, { top: { width: 84, height: 84 } });
     try {

@@ -31,6 +31,7 @@ import {
 } from './camera-residual.js';
 import { analyzeImageInputs } from './image-feeds.js';
 import { ImageResidual, isImageResidualHeader } from './image-residual.js';
+import { FrameEncoder } from './frame-encoder.js';
 
 export interface InspectReport {
   path: string;
@@ -42,8 +43,11 @@ export interface InspectReport {
   outputs: IoValue[];
   /** What feeds each graph input: state, base action, or a camera (and what that camera must give). */
   roles: { input: string; role: string; detail: string }[];
-  /** From resrt.kind, else guessed from the inputs (two vector inputs, one an action: residual). */
-  kind: 'base' | 'residual';
+  /**
+   * From resrt.kind, else guessed from the inputs (two vector inputs, one an action: residual);
+   * 'encoder': a camera encoder for a residual's `--encoder file` (frames in, features out).
+   */
+  kind: 'base' | 'residual' | 'encoder';
   obsDim: number | null;
   actionDim: number | null;
   chunkLength: number | null;
@@ -56,6 +60,8 @@ export interface InspectReport {
   cameraResidual?: { encoder: string; embeddingDim: number | null };
   /** A residual that reads camera images through the encoder inside it; absent otherwise. */
   imageResidual?: { encoder: string; cameras: string[] };
+  /** A camera encoder: its feature width and the cameras it reads; absent otherwise. */
+  encoder?: { featureDim: number | null; cameras: string[] };
   /** With a base (`inspect RESIDUAL --base BASE`): whether the two files pair (checkResidualPairing). */
   pairing?: { base: string; fits: boolean };
   /** Whether the file loads and fits the task and base (when given); `problems` says why not. */
@@ -82,6 +88,64 @@ export async function inspectOnnx(
   report.pairing = { base: options.base, fits: problem === null };
   report.fits = report.problems.length === 0;
   return report;
+}
+
+/**
+ * A camera encoder (resrt.kind=encoder, e.g. from `resrt encoder train`): it fits when it loads as
+ * `--encoder file` loads it (FrameEncoder) against the task's cameras, or against the frame sizes
+ * its own inputs declare.
+ */
+async function inspectEncoder(
+  path: string,
+  header: OnnxModelHeader,
+  io: ReturnType<typeof describeIo>,
+  checksum: InspectReport['checksum'],
+  task: InspectTask | undefined,
+): Promise<InspectReport> {
+  const problems: InspectReport['problems'] = [];
+  if (checksum === 'mismatch')
+    problems.push({
+      message: 'the graph does not match resrt.checksum (modified or truncated after export)',
+      hint: 're-export or copy the file again',
+    });
+  const declared = Object.fromEntries(
+    io.inputs.filter(isImageInput).map((i) => {
+      const [, a, b, c] = i.shape;
+      const [height, width] = a === 3 ? [b, c] : [a, b];
+      return [i.name.replace(/^observation\.images\./, ''), { height: Number(height), width: Number(width) }];
+    }),
+  );
+  const cameras = task?.cameras ?? declared;
+  let featureDim: number | null = null;
+  let names: string[] = Object.keys(cameras);
+  try {
+    const encoder = await FrameEncoder.load(path, cameras);
+    featureDim = encoder.featureDim;
+    names = encoder.cameras;
+    await encoder.close();
+  } catch (err) {
+    if (!(err instanceof ResrtError)) throw err;
+    problems.push({ message: err.message.split('\n')[0], hint: err.hint ?? '' });
+  }
+  return {
+    ...fileFacts(path, header, io),
+    roles: io.inputs.map((i) => ({
+      input: i.name,
+      role: isImageInput(i) ? 'camera' : 'unmapped',
+      detail: isImageInput(i) ? 'frames' : 'an encoder reads camera images only',
+    })),
+    kind: 'encoder',
+    obsDim: null,
+    actionDim: null,
+    chunkLength: null,
+    dynamicBatch: typeof io.inputs[0]?.shape[0] === 'string',
+    normalization: 'none',
+    checksum,
+    metadata: header.metadata,
+    encoder: { featureDim, cameras: names },
+    fits: problems.length === 0,
+    problems,
+  };
 }
 
 /** Null when the residual file pairs with the base (both loaded as `resrt run` loads them), else why not. */
@@ -135,6 +199,7 @@ async function inspectFile(path: string, task?: InspectTask): Promise<InspectRep
             io.inputs.some((i) => /act/i.test(i.name))
           ? 'residual'
           : 'base';
+    if (meta[MetaKey.kind] === 'encoder') return await inspectEncoder(path, header, io, checksum, task);
     if (isImageResidualHeader(header)) {
       return await inspectImageResidual(path, header, io, checksum, task);
     }
@@ -247,7 +312,9 @@ export function formatInspectReport(r: InspectReport): string {
   const shape = (v: IoValue): string => `  ${v.name.padEnd(16)} ${v.type.padEnd(8)} [${v.shape.join(', ')}]`;
   const lines = [
     `${r.path} (${(r.sizeBytes / 1024).toFixed(1)} KiB, IR ${r.irVersion}, opset ${r.opsets.map((o) => `${o.domain} ${o.version}`).join(', ')}${r.producer ? `, by ${r.producer}` : ''})`,
-    `kind: ${r.cameraResidual ? 'camera residual' : r.imageResidual ? 'residual that reads images' : r.kind}   obs dim: ${r.obsDim ?? '?'}   action dim: ${r.actionDim ?? '?'}   chunk length: ${r.chunkLength ?? '?'}   batch: ${r.dynamicBatch ? 'dynamic' : 'fixed'}`,
+    r.encoder
+      ? `kind: camera encoder (for a residual: --encoder file --encoder-file ${r.path})   features: ${r.encoder.featureDim ?? '?'} per observation   cameras: ${r.encoder.cameras.join(', ') || '?'}`
+      : `kind: ${r.cameraResidual ? 'camera residual' : r.imageResidual ? 'residual that reads images' : r.kind}   obs dim: ${r.obsDim ?? '?'}   action dim: ${r.actionDim ?? '?'}   chunk length: ${r.chunkLength ?? '?'}   batch: ${r.dynamicBatch ? 'dynamic' : 'fixed'}`,
     `normalization: ${r.normalization}   checksum: ${r.checksum}`,
     ...(r.cameraResidual
       ? [
