@@ -32,7 +32,7 @@ beforeAll(async () => {
     episodes: 60,
     out,
     seed: 21,
-    noise: { jitterStd: 0.03, biasStd: 0.01, pauseProbability: 0.02 },
+    noise: { jitterStd: 0.03, biasStd: 0.01, pauseProbability: 0.02, maxPauseSteps: 5 },
   });
   demos = readDemos(out);
   trained = await trainStateEncoder(demos, {
