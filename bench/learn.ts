@@ -8,6 +8,9 @@
  *     [--steps 50000] [--seeds 0,1,2] [--methods residual,ppo,rlpd] [--eval-every 5000] \
  *     [--eval-episodes 100] [--profile auto] [--device auto] [--threads N] [--out bench-out/learn]
  *     [--checkpoint-every 5000] [--resume] [--json]
+ *
+ * On a camera task (push-cam), `--encoder base-embedding|file|learned` (and `--encoder-file` with
+ * `file`) picks what the off-policy methods see of the cameras, as `resrt train --encoder` does.
  */
 import { Command } from 'commander';
 import { join } from 'node:path';
@@ -18,7 +21,7 @@ import {
   trainingBenchOptions,
   type TrainingBenchFlags,
 } from './training-runs.js';
-import { parseIntArg } from '../src/cli/common.js';
+import { encoderFlag, parseIntArg } from '../src/cli/common.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { trainResidual, type TrainOptions } from '../src/residual/trainer.js';
 import { trainResidualPpo } from '../src/residual/ppo.js';
@@ -49,6 +52,8 @@ interface RunRow {
   /** Process CPU time (every thread) ÷ wall time over the run: how many cores it kept busy. */
   coresBusy: number;
   curve: { envSteps: number; successRate: number; ciLow: number; ciHigh: number }[];
+  /** The written file on episodes no evaluation during training saw (null for PPO, which keeps none). */
+  heldOut: { episodes: number; base: number | null; policy: number } | null;
 }
 
 function stepsTo(curve: readonly CurvePoint[], threshold: number): number | null {
@@ -63,8 +68,11 @@ function cpuSecondsSince(start: NodeJS.CpuUsage): number {
 async function main(): Promise<void> {
   const program = trainingBenchOptions(new Command(), { steps: 50000, out: 'bench-out/learn' })
     .option('--methods <list>', 'residual,ppo,rlpd', 'residual,ppo,rlpd')
+    .option('--encoder <mode>', "camera tasks: base-embedding | file | learned (default: the profile's)")
+    .option('--encoder-file <file.onnx>', 'with --encoder file: the frozen encoder ONNX')
     .parse();
-  const o = program.opts<TrainingBenchFlags & { methods: string }>();
+  const o = program.opts<TrainingBenchFlags & { methods: string; encoder?: string; encoderFile?: string }>();
+  const encoderConfig = encoderFlag(o.encoder, o.encoderFile);
   const methods = o.methods.split(',') as Method[];
   for (const m of methods) {
     if (!['residual', 'ppo', 'rlpd'].includes(m))
@@ -95,6 +103,7 @@ async function main(): Promise<void> {
       let envSteps: number;
       let updates: number;
       let engine: string;
+      let heldOut: RunRow['heldOut'] = null;
       const cpu0 = process.cpuUsage();
       const wall0 = performance.now();
       if (method === 'ppo') {
@@ -131,9 +140,16 @@ async function main(): Promise<void> {
           checkpointEvery,
           device,
           threads,
+          config: encoderConfig,
         };
         const r = method === 'rlpd' ? await trainRlpdScratch(opts) : await trainResidual(opts);
         ({ curve, wallSeconds, envSteps, updates, backend: engine } = r);
+        if (r.heldOut)
+          heldOut = {
+            episodes: r.heldOut.episodes,
+            base: r.heldOut.base?.successRate ?? null,
+            policy: r.heldOut.residual.successRate,
+          };
       }
       rows.push({
         task: task.name,
@@ -155,6 +171,7 @@ async function main(): Promise<void> {
           ciLow: p.ciLow,
           ciHigh: p.ciHigh,
         })),
+        heldOut,
       });
     }
   }
@@ -163,7 +180,17 @@ async function main(): Promise<void> {
     `${task.name}: success vs environment steps`,
   );
   writeFileAtomic(join(o.out, `${task.name}-learning.svg`), svg);
-  const result = { task: task.name, steps, seeds, methods, evalEvery, evalEpisodes, rows };
+  const result = {
+    task: task.name,
+    steps,
+    seeds,
+    methods,
+    evalEvery,
+    evalEpisodes,
+    encoder: o.encoder ?? null,
+    encoderFile: o.encoderFile ?? null,
+    rows,
+  };
   writeFileAtomic(join(o.out, `${task.name}-learning.json`), JSON.stringify(result, null, 2));
   if (o.json) {
     process.stdout.write(JSON.stringify(result) + '\n');
@@ -174,7 +201,7 @@ async function main(): Promise<void> {
   const st = (v: number | null): string => (v === null ? 'never' : String(v));
   console.log(`engine: ${rows[0]?.engine ?? '—'}`);
   console.log(
-    'task        method    seed  base   final  best   steps→90%  steps→95%  wall s  env steps/s  updates/s  cores busy',
+    'task        method    seed  base   final  best   steps→90%  steps→95%  held out (base → policy)  wall s  env steps/s  updates/s  cores busy',
   );
   for (const r of rows) {
     console.log(
@@ -187,6 +214,10 @@ async function main(): Promise<void> {
         pct(r.bestSuccess).padStart(5),
         st(r.stepsTo90).padStart(10),
         st(r.stepsTo95).padStart(10),
+        (r.heldOut
+          ? `${pct(r.heldOut.base)} → ${pct(r.heldOut.policy)} of ${r.heldOut.episodes}`
+          : '—'
+        ).padStart(25),
         r.wallSeconds.toFixed(0).padStart(7),
         (r.envSteps / r.wallSeconds).toFixed(1).padStart(12),
         (r.updates / r.wallSeconds).toFixed(1).padStart(10),
