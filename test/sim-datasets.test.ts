@@ -360,7 +360,7 @@ describe('LeRobotDataset v3', () => {
     expect(said).toMatch(/video observation\.images\.top: libsvtav1/);
     const info = JSON.parse(readFileSync(join(out, 'meta', 'info.json'), 'utf8')) as {
       video_path: string;
-      features: Record<string, { dtype: string; shape: number[]; info?: Record<string, unknown> }>;
+      features: Record<string, { dtype: string; shape: number[]; names?: unknown; info?: Record<string, unknown> }>;
     };
     expect(info.video_path).toBe('videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4');
     expect(info.features['observation.images.top']).toMatchObject({
@@ -407,10 +407,20 @@ describe('LeRobotDataset v3', () => {
     expect(said2).toMatch(/cameras top 84x84/);
     expect(said2).not.toMatch(/note: .*camera/);
     const back = readDemos(join(dir, 'push-cam-back.jsonl'));
+    // push-cam's goal, which only the camera shows, travels as observation.environment_state.
+    const envNames = set.header.environmentStateNames!;
+    expect(envNames).toEqual(expect.arrayContaining(['goal_x', 'goal_y']));
+    expect(info.features['observation.environment_state']).toMatchObject({
+      dtype: 'float32',
+      shape: [envNames.length],
+      names: envNames,
+    });
+    expect(back.header.environmentStateNames).toEqual(set.header.environmentStateNames);
     for (const [k, ep] of back.episodes.entries()) {
       const want = set.episodes[k];
       expect(ep.obs).toEqual(want.obs);
       expect(ep.actions).toEqual(want.actions);
+      expect(ep.environmentState).toEqual(want.environmentState);
       const got = loadEpisodeFrames(back, ep);
       const orig = loadEpisodeFrames(set, want);
       expect(got).toHaveLength(orig.length);

@@ -211,6 +211,7 @@ async function finishImport(
       actionNames: h.actionNames,
       controlDt: h.controlDt,
       source: h.source,
+      ...(h.environmentStateNames ? { environmentStateNames: h.environmentStateNames } : {}),
       ...(frames ? { cameras: frames.cameras, framesFile: basename(framesOut) } : {}),
     },
     { framesPath: `${framesOut}.partial` },

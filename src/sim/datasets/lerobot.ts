@@ -21,7 +21,9 @@
  * keep the observation after the last action, the outcome and the time-limit flag. They travel as
  * extra features (next.observation.state, next.success, next.truncated): LeRobot loads them as
  * any other column, and a re-import gives back identical episodes. A dataset without them imports
- * with the last observation repeated and success read from next.reward.
+ * with the last observation repeated and success read from next.reward. A simulator's privileged
+ * state (demonstrations whose header names `environmentStateNames`) travels as LeRobot's
+ * observation.environment_state (and next.observation.environment_state for the last row), both ways.
  *
  * Camera features of dtype "video" become the demonstrations' camera frames (camera name = the key
  * after "observation.images."), decoded through ffmpeg (video.ts) one episode at a time; the
@@ -62,6 +64,9 @@ export interface LeRobotReadOptions {
 const STATE = 'observation.state';
 const ACTION = 'action';
 const NEXT_STATE = 'next.observation.state';
+// The simulator's privileged state (push-cam's goal): the label `resrt encoder train` learns from.
+const ENV_STATE = 'observation.environment_state';
+const NEXT_ENV_STATE = 'next.observation.environment_state';
 const DATA_FILE_MB = 100;
 
 function featureNames(f: FeatureSpec | undefined, dim: number, prefix: string): string[] {
@@ -112,6 +117,7 @@ export async function readLeRobotDataset(
   }
   const obsDim = features[STATE].shape.reduce((a, b) => a * b, 1);
   const actionDim = features[ACTION].shape.reduce((a, b) => a * b, 1);
+  const envDim = features[ENV_STATE]?.shape.reduce((a, b) => a * b, 1) ?? 0;
   const skippedFeatures: LeRobotImport['skippedFeatures'] = [];
   const videoKeys: string[] = [];
   for (const [name, f] of Object.entries(features)) {
@@ -191,9 +197,26 @@ export async function readLeRobotDataset(
         ? vector(last, NEXT_STATE, obsDim, where)
         : obs[obs.length - 1],
     );
+    const environmentState =
+      envDim > 0 ? rows.map((r) => vector(r, ENV_STATE, envDim, where)) : undefined;
+    environmentState?.push(
+      NEXT_ENV_STATE in last && last[NEXT_ENV_STATE] != null
+        ? vector(last, NEXT_ENV_STATE, envDim, where)
+        : environmentState[environmentState.length - 1],
+    );
     const success = 'next.success' in last ? Boolean(last['next.success']) : rewards.some((r) => r > 0);
     const truncated = 'next.truncated' in last ? Boolean(last['next.truncated']) : !success;
-    episodes.push({ episode: e, seed: e, success, terminated: !truncated, truncated, obs, actions, rewards });
+    episodes.push({
+      episode: e,
+      seed: e,
+      success,
+      terminated: !truncated,
+      truncated,
+      obs,
+      actions,
+      rewards,
+      ...(environmentState ? { environmentState } : {}),
+    });
   }
   const videos = videoKeys.length > 0 ? await openVideos(dir, info, videoKeys) : null;
   const cameras = videos?.cameras ?? [];
@@ -205,6 +228,7 @@ export async function readLeRobotDataset(
     actionDim,
     obsNames: featureNames(features[STATE], obsDim, STATE),
     actionNames: featureNames(features[ACTION], actionDim, ACTION),
+    ...(envDim > 0 ? { environmentStateNames: featureNames(features[ENV_STATE], envDim, ENV_STATE) } : {}),
     controlDt: 1 / (info.fps || 1),
     createdAt: new Date().toISOString(),
     source: `LeRobotDataset ${version} at ${dir}${info.robot_type ? ` (robot ${info.robot_type})` : ''}`,
@@ -220,6 +244,16 @@ export async function readLeRobotDataset(
       return videos.load(ep.episode, timestamps.get(ep.episode) ?? [], ep.obs.length);
     },
   };
+}
+
+/** An episode's recorded environment state; readDemos has checked it is there when the header names it. */
+function environmentStateOf(ep: DemoEpisode): Float32Array[] {
+  if (!ep.environmentState)
+    throw new ResrtError(
+      `episode ${ep.episode} has no environment state though its file's header names one`,
+      'record the demonstrations again with resrt collect',
+    );
+  return ep.environmentState;
 }
 
 function stats(rows: Float32Array[]): Record<string, number[]> {
@@ -287,6 +321,11 @@ export async function writeLeRobotDataset(
     index: { dtype: 'int64', shape: [1], names: null },
     task_index: { dtype: 'int64', shape: [1], names: null },
   };
+  const envNames = h.environmentStateNames ?? [];
+  if (envNames.length > 0) {
+    features[ENV_STATE] = { dtype: 'float32', shape: [envNames.length], names: envNames };
+    features[NEXT_ENV_STATE] = { dtype: 'float32', shape: [envNames.length], names: envNames };
+  }
   const cameras = h.cameras ?? [];
   const videoKey = (c: CameraSpec): string => `${IMAGES_PREFIX}${c.name}`;
   for (const c of cameras) {
@@ -307,7 +346,7 @@ export async function writeLeRobotDataset(
     };
   }
   // Files hold whole episodes and stay under the size LeRobot uses (100 MB of frames).
-  const frameBytes = 4 * (2 * h.obsDim + h.actionDim) + 48;
+  const frameBytes = 4 * (2 * h.obsDim + h.actionDim + 2 * envNames.length) + 48;
   const perFile = Math.max(1, Math.floor((DATA_FILE_MB * 2 ** 20) / frameBytes));
   type Frame = { ep: DemoEpisode; e: number; t: number; index: number };
   const files: Frame[][] = [[]];
@@ -321,7 +360,11 @@ export async function writeLeRobotDataset(
     fileOfEpisode.push(fileIndex);
     const from = index;
     for (let t = 0; t < ep.actions.length; t++) files[fileIndex].push({ ep, e, t, index: index++ });
-    const s = { [STATE]: stats(ep.obs.slice(0, -1)), [ACTION]: stats(ep.actions) };
+    const s = {
+      [STATE]: stats(ep.obs.slice(0, -1)),
+      [ACTION]: stats(ep.actions),
+      ...(envNames.length > 0 ? { [ENV_STATE]: stats(environmentStateOf(ep).slice(0, -1)) } : {}),
+    };
     episodeMeta.push({
       episode_index: e,
       tasks: [task],
@@ -351,6 +394,12 @@ export async function writeLeRobotDataset(
       col(STATE, 'FLOAT', (x) => Array.from(x.ep.obs[x.t]), true),
       col(ACTION, 'FLOAT', (x) => Array.from(x.ep.actions[x.t]), true),
       col(NEXT_STATE, 'FLOAT', (x) => Array.from(x.ep.obs[x.t + 1]), true),
+      ...(envNames.length > 0
+        ? [
+            col(ENV_STATE, 'FLOAT', (x) => Array.from(environmentStateOf(x.ep)[x.t]), true),
+            col(NEXT_ENV_STATE, 'FLOAT', (x) => Array.from(environmentStateOf(x.ep)[x.t + 1]), true),
+          ]
+        : []),
       col('next.reward', 'FLOAT', (x) => x.ep.rewards[x.t]),
       col('next.done', 'BOOLEAN', (x) => x.t === x.ep.actions.length - 1),
       col('next.success', 'BOOLEAN', (x) => x.ep.success && x.t === x.ep.actions.length - 1),
@@ -411,7 +460,14 @@ export async function writeLeRobotDataset(
   writeFileSync(
     join(dir, 'meta', 'stats.json'),
     JSON.stringify(
-      { [STATE]: stats(allObs), [ACTION]: stats(allAct), ...imageStats(channelStats) },
+      {
+        [STATE]: stats(allObs),
+        [ACTION]: stats(allAct),
+        ...(envNames.length > 0
+          ? { [ENV_STATE]: stats(set.episodes.flatMap((e) => environmentStateOf(e).slice(0, -1))) }
+          : {}),
+        ...imageStats(channelStats),
+      },
       null,
       4,
     ) + '\n',
