@@ -10,7 +10,8 @@
  *     [--checkpoint-every 5000] [--resume] [--json]
  *
  * On a camera task (push-cam), `--encoder base-embedding|file|learned` (and `--encoder-file` with
- * `file`) picks what the off-policy methods see of the cameras, as `resrt train --encoder` does.
+ * `file`) picks what the off-policy methods see of the cameras, as `resrt train --encoder` does;
+ * `--keep best` writes (and evaluates held out) the best evaluation's residual, as `resrt train --keep`.
  */
 import { Command } from 'commander';
 import { join } from 'node:path';
@@ -54,6 +55,8 @@ interface RunRow {
   curve: { envSteps: number; successRate: number; ciLow: number; ciHigh: number }[];
   /** The written file on episodes no evaluation during training saw (null for PPO, which keeps none). */
   heldOut: { episodes: number; base: number | null; policy: number } | null;
+  /** With --keep best: the env steps of the evaluation whose residual was written. */
+  keptAt: number | null;
 }
 
 function stepsTo(curve: readonly CurvePoint[], threshold: number): number | null {
@@ -70,8 +73,21 @@ async function main(): Promise<void> {
     .option('--methods <list>', 'residual,ppo,rlpd', 'residual,ppo,rlpd')
     .option('--encoder <mode>', "camera tasks: base-embedding | file | learned (default: the profile's)")
     .option('--encoder-file <file.onnx>', 'with --encoder file: the frozen encoder ONNX')
+    .option(
+      '--keep <which>',
+      "off-policy runs: the written residual (held out) is the final one | the best evaluation's, as resrt train --keep",
+      'final',
+    )
     .parse();
-  const o = program.opts<TrainingBenchFlags & { methods: string; encoder?: string; encoderFile?: string }>();
+  const o = program.opts<
+    TrainingBenchFlags & { methods: string; encoder?: string; encoderFile?: string; keep: string }
+  >();
+  if (o.keep !== 'final' && o.keep !== 'best')
+    throw new ResrtError(
+      `--keep must be final or best, got "${o.keep}"`,
+      'e.g. --keep best --eval-every 5000',
+    );
+  const keep: 'final' | 'best' = o.keep;
   const encoderConfig = encoderFlag(o.encoder, o.encoderFile);
   const methods = o.methods.split(',') as Method[];
   for (const m of methods) {
@@ -104,6 +120,7 @@ async function main(): Promise<void> {
       let updates: number;
       let engine: string;
       let heldOut: RunRow['heldOut'] = null;
+      let keptAt: number | null = null;
       const cpu0 = process.cpuUsage();
       const wall0 = performance.now();
       if (method === 'ppo') {
@@ -141,6 +158,7 @@ async function main(): Promise<void> {
           device,
           threads,
           config: encoderConfig,
+          keep,
         };
         const r = method === 'rlpd' ? await trainRlpdScratch(opts) : await trainResidual(opts);
         ({ curve, wallSeconds, envSteps, updates, backend: engine } = r);
@@ -150,6 +168,7 @@ async function main(): Promise<void> {
             base: r.heldOut.base?.successRate ?? null,
             policy: r.heldOut.residual.successRate,
           };
+        keptAt = r.kept?.envSteps ?? null;
       }
       rows.push({
         task: task.name,
@@ -172,6 +191,7 @@ async function main(): Promise<void> {
           ciHigh: p.ciHigh,
         })),
         heldOut,
+        keptAt,
       });
     }
   }
@@ -189,6 +209,7 @@ async function main(): Promise<void> {
     evalEpisodes,
     encoder: o.encoder ?? null,
     encoderFile: o.encoderFile ?? null,
+    keep,
     rows,
   };
   writeFileAtomic(join(o.out, `${task.name}-learning.json`), JSON.stringify(result, null, 2));
@@ -215,7 +236,8 @@ async function main(): Promise<void> {
         st(r.stepsTo90).padStart(10),
         st(r.stepsTo95).padStart(10),
         (r.heldOut
-          ? `${pct(r.heldOut.base)} → ${pct(r.heldOut.policy)} of ${r.heldOut.episodes}`
+          ? `${pct(r.heldOut.base)} → ${pct(r.heldOut.policy)} of ${r.heldOut.episodes}` +
+            (r.keptAt === null ? '' : ` (kept ${r.keptAt})`)
           : '—'
         ).padStart(25),
         r.wallSeconds.toFixed(0).padStart(7),

@@ -360,7 +360,10 @@ describe('LeRobotDataset v3', () => {
     expect(said).toMatch(/video observation\.images\.top: libsvtav1/);
     const info = JSON.parse(readFileSync(join(out, 'meta', 'info.json'), 'utf8')) as {
       video_path: string;
-      features: Record<string, { dtype: string; shape: number[]; names?: unknown; info?: Record<string, unknown> }>;
+      features: Record<
+        string,
+        { dtype: string; shape: number[]; names?: unknown; info?: Record<string, unknown> }
+      >;
     };
     expect(info.video_path).toBe('videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4');
     expect(info.features['observation.images.top']).toMatchObject({

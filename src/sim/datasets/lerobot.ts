@@ -197,8 +197,7 @@ export async function readLeRobotDataset(
         ? vector(last, NEXT_STATE, obsDim, where)
         : obs[obs.length - 1],
     );
-    const environmentState =
-      envDim > 0 ? rows.map((r) => vector(r, ENV_STATE, envDim, where)) : undefined;
+    const environmentState = envDim > 0 ? rows.map((r) => vector(r, ENV_STATE, envDim, where)) : undefined;
     environmentState?.push(
       NEXT_ENV_STATE in last && last[NEXT_ENV_STATE] != null
         ? vector(last, NEXT_ENV_STATE, envDim, where)
