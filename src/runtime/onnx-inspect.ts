@@ -90,6 +90,18 @@ export async function inspectOnnx(
   return report;
 }
 
+/** A file whose graph no longer matches the checksum its export wrote starts the problem list. */
+function checksumProblems(checksum: InspectReport['checksum']): InspectReport['problems'] {
+  return checksum === 'mismatch'
+    ? [
+        {
+          message: 'the graph does not match resrt.checksum (modified or truncated after export)',
+          hint: 're-export or copy the file again',
+        },
+      ]
+    : [];
+}
+
 /**
  * A camera encoder (resrt.kind=encoder, e.g. from `resrt encoder train`): it fits when it loads as
  * `--encoder file` loads it (FrameEncoder) against the task's cameras, or against the frame sizes
@@ -102,12 +114,7 @@ async function inspectEncoder(
   checksum: InspectReport['checksum'],
   task: InspectTask | undefined,
 ): Promise<InspectReport> {
-  const problems: InspectReport['problems'] = [];
-  if (checksum === 'mismatch')
-    problems.push({
-      message: 'the graph does not match resrt.checksum (modified or truncated after export)',
-      hint: 're-export or copy the file again',
-    });
+  const problems = checksumProblems(checksum);
   const declared = Object.fromEntries(
     io.inputs.filter(isImageInput).map((i) => {
       const [, a, b, c] = i.shape;
@@ -216,12 +223,7 @@ async function inspectFile(path: string, task?: InspectTask): Promise<InspectRep
       expectActionDim: task?.actionDim,
       images: { cameras: task?.cameras, config: imageConfig },
     };
-    const problems: InspectReport['problems'] = [];
-    if (checksum === 'mismatch')
-      problems.push({
-        message: 'the graph does not match resrt.checksum (modified or truncated after export)',
-        hint: 're-export or copy the file again',
-      });
+    const problems = checksumProblems(checksum);
     let probedDims: readonly number[] | undefined;
     // A symbolic image size is only known from the task's camera.
     let inputs = analyzeInputs(io, own);
@@ -442,12 +444,7 @@ async function inspectImageResidual(
   checksum: InspectReport['checksum'],
   task: InspectTask | undefined,
 ): Promise<InspectReport> {
-  const problems: InspectReport['problems'] = [];
-  if (checksum === 'mismatch')
-    problems.push({
-      message: 'the graph does not match resrt.checksum (modified or truncated after export)',
-      hint: 're-export or copy the file again',
-    });
+  const problems = checksumProblems(checksum);
   let loaded: ImageResidual | null = null;
   try {
     loaded = await ImageResidual.load(path, {
@@ -517,12 +514,7 @@ async function inspectCameraResidual(
   task: InspectTask | undefined,
 ): Promise<InspectReport> {
   const widths = cameraResidualWidths(header);
-  const problems: InspectReport['problems'] = [];
-  if (checksum === 'mismatch')
-    problems.push({
-      message: 'the graph does not match resrt.checksum (modified or truncated after export)',
-      hint: 're-export or copy the file again',
-    });
+  const problems = checksumProblems(checksum);
   try {
     const loaded = await CameraResidual.load(path, {
       expectObsDim: task?.obsDim,

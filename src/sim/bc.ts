@@ -234,13 +234,7 @@ export async function trainBc(
       net.init(rng),
       train,
       val,
-      {
-        epochs: cfg.epochs,
-        batchSize: cfg.batchSize,
-        learningRate: cfg.learningRate,
-        shiftPad: cfg.shiftPad,
-        cameras,
-      },
+      { ...cfg, cameras }, // its epochs, batchSize, learningRate and shiftPad
       rng,
       onProgress,
     );
