@@ -22,7 +22,7 @@ import {
   trainingBenchOptions,
   type TrainingBenchFlags,
 } from './training-runs.js';
-import { encoderFlag, parseIntArg } from '../src/cli/common.js';
+import { encoderFlag, parseIntArg, parseKeep } from '../src/cli/common.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { trainResidual, type TrainOptions } from '../src/residual/trainer.js';
 import { trainResidualPpo } from '../src/residual/ppo.js';
@@ -82,12 +82,7 @@ async function main(): Promise<void> {
   const o = program.opts<
     TrainingBenchFlags & { methods: string; encoder?: string; encoderFile?: string; keep: string }
   >();
-  if (o.keep !== 'final' && o.keep !== 'best')
-    throw new ResrtError(
-      `--keep must be final or best, got "${o.keep}"`,
-      'e.g. --keep best --eval-every 5000',
-    );
-  const keep: 'final' | 'best' = o.keep;
+  const keep = parseKeep(o.keep);
   const encoderConfig = encoderFlag(o.encoder, o.encoderFile);
   const methods = o.methods.split(',') as Method[];
   for (const m of methods) {

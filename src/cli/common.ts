@@ -96,6 +96,16 @@ export function checkProfile(profile: string): void {
     );
 }
 
+/** `--keep` of train and bench/learn: which residual the run writes. */
+export function parseKeep(value: string): 'final' | 'best' {
+  if (value !== 'final' && value !== 'best')
+    throw new ResrtError(
+      `--keep must be final or best, got "${value}"`,
+      'e.g. --keep best --eval-every 2500',
+    );
+  return value;
+}
+
 /** --encoder of train and learner: the residual config's encoder mode; absent: the profile's. */
 /**
  * `--encoder` (and `--encoder-file`) as config. `allowed` is what the command can serve: a learner

@@ -22,6 +22,7 @@ import {
   formatTable,
   inOutputFolder,
   parseIntArg,
+  parseKeep,
   pct,
   progressBar,
   type Progress,
@@ -78,11 +79,7 @@ export function registerTrainCommands(program: Command): void {
   addMixingFlags(train, "the trainer's step-0 evaluation of the base");
   train.action(async (opts: TrainCliOptions) => {
     checkProfile(opts.profile);
-    if (opts.keep !== 'final' && opts.keep !== 'best')
-      throw new ResrtError(
-        `--keep must be final or best, got "${opts.keep}"`,
-        'e.g. --keep best --eval-every 2500',
-      );
+    const keep = parseKeep(opts.keep);
     if (opts.resume && !hasCheckpoint(opts.out))
       throw new ResrtError(
         `nothing to resume: ${opts.out} holds no residual run (no checkpoint.json)`,
@@ -99,7 +96,7 @@ export function registerTrainCommands(program: Command): void {
       seed: opts.seed,
       evalEvery: opts.evalEvery,
       evalEpisodes: opts.evalEpisodes,
-      keep: opts.keep,
+      keep,
       checkpointEvery: opts.checkpointEvery,
       worker: opts.worker,
       config: { ...parseOverrides(opts.set ?? []), ...encoderFlag(opts.encoder, opts.encoderFile) },

@@ -245,16 +245,6 @@ export async function readLeRobotDataset(
   };
 }
 
-/** An episode's recorded environment state; readDemos has checked it is there when the header names it. */
-function environmentStateOf(ep: DemoEpisode): Float32Array[] {
-  if (!ep.environmentState)
-    throw new ResrtError(
-      `episode ${ep.episode} has no environment state though its file's header names one`,
-      'record the demonstrations again with resrt collect',
-    );
-  return ep.environmentState;
-}
-
 function stats(rows: Float32Array[]): Record<string, number[]> {
   const dim = rows[0]?.length ?? 0;
   const min = new Array<number>(dim).fill(Infinity);
@@ -321,7 +311,15 @@ export async function writeLeRobotDataset(
     task_index: { dtype: 'int64', shape: [1], names: null },
   };
   const envNames = h.environmentStateNames ?? [];
+  // Checked once, before anything is written: every episode holds one row per observation.
+  const environmentState = (ep: DemoEpisode): Float32Array[] => ep.environmentState!;
   if (envNames.length > 0) {
+    const short = set.episodes.find((ep) => ep.environmentState?.length !== ep.obs.length);
+    if (short)
+      throw new ResrtError(
+        `episode ${short.episode} has ${short.environmentState?.length ?? 0} environment states for ${short.obs.length} observations, though the header names them`,
+        'record the demonstrations again with resrt collect',
+      );
     features[ENV_STATE] = { dtype: 'float32', shape: [envNames.length], names: envNames };
     features[NEXT_ENV_STATE] = { dtype: 'float32', shape: [envNames.length], names: envNames };
   }
@@ -362,7 +360,7 @@ export async function writeLeRobotDataset(
     const s = {
       [STATE]: stats(ep.obs.slice(0, -1)),
       [ACTION]: stats(ep.actions),
-      ...(envNames.length > 0 ? { [ENV_STATE]: stats(environmentStateOf(ep).slice(0, -1)) } : {}),
+      ...(envNames.length > 0 ? { [ENV_STATE]: stats(environmentState(ep).slice(0, -1)) } : {}),
     };
     episodeMeta.push({
       episode_index: e,
@@ -395,8 +393,8 @@ export async function writeLeRobotDataset(
       col(NEXT_STATE, 'FLOAT', (x) => Array.from(x.ep.obs[x.t + 1]), true),
       ...(envNames.length > 0
         ? [
-            col(ENV_STATE, 'FLOAT', (x) => Array.from(environmentStateOf(x.ep)[x.t]), true),
-            col(NEXT_ENV_STATE, 'FLOAT', (x) => Array.from(environmentStateOf(x.ep)[x.t + 1]), true),
+            col(ENV_STATE, 'FLOAT', (x) => Array.from(environmentState(x.ep)[x.t]), true),
+            col(NEXT_ENV_STATE, 'FLOAT', (x) => Array.from(environmentState(x.ep)[x.t + 1]), true),
           ]
         : []),
       col('next.reward', 'FLOAT', (x) => x.ep.rewards[x.t]),
@@ -463,7 +461,7 @@ export async function writeLeRobotDataset(
         [STATE]: stats(allObs),
         [ACTION]: stats(allAct),
         ...(envNames.length > 0
-          ? { [ENV_STATE]: stats(set.episodes.flatMap((e) => environmentStateOf(e).slice(0, -1))) }
+          ? { [ENV_STATE]: stats(set.episodes.flatMap((e) => environmentState(e).slice(0, -1))) }
           : {}),
         ...imageStats(channelStats),
       },
