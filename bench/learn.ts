@@ -14,7 +14,7 @@
  * `--keep best` writes (and evaluates held out) the best evaluation's residual, as `resrt train --keep`.
  */
 import { Command } from 'commander';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import {
   parseSeeds,
   prepareTrainingBench,
@@ -22,7 +22,8 @@ import {
   trainingBenchOptions,
   type TrainingBenchFlags,
 } from './training-runs.js';
-import { encoderFlag, parseIntArg, parseKeep } from '../src/cli/common.js';
+import { encoderFlag, parseIntArg, parseKeep, parseOverrides } from '../src/cli/common.js';
+import { stateEncoderSource } from '../src/cli/state-encoder-source.js';
 import { OnnxPolicy } from '../src/runtime/onnx-policy.js';
 import { trainResidual, type TrainOptions } from '../src/residual/trainer.js';
 import { trainResidualPpo } from '../src/residual/ppo.js';
@@ -57,6 +58,10 @@ interface RunRow {
   heldOut: { episodes: number; base: number | null; policy: number } | null;
   /** With --keep best: the env steps of the evaluation whose residual was written. */
   keptAt: number | null;
+  /** What the residual saw of the cameras, as the run settled it (e.g. auto → file state-encoder.onnx). */
+  encoder: string | null;
+  /** The whole run: a state encoder's training, training, and the held-out evaluation. */
+  totalSeconds: number;
 }
 
 function stepsTo(curve: readonly CurvePoint[], threshold: number): number | null {
@@ -71,8 +76,12 @@ function cpuSecondsSince(start: NodeJS.CpuUsage): number {
 async function main(): Promise<void> {
   const program = trainingBenchOptions(new Command(), { steps: 50000, out: 'bench-out/learn' })
     .option('--methods <list>', 'residual,ppo,rlpd', 'residual,ppo,rlpd')
-    .option('--encoder <mode>', "camera tasks: base-embedding | file | learned (default: the profile's)")
+    .option(
+      '--encoder <mode>',
+      "camera tasks: auto | state | base-embedding | file | learned | none (default: the profile's)",
+    )
     .option('--encoder-file <file.onnx>', 'with --encoder file: the frozen encoder ONNX')
+    .option('--set <key=value...>', 'override a residual config value, as resrt train --set')
     .option(
       '--keep <which>',
       "off-policy runs: the written residual (held out) is the final one | the best evaluation's, as resrt train --keep",
@@ -80,10 +89,16 @@ async function main(): Promise<void> {
     )
     .parse();
   const o = program.opts<
-    TrainingBenchFlags & { methods: string; encoder?: string; encoderFile?: string; keep: string }
+    TrainingBenchFlags & {
+      methods: string;
+      encoder?: string;
+      encoderFile?: string;
+      keep: string;
+      set?: string[];
+    }
   >();
   const keep = parseKeep(o.keep);
-  const encoderConfig = encoderFlag(o.encoder, o.encoderFile);
+  const config = { ...parseOverrides(o.set ?? []), ...encoderFlag(o.encoder, o.encoderFile) };
   const methods = o.methods.split(',') as Method[];
   for (const m of methods) {
     if (!['residual', 'ppo', 'rlpd'].includes(m))
@@ -116,6 +131,7 @@ async function main(): Promise<void> {
       let engine: string;
       let heldOut: RunRow['heldOut'] = null;
       let keptAt: number | null = null;
+      let encoder: string | null = null;
       const cpu0 = process.cpuUsage();
       const wall0 = performance.now();
       if (method === 'ppo') {
@@ -152,8 +168,9 @@ async function main(): Promise<void> {
           checkpointEvery,
           device,
           threads,
-          config: encoderConfig,
+          config,
           keep,
+          stateEncoder: stateEncoderSource(task, demos, { seed, device, threads }),
         };
         const r = method === 'rlpd' ? await trainRlpdScratch(opts) : await trainResidual(opts);
         ({ curve, wallSeconds, envSteps, updates, backend: engine } = r);
@@ -164,6 +181,10 @@ async function main(): Promise<void> {
             policy: r.heldOut.residual.successRate,
           };
         keptAt = r.kept?.envSteps ?? null;
+        if (task.cameras)
+          encoder = r.config.encoderFile
+            ? `${r.config.encoder} ${basename(r.config.encoderFile)}`
+            : r.config.encoder;
       }
       rows.push({
         task: task.name,
@@ -187,6 +208,8 @@ async function main(): Promise<void> {
         })),
         heldOut,
         keptAt,
+        encoder,
+        totalSeconds: (performance.now() - wall0) / 1000,
       });
     }
   }
@@ -217,7 +240,7 @@ async function main(): Promise<void> {
   const st = (v: number | null): string => (v === null ? 'never' : String(v));
   console.log(`engine: ${rows[0]?.engine ?? '—'}`);
   console.log(
-    'task        method    seed  base   final  best   steps→90%  steps→95%  held out (base → policy)  wall s  env steps/s  updates/s  cores busy',
+    'task        method    seed  base   final  best   steps→90%  steps→95%  held out (base → policy)  wall s  total s  env steps/s  updates/s  cores busy  encoder',
   );
   for (const r of rows) {
     console.log(
@@ -236,9 +259,11 @@ async function main(): Promise<void> {
           : '—'
         ).padStart(25),
         r.wallSeconds.toFixed(0).padStart(7),
+        r.totalSeconds.toFixed(0).padStart(8),
         (r.envSteps / r.wallSeconds).toFixed(1).padStart(12),
         (r.updates / r.wallSeconds).toFixed(1).padStart(10),
         r.coresBusy.toFixed(2).padStart(11),
+        ` ${r.encoder ?? '—'}`,
       ].join(' '),
     );
   }

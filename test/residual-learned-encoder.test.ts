@@ -332,9 +332,9 @@ describe('learned encoder in the TD3 update (float64 reference, ≤ 1e-4 relativ
 });
 
 describe("encoder 'learned' config", () => {
-  it('is the gpu profile default (the cpu one keeps the frozen base embedding) and switches replayFrames on', () => {
+  it('is the gpu profile default (the cpu one picks a frozen mode, auto) and switches replayFrames on', () => {
     expect(profiles.gpu.encoder).toBe('learned');
-    expect(profiles.cpu.encoder).toBe('base-embedding');
+    expect(profiles.cpu.encoder).toBe('auto');
     expect(makeConfig('gpu').replayFrames).toBe(true);
     expect(makeConfig('cpu').replayFrames).toBe(false);
     expect(makeConfig('cpu', { encoder: 'learned' }).replayFrames).toBe(true);

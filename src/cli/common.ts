@@ -268,3 +268,29 @@ export function positiveList(text: string, flag: string, example: string): numbe
   }
   return values;
 }
+
+/** `--set key=value` pairs as residual config overrides (values JSON or a bare word). */
+export function parseOverrides(pairs: string[]): Partial<ResidualConfig> {
+  const out: Record<string, unknown> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new ResrtError(`--set ${pair} is not key=value`, 'e.g. --set actorLr=3e-4');
+    const key = pair.slice(0, eq);
+    const raw = pair.slice(eq + 1);
+    let value: unknown;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      // A bare word is a string value (e.g. --set criticInput=residual); the config check names bad ones.
+      if (!/^[A-Za-z][\w-]*$/.test(raw)) {
+        throw new ResrtError(
+          `--set ${key}: ${raw} is not a number, boolean, word or JSON array`,
+          'e.g. --set criticHidden=[128,128] or --set criticInput=residual',
+        );
+      }
+      value = raw;
+    }
+    out[key] = value;
+  }
+  return out as Partial<ResidualConfig>;
+}

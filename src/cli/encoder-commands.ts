@@ -1,10 +1,10 @@
 /** `resrt encoder train`: a state estimator from pixels, as a residual's `file` encoder (src/sim/state-encoder.ts). */
-import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { ConvEncoderPooling } from '../nn/index.js';
-import { readDemos } from '../sim/demos.js';
+import { readDemos, type DemoSet } from '../sim/demos.js';
+import { loadTask } from '../sim/registry.js';
+import { writeStateEncoder } from './state-encoder-source.js';
 import { defaultStateEncoderConfig, trainStateEncoder } from '../sim/state-encoder.js';
-import { writeFileAtomic } from '../util/files.js';
 import { ResrtError } from '../util/errors.js';
 import {
   checkOutputFile,
@@ -18,7 +18,7 @@ import {
 
 interface EncoderTrainOptions {
   demos: string;
-  targets: string;
+  targets?: string;
   out: string;
   cameras: string;
   epochs: number;
@@ -47,7 +47,10 @@ export function registerEncoderCommands(program: Command): void {
       '--demos <file>',
       'demonstrations with frames and environment state, from `resrt collect` on a simulated task',
     )
-    .requiredOption('--targets <names>', 'environment state to predict, comma-separated (e.g. goal_x,goal_y)')
+    .option(
+      '--targets <names>',
+      "environment state to predict, comma-separated (default: what the task's cameras alone show, e.g. push-cam's goal_x,goal_y)",
+    )
     .requiredOption('--out <file.onnx>', 'where to write the encoder')
     .option('--cameras <names>', "cameras to read, comma-separated ('auto': every recorded camera)", 'auto')
     .option('--epochs <n>', 'passes over the data', parseIntArg('--epochs'), d.epochs)
@@ -77,15 +80,15 @@ export function registerEncoderCommands(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (opts: EncoderTrainOptions) => {
       checkOutputFile(opts.out, '--out');
-      const targets = opts.targets.split(',').map((t) => t.trim());
+      const cameras = opts.cameras === 'auto' ? 'auto' : opts.cameras.split(',').map((c) => c.trim());
+      const demos = readDemos(opts.demos);
+      const targets = opts.targets?.split(',').map((t) => t.trim()) ?? (await taskTargets(demos));
       if (targets.some((t) => t === '')) {
         throw new ResrtError(
           `--targets has an empty name: "${opts.targets}"`,
           'e.g. --targets goal_x,goal_y',
         );
       }
-      const cameras = opts.cameras === 'auto' ? 'auto' : opts.cameras.split(',').map((c) => c.trim());
-      const demos = readDemos(opts.demos);
       const log = (line: string): void => void process.stderr.write(`${line}\n`);
       const bar = opts.json ? null : progressBar('encoder', opts.epochs, 'loss {loss} val {val}');
       const result = await trainStateEncoder(
@@ -113,23 +116,7 @@ export function registerEncoderCommands(program: Command): void {
         log,
       );
       bar?.stop();
-      writeFileAtomic(opts.out, result.onnx);
-      const summary = {
-        encoder: opts.out,
-        task: demos.header.task,
-        cameras: result.cameras,
-        targets: result.targets,
-        samples: result.samples,
-        validation_samples: result.validationSamples,
-        train_loss: result.trainLoss,
-        validation_loss: result.validationLoss,
-        held_out: result.errors,
-        held_out_joint: { median: result.jointMedian, p90: result.jointP90 },
-        export_max_abs_error: result.exportMaxAbsError,
-        backend: result.backend,
-        seconds: result.seconds,
-      };
-      writeFileSync(`${opts.out}.train.json`, JSON.stringify(summary, null, 2));
+      const summary = writeStateEncoder(opts.out, demos, result);
       if (opts.json) return printJson(summary);
       const g = (v: number): string => v.toPrecision(3);
       console.log(
@@ -149,4 +136,10 @@ export function registerEncoderCommands(program: Command): void {
       );
       console.log(`use it: resrt train --encoder file --encoder-file ${opts.out} …`);
     });
+}
+
+/** The task's `cameraTargets` (none for a task resrt does not know, or one without them). */
+async function taskTargets(demos: DemoSet): Promise<string[]> {
+  const known = await loadTask(demos.header.task).catch(() => null);
+  return [...(known?.privilegedObservation?.cameraTargets ?? [])];
 }

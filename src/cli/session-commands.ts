@@ -9,7 +9,7 @@ import { virtualSceneOf } from '../hw/connect.js';
 import { loadRobotConfig, parseRobotUrl } from '../hw/robot-config.js';
 import { loadCalibration } from '../hw/servo/calibration.js';
 import { LeaderArm } from '../hw/servo/leader-arm.js';
-import { ENCODER_MODES, type ProfileName } from '../residual/config.js';
+import type { ProfileName } from '../residual/config.js';
 import { runLearnerService } from '../residual/service/index.js';
 import {
   attachTerminalKeys,
@@ -42,7 +42,7 @@ export function registerSessionCommands(program: Command): void {
     .option('--reward <mode>', 'task | rlif (interventions are the reward signal)', 'task')
     .option(
       '--encoder <mode>',
-      `what the residual sees of the cameras with a camera base: ${ENCODER_MODES.join(' | ')} (default: the profile's, base-embedding)`,
+      'what the residual sees of the cameras with a camera base: base-embedding | none (default: base-embedding)',
     )
     .option('--resume', 'continue the session in --out after a crash or stop')
     .option(

@@ -23,6 +23,7 @@ import {
   inOutputFolder,
   parseIntArg,
   parseKeep,
+  parseOverrides,
   pct,
   progressBar,
   type Progress,
@@ -31,6 +32,7 @@ import { cameraSizes } from './policy-commands.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
 import { openRobotEnv } from './robot-commands.js';
 import { demoNoiseFor } from './sim-commands.js';
+import { stateEncoderSource } from './state-encoder-source.js';
 
 export function registerTrainCommands(program: Command): void {
   const train = program
@@ -69,7 +71,7 @@ export function registerTrainCommands(program: Command): void {
     )
     .option(
       '--encoder <mode>',
-      `what the residual sees of the cameras on a task with cameras: ${ENCODER_MODES.join(' | ')} (default: the profile's: cpu base-embedding, gpu learned)`,
+      `what the residual sees of the cameras on a task with cameras: ${ENCODER_MODES.join(' | ')} (default: the profile's: cpu auto, gpu learned)`,
     )
     .option(
       '--encoder-file <file.onnx>',
@@ -174,31 +176,6 @@ interface DemoCliOptions {
   seed: number;
 }
 
-function parseOverrides(pairs: string[]): Partial<ResidualConfig> {
-  const out: Record<string, unknown> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf('=');
-    if (eq <= 0) throw new ResrtError(`--set ${pair} is not key=value`, 'e.g. --set actorLr=3e-4');
-    const key = pair.slice(0, eq);
-    const raw = pair.slice(eq + 1);
-    let value: unknown;
-    try {
-      value = JSON.parse(raw);
-    } catch {
-      // A bare word is a string value (e.g. --set criticInput=residual); the config check names bad ones.
-      if (!/^[A-Za-z][\w-]*$/.test(raw)) {
-        throw new ResrtError(
-          `--set ${key}: ${raw} is not a number, boolean, word or JSON array`,
-          'e.g. --set criticHidden=[128,128] or --set criticInput=residual',
-        );
-      }
-      value = raw;
-    }
-    out[key] = value;
-  }
-  return out as Partial<ResidualConfig>;
-}
-
 export interface ResidualTrainingOptions {
   base: string;
   demos?: string;
@@ -231,6 +208,8 @@ export interface TrainTarget {
   makeEnv: () => Env | Promise<Env>;
   /** A robot's time is dear: its held-out evaluation skips the base (the step-0 one stands in). */
   robot: boolean;
+  /** The simulated task (null on a robot): what its cameras alone show trains encoder 'state'. */
+  task: AnyTask | null;
 }
 
 async function loadTaskOrFail(task: string | undefined): Promise<AnyTask> {
@@ -247,7 +226,7 @@ export async function simTarget(task: AnyTask): Promise<TrainTarget> {
     cameras: probe.cameras,
   };
   probe.close();
-  return { ...target, makeEnv: () => MujocoEnv.create(task), robot: false };
+  return { ...target, makeEnv: () => MujocoEnv.create(task), robot: false, task };
 }
 
 /**
@@ -280,6 +259,7 @@ async function robotTarget(opts: TrainCliOptions): Promise<TrainTarget> {
     cameras: env.cameras,
     makeEnv: () => shared,
     robot: true,
+    task: null,
   };
 }
 
@@ -319,6 +299,7 @@ export async function runResidualTraining(
           worker: o.worker,
           taskName: target.name,
           successDetector: detector,
+          stateEncoder: stateEncoderSource(target.task, demos, { seed: o.seed ?? 0 }),
           log,
           onProgress: (p: TrainProgress) => {
             bar ??= progressBar(

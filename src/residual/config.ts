@@ -78,6 +78,11 @@ export interface ResidualConfig {
    *   DINO exported with one `observation.images.<camera>` input per camera and a [batch, E]
    *   output), run once per env step on the observation's frames, cached in replay the same way,
    *   and carried inside the exported residual.
+   * 'state': a frozen encoder trained before RL from the demonstrations' frames to the state they
+   *   recorded and the cameras alone show (a simulated task's `cameraTargets`, e.g. push-cam's
+   *   goal; `resrt encoder train`'s method, written to the run folder as state-encoder.onnx), then
+   *   used as 'file'. Needs demonstrations from `resrt collect` on such a task.
+   * 'auto': 'state' where the demonstrations can train one, else 'base-embedding'.
    * 'none': the residual reads the state alone, frames are not used.
    * 'learned': one conv encoder per camera (ResFiT/DrQ) trained by the critic loss alone on frames
    *   sampled from replay with random shift (pad 4); the actor reads its features detached.
@@ -94,8 +99,15 @@ export interface ResidualConfig {
 }
 
 /** See ResidualConfig.encoder. */
-export type EncoderMode = 'base-embedding' | 'file' | 'none' | 'learned';
-export const ENCODER_MODES: readonly EncoderMode[] = ['base-embedding', 'file', 'none', 'learned'];
+export type EncoderMode = 'base-embedding' | 'file' | 'state' | 'auto' | 'none' | 'learned';
+export const ENCODER_MODES: readonly EncoderMode[] = [
+  'base-embedding',
+  'file',
+  'state',
+  'auto',
+  'none',
+  'learned',
+];
 
 export type ProfileName = 'gpu' | 'cpu';
 
@@ -171,8 +183,12 @@ const cpuProfile: ResidualConfig = {
   // A frozen mode: on push-cam's shape an update with the learned conv encoder costs ~22× a
   // base-embedding update on one onnxruntime thread (batch 256: 270 vs 11.8 CPU-ms, 2.0 vs 42
   // updates/s; batch 64: ~10×; `npx tsx bench/learned-encoder.ts`, 2026-12-06 on this 2-core
-  // machine under load), which UTD 1 at tens of env steps per second cannot pay.
-  encoder: 'base-embedding',
+  // machine under load), which UTD 1 at tens of env steps per second cannot pay. Of the frozen
+  // modes, a state encoder trained from the demonstrations takes push-cam's image-BC base to
+  // 95–98% held out in 50k env steps where the base's own embedding stays at its 52%
+  // (BENCHMARKS.md "A state encoder for push-cam"); 'auto' uses one wherever the demonstrations
+  // recorded what the cameras show, and the base's embedding elsewhere (a robot's teleoperation).
+  encoder: 'auto',
 };
 
 export const profiles: Record<ProfileName, ResidualConfig> = { gpu: gpuProfile, cpu: cpuProfile };

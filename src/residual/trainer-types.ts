@@ -10,6 +10,7 @@ import type { CurvePoint } from './curves.js';
 import type { EvaluationRecord, HeldOutResult } from './held-out.js';
 import type { MixingEpisode, MixingSpec, MixingState } from './mixing-run.js';
 import type { KeptEvaluation } from './kept-residual.js';
+import type { StateEncoderSource } from './encoder-choice.js';
 
 export interface TrainProgress {
   envSteps: number;
@@ -107,6 +108,11 @@ export interface TrainOptions {
    * measures the task's success.
    */
   successDetector?: SuccessJudge & { path?: string };
+  /**
+   * What trains the frozen encoder of encoder 'state' (and 'auto' where it can) from the
+   * demonstrations; without it those modes find no demonstrations to train from.
+   */
+  stateEncoder?: StateEncoderSource;
 }
 
 /** A training episode's outcome. */

@@ -24,6 +24,7 @@ import { exportResidualOnnx } from './export.js';
 import { exportLearnedResidualOnnx } from './learned-residual.js';
 import { KeptResidual } from './kept-residual.js';
 import { cameraFeatures, withFeatures, type CameraFeatures } from './camera-features.js';
+import { settleEncoder } from './encoder-choice.js';
 import {
   evaluateHeldOut,
   heldOutSeed,
@@ -83,7 +84,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
     options.profile && options.profile !== 'auto'
       ? { name: options.profile, why: 'chosen explicitly' }
       : profileFor(engine);
-  const cfg = makeConfig(chosen.name, options.config);
+  let cfg = makeConfig(chosen.name, options.config);
   log(`engine: ${engine.description}`);
   log(`profile: ${chosen.name} (${chosen.why})`);
 
@@ -117,6 +118,13 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   let frameCameras: ReturnType<typeof replayFrameCameras> = null;
   let demoSteps: StepRecord[] = [];
   try {
+    cfg = await settleEncoder(
+      cfg,
+      env,
+      options.stateEncoder,
+      { outDir: options.outDir, resume: !!options.resume },
+      log,
+    );
     features = await cameraFeatures(cfg, env, base);
     if (features) {
       const from = features.encoder

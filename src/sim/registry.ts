@@ -107,5 +107,13 @@ function validateTask(candidate: Record<string, unknown>, path: string): AnyTask
       'see docs/tasks.md for the fields a task defines (name, mjcf, controlSubsteps, maxEpisodeSteps, observationNames, reset, observe, success)',
     );
   }
+  const privileged = (candidate as Partial<AnyTask>).privilegedObservation;
+  const stray = (privileged?.cameraTargets ?? []).filter((t) => !privileged!.names.includes(t));
+  if (stray.length > 0) {
+    throw new ResrtError(
+      `task module ${path}: privilegedObservation.cameraTargets names ${stray.join(', ')}, which privilegedObservation.names lacks`,
+      `name cameraTargets from privilegedObservation.names (${privileged!.names.join(', ')})`,
+    );
+  }
   return candidate as unknown as AnyTask;
 }

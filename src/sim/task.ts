@@ -50,7 +50,16 @@ export interface TaskDefinition<S = unknown> {
    * Optional: what the scripted expert sees when the observation lacks something it needs (the
    * goal of push-cam is only in the camera image). Without it the expert sees the observation.
    */
-  privilegedObservation?: { names: string[]; observe(sim: Sim, state: S, out: Float32Array): void };
+  privilegedObservation?: {
+    names: string[];
+    observe(sim: Sim, state: S, out: Float32Array): void;
+    /**
+     * The names of it that only the cameras show (push-cam: the goal): what a state encoder learns
+     * to read from the frames (`resrt encoder train`'s default --targets, and what the cpu
+     * profile's encoder 'auto' trains one for).
+     */
+    cameraTargets?: string[];
+  };
   /**
    * Optional: the noise that makes this task's expert look like a person's demonstrations (actions
    * are normalized, so what is human-like depends on the task's ranges and precision).

@@ -27,6 +27,7 @@ export const pushCamTask = defineTask<PushState>({
   privilegedObservation: {
     names: pushTask.observationNames,
     observe: (sim, state, out) => pushTask.observe(sim, state, out),
+    cameraTargets: ['goal_x', 'goal_y'],
   },
   success: (sim, state) => pushTask.success(sim, state),
   failure: (sim, state) => pushTask.failure!(sim, state),
