@@ -95,12 +95,19 @@ describe("encoder 'auto' (the cpu profile's default)", () => {
     expect(evaluated).toMatch(/push-cam {2}base\+residual {2}1 /);
   }, 300_000);
 
-  it("falls back to the base's embedding without demonstrations, saying why", async () => {
+  it("falls back to the base's embedding without demonstrations, saying why, and keeps it on --resume", async () => {
     const out = await resrt(...trainArgs(join(dir, 'no-demos-run'), 120));
     expect(out).toMatch(
       /encoder auto → base-embedding: no state encoder, since no demonstrations were given \(--demos\)/,
     );
     expect(out).toMatch(/camera features: encoder base-embedding/);
+    expect(existsSync(join(dir, 'no-demos-run', 'state-encoder.onnx'))).toBe(false);
+    // Resumed with demonstrations that could train one, it keeps the features it learned on.
+    const resumed = await resrt(
+      ...trainArgs(join(dir, 'no-demos-run'), 200, '--demos', demosPath, '--resume'),
+    );
+    expect(resumed).toMatch(/encoder auto → base-embedding, as this run settled before it was resumed/);
+    expect(resumed).toMatch(/resumed from .* at 120 env steps/);
     expect(existsSync(join(dir, 'no-demos-run', 'state-encoder.onnx'))).toBe(false);
   }, 120_000);
 });

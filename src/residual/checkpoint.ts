@@ -197,6 +197,11 @@ export function hasCheckpoint(outDir: string): boolean {
   return existsSync(join(outDir, MANIFEST));
 }
 
+/** The newest checkpoint's meta (task, config, …) without reading its files; null when outDir has none. */
+export function checkpointMeta(outDir: string): Record<string, unknown> | null {
+  return readManifest(outDir)?.meta ?? null;
+}
+
 /** Reads and verifies the newest checkpoint; null when outDir has none. */
 export function readCheckpoint(outDir: string): CheckpointContents | null {
   const m = readManifest(outDir);

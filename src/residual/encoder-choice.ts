@@ -24,12 +24,17 @@ export async function settleEncoder(
   cfg: ResidualConfig,
   env: Pick<Env, 'id' | 'cameras'>,
   source: StateEncoderSource | undefined,
-  run: { outDir: string; resume: boolean },
+  run: { outDir: string; resume: boolean; settledBefore?: string | null },
   log: (line: string) => void,
 ): Promise<ResidualConfig> {
   if (cfg.encoder !== 'auto' && cfg.encoder !== 'state') return cfg;
   // A state-only task reads no camera features, whatever the mode.
   if ((env.cameras ?? []).length === 0) return cfg;
+  // A resumed run keeps the features its checkpoint was learned on.
+  if (cfg.encoder === 'auto' && run.resume && run.settledBefore === 'base-embedding') {
+    log('encoder auto → base-embedding, as this run settled before it was resumed');
+    return { ...cfg, encoder: 'base-embedding' };
+  }
   const why = source ? source.unavailable : 'no demonstrations were given (--demos)';
   if (why !== null) {
     if (cfg.encoder === 'state') {

@@ -24,6 +24,7 @@ import { exportResidualOnnx } from './export.js';
 import { exportLearnedResidualOnnx } from './learned-residual.js';
 import { KeptResidual } from './kept-residual.js';
 import { cameraFeatures, withFeatures, type CameraFeatures } from './camera-features.js';
+import { checkpointMeta } from './checkpoint.js';
 import { settleEncoder } from './encoder-choice.js';
 import {
   evaluateHeldOut,
@@ -122,7 +123,11 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       cfg,
       env,
       options.stateEncoder,
-      { outDir: options.outDir, resume: !!options.resume },
+      {
+        outDir: options.outDir,
+        resume: !!options.resume,
+        settledBefore: options.resume ? settledEncoder(checkpointMeta(options.outDir)) : null,
+      },
       log,
     );
     features = await cameraFeatures(cfg, env, base);
@@ -550,4 +555,10 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
 function recentRate(xs: readonly boolean[]): number | null {
   if (xs.length === 0) return null;
   return xs.filter(Boolean).length / xs.length;
+}
+
+/** The encoder mode a checkpoint's run settled on (its config's), or null. */
+function settledEncoder(meta: Record<string, unknown> | null): string | null {
+  const config = meta?.config as { encoder?: unknown } | undefined;
+  return typeof config?.encoder === 'string' ? config.encoder : null;
 }
