@@ -56,19 +56,24 @@ describe("encoder 'auto' (the cpu profile's default)", () => {
   it('trains a state encoder from push-cam demonstrations into the run folder, learns on it as file, exports it inside the residual and reuses it on --resume', async () => {
     const run = join(dir, 'auto-run');
     const first = await resrt(...trainArgs(run, 300, '--demos', demosPath));
-    expect(first).toMatch(/state encoder: training one from the demonstrations' frames to goal_x, goal_y/);
+    expect(first).toMatch(
+      /state encoder: training one from the demonstrations' frames to goal_x, goal_y, puck_to_goal_x, puck_to_goal_y/,
+    );
     expect(first).toMatch(
       /encoder auto → file .*state-encoder\.onnx \(a state encoder trained from the demonstrations\)/,
     );
     expect(first).toMatch(
-      /camera features: encoder file from .*state-encoder\.onnx \(cameras top\), 2 values per observation/,
+      /camera features: encoder file from .*state-encoder\.onnx \(cameras top\), 4 values per observation/,
     );
     const encoderPath = join(run, 'state-encoder.onnx');
     const summary = JSON.parse(readFileSync(`${encoderPath}.train.json`, 'utf8')) as {
       targets: string[];
       task: string;
     };
-    expect(summary).toMatchObject({ targets: ['goal_x', 'goal_y'], task: 'push-cam' });
+    expect(summary).toMatchObject({
+      targets: ['goal_x', 'goal_y', 'puck_to_goal_x', 'puck_to_goal_y'],
+      task: 'push-cam',
+    });
     const ck = readCheckpoint(run)!;
     expect(ck.meta.config).toMatchObject({ encoder: 'file', encoderFile: encoderPath });
     expect(ck.meta.encoderChecksum).toMatch(/^sha256:[0-9a-f]{64}$/);
@@ -118,7 +123,7 @@ describe('resrt encoder train', () => {
     const printed = await resrt(
       ...['encoder', 'train', '--demos', demosPath, '--out', out, '--epochs', '1', '--threads', '1'],
     );
-    expect(printed).toMatch(/output features \[2\] = goal_x, goal_y/);
+    expect(printed).toMatch(/output features \[4\] = goal_x, goal_y, puck_to_goal_x, puck_to_goal_y/);
     expect(existsSync(out)).toBe(true);
   }, 120_000);
 });
@@ -150,7 +155,7 @@ describe("encoder 'state'", () => {
       header: { ...demos.header, environmentStateNames: undefined },
     } as typeof demos;
     expect(stateEncoderSource(pushCamTask, stateless, { seed: 0 }).unavailable).toMatch(
-      /record no goal_x, goal_y .*collect them again/,
+      /record no goal_x, goal_y, puck_to_goal_x, puck_to_goal_y .*collect them again/,
     );
     expect(stateEncoderSource(pushCamTask, demos, { seed: 0 }).unavailable).toBeNull();
   });

@@ -79,8 +79,8 @@ export interface ResidualConfig {
    *   output), run once per env step on the observation's frames, cached in replay the same way,
    *   and carried inside the exported residual.
    * 'state': a frozen encoder trained before RL from the demonstrations' frames to the state they
-   *   recorded and the cameras alone show (a simulated task's `cameraTargets`, e.g. push-cam's
-   *   goal; `resrt encoder train`'s method, written to the run folder as state-encoder.onnx), then
+   *   recorded that the observation lacks and the cameras show (a simulated task's `cameraTargets`,
+   *   e.g. push-cam's goal and the puck's offset to it; `resrt encoder train`'s method, written to the run folder as state-encoder.onnx), then
    *   used as 'file'. Needs demonstrations from `resrt collect` on such a task.
    * 'auto': 'state' where the demonstrations can train one, else 'base-embedding'.
    * 'none': the residual reads the state alone, frames are not used.

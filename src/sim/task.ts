@@ -54,9 +54,9 @@ export interface TaskDefinition<S = unknown> {
     names: string[];
     observe(sim: Sim, state: S, out: Float32Array): void;
     /**
-     * The names of it that only the cameras show (push-cam: the goal): what a state encoder learns
-     * to read from the frames (`resrt encoder train`'s default --targets, and what the cpu
-     * profile's encoder 'auto' trains one for).
+     * The names of it that the observation lacks and the cameras show (push-cam: the goal and the
+     * puck's offset to it): what a state encoder learns to read from the frames (`resrt encoder
+     * train`'s default --targets, and what the cpu profile's encoder 'auto' trains one for).
      */
     cameraTargets?: string[];
   };

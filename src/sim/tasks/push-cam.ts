@@ -27,7 +27,9 @@ export const pushCamTask = defineTask<PushState>({
   privilegedObservation: {
     names: pushTask.observationNames,
     observe: (sim, state, out) => pushTask.observe(sim, state, out),
-    cameraTargets: ['goal_x', 'goal_y'],
+    // What push-cam's state leaves out of push's: the goal and the puck's offset to it, so a state
+    // encoder's features and the state together are push's observation.
+    cameraTargets: ['goal_x', 'goal_y', 'puck_to_goal_x', 'puck_to_goal_y'],
   },
   success: (sim, state) => pushTask.success(sim, state),
   failure: (sim, state) => pushTask.failure!(sim, state),
