@@ -1,7 +1,8 @@
 /**
  * The cpu profile's encoder 'auto' and encoder 'state' (issue 20): on a simulated camera task whose
- * demonstrations recorded what only the cameras show (push-cam's goal), `resrt train` trains a
- * state encoder from them into the run folder and learns on its features as encoder 'file'; the
+ * demonstrations recorded what its state lacks and its cameras show (push-cam's goal and the
+ * puck's offset to it), `resrt train` trains a state encoder from them into the run folder and
+ * learns on its features as encoder 'file'; the
  * exported residual carries it; a resumed run reuses it. Without such demonstrations 'auto' falls
  * back to the base's embedding and says why, and 'state' refuses, naming the fix. Through the CLI
  * in-process: real MuJoCo push-cam frames, real onnxruntime.
@@ -148,7 +149,7 @@ describe("encoder 'state'", () => {
       /a robot records no simulator state/,
     );
     expect(stateEncoderSource(pushTask, demos, { seed: 0 }).unavailable).toMatch(
-      /task push names no state that only its cameras show/,
+      /task push names no cameraTargets/,
     );
     const stateless = {
       ...demos,

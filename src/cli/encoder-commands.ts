@@ -49,7 +49,7 @@ export function registerEncoderCommands(program: Command): void {
     )
     .option(
       '--targets <names>',
-      "environment state to predict, comma-separated (default: what the task's cameras alone show: push-cam's goal_x,goal_y,puck_to_goal_x,puck_to_goal_y)",
+      "environment state to predict, comma-separated (default: the task's cameraTargets, what its state lacks and its cameras show: push-cam's goal_x,goal_y,puck_to_goal_x,puck_to_goal_y)",
     )
     .requiredOption('--out <file.onnx>', 'where to write the encoder')
     .option('--cameras <names>', "cameras to read, comma-separated ('auto': every recorded camera)", 'auto')

@@ -1,7 +1,7 @@
 /**
  * The state encoder of a residual run's encoder 'state' (and the cpu profile's 'auto'): trained
- * from the run's demonstrations to what the task's cameras alone show (`cameraTargets`), as
- * `resrt encoder train` trains one, and written into the run folder.
+ * from the run's demonstrations to what the task's observation lacks and its cameras show
+ * (`cameraTargets`), as `resrt encoder train` trains one, and written into the run folder.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -40,7 +40,8 @@ export function writeStateEncoder(path: string, demos: DemoSet, result: StateEnc
 function unavailableReason(task: AnyTask | null, demos: DemoSet | undefined): string | null {
   const targets = task?.privilegedObservation?.cameraTargets;
   if (!task) return 'a robot records no simulator state to learn from';
-  if (!targets?.length) return `task ${task.name} names no state that only its cameras show (cameraTargets)`;
+  if (!targets?.length)
+    return `task ${task.name} names no cameraTargets (state its observation lacks and its cameras show)`;
   if (!demos) return 'no demonstrations were given (--demos)';
   if (!demos.framesPath) return `the demonstrations of ${demos.header.task} carry no camera frames`;
   const recorded = demos.header.environmentStateNames ?? [];

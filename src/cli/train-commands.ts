@@ -208,7 +208,7 @@ export interface TrainTarget {
   makeEnv: () => Env | Promise<Env>;
   /** A robot's time is dear: its held-out evaluation skips the base (the step-0 one stands in). */
   robot: boolean;
-  /** The simulated task (null on a robot): what its cameras alone show trains encoder 'state'. */
+  /** The simulated task (null on a robot): what its state lacks and its cameras show trains encoder 'state'. */
   task: AnyTask | null;
 }
 
