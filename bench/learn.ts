@@ -60,8 +60,6 @@ interface RunRow {
   keptAt: number | null;
   /** What the residual saw of the cameras, as the run settled it (e.g. auto → file state-encoder.onnx). */
   encoder: string | null;
-  /** The whole run: a state encoder's training, training, and the held-out evaluation. */
-  totalSeconds: number;
 }
 
 function stepsTo(curve: readonly CurvePoint[], threshold: number): number | null {
@@ -209,7 +207,6 @@ async function main(): Promise<void> {
         heldOut,
         keptAt,
         encoder,
-        totalSeconds: (performance.now() - wall0) / 1000,
       });
     }
   }
@@ -240,7 +237,7 @@ async function main(): Promise<void> {
   const st = (v: number | null): string => (v === null ? 'never' : String(v));
   console.log(`engine: ${rows[0]?.engine ?? '—'}`);
   console.log(
-    'task        method    seed  base   final  best   steps→90%  steps→95%  held out (base → policy)  wall s  total s  env steps/s  updates/s  cores busy  encoder',
+    'task        method    seed  base   final  best   steps→90%  steps→95%  held out (base → policy)  wall s  env steps/s  updates/s  cores busy  encoder',
   );
   for (const r of rows) {
     console.log(
@@ -259,7 +256,6 @@ async function main(): Promise<void> {
           : '—'
         ).padStart(25),
         r.wallSeconds.toFixed(0).padStart(7),
-        r.totalSeconds.toFixed(0).padStart(8),
         (r.envSteps / r.wallSeconds).toFixed(1).padStart(12),
         (r.updates / r.wallSeconds).toFixed(1).padStart(10),
         r.coresBusy.toFixed(2).padStart(11),

@@ -166,7 +166,7 @@ describe("encoder 'state'", () => {
       unavailable: null,
       prepare: () => Promise.reject(new Error('must not train')),
     };
-    const run = { outDir: dir, resume: false };
+    const run = { outDir: dir, settledBefore: null };
     const cfg = makeConfig('cpu');
     await expect(settleEncoder(cfg, { id: 'push', cameras: [] }, never, run, () => {})).resolves.toBe(cfg);
     const cams = {

@@ -3,7 +3,6 @@
  * from the run's demonstrations to what the task's observation lacks and its cameras show
  * (`cameraTargets`), as `resrt encoder train` trains one, and written into the run folder.
  */
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DevicePreference } from '../nn/index.js';
 import type { StateEncoderSource } from '../residual/encoder-choice.js';
@@ -59,12 +58,8 @@ export function stateEncoderSource(
   const unavailable = unavailableReason(task, demos);
   return {
     unavailable,
-    async prepare(outDir, reuse, log) {
+    async prepare(outDir, log) {
       const path = join(outDir, STATE_ENCODER_FILE);
-      if (reuse && existsSync(path)) {
-        log(`state encoder: ${path}, trained by this run before it was resumed`);
-        return path;
-      }
       const targets = task!.privilegedObservation!.cameraTargets!;
       log(`state encoder: training one from the demonstrations' frames to ${targets.join(', ')}`);
       const result = await trainStateEncoder(

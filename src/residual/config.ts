@@ -80,8 +80,9 @@ export interface ResidualConfig {
    *   and carried inside the exported residual.
    * 'state': a frozen encoder trained before RL from the demonstrations' frames to the state they
    *   recorded that the observation lacks and the cameras show (a simulated task's `cameraTargets`,
-   *   e.g. push-cam's goal and the puck's offset to it; `resrt encoder train`'s method, written to the run folder as state-encoder.onnx), then
-   *   used as 'file'. Needs demonstrations from `resrt collect` on such a task.
+   *   e.g. push-cam's goal and the puck's offset to it; `resrt encoder train`'s method, written
+   *   to the run folder as state-encoder.onnx), then used as 'file'. Needs demonstrations from
+   *   `resrt collect` on such a task.
    * 'auto': 'state' where the demonstrations can train one, else 'base-embedding'.
    * 'none': the residual reads the state alone, frames are not used.
    * 'learned': one conv encoder per camera (ResFiT/DrQ) trained by the critic loss alone on frames

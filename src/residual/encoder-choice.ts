@@ -12,26 +12,34 @@ import type { ResidualConfig } from './config.js';
 export interface StateEncoderSource {
   /** Why these demonstrations cannot train a state encoder; null when they can. */
   readonly unavailable: string | null;
-  /**
-   * Trains the encoder into the run folder and returns its path; with `reuse` (a resumed run) the
-   * one this folder's run trained before, if it got that far.
-   */
-  prepare(outDir: string, reuse: boolean, log: (line: string) => void): Promise<string>;
+  /** Trains the encoder into the run folder and returns its path. */
+  prepare(outDir: string, log: (line: string) => void): Promise<string>;
 }
 
-/** The config with 'auto' and 'state' settled: 'file' (the trained encoder) or 'base-embedding'. */
+/** What a resumed run's checkpoint says its encoder settled on. */
+export type SettledEncoder = Pick<ResidualConfig, 'encoder' | 'encoderFile'>;
+
+/**
+ * The config with 'auto' and 'state' settled: 'file' (the trained encoder) or 'base-embedding'.
+ * A resumed run (`settledBefore`, from its checkpoint) keeps what it settled on: its features
+ * mean nothing with another encoder.
+ */
 export async function settleEncoder(
   cfg: ResidualConfig,
   env: Pick<Env, 'id' | 'cameras'>,
   source: StateEncoderSource | undefined,
-  run: { outDir: string; resume: boolean; settledBefore?: string | null },
+  run: { outDir: string; settledBefore: SettledEncoder | null },
   log: (line: string) => void,
 ): Promise<ResidualConfig> {
   if (cfg.encoder !== 'auto' && cfg.encoder !== 'state') return cfg;
   // A state-only task reads no camera features, whatever the mode.
   if ((env.cameras ?? []).length === 0) return cfg;
-  // A resumed run keeps the features its checkpoint was learned on.
-  if (cfg.encoder === 'auto' && run.resume && run.settledBefore === 'base-embedding') {
+  const before = run.settledBefore;
+  if (before?.encoder === 'file' && before.encoderFile) {
+    log(`state encoder: ${before.encoderFile}, trained by this run before it was resumed`);
+    return { ...cfg, encoder: 'file', encoderFile: before.encoderFile };
+  }
+  if (cfg.encoder === 'auto' && before?.encoder === 'base-embedding') {
     log('encoder auto → base-embedding, as this run settled before it was resumed');
     return { ...cfg, encoder: 'base-embedding' };
   }
@@ -46,7 +54,7 @@ export async function settleEncoder(
     log(`encoder auto → base-embedding: no state encoder, since ${why}`);
     return { ...cfg, encoder: 'base-embedding' };
   }
-  const encoderFile = await source!.prepare(run.outDir, run.resume, log);
+  const encoderFile = await source!.prepare(run.outDir, log);
   log(`encoder ${cfg.encoder} → file ${encoderFile} (a state encoder trained from the demonstrations)`);
   return { ...cfg, encoder: 'file', encoderFile };
 }

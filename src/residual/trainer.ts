@@ -25,7 +25,7 @@ import { exportLearnedResidualOnnx } from './learned-residual.js';
 import { KeptResidual } from './kept-residual.js';
 import { cameraFeatures, withFeatures, type CameraFeatures } from './camera-features.js';
 import { checkpointMeta } from './checkpoint.js';
-import { settleEncoder } from './encoder-choice.js';
+import { settleEncoder, type SettledEncoder } from './encoder-choice.js';
 import {
   evaluateHeldOut,
   heldOutSeed,
@@ -125,7 +125,6 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
       options.stateEncoder,
       {
         outDir: options.outDir,
-        resume: !!options.resume,
         settledBefore: options.resume ? settledEncoder(checkpointMeta(options.outDir)) : null,
       },
       log,
@@ -557,8 +556,9 @@ function recentRate(xs: readonly boolean[]): number | null {
   return xs.filter(Boolean).length / xs.length;
 }
 
-/** The encoder mode a checkpoint's run settled on (its config's), or null. */
-function settledEncoder(meta: Record<string, unknown> | null): string | null {
-  const config = meta?.config as { encoder?: unknown } | undefined;
-  return typeof config?.encoder === 'string' ? config.encoder : null;
+/** The encoder a checkpoint's run settled on (its config's), or null. */
+function settledEncoder(meta: Record<string, unknown> | null): SettledEncoder | null {
+  const config = meta?.config as Partial<SettledEncoder> | undefined;
+  if (typeof config?.encoder !== 'string') return null;
+  return { encoder: config.encoder, encoderFile: config.encoderFile ?? '' };
 }
