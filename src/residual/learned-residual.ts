@@ -64,11 +64,13 @@ export function encodeFrames(encoder: PublishedEncoder, frames: CameraFrames | u
     const Fc = c.encoder.features;
     const w = p('trunk/w');
     const b = p('trunk/b');
-    const z = new Float64Array(Fc);
-    for (let j = 0; j < Fc; j++) {
-      let s = b[j];
-      for (let i = 0; i < flat; i++) s += x[i] * w[i * Fc + j];
-      z[j] = s;
+    // Row by row through w (it is [flat, Fc]); each z[j] still sums b[j] then i = 0, 1, … in order.
+    const z = Float64Array.from(b.subarray(0, Fc));
+    for (let i = 0; i < flat; i++) {
+      const xi = x[i];
+      if (xi === 0) continue;
+      const row = i * Fc;
+      for (let j = 0; j < Fc; j++) z[j] += xi * w[row + j];
     }
     let mean = 0;
     for (const v of z) mean += v / Fc;
@@ -83,7 +85,12 @@ export function encodeFrames(encoder: PublishedEncoder, frames: CameraFrames | u
   return out;
 }
 
-/** relu(conv 3×3, stride 2, zero padding 1) on one CHW image. */
+/**
+ * relu(conv 3×3, stride 2, zero padding 1) on one CHW image, through its patches: each output
+ * position's 3×3 window of every input channel (zeros outside the image) laid out in the weights'
+ * order, so that each output is its bias plus one contiguous dot product, summed channel by channel
+ * and tap by tap as a direct loop would. Acting runs this once per step, evaluation included.
+ */
 function convStride2(
   x: Float64Array,
   s: { c: number; h: number; w: number },
@@ -93,23 +100,32 @@ function convStride2(
 ): { out: Float64Array; shape: { c: number; h: number; w: number } } {
   const oh = Math.floor((s.h - 1) / 2) + 1;
   const ow = Math.floor((s.w - 1) / 2) + 1;
-  const out = new Float64Array(outChannels * oh * ow);
-  for (let o = 0; o < outChannels; o++)
-    for (let i = 0; i < oh; i++)
-      for (let j = 0; j < ow; j++) {
-        let sum = b[o];
-        for (let ci = 0; ci < s.c; ci++)
-          for (let a = 0; a < 3; a++) {
-            const y = 2 * i + a - 1;
-            if (y < 0 || y >= s.h) continue;
-            for (let e = 0; e < 3; e++) {
-              const z = 2 * j + e - 1;
-              if (z < 0 || z >= s.w) continue;
-              sum += x[(ci * s.h + y) * s.w + z] * w[((o * s.c + ci) * 3 + a) * 3 + e];
-            }
+  const positions = oh * ow;
+  const K = s.c * 9;
+  const patches = new Float64Array(positions * K);
+  for (let i = 0; i < oh; i++)
+    for (let j = 0; j < ow; j++) {
+      const row = (i * ow + j) * K;
+      for (let ci = 0; ci < s.c; ci++)
+        for (let a = 0; a < 3; a++) {
+          const y = 2 * i + a - 1;
+          if (y < 0 || y >= s.h) continue;
+          for (let e = 0; e < 3; e++) {
+            const z = 2 * j + e - 1;
+            if (z >= 0 && z < s.w) patches[row + ci * 9 + a * 3 + e] = x[(ci * s.h + y) * s.w + z];
           }
-        out[(o * oh + i) * ow + j] = Math.max(0, sum);
-      }
+        }
+    }
+  const out = new Float64Array(outChannels * positions);
+  for (let o = 0; o < outChannels; o++) {
+    const wo = o * K;
+    for (let p = 0; p < positions; p++) {
+      const row = p * K;
+      let sum = b[o];
+      for (let k = 0; k < K; k++) sum += patches[row + k] * w[wo + k];
+      out[o * positions + p] = sum > 0 ? sum : 0;
+    }
+  }
   return { out, shape: { c: outChannels, h: oh, w: ow } };
 }
 
