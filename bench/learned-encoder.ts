@@ -7,10 +7,10 @@
  * sensitive to other processes on a shared machine). Replay holds random frames and states; the work does not depend on
  * their values.
  *
- *   npx tsx bench/learned-encoder.ts [--obs 12] [--act 4] [--batches 256,64] [--seconds 10] [--threads 1]
+ *   npx tsx bench/learned-encoder.ts [--obs 12] [--act 4] [--batches 256,64] [--seconds 10] [--threads 1] [--device cpu]
  */
 import { Command } from 'commander';
-import { initEngine, type Engine } from '../src/nn/index.js';
+import { initEngine, type DevicePreference, type Engine } from '../src/nn/index.js';
 import { makeConfig, type EncoderMode } from '../src/residual/config.js';
 import { FramePacker, type FrameCamera } from '../src/residual/replay-frames.js';
 import { packSteps, type StepRecord } from '../src/residual/replay.js';
@@ -90,9 +90,17 @@ const program = new Command()
   .option('--batches <list>', 'batch sizes', '256,64')
   .option('--seconds <s>', 'seconds per measurement', '10')
   .option('--threads <n>', 'onnxruntime intra-op threads', '1')
+  .option('--device <d>', 'auto | cpu | cuda', 'cpu')
   .parse();
-const o = program.opts<{ obs: string; act: string; batches: string; seconds: string; threads: string }>();
-const engine = await initEngine({ device: 'cpu', threads: Number(o.threads) });
+const o = program.opts<{
+  obs: string;
+  act: string;
+  batches: string;
+  seconds: string;
+  threads: string;
+  device: string;
+}>();
+const engine = await initEngine({ device: o.device as DevicePreference, threads: Number(o.threads) });
 console.log(`engine: ${engine.description}`);
 for (const batch of o.batches.split(',').map(Number)) {
   const dims = { obs: Number(o.obs), act: Number(o.act) };
