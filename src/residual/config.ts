@@ -189,6 +189,10 @@ const cpuProfile: ResidualConfig = {
   // 95–98% held out in 50k env steps where the base's own embedding stays at its 52%
   // (BENCHMARKS.md "A state encoder for push-cam"); 'auto' uses one wherever the demonstrations
   // recorded what the cameras show, and the base's embedding elsewhere (a robot's teleoperation).
+  // 'learned' at batch 64 (`--encoder learned --set batchSize=64`) took the same base on push-cam
+  // to 95% at 20k env steps on seed 0, where auto takes 30–40k, at ~5× the wall-clock (84 min for
+  // 50k steps against auto's ~17): the candidate where env steps cost more than compute, a robot
+  // whose rate the learner keeps up with (BENCHMARKS.md "The `learned` mode on the CPU", all seeds).
   encoder: 'auto',
 };
 
