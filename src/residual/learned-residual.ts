@@ -68,7 +68,6 @@ export function encodeFrames(encoder: PublishedEncoder, frames: CameraFrames | u
     const z = Float64Array.from(b.subarray(0, Fc));
     for (let i = 0; i < flat; i++) {
       const xi = x[i];
-      if (xi === 0) continue;
       const row = i * Fc;
       for (let j = 0; j < Fc; j++) z[j] += xi * w[row + j];
     }
@@ -123,7 +122,7 @@ function convStride2(
       const row = p * K;
       let sum = b[o];
       for (let k = 0; k < K; k++) sum += patches[row + k] * w[wo + k];
-      out[o * positions + p] = sum > 0 ? sum : 0;
+      out[o * positions + p] = Math.max(0, sum);
     }
   }
   return { out, shape: { c: outChannels, h: oh, w: ow } };
