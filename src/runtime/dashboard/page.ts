@@ -65,8 +65,8 @@ const token = params.get('token');
 const q = token ? '?token=' + encodeURIComponent(token) : '';
 let robots = [];
 let actionDim = 2;
-function post(path, body) {
-  return fetch(path + q, {method: 'POST', headers: {'content-type': 'application/json', 'x-resrt': '1'}, body: JSON.stringify(body)});
+function post(path, body, signal) {
+  return fetch(path + q, {method: 'POST', headers: {'content-type': 'application/json', 'x-resrt': '1'}, body: JSON.stringify(body), signal});
 }
 // Each robot's latest camera frames: the images are made once per set of cameras and their
 // sources refreshed every second (rebuilding them with the table every 250 ms would flicker).
@@ -89,6 +89,22 @@ function refreshFrames() {
 }
 setInterval(refreshFrames, 1000);
 function control(robot, c) { return post('/api/control', Object.assign({robot}, c)); }
+// Teleop posts go one at a time and only the newest waits: fetches in flight together can land out
+// of order, and an action landing after the release would leave the robot under teleop.
+let teleopBusy = false, teleopWaiting = null;
+function sendTeleop(body) {
+  if (teleopBusy) { teleopWaiting = body; return; }
+  teleopBusy = true;
+  // A post that hangs gives up after 2 s, so the queue never waits on it for ever.
+  post('/api/teleop', body, AbortSignal.timeout(2000))
+    .catch(() => {})
+    .finally(() => {
+      teleopBusy = false;
+      const next = teleopWaiting;
+      teleopWaiting = null;
+      if (next) sendTeleop(next);
+    });
+}
 function fmt(v, d) { return v === null || v === undefined || Number.isNaN(v) ? '–' : Number(v).toFixed(d); }
 function button(label, id, js, cls) {
   return '<button data-testid="' + id + '"' + (cls ? ' class="' + cls + '"' : '') + ' onclick="' + js + '">' + label + '</button>';
@@ -263,7 +279,7 @@ setInterval(() => {
   const usePad = p && pressed(p, 4);
   const on = document.getElementById('intervene').checked || usePad;
   if (!on) {
-    if (wasOn) post('/api/teleop', {robot, action: null});
+    if (wasOn) sendTeleop({robot, action: null});
     wasOn = false;
     document.getElementById('teleopState').textContent = 'idle';
     return;
@@ -279,7 +295,7 @@ setInterval(() => {
     }
   }
   document.getElementById('teleopState').textContent = 'sending ' + JSON.stringify(action);
-  post('/api/teleop', {robot, action});
+  sendTeleop({robot, action});
 }, 50);
 </script>
 </body></html>`;
