@@ -148,29 +148,43 @@ export async function startFirmwareDevice(
     rxBytes += chunk.length;
     decoder.push(chunk, (f) => out.push(decodeReceived(f)));
   });
+  // The host answers each clock step with one line. Lines are queued, so that one that lands in
+  // the same chunk as another, or before its waiter, is not left in the buffer unread.
   let stdout = '';
-  let lineWaiter: ((line: string) => void) | null = null;
+  const lines: string[] = [];
+  let lineWaiter: (() => void) | null = null;
   fw.child.stdout?.on('data', (d: Buffer) => {
     stdout += d.toString();
-    const nl = stdout.indexOf('\n');
-    if (nl >= 0 && lineWaiter) {
-      const line = stdout.slice(0, nl);
+    for (let nl = stdout.indexOf('\n'); nl >= 0; nl = stdout.indexOf('\n')) {
+      lines.push(stdout.slice(0, nl));
       stdout = stdout.slice(nl + 1);
-      const w = lineWaiter;
-      lineWaiter = null;
-      w(line);
     }
+    if (lines.length > 0) lineWaiter?.();
   });
+  // A loaded machine can stall this process for seconds; the answer is checked once more before
+  // the wait counts as a failure, since an expired timer runs before the pipe's pending data.
   const nextLine = (): Promise<string> =>
     new Promise((resolve, reject) => {
-      const t = setTimeout(() => {
-        lineWaiter = null;
-        reject(new Error(`the firmware host did not answer its clock step within 10 s: ${fw.stderr()}`));
-      }, 10_000);
-      lineWaiter = (line) => {
+      const take = (): boolean => {
+        const line = lines.shift();
+        if (line === undefined) return false;
         clearTimeout(t);
+        lineWaiter = null;
         resolve(line);
+        return true;
       };
+      const t = setTimeout(() => {
+        setImmediate(() => {
+          if (take()) return;
+          lineWaiter = null;
+          reject(
+            new Error(
+              `the firmware host did not answer its clock step within 30 s (exit code ${fw.child.exitCode}, ${rxBytes} bytes read from the pty): ${fw.stderr()}`,
+            ),
+          );
+        });
+      }, 30_000);
+      if (!take()) lineWaiter = take;
     });
   let expectedBytes = 0;
   return {
@@ -184,8 +198,9 @@ export async function startFirmwareDevice(
       }
       const answer = nextLine();
       fw.child.stdin?.write(`step ${us} ${bytes.length}\n`);
-      const m = /^ok (\d+) (\d+)$/.exec(await answer);
-      if (!m) throw new Error(`unexpected answer from the firmware host: ${stdout}`);
+      const line = await answer;
+      const m = /^ok (\d+) (\d+)$/.exec(line);
+      if (!m) throw new Error(`unexpected answer from the firmware host: '${line}'`);
       expectedBytes += Number(m[2]);
       const t0 = performance.now();
       while (rxBytes < expectedBytes) {
