@@ -4,6 +4,7 @@
  * the TypeScript DeviceCore in-process. test/hw-serial-conformance.test.ts runs the page's rules
  * against both and compares their transcripts.
  */
+import { createInterface } from 'node:readline';
 import { SerialPort } from 'serialport';
 import { DeviceCore } from '../src/hw/serial/device-core.js';
 import { encodeFrame, type Frame } from '../src/hw/serial/frame.js';
@@ -149,17 +150,12 @@ export async function startFirmwareDevice(
     decoder.push(chunk, (f) => out.push(decodeReceived(f)));
   });
   // The host answers each clock step with one line. Lines are queued, so that one that lands in
-  // the same chunk as another, or before its waiter, is not left in the buffer unread.
-  let stdout = '';
+  // the same chunk as another, or before its waiter, is not left unread.
   const lines: string[] = [];
   let lineWaiter: (() => void) | null = null;
-  fw.child.stdout?.on('data', (d: Buffer) => {
-    stdout += d.toString();
-    for (let nl = stdout.indexOf('\n'); nl >= 0; nl = stdout.indexOf('\n')) {
-      lines.push(stdout.slice(0, nl));
-      stdout = stdout.slice(nl + 1);
-    }
-    if (lines.length > 0) lineWaiter?.();
+  createInterface({ input: fw.child.stdout! }).on('line', (line) => {
+    lines.push(line);
+    lineWaiter?.();
   });
   // A loaded machine can stall this process for seconds; the answer is checked once more before
   // the wait counts as a failure, since an expired timer runs before the pipe's pending data.
