@@ -53,6 +53,11 @@ export interface CameraSpec {
   channels: number;
   /** Whether frames carry depth. */
   depth: boolean;
+  /**
+   * Set on an extra stream (Env.auxCameras): the simulator (MJCF) camera it renders, at a size of
+   * its own, for a success detector (docs/success-detector.md). Absent on observation cameras.
+   */
+  mjcfCamera?: string;
 }
 
 export interface ResetResult {
@@ -89,6 +94,12 @@ export interface Env {
   readonly maxEpisodeSteps: number;
   /** The cameras whose frames come with every observation; absent or empty for state-only envs. */
   readonly cameras?: readonly CameraSpec[];
+  /**
+   * Cameras whose frames also come in `frames` with every observation for a reader beside the
+   * policy: a success detector's camera at its own size. The policy, its encoders and replay do
+   * not read them.
+   */
+  readonly auxCameras?: readonly CameraSpec[];
   reset(options?: { seed?: number }): MaybePromise<ResetResult>;
   step(action: ArrayLike<number>): MaybePromise<StepResult>;
   close(): MaybePromise<void>;

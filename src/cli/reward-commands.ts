@@ -35,7 +35,11 @@ export function registerRewardCommands(program: Command): void {
       '--data <files>',
       'comma-separated demonstration files with frames (resrt collect), labelled by their success flags',
     )
-    .option('--cameras <names>', "cameras to read, comma-separated ('auto': every recorded camera)", 'auto')
+    .option(
+      '--cameras <names>',
+      "cameras to read, comma-separated ('auto': the streams recorded for a detector with collect --detector-cameras, else every recorded camera)",
+      'auto',
+    )
     .option('--out <file.onnx>', 'the detector file', 'detector.onnx')
     .option('--steps <n>', 'gradient steps', parseIntArg('--steps'), 1500)
     .option('--batch <n>', 'images per step (half successes)', parseIntArg('--batch', 2), 64)

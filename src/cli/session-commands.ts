@@ -21,6 +21,7 @@ import { loadSafetyConfig } from '../safety/index.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask } from '../sim/registry.js';
 import { addMixingFlags, mixingSpecFromFlags, type MixingFlags } from './mixing-flags.js';
+import { simEnvFactory } from './train-commands.js';
 import { ResrtError } from '../util/errors.js';
 import { checkSendFrames } from '../runtime/session/camera-batch.js';
 import { checkProfile, encoderFlag, inOutputFolder, parseFloatArg, parseIntArg } from './common.js';
@@ -186,12 +187,12 @@ export function registerSessionCommands(program: Command): void {
         config,
         virtualScene: opts.virtual ? virtualSceneOf(config) : undefined,
       });
-    } else {
-      env = await MujocoEnv.create(await loadTask(opts.task!));
     }
     const successDetector = opts.successDetector
       ? await SuccessDetector.load(opts.successDetector)
       : undefined;
+    // A detector trained on a camera stream of its own size (collect --detector-cameras) gets it.
+    if (opts.task) env = await simEnvFactory(await loadTask(opts.task), successDetector)();
     // An actor that fails to start (a bad base, no broker) leaves no empty --state folder.
     const handle = await inOutputFolder(opts.state, () =>
       runActor({

@@ -15,6 +15,7 @@ import {
   PrivilegedExpert,
   RandomPolicy,
 } from '../sim/expert.js';
+import { parseCameraStreams } from '../sim/camera/sim-cameras.js';
 import { tileFrames, writeVideo } from '../sim/camera/video.js';
 import type { RgbImage } from '../util/image-codec.js';
 import { renderTrajectoriesSvg, type EpisodeTrace } from '../sim/plot.js';
@@ -101,6 +102,10 @@ export function registerSimCommands(program: Command): void {
     )
     .option('--clean', 'no noise at all (overrides --jitter/--bias/--pause)')
     .option('--depth', "also record the task cameras' depth (millimetres, in the .frames sidecar)")
+    .option(
+      '--detector-cameras <streams>',
+      'also record cameras at sizes of their own for `resrt reward train`, comma-separated [NAME=]CAMERA@WxH (top@168x168 records the stream top_168x168)',
+    )
     .option('--overwrite', 'replace an existing output file')
     .action(async (opts: CollectCliOptions) => {
       checkOutputFile(opts.out, '--out');
@@ -131,7 +136,10 @@ export function registerSimCommands(program: Command): void {
         noise,
         policy,
         overwrite: opts.overwrite,
-        cameras: opts.depth ? { depth: true } : undefined,
+        cameras: {
+          ...(opts.depth ? { depth: true } : {}),
+          ...(opts.detectorCameras ? { extra: parseCameraStreams(opts.detectorCameras) } : {}),
+        },
         onEpisode: (done, ok) => bar.update(done, { success: pct(ok / done) }),
       });
       bar.stop();
@@ -167,6 +175,7 @@ interface CollectCliOptions {
   pause?: number;
   clean?: boolean;
   depth?: boolean;
+  detectorCameras?: string;
   overwrite?: boolean;
 }
 

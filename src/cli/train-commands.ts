@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { OnnxPolicy } from '../runtime/onnx-policy.js';
-import { SuccessDetector } from '../runtime/success-detector.js';
+import { type DetectorCamera, SuccessDetector } from '../runtime/success-detector.js';
 import { ENCODER_MODES, type ProfileName, type ResidualConfig } from '../residual/config.js';
 import type { MixingSpec } from '../residual/mixing-run.js';
 import type { CameraSpec, Env } from '../types.js';
@@ -13,6 +13,7 @@ import { trainResidual, type TrainProgress, type TrainResult } from '../residual
 import { saveBcPolicy, trainBc } from '../sim/bc.js';
 import { collectDemos } from '../sim/collect.js';
 import { loadEpisodeFrames, readDemos } from '../sim/demos.js';
+import { detectorStreams } from '../sim/camera/sim-cameras.js';
 import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import { ResrtError } from '../util/errors.js';
@@ -226,7 +227,19 @@ export async function simTarget(task: AnyTask): Promise<TrainTarget> {
     cameras: probe.cameras,
   };
   probe.close();
-  return { ...target, makeEnv: () => MujocoEnv.create(task), robot: false, task };
+  return { ...target, makeEnv: simEnvFactory(task), robot: false, task };
+}
+
+/**
+ * Environments of a simulated task. With a success detector trained on a camera stream of its own
+ * size (`collect --detector-cameras`), that stream is rendered beside the task's cameras.
+ */
+export function simEnvFactory(
+  task: AnyTask,
+  detector?: { cameras: readonly DetectorCamera[] },
+): () => Promise<MujocoEnv> {
+  const extra = detector ? detectorStreams(detector.cameras, task.cameras?.names ?? []) : [];
+  return () => MujocoEnv.create(task, extra.length ? { cameras: { extra } } : {});
 }
 
 /**
@@ -271,6 +284,7 @@ export async function runResidualTraining(
   const base = await OnnxPolicy.load(o.base, { ...dims, cameras: cameraSizes(target) });
   const demos = o.demos ? readDemos(o.demos) : undefined;
   const detector = o.successDetector ? await SuccessDetector.load(o.successDetector) : undefined;
+  const makeEnv = detector && target.task ? simEnvFactory(target.task, detector) : target.makeEnv;
   let bar: Progress | null = null;
   let lastPhase: TrainProgress['phase'] | null = null;
   const log = o.quiet ? (): void => {} : (line: string): void => console.log(line);
@@ -280,7 +294,7 @@ export async function runResidualTraining(
       o.outDir,
       () =>
         trainResidual({
-          makeEnv: target.makeEnv,
+          makeEnv,
           base,
           demos,
           demoFrames: demos?.framesPath ? (ep) => loadEpisodeFrames(demos, ep) : undefined,

@@ -34,7 +34,8 @@ import {
 } from '../runtime/success-detector.js';
 
 export interface DetectorNetworkSpec {
-  cameras: readonly { name: string; encoder: ConvEncoderSpec }[];
+  /** `mjcfCamera`: the simulator camera of an extra stream, recorded in the file (DetectorCamera). */
+  cameras: readonly { name: string; encoder: ConvEncoderSpec; mjcfCamera?: string }[];
   hidden: readonly number[];
 }
 
@@ -177,6 +178,7 @@ export class DetectorNetwork {
       name: c.name,
       width: c.encoder.width,
       height: c.encoder.height,
+      ...(c.mjcfCamera !== undefined ? { mjcfCamera: c.mjcfCamera } : {}),
     }));
     const meta: Record<string, string> = {
       ...metadata,

@@ -290,6 +290,7 @@ export async function trainSuccessDetector(
   const net = new DetectorNetwork(engine, {
     cameras: cameras.map((c) => ({
       name: c.name,
+      ...(c.mjcfCamera !== undefined ? { mjcfCamera: c.mjcfCamera } : {}),
       encoder: {
         height: c.height,
         width: c.width,

@@ -110,7 +110,10 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   // Only now, with the inputs checked, does the run folder appear.
   mkdirSync(options.outDir, { recursive: true });
   const detector = options.successDetector ?? null;
-  if (detector) checkCameras(detector.cameras, env.cameras ?? [], detector.path ?? 'the success detector');
+  if (detector) {
+    const detectorSees = [...(env.cameras ?? []), ...(env.auxCameras ?? [])];
+    checkCameras(detector.cameras, detectorSees, detector.path ?? 'the success detector');
+  }
   const O = env.observationSpace.dim;
   const A = env.actionSpace.dim;
   const taskName = options.taskName ?? env.id;

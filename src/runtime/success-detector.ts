@@ -35,6 +35,11 @@ export interface DetectorCamera {
   name: string;
   width: number;
   height: number;
+  /**
+   * The simulator camera whose extra stream this is (`collect --detector-cameras`): in simulation
+   * `train` and `actor` render it at this size beside the policy's cameras (detectorStreams).
+   */
+  mjcfCamera?: string;
 }
 
 /** One observation's verdict. */
@@ -166,7 +171,8 @@ function parseCameras(raw: string | undefined, path: string): DetectorCamera[] {
         c !== null &&
         typeof (c as DetectorCamera).name === 'string' &&
         Number.isInteger((c as DetectorCamera).width) &&
-        Number.isInteger((c as DetectorCamera).height),
+        Number.isInteger((c as DetectorCamera).height) &&
+        ['string', 'undefined'].includes(typeof (c as DetectorCamera).mjcfCamera),
     );
   if (!ok) {
     throw new ResrtError(

@@ -8,14 +8,27 @@ import { ResrtError } from '../util/errors.js';
 import type { FrameStore } from '../nn/index.js';
 import { type DemoEpisode, type DemoSet, loadEpisodeFrames } from './demos.js';
 
-/** 'auto': every camera the demonstrations recorded (none for state-only files). */
+/**
+ * 'auto': every observation camera the demonstrations recorded (none for state-only files); a
+ * success detector's 'auto' is its own streams (`collect --detector-cameras`) where there are any.
+ */
 export type BcCameraChoice = 'auto' | 'none' | readonly string[];
 
 /** The recorded cameras a BC policy reads, checked against the file; [] for a state-only policy. */
-export function chooseBcCameras(demos: DemoSet, choice: BcCameraChoice): CameraSpec[] {
+export function chooseBcCameras(
+  demos: DemoSet,
+  choice: BcCameraChoice,
+  auto: 'observation' | 'detector' = 'observation',
+): CameraSpec[] {
   const recorded = demos.header.cameras ?? [];
   if (choice === 'none') return [];
-  if (choice === 'auto') return recorded.map(checkRgb);
+  if (choice === 'auto') {
+    // Streams recorded for a success detector (`collect --detector-cameras`) are not what a policy
+    // reads; a detector reads them when there are any.
+    const streams = recorded.filter((c) => c.mjcfCamera !== undefined);
+    const observation = recorded.filter((c) => c.mjcfCamera === undefined);
+    return (auto === 'detector' && streams.length > 0 ? streams : observation).map(checkRgb);
+  }
   if (choice.length === 0) return [];
   if (recorded.length === 0) {
     throw new ResrtError(

@@ -68,7 +68,8 @@ export async function collectDemos(options: CollectOptions): Promise<CollectSumm
   // Written under a temporary name until the first episode is complete, so a failure before that
   // leaves nothing half-made at the requested path.
   const partial = `${out}.partial`;
-  const cameras = env.cameras;
+  // A success detector's streams at their own size (--detector-cameras) are recorded beside the policy's.
+  const cameras = [...env.cameras, ...env.auxCameras];
   const framesOut = `${out}.frames`;
   const framesPartial = `${framesOut}.partial`;
   if (cameras.length > 0 && existsSync(framesOut) && !options.overwrite) {

@@ -55,6 +55,8 @@ export class MujocoEnv<S = unknown> implements Env {
   readonly sim: Sim;
   readonly randomization: Randomization;
   readonly cameras: readonly CameraSpec[];
+  /** Extra streams (`cameras.extra`: a success detector's camera at its own size), in the same frames. */
+  readonly auxCameras: readonly CameraSpec[];
   /** Renders the observation cameras, and any other MJCF camera on request (`--video`). */
   readonly simCameras: SimCameras;
 
@@ -134,6 +136,7 @@ export class MujocoEnv<S = unknown> implements Env {
     this.nominalInertia = Float64Array.from(model.body_inertia as Float64Array);
     this.simCameras = new SimCameras(mj, model, data, task.name, task.cameras, options.cameras ?? {});
     this.cameras = this.simCameras.specs;
+    this.auxCameras = this.simCameras.auxSpecs;
   }
 
   static async create<S>(task: TaskDefinition<S>, options: MujocoEnvOptions = {}): Promise<MujocoEnv<S>> {

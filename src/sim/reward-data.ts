@@ -12,7 +12,8 @@ import { type DemoSet, loadEpisodeFrames } from './demos.js';
 
 export interface LabelledEpisodes {
   task: string;
-  cameras: { name: string; width: number; height: number }[];
+  /** With `mjcfCamera` where the frames are an extra stream of that simulator camera. */
+  cameras: { name: string; width: number; height: number; mjcfCamera?: string }[];
   episodes: { name: string; success: boolean; load(): FrameStore[] }[];
 }
 
@@ -39,7 +40,7 @@ export function labelledEpisodes(
         `collect episodes with frames on a task with cameras, e.g. \`resrt collect --task push-cam --episodes 150 --out ${path}\``,
       );
     }
-    const chosen = chooseBcCameras(demos, cameraChoice);
+    const chosen = chooseBcCameras(demos, cameraChoice, 'detector');
     if (cameras) {
       const same = chosen.every((c, i) => cameras![i].width === c.width && cameras![i].height === c.height);
       if (!same) {
@@ -77,7 +78,12 @@ export function labelledEpisodes(
   );
   return {
     task: first.demos.header.task,
-    cameras: specs.map((c) => ({ name: c.name, width: c.width, height: c.height })),
+    cameras: specs.map((c) => ({
+      name: c.name,
+      width: c.width,
+      height: c.height,
+      ...(c.mjcfCamera !== undefined ? { mjcfCamera: c.mjcfCamera } : {}),
+    })),
     episodes,
   };
 }

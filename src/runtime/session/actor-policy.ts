@@ -25,7 +25,10 @@ export async function openActorPolicy(options: ActorOptions, env: Env): Promise<
   const O = env.observationSpace.dim;
   const A = env.actionSpace.dim;
   const detector = options.successDetector;
-  if (detector) checkCameras(detector.cameras, env.cameras ?? [], detector.path ?? 'the success detector');
+  if (detector) {
+    const detectorSees = [...(env.cameras ?? []), ...(env.auxCameras ?? [])];
+    checkCameras(detector.cameras, detectorSees, detector.path ?? 'the success detector');
+  }
   const loaded =
     typeof options.base === 'string'
       ? await OnnxPolicy.load(options.base, {

@@ -1,0 +1,215 @@
+// A success detector's camera at a size of its own (`collect --detector-cameras top@168x168`):
+// real MuJoCo renders the stream beside the policy's 84 x 84 camera, `collect` records it,
+// `reward train` learns from it and records where it comes from, and `train` and `actor` with
+// `--success-detector` render it again for the detector while the policy never sees it.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { chooseBcCameras } from '../src/sim/bc-frames.js';
+import { detectorStreams, parseCameraStreams } from '../src/sim/camera/sim-cameras.js';
+import { loadEpisodeFrames, readDemos } from '../src/sim/demos.js';
+import { MujocoEnv } from '../src/sim/env.js';
+import { labelledEpisodes } from '../src/sim/reward-data.js';
+import { pushCamTask } from '../src/sim/tasks/push-cam.js';
+import { simEnvFactory } from '../src/cli/train-commands.js';
+import { runActor } from '../src/runtime/session/actor.js';
+import { SuccessDetector, type SuccessJudge } from '../src/runtime/success-detector.js';
+import { startEmbeddedBroker } from '../src/util/mqtt-broker.js';
+import type { CameraFrame } from '../src/types.js';
+import { resrtInProcess } from './fixtures/cli-in-process.js';
+import { visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
+import { tempDir } from './temp-dirs.js';
+
+const stream168 = { name: 'top_168x168', camera: 'top', width: 168, height: 168 };
+
+/** A 2x2 box average: the 168 x 168 frame seen at 84 x 84. */
+function halve(f: CameraFrame): Uint8Array {
+  const w = f.width / 2;
+  const out = new Uint8Array(w * (f.height / 2) * 3);
+  for (let y = 0; y < f.height / 2; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++) {
+        const at = (yy: number, xx: number): number => f.data[(yy * f.width + xx) * 3 + c];
+        const sum = at(2 * y, 2 * x) + at(2 * y, 2 * x + 1) + at(2 * y + 1, 2 * x) + at(2 * y + 1, 2 * x + 1);
+        out[(y * w + x) * 3 + c] = Math.round(sum / 4);
+      }
+  return out;
+}
+
+describe('a detector camera of its own size', () => {
+  it('renders the stream beside the observation cameras, the same view at twice the pixels', async () => {
+    const plain = await MujocoEnv.create(pushCamTask);
+    const env = await MujocoEnv.create(pushCamTask, { cameras: { extra: [stream168] } });
+    try {
+      expect(env.cameras).toEqual(plain.cameras);
+      expect(env.auxCameras).toEqual([
+        { name: 'top_168x168', width: 168, height: 168, channels: 3, depth: false, mjcfCamera: 'top' },
+      ]);
+      let a = plain.reset({ seed: 7 });
+      let b = env.reset({ seed: 7 });
+      for (let t = 0; t < 6; t++) {
+        // The policy's frames are exactly those of an env without the stream.
+        expect(Buffer.from(b.frames!.top.data).equals(Buffer.from(a.frames!.top.data))).toBe(true);
+        const hi = b.frames!.top_168x168;
+        expect([hi.width, hi.height, hi.data.length]).toEqual([168, 168, 168 * 168 * 3]);
+        // Averaged down to 84 x 84 it is the policy's picture, up to edges that fall between pixels.
+        const down = halve(hi);
+        const lo = b.frames!.top.data;
+        let diff = 0;
+        for (let i = 0; i < lo.length; i++) diff += Math.abs(down[i] - lo[i]);
+        expect(diff / lo.length).toBeLessThan(6);
+        const action = [0.4, -0.3, 0.2];
+        a = plain.step(action);
+        b = env.step(action);
+        expect(Array.from(b.obs)).toEqual(Array.from(a.obs));
+      }
+    } finally {
+      plain.close();
+      env.close();
+    }
+  });
+
+  it('names the fix for a stream it cannot render or parse', async () => {
+    expect(parseCameraStreams('top@168x168, hd=top@120x96')).toEqual([
+      stream168,
+      { name: 'hd', camera: 'top', width: 120, height: 96 },
+    ]);
+    expect(() => parseCameraStreams('top')).toThrow(
+      /--detector-cameras "top" is not CAMERA@WIDTHxHEIGHT[\s\S]*fix: e\.g\. --detector-cameras top@168x168/,
+    );
+    expect(() => parseCameraStreams(' , ')).toThrow(/names no camera/);
+    await expect(
+      MujocoEnv.create(pushCamTask, { cameras: { extra: [{ ...stream168, name: 'top' }] } }),
+    ).rejects.toThrow(
+      /already has a camera stream named "top"[\s\S]*fix: give the stream a name of its own: NAME=top@168x168/,
+    );
+    await expect(
+      MujocoEnv.create(pushCamTask, { cameras: { extra: [{ ...stream168, camera: 'wrist' }] } }),
+    ).rejects.toThrow(/the scene has no camera named "wrist"/);
+    await expect(
+      MujocoEnv.create(pushCamTask, { cameras: { extra: [{ ...stream168, width: 4096 }] } }),
+    ).rejects.toThrow(/camera image width 4096 for camera stream "top_168x168" of task push-cam is invalid/);
+    // Only a detector's streams that the env does not already give are rendered.
+    expect(
+      detectorStreams(
+        [
+          { name: 'top', width: 84, height: 84 },
+          { name: 'top_168x168', width: 168, height: 168, mjcfCamera: 'top' },
+          { name: 'wrist', width: 84, height: 84 },
+        ],
+        ['top'],
+      ),
+    ).toEqual([stream168]);
+  });
+
+  it('is recorded by collect, learned by reward train, and rendered for train and actor --success-detector', async () => {
+    const dir = tempDir('resrt-detector-stream-');
+    const ok = join(dir, 'ok.jsonl');
+    const bad = join(dir, 'bad.jsonl');
+    const collect = (...args: string[]): Promise<string> =>
+      resrtInProcess('collect', '--task', 'push-cam', '--detector-cameras', 'top@168x168', ...args);
+    await collect('--episodes', '8', '--seed', '0', '--clean', '--out', ok);
+    await collect('--episodes', '8', '--seed', '500', '--bias', '0.3', '--jitter', '0.1', '--out', bad);
+    const demos = readDemos(ok);
+    expect(demos.header.cameras).toEqual([
+      { name: 'top', width: 84, height: 84, channels: 3, depth: false },
+      { name: 'top_168x168', width: 168, height: 168, channels: 3, depth: false, mjcfCamera: 'top' },
+    ]);
+    const frames = loadEpisodeFrames(demos, demos.episodes[0]);
+    expect(frames).toHaveLength(demos.episodes[0].obs.length);
+    expect(frames.at(-1)!.top_168x168.data.length).toBe(168 * 168 * 3);
+    // A policy learns from the observation camera; a detector from the stream recorded for it.
+    expect(chooseBcCameras(demos, 'auto').map((c) => c.name)).toEqual(['top']);
+    const data = labelledEpisodes([{ path: ok, demos }], 'auto');
+    expect(data.cameras).toEqual([{ name: 'top_168x168', width: 168, height: 168, mjcfCamera: 'top' }]);
+
+    const detectorPath = join(dir, 'detector.onnx');
+    const small = ['--steps', '15', '--batch', '8', '--encoder', '4,4,4', '--val', '0.25', '--test', '0.25'];
+    await resrtInProcess('reward', 'train', '--data', `${ok},${bad}`, ...small, '--out', detectorPath);
+    const detector = await SuccessDetector.load(detectorPath);
+    expect(detector.cameras).toEqual([{ name: 'top_168x168', width: 168, height: 168, mjcfCamera: 'top' }]);
+    await detector.close();
+
+    // push-cam's base reads the 84 x 84 top camera; the detector judges every step at 168 x 168.
+    const basePath = join(dir, 'base.onnx');
+    writeFileSync(basePath, visuomotorOnnx({ state: 12, image: 84, actions: 3, chunk: 1 }));
+    const train = (out: string, detectorFile: string): Promise<string> =>
+      resrtInProcess(
+        'train',
+        ...['--task', 'push-cam', '--base', basePath, '--success-detector', detectorFile],
+        ...['--steps', '60', '--eval-every', '0', '--eval-episodes', '1', '--encoder', 'none'],
+        ...['--no-worker', '--out', join(dir, out)],
+      );
+    const printed = await train('run', detectorPath);
+    expect(printed).toMatch(/success detector: .* of \d+ training episodes/);
+    const summary = JSON.parse(readFileSync(join(dir, 'run', 'summary.json'), 'utf8')) as {
+      successDetector: { episodes: number } | null;
+    };
+    expect(summary.successDetector?.episodes).toBeGreaterThan(0);
+
+    // An actor in a session: its env (as `resrt actor --task --success-detector` makes it) renders
+    // the stream, the detector judges every step on it, and an episode ends where it fires.
+    const broker = await startEmbeddedBroker();
+    const real = await SuccessDetector.load(detectorPath);
+    const env = await simEnvFactory(pushCamTask, real)();
+    try {
+      const judged: string[] = [];
+      const firesEvery = 5;
+      const judge: SuccessJudge & { path: string } = {
+        path: detectorPath,
+        cameras: real.cameras,
+        threshold: real.threshold,
+        judge: async (frames) => {
+          const verdict = await real.judge(frames);
+          judged.push(`${frames!.top_168x168.width}x${frames!.top_168x168.height}`);
+          return { ...verdict, success: judged.length % firesEvery === 0 };
+        },
+      };
+      const actor = await runActor({
+        robotId: 'cam-1',
+        brokerUrl: broker.url,
+        session: 'detector-stream',
+        stateDir: join(dir, 'actor'),
+        base: basePath,
+        env,
+        successDetector: judge,
+        episodes: 3,
+        seed: 3,
+      });
+      const status = await actor.done;
+      expect(status.episodes).toBe(3);
+      expect(status.successes).toBe(3);
+      expect(status.transitions).toBe(3 * firesEvery);
+      expect(new Set(judged)).toEqual(new Set(['168x168']));
+      // What the actor shows and sends of the cameras is the policy's camera, not the detector's.
+      expect(status.cameras).toEqual(['top']);
+    } finally {
+      await real.close();
+      env.close();
+      await broker.close();
+    }
+
+    // A detector that does not say which simulator camera its stream renders (one trained on a
+    // robot's camera of that name) cannot be given it: the error names the cameras there are.
+    const header = readFileSync(ok, 'utf8').split('\n');
+    const unsourced = join(dir, 'unsourced.jsonl');
+    writeFileSync(unsourced, [header[0].replace(',"mjcfCamera":"top"', ''), ...header.slice(1)].join('\n'));
+    writeFileSync(`${unsourced}.frames`, readFileSync(`${ok}.frames`));
+    writeFileSync(
+      unsourced,
+      readFileSync(unsourced, 'utf8').replace(
+        '"framesFile":"ok.jsonl.frames"',
+        '"framesFile":"unsourced.jsonl.frames"',
+      ),
+    );
+    const robotDetector = join(dir, 'robot-detector.onnx');
+    await resrtInProcess(
+      'reward',
+      'train',
+      ...['--data', `${unsourced},${bad}`, '--cameras', 'top_168x168', ...small, '--out', robotDetector],
+    );
+    await expect(train('unsourced', robotDetector)).rejects.toThrow(
+      /trained on camera "top_168x168", which is not here \(cameras here: "top"\)/,
+    );
+  }, 240_000);
+});
