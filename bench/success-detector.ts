@@ -17,6 +17,7 @@ import { formatTable, pct } from '../src/cli/common.js';
 import { trainResidual, type TrainResult } from '../src/residual/trainer.js';
 import { detectorAgreement } from '../src/residual/trainer-report.js';
 import { SuccessDetector } from '../src/runtime/success-detector.js';
+import { type CameraStream, detectorStreams } from '../src/sim/camera/sim-cameras.js';
 import { MujocoEnv } from '../src/sim/env.js';
 import { ImperfectExpert } from '../src/sim/expert.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
@@ -41,9 +42,12 @@ const seed = Number(value('--seed', '0'));
 /** The base: the scripted expert with a per-episode bias, so it fails often enough to improve on. */
 const baseNoise = { jitterStd: 0.05, biasStd: 0.06, pauseProbability: 0.02, maxPauseSteps: 5 };
 
-/** push-cam whose observation is the privileged one (the goal included); frames pass through. */
-async function privilegedPushCam(): Promise<Env> {
-  const env = await MujocoEnv.create(pushCamTask);
+/**
+ * push-cam whose observation is the privileged one (the goal included); frames pass through, with
+ * the detector's own camera streams (`collect --detector-cameras`) where it reads any.
+ */
+async function privilegedPushCam(streams: readonly CameraStream[]): Promise<Env> {
+  const env = await MujocoEnv.create(pushCamTask, streams.length ? { cameras: { extra: streams } } : {});
   const names = pushCamTask.privilegedObservation!.names;
   return {
     id: env.id,
@@ -57,6 +61,7 @@ async function privilegedPushCam(): Promise<Env> {
     controlDt: env.controlDt,
     maxEpisodeSteps: env.maxEpisodeSteps,
     cameras: env.cameras,
+    auxCameras: env.auxCameras,
     reset: (o) => ({ ...env.reset(o), obs: env.expertObservation() }),
     step: (a) => ({ ...env.step(a), obs: env.expertObservation() }),
     close: () => env.close(),
@@ -67,7 +72,10 @@ async function run(detector: SuccessDetector | undefined): Promise<TrainResult> 
   const dir = mkdtempSync(join(tmpdir(), 'resrt-bench-detector-'));
   try {
     return await trainResidual({
-      makeEnv: privilegedPushCam,
+      makeEnv: () =>
+        privilegedPushCam(
+          detector ? detectorStreams(detector.cameras, pushCamTask.cameras?.names ?? []) : [],
+        ),
       base: new ImperfectExpert(pushCamTask.expert!(), 3, baseNoise, seed),
       steps,
       outDir: dir,
@@ -93,7 +101,7 @@ await detector.close();
 const agree = detectorAgreement(learned.trainEpisodes)?.agreement ?? NaN;
 const rate = (r: TrainResult): number => r.finalEval?.successRate ?? r.curve[r.curve.length - 1].successRate;
 const out = {
-  task: 'push-cam (privileged state residual; detector on the top camera)',
+  task: `push-cam (privileged state residual; detector on ${detector.cameras.map((c) => `${c.name} ${c.width}x${c.height}`).join(', ')})`,
   detector: detectorPath,
   threshold: detector.threshold,
   steps,
