@@ -13,8 +13,13 @@ import { labelledEpisodes } from '../src/sim/reward-data.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
 import { simEnvFactory } from '../src/cli/train-commands.js';
 import { runActor } from '../src/runtime/session/actor.js';
-import { SuccessDetector, type SuccessJudge } from '../src/runtime/success-detector.js';
+import { checkCameras, SuccessDetector, type SuccessJudge } from '../src/runtime/success-detector.js';
 import { startEmbeddedBroker } from '../src/util/mqtt-broker.js';
+import { connectRobot, robotEnv } from '../src/hw/connect.js';
+import { loadRobotConfig } from '../src/hw/robot-config.js';
+import { startVirtualRobot } from '../src/hw/virtual-robot.js';
+import { CameraSender } from '../src/runtime/session/camera-sender.js';
+import { decodeImage } from '../src/util/image-codec.js';
 import type { CameraFrame } from '../src/types.js';
 import { resrtInProcess } from './fixtures/cli-in-process.js';
 import { visuomotorOnnx } from './fixtures/visuomotor-onnx.js';
@@ -181,8 +186,8 @@ describe('a detector camera of its own size', () => {
       expect(status.successes).toBe(3);
       expect(status.transitions).toBe(3 * firesEvery);
       expect(new Set(judged)).toEqual(new Set(['168x168']));
-      // What the actor shows and sends of the cameras is the policy's camera, not the detector's.
-      expect(status.cameras).toEqual(['top']);
+      // The dashboards show the detector's camera beside the policy's (and --send-frames jpeg sends it).
+      expect(status.cameras).toEqual(['top', 'top_168x168']);
     } finally {
       await real.close();
       env.close();
@@ -212,4 +217,54 @@ describe('a detector camera of its own size', () => {
       /trained on camera "top_168x168", which is not here \(cameras here: "top"\)/,
     );
   }, 240_000);
+
+  it('on a robot: a config camera marked detector comes with the frames and the JPEGs, not as a policy camera', async () => {
+    const dir = tempDir('resrt-detector-robot-');
+    const broker = await startEmbeddedBroker();
+    const virtual = await startVirtualRobot(pushCamTask, {
+      transport: { brokerUrl: broker.url },
+      detectorCameras: [stream168],
+    });
+    const robot = await connectRobot(virtual.robotUrl, { actionNames: virtual.config.action.names });
+    try {
+      // The config the virtual robot writes, read back as a user's file is.
+      const configPath = join(dir, 'robot.json');
+      writeFileSync(configPath, JSON.stringify(virtual.config));
+      const config = loadRobotConfig(configPath);
+      expect(config.cameras).toEqual([
+        { name: 'top', source: 'mqtt', width: 84, height: 84 },
+        { name: 'top_168x168', source: 'mqtt', width: 168, height: 168, detector: true },
+      ]);
+      const env = robotEnv(robot, config, {
+        virtualScene: { obsDim: virtual.plant.obsDim },
+        // Rendering, JPEG and the broker share this process: a loaded host delays frames.
+        cameraLimits: { maxAgeMs: 2000, maxFrozenMs: 5000 },
+        closeRobot: false,
+      });
+      try {
+        expect(env.cameras.map((c) => c.name)).toEqual(['top']);
+        expect(env.auxCameras.map((c) => [c.name, c.width, c.height])).toEqual([['top_168x168', 168, 168]]);
+        const detectorCamera = { name: 'top_168x168', width: 168, height: 168, mjcfCamera: 'top' };
+        expect(() => checkCameras([detectorCamera], env.cameras, 'det.onnx')).toThrow(/which is not here/);
+        checkCameras([detectorCamera], [...env.cameras, ...env.auxCameras], 'det.onnx');
+        const reset = await env.reset();
+        expect(reset.frames!.top.width).toBe(84);
+        expect(reset.frames!.top_168x168.width).toBe(168);
+        // --send-frames jpeg: the labelled episodes carry the detector's camera for `reward train`.
+        const base = { actionDim: 3, act: () => new Float32Array(3) };
+        const sender = CameraSender.create('jpeg', base, env.cameras, 85, env.auxCameras);
+        const payload = sender.capture(reset.frames);
+        expect(payload?.kind).toBe('jpeg');
+        const sent = payload?.kind === 'jpeg' ? payload.jpeg : {};
+        expect(Object.keys(sent).sort()).toEqual(['top', 'top_168x168']);
+        expect(decodeImage(sent.top_168x168, 'top_168x168')).toMatchObject({ width: 168, height: 168 });
+      } finally {
+        await env.close();
+      }
+    } finally {
+      await robot.close();
+      await virtual.close();
+      await broker.close();
+    }
+  }, 60_000);
 });

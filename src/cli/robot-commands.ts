@@ -7,6 +7,7 @@ import { startEmbeddedBroker } from '../util/mqtt-broker.js';
 import { HardwareEnv } from '../hw/hardware-env.js';
 import { loadRobotConfig, type RobotConfig } from '../hw/robot-config.js';
 import { startVirtualRobot } from '../hw/virtual-robot.js';
+import { parseCameraStreams } from '../sim/camera/sim-cameras.js';
 import { loadTask } from '../sim/registry.js';
 import type { Env, Robot } from '../types.js';
 import { ResrtError } from '../util/errors.js';
@@ -25,11 +26,20 @@ export function registerRobotCommands(program: Command): void {
     .option('--robot-id <id>', 'MQTT robot id (default virtual-<task>)')
     .option('--config-out <file>', 'write the robot config a client needs', 'virtual-robot.json')
     .option('--seed <s>', 'first scene seed', parseIntArg('--seed', 0), 0)
+    .option(
+      '--detector-cameras <streams>',
+      'with MQTT: also publish cameras at sizes of their own for a success detector, [NAME=]CAMERA@WxH (the config marks them detector: true)',
+    )
     .action(async (opts: VirtualCliOptions) => {
       const modes = [opts.serial, opts.mqtt, opts.embeddedBroker].filter(Boolean).length;
       if (modes !== 1)
         throw new ResrtError('choose one transport', 'pass --serial, --mqtt URL or --embedded-broker');
       checkOutputFile(opts.configOut, '--config-out');
+      if (opts.detectorCameras && opts.serial)
+        throw new ResrtError(
+          '--detector-cameras publishes camera frames over MQTT, and --serial has no camera channel',
+          'serve over --mqtt URL or --embedded-broker',
+        );
       const task = await loadTask(opts.task);
       let closeBroker: (() => Promise<void>) | null = null;
       let brokerUrl = opts.mqtt;
@@ -42,6 +52,7 @@ export function registerRobotCommands(program: Command): void {
       const robot = await startVirtualRobot(task, {
         transport: opts.serial ? 'serial' : { brokerUrl: brokerUrl!, robotId: opts.robotId },
         seed: opts.seed,
+        detectorCameras: opts.detectorCameras ? parseCameraStreams(opts.detectorCameras) : undefined,
       });
       writeFileSync(opts.configOut, JSON.stringify(robot.config, null, 2) + '\n');
       console.log(`virtual robot for ${task.name} at ${robot.robotUrl}`);
@@ -67,6 +78,7 @@ interface VirtualCliOptions {
   robotId?: string;
   configOut: string;
   seed: number;
+  detectorCameras?: string;
 }
 
 /**

@@ -258,6 +258,7 @@ async function robotTarget(opts: TrainCliOptions): Promise<TrainTarget> {
     controlDt: env.controlDt,
     maxEpisodeSteps: env.maxEpisodeSteps,
     cameras: env.cameras,
+    auxCameras: env.auxCameras,
     reset: (o) => env.reset(o),
     step: (a) => env.step(a),
     close: async () => {

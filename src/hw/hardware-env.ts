@@ -171,6 +171,8 @@ export class HardwareEnv implements Env {
   readonly controlDt: number;
   readonly maxEpisodeSteps: number;
   readonly cameras: readonly CameraSpec[];
+  /** The config's detector cameras (`detector: true`): in the frames, not read by the policy. */
+  readonly auxCameras: readonly CameraSpec[];
   private readonly cameraSources: CameraSource[];
   private readonly monitors: FrameMonitor[];
   private readonly success: SuccessSource;
@@ -256,7 +258,10 @@ export class HardwareEnv implements Env {
     if (dup !== undefined) {
       throw new ResrtError(`two cameras are named "${dup}"`, 'give every camera of a robot its own name');
     }
-    this.cameras = this.cameraSources.map((c) => c.spec);
+    const detectorCameras = new Set((config.cameras ?? []).filter((c) => c.detector).map((c) => c.name));
+    const specs = this.cameraSources.map((c) => c.spec);
+    this.cameras = specs.filter((c) => !detectorCameras.has(c.name));
+    this.auxCameras = specs.filter((c) => detectorCameras.has(c.name));
     const limits = { ...defaultCameraLimits, ...options.cameraLimits };
     this.monitors = this.cameraSources.map((c) => new FrameMonitor(c.spec.name, limits));
     this.cameraSources.forEach((c, k) =>

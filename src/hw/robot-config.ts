@@ -149,6 +149,12 @@ const cameraSchema = z.strictObject({
   fps: finite()
     .refine((v) => v > 0 && v <= 240, 'must be in (0, 240]')
     .optional(),
+  /**
+   * A success detector's camera (`--success-detector`), e.g. the policy's camera streamed again at
+   * a finer size: its frames come with every observation (Env.auxCameras) and with --send-frames
+   * jpeg, but the policy, its encoders and replay do not read it (docs/success-detector.md).
+   */
+  detector: z.boolean({ error: 'must be true or false' }).optional(),
 });
 
 const cameraLimitsSchema = z.strictObject({

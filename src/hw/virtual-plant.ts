@@ -12,7 +12,7 @@
  * episode counter, step in episode]. `virtualRobotConfig()` gives the matching robot config.
  */
 import type { CameraFrames, Plant, RobotCapabilities, RobotState } from '../types.js';
-import { SimCameras } from '../sim/camera/sim-cameras.js';
+import { type CameraStream, SimCameras } from '../sim/camera/sim-cameras.js';
 import { MujocoEnv } from '../sim/env.js';
 import type { AnyTask } from '../sim/registry.js';
 import { parseRobotConfig, type RobotConfig } from './robot-config.js';
@@ -31,6 +31,8 @@ export interface VirtualPlantOptions {
   name?: string;
   /** Clock, ms (tests pass a fake one). */
   now?: () => number;
+  /** Camera streams at sizes of their own for a success detector (`--detector-cameras`). */
+  detectorCameras?: readonly CameraStream[];
 }
 
 export class VirtualPlant implements Plant {
@@ -82,6 +84,7 @@ export class VirtualPlant implements Plant {
     this.cameras = new SimCameras(mj, model, data, env.id, env.task.cameras, {
       noiseStd: 2,
       noiseSeed: this.seed,
+      extra: options.detectorCameras,
     });
   }
 
@@ -195,14 +198,23 @@ export function virtualRobotConfig(plant: VirtualPlant, transport: string): Robo
       },
       observation: [{ field: 'sensors', indices: Array.from({ length: obsDim }, (_, i) => i) }],
       // Over MQTT the virtual robot publishes its task's cameras (virtual-robot.ts).
-      ...(plant.cameras.specs.length && /^mqtts?:/.test(transport)
+      ...(plant.cameras.specs.length + plant.cameras.auxSpecs.length && /^mqtts?:/.test(transport)
         ? {
-            cameras: plant.cameras.specs.map((c) => ({
-              name: c.name,
-              source: 'mqtt',
-              width: c.width,
-              height: c.height,
-            })),
+            cameras: [
+              ...plant.cameras.specs.map((c) => ({
+                name: c.name,
+                source: 'mqtt',
+                width: c.width,
+                height: c.height,
+              })),
+              ...plant.cameras.auxSpecs.map((c) => ({
+                name: c.name,
+                source: 'mqtt',
+                width: c.width,
+                height: c.height,
+                detector: true,
+              })),
+            ],
           }
         : {}),
       episode: {

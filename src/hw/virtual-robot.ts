@@ -2,6 +2,7 @@
  * `resrt virtual-robot`: a MuJoCo task served over the serial protocol (a socat pseudo-terminal
  * pair) or MQTT, with the robot config a client needs to drive it like real hardware.
  */
+import type { CameraStream } from '../sim/camera/sim-cameras.js';
 import type { AnyTask } from '../sim/registry.js';
 import type { CameraFrame, CameraFrames } from '../types.js';
 import { type CameraPublisher, publishMqttCamera } from './camera/mqtt-camera.js';
@@ -15,6 +16,8 @@ export interface VirtualRobotOptions {
   transport: 'serial' | { brokerUrl: string; robotId?: string };
   seed?: number;
   resetDelayMs?: number;
+  /** Over MQTT: camera streams at sizes of their own, published for a success detector. */
+  detectorCameras?: readonly CameraStream[];
 }
 
 export interface VirtualRobot {
@@ -26,7 +29,11 @@ export interface VirtualRobot {
 }
 
 export async function startVirtualRobot(task: AnyTask, options: VirtualRobotOptions): Promise<VirtualRobot> {
-  const plant = await VirtualPlant.create(task, { seed: options.seed, resetDelayMs: options.resetDelayMs });
+  const plant = await VirtualPlant.create(task, {
+    seed: options.seed,
+    resetDelayMs: options.resetDelayMs,
+    detectorCameras: options.detectorCameras,
+  });
   if (options.transport === 'serial') {
     // Like the firmware's default, the watchdog latches; between episodes the host holds the
     // robot (HOLD), so it fires only when a running episode's commands stop.
@@ -56,7 +63,7 @@ export async function startVirtualRobot(task: AnyTask, options: VirtualRobotOpti
   });
   // The task's cameras go out as a real camera node would send them: JPEG frames on their topics.
   const cameras: CameraPublisher[] = [];
-  const specs = plant.cameras.specs;
+  const specs = [...plant.cameras.specs, ...plant.cameras.auxSpecs];
   // One render per period serves every camera of the plant.
   let shot: { atMs: number; frames: CameraFrames | undefined } = { atMs: -Infinity, frames: undefined };
   const grab = (name: string): CameraFrame | undefined => {

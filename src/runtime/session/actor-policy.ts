@@ -38,7 +38,13 @@ export async function openActorPolicy(options: ActorOptions, env: Env): Promise<
         })
       : null;
   const base: Policy = loaded ?? (options.base as Policy);
-  const cameras = CameraSender.create(sendFrames, base, env.cameras ?? [], options.jpegQuality);
+  const cameras = CameraSender.create(
+    sendFrames,
+    base,
+    env.cameras ?? [],
+    options.jpegQuality,
+    env.auxCameras ?? [],
+  );
   if (base.actionDim !== A) {
     throw new ResrtError(
       `the base policy outputs ${base.actionDim} action dims, ${env.id} takes ${A}`,

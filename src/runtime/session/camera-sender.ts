@@ -34,14 +34,17 @@ export class CameraSender {
   /**
    * Checks the mode against the base and the cameras. Features need a base with an embedding
    * output; JPEG frames need cameras. 'none' still keeps the latest frames for the dashboard.
+   * `detectorCameras` (Env.auxCameras) go with the JPEG frames and to the dashboards too: the
+   * episodes a person labels are what a success detector learns from again (`resrt import session`).
    */
   static create(
     mode: SendFrames,
     base: Policy,
     cameras: readonly CameraSpec[],
     jpegQuality = DEFAULT_JPEG_QUALITY,
+    detectorCameras: readonly CameraSpec[] = [],
   ): CameraSender {
-    const names = cameras.map((c) => c.name);
+    const names = [...cameras, ...detectorCameras].map((c) => c.name);
     if (mode !== 'none' && names.length === 0)
       throw new ResrtError(
         `--send-frames ${mode}: the robot or task has no cameras`,
