@@ -245,7 +245,9 @@ describe('a detector camera of its own size', () => {
         expect(env.cameras.map((c) => c.name)).toEqual(['top']);
         expect(env.auxCameras.map((c) => [c.name, c.width, c.height])).toEqual([['top_168x168', 168, 168]]);
         const detectorCamera = { name: 'top_168x168', width: 168, height: 168, mjcfCamera: 'top' };
-        expect(() => checkCameras([detectorCamera], env.cameras, 'det.onnx')).toThrow(/which is not here/);
+        expect(() => checkCameras([detectorCamera], env.cameras, 'det.onnx')).toThrow(
+          /which is not here[\s\S]*fix: on a robot, add camera "top_168x168" at 168x168 to its config \(with "detector": true/,
+        );
         checkCameras([detectorCamera], [...env.cameras, ...env.auxCameras], 'det.onnx');
         const reset = await env.reset();
         expect(reset.frames!.top.width).toBe(84);

@@ -194,7 +194,7 @@ export function checkCameras(
     if (!spec) {
       throw new ResrtError(
         `the success detector ${path} was trained on camera "${c.name}", which is not here (cameras here: ${available.map((s) => `"${s.name}"`).join(', ') || 'none'})`,
-        retrainHint(available.map((s) => ({ name: s.name, width: s.width, height: s.height }))),
+        `on a robot, add camera "${c.name}" at ${c.width}x${c.height} to its config (with "detector": true if only the detector reads it); or ${retrainHint(available.map((s) => ({ name: s.name, width: s.width, height: s.height })))}`,
       );
     }
     if (spec.width !== c.width || spec.height !== c.height || spec.channels !== 3) {
