@@ -135,6 +135,23 @@ describe('a detector camera of its own size', () => {
     expect(detector.cameras).toEqual([{ name: 'top_168x168', width: 168, height: 168, mjcfCamera: 'top' }]);
     await detector.close();
 
+    // reward eval: the file measured on labelled episodes, per file and in all.
+    const evaluated = JSON.parse(
+      await resrtInProcess('reward', 'eval', '--detector', detectorPath, '--data', `${ok},${bad}`, '--json'),
+    ) as { by_file: { source: string; metrics: { episodes: number } }[]; all: { episodes: number } };
+    expect(evaluated.by_file.map((f) => [f.source, f.metrics.episodes])).toEqual([
+      [ok, 8],
+      [bad, 8],
+    ]);
+    expect(evaluated.all.episodes).toBe(16);
+    const plain = join(dir, 'plain.jsonl');
+    await resrtInProcess('collect', '--task', 'push-cam', '--episodes', '1', '--clean', '--out', plain);
+    await expect(
+      resrtInProcess('reward', 'eval', '--detector', detectorPath, '--data', plain),
+    ).rejects.toThrow(
+      /reads camera "top_168x168" at 168x168, and .*plain\.jsonl does not record it[\s\S]*fix: collect the episodes with `resrt collect --detector-cameras top@168x168`/,
+    );
+
     // push-cam's base reads the 84 x 84 top camera; the detector judges every step at 168 x 168.
     const basePath = join(dir, 'base.onnx');
     writeFileSync(basePath, visuomotorOnnx({ state: 12, image: 84, actions: 3, chunk: 1 }));

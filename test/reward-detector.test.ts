@@ -11,12 +11,18 @@ import { MujocoEnv } from '../src/sim/env.js';
 import { cleanExpert, ImperfectExpert, PrivilegedExpert } from '../src/sim/expert.js';
 import { labelledEpisodes } from '../src/sim/reward-data.js';
 import { pushCamTask } from '../src/sim/tasks/push-cam.js';
-import { trainSuccessDetector, type DetectorResult } from '../src/residual/reward-detector.js';
+import {
+  trainSuccessDetector,
+  type DetectorEpisode,
+  type DetectorResult,
+} from '../src/residual/reward-detector.js';
 import {
   chooseThreshold,
   detectorMetrics,
+  type DetectorMetrics,
   type EpisodeScores,
 } from '../src/residual/reward-detector-verdict.js';
+import { evaluateDetector } from '../src/residual/reward-detector-eval.js';
 import { trainResidual } from '../src/residual/trainer.js';
 import { detectorAgreement } from '../src/residual/trainer-report.js';
 import { detectorAgreementLines } from '../src/cli/train-commands.js';
@@ -265,6 +271,65 @@ describe('success detector verdicts and threshold', () => {
     // The final observations alone: 0.9, 0.3, 0.1, 0.2, 0.1 against 0.5 get 4 of 5 right.
     expect(m.finalFrameAccuracy).toBeCloseTo(4 / 5, 12);
     expect(Number.isNaN(detectorMetrics([ep(false, 0.1)], 0.5).precision)).toBe(true);
+  });
+
+  it('measures a detector on labelled episodes as train and actor judge with it (reward eval)', async () => {
+    // Each 1x1 frame's red level is the probability the scripted detector answers (/ 255).
+    const episode = (name: string, success: boolean, levels: number[]): DetectorEpisode => ({
+      name,
+      success,
+      load: () => [
+        {
+          width: 1,
+          height: 1,
+          count: levels.length,
+          data: Uint8Array.from(levels.flatMap((v) => [v, 0, 0])),
+        },
+      ],
+    });
+    const judge: SuccessJudge = {
+      cameras: [{ name: 'top', width: 1, height: 1 }],
+      threshold: 0.5,
+      judge: async (frames) => {
+        const p = frames!.top.data[0] / 255;
+        return { probability: p, success: p >= 0.5 };
+      },
+    };
+    const cameras = [{ name: 'top', width: 1, height: 1 }];
+    const result = await evaluateDetector(judge, [
+      {
+        name: 'a.jsonl',
+        cameras,
+        // Observation 0 (the reset) fires but is never judged; a success seen only mid-episode counts.
+        episodes: [episode('a0', false, [255, 10, 20]), episode('a1', true, [0, 200, 30])],
+      },
+      {
+        name: 'b.jsonl',
+        cameras,
+        episodes: [episode('b0', false, [0, 180, 0]), episode('b1', true, [0, 0, 10])],
+      },
+    ]);
+    expect(result.observations).toBe(8);
+    const counts = (m: DetectorMetrics): number[] => [
+      m.truePositives,
+      m.falsePositives,
+      m.trueNegatives,
+      m.falseNegatives,
+    ];
+    expect(result.bySource.map((s) => [s.source, counts(s.metrics)])).toEqual([
+      ['a.jsonl', [1, 0, 1, 0]],
+      ['b.jsonl', [0, 1, 0, 1]],
+    ]);
+    expect(counts(result.all)).toEqual([1, 1, 1, 1]);
+    // Final frames: a0 20, a1 30, b0 0, b1 10 against 127.5: the failures right, the successes wrong.
+    expect(result.all.finalFrameAccuracy).toBe(0.5);
+    await expect(
+      evaluateDetector({ ...judge, cameras: [{ name: 'top', width: 2, height: 2, mjcfCamera: 'top' }] }, [
+        { name: 'c.jsonl', cameras, episodes: [] },
+      ]),
+    ).rejects.toThrow(
+      /reads camera "top" at 2x2, and c.jsonl records it at 1x1[\s\S]*--detector-cameras top@2x2/,
+    );
   });
 
   it('chooses the threshold on episode verdicts, in the middle of the best range on the logit scale', () => {

@@ -1,10 +1,12 @@
-/** `resrt reward train`: a learned success detector from labelled camera frames. */
+/** `resrt reward train` and `resrt reward eval`: a learned success detector from labelled camera frames, and its measure. */
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { readDemos } from '../sim/demos.js';
 import { labelledEpisodes } from '../sim/reward-data.js';
 import { trainSuccessDetector } from '../residual/reward-detector.js';
 import type { DetectorMetrics } from '../residual/reward-detector-verdict.js';
+import { evaluateDetector } from '../residual/reward-detector-eval.js';
+import { SuccessDetector } from '../runtime/success-detector.js';
 import { writeFileAtomic } from '../util/files.js';
 import { formatTable, parseFloatArg, parseIntArg, pct, printJson } from './common.js';
 
@@ -99,23 +101,76 @@ export function registerRewardCommands(program: Command): void {
       };
       writeFileSync(`${opts.out}.train.json`, JSON.stringify(summary, null, 2));
       if (opts.json) return printJson(summary);
-      const row = (name: string, m: DetectorMetrics): (string | number)[] => [
-        name,
-        m.episodes,
-        pct(m.accuracy),
-        Number.isNaN(m.precision) ? '-' : pct(m.precision),
-        Number.isNaN(m.recall) ? '-' : pct(m.recall),
-        `${m.truePositives}/${m.falsePositives}/${m.trueNegatives}/${m.falseNegatives}`,
-        pct(m.finalFrameAccuracy),
-      ];
       console.log(
-        formatTable(
-          ['split', 'episodes', 'accuracy', 'precision', 'recall', 'TP/FP/TN/FN', 'final frame acc.'],
-          [row('validation', result.validation), row('test', result.test)],
-        ),
+        metricsTable('split', [
+          ['validation', result.validation],
+          ['test', result.test],
+        ]),
       );
       console.log(
         `wrote ${opts.out} (cameras ${data.cameras.map((c) => `${c.name} ${c.width}x${c.height}`).join(', ')}, threshold ${result.threshold.toFixed(3)}, export checked to ${result.exportMaxAbsError.toExponential(1)}) in ${result.seconds.toFixed(0)} s`,
       );
     });
+  reward
+    .command('eval')
+    .description(
+      "measure a success detector on labelled episodes it was not trained on: its episode verdicts at the file's threshold, as train and actor use it",
+    )
+    .requiredOption('--detector <file.onnx>', 'the detector (resrt reward train)')
+    .requiredOption(
+      '--data <files>',
+      'comma-separated demonstration files with frames of its cameras (resrt collect, resrt import session --labelled-only)',
+    )
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { detector: string; data: string; json?: boolean }) => {
+      const detector = await SuccessDetector.load(opts.detector);
+      try {
+        const names = detector.cameras.map((c) => c.name);
+        const sources = opts.data
+          .split(',')
+          .filter(Boolean)
+          .map((path) => {
+            const demos = readDemos(path);
+            // A camera the file lacks is named, with its fix, by evaluateDetector.
+            const recorded = names.filter((n) => demos.header.cameras?.some((c) => c.name === n));
+            return { path, data: labelledEpisodes([{ path, demos }], recorded) };
+          })
+          .map(({ path, data }) => ({ name: path, cameras: data.cameras, episodes: data.episodes }));
+        const result = await evaluateDetector(detector, sources);
+        const summary = {
+          detector: opts.detector,
+          threshold: detector.threshold,
+          cameras: detector.cameras,
+          all: result.all,
+          by_file: result.bySource,
+          observations: result.observations,
+          seconds: result.seconds,
+        };
+        if (opts.json) return printJson(summary);
+        const rows: [string, DetectorMetrics][] = result.bySource.map((s) => [s.source, s.metrics]);
+        if (rows.length > 1) rows.push(['all', result.all]);
+        console.log(metricsTable('data', rows));
+        console.log(
+          `${opts.detector} (cameras ${detector.cameras.map((c) => `${c.name} ${c.width}x${c.height}`).join(', ')}, threshold ${detector.threshold.toFixed(3)}): ${result.observations} observations judged in ${result.seconds.toFixed(0)} s`,
+        );
+      } finally {
+        await detector.close();
+      }
+    });
+}
+
+/** Episode verdicts as a table, one row per split or data file. */
+function metricsTable(first: string, rows: readonly [string, DetectorMetrics][]): string {
+  return formatTable(
+    [first, 'episodes', 'accuracy', 'precision', 'recall', 'TP/FP/TN/FN', 'final frame acc.'],
+    rows.map(([name, m]) => [
+      name,
+      m.episodes,
+      pct(m.accuracy),
+      Number.isNaN(m.precision) ? '-' : pct(m.precision),
+      Number.isNaN(m.recall) ? '-' : pct(m.recall),
+      `${m.truePositives}/${m.falsePositives}/${m.trueNegatives}/${m.falseNegatives}`,
+      pct(m.finalFrameAccuracy),
+    ]),
+  );
 }
