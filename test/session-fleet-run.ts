@@ -180,9 +180,16 @@ export async function runFleetOf(
     `${tag}: base ${before.successRate.toFixed(2)} → base + residual v${final.version} ${after.successRate.toFixed(2)}`,
   );
   expect(before.successRate).toBeLessThan(0.5);
-  const recent = withResidual.slice(-50);
+  // An episode a fault cut short (a stale state or frame on a loaded machine: the puck tasks end
+  // early only by success) says nothing of the residual: the rise is read from the last 50 it
+  // acted on to their end. A clean-root run beside two detector trainings (load ~6 on 2 cores) cut
+  // 5 of 95 such episodes short, and its last 50 read 22 points over the base with them counted.
+  const ranToEnd = withResidual.filter((e) => e.success || e.steps >= spec.task.maxEpisodeSteps);
+  const recent = ranToEnd.slice(-50);
   const recentRate = recent.filter((e) => e.success).length / recent.length;
-  console.log(`${tag}: last ${recent.length} episodes with a residual ${recentRate.toFixed(2)}`);
+  console.log(
+    `${tag}: last ${recent.length} episodes with a residual that ran to their end ${recentRate.toFixed(2)}`,
+  );
   expect(recent.length).toBe(50);
   // Rates of 50 and 100 episodes differ by whole hundredths; compared in hundredths, so that
   // 0.42 − 0.32 counts as the 10 points it is (as floats it is 0.0999…).
