@@ -19,14 +19,7 @@ import { MujocoEnv } from '../sim/env.js';
 import { loadTask, type AnyTask } from '../sim/registry.js';
 import type { CameraSpec, Policy } from '../types.js';
 import { ResrtError } from '../util/errors.js';
-import {
-  checkOutputFile,
-  parseFloatArg,
-  parseIntArg,
-  positiveList,
-  printJson,
-  progressBar,
-} from './common.js';
+import { checkOutputFile, parseFloatArg, parseIntArg, positiveList, printJson, progressBar } from './common.js';
 import { robotLinkSpec, taskSourceSpec } from './loop-sources.js';
 
 export function registerPolicyCommands(program: Command): void {
