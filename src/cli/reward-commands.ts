@@ -133,9 +133,9 @@ export function registerRewardCommands(program: Command): void {
             const demos = readDemos(path);
             // A camera the file lacks is named, with its fix, by evaluateDetector.
             const recorded = names.filter((n) => demos.header.cameras?.some((c) => c.name === n));
-            return { path, data: labelledEpisodes([{ path, demos }], recorded) };
-          })
-          .map(({ path, data }) => ({ name: path, cameras: data.cameras, episodes: data.episodes }));
+            const { cameras, episodes } = labelledEpisodes([{ path, demos }], recorded);
+            return { name: path, cameras, episodes };
+          });
         const result = await evaluateDetector(detector, sources);
         const summary = {
           detector: opts.detector,

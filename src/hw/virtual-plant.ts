@@ -200,21 +200,14 @@ export function virtualRobotConfig(plant: VirtualPlant, transport: string): Robo
       // Over MQTT the virtual robot publishes its task's cameras (virtual-robot.ts).
       ...(plant.cameras.specs.length + plant.cameras.auxSpecs.length && /^mqtts?:/.test(transport)
         ? {
-            cameras: [
-              ...plant.cameras.specs.map((c) => ({
-                name: c.name,
-                source: 'mqtt',
-                width: c.width,
-                height: c.height,
-              })),
-              ...plant.cameras.auxSpecs.map((c) => ({
-                name: c.name,
-                source: 'mqtt',
-                width: c.width,
-                height: c.height,
-                detector: true,
-              })),
-            ],
+            cameras: [...plant.cameras.specs, ...plant.cameras.auxSpecs].map((c) => ({
+              name: c.name,
+              source: 'mqtt',
+              width: c.width,
+              height: c.height,
+              // The extra streams (--detector-cameras) are a detector's, not the policy's.
+              ...(c.mjcfCamera !== undefined ? { detector: true } : {}),
+            })),
           }
         : {}),
       episode: {

@@ -13,7 +13,7 @@ import { lockRunFolder, type RunLock } from '../util/run-lock.js';
 import { ResrtError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import { initEngine } from '../nn/index.js';
-import { checkCameras, detectorOutcome } from '../runtime/success-detector.js';
+import { checkEnvCameras, detectorOutcome } from '../runtime/success-detector.js';
 import { makeConfig, profileFor } from './config.js';
 import { packSteps, type StepBatch, type StepRecord } from './replay.js';
 import { FramePacker } from './replay-frames.js';
@@ -110,10 +110,7 @@ export async function trainResidual(options: TrainOptions): Promise<TrainResult>
   // Only now, with the inputs checked, does the run folder appear.
   mkdirSync(options.outDir, { recursive: true });
   const detector = options.successDetector ?? null;
-  if (detector) {
-    const detectorSees = [...(env.cameras ?? []), ...(env.auxCameras ?? [])];
-    checkCameras(detector.cameras, detectorSees, detector.path ?? 'the success detector');
-  }
+  if (detector) checkEnvCameras(detector, env);
   const O = env.observationSpace.dim;
   const A = env.actionSpace.dim;
   const taskName = options.taskName ?? env.id;

@@ -13,7 +13,7 @@
 import '../util/ort-telemetry.js';
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import type { CameraFrames, CameraSpec } from '../types.js';
+import type { CameraFrames, CameraSpec, Env } from '../types.js';
 import { ResrtError } from '../util/errors.js';
 import { decodeModelHeader } from '../util/onnx-proto.js';
 import { MetaKey } from './onnx-export.js';
@@ -181,6 +181,22 @@ function parseCameras(raw: string | undefined, path: string): DetectorCamera[] {
     );
   }
   return parsed as DetectorCamera[];
+}
+
+/**
+ * Every camera the detector reads must come with the env's observations, RGB, at its trained
+ * size: an observation camera, or one of the env's cameras for readers beside the policy
+ * (Env.auxCameras: a detector's camera at its own size).
+ */
+export function checkEnvCameras(
+  detector: SuccessJudge & { path?: string },
+  env: Pick<Env, 'cameras' | 'auxCameras'>,
+): void {
+  checkCameras(
+    detector.cameras,
+    [...(env.cameras ?? []), ...(env.auxCameras ?? [])],
+    detector.path ?? 'the success detector',
+  );
 }
 
 /** Every camera the detector reads must be provided, RGB, at the size it was trained on. */

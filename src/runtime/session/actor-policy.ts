@@ -6,7 +6,7 @@
 import type { Env, Policy } from '../../types.js';
 import { ResrtError } from '../../util/errors.js';
 import { OnnxPolicy } from '../onnx-policy.js';
-import { checkCameras } from '../success-detector.js';
+import { checkEnvCameras } from '../success-detector.js';
 import { SafetyLayer } from '../../safety/layer.js';
 import { checkSendFrames } from './camera-batch.js';
 import { CameraSender } from './camera-sender.js';
@@ -25,10 +25,7 @@ export async function openActorPolicy(options: ActorOptions, env: Env): Promise<
   const O = env.observationSpace.dim;
   const A = env.actionSpace.dim;
   const detector = options.successDetector;
-  if (detector) {
-    const detectorSees = [...(env.cameras ?? []), ...(env.auxCameras ?? [])];
-    checkCameras(detector.cameras, detectorSees, detector.path ?? 'the success detector');
-  }
+  if (detector) checkEnvCameras(detector, env);
   const loaded =
     typeof options.base === 'string'
       ? await OnnxPolicy.load(options.base, {
